@@ -1,0 +1,161 @@
+"""The one error hierarchy shared by the server and the SDK.
+
+    MedstreamError                   500  (1011)  anything unexpected
+    +-- ValidationError              400  (4400)  malformed input; `details` lists each bad field and its path
+    |   +-- PayloadTooLargeError     413  (4400)  a body, message, string or list over its bound
+    +-- AuthenticationError          401  (4001)  missing, bad or expired credentials or token
+    |   +-- TooManyAttemptsError     429  (4001)  repeated failed logins for one login: wait `retry_after` s
+    +-- ForbiddenError               403  (4003)  authenticated, but not allowed to do this
+    +-- NotFoundError                404  (4404)  no such entity, or one the caller may not read
+    +-- ConflictError                409  (4409)  stale or missing `rev`, or an id or login that exists
+    +-- TooSlowError                 429  (4429)  a websocket consumer that cannot keep up, or too many subscriptions
+    +-- UnavailableError             503  (1013)  the database or a dependency is down
+    +-- ServerGoingAway              503  (1001)  the server is shutting down
+
+The HTTP status and websocket close code of every error live here and nowhere else. On the wire an error is
+`{"error": <code>, "message": <text>, "details": [...]}`; `from_payload` rebuilds the same class in the SDK.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class MedstreamError(Exception):
+    """Base of every error Medstream raises on purpose."""
+
+    code: ClassVar[str] = "internal_error"
+    http_status: ClassVar[int] = 500
+    close_code: ClassVar[int] = 1011
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+    def to_payload(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.details:
+            payload["details"] = self.details
+        return payload
+
+
+class ValidationError(MedstreamError):
+    code = "validation_error"
+    http_status = 400
+    close_code = 4400
+
+
+class PayloadTooLargeError(ValidationError):
+    code = "payload_too_large"
+    http_status = 413
+
+
+class AuthenticationError(MedstreamError):
+    code = "unauthorized"
+    http_status = 401
+    close_code = 4001
+
+
+class TooManyAttemptsError(AuthenticationError):
+    code = "too_many_attempts"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message, details=[{"retryAfter": round(retry_after, 3)}])
+        self.retry_after = retry_after
+
+
+class ForbiddenError(MedstreamError):
+    code = "forbidden"
+    http_status = 403
+    close_code = 4003
+
+
+class NotFoundError(MedstreamError):
+    code = "not_found"
+    http_status = 404
+    close_code = 4404
+
+
+class ConflictError(MedstreamError):
+    code = "conflict"
+    http_status = 409
+    close_code = 4409
+
+
+class TooSlowError(MedstreamError):
+    code = "too_slow"
+    http_status = 429
+    close_code = 4429
+
+
+class UnavailableError(MedstreamError):
+    code = "unavailable"
+    http_status = 503
+    close_code = 1013
+
+
+class ServerGoingAway(MedstreamError):
+    code = "going_away"
+    http_status = 503
+    close_code = 1001
+
+
+_BY_CODE: dict[str, type[MedstreamError]] = {
+    cls.code: cls
+    for cls in (
+        MedstreamError,
+        ValidationError,
+        PayloadTooLargeError,
+        AuthenticationError,
+        ForbiddenError,
+        NotFoundError,
+        ConflictError,
+        TooSlowError,
+        UnavailableError,
+        ServerGoingAway,
+    )
+}
+_BY_STATUS: dict[int, type[MedstreamError]] = {
+    400: ValidationError,
+    401: AuthenticationError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: PayloadTooLargeError,
+    422: ValidationError,
+    429: TooSlowError,
+    503: UnavailableError,
+}
+
+
+def from_payload(status: int, payload: Any) -> MedstreamError:
+    """Rebuild the error a server answered with (used by the SDK)."""
+    if isinstance(payload, dict):
+        code = str(payload.get("error", ""))
+        message = str(payload.get("message", f"HTTP {status}"))
+        details = payload.get("details") if isinstance(payload.get("details"), list) else None
+    else:
+        code, message, details = "", f"HTTP {status}: {payload!r}"[:500], None
+    if code == TooManyAttemptsError.code:
+        retry_after = float((details or [{}])[0].get("retryAfter", 1.0))
+        return TooManyAttemptsError(message, retry_after=retry_after)
+    cls = _BY_CODE.get(code) or _BY_STATUS.get(status, MedstreamError)
+    return cls(message, details=details)
+
+
+__all__ = [
+    "AuthenticationError",
+    "ConflictError",
+    "ForbiddenError",
+    "MedstreamError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "ServerGoingAway",
+    "TooManyAttemptsError",
+    "TooSlowError",
+    "UnavailableError",
+    "ValidationError",
+    "from_payload",
+]

@@ -1,0 +1,36 @@
+"""The base every Medstream model derives from: camelCase on the wire, snake_case in Python, strict input."""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+# Bound on any single string of any model; request bodies are bounded separately by the server.
+MAX_STRING_LENGTH = 262_144
+
+
+class MedstreamModel(BaseModel):
+    """Pydantic v2 base: aliases in camelCase, names accepted too, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        extra="forbid",
+        str_max_length=MAX_STRING_LENGTH,
+        ser_json_inf_nan="null",
+    )
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The wire form: camelCase keys, unset optional fields left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_json_dict())
+
+    @classmethod
+    def from_json_dict(cls, data: Any) -> Self:
+        return cls.model_validate(data)

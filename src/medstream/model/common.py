@@ -1,0 +1,196 @@
+"""Value types shared by several entities, and the fields every stored entity has."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar
+
+from pydantic import ConfigDict, Field, PlainSerializer
+
+from medstream.model.base import MedstreamModel
+
+# An entity id travels in URL paths: a UUID by default, any short URL-safe token when the client supplies one.
+EntityId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")]
+
+
+class CodingReference(MedstreamModel):
+    """A code from a terminology (`type` is the code system, e.g. LOINC), used for labels and codes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str | None = None
+    type: str | None = None
+    code: str | None = None
+    version: str | None = None
+
+
+def _sorted_codings(codings: set[CodingReference]) -> list[dict[str, Any]]:
+    dumped = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in codings]
+    return sorted(dumped, key=lambda d: (d.get("type") or "", d.get("code") or "", d.get("version") or ""))
+
+
+# A set of codings; serialised as a list in a stable order so that equal sets give equal JSON.
+CodingSet = Annotated[set[CodingReference], PlainSerializer(_sorted_codings, return_type=list[dict[str, Any]])]
+
+
+# A set of strings (ids, roles); serialised sorted for the same reason.
+StringSet = Annotated[set[str], PlainSerializer(sorted, return_type=list[str])]
+
+
+class Identifier(MedstreamModel):
+    id: str | None = None
+    assigner: str | None = None
+    start: str | None = None
+    end: str | None = None
+    system: str | None = None
+    type: CodingReference | None = None
+    use: str | None = None
+    value: str | None = None
+
+
+class PersonNameUse(StrEnum):
+    usual = "usual"
+    official = "official"
+    temp = "temp"
+    nickname = "nickname"
+    anonymous = "anonymous"
+    maiden = "maiden"
+    old = "old"
+    other = "other"
+
+
+class PersonName(MedstreamModel):
+    last_name: str | None = None
+    first_names: list[str] = Field(default_factory=list)
+    start: int | None = None
+    end: int | None = None
+    prefix: list[str] = Field(default_factory=list)
+    suffix: list[str] = Field(default_factory=list)
+    text: str | None = None
+    use: PersonNameUse | None = None
+
+
+class TelecomType(StrEnum):
+    mobile = "mobile"
+    phone = "phone"
+    email = "email"
+    fax = "fax"
+    skype = "skype"
+    im = "im"
+    medibridge = "medibridge"
+    ehealthbox = "ehealthbox"
+    apicrypt = "apicrypt"
+    web = "web"
+    print = "print"
+    disk = "disk"
+    other = "other"
+    pager = "pager"
+
+
+class Telecom(MedstreamModel):
+    telecom_type: TelecomType | None = None
+    telecom_number: str | None = None
+    telecom_description: str | None = None
+
+
+class AddressType(StrEnum):
+    home = "home"
+    work = "work"
+    vacation = "vacation"
+    hospital = "hospital"
+    clinic = "clinic"
+    hq = "hq"
+    other = "other"
+    temporary = "temporary"
+    postal = "postal"
+    diplomatic = "diplomatic"
+    reference = "reference"
+    careaddress = "careaddress"
+
+
+class Address(MedstreamModel):
+    address_type: AddressType | None = None
+    description: str | None = None
+    street: str | None = None
+    house_number: str | None = None
+    postbox_number: str | None = None
+    postal_code: str | None = None
+    city: str | None = None
+    state: str | None = None
+    country: str | None = None
+    note: str | None = None
+    telecoms: list[Telecom] = Field(default_factory=list)
+
+
+class PropertyTypeType(StrEnum):
+    BOOLEAN = "BOOLEAN"
+    INTEGER = "INTEGER"
+    DOUBLE = "DOUBLE"
+    STRING = "STRING"
+    DATE = "DATE"
+    CLOB = "CLOB"
+    JSON = "JSON"
+
+
+class PropertyType(MedstreamModel):
+    identifier: str | None = None
+    type: PropertyTypeType | None = None
+
+
+class TypedValue(MedstreamModel):
+    type: PropertyTypeType | None = None
+    boolean_value: bool | None = None
+    integer_value: int | None = None
+    double_value: float | None = None
+    string_value: str | None = None
+    date_value: int | None = None
+
+
+class Property(MedstreamModel):
+    id: str | None = None
+    type: PropertyType | None = None
+    typed_value: TypedValue | None = None
+    deleted: int | None = None
+
+
+class Delegation(MedstreamModel):
+    """One data owner's access to an entity: who granted it (`owner`) and to whom (`delegated_to`)."""
+
+    owner: str | None = None
+    delegated_to: str
+
+
+class SystemMetaData(MedstreamModel):
+    """Server-managed metadata. `delegations` is keyed by the data owner id it gives read access to."""
+
+    delegations: dict[str, Delegation] = Field(default_factory=dict)
+
+
+class Entity(MedstreamModel):
+    """The fields of every stored entity. The server owns everything but `id`, `rev`, `labels` and `codes`:
+    what a client sends for `created`, `modified`, `author`, `deletion_date` or `system_meta_data` is replaced by
+    the stored values, so an entity read from the server can be sent back as it is."""
+
+    entity_type: ClassVar[str]
+
+    id: EntityId | None = None
+    rev: str | None = None
+    created: int | None = None
+    modified: int | None = None
+    author: str | None = None
+    responsible: str | None = None
+    labels: CodingSet = Field(default_factory=set)
+    codes: CodingSet = Field(default_factory=set)
+    deletion_date: int | None = None
+    system_meta_data: SystemMetaData | None = None
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deletion_date is not None
+
+    @property
+    def readers(self) -> frozenset[str]:
+        """The data owners this entity is shared with."""
+        if self.system_meta_data is None:
+            return frozenset()
+        return frozenset(self.system_meta_data.delegations)
