@@ -1,0 +1,3 @@
+from medstream.cli import main
+
+main()

@@ -1,0 +1,87 @@
+"""The ASGI application: `create_app(settings)` wires store, auth, routes and error handling."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from medstream import __version__
+from medstream.access import Actor
+from medstream.model.entities import KIND_BY_NAME
+from medstream.model.user import User
+from medstream.server.errors import BodySizeLimit, install_error_handlers
+from medstream.server.routes import auth, health, me
+from medstream.server.routes.entities import all_entity_routers, write_entities
+from medstream.server.security import LoginThrottle, TokenIssuer
+from medstream.server.settings import Settings
+from medstream.server.state import ServerState
+from medstream.store.database import Database
+from medstream.store.keys import read_key
+from medstream.store.repository import EntityRepository
+
+log = logging.getLogger("medstream.server")
+
+# The actor of the server's own bootstrap writes (the first admin).
+SYSTEM_ACTOR = Actor(user_id="system", data_owner_id=None, is_admin=True)
+
+
+async def open_state(settings: Settings) -> ServerState:
+    database = Database(settings.database_url)
+    await database.migrate()
+    secret = await read_key(database, "jwt_secret")
+    state = ServerState(
+        settings=settings,
+        database=database,
+        repository=EntityRepository(database),
+        tokens=TokenIssuer(
+            secret, access_seconds=settings.access_token_seconds, refresh_seconds=settings.refresh_token_seconds
+        ),
+        throttle=LoginThrottle(
+            free_attempts=settings.login_free_attempts, max_delay=settings.login_max_delay_seconds
+        ),
+    )
+    if settings.admin_login and settings.admin_password:
+        await ensure_admin(state, settings.admin_login, settings.admin_password)
+    return state
+
+
+async def ensure_admin(state: ServerState, login: str, password: str) -> None:
+    """Create the admin user if no user has this login; an existing one is left as it is."""
+    if await state.repository.find_user_by_login(login) is not None:
+        return
+    admin = User(login=login, name="Administrator", roles={"ADMIN"}, password=password)
+    await write_entities(state, KIND_BY_NAME["User"], [admin], SYSTEM_ACTOR)
+    log.info("created admin user %s", login)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = await open_state(settings)
+        app.state.medstream = state
+        try:
+            yield
+        finally:
+            await state.database.close()
+
+    app = FastAPI(
+        title="Medstream",
+        version=__version__,
+        description="Medical data with live entity events. Authenticate with POST /rest/v1/auth/login.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(auth.router)
+    app.include_router(me.router)
+    for router in all_entity_routers():
+        app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,107 @@
+"""Every error a route raises becomes JSON `{"error", "message", "details"}` with its status (errors.py)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from medstream.errors import (
+    MedstreamError,
+    PayloadTooLargeError,
+    TooManyAttemptsError,
+    ValidationError,
+    from_payload,
+)
+
+log = logging.getLogger("medstream.server")
+
+
+def error_response(error: MedstreamError) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"} if error.http_status == 401 else {}
+    if isinstance(error, TooManyAttemptsError):
+        headers["Retry-After"] = str(max(1, round(error.retry_after)))
+    return Response(
+        orjson.dumps(error.to_payload()), status_code=error.http_status, media_type="application/json",
+        headers=headers,
+    )
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def validation_error(exc: RequestValidationError) -> ValidationError:
+    details = [
+        {"path": _location(tuple(e.get("loc", ()))), "message": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    if any(d["type"] == "json_invalid" for d in details):
+        return ValidationError("malformed JSON in the request body", details=details)
+    summary = "; ".join(f"{d['path']}: {d['message']}" for d in details[:5])
+    return ValidationError(f"invalid request: {summary}", details=details)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_medstream_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, MedstreamError)
+        return error_response(exc)
+
+    async def on_validation_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(validation_error(exc))
+
+    async def on_http_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return error_response(from_payload(exc.status_code, {"message": str(exc.detail)}))
+
+    async def on_unexpected(_request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error", exc_info=exc)
+        return error_response(MedstreamError("internal server error"))
+
+    app.add_exception_handler(MedstreamError, on_medstream_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+class BodySizeLimit:
+    """Answers 413 to a request body over `max_bytes`, declared or streamed, before any route reads it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = PayloadTooLargeError(f"request body over {self.max_bytes} bytes")
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await error_response(too_large)(scope, receive, send)
+            return
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await error_response(too_large)(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)

@@ -1,0 +1,175 @@
+"""The REST collection of every entity kind, generated from the kinds table (DESIGN section 6).
+
+    POST   /rest/v1/{collection}               create or modify one
+    POST   /rest/v1/{collection}/batch         create or modify many, all or nothing
+    GET    /rest/v1/{collection}               page through the readable live entities, by id
+    GET    /rest/v1/{collection}/{id}          one
+    POST   /rest/v1/{collection}/by-ids        many
+    DELETE /rest/v1/{collection}/{id}          soft-delete one
+    POST   /rest/v1/{collection}/delete        soft-delete many, all or nothing
+    POST   /rest/v1/{collection}/{id}/access   share with a data owner
+    POST   /rest/v1/patients/{id}/data-samples[/batch]   data samples for a patient
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import Field
+from starlette.responses import Response
+
+from medstream.access import Actor
+from medstream.errors import ValidationError
+from medstream.model.base import MedstreamModel
+from medstream.model.common import Entity, EntityId
+from medstream.model.entities import ENTITY_KINDS, KIND_BY_NAME, EntityKind
+from medstream.model.user import User
+from medstream.server.security import hash_password
+from medstream.server.state import ServerState, current_actor, server_state
+
+Id = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$", description="The entity's id")]
+ActorDep = Annotated[Actor, Depends(current_actor)]
+StateDep = Annotated[ServerState, Depends(server_state)]
+
+
+class IdsRequest(MedstreamModel):
+    ids: list[EntityId] = Field(max_length=10_000)
+
+
+class AccessRequest(MedstreamModel):
+    data_owner_id: EntityId
+
+
+def entity_response(entity: Entity) -> Response:
+    return Response(entity.to_json(), media_type="application/json")
+
+
+def entities_response(entities: Sequence[Entity]) -> Response:
+    return Response(b"[" + b",".join(e.to_json() for e in entities) + b"]", media_type="application/json")
+
+
+async def _password_hashes(entities: Sequence[Entity]) -> list[str | None] | None:
+    """Users may carry a new password: hash it before the write transaction opens."""
+    if not entities or not isinstance(entities[0], User):
+        return None
+    return [await hash_password(e.password) if isinstance(e, User) and e.password else None for e in entities]
+
+
+async def write_entities(state: ServerState, kind: EntityKind, entities: Sequence[Entity], actor: Actor) -> list[Entity]:
+    if len(entities) > state.settings.max_batch_size:
+        raise ValidationError(f"a batch holds at most {state.settings.max_batch_size} entities")
+    hashes = await _password_hashes(entities)
+    return await state.repository.create_or_modify(kind, entities, actor, password_hashes=hashes)
+
+
+def _typed(endpoint: Callable[..., Any], **annotations: Any) -> Callable[..., Any]:
+    """Give a generated endpoint the kind's model as its body type, so FastAPI validates and documents it."""
+    endpoint.__annotations__.update(annotations)
+    return endpoint
+
+
+def entity_router(kind: EntityKind) -> APIRouter:
+    router = APIRouter(prefix=f"/rest/v1/{kind.collection}", tags=[kind.name])
+    model = kind.model
+    name = kind.name
+
+    async def create_or_modify(entity: Entity, actor: ActorDep, state: StateDep) -> Response:
+        (stored,) = await write_entities(state, kind, [entity], actor)
+        return entity_response(stored)
+
+    async def create_or_modify_batch(entities: list[Entity], actor: ActorDep, state: StateDep) -> Response:
+        return entities_response(await write_entities(state, kind, entities, actor))
+
+    async def list_entities(
+        actor: ActorDep,
+        state: StateDep,
+        start_after: Annotated[str | None, Query(alias="startAfter", max_length=128)] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    ) -> Response:
+        page = await state.repository.list_readable(kind, actor, start_after=start_after, limit=limit)
+        return entities_response(page)
+
+    async def get_one(entity_id: Id, actor: ActorDep, state: StateDep) -> Response:
+        return entity_response(await state.repository.get(kind, entity_id, actor))
+
+    async def get_by_ids(request: IdsRequest, actor: ActorDep, state: StateDep) -> Response:
+        return entities_response(await state.repository.get_many(kind, request.ids, actor))
+
+    async def delete_one(entity_id: Id, actor: ActorDep, state: StateDep) -> Response:
+        (tombstone,) = await state.repository.delete(kind, [entity_id], actor)
+        return entity_response(tombstone)
+
+    async def delete_many(request: IdsRequest, actor: ActorDep, state: StateDep) -> Response:
+        return entities_response(await state.repository.delete(kind, request.ids, actor))
+
+    async def give_access(entity_id: Id, request: AccessRequest, actor: ActorDep, state: StateDep) -> Response:
+        return entity_response(await state.repository.give_access(kind, entity_id, request.data_owner_id, actor))
+
+    one, many = {"model": model}, {"model": list[model]}  # type: ignore[valid-type]
+    routes: list[tuple[str, str, Callable[..., Any], dict[str, Any], str]] = [
+        ("", "POST", _typed(create_or_modify, entity=model), one, f"Create or modify a {name}"),
+        ("/batch", "POST", _typed(create_or_modify_batch, entities=list[model]), many,  # type: ignore[valid-type]
+         f"Create or modify many {name}s, all or nothing"),
+        ("", "GET", list_entities, many, f"Page through the live {name}s you may read, by id"),
+        ("/by-ids", "POST", get_by_ids, many, f"The {name}s with these ids that you may read"),
+        ("/delete", "POST", delete_many, many, f"Soft-delete many {name}s, all or nothing"),
+        ("/{entity_id}", "GET", get_one, one, f"One {name} (a tombstone if deleted)"),
+        ("/{entity_id}", "DELETE", delete_one, one, f"Soft-delete a {name}"),
+        ("/{entity_id}/access", "POST", give_access, one, f"Share a {name} with a data owner"),
+    ]
+    for path, method, endpoint, response, summary in routes:
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=[method],
+            summary=summary,
+            responses={200: {**response, "description": "OK"}},
+            operation_id=f"{method.lower()}_{kind.plural}{path.replace('/', '_').replace('{entity_id}', 'id')}",
+        )
+    return router
+
+
+def data_samples_for_patient_router() -> APIRouter:
+    """`POST /rest/v1/patients/{patient_id}/data-samples`: data samples are created for a patient."""
+    kind = KIND_BY_NAME["DataSample"]
+    router = APIRouter(prefix="/rest/v1/patients/{patient_id}/data-samples", tags=["DataSample"])
+
+    def for_patient(patient_id: str, entities: Sequence[Entity]) -> list[Entity]:
+        linked = []
+        for entity in entities:
+            linked_id = getattr(entity, "patient_id", None)
+            if linked_id is not None and linked_id != patient_id:
+                raise ValidationError(f"data sample patientId {linked_id} differs from the path's {patient_id}")
+            linked.append(entity.model_copy(update={"patient_id": patient_id}))
+        return linked
+
+    async def create_or_modify_for(patient_id: Id, entity: Entity, actor: ActorDep, state: StateDep) -> Response:
+        (stored,) = await write_entities(state, kind, for_patient(patient_id, [entity]), actor)
+        return entity_response(stored)
+
+    async def create_or_modify_many_for(
+        patient_id: Id, entities: list[Entity], actor: ActorDep, state: StateDep
+    ) -> Response:
+        return entities_response(await write_entities(state, kind, for_patient(patient_id, entities), actor))
+
+    router.add_api_route(
+        "",
+        _typed(create_or_modify_for, entity=kind.model),
+        methods=["POST"],
+        summary="Create or modify a DataSample of this patient",
+        responses={200: {"model": kind.model, "description": "OK"}},
+    )
+    router.add_api_route(
+        "/batch",
+        _typed(create_or_modify_many_for, entities=list[kind.model]),  # type: ignore[name-defined]
+        methods=["POST"],
+        summary="Create or modify many DataSamples of this patient, all or nothing",
+        responses={200: {"model": list[kind.model], "description": "OK"}},  # type: ignore[name-defined]
+    )
+    return router
+
+
+def all_entity_routers() -> list[APIRouter]:
+    return [data_samples_for_patient_router(), *(entity_router(kind) for kind in ENTITY_KINDS)]

@@ -1,0 +1,30 @@
+"""GET /health: is the server up, and how is its database."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Depends
+from starlette.responses import Response
+
+from medstream.errors import MedstreamError
+from medstream.server.state import ServerState, server_state
+from medstream.store import outbox
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", summary="Server and database state; 503 when the database is unreachable")
+async def health(state: Annotated[ServerState, Depends(server_state)]) -> Response:
+    database: dict[str, object] = {"dialect": "sqlite" if state.database.is_sqlite else "postgresql"}
+    try:
+        async with state.database.read() as conn:
+            head = await outbox.head(conn)
+        database.update(status="ok", lastSeq=head.last_seq, epoch=head.epoch)
+        status_code, status = 200, "ok"
+    except (MedstreamError, OSError) as exc:
+        database.update(status="unavailable", error=str(exc)[:300])
+        status_code, status = 503, "degraded"
+    body = {"status": status, "database": database}
+    return Response(orjson.dumps(body), status_code=status_code, media_type="application/json")

@@ -1,0 +1,122 @@
+"""Passwords (argon2), tokens (JWT, HS256 with the database's shared key) and login slow-down."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from medstream.access import Actor
+from medstream.errors import AuthenticationError, TooManyAttemptsError
+from medstream.model.user import User
+
+_hasher = PasswordHasher()
+# Verified against when a login is unknown, so that the answer takes as long as for a wrong password.
+_DUMMY_HASH = _hasher.hash(uuid.uuid4().hex)
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.to_thread(_hasher.hash, password)
+
+
+async def verify_password(password_hash: str | None, password: str) -> bool:
+    def verify() -> bool:
+        try:
+            return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        except (VerificationError, InvalidHashError):
+            return False
+
+    return await asyncio.to_thread(verify)
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    token: str
+    refresh_token: str
+    expires_in: int
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "token": self.token,
+            "refreshToken": self.refresh_token,
+            "tokenType": "Bearer",
+            "expiresIn": self.expires_in,
+        }
+
+
+class TokenIssuer:
+    """Issues and checks access and refresh tokens."""
+
+    def __init__(self, secret: str, *, access_seconds: int, refresh_seconds: int) -> None:
+        self._secret = secret
+        self.access_seconds = access_seconds
+        self.refresh_seconds = refresh_seconds
+
+    def issue(self, user: User) -> TokenPair:
+        now = int(time.time())
+        claims = {
+            "sub": user.id,
+            "do": user.data_owner_id,
+            "adm": user.is_admin,
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+        }
+        access = jwt.encode({**claims, "typ": "access", "exp": now + self.access_seconds}, self._secret, "HS256")
+        refresh = jwt.encode({**claims, "typ": "refresh", "exp": now + self.refresh_seconds}, self._secret, "HS256")
+        return TokenPair(access, refresh, self.access_seconds)
+
+    def decode(self, token: str, *, expected_type: str) -> dict[str, Any]:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token, self._secret, algorithms=["HS256"], options={"require": ["exp", "sub", "typ"]}
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthenticationError(f"the {expected_type} token has expired") from None
+        except jwt.InvalidTokenError:
+            raise AuthenticationError(f"invalid {expected_type} token") from None
+        if claims.get("typ") != expected_type:
+            raise AuthenticationError(f"this is not an {expected_type} token")
+        return claims
+
+    def actor(self, token: str) -> Actor:
+        claims = self.decode(token, expected_type="access")
+        return Actor(user_id=str(claims["sub"]), data_owner_id=claims.get("do"), is_admin=bool(claims.get("adm")))
+
+
+class LoginThrottle:
+    """Slows down repeated failed logins for one login: after `free_attempts` failures in a row, each
+    attempt must wait 2**(excess failures) seconds after the last failure, up to `max_delay`."""
+
+    def __init__(self, *, free_attempts: int = 5, max_delay: float = 60.0, capacity: int = 100_000) -> None:
+        self.free_attempts = free_attempts
+        self.max_delay = max_delay
+        self.capacity = capacity
+        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
+
+    def check(self, login: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        count, last = self._failures.get(login, (0, 0.0))
+        if count < self.free_attempts:
+            return
+        wait = min(2.0 ** (count - self.free_attempts), self.max_delay) - (now - last)
+        if wait > 0:
+            raise TooManyAttemptsError(
+                f"too many failed logins for this login; retry in {wait:.1f} s", retry_after=wait
+            )
+
+    def failed(self, login: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        count, _ = self._failures.pop(login, (0, 0.0))
+        self._failures[login] = (count + 1, now)
+        while len(self._failures) > self.capacity:
+            self._failures.popitem(last=False)
+
+    def succeeded(self, login: str) -> None:
+        self._failures.pop(login, None)

@@ -1,0 +1,44 @@
+"""Server settings: command-line options override MEDSTREAM_* environment variables, which override defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from medstream.store.database import DEFAULT_DATABASE_URL
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"MEDSTREAM_{name}", default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database_url: str = DEFAULT_DATABASE_URL
+    admin_login: str | None = None
+    admin_password: str | None = None
+    access_token_seconds: int = 15 * 60
+    refresh_token_seconds: int = 14 * 24 * 3600
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_batch_size: int = 10_000
+    max_page_size: int = 10_000
+    login_free_attempts: int = 5
+    login_max_delay_seconds: float = 60.0
+    cors_origins: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Settings from MEDSTREAM_* variables; keyword arguments that are not None win."""
+        values: dict[str, object] = {
+            "host": _env("HOST", cls.host),
+            "port": int(_env("PORT", str(cls.port)) or cls.port),
+            "database_url": _env("DATABASE_URL", DEFAULT_DATABASE_URL),
+            "admin_login": _env("ADMIN_LOGIN"),
+            "admin_password": _env("ADMIN_PASSWORD"),
+            "access_token_seconds": int(_env("ACCESS_TOKEN_SECONDS", str(cls.access_token_seconds)) or 0),
+            "max_body_bytes": int(_env("MAX_BODY_BYTES", str(cls.max_body_bytes)) or 0),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]

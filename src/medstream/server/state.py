@@ -1,0 +1,40 @@
+"""What a running server holds: settings, database, repository, token issuer, login throttle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from medstream.access import Actor
+from medstream.errors import AuthenticationError
+from medstream.server.security import LoginThrottle, TokenIssuer
+from medstream.server.settings import Settings
+from medstream.store.database import Database
+from medstream.store.repository import EntityRepository
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    database: Database
+    repository: EntityRepository
+    tokens: TokenIssuer
+    throttle: LoginThrottle
+
+
+def server_state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.medstream
+    return state
+
+
+_bearer = HTTPBearer(auto_error=False, description="An access token from POST /rest/v1/auth/login")
+
+
+async def current_actor(request: Request) -> Actor:
+    """The actor of a request, from its `Authorization: Bearer` access token; 401 without a valid one."""
+    credentials: HTTPAuthorizationCredentials | None = await _bearer(request)
+    if credentials is None:
+        raise AuthenticationError("missing bearer token: log in with POST /rest/v1/auth/login")
+    return server_state(request).tokens.actor(credentials.credentials)

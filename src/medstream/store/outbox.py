@@ -1,0 +1,94 @@
+"""The outbox: every committed write appends its event here, in the same transaction (DESIGN section 5).
+
+Positions (`seq`) are dense and in commit order. On SQLite the database serialises writers, so the tail
+counter is advanced inside the transaction. On PostgreSQL rows are inserted with `seq` NULL and the deferred
+trigger of migration 0001 numbers them at commit while holding the tail row's lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from medstream.events.types import EntityEvent, EventType
+from medstream.store.schema import outbox, outbox_tail
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An event written by the current transaction; its `seq` is known only once it commits."""
+
+    entity_type: str
+    entity_id: str
+    rev: str
+    event_type: EventType
+    document: str
+    readers: frozenset[str]
+    created: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogHead:
+    last_seq: int
+    epoch: str
+    floor_seq: int
+
+
+async def append(conn: AsyncConnection, events: Sequence[PendingEvent], *, assign_seq: bool) -> None:
+    """Append `events` in order; `assign_seq` numbers them here (SQLite) instead of at commit (PostgreSQL)."""
+    if not events:
+        return
+    rows: list[dict[str, Any]] = [
+        {
+            "entity_type": e.entity_type,
+            "entity_id": e.entity_id,
+            "rev": e.rev,
+            "event_type": e.event_type.value,
+            "document": e.document,
+            "readers": orjson.dumps(sorted(e.readers)).decode(),
+            "created": e.created,
+            "seq": None,
+        }
+        for e in events
+    ]
+    if assign_seq:
+        result = await conn.execute(
+            update(outbox_tail)
+            .where(outbox_tail.c.id == 1)
+            .values(last_seq=outbox_tail.c.last_seq + len(rows))
+            .returning(outbox_tail.c.last_seq)
+        )
+        last = result.scalar_one()
+        for offset, row in enumerate(rows):
+            row["seq"] = last - len(rows) + 1 + offset
+    await conn.execute(outbox.insert(), rows)
+
+
+async def head(conn: AsyncConnection) -> LogHead:
+    row = (await conn.execute(select(outbox_tail).where(outbox_tail.c.id == 1))).one()
+    return LogHead(last_seq=row.last_seq, epoch=row.epoch, floor_seq=row.floor_seq)
+
+
+async def read_after(conn: AsyncConnection, after_seq: int, limit: int = 1000) -> list[EntityEvent]:
+    """Committed events with `seq` > `after_seq`, in `seq` order."""
+    result = await conn.execute(
+        select(outbox).where(outbox.c.seq > after_seq).order_by(outbox.c.seq).limit(limit)
+    )
+    return [
+        EntityEvent(
+            seq=row.seq,
+            entity_type=row.entity_type,
+            entity_id=row.entity_id,
+            rev=row.rev,
+            event_type=EventType(row.event_type),
+            document=row.document.encode(),
+            readers=frozenset(orjson.loads(row.readers)),
+            created=row.created,
+        )
+        for row in result
+    ]

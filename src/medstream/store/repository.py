@@ -1,0 +1,410 @@
+"""Entity storage with the access rule applied: create-or-modify, get, delete, share, list.
+
+Every write runs in one transaction that updates the entity row, its terms and readers, and appends its
+event to the outbox, so no write ever escapes the log. Reading or writing an entity the actor may not read is
+a NotFoundError, exactly as if it did not exist.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import Row, Table, and_, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from medstream.access import Actor, check_user_write, initial_readers
+from medstream.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
+from medstream.events.types import EventType
+from medstream.model.common import Delegation, Entity, SystemMetaData
+from medstream.model.entities import KIND_BY_NAME, EntityKind
+from medstream.model.user import User
+from medstream.store import outbox
+from medstream.store.database import Database
+from medstream.store.schema import ENTITY_TABLES, KIND_COLUMNS, entity_readers, entity_terms, terms_of
+
+# Kinds whose `patient_id` links to a patient the writer must be able to read; True when the link is required.
+_PATIENT_LINKS = {"DataSample": True, "HealthcareElement": False}
+_DATA_OWNER_KINDS = ("HealthcareProfessional", "Patient", "MedicalDevice")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _next_rev(rev: str | None) -> str:
+    generation = int(rev.split("-", 1)[0]) + 1 if rev else 1
+    return f"{generation}-{uuid.uuid4().hex}"
+
+
+def _column_value(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
+@dataclass
+class _Write:
+    """One entity to store and the event it produces."""
+
+    entity: Entity
+    event_type: EventType
+    is_new: bool
+    password_hash: str | None = None
+
+
+class EntityRepository:
+    """Reads and writes entities of every kind for an actor."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    # -- writes ------------------------------------------------------------------------------------------
+
+    async def create_or_modify(
+        self,
+        kind: EntityKind,
+        entities: Sequence[Entity],
+        actor: Actor,
+        *,
+        password_hashes: Sequence[str | None] | None = None,
+    ) -> list[Entity]:
+        """Create entities without `rev`, update those with one; all or nothing. A stale `rev`, or no `rev`
+        for an id that exists, is a ConflictError that changes nothing."""
+        hashes = list(password_hashes) if password_hashes is not None else [None] * len(entities)
+        ids = [entity.id or str(uuid.uuid4()) for entity in entities]
+        for entity in entities:
+            if entity.id is None and entity.rev is not None:
+                raise ValidationError("an entity with a rev must also have its id")
+        if len(set(ids)) != len(ids):
+            raise ValidationError("the same id appears more than once in one batch")
+        table = ENTITY_TABLES[kind.name]
+        now = now_ms()
+        async with self.database.write() as conn:
+            existing = await self._rows_by_id(conn, table, ids)
+            writes: list[_Write] = []
+            for entity_id, entity, password_hash in zip(ids, entities, hashes, strict=True):
+                row = existing.get(entity_id)
+                if row is None:
+                    writes.append(self._prepare_create(kind, entity_id, entity, actor, now, password_hash))
+                else:
+                    writes.append(self._prepare_update(kind, row, entity, actor, now, password_hash))
+            await self._check_links(conn, kind, [w.entity for w in writes], actor)
+            await self._store(conn, kind, writes)
+        return [w.entity for w in writes]
+
+    def _prepare_create(
+        self, kind: EntityKind, entity_id: str, entity: Entity, actor: Actor, now: int, password_hash: str | None
+    ) -> _Write:
+        if entity.rev is not None:
+            raise NotFoundError(f"no {kind.name} with id {entity_id} to update")
+        linked_owner = entity.data_owner_id if isinstance(entity, User) else None
+        if isinstance(entity, User):
+            check_user_write(actor, entity, None)
+        readers = initial_readers(actor, entity_id, is_data_owner=kind.is_data_owner, linked_owner=linked_owner)
+        stored = entity.model_copy(
+            update={
+                "id": entity_id,
+                "rev": _next_rev(None),
+                "created": now,
+                "modified": now,
+                "author": actor.user_id,
+                "responsible": entity.responsible or actor.data_owner_id,
+                "deletion_date": None,
+                "system_meta_data": _delegations(readers, granted_by=actor.data_owner_id),
+            }
+        )
+        return _Write(stored, EventType.CREATE, is_new=True, password_hash=password_hash)
+
+    def _prepare_update(
+        self, kind: EntityKind, row: Row[Any], entity: Entity, actor: Actor, now: int, password_hash: str | None
+    ) -> _Write:
+        current = kind.model.model_validate_json(row.document)
+        if not actor.can_read(current.readers):
+            if entity.rev is None:
+                raise ConflictError(f"a {kind.name} with id {row.id} already exists")
+            raise NotFoundError(f"no {kind.name} with id {row.id}")
+        if entity.rev is None:
+            raise ConflictError(f"a {kind.name} with id {row.id} already exists; send its rev to modify it")
+        if entity.rev != row.rev:
+            raise ConflictError(f"stale rev for {kind.name} {row.id}: sent {entity.rev}, current is {row.rev}")
+        if row.deleted is not None:
+            raise ConflictError(f"{kind.name} {row.id} was deleted; it cannot be modified")
+        metadata = current.system_meta_data or SystemMetaData()
+        if isinstance(entity, User):
+            assert isinstance(current, User)
+            check_user_write(actor, entity, current)
+            if entity.data_owner_id is not None and entity.data_owner_id not in metadata.delegations:
+                metadata = _with_reader(metadata, entity.data_owner_id, granted_by=actor.data_owner_id)
+        stored = entity.model_copy(
+            update={
+                "rev": _next_rev(row.rev),
+                "created": current.created,
+                "modified": now,
+                "author": current.author,
+                "responsible": entity.responsible or current.responsible,
+                "deletion_date": None,
+                "system_meta_data": metadata,
+            }
+        )
+        return _Write(stored, EventType.UPDATE, is_new=False, password_hash=password_hash)
+
+    async def delete(self, kind: EntityKind, ids: Sequence[str], actor: Actor) -> list[Entity]:
+        """Soft-delete: each entity becomes a tombstone with `deletion_date`. Deleting a tombstone again
+        returns it unchanged. All or nothing: one unknown or unreadable id fails the whole call."""
+        if kind.name == "User" and not actor.is_admin:
+            raise ForbiddenError("only an admin may delete users")
+        if len(set(ids)) != len(ids):
+            raise ValidationError("the same id appears more than once in one batch")
+        table = ENTITY_TABLES[kind.name]
+        now = now_ms()
+        async with self.database.write() as conn:
+            rows = await self._rows_by_id(conn, table, ids)
+            results: list[Entity] = []
+            writes: list[_Write] = []
+            for entity_id in ids:
+                current = self._readable(kind, rows.get(entity_id), entity_id, actor)
+                if current.is_deleted:
+                    results.append(current)
+                    continue
+                tombstone = current.model_copy(
+                    update={"rev": _next_rev(current.rev), "modified": now, "deletion_date": now}
+                )
+                writes.append(_Write(tombstone, EventType.DELETE, is_new=False))
+                results.append(tombstone)
+            await self._store(conn, kind, writes)
+        return results
+
+    async def give_access(self, kind: EntityKind, entity_id: str, data_owner_id: str, actor: Actor) -> Entity:
+        """Share an entity with another data owner; sharing it again changes nothing."""
+        if kind.name == "User" and not actor.is_admin:
+            raise ForbiddenError("only an admin may share users")
+        table = ENTITY_TABLES[kind.name]
+        async with self.database.write() as conn:
+            rows = await self._rows_by_id(conn, table, [entity_id])
+            current = self._readable(kind, rows.get(entity_id), entity_id, actor)
+            if current.is_deleted:
+                raise ConflictError(f"{kind.name} {entity_id} was deleted; it cannot be shared")
+            if not await self._data_owner_exists(conn, data_owner_id):
+                raise NotFoundError(f"no data owner with id {data_owner_id}")
+            if data_owner_id in current.readers:
+                return current
+            shared = current.model_copy(
+                update={
+                    "rev": _next_rev(current.rev),
+                    "modified": now_ms(),
+                    "system_meta_data": _with_reader(
+                        current.system_meta_data or SystemMetaData(), data_owner_id, actor.data_owner_id
+                    ),
+                }
+            )
+            await self._store(conn, kind, [_Write(shared, EventType.UPDATE, is_new=False)])
+        return shared
+
+    # -- reads -------------------------------------------------------------------------------------------
+
+    async def get(self, kind: EntityKind, entity_id: str, actor: Actor) -> Entity:
+        """The entity (a tombstone if deleted); NotFoundError if it does not exist or the actor cannot read it."""
+        async with self.database.read() as conn:
+            rows = await self._rows_by_id(conn, ENTITY_TABLES[kind.name], [entity_id])
+        return self._readable(kind, rows.get(entity_id), entity_id, actor)
+
+    async def get_many(self, kind: EntityKind, ids: Sequence[str], actor: Actor) -> list[Entity]:
+        """The readable entities among `ids`, in the order asked; others are left out."""
+        async with self.database.read() as conn:
+            rows = await self._rows_by_id(conn, ENTITY_TABLES[kind.name], list(dict.fromkeys(ids)))
+        found: list[Entity] = []
+        for entity_id in dict.fromkeys(ids):
+            row = rows.get(entity_id)
+            if row is not None:
+                entity = kind.model.model_validate_json(row.document)
+                if actor.can_read(entity.readers):
+                    found.append(entity)
+        return found
+
+    async def list_readable(
+        self, kind: EntityKind, actor: Actor, *, start_after: str | None = None, limit: int = 1000
+    ) -> list[Entity]:
+        """Live (not deleted) entities the actor may read, ordered by id, after `start_after`."""
+        table = ENTITY_TABLES[kind.name]
+        query = select(table.c.document).where(table.c.deleted.is_(None)).order_by(table.c.id).limit(limit)
+        if start_after is not None:
+            query = query.where(table.c.id > start_after)
+        if not actor.is_admin:
+            if actor.data_owner_id is None:
+                return []
+            query = query.where(
+                select(entity_readers.c.entity_id)
+                .where(
+                    entity_readers.c.entity_type == kind.name,
+                    entity_readers.c.data_owner_id == actor.data_owner_id,
+                    entity_readers.c.entity_id == table.c.id,
+                )
+                .exists()
+            )
+        async with self.database.read() as conn:
+            result = await conn.execute(query)
+            return [kind.model.model_validate_json(document) for (document,) in result]
+
+    async def find_user_by_login(self, login: str) -> tuple[User, str | None] | None:
+        """A live user and its password hash, by login (for authentication only)."""
+        table = ENTITY_TABLES["User"]
+        async with self.database.read() as conn:
+            row = (
+                await conn.execute(
+                    select(table.c.document, table.c.password_hash).where(
+                        table.c.login == login, table.c.deleted.is_(None)
+                    )
+                )
+            ).one_or_none()
+        if row is None:
+            return None
+        return User.model_validate_json(row.document), row.password_hash
+
+    async def find_user(self, user_id: str) -> User | None:
+        """A live user by id, whatever the caller may read (for authentication only)."""
+        async with self.database.read() as conn:
+            rows = await self._rows_by_id(conn, ENTITY_TABLES["User"], [user_id])
+        row = rows.get(user_id)
+        if row is None or row.deleted is not None:
+            return None
+        return User.model_validate_json(row.document)
+
+    # -- helpers -----------------------------------------------------------------------------------------
+
+    def _readable(self, kind: EntityKind, row: Row[Any] | None, entity_id: str, actor: Actor) -> Entity:
+        if row is not None:
+            entity = kind.model.model_validate_json(row.document)
+            if actor.can_read(entity.readers):
+                return entity
+        raise NotFoundError(f"no {kind.name} with id {entity_id}")
+
+    async def _rows_by_id(self, conn: AsyncConnection, table: Table, ids: Sequence[str]) -> dict[str, Row[Any]]:
+        rows: dict[str, Row[Any]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            result = await conn.execute(
+                select(table.c.id, table.c.rev, table.c.document, table.c.deleted).where(table.c.id.in_(chunk))
+            )
+            rows.update({row.id: row for row in result})
+        return rows
+
+    async def _data_owner_exists(self, conn: AsyncConnection, data_owner_id: str) -> bool:
+        for name in _DATA_OWNER_KINDS:
+            table = ENTITY_TABLES[name]
+            query = select(table.c.id).where(table.c.id == data_owner_id, table.c.deleted.is_(None))
+            if (await conn.execute(query)).first() is not None:
+                return True
+        return False
+
+    async def _check_links(self, conn: AsyncConnection, kind: EntityKind, entities: list[Entity], actor: Actor) -> None:
+        """A data sample (or a healthcare element that names one) must link to a patient the writer can read."""
+        required = _PATIENT_LINKS.get(kind.name)
+        if required is None:
+            return
+        patient_ids = {getattr(e, "patient_id", None) for e in entities}
+        if None in patient_ids and required:
+            raise ValidationError(f"a {kind.name} needs a patientId: create it with POST /patients/{{id}}/data-samples")
+        wanted = sorted(p for p in patient_ids if p is not None)
+        rows = await self._rows_by_id(conn, ENTITY_TABLES["Patient"], wanted)
+        for patient_id in wanted:
+            patient = self._readable(KIND_BY_NAME["Patient"], rows.get(patient_id), patient_id, actor)
+            if patient.is_deleted:
+                raise ConflictError(f"patient {patient_id} was deleted")
+
+    async def _store(self, conn: AsyncConnection, kind: EntityKind, writes: list[_Write]) -> None:
+        """Write rows, terms, readers and events for `writes`, in one round trip per statement."""
+        if not writes:
+            return
+        table = ENTITY_TABLES[kind.name]
+        documents = [w.entity.to_json().decode() for w in writes]
+        rows = [self._row(kind, w, document) for w, document in zip(writes, documents, strict=True)]
+        new_rows = [row for row, w in zip(rows, writes, strict=True) if w.is_new]
+        changed = [(row, w) for row, w in zip(rows, writes, strict=True) if not w.is_new]
+        try:
+            if new_rows:
+                await conn.execute(insert(table), new_rows)
+            for row, write in changed:
+                values = {k: v for k, v in row.items() if k != "id" and not (k == "password_hash" and v is None)}
+                await conn.execute(update(table).where(table.c.id == write.entity.id).values(values))
+        except IntegrityError as exc:
+            raise ConflictError(_integrity_message(kind, exc)) from exc
+        ids = [w.entity.id for w in writes if not w.is_new]
+        if ids:
+            await conn.execute(
+                delete(entity_terms).where(entity_terms.c.entity_type == kind.name, entity_terms.c.entity_id.in_(ids))
+            )
+            await conn.execute(
+                delete(entity_readers).where(
+                    and_(entity_readers.c.entity_type == kind.name, entity_readers.c.entity_id.in_(ids))
+                )
+            )
+        terms = [
+            {"entity_type": kind.name, "entity_id": w.entity.id, "term": t, "key": k, "value": v}
+            for w in writes
+            for t, k, v in set(terms_of(w.entity))
+        ]
+        readers = [
+            {"entity_type": kind.name, "entity_id": w.entity.id, "data_owner_id": r}
+            for w in writes
+            for r in w.entity.readers
+        ]
+        if terms:
+            await conn.execute(insert(entity_terms), terms)
+        if readers:
+            await conn.execute(insert(entity_readers), readers)
+        events = [
+            outbox.PendingEvent(
+                entity_type=kind.name,
+                entity_id=str(w.entity.id),
+                rev=str(w.entity.rev),
+                event_type=w.event_type,
+                document=document,
+                readers=w.entity.readers,
+                created=int(w.entity.modified or now_ms()),
+            )
+            for w, document in zip(writes, documents, strict=True)
+        ]
+        await outbox.append(conn, events, assign_seq=self.database.is_sqlite)
+
+    def _row(self, kind: EntityKind, write: _Write, document: str) -> dict[str, Any]:
+        entity = write.entity
+        row: dict[str, Any] = {
+            "id": entity.id,
+            "rev": entity.rev,
+            "document": document,
+            "created": entity.created,
+            "modified": entity.modified,
+            "deleted": entity.deletion_date,
+        }
+        for column in KIND_COLUMNS[kind.name]:
+            row[column.name] = _column_value(column.extract(entity))
+        if isinstance(entity, User):
+            row["login"] = entity.login
+            row["password_hash"] = write.password_hash
+        return row
+
+
+def _delegations(readers: set[str], granted_by: str | None) -> SystemMetaData:
+    return SystemMetaData(
+        delegations={r: Delegation(owner=granted_by, delegated_to=r) for r in sorted(readers)}
+    )
+
+
+def _with_reader(metadata: SystemMetaData, data_owner_id: str, granted_by: str | None) -> SystemMetaData:
+    delegations = dict(metadata.delegations)
+    delegations[data_owner_id] = Delegation(owner=granted_by, delegated_to=data_owner_id)
+    return SystemMetaData(delegations=delegations)
+
+
+def _integrity_message(kind: EntityKind, exc: IntegrityError) -> str:
+    text = str(exc.orig).lower()
+    if "login" in text:
+        return "a user with this login already exists"
+    return f"a {kind.name} with one of these ids already exists"
+
+
+__all__ = ["EntityRepository", "now_ms"]
