@@ -26,15 +26,27 @@ class CodingReference(MedstreamModel):
 
 def _sorted_codings(codings: set[CodingReference]) -> list[dict[str, Any]]:
     dumped = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in codings]
-    return sorted(dumped, key=lambda d: (d.get("type") or "", d.get("code") or "", d.get("version") or ""))
+    # Every field is in the key (absent before empty) so that no two distinct codings tie: a tie would keep
+    # the set's iteration order, which depends on insertion order.
+    return sorted(dumped, key=lambda d: [(k in d, d.get(k, "")) for k in ("type", "code", "version", "id")])
 
 
 # A set of codings; serialised as a list in a stable order so that equal sets give equal JSON.
-CodingSet = Annotated[set[CodingReference], PlainSerializer(_sorted_codings, return_type=list[dict[str, Any]])]
+CodingSet = Annotated[
+    set[CodingReference], PlainSerializer(_sorted_codings, return_type=list[dict[str, Any]])
+]
 
 
 # A set of strings (ids, roles); serialised sorted for the same reason.
 StringSet = Annotated[set[str], PlainSerializer(sorted, return_type=list[str])]
+
+# Binary data (a picture, a file) as standard padded base64 text, the way JSON carries it.
+Base64Text = Annotated[
+    str, Field(pattern=r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")
+]
+
+# A date and time as iCure writes it: the integer YYYYMMDDhhmmss (20240131143000), or YYYYMMDD for a date.
+FuzzyDateTime = int
 
 
 class Identifier(MedstreamModel):
@@ -168,8 +180,8 @@ class SystemMetaData(MedstreamModel):
 
 class Entity(MedstreamModel):
     """The fields of every stored entity. The server owns everything but `id`, `rev`, `labels` and `codes`:
-    what a client sends for `created`, `modified`, `author`, `deletion_date` or `system_meta_data` is replaced by
-    the stored values, so an entity read from the server can be sent back as it is."""
+    what a client sends for `created`, `modified`, `author`, `deletion_date` or `system_meta_data` is replaced
+    by the stored values, so an entity read from the server can be sent back as it is."""
 
     entity_type: ClassVar[str]
 
@@ -183,6 +195,10 @@ class Entity(MedstreamModel):
     codes: CodingSet = Field(default_factory=set)
     deletion_date: int | None = None
     system_meta_data: SystemMetaData | None = None
+
+    def to_write_dict(self) -> dict[str, Any]:
+        """The form sent to the server when writing."""
+        return self.to_json_dict()
 
     @property
     def is_deleted(self) -> bool:
