@@ -32,18 +32,14 @@ def _sorted_codings(codings: set[CodingReference]) -> list[dict[str, Any]]:
 
 
 # A set of codings; serialised as a list in a stable order so that equal sets give equal JSON.
-CodingSet = Annotated[
-    set[CodingReference], PlainSerializer(_sorted_codings, return_type=list[dict[str, Any]])
-]
+CodingSet = Annotated[set[CodingReference], PlainSerializer(_sorted_codings, return_type=list[dict[str, Any]])]
 
 
 # A set of strings (ids, roles); serialised sorted for the same reason.
 StringSet = Annotated[set[str], PlainSerializer(sorted, return_type=list[str])]
 
 # Binary data (a picture, a file) as standard padded base64 text, the way JSON carries it.
-Base64Text = Annotated[
-    str, Field(pattern=r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")
-]
+Base64Text = Annotated[str, Field(pattern=r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
 
 # A date and time as iCure writes it: the integer YYYYMMDDhhmmss (20240131143000), or YYYYMMDD for a date.
 FuzzyDateTime = int

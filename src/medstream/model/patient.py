@@ -8,7 +8,15 @@ from typing import ClassVar
 from pydantic import Field
 
 from medstream.model.base import MedstreamModel
-from medstream.model.common import Address, CodingReference, Entity, Identifier, PersonName, Property, StringSet
+from medstream.model.common import (
+    Address,
+    CodingReference,
+    Entity,
+    Identifier,
+    PersonName,
+    Property,
+    StringSet,
+)
 
 
 class Gender(StrEnum):

@@ -52,9 +52,7 @@ class User(Entity):
         }
         set_links = [name for name, value in links.items() if value is not None]
         if len(set_links) > 1:
-            raise ValueError(
-                f"a user acts as at most one data owner, but {' and '.join(set_links)} are set; keep one"
-            )
+            raise ValueError(f"a user acts as at most one data owner, but {' and '.join(set_links)} are set; keep one")
         return self
 
     @property

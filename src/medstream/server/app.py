@@ -37,11 +37,11 @@ async def open_state(settings: Settings) -> ServerState:
         database=database,
         repository=EntityRepository(database),
         tokens=TokenIssuer(
-            secret, access_seconds=settings.access_token_seconds, refresh_seconds=settings.refresh_token_seconds
+            secret,
+            access_seconds=settings.access_token_seconds,
+            refresh_seconds=settings.refresh_token_seconds,
         ),
-        throttle=LoginThrottle(
-            free_attempts=settings.login_free_attempts, max_delay=settings.login_max_delay_seconds
-        ),
+        throttle=LoginThrottle(free_attempts=settings.login_free_attempts, max_delay=settings.login_max_delay_seconds),
     )
     if settings.admin_login and settings.admin_password:
         await ensure_admin(state, settings.admin_login, settings.admin_password)

@@ -28,7 +28,9 @@ def error_response(error: MedstreamError) -> Response:
     if isinstance(error, TooManyAttemptsError):
         headers["Retry-After"] = str(max(1, round(error.retry_after)))
     return Response(
-        orjson.dumps(error.to_payload()), status_code=error.http_status, media_type="application/json",
+        orjson.dumps(error.to_payload()),
+        status_code=error.http_status,
+        media_type="application/json",
         headers=headers,
     )
 

@@ -133,7 +133,7 @@ def _upgrade_to_head(connection: Connection) -> None:
 
 
 def _is_connection_error(exc: DBAPIError) -> bool:
-    return bool(exc.connection_invalidated) or isinstance(exc, OperationalError) and not _is_lock_error(exc)
+    return bool(exc.connection_invalidated) or (isinstance(exc, OperationalError) and not _is_lock_error(exc))
 
 
 def _is_lock_error(exc: DBAPIError) -> bool:

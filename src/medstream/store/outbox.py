@@ -76,9 +76,7 @@ async def head(conn: AsyncConnection) -> LogHead:
 
 async def read_after(conn: AsyncConnection, after_seq: int, limit: int = 1000) -> list[EntityEvent]:
     """Committed events with `seq` > `after_seq`, in `seq` order."""
-    result = await conn.execute(
-        select(outbox).where(outbox.c.seq > after_seq).order_by(outbox.c.seq).limit(limit)
-    )
+    result = await conn.execute(select(outbox).where(outbox.c.seq > after_seq).order_by(outbox.c.seq).limit(limit))
     return [
         EntityEvent(
             seq=row.seq,

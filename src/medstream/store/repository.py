@@ -97,7 +97,13 @@ class EntityRepository:
         return [w.entity for w in writes]
 
     def _prepare_create(
-        self, kind: EntityKind, entity_id: str, entity: Entity, actor: Actor, now: int, password_hash: str | None
+        self,
+        kind: EntityKind,
+        entity_id: str,
+        entity: Entity,
+        actor: Actor,
+        now: int,
+        password_hash: str | None,
     ) -> _Write:
         if entity.rev is not None:
             raise NotFoundError(f"no {kind.name} with id {entity_id} to update")
@@ -120,7 +126,13 @@ class EntityRepository:
         return _Write(stored, EventType.CREATE, is_new=True, password_hash=password_hash)
 
     def _prepare_update(
-        self, kind: EntityKind, row: Row[Any], entity: Entity, actor: Actor, now: int, password_hash: str | None
+        self,
+        kind: EntityKind,
+        row: Row[Any],
+        entity: Entity,
+        actor: Actor,
+        now: int,
+        password_hash: str | None,
     ) -> _Write:
         current = kind.model.model_validate_json(row.document)
         if not actor.can_read(current.readers):
@@ -389,9 +401,7 @@ class EntityRepository:
 
 
 def _delegations(readers: set[str], granted_by: str | None) -> SystemMetaData:
-    return SystemMetaData(
-        delegations={r: Delegation(owner=granted_by, delegated_to=r) for r in sorted(readers)}
-    )
+    return SystemMetaData(delegations={r: Delegation(owner=granted_by, delegated_to=r) for r in sorted(readers)})
 
 
 def _with_reader(metadata: SystemMetaData, data_owner_id: str, granted_by: str | None) -> SystemMetaData:

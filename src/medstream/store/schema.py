@@ -70,7 +70,10 @@ KIND_COLUMNS: dict[str, tuple[IndexedColumn, ...]] = {
     ),
     "HealthcareProfessional": (
         IndexedColumn(
-            "search_name", Text(), lambda e: _professional_names(cast(HealthcareProfessional, e)), indexed=False
+            "search_name",
+            Text(),
+            lambda e: _professional_names(cast(HealthcareProfessional, e)),
+            indexed=False,
         ),
     ),
     "MedicalDevice": (),

@@ -1,14 +1,14 @@
 """The REST collection of every entity kind, generated from the kinds table (DESIGN section 6).
 
-    POST   /rest/v1/{collection}               create or modify one
-    POST   /rest/v1/{collection}/batch         create or modify many, all or nothing
-    GET    /rest/v1/{collection}               page through the readable live entities, by id
-    GET    /rest/v1/{collection}/{id}          one
-    POST   /rest/v1/{collection}/by-ids        many
-    DELETE /rest/v1/{collection}/{id}          soft-delete one
-    POST   /rest/v1/{collection}/delete        soft-delete many, all or nothing
-    POST   /rest/v1/{collection}/{id}/access   share with a data owner
-    POST   /rest/v1/patients/{id}/data-samples[/batch]   data samples for a patient
+POST   /rest/v1/{collection}               create or modify one
+POST   /rest/v1/{collection}/batch         create or modify many, all or nothing
+GET    /rest/v1/{collection}               page through the readable live entities, by id
+GET    /rest/v1/{collection}/{id}          one
+POST   /rest/v1/{collection}/by-ids        many
+DELETE /rest/v1/{collection}/{id}          soft-delete one
+POST   /rest/v1/{collection}/delete        soft-delete many, all or nothing
+POST   /rest/v1/{collection}/{id}/access   share with a data owner
+POST   /rest/v1/patients/{id}/data-samples[/batch]   data samples for a patient
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ async def _password_hashes(entities: Sequence[Entity]) -> list[str | None] | Non
     return [await hash_password(e.password) if isinstance(e, User) and e.password else None for e in entities]
 
 
-async def write_entities(state: ServerState, kind: EntityKind, entities: Sequence[Entity], actor: Actor) -> list[Entity]:
+async def write_entities(
+    state: ServerState, kind: EntityKind, entities: Sequence[Entity], actor: Actor
+) -> list[Entity]:
     if len(entities) > state.settings.max_batch_size:
         raise ValidationError(f"a batch holds at most {state.settings.max_batch_size} entities")
     hashes = await _password_hashes(entities)
@@ -107,11 +109,17 @@ def entity_router(kind: EntityKind) -> APIRouter:
     async def give_access(entity_id: Id, request: AccessRequest, actor: ActorDep, state: StateDep) -> Response:
         return entity_response(await state.repository.give_access(kind, entity_id, request.data_owner_id, actor))
 
-    one, many = {"model": model}, {"model": list[model]}  # type: ignore[valid-type]
+    list_model: Any = list[model]  # type: ignore[valid-type]
+    one, many = {"model": model}, {"model": list_model}
     routes: list[tuple[str, str, Callable[..., Any], dict[str, Any], str]] = [
         ("", "POST", _typed(create_or_modify, entity=model), one, f"Create or modify a {name}"),
-        ("/batch", "POST", _typed(create_or_modify_batch, entities=list[model]), many,  # type: ignore[valid-type]
-         f"Create or modify many {name}s, all or nothing"),
+        (
+            "/batch",
+            "POST",
+            _typed(create_or_modify_batch, entities=list_model),
+            many,
+            f"Create or modify many {name}s, all or nothing",
+        ),
         ("", "GET", list_entities, many, f"Page through the live {name}s you may read, by id"),
         ("/by-ids", "POST", get_by_ids, many, f"The {name}s with these ids that you may read"),
         ("/delete", "POST", delete_many, many, f"Soft-delete many {name}s, all or nothing"),
@@ -135,6 +143,7 @@ def data_samples_for_patient_router() -> APIRouter:
     """`POST /rest/v1/patients/{patient_id}/data-samples`: data samples are created for a patient."""
     kind = KIND_BY_NAME["DataSample"]
     router = APIRouter(prefix="/rest/v1/patients/{patient_id}/data-samples", tags=["DataSample"])
+    list_model: Any = list[kind.model]  # type: ignore[name-defined]
 
     def for_patient(patient_id: str, entities: Sequence[Entity]) -> list[Entity]:
         linked = []
@@ -163,10 +172,10 @@ def data_samples_for_patient_router() -> APIRouter:
     )
     router.add_api_route(
         "/batch",
-        _typed(create_or_modify_many_for, entities=list[kind.model]),  # type: ignore[name-defined]
+        _typed(create_or_modify_many_for, entities=list_model),
         methods=["POST"],
         summary="Create or modify many DataSamples of this patient, all or nothing",
-        responses={200: {"model": list[kind.model], "description": "OK"}},  # type: ignore[name-defined]
+        responses={200: {"model": list_model, "description": "OK"}},
     )
     return router
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -19,7 +20,7 @@ branch_labels = None
 depends_on = None
 
 # Frozen copy of the schema at this revision: later revisions change it with their own operations.
-_KIND_COLUMNS: dict[str, list[tuple[str, sa.types.TypeEngine[object], bool]]] = {
+_KIND_COLUMNS: dict[str, list[tuple[str, Any, bool]]] = {
     "patients": [
         ("ssin", sa.String(64), True),
         ("gender", sa.String(32), True),
@@ -57,7 +58,7 @@ CREATE CONSTRAINT TRIGGER outbox_assign_seq AFTER INSERT ON outbox
 
 def upgrade() -> None:
     for table, extra in _KIND_COLUMNS.items():
-        columns: list[sa.Column[object]] = [
+        columns: list[sa.Column[Any]] = [
             sa.Column("id", sa.String(128), primary_key=True),
             sa.Column("rev", sa.String(64), nullable=False),
             sa.Column("document", sa.Text(), nullable=False),

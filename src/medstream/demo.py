@@ -1,0 +1,101 @@
+"""The seed scenario: a server on the embedded SQLite default, driven through the SDK, printing what happens."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import secrets
+
+import uvicorn
+
+from medstream import __version__
+from medstream.model import CodingReference, Content, DataSample, HealthcareProfessional, Patient, User
+from medstream.sdk import MedTechApi
+from medstream.server.app import create_app
+from medstream.server.settings import Settings
+
+DEMO_ADMIN_LOGIN = "admin"
+DEMO_ADMIN_PASSWORD = "medstream-demo-admin"
+
+
+def say(who: str, text: str) -> None:
+    print(f"[{who:>6}] {text}", flush=True)
+
+
+async def start_server(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
+    """Start uvicorn in this event loop; returns the server, its task and its base URL."""
+    config = uvicorn.Config(
+        create_app(settings), host=settings.host, port=settings.port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("the server stopped while starting")
+        await asyncio.sleep(0.02)
+    host, port = server.servers[0].sockets[0].getsockname()[:2]
+    return server, task, f"http://{host}:{port}"
+
+
+async def run_scenario(url: str, admin_login: str, admin_password: str) -> None:
+    """What a newcomer's application does: a professional, their user, a patient and a data sample."""
+    async with (
+        await MedTechApi.builder()
+        .with_url(url)
+        .with_username(admin_login)
+        .with_password(admin_password)
+        .build() as admin
+    ):
+        say("sdk", f"logged in as {admin_login} (admin)")
+        doctor = await admin.healthcare_professional_api.create_or_modify_healthcare_professional(
+            HealthcareProfessional(first_name="Jane", last_name="Doe", speciality="general practice")
+        )
+        say("sdk", f"created healthcare professional Dr. {doctor.first_name} {doctor.last_name} ({doctor.id})")
+        login, password = f"jane.doe.{secrets.token_hex(3)}", secrets.token_urlsafe(12)
+        await admin.user_api.create_or_modify_user(
+            User(login=login, name="Jane Doe", healthcare_party_id=doctor.id, password=password)
+        )
+        say("sdk", f"created user {login}, acting as Dr. Doe")
+
+    async with await MedTechApi.builder().with_url(url).with_username(login).with_password(password).build() as api:
+        owner = await api.get_data_owner()
+        say("sdk", f"logged in as {login}; data owner: {owner.type} {owner.data_owner.id}")
+        patient = await api.patient_api.create_or_modify_patient(
+            Patient(first_name="John", last_name="Snow", note="Winter is coming")
+        )
+        say(
+            "sdk",
+            f"created patient {patient.first_name} {patient.last_name}, note {patient.note!r} ({patient.id})",
+        )
+        assert patient.id is not None
+        sample = await api.data_sample_api.create_or_modify_data_sample_for(
+            patient.id,
+            DataSample(
+                labels={CodingReference(type="IC-TEST", code="TEST")},
+                content={"en": Content(string_value="Hello world")},
+            ),
+        )
+        say(
+            "sdk",
+            f"created data sample labelled IC-TEST/TEST, content {sample.content['en'].string_value!r} "
+            f"({sample.id}, rev {sample.rev})",
+        )
+
+
+async def run_demo(settings: Settings, *, keep_serving: bool) -> None:
+    admin_login = settings.admin_login or DEMO_ADMIN_LOGIN
+    admin_password = settings.admin_password or DEMO_ADMIN_PASSWORD
+    settings = dataclasses.replace(settings, admin_login=admin_login, admin_password=admin_password)
+    server, task, url = await start_server(settings)
+    say("server", f"Medstream {__version__} at {url} on {settings.database_url}; API docs at {url}/docs")
+    try:
+        await run_scenario(url, admin_login, admin_password)
+        if keep_serving:
+            say("server", f"still serving; log in as {admin_login} / {admin_password}. Ctrl-C stops it.")
+            await task
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

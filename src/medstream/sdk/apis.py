@@ -1,0 +1,100 @@
+"""The seven entity sub-APIs, with the method names of the Medtech SDK in snake_case."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from medstream.model.data_sample import DataSample
+from medstream.model.entities import KIND_BY_NAME
+from medstream.model.healthcare_element import HealthcareElement
+from medstream.model.healthcare_professional import HealthcareProfessional
+from medstream.model.medical_device import MedicalDevice
+from medstream.model.notification import Notification
+from medstream.model.patient import Patient
+from medstream.model.user import User
+from medstream.sdk.entity_api import EntityApi
+
+
+class PatientApi(EntityApi[Patient]):
+    kind = KIND_BY_NAME["Patient"]
+    create_or_modify_patient = EntityApi.create_or_modify
+    create_or_modify_patients = EntityApi.create_or_modify_many
+    get_patient = EntityApi.get
+    get_patients = EntityApi.get_many
+    delete_patient = EntityApi.delete
+    delete_patients = EntityApi.delete_many
+
+
+class DataSampleApi(EntityApi[DataSample]):
+    kind = KIND_BY_NAME["DataSample"]
+    get_data_sample = EntityApi.get
+    get_data_samples = EntityApi.get_many
+    delete_data_sample = EntityApi.delete
+    delete_data_samples = EntityApi.delete_many
+
+    async def create_or_modify_data_sample_for(self, patient_id: str, data_sample: DataSample) -> DataSample:
+        """Create or modify a data sample of the patient `patient_id` (which you must be able to read)."""
+        path = f"/rest/v1/patients/{patient_id}/data-samples"
+        return self._one(await self._transport.request("POST", path, data_sample.to_write_dict()))
+
+    async def create_or_modify_data_samples_for(
+        self, patient_id: str, data_samples: Sequence[DataSample]
+    ) -> list[DataSample]:
+        """Create or modify several data samples of one patient, all or none."""
+        path = f"/rest/v1/patients/{patient_id}/data-samples/batch"
+        body = [sample.to_write_dict() for sample in data_samples]
+        return self._many(await self._transport.request("POST", path, body))
+
+
+class HealthcareElementApi(EntityApi[HealthcareElement]):
+    kind = KIND_BY_NAME["HealthcareElement"]
+    create_or_modify_healthcare_element = EntityApi.create_or_modify
+    create_or_modify_healthcare_elements = EntityApi.create_or_modify_many
+    get_healthcare_element = EntityApi.get
+    get_healthcare_elements = EntityApi.get_many
+    delete_healthcare_element = EntityApi.delete
+    delete_healthcare_elements = EntityApi.delete_many
+
+
+class HealthcareProfessionalApi(EntityApi[HealthcareProfessional]):
+    kind = KIND_BY_NAME["HealthcareProfessional"]
+    create_or_modify_healthcare_professional = EntityApi.create_or_modify
+    create_or_modify_healthcare_professionals = EntityApi.create_or_modify_many
+    get_healthcare_professional = EntityApi.get
+    get_healthcare_professionals = EntityApi.get_many
+    delete_healthcare_professional = EntityApi.delete
+    delete_healthcare_professionals = EntityApi.delete_many
+
+
+class MedicalDeviceApi(EntityApi[MedicalDevice]):
+    kind = KIND_BY_NAME["MedicalDevice"]
+    create_or_modify_medical_device = EntityApi.create_or_modify
+    create_or_modify_medical_devices = EntityApi.create_or_modify_many
+    get_medical_device = EntityApi.get
+    get_medical_devices = EntityApi.get_many
+    delete_medical_device = EntityApi.delete
+    delete_medical_devices = EntityApi.delete_many
+
+
+class NotificationApi(EntityApi[Notification]):
+    kind = KIND_BY_NAME["Notification"]
+    create_or_modify_notification = EntityApi.create_or_modify
+    create_or_modify_notifications = EntityApi.create_or_modify_many
+    get_notification = EntityApi.get
+    get_notifications = EntityApi.get_many
+    delete_notification = EntityApi.delete
+    delete_notifications = EntityApi.delete_many
+
+
+class UserApi(EntityApi[User]):
+    kind = KIND_BY_NAME["User"]
+    create_or_modify_user = EntityApi.create_or_modify
+    create_or_modify_users = EntityApi.create_or_modify_many
+    get_user = EntityApi.get
+    get_users = EntityApi.get_many
+    delete_user = EntityApi.delete
+    delete_users = EntityApi.delete_many
+
+    async def get_logged_user(self) -> User:
+        """The user you are logged in as."""
+        return self._one(await self._transport.request("GET", "/rest/v1/users/current"))

@@ -1,0 +1,118 @@
+"""MedTechApi: the SDK's entry point, built with `await MedTechApi.builder()...build()`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal
+
+from medstream.errors import ValidationError
+from medstream.model.entities import KIND_BY_NAME
+from medstream.model.healthcare_professional import HealthcareProfessional
+from medstream.model.medical_device import MedicalDevice
+from medstream.model.patient import Patient
+from medstream.sdk.apis import (
+    DataSampleApi,
+    HealthcareElementApi,
+    HealthcareProfessionalApi,
+    MedicalDeviceApi,
+    NotificationApi,
+    PatientApi,
+    UserApi,
+)
+from medstream.sdk.transport import Transport
+
+DataOwnerType = Literal["HealthcareProfessional", "Patient", "MedicalDevice"]
+
+
+@dataclass(frozen=True)
+class DataOwnerWithType:
+    """The data owner a user acts as, and which kind of data owner it is."""
+
+    type: DataOwnerType
+    data_owner: HealthcareProfessional | Patient | MedicalDevice
+
+
+class MedTechApi:
+    """One logged-in connection to a Medstream server, with a sub-API per entity type."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.patient_api = PatientApi(transport)
+        self.data_sample_api = DataSampleApi(transport)
+        self.healthcare_element_api = HealthcareElementApi(transport)
+        self.healthcare_professional_api = HealthcareProfessionalApi(transport)
+        self.medical_device_api = MedicalDeviceApi(transport)
+        self.notification_api = NotificationApi(transport)
+        self.user_api = UserApi(transport)
+
+    @staticmethod
+    def builder() -> MedTechApiBuilder:
+        return MedTechApiBuilder()
+
+    async def get_data_owner(self) -> DataOwnerWithType:
+        """The healthcare professional, patient or device the logged-in user acts as."""
+        payload = await self.transport.request("GET", "/rest/v1/data-owners/current")
+        kind = KIND_BY_NAME[payload["type"]]
+        owner = kind.model.model_validate(payload["dataOwner"])
+        assert isinstance(owner, HealthcareProfessional | Patient | MedicalDevice)
+        return DataOwnerWithType(type=payload["type"], data_owner=owner)
+
+    async def close(self) -> None:
+        """Close the HTTP connections (and, later, every subscription)."""
+        await self.transport.close()
+
+    async def __aenter__(self) -> MedTechApi:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+class MedTechApiBuilder:
+    """Collects the server URL and credentials; `await build()` logs in and returns the API."""
+
+    def __init__(self) -> None:
+        self._url: str | None = None
+        self._username: str | None = None
+        self._password: str | None = None
+        self._timeout = 30.0
+
+    def with_url(self, url: str) -> MedTechApiBuilder:
+        self._url = url
+        return self
+
+    def with_username(self, username: str) -> MedTechApiBuilder:
+        self._username = username
+        return self
+
+    def with_password(self, password: str) -> MedTechApiBuilder:
+        self._password = password
+        return self
+
+    def with_timeout(self, seconds: float) -> MedTechApiBuilder:
+        self._timeout = seconds
+        return self
+
+    async def build(self) -> MedTechApi:
+        missing = [
+            name
+            for name, value in (
+                ("url", self._url),
+                ("username", self._username),
+                ("password", self._password),
+            )
+            if not value
+        ]
+        if missing:
+            raise ValidationError(f"MedTechApi.builder() needs {', '.join(missing)}")
+        assert self._url and self._username and self._password
+        transport = Transport(self._url, self._username, self._password, timeout=self._timeout)
+        try:
+            await transport.login()
+        except BaseException:
+            await transport.close()
+            raise
+        return MedTechApi(transport)

@@ -1,0 +1,112 @@
+"""The SDK's HTTP transport: one pooled httpx client, bearer tokens refreshed on their own, typed errors."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import orjson
+
+from medstream.errors import AuthenticationError, MedstreamError, UnavailableError, from_payload
+
+# Refresh the access token when it has less than this many seconds left.
+_REFRESH_MARGIN_SECONDS = 30.0
+
+
+class Transport:
+    """Authenticated JSON calls to one Medstream server."""
+
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        *,
+        timeout: float = 30.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._username = username
+        self._password = password
+        self._client = client or httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+        self._token: str | None = None
+        self._refresh_token: str | None = None
+        self._expires_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def login(self) -> None:
+        payload = await self._send(
+            "POST", "/rest/v1/auth/login", {"username": self._username, "password": self._password}
+        )
+        self._store_tokens(payload)
+
+    async def access_token(self) -> str:
+        """A valid access token, refreshed (or logged in again) first when it is about to expire."""
+        async with self._lock:
+            if self._token is None or time.monotonic() > self._expires_at - _REFRESH_MARGIN_SECONDS:
+                await self._renew()
+            assert self._token is not None
+            return self._token
+
+    async def request(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
+        """Call the server; a 401 renews the token once and retries; an error answer raises its typed error."""
+        token = await self.access_token()
+        try:
+            return await self._send(method, path, body, params, token=token)
+        except AuthenticationError:
+            async with self._lock:
+                if self._token == token:
+                    await self._renew()
+            return await self._send(method, path, body, params, token=await self.access_token())
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def _renew(self) -> None:
+        if self._refresh_token is not None:
+            try:
+                payload = await self._send("POST", "/rest/v1/auth/refresh", {"refreshToken": self._refresh_token})
+                self._store_tokens(payload)
+                return
+            except AuthenticationError:
+                pass  # the refresh token expired or its user changed: log in again
+        await self.login()
+
+    def _store_tokens(self, payload: Any) -> None:
+        self._token = str(payload["token"])
+        self._refresh_token = str(payload["refreshToken"])
+        self._expires_at = time.monotonic() + float(payload.get("expiresIn", 60))
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        *,
+        token: str | None = None,
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        content = None
+        if body is not None:
+            content = orjson.dumps(body)
+            headers["Content-Type"] = "application/json"
+        try:
+            response = await self._client.request(method, path, content=content, params=params, headers=headers)
+        except httpx.TransportError as exc:
+            raise UnavailableError(f"cannot reach {self.base_url}: {exc!r}") from exc
+        if response.status_code >= 400:
+            raise _error_of(response)
+        return orjson.loads(response.content) if response.content else None
+
+
+def _error_of(response: httpx.Response) -> MedstreamError:
+    try:
+        payload: Any = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        payload = response.text
+    return from_payload(response.status_code, payload)
