@@ -64,10 +64,7 @@ def optional(strategy: SearchStrategy[Any]) -> SearchStrategy[Any]:
 
 # Free text: any Unicode JSON can carry (no surrogates), short, mixed with realistic words.
 free_text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=16)
-words = (
-    st.sampled_from(("Hypertension", "Fièvre", "Grippe", "Suivi", "follow-up", "μg/L", "日本", ""))
-    | free_text
-)
+words = st.sampled_from(("Hypertension", "Fièvre", "Grippe", "Suivi", "follow-up", "μg/L", "日本", "")) | free_text
 first_names = st.sampled_from(("John", "Jane", "Zoë", "Björn", "María", "Ōta", "Li")) | free_text
 last_names = st.sampled_from(("Doe", "Smith", "O'Brien", "Nguyễn", "Müller", "van der Berg")) | free_text
 
@@ -203,9 +200,7 @@ measures = st.builds(
 
 @st.composite
 def time_series(draw: st.DrawFn) -> TimeSeries:
-    fields = draw(
-        st.lists(st.sampled_from(("systolic", "diastolic", "pulse", "spo2")), max_size=3, unique=True)
-    )
+    fields = draw(st.lists(st.sampled_from(("systolic", "diastolic", "pulse", "spo2")), max_size=3, unique=True))
     width = len(fields)
     row = st.lists(finite_floats, min_size=width, max_size=width)
     return TimeSeries(

@@ -128,9 +128,7 @@ def test_nested_values_are_camel_case_on_the_wire_and_parsed_back_into_their_mod
     }
     sample = DataSample.model_validate(wire)
     content = sample.content["en"]
-    assert content.measure_value == Measure(
-        value=120.0, unit_codes={CodingReference(type="UCUM", code="mm[Hg]")}
-    )
+    assert content.measure_value == Measure(value=120.0, unit_codes={CodingReference(type="UCUM", code="mm[Hg]")})
     assert isinstance(content.compound_value[0], DataSample)
     assert content.compound_value[0].content["en"].string_value == "left arm"
     out = sample.to_json_dict()["content"]["en"]
@@ -172,9 +170,7 @@ def test_invalid_ids_are_rejected(kind: EntityKind, bad_id: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ENTITY_KINDS, ids=KIND_IDS)
-@pytest.mark.parametrize(
-    "good_id", ["3f2c2a4e-0c7b-4c1e-9a55-2b1d3f1f0a11", "p1", "org.example:hcp_7", "x" * 128]
-)
+@pytest.mark.parametrize("good_id", ["3f2c2a4e-0c7b-4c1e-9a55-2b1d3f1f0a11", "p1", "org.example:hcp_7", "x" * 128])
 def test_uuids_and_short_url_safe_tokens_are_valid_ids(kind: EntityKind, good_id: str) -> None:
     assert kind.model.model_validate({"id": good_id}).id == good_id
 
@@ -254,9 +250,7 @@ def test_notification_enums_travel_as_their_icure_spelling_and_others_are_reject
 
 
 def test_healthcare_professionals_share_the_patient_gender_values() -> None:
-    assert (
-        HealthcareProfessional.model_validate({"gender": "changedToFemale"}).gender is Gender.changedToFemale
-    )
+    assert HealthcareProfessional.model_validate({"gender": "changedToFemale"}).gender is Gender.changedToFemale
     with pytest.raises(pydantic.ValidationError):
         HealthcareProfessional.model_validate({"gender": "woman"})
 

@@ -1,0 +1,151 @@
+"""Shared fixtures: a real server on a real database (SQLite and PostgreSQL), reached over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from medstream.demo import start_server
+from medstream.model import HealthcareProfessional, User
+from medstream.sdk import MedTechApi
+from medstream.server.settings import Settings
+
+PG_HOST = os.environ.get("MEDSTREAM_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("MEDSTREAM_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("MEDSTREAM_TEST_PG_USER", "postgres")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+ADMIN_LOGIN = "admin"
+ADMIN_PASSWORD = "admin-password-for-tests"
+
+_pg_unreachable: str | None = None
+
+
+async def _pg_admin_connection() -> asyncpg.Connection:
+    return await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres", timeout=5)
+
+
+async def create_pg_database() -> str:
+    """A fresh PostgreSQL database for this test run; skips (or fails in CI) when PostgreSQL is down."""
+    global _pg_unreachable
+    if _pg_unreachable is None:
+        try:
+            conn = await _pg_admin_connection()
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+            _pg_unreachable = f"PostgreSQL unreachable at {PG_HOST}:{PG_PORT}: {exc!r}"
+        else:
+            await conn.close()
+            _pg_unreachable = ""
+    if _pg_unreachable:
+        if IN_CI:
+            pytest.fail(f"{_pg_unreachable} (CI=true: PostgreSQL tests must run)")
+        pytest.skip(_pg_unreachable)
+    name = f"medstream_test_{uuid.uuid4().hex[:12]}"
+    conn = await _pg_admin_connection()
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return name
+
+
+async def drop_pg_database(name: str) -> None:
+    conn = await _pg_admin_connection()
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def database_url_for(backend: str, directory: Path) -> AsyncIterator[str]:
+    """A database URL on `backend` ("sqlite" or "postgresql") that is dropped afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite:///{directory / f'medstream-{uuid.uuid4().hex[:8]}.db'}"
+        return
+    name = await create_pg_database()
+    try:
+        yield f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        await drop_pg_database(name)
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    url: str
+    database_url: str
+    backend: str
+    admin_login: str = ADMIN_LOGIN
+    admin_password: str = ADMIN_PASSWORD
+
+    async def api(self, login: str, password: str) -> MedTechApi:
+        return await MedTechApi.builder().with_url(self.url).with_username(login).with_password(password).build()
+
+
+@pytest_asyncio.fixture(scope="session", params=["sqlite", "postgresql"])
+async def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningServer]:
+    """One server per database backend, shared by every integration test of the session."""
+    backend: str = request.param
+    async with database_url_for(backend, tmp_path_factory.mktemp(backend)) as database_url:
+        settings = Settings(
+            host="127.0.0.1", port=0, database_url=database_url, admin_login=ADMIN_LOGIN, admin_password=ADMIN_PASSWORD
+        )
+        uvicorn_server, task, url = await start_server(settings)
+        try:
+            yield RunningServer(url=url, database_url=database_url, backend=backend)
+        finally:
+            uvicorn_server.should_exit = True
+            await task
+
+
+@pytest_asyncio.fixture
+async def admin_api(server: RunningServer) -> AsyncIterator[MedTechApi]:
+    api = await server.api(server.admin_login, server.admin_password)
+    yield api
+    await api.close()
+
+
+@dataclass
+class Professional:
+    """A healthcare professional with a logged-in SDK acting as them."""
+
+    api: MedTechApi
+    hcp: HealthcareProfessional
+    login: str
+    password: str
+
+    @property
+    def id(self) -> str:
+        assert self.hcp.id is not None
+        return self.hcp.id
+
+
+ProfessionalFactory = Callable[..., Awaitable[Professional]]
+
+
+@pytest_asyncio.fixture
+async def new_professional(server: RunningServer, admin_api: MedTechApi) -> AsyncIterator[ProfessionalFactory]:
+    """Factory: a new professional, their user, and an SDK logged in as them (closed after the test)."""
+    made: list[MedTechApi] = []
+
+    async def make(first_name: str = "Jane", last_name: str = "Doe") -> Professional:
+        hcp = await admin_api.healthcare_professional_api.create_or_modify_healthcare_professional(
+            HealthcareProfessional(first_name=first_name, last_name=last_name)
+        )
+        login, password = f"hcp-{uuid.uuid4().hex[:10]}", f"pw-{uuid.uuid4().hex}"
+        await admin_api.user_api.create_or_modify_user(User(login=login, healthcare_party_id=hcp.id, password=password))
+        api = await server.api(login, password)
+        made.append(api)
+        return Professional(api=api, hcp=hcp, login=login, password=password)
+
+    yield make
+    for api in made:
+        await api.close()
