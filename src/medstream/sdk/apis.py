@@ -20,6 +20,7 @@ class PatientApi(EntityApi[Patient]):
     create_or_modify_patient = EntityApi.create_or_modify
     create_or_modify_patients = EntityApi.create_or_modify_many
     get_patient = EntityApi.get
+    subscribe_to_patient_events = EntityApi.subscribe_to_events
     get_patients = EntityApi.get_many
     delete_patient = EntityApi.delete
     delete_patients = EntityApi.delete_many
@@ -28,6 +29,7 @@ class PatientApi(EntityApi[Patient]):
 class DataSampleApi(EntityApi[DataSample]):
     kind = KIND_BY_NAME["DataSample"]
     get_data_sample = EntityApi.get
+    subscribe_to_data_sample_events = EntityApi.subscribe_to_events
     get_data_samples = EntityApi.get_many
     delete_data_sample = EntityApi.delete
     delete_data_samples = EntityApi.delete_many
@@ -51,6 +53,7 @@ class HealthcareElementApi(EntityApi[HealthcareElement]):
     create_or_modify_healthcare_element = EntityApi.create_or_modify
     create_or_modify_healthcare_elements = EntityApi.create_or_modify_many
     get_healthcare_element = EntityApi.get
+    subscribe_to_healthcare_element_events = EntityApi.subscribe_to_events
     get_healthcare_elements = EntityApi.get_many
     delete_healthcare_element = EntityApi.delete
     delete_healthcare_elements = EntityApi.delete_many
@@ -61,6 +64,7 @@ class HealthcareProfessionalApi(EntityApi[HealthcareProfessional]):
     create_or_modify_healthcare_professional = EntityApi.create_or_modify
     create_or_modify_healthcare_professionals = EntityApi.create_or_modify_many
     get_healthcare_professional = EntityApi.get
+    subscribe_to_healthcare_professional_events = EntityApi.subscribe_to_events
     get_healthcare_professionals = EntityApi.get_many
     delete_healthcare_professional = EntityApi.delete
     delete_healthcare_professionals = EntityApi.delete_many
@@ -71,6 +75,7 @@ class MedicalDeviceApi(EntityApi[MedicalDevice]):
     create_or_modify_medical_device = EntityApi.create_or_modify
     create_or_modify_medical_devices = EntityApi.create_or_modify_many
     get_medical_device = EntityApi.get
+    subscribe_to_medical_device_events = EntityApi.subscribe_to_events
     get_medical_devices = EntityApi.get_many
     delete_medical_device = EntityApi.delete
     delete_medical_devices = EntityApi.delete_many
@@ -81,6 +86,7 @@ class NotificationApi(EntityApi[Notification]):
     create_or_modify_notification = EntityApi.create_or_modify
     create_or_modify_notifications = EntityApi.create_or_modify_many
     get_notification = EntityApi.get
+    subscribe_to_notification_events = EntityApi.subscribe_to_events
     get_notifications = EntityApi.get_many
     delete_notification = EntityApi.delete
     delete_notifications = EntityApi.delete_many
@@ -91,6 +97,7 @@ class UserApi(EntityApi[User]):
     create_or_modify_user = EntityApi.create_or_modify
     create_or_modify_users = EntityApi.create_or_modify_many
     get_user = EntityApi.get
+    subscribe_to_user_events = EntityApi.subscribe_to_events
     get_users = EntityApi.get_many
     delete_user = EntityApi.delete
     delete_users = EntityApi.delete_many

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
+from medstream.errors import ValidationError
+from medstream.events.types import EventType
+from medstream.model.base import MedstreamModel
 from medstream.model.common import Entity
 from medstream.model.entities import EntityKind
+from medstream.sdk.connection import Connection, SubscriptionOptions
+from medstream.sdk.event_stream import EventStreams
 from medstream.sdk.transport import Transport
 
 E = TypeVar("E", bound=Entity)
@@ -17,8 +23,9 @@ class EntityApi(Generic[E]):
 
     kind: ClassVar[EntityKind]
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, streams: EventStreams) -> None:
         self._transport = transport
+        self._streams = streams
         self._path = f"/rest/v1/{self.kind.collection}"
 
     def _one(self, payload: Any) -> E:
@@ -64,3 +71,35 @@ class EntityApi(Generic[E]):
         if start_after is not None:
             params["startAfter"] = start_after
         return self._many(await self._transport.request("GET", self._path, params=params))
+
+    async def subscribe_to_events(
+        self,
+        event_types: Sequence[str | EventType],
+        filter: MedstreamModel | dict[str, Any] | None,
+        callback: Callable[..., Awaitable[None] | None],
+        options: SubscriptionOptions | None = None,
+    ) -> Connection[E]:
+        """Call `callback(entity)` or `callback(entity, event)` for each matching CREATE, UPDATE or DELETE.
+
+        Returns once the server has acknowledged the subscription: every write committed after that reaches
+        the callback, across reconnections, exactly once and in order."""
+        try:
+            types = [EventType(str(t).upper()) for t in event_types]
+        except ValueError:
+            raise ValidationError(f"event types are CREATE, UPDATE, DELETE; got {list(event_types)}") from None
+        if not types:
+            raise ValidationError("subscribe to at least one event type")
+        filter_json = filter.to_json_dict() if isinstance(filter, MedstreamModel) else filter
+        stream = self._streams.stream_for(options or SubscriptionOptions())
+        connection: Connection[E] = Connection(
+            stream,
+            uuid.uuid4().hex[:16],
+            self.kind.name,
+            self.kind.model,
+            types,
+            filter_json,
+            callback,  # type: ignore[arg-type]
+        )
+        await stream.subscribe(connection)
+        await connection.wait_established()
+        return connection

@@ -20,6 +20,7 @@ from medstream.sdk.apis import (
     PatientApi,
     UserApi,
 )
+from medstream.sdk.event_stream import EventStreams
 from medstream.sdk.transport import Transport
 
 DataOwnerType = Literal["HealthcareProfessional", "Patient", "MedicalDevice"]
@@ -38,13 +39,14 @@ class MedTechApi:
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
-        self.patient_api = PatientApi(transport)
-        self.data_sample_api = DataSampleApi(transport)
-        self.healthcare_element_api = HealthcareElementApi(transport)
-        self.healthcare_professional_api = HealthcareProfessionalApi(transport)
-        self.medical_device_api = MedicalDeviceApi(transport)
-        self.notification_api = NotificationApi(transport)
-        self.user_api = UserApi(transport)
+        self.event_streams = EventStreams(transport)
+        self.patient_api = PatientApi(transport, self.event_streams)
+        self.data_sample_api = DataSampleApi(transport, self.event_streams)
+        self.healthcare_element_api = HealthcareElementApi(transport, self.event_streams)
+        self.healthcare_professional_api = HealthcareProfessionalApi(transport, self.event_streams)
+        self.medical_device_api = MedicalDeviceApi(transport, self.event_streams)
+        self.notification_api = NotificationApi(transport, self.event_streams)
+        self.user_api = UserApi(transport, self.event_streams)
 
     @staticmethod
     def builder() -> MedTechApiBuilder:
@@ -59,7 +61,8 @@ class MedTechApi:
         return DataOwnerWithType(type=payload["type"], data_owner=owner)
 
     async def close(self) -> None:
-        """Close the HTTP connections (and, later, every subscription)."""
+        """Close every subscription, then the HTTP connections."""
+        await self.event_streams.close()
         await self.transport.close()
 
     async def __aenter__(self) -> MedTechApi:

@@ -1,0 +1,124 @@
+"""The websocket protocol's messages (docs/protocol.md): parsing what clients send, building what servers send.
+
+Client messages are validated pydantic models; a message that does not parse is a ProtocolError whose close
+code is 4400. Server messages are built as bytes: an event frame embeds the entity's stored JSON as it is, so
+an event is serialised once however many subscriptions receive it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import Field, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from medstream.errors import PayloadTooLargeError, ValidationError
+from medstream.events.types import EventType
+from medstream.model.base import MedstreamModel
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 256 * 1024  # a client message; server frames are bounded by entity size
+SubscriptionId = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class AuthMessage(MedstreamModel):
+    """First message on a socket, and again whenever the client has a fresher access token."""
+
+    type: Literal["auth"]
+    token: str = Field(min_length=1, max_length=8192)
+
+
+class SubscribeMessage(MedstreamModel):
+    """Start a subscription; `after` and `epoch` resume one after the last `seq` the client delivered."""
+
+    type: Literal["subscribe"]
+    id: SubscriptionId
+    entity: str = Field(min_length=1, max_length=64)
+    events: list[EventType] = Field(min_length=1, max_length=3)
+    filter: dict[str, Any] | None = None
+    after: int | None = Field(default=None, ge=0)
+    epoch: str | None = Field(default=None, max_length=64)
+
+
+class UnsubscribeMessage(MedstreamModel):
+    type: Literal["unsubscribe"]
+    id: SubscriptionId
+
+
+class PingMessage(MedstreamModel):
+    type: Literal["ping"]
+
+
+class PongMessage(MedstreamModel):
+    type: Literal["pong"]
+
+
+ClientMessage = Annotated[
+    AuthMessage | SubscribeMessage | UnsubscribeMessage | PingMessage | PongMessage,
+    Field(discriminator="type"),
+]
+_client_message: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
+
+
+def parse_client_message(data: str | bytes) -> ClientMessage:
+    """Parse one client frame; ValidationError (close 4400) names what is wrong."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise PayloadTooLargeError(f"message over {MAX_MESSAGE_BYTES} bytes")
+    try:
+        return _client_message.validate_json(data)
+    except PydanticValidationError as exc:
+        first = exc.errors(include_input=False)[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "message"
+        raise ValidationError(f"malformed message: {where}: {first.get('msg', 'invalid')}") from None
+
+
+# -- server messages -------------------------------------------------------------------------------------
+
+
+def subscribed_frame(subscription_id: str, position: int, epoch: str) -> bytes:
+    return orjson.dumps({"type": "subscribed", "id": subscription_id, "position": position, "epoch": epoch})
+
+
+def unsubscribed_frame(subscription_id: str) -> bytes:
+    return orjson.dumps({"type": "unsubscribed", "id": subscription_id})
+
+
+def gap_frame(subscription_id: str, from_seq: int, position: int, epoch: str, reason: str) -> bytes:
+    return orjson.dumps(
+        {"type": "gap", "id": subscription_id, "from": from_seq, "position": position, "epoch": epoch, "reason": reason}
+    )
+
+
+def error_frame(code: str, message: str, subscription_id: str | None = None) -> bytes:
+    payload: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if subscription_id is not None:
+        payload["id"] = subscription_id
+    return orjson.dumps(payload)
+
+
+PING_FRAME = orjson.dumps({"type": "ping"})
+PONG_FRAME = orjson.dumps({"type": "pong"})
+
+
+class EventFrameTemplate:
+    """An event serialised once; `for_subscription` only splices in the subscription id."""
+
+    __slots__ = ("_head", "_tail")
+
+    def __init__(self, seq: int, event_type: EventType, entity_type: str, document: bytes) -> None:
+        self._head = b'{"type":"event","id":'
+        self._tail = (
+            b',"seq":'
+            + str(seq).encode()
+            + b',"event":"'
+            + event_type.value.encode()
+            + b'","entityType":"'
+            + entity_type.encode()
+            + b'","entity":'
+            + document
+            + b"}"
+        )
+
+    def for_subscription(self, subscription_id: str) -> bytes:
+        return self._head + orjson.dumps(subscription_id) + self._tail

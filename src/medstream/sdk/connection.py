@@ -1,0 +1,233 @@
+"""Connection: the handle of one subscription, as in the Medtech SDK, plus what it lacks.
+
+`on_connected`, `on_closed`, `on_error`, `on_reconnecting` and `on_gap` are chainable. The callback receives
+the entity and, when it takes a second parameter, the `SubscriptionEvent` with its type and `seq`. Callbacks
+run one at a time, in `seq` order; an exception in one goes to `on_error` and the log, and the subscription
+goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from medstream.errors import MedstreamError
+from medstream.events.resume import DeliveryTracker
+from medstream.events.types import EventType
+from medstream.model.common import Entity
+
+if TYPE_CHECKING:
+    from medstream.sdk.event_stream import EventStream
+
+log = logging.getLogger("medstream.sdk")
+
+E = TypeVar("E", bound=Entity)
+AnyCallback = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class SubscriptionOptions:
+    """How a subscription's socket behaves. Subscriptions with equal options share one socket."""
+
+    connection_max_retry: int = 5
+    connection_retry_interval_ms: int = 1000  # the first delay; it doubles at each retry, with jitter, capped
+    connection_retry_max_interval_ms: int = 30_000
+    heartbeat_ms: int = 20_000  # ping the server this often; silence for 3x this means a dead socket
+    resume: bool = True  # resume after the last delivered seq on reconnect
+
+
+@dataclass(frozen=True)
+class SubscriptionEvent(Generic[E]):
+    """What happened: the event type, its position in the event log, and the entity after the write."""
+
+    type: EventType
+    seq: int
+    entity_type: str
+    entity: E
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Events after `from_seq` could not be replayed (past retention, or another event log): re-sync by a query.
+    Delivery goes on from `position`."""
+
+    from_seq: int
+    position: int
+    reason: str
+
+
+def _arity(callback: AnyCallback) -> int:
+    try:
+        parameters = inspect.signature(callback).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return 2
+    return sum(1 for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+async def _call(callback: AnyCallback, *args: Any) -> None:
+    """Call with as many arguments as the callback takes; await it if it returns an awaitable."""
+    result = callback(*args[: _arity(callback)])
+    if inspect.isawaitable(result):
+        await result
+
+
+class Connection(Generic[E]):
+    """One live subscription. Close it with `await connection.close()`."""
+
+    def __init__(
+        self,
+        stream: EventStream,
+        subscription_id: str,
+        entity_type: str,
+        model: type[E],
+        event_types: list[EventType],
+        filter_json: dict[str, Any] | None,
+        callback: Callable[..., Awaitable[None] | None],
+    ) -> None:
+        self.subscription_id = subscription_id
+        self.entity_type = entity_type
+        self.event_types = event_types
+        self.filter_json = filter_json
+        self.tracker = DeliveryTracker()
+        self._stream = stream
+        self._model = model
+        self._callback = callback
+        self._handlers: dict[str, list[AnyCallback]] = {
+            k: [] for k in ("connected", "closed", "error", "reconnecting", "gap")
+        }
+        self._queue: asyncio.Queue[SubscriptionEvent[E]] = asyncio.Queue()
+        self._worker = asyncio.create_task(self._deliver_loop(), name=f"medstream-subscription-{subscription_id}")
+        self.is_connected = False
+        self.is_closed = False
+        self.close_reason: str | None = None
+        self.last_error: BaseException | None = None
+        self._settled = asyncio.Event()  # set once connected or closed
+
+    # -- the Medtech interface, chainable ----------------------------------------------------------------
+
+    def on_connected(self, callback: AnyCallback) -> Connection[E]:
+        """Called each time the subscription is (re)established; at once if it already is."""
+        self._handlers["connected"].append(callback)
+        if self.is_connected:
+            self._fire_one(callback)
+        return self
+
+    def on_closed(self, callback: AnyCallback) -> Connection[E]:
+        """Called once, when the subscription ends, with the reason; at once if it already has."""
+        self._handlers["closed"].append(callback)
+        if self.is_closed:
+            self._fire_one(callback, self.close_reason)
+        return self
+
+    def on_error(self, callback: AnyCallback) -> Connection[E]:
+        """Called with each error: a failing callback, a refused subscription, a lost connection."""
+        self._handlers["error"].append(callback)
+        return self
+
+    def on_reconnecting(self, callback: AnyCallback) -> Connection[E]:
+        """Called before each reconnection attempt, with the attempt number and the delay in seconds."""
+        self._handlers["reconnecting"].append(callback)
+        return self
+
+    def on_gap(self, callback: AnyCallback) -> Connection[E]:
+        """Called with a `Gap` when missed events cannot be replayed."""
+        self._handlers["gap"].append(callback)
+        return self
+
+    async def close(self) -> None:
+        """Unsubscribe and stop; `on_closed` fires once."""
+        if not self.is_closed:
+            await self._stream.unsubscribe(self)
+            self._closed("closed by the client")
+
+    # -- driven by the event stream ---------------------------------------------------------------------
+
+    def _on_subscribed(self, position: int, epoch: str) -> None:
+        self.tracker.on_subscribed(position, epoch)
+        self.is_connected = True
+        self._settled.set()
+        self._fire("connected")
+
+    def _on_event(self, seq: int, event_type: str, entity: dict[str, Any]) -> None:
+        if self.is_closed or not self.tracker.accept(seq):
+            return
+        try:
+            parsed = self._model.model_validate(entity)
+        except Exception as exc:
+            self._fire("error", MedstreamError(f"event {seq}: entity does not parse: {exc}"))
+            return
+        self._queue.put_nowait(SubscriptionEvent(EventType(event_type), seq, self.entity_type, parsed))
+
+    def _on_gap(self, gap: Gap, epoch: str) -> None:
+        self.tracker.on_gap(gap.position, epoch)
+        self._fire("gap", gap)
+
+    def _on_disconnected(self) -> None:
+        self.is_connected = False
+
+    def _on_reconnecting(self, attempt: int, delay: float) -> None:
+        self._fire("reconnecting", attempt, delay)
+
+    def _on_error(self, error: BaseException) -> None:
+        self.last_error = error
+        self._fire("error", error)
+
+    def _closed(self, reason: str) -> None:
+        if self.is_closed:
+            return
+        self.is_closed = True
+        self.is_connected = False
+        self.close_reason = reason
+        self._settled.set()
+        self._worker.cancel()
+        self._fire("closed", reason)
+
+    async def _deliver_loop(self) -> None:
+        while True:
+            event = await self._queue.get()
+            try:
+                await _call(self._callback, event.entity, event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("subscription %s: callback failed on seq %s", self.subscription_id, event.seq)
+                self._fire("error", exc)
+            finally:
+                self._queue.task_done()
+
+    async def wait_established(self) -> None:
+        """Wait for the first acknowledgement; raise the error if the subscription ended before it."""
+        await self._settled.wait()
+        if self.is_closed and not self.is_connected and self.last_error is not None:
+            raise self.last_error
+
+    async def wait_delivered(self) -> None:
+        """Wait until every event received so far has gone through the callback (for tests and shutdown)."""
+        if not self.is_closed:
+            await self._queue.join()
+
+    def _fire(self, name: str, *args: Any) -> None:
+        for handler in list(self._handlers[name]):
+            self._fire_one(handler, *args)
+
+    def _fire_one(self, handler: AnyCallback, *args: Any) -> None:
+        try:
+            result = handler(*args[: _arity(handler)])
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                task.add_done_callback(_log_failure)
+        except Exception:
+            log.exception("subscription %s: handler failed", self.subscription_id)
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        if task.exception() is not None:
+            log.error("connection handler failed", exc_info=task.exception())

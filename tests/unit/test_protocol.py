@@ -1,0 +1,81 @@
+"""The websocket protocol's messages, parsed and built without a socket."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from medstream.errors import PayloadTooLargeError, ValidationError
+from medstream.events.protocol import (
+    MAX_MESSAGE_BYTES,
+    AuthMessage,
+    EventFrameTemplate,
+    SubscribeMessage,
+    UnsubscribeMessage,
+    error_frame,
+    gap_frame,
+    parse_client_message,
+    subscribed_frame,
+)
+from medstream.events.types import EventType
+
+
+def test_subscribe_message_parses_with_resume_point() -> None:
+    message = parse_client_message(
+        b'{"type":"subscribe","id":"s1","entity":"DataSample","events":["CREATE","DELETE"],'
+        b'"filter":{"$type":"X"},"after":41,"epoch":"e1"}'
+    )
+    assert isinstance(message, SubscribeMessage)
+    assert message.events == [EventType.CREATE, EventType.DELETE]
+    assert (message.after, message.epoch, message.filter) == (41, "e1", {"$type": "X"})
+
+
+def test_auth_and_unsubscribe_parse() -> None:
+    assert isinstance(parse_client_message('{"type":"auth","token":"t"}'), AuthMessage)
+    assert isinstance(parse_client_message('{"type":"unsubscribe","id":"s"}'), UnsubscribeMessage)
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        (b"{not json", "message"),
+        (b'{"type":"launch"}', "launch"),
+        (b'{"type":"subscribe","id":"s","entity":"Patient","events":["EXPLODE"]}', "events"),
+        (b'{"type":"subscribe","id":"s","entity":"Patient","events":[]}', "events"),
+        (b'{"type":"subscribe","id":"s","entity":"Patient","events":["CREATE"],"after":-1}', "after"),
+        (b'{"type":"subscribe","id":"s","entity":"Patient","events":["CREATE"],"extra":1}', "extra"),
+        (b'{"type":"auth"}', "token"),
+    ],
+)
+def test_malformed_messages_are_rejected_naming_the_problem(raw: bytes, named: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_client_message(raw)
+    assert named in caught.value.message
+    assert caught.value.close_code == 4400
+
+
+def test_oversized_message_is_rejected_before_parsing() -> None:
+    with pytest.raises(PayloadTooLargeError):
+        parse_client_message(b" " * (MAX_MESSAGE_BYTES + 1))
+
+
+def test_event_frame_embeds_the_document_once_and_names_each_subscription() -> None:
+    document = b'{"id":"p1","firstName":"John"}'
+    template = EventFrameTemplate(7, EventType.UPDATE, "Patient", document)
+    first, second = (orjson.loads(template.for_subscription(s)) for s in ("a", 'quote"d'))
+    assert first == {
+        "type": "event",
+        "id": "a",
+        "seq": 7,
+        "event": "UPDATE",
+        "entityType": "Patient",
+        "entity": {"id": "p1", "firstName": "John"},
+    }
+    assert second["id"] == 'quote"d' and second["entity"] == first["entity"]
+
+
+def test_server_frames_are_json_objects_with_their_type() -> None:
+    assert orjson.loads(subscribed_frame("s", 3, "e")) == {"type": "subscribed", "id": "s", "position": 3, "epoch": "e"}
+    assert orjson.loads(gap_frame("s", 1, 9, "e", "why"))["from"] == 1
+    assert orjson.loads(error_frame("bad", "no", "s")) == {"type": "error", "code": "bad", "message": "no", "id": "s"}
+    assert "id" not in orjson.loads(error_frame("bad", "no"))
