@@ -1,0 +1,187 @@
+"""The seven entity kinds as the integration tests drive them: a valid instance of each, and its SDK sub-API.
+
+`KindOps` hides the two places where kinds differ in how they are written: data samples are written for a
+patient (`create_or_modify_data_sample[s]_for`), and only an admin writes users.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from medstream.model import (
+    ENTITY_KINDS,
+    CodingReference,
+    Content,
+    DataSample,
+    Entity,
+    EntityKind,
+    HealthcareElement,
+    HealthcareProfessional,
+    MedicalDevice,
+    Notification,
+    NotificationStatus,
+    NotificationType,
+    Patient,
+    User,
+)
+from medstream.sdk import MedTechApi
+from medstream.sdk.entity_api import EntityApi
+from medstream.store.database import Database
+from medstream.store.schema import outbox
+from tests.conftest import Professional
+
+
+def _patient(patient_id: str | None) -> Entity:
+    return Patient(first_name="John", last_name="Snow", note="Winter is coming", date_of_birth=19800131)
+
+
+def _data_sample(patient_id: str | None) -> Entity:
+    return DataSample(content={"en": Content(string_value="Hello world")}, comment="first reading", index=1)
+
+
+def _healthcare_element(patient_id: str | None) -> Entity:
+    return HealthcareElement(patient_id=patient_id, description="Asthma", note="since childhood")
+
+
+def _healthcare_professional(patient_id: str | None) -> Entity:
+    return HealthcareProfessional(first_name="Gregory", last_name="House", speciality="diagnostics")
+
+
+def _medical_device(patient_id: str | None) -> Entity:
+    return MedicalDevice(name="Scale", brand="Withings", serial_number=f"SN-{uuid.uuid4().hex[:8]}")
+
+
+def _notification(patient_id: str | None) -> Entity:
+    return Notification(type=NotificationType.OTHER, status=NotificationStatus.pending)
+
+
+def _user(patient_id: str | None) -> Entity:
+    return User(login=f"user-{uuid.uuid4().hex[:12]}", name="Some One", password=f"pw-{uuid.uuid4().hex}")
+
+
+# Builds a new valid instance of each kind (no id, no rev); takes the id of a patient it may link to.
+FACTORIES: dict[str, Callable[[str | None], Entity]] = {
+    "Patient": _patient,
+    "DataSample": _data_sample,
+    "HealthcareElement": _healthcare_element,
+    "HealthcareProfessional": _healthcare_professional,
+    "MedicalDevice": _medical_device,
+    "Notification": _notification,
+    "User": _user,
+}
+assert set(FACTORIES) == {kind.name for kind in ENTITY_KINDS}, "a kind has no factory"
+
+KIND_PARAMS = [pytest.param(kind, id=kind.name) for kind in ENTITY_KINDS]
+
+
+def sub_api(api: MedTechApi, kind: EntityKind) -> EntityApi[Any]:
+    """`api.patient_api`, `api.data_sample_api`, ... for `kind`."""
+    found: EntityApi[Any] = getattr(api, f"{kind.singular}_api")
+    assert found.kind is kind
+    return found
+
+
+def relabel(entity: Entity, code: str) -> Entity:
+    """A copy of `entity` with one more label: a change every kind accepts."""
+    return entity.model_copy(update={"labels": {*entity.labels, CodingReference(type="TEST", code=code)}})
+
+
+@dataclass
+class KindOps:
+    """Writes and reads one kind through the SDK, with its Medtech method names."""
+
+    kind: EntityKind
+    api: MedTechApi
+    patient_id: str | None = None
+
+    @property
+    def sub(self) -> EntityApi[Any]:
+        return sub_api(self.api, self.kind)
+
+    def _method(self, name: str) -> Any:
+        return getattr(self.sub, name.format(s=self.kind.singular, p=self.kind.plural))
+
+    def new(self, *, entity_id: str | None = None) -> Entity:
+        entity = FACTORIES[self.kind.name](self.patient_id)
+        return entity.model_copy(update={"id": entity_id}) if entity_id else entity
+
+    async def write(self, entity: Entity) -> Entity:
+        if self.kind.name == "DataSample":
+            assert self.patient_id is not None
+            stored: Entity = await self.api.data_sample_api.create_or_modify_data_sample_for(self.patient_id, entity)  # type: ignore[arg-type]
+        else:
+            stored = await self._method("create_or_modify_{s}")(entity)
+        return stored
+
+    async def write_many(self, entities: Sequence[Entity]) -> list[Entity]:
+        if self.kind.name == "DataSample":
+            assert self.patient_id is not None
+            stored: list[Entity] = await self.api.data_sample_api.create_or_modify_data_samples_for(
+                self.patient_id,
+                entities,  # type: ignore[arg-type]
+            )
+        else:
+            stored = await self._method("create_or_modify_{p}")(entities)
+        return stored
+
+    async def create(self) -> Entity:
+        return await self.write(self.new())
+
+    async def get(self, entity_id: str) -> Entity:
+        return await self._method("get_{s}")(entity_id)  # type: ignore[no-any-return]
+
+    async def get_many(self, entity_ids: Sequence[str]) -> list[Entity]:
+        return await self._method("get_{p}")(entity_ids)  # type: ignore[no-any-return]
+
+    async def delete(self, entity_id: str) -> Entity:
+        return await self._method("delete_{s}")(entity_id)  # type: ignore[no-any-return]
+
+    async def delete_many(self, entity_ids: Sequence[str]) -> list[Entity]:
+        return await self._method("delete_{p}")(entity_ids)  # type: ignore[no-any-return]
+
+    async def listed_ids(self) -> set[str]:
+        """The ids of every entity `list_page` gives, page after page."""
+        ids: set[str] = set()
+        start_after: str | None = None
+        while page := await self.sub.list_page(start_after=start_after, limit=500):
+            ids.update(str(e.id) for e in page)
+            start_after = page[-1].id
+        return ids
+
+
+async def ops_for(kind: EntityKind, doctor: Professional, admin_api: MedTechApi) -> KindOps:
+    """Who writes `kind` in a test: the doctor (with a patient of theirs for data samples), or the admin for users."""
+    if kind.name == "User":
+        return KindOps(kind, admin_api)
+    patient = await doctor.api.patient_api.create_or_modify_patient(Patient(first_name="Pat", last_name="Ient"))
+    return KindOps(kind, doctor.api, patient_id=patient.id)
+
+
+async def raw_get(server_url: str, token: str, kind: EntityKind, entity_id: str) -> bytes:
+    """The exact bytes the server answers for GET of one entity."""
+    async with httpx.AsyncClient(base_url=server_url) as client:
+        response = await client.get(
+            f"/rest/v1/{kind.collection}/{entity_id}", headers={"Authorization": f"Bearer {token}"}
+        )
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+async def events_of(database_url: str, entity_id: str) -> list[tuple[str, str]]:
+    """(event type, rev) of every outbox row written for `entity_id`, in the order written."""
+    database = Database(database_url)
+    try:
+        async with database.read() as conn:
+            result = await conn.execute(
+                select(outbox.c.event_type, outbox.c.rev).where(outbox.c.entity_id == entity_id).order_by(outbox.c.id)
+            )
+            return [(str(event_type), str(rev)) for event_type, rev in result]
+    finally:
+        await database.close()
