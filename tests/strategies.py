@@ -56,6 +56,8 @@ CODE_TYPES = ("LOINC", "SNOMED", "ICD", "CD-ITEM", "IC-TAGS")
 CODES = ("8302-2", "29463-7", "38341003", "I10", "E11", "bp", "weight")
 LANGUAGES = ("en", "fr", "nl", "de")
 ROLES = ("ADMIN", "HCP", "PATIENT", "DEVICE", "BASIC_USER")
+EDUCATIONS = ("primary", "secondary", "university")
+PROFESSIONS = ("nurse", "teacher", "engineer", "farmer")
 
 
 def optional(strategy: SearchStrategy[Any]) -> SearchStrategy[Any]:
@@ -294,6 +296,8 @@ patients = st.builds(
     date_of_death=optional(fuzzy_dates),
     place_of_birth=optional(words),
     deceased=optional(st.booleans()),
+    education=optional(st.sampled_from(EDUCATIONS)),
+    profession=optional(st.sampled_from(PROFESSIONS)),
     note=optional(words),
     nationality=optional(st.sampled_from(("BE", "FR", "CH"))),
     external_id=optional(words),

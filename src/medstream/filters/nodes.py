@@ -1,0 +1,436 @@
+"""The leaf filter nodes, one per Medtech filter `$type`, each lowered to its constraint atoms.
+
+Wire names follow the Medtech SDK (`research/icure.md` section 3). "ByHealthcareParty" nodes restrict to the
+entities shared with the data owner `healthcarePartyId` (`hcpId` in the two nodes Medtech names so).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import ClassVar, Literal, Self
+
+from pydantic import Field, field_validator, model_validator
+
+from medstream.filters.base import (
+    ForDataOwner,
+    Identifiers,
+    LeafFilter,
+    NonEmptyText,
+    StringSet,
+    check_codings,
+    codings,
+    identifier_pairs,
+)
+from medstream.filters.constraints import (
+    Constraint,
+    FieldBetween,
+    FieldIn,
+    HasHealthcareElement,
+    HasIdentifier,
+    IdIn,
+    NameContains,
+    SharedWith,
+)
+from medstream.model.notification import NotificationType
+from medstream.model.patient import Gender
+from medstream.model.text import normalize_for_search
+
+
+def _searchable(text: str) -> str:
+    if not normalize_for_search(text):
+        raise ValueError("searchString must contain something other than spaces and accents")
+    return text
+
+
+class _TagCodeFilter(ForDataOwner):
+    """A data-owner node with a label part (tagType, tagCode) and a code part (codeType, codeCode)."""
+
+    tag_type: NonEmptyText | None = None
+    tag_code: NonEmptyText | None = None
+    code_type: NonEmptyText | None = None
+    code_code: NonEmptyText | None = None
+
+    @model_validator(mode="after")
+    def _check_codings(self) -> Self:
+        check_codings(self.tag_type, self.tag_code, self.code_type, self.code_code, ("tagType", "tagCode"))
+        return self
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield from super()._constraints()
+        yield from codings(self.tag_type, self.tag_code, self.code_type, self.code_code)
+
+
+class _LabelCodeFilter(LeafFilter):
+    """A node with a label part (labelType, labelCode) and a code part (codeType, codeCode), for every data owner."""
+
+    label_type: NonEmptyText | None = None
+    label_code: NonEmptyText | None = None
+    code_type: NonEmptyText | None = None
+    code_code: NonEmptyText | None = None
+
+    @model_validator(mode="after")
+    def _check_codings(self) -> Self:
+        check_codings(self.label_type, self.label_code, self.code_type, self.code_code, ("labelType", "labelCode"))
+        return self
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield from codings(self.label_type, self.label_code, self.code_type, self.code_code)
+
+
+class _ByIds(LeafFilter):
+    ids: StringSet
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield IdIn(self.ids)
+
+
+class _ByIdentifiers(ForDataOwner):
+    identifiers: Identifiers
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield from super()._constraints()
+        yield HasIdentifier(identifier_pairs(self.identifiers))
+
+
+class _ByPatients(ForDataOwner):
+    patient_ids: StringSet
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield from super()._constraints()
+        yield FieldIn("patient_id", self.patient_ids)
+
+
+class _ByHcpId(LeafFilter):
+    hcp_id: NonEmptyText
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield SharedWith(self.hcp_id)
+
+
+# --- DataSample --------------------------------------------------------------------------------------------
+
+
+class DataSampleByIdsFilter(_ByIds):
+    entity_type: ClassVar[str] = "DataSample"
+    filter_type: Literal["DataSampleByIdsFilter"] = Field("DataSampleByIdsFilter", alias="$type")
+
+
+class DataSampleByHealthcarePartyFilter(_ByHcpId):
+    """Every data sample shared with `hcpId` (the builder's default)."""
+
+    entity_type: ClassVar[str] = "DataSample"
+    filter_type: Literal["DataSampleByHealthcarePartyFilter"] = Field(
+        "DataSampleByHealthcarePartyFilter", alias="$type"
+    )
+
+
+class DataSampleByHealthcarePartyIdentifiersFilter(_ByIdentifiers):
+    entity_type: ClassVar[str] = "DataSample"
+    filter_type: Literal["DataSampleByHealthcarePartyIdentifiersFilter"] = Field(
+        "DataSampleByHealthcarePartyIdentifiersFilter", alias="$type"
+    )
+
+
+class DataSampleByHealthcarePartyTagCodeDateFilter(_TagCodeFilter):
+    """Label and code parts, and `valueDate` within [startValueDate, endValueDate]. `descending` is kept for
+    Medtech compatibility and changes nothing: results are ordered by id."""
+
+    entity_type: ClassVar[str] = "DataSample"
+    filter_type: Literal["DataSampleByHealthcarePartyTagCodeDateFilter"] = Field(
+        "DataSampleByHealthcarePartyTagCodeDateFilter", alias="$type"
+    )
+    start_value_date: int | None = None
+    end_value_date: int | None = None
+    descending: bool = False
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield from super()._constraints()
+        if self.start_value_date is not None or self.end_value_date is not None:
+            yield FieldBetween("value_date", self.start_value_date, self.end_value_date)
+
+
+class DataSampleByHealthcarePartyPatientFilter(_ByPatients):
+    entity_type: ClassVar[str] = "DataSample"
+    filter_type: Literal["DataSampleByHealthcarePartyPatientFilter"] = Field(
+        "DataSampleByHealthcarePartyPatientFilter", alias="$type"
+    )
+
+
+class DataSampleByHealthcarePartyHealthcareElementIdsFilter(ForDataOwner):
+    entity_type: ClassVar[str] = "DataSample"
+    filter_type: Literal["DataSampleByHealthcarePartyHealthcareElementIdsFilter"] = Field(
+        "DataSampleByHealthcarePartyHealthcareElementIdsFilter", alias="$type"
+    )
+    healthcare_element_ids: StringSet
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield from super()._constraints()
+        yield HasHealthcareElement(self.healthcare_element_ids)
+
+
+# --- Patient -----------------------------------------------------------------------------------------------
+
+
+class PatientByIdsFilter(_ByIds):
+    entity_type: ClassVar[str] = "Patient"
+    filter_type: Literal["PatientByIdsFilter"] = Field("PatientByIdsFilter", alias="$type")
+
+
+class PatientByHealthcarePartyFilter(ForDataOwner):
+    """Every patient shared with `healthcarePartyId` (the builder's default)."""
+
+    entity_type: ClassVar[str] = "Patient"
+    filter_type: Literal["PatientByHealthcarePartyFilter"] = Field("PatientByHealthcarePartyFilter", alias="$type")
+
+
+class PatientByHealthcarePartyIdentifiersFilter(_ByIdentifiers):
+    entity_type: ClassVar[str] = "Patient"
+    filter_type: Literal["PatientByHealthcarePartyIdentifiersFilter"] = Field(
+        "PatientByHealthcarePartyIdentifiersFilter", alias="$type"
+    )
+
+
+class PatientByHealthcarePartyGenderEducationProfessionFilter(ForDataOwner):
+    entity_type: ClassVar[str] = "Patient"
+    filter_type: Literal["PatientByHealthcarePartyGenderEducationProfessionFilter"] = Field(
+        "PatientByHealthcarePartyGenderEducationProfessionFilter", alias="$type"
+    )
+    gender: Gender
+    education: str | None = None
+    profession: str | None = None
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield from super()._constraints()
+        yield FieldIn("gender", frozenset({self.gender.value}))
+        if self.education is not None:
+            yield FieldIn("education", frozenset({self.education}))
+        if self.profession is not None:
+            yield FieldIn("profession", frozenset({self.profession}))
+
+
+class PatientByHealthcarePartySsinsFilter(ForDataOwner):
+    entity_type: ClassVar[str] = "Patient"
+    filter_type: Literal["PatientByHealthcarePartySsinsFilter"] = Field(
+        "PatientByHealthcarePartySsinsFilter", alias="$type"
+    )
+    ssins: StringSet
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield from super()._constraints()
+        yield FieldIn("ssin", self.ssins)
+
+
+class PatientByHealthcarePartyDateOfBirthBetweenFilter(ForDataOwner):
+    """`dateOfBirth` (YYYYMMDD) within [minDateOfBirth, maxDateOfBirth]; an absent bound is open."""
+
+    entity_type: ClassVar[str] = "Patient"
+    filter_type: Literal["PatientByHealthcarePartyDateOfBirthBetweenFilter"] = Field(
+        "PatientByHealthcarePartyDateOfBirthBetweenFilter", alias="$type"
+    )
+    min_date_of_birth: int | None = None
+    max_date_of_birth: int | None = None
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield from super()._constraints()
+        if self.min_date_of_birth is not None or self.max_date_of_birth is not None:
+            yield FieldBetween("date_of_birth", self.min_date_of_birth, self.max_date_of_birth)
+
+
+class PatientByHealthcarePartyNameContainsFuzzyFilter(ForDataOwner):
+    """Accent- and case-insensitive "contains" over the patient's names (see `names.search_name`)."""
+
+    entity_type: ClassVar[str] = "Patient"
+    filter_type: Literal["PatientByHealthcarePartyNameContainsFuzzyFilter"] = Field(
+        "PatientByHealthcarePartyNameContainsFuzzyFilter", alias="$type"
+    )
+    search_string: str
+
+    _check_search_string = field_validator("search_string")(_searchable)
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield from super()._constraints()
+        yield NameContains(normalize_for_search(self.search_string))
+
+
+# --- HealthcareElement -------------------------------------------------------------------------------------
+
+
+class HealthcareElementByIdsFilter(_ByIds):
+    entity_type: ClassVar[str] = "HealthcareElement"
+    filter_type: Literal["HealthcareElementByIdsFilter"] = Field("HealthcareElementByIdsFilter", alias="$type")
+
+
+class HealthcareElementByHealthcarePartyFilter(_ByHcpId):
+    """Every healthcare element shared with `hcpId` (the builder's default)."""
+
+    entity_type: ClassVar[str] = "HealthcareElement"
+    filter_type: Literal["HealthcareElementByHealthcarePartyFilter"] = Field(
+        "HealthcareElementByHealthcarePartyFilter", alias="$type"
+    )
+
+
+class HealthcareElementByHealthcarePartyIdentifiersFilter(_ByIdentifiers):
+    entity_type: ClassVar[str] = "HealthcareElement"
+    filter_type: Literal["HealthcareElementByHealthcarePartyIdentifiersFilter"] = Field(
+        "HealthcareElementByHealthcarePartyIdentifiersFilter", alias="$type"
+    )
+
+
+class HealthcareElementByHealthcarePartyLabelCodeFilter(_TagCodeFilter):
+    entity_type: ClassVar[str] = "HealthcareElement"
+    filter_type: Literal["HealthcareElementByHealthcarePartyLabelCodeFilter"] = Field(
+        "HealthcareElementByHealthcarePartyLabelCodeFilter", alias="$type"
+    )
+
+
+class HealthcareElementByHealthcarePartyPatientFilter(_ByPatients):
+    entity_type: ClassVar[str] = "HealthcareElement"
+    filter_type: Literal["HealthcareElementByHealthcarePartyPatientFilter"] = Field(
+        "HealthcareElementByHealthcarePartyPatientFilter", alias="$type"
+    )
+
+
+# --- HealthcareProfessional --------------------------------------------------------------------------------
+
+
+class HealthcareProfessionalByIdsFilter(_ByIds):
+    entity_type: ClassVar[str] = "HealthcareProfessional"
+    filter_type: Literal["HealthcareProfessionalByIdsFilter"] = Field(
+        "HealthcareProfessionalByIdsFilter", alias="$type"
+    )
+
+
+class AllHealthcareProfessionalsFilter(LeafFilter):
+    entity_type: ClassVar[str] = "HealthcareProfessional"
+    filter_type: Literal["AllHealthcareProfessionalsFilter"] = Field("AllHealthcareProfessionalsFilter", alias="$type")
+
+
+class HealthcareProfessionalByLabelCodeFilter(_LabelCodeFilter):
+    entity_type: ClassVar[str] = "HealthcareProfessional"
+    filter_type: Literal["HealthcareProfessionalByLabelCodeFilter"] = Field(
+        "HealthcareProfessionalByLabelCodeFilter", alias="$type"
+    )
+
+
+class HealthcareProfessionalByNameFilter(LeafFilter):
+    """Accent- and case-insensitive "contains" over the professional's names (see `names.search_name`)."""
+
+    entity_type: ClassVar[str] = "HealthcareProfessional"
+    filter_type: Literal["HealthcareProfessionalByNameFilter"] = Field(
+        "HealthcareProfessionalByNameFilter", alias="$type"
+    )
+    search_string: str
+
+    _check_search_string = field_validator("search_string")(_searchable)
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield NameContains(normalize_for_search(self.search_string))
+
+
+# --- MedicalDevice -----------------------------------------------------------------------------------------
+
+
+class MedicalDeviceByIdsFilter(_ByIds):
+    entity_type: ClassVar[str] = "MedicalDevice"
+    filter_type: Literal["MedicalDeviceByIdsFilter"] = Field("MedicalDeviceByIdsFilter", alias="$type")
+
+
+class AllMedicalDevicesFilter(LeafFilter):
+    entity_type: ClassVar[str] = "MedicalDevice"
+    filter_type: Literal["AllMedicalDevicesFilter"] = Field("AllMedicalDevicesFilter", alias="$type")
+
+
+class MedicalDeviceByLabelCodeFilter(_LabelCodeFilter):
+    entity_type: ClassVar[str] = "MedicalDevice"
+    filter_type: Literal["MedicalDeviceByLabelCodeFilter"] = Field("MedicalDeviceByLabelCodeFilter", alias="$type")
+
+
+# --- Notification ------------------------------------------------------------------------------------------
+
+
+class NotificationsByIdFilter(_ByIds):
+    entity_type: ClassVar[str] = "Notification"
+    filter_type: Literal["NotificationsByIdFilter"] = Field("NotificationsByIdFilter", alias="$type")
+
+
+class NotificationsByHcPartyAndTypeFilter(ForDataOwner):
+    entity_type: ClassVar[str] = "Notification"
+    filter_type: Literal["NotificationsByHcPartyAndTypeFilter"] = Field(
+        "NotificationsByHcPartyAndTypeFilter", alias="$type"
+    )
+    type: NotificationType
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield from super()._constraints()
+        yield FieldIn("type", frozenset({self.type.value}))
+
+
+class NotificationsAfterDateFilter(ForDataOwner):
+    """Notifications created at or after `date` (epoch ms, inclusive: `date: 0` means all, as in Medtech)."""
+
+    entity_type: ClassVar[str] = "Notification"
+    filter_type: Literal["NotificationsAfterDateFilter"] = Field("NotificationsAfterDateFilter", alias="$type")
+    date: int
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield from super()._constraints()
+        yield FieldBetween("created", self.date, None)
+
+
+# --- User --------------------------------------------------------------------------------------------------
+
+
+class UserByIdsFilter(_ByIds):
+    entity_type: ClassVar[str] = "User"
+    filter_type: Literal["UserByIdsFilter"] = Field("UserByIdsFilter", alias="$type")
+
+
+class UsersByPatientIdFilter(LeafFilter):
+    """The users acting as the patient `patientId`."""
+
+    entity_type: ClassVar[str] = "User"
+    filter_type: Literal["UsersByPatientIdFilter"] = Field("UsersByPatientIdFilter", alias="$type")
+    patient_id: NonEmptyText
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield FieldIn("patient_id", frozenset({self.patient_id}))
+
+
+class AllUsersFilter(LeafFilter):
+    entity_type: ClassVar[str] = "User"
+    filter_type: Literal["AllUsersFilter"] = Field("AllUsersFilter", alias="$type")
+
+
+LEAF_TYPES: tuple[type[LeafFilter], ...] = (
+    DataSampleByIdsFilter,
+    DataSampleByHealthcarePartyFilter,
+    DataSampleByHealthcarePartyIdentifiersFilter,
+    DataSampleByHealthcarePartyTagCodeDateFilter,
+    DataSampleByHealthcarePartyPatientFilter,
+    DataSampleByHealthcarePartyHealthcareElementIdsFilter,
+    PatientByIdsFilter,
+    PatientByHealthcarePartyFilter,
+    PatientByHealthcarePartyIdentifiersFilter,
+    PatientByHealthcarePartyGenderEducationProfessionFilter,
+    PatientByHealthcarePartySsinsFilter,
+    PatientByHealthcarePartyDateOfBirthBetweenFilter,
+    PatientByHealthcarePartyNameContainsFuzzyFilter,
+    HealthcareElementByIdsFilter,
+    HealthcareElementByHealthcarePartyFilter,
+    HealthcareElementByHealthcarePartyIdentifiersFilter,
+    HealthcareElementByHealthcarePartyLabelCodeFilter,
+    HealthcareElementByHealthcarePartyPatientFilter,
+    HealthcareProfessionalByIdsFilter,
+    AllHealthcareProfessionalsFilter,
+    HealthcareProfessionalByLabelCodeFilter,
+    HealthcareProfessionalByNameFilter,
+    MedicalDeviceByIdsFilter,
+    AllMedicalDevicesFilter,
+    MedicalDeviceByLabelCodeFilter,
+    NotificationsByIdFilter,
+    NotificationsByHcPartyAndTypeFilter,
+    NotificationsAfterDateFilter,
+    UserByIdsFilter,
+    UsersByPatientIdFilter,
+    AllUsersFilter,
+)

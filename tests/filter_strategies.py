@@ -1,0 +1,258 @@
+"""Hypothesis strategies for filter trees that hit the entities under test.
+
+`FilterPool.of(entities)` collects the values a filter can name (ids, readers, patients, identifiers, dates,
+name fragments...) from the entities, plus a few that match nothing; `filters_for(kind, pool)` draws trees of
+every node of that kind and of the three combinators, from that pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from hypothesis import strategies as st
+from hypothesis.strategies import SearchStrategy
+
+from medstream.filters import (
+    AllHealthcareProfessionalsFilter,
+    AllMedicalDevicesFilter,
+    AllUsersFilter,
+    ComplementFilter,
+    DataSampleByHealthcarePartyFilter,
+    DataSampleByHealthcarePartyHealthcareElementIdsFilter,
+    DataSampleByHealthcarePartyIdentifiersFilter,
+    DataSampleByHealthcarePartyPatientFilter,
+    DataSampleByHealthcarePartyTagCodeDateFilter,
+    DataSampleByIdsFilter,
+    Filter,
+    HealthcareElementByHealthcarePartyFilter,
+    HealthcareElementByHealthcarePartyIdentifiersFilter,
+    HealthcareElementByHealthcarePartyLabelCodeFilter,
+    HealthcareElementByHealthcarePartyPatientFilter,
+    HealthcareElementByIdsFilter,
+    HealthcareProfessionalByIdsFilter,
+    HealthcareProfessionalByLabelCodeFilter,
+    HealthcareProfessionalByNameFilter,
+    IntersectionFilter,
+    MedicalDeviceByIdsFilter,
+    MedicalDeviceByLabelCodeFilter,
+    NotificationsAfterDateFilter,
+    NotificationsByHcPartyAndTypeFilter,
+    NotificationsByIdFilter,
+    PatientByHealthcarePartyDateOfBirthBetweenFilter,
+    PatientByHealthcarePartyFilter,
+    PatientByHealthcarePartyGenderEducationProfessionFilter,
+    PatientByHealthcarePartyIdentifiersFilter,
+    PatientByHealthcarePartyNameContainsFuzzyFilter,
+    PatientByHealthcarePartySsinsFilter,
+    PatientByIdsFilter,
+    UnionFilter,
+    UserByIdsFilter,
+    UsersByPatientIdFilter,
+)
+from medstream.filters.names import search_name
+from medstream.model import Entity, Gender, Identifier, NotificationType
+from medstream.model.text import normalize_for_search
+from tests.strategies import CODE_TYPES, CODES, EDUCATIONS, PROFESSIONS
+
+# Values no generated entity has: filters naming them select nothing.
+_NOWHERE = "no-such-value"
+
+
+@dataclass(frozen=True)
+class FilterPool:
+    """The values generated filters name."""
+
+    ids: tuple[str, ...]
+    data_owners: tuple[str, ...]
+    patients: tuple[str, ...]
+    healthcare_elements: tuple[str, ...]
+    identifiers: tuple[tuple[str | None, str | None], ...]
+    dates: tuple[int, ...]
+    names: tuple[str, ...]
+    ssins: tuple[str, ...]
+
+    @classmethod
+    def of(cls, entities: Iterable[Entity], *, data_owners: Iterable[str] = ()) -> FilterPool:
+        entities = list(entities)
+        attrs: Callable[[str], list[Any]] = lambda name: [getattr(e, name, None) for e in entities]  # noqa: E731
+        dates: set[int] = {0}
+        for value in [*attrs("value_date"), *attrs("date_of_birth"), *attrs("created")]:
+            if value is not None:
+                dates.update((value - 1, value, value + 1))
+        names = {"Élodie", "åström", "o'brien"}
+        for entity in entities:
+            text = search_name(entity)
+            if text:
+                middle = len(text) // 2
+                names.update((text, text[:middle], text[middle:], text[1:-1]))
+        return cls(
+            ids=_with_nowhere(e.id for e in entities),
+            data_owners=_with_nowhere([*data_owners, *(r for e in entities for r in e.readers)]),
+            patients=_with_nowhere(attrs("patient_id")),
+            healthcare_elements=_with_nowhere(h for e in entities for h in getattr(e, "healthcare_element_ids", ())),
+            identifiers=tuple(
+                sorted(
+                    {(i.system, i.value) for e in entities for i in getattr(e, "identifiers", ())} | {(None, _NOWHERE)},
+                    key=repr,
+                )
+            ),
+            dates=tuple(sorted(dates)),
+            names=tuple(sorted(n for n in names if normalize_for_search(n))),
+            ssins=_with_nowhere(attrs("ssin")),
+        )
+
+
+def _with_nowhere(values: Iterable[str | None]) -> tuple[str, ...]:
+    return tuple(sorted({v for v in values if v} | {_NOWHERE}))
+
+
+def _sets(values: tuple[str, ...]) -> SearchStrategy[frozenset[str]]:
+    """Mostly small non-empty sets of pool values; sometimes empty (which matches nothing)."""
+    return st.frozensets(st.sampled_from(values), max_size=3)
+
+
+def _node(cls: type[Any], **fields: SearchStrategy[Any]) -> SearchStrategy[Any]:
+    """A node of `cls` with fields drawn from `fields` (by Python name; builds() would also infer the aliases)."""
+    return st.fixed_dictionaries(fields).map(lambda values: cls(**values))
+
+
+def _node_with_parts(
+    cls: type[Any], parts: SearchStrategy[dict[str, Any]], **fields: SearchStrategy[Any]
+) -> SearchStrategy[Any]:
+    """A node whose label and code fields are drawn together by `parts`."""
+    return st.tuples(parts, st.fixed_dictionaries(fields)).map(lambda drawn: cls(**drawn[0], **drawn[1]))
+
+
+def _optional(strategy: SearchStrategy[Any]) -> SearchStrategy[Any]:
+    return st.none() | strategy
+
+
+@st.composite
+def _coding_parts(draw: st.DrawFn, label_names: tuple[str, str]) -> dict[str, str | None]:
+    """A label part and a code part, at least one given, each code with its type."""
+    types, codes = st.sampled_from(CODE_TYPES), st.sampled_from(CODES)
+    label_type, code_type = draw(_optional(types)), draw(_optional(types))
+    if label_type is None and code_type is None:
+        label_type = draw(types)
+    return {
+        label_names[0]: label_type,
+        label_names[1]: draw(_optional(codes)) if label_type is not None else None,
+        "code_type": code_type,
+        "code_code": draw(_optional(codes)) if code_type is not None else None,
+    }
+
+
+def _leaves(kind: str, pool: FilterPool) -> list[SearchStrategy[Any]]:
+    owner = st.sampled_from(pool.data_owners)
+    ids = _sets(pool.ids)
+    identifiers = st.lists(
+        st.sampled_from(pool.identifiers).map(lambda p: Identifier(system=p[0], value=p[1])), max_size=2
+    ).map(tuple)
+    date = _optional(st.sampled_from(pool.dates))
+    names = st.sampled_from(pool.names)
+    tags = _coding_parts(("tag_type", "tag_code"))
+    labels = _coding_parts(("label_type", "label_code"))
+    by_kind: dict[str, list[SearchStrategy[Any]]] = {
+        "DataSample": [
+            _node(DataSampleByIdsFilter, ids=ids),
+            _node(DataSampleByHealthcarePartyFilter, hcp_id=owner),
+            _node(DataSampleByHealthcarePartyIdentifiersFilter, healthcare_party_id=owner, identifiers=identifiers),
+            _node_with_parts(
+                DataSampleByHealthcarePartyTagCodeDateFilter,
+                tags,
+                healthcare_party_id=owner,
+                start_value_date=date,
+                end_value_date=date,
+                descending=st.booleans(),
+            ),
+            _node(
+                DataSampleByHealthcarePartyPatientFilter, healthcare_party_id=owner, patient_ids=_sets(pool.patients)
+            ),
+            _node(
+                DataSampleByHealthcarePartyHealthcareElementIdsFilter,
+                healthcare_party_id=owner,
+                healthcare_element_ids=_sets(pool.healthcare_elements),
+            ),
+        ],
+        "Patient": [
+            _node(PatientByIdsFilter, ids=ids),
+            _node(PatientByHealthcarePartyFilter, healthcare_party_id=owner),
+            _node(PatientByHealthcarePartyIdentifiersFilter, healthcare_party_id=owner, identifiers=identifiers),
+            _node(
+                PatientByHealthcarePartyGenderEducationProfessionFilter,
+                healthcare_party_id=owner,
+                gender=st.sampled_from(Gender),
+                education=_optional(st.sampled_from(EDUCATIONS)),
+                profession=_optional(st.sampled_from(PROFESSIONS)),
+            ),
+            _node(PatientByHealthcarePartySsinsFilter, healthcare_party_id=owner, ssins=_sets(pool.ssins)),
+            _node(
+                PatientByHealthcarePartyDateOfBirthBetweenFilter,
+                healthcare_party_id=owner,
+                min_date_of_birth=date,
+                max_date_of_birth=date,
+            ),
+            _node(PatientByHealthcarePartyNameContainsFuzzyFilter, healthcare_party_id=owner, search_string=names),
+        ],
+        "HealthcareElement": [
+            _node(HealthcareElementByIdsFilter, ids=ids),
+            _node(HealthcareElementByHealthcarePartyFilter, hcp_id=owner),
+            _node(
+                HealthcareElementByHealthcarePartyIdentifiersFilter, healthcare_party_id=owner, identifiers=identifiers
+            ),
+            _node_with_parts(
+                HealthcareElementByHealthcarePartyLabelCodeFilter,
+                tags,
+                healthcare_party_id=owner,
+            ),
+            _node(
+                HealthcareElementByHealthcarePartyPatientFilter,
+                healthcare_party_id=owner,
+                patient_ids=_sets(pool.patients),
+            ),
+        ],
+        "HealthcareProfessional": [
+            _node(HealthcareProfessionalByIdsFilter, ids=ids),
+            _node(AllHealthcareProfessionalsFilter),
+            _node_with_parts(HealthcareProfessionalByLabelCodeFilter, labels),
+            _node(HealthcareProfessionalByNameFilter, search_string=names),
+        ],
+        "MedicalDevice": [
+            _node(MedicalDeviceByIdsFilter, ids=ids),
+            _node(AllMedicalDevicesFilter),
+            _node_with_parts(MedicalDeviceByLabelCodeFilter, labels),
+        ],
+        "Notification": [
+            _node(NotificationsByIdFilter, ids=ids),
+            _node(
+                NotificationsByHcPartyAndTypeFilter, healthcare_party_id=owner, type=st.sampled_from(NotificationType)
+            ),
+            _node(NotificationsAfterDateFilter, healthcare_party_id=owner, date=st.sampled_from(pool.dates)),
+        ],
+        "User": [
+            _node(UserByIdsFilter, ids=ids),
+            _node(UsersByPatientIdFilter, patient_id=st.sampled_from(pool.patients)),
+            _node(AllUsersFilter),
+        ],
+    }
+    return by_kind[kind]
+
+
+def leaf_filters_for(kind: str, pool: FilterPool) -> SearchStrategy[Filter]:
+    """One leaf node of `kind`, of any of its node types."""
+    return st.one_of(_leaves(kind, pool))
+
+
+def filters_for(kind: str, pool: FilterPool, *, max_leaves: int = 6) -> SearchStrategy[Filter]:
+    """Filter trees of `kind`: leaves combined by intersections, unions and complements."""
+
+    def combine(children: SearchStrategy[Filter]) -> SearchStrategy[Filter]:
+        return st.one_of(
+            st.lists(children, min_size=1, max_size=3).map(lambda fs: IntersectionFilter(filters=tuple(fs))),
+            st.lists(children, min_size=1, max_size=3).map(lambda fs: UnionFilter(filters=tuple(fs))),
+            _node(ComplementFilter, super_set=children, sub_set=children),
+        )
+
+    return st.recursive(leaf_filters_for(kind, pool), combine, max_leaves=max_leaves)
