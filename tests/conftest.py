@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import pytest
 import pytest_asyncio
+from argon2 import PasswordHasher
 
 from medstream.demo import start_server
 from medstream.model import HealthcareProfessional, User
 from medstream.sdk import MedTechApi
+from medstream.server import security
 from medstream.server.settings import Settings
 
 PG_HOST = os.environ.get("MEDSTREAM_TEST_PG_HOST", "127.0.0.1")
@@ -29,6 +30,17 @@ ADMIN_PASSWORD = "admin-password-for-tests"
 _pg_unreachable: str | None = None
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashing() -> Iterator[None]:
+    """Argon2 at its production cost takes about 0.1 s per hash or check, and the suite creates and logs in
+    hundreds of users: the in-process test servers hash with the cheapest parameters instead. The hashing logic
+    is unchanged (and a hash made at any cost still verifies); only its cost is not under test here."""
+    saved = security._hasher
+    security._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    yield
+    security._hasher = saved
+
+
 async def _pg_admin_connection() -> asyncpg.Connection:
     return await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres", timeout=5)
 
@@ -39,7 +51,7 @@ async def create_pg_database() -> str:
     if _pg_unreachable is None:
         try:
             conn = await _pg_admin_connection()
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             _pg_unreachable = f"PostgreSQL unreachable at {PG_HOST}:{PG_PORT}: {exc!r}"
         else:
             await conn.close()
@@ -91,7 +103,9 @@ class RunningServer:
 
 
 @pytest_asyncio.fixture(scope="session", params=["sqlite", "postgresql"])
-async def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningServer]:
+async def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[RunningServer]:
     """One server per database backend, shared by every integration test of the session."""
     backend: str = request.param
     async with database_url_for(backend, tmp_path_factory.mktemp(backend)) as database_url:
