@@ -1,0 +1,232 @@
+"""Login, token refresh and expiry, the SDK's own token renewal, login slow-down, and what answers without a token."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import jwt
+import pytest_asyncio
+
+from medstream.model import HealthcareProfessional, Patient
+from medstream.store.database import Database
+from medstream.store.keys import read_key
+from tests.conftest import ProfessionalFactory, RunningServer
+
+LOGIN = "/rest/v1/auth/login"
+REFRESH = "/rest/v1/auth/refresh"
+OPEN_PATHS = {"/health", LOGIN, REFRESH}
+
+
+@pytest_asyncio.fixture
+async def client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        yield http
+
+
+async def jwt_secret(server: RunningServer) -> str:
+    database = Database(server.database_url)
+    try:
+        return await read_key(database, "jwt_secret")
+    finally:
+        await database.close()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def assert_error(response: httpx.Response, status: int, error: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["error"] == error and body["message"]
+    return body
+
+
+async def test_login_gives_an_access_and_a_refresh_token_that_work(
+    client: httpx.AsyncClient, new_professional: ProfessionalFactory
+) -> None:
+    doctor = await new_professional()
+
+    response = await client.post(LOGIN, json={"username": doctor.login, "password": doctor.password})
+
+    assert response.status_code == 200, response.text
+    pair = response.json()
+    assert pair["tokenType"] == "Bearer" and pair["expiresIn"] > 0 and pair["token"] != pair["refreshToken"]
+    me = await client.get("/rest/v1/users/current", headers=bearer(pair["token"]))
+    assert me.status_code == 200 and me.json()["login"] == doctor.login
+
+    refreshed = await client.post(REFRESH, json={"refreshToken": pair["refreshToken"]})
+    assert refreshed.status_code == 200, refreshed.text
+    assert refreshed.json()["token"] != pair["token"]
+    me = await client.get("/rest/v1/users/current", headers=bearer(refreshed.json()["token"]))
+    assert me.status_code == 200 and me.json()["login"] == doctor.login
+
+    by_header = await client.post(REFRESH, headers={"Refresh-Token": pair["refreshToken"]})
+    assert by_header.status_code == 200, by_header.text
+
+
+async def test_login_with_a_wrong_password_or_unknown_login_is_401(
+    client: httpx.AsyncClient, new_professional: ProfessionalFactory
+) -> None:
+    doctor = await new_professional()
+    wrong = await client.post(LOGIN, json={"username": doctor.login, "password": "not-the-password"})
+    unknown = await client.post(LOGIN, json={"username": f"nobody-{uuid.uuid4()}", "password": doctor.password})
+    assert assert_error(wrong, 401, "unauthorized") == assert_error(unknown, 401, "unauthorized"), (
+        "the answer does not tell whether the login exists"
+    )
+
+
+async def test_an_access_token_with_exp_in_the_past_is_401_saying_it_expired(
+    server: RunningServer, client: httpx.AsyncClient, new_professional: ProfessionalFactory
+) -> None:
+    doctor = await new_professional()
+    me = await doctor.api.user_api.get_logged_user()
+    now = int(time.time())
+    claims = {"sub": me.id, "do": doctor.id, "adm": False, "typ": "access", "iat": now - 120, "exp": now - 60}
+    expired = jwt.encode(claims, await jwt_secret(server), "HS256")
+    assert jwt.encode({**claims, "exp": now + 60}, await jwt_secret(server), "HS256") != expired
+
+    response = await client.get("/rest/v1/users/current", headers=bearer(expired))
+
+    body = assert_error(response, 401, "unauthorized")
+    assert "expired" in body["message"]
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    fresh = jwt.encode({**claims, "exp": now + 60}, await jwt_secret(server), "HS256")
+    assert (await client.get("/rest/v1/users/current", headers=bearer(fresh))).status_code == 200, (
+        "the same claims, unexpired, are accepted: the 401 is about expiry"
+    )
+
+
+async def test_a_refresh_token_is_not_an_access_token_and_vice_versa(
+    client: httpx.AsyncClient, new_professional: ProfessionalFactory
+) -> None:
+    doctor = await new_professional()
+    pair = (await client.post(LOGIN, json={"username": doctor.login, "password": doctor.password})).json()
+
+    as_access = await client.get("/rest/v1/users/current", headers=bearer(pair["refreshToken"]))
+    as_refresh = await client.post(REFRESH, json={"refreshToken": pair["token"]})
+
+    assert "access token" in assert_error(as_access, 401, "unauthorized")["message"]
+    assert "refresh token" in assert_error(as_refresh, 401, "unauthorized")["message"]
+
+
+async def test_a_tampered_or_foreign_token_is_401(
+    client: httpx.AsyncClient, new_professional: ProfessionalFactory
+) -> None:
+    doctor = await new_professional()
+    token = await doctor.api.transport.access_token()
+    header, _payload, signature = token.split(".")
+    claims = jwt.decode(token, options={"verify_signature": False})
+    admin_claims = jwt.encode({**claims, "adm": True}, "k" * 32, "HS256").split(".")[1]
+    forged = f"{header}.{admin_claims}.{signature}"
+    foreign = jwt.encode(claims, "another server's key, just as long as ours", "HS256")
+
+    for bad in (forged, foreign, "not-a-jwt", token[:-4]):
+        response = await client.get("/rest/v1/patients", headers=bearer(bad))
+        assert "invalid" in assert_error(response, 401, "unauthorized")["message"]
+    assert (await client.get("/rest/v1/patients", headers=bearer(token))).status_code == 200
+
+
+async def test_the_sdk_renews_an_expired_access_token_on_its_own(
+    server: RunningServer, new_professional: ProfessionalFactory
+) -> None:
+    doctor = await new_professional()
+    transport = doctor.api.transport
+    claims = jwt.decode(await transport.access_token(), options={"verify_signature": False})
+    now = int(time.time())
+    expired = jwt.encode({**claims, "iat": now - 120, "exp": now - 60}, await jwt_secret(server), "HS256")
+    transport._token = expired
+
+    patient = await doctor.api.patient_api.create_or_modify_patient(Patient(first_name="Renewed"))
+
+    assert patient.responsible == doctor.id
+    assert transport._token not in (None, expired)
+
+
+async def test_the_sdk_logs_in_again_when_its_refresh_token_is_refused_too(
+    new_professional: ProfessionalFactory,
+) -> None:
+    doctor = await new_professional()
+    transport = doctor.api.transport
+    transport._token, transport._refresh_token = "expired-access", "expired-refresh"
+
+    owner = await doctor.api.get_data_owner()
+
+    assert owner.data_owner.id == doctor.id
+    assert transport._refresh_token != "expired-refresh"
+
+
+async def test_repeated_failed_logins_are_slowed_down_even_for_the_right_password(
+    client: httpx.AsyncClient, new_professional: ProfessionalFactory
+) -> None:
+    doctor = await new_professional()
+    wrong = {"username": doctor.login, "password": "wrong-password"}
+    for _ in range(5):
+        assert_error(await client.post(LOGIN, json=wrong), 401, "unauthorized")
+
+    throttled = await client.post(LOGIN, json=wrong)
+    right_too_soon = await client.post(LOGIN, json={"username": doctor.login, "password": doctor.password})
+
+    body = assert_error(throttled, 429, "too_many_attempts")
+    assert int(throttled.headers["Retry-After"]) >= 1
+    assert_error(right_too_soon, 429, "too_many_attempts")
+    other = await new_professional()  # another login is not slowed down
+    assert (await client.post(LOGIN, json={"username": other.login, "password": other.password})).status_code == 200
+
+    await asyncio.sleep(body["details"][0]["retryAfter"] + 0.05)
+    after_wait = await client.post(LOGIN, json={"username": doctor.login, "password": doctor.password})
+    assert after_wait.status_code == 200, after_wait.text
+    assert (await client.post(LOGIN, json=wrong)).status_code == 401, "a success resets the count"
+
+
+async def test_get_data_owner_returns_the_professional(new_professional: ProfessionalFactory) -> None:
+    doctor = await new_professional("Gregory", "House")
+
+    owner = await doctor.api.get_data_owner()
+
+    assert owner.type == "HealthcareProfessional"
+    assert isinstance(owner.data_owner, HealthcareProfessional)
+    assert owner.data_owner.id == doctor.id and owner.data_owner.last_name == "House"
+
+
+async def test_health_reports_the_database_without_a_token(server: RunningServer, client: httpx.AsyncClient) -> None:
+    response = await client.get("/health")
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["database"]["status"] == "ok"
+    assert body["database"]["dialect"] == server.backend
+    assert isinstance(body["database"]["lastSeq"], int) and body["database"]["epoch"]
+
+
+async def test_docs_and_openapi_answer_without_a_token(client: httpx.AsyncClient) -> None:
+    docs = await client.get("/docs")
+    openapi = await client.get("/openapi.json")
+
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert openapi.status_code == 200 and openapi.json()["info"]["title"] == "Medstream"
+
+
+async def test_every_other_route_answers_401_without_a_token(client: httpx.AsyncClient) -> None:
+    paths: dict[str, dict[str, Any]] = (await client.get("/openapi.json")).json()["paths"]
+    assert set(paths) >= OPEN_PATHS
+    checked = []
+    for path, operations in paths.items():
+        if path in OPEN_PATHS:
+            continue
+        url = re.sub(r"\{[^}]+\}", "some-id", path)
+        for method in operations:
+            body = {} if method == "post" else None
+            for headers in ({}, bearer("not-a-token"), {"Authorization": "Basic YWRtaW46YWRtaW4="}):
+                response = await client.request(method.upper(), url, json=body, headers=headers)
+                assert response.status_code == 401, f"{method.upper()} {path} with {headers}: {response.text}"
+                assert response.json()["error"] == "unauthorized"
+            checked.append(f"{method} {path}")
+    assert len(checked) >= 7 * 8, "every entity collection's routes were found"
