@@ -14,10 +14,10 @@ import pytest
 import pytest_asyncio
 from argon2 import PasswordHasher
 
-from medstream.demo import start_server
 from medstream.model import HealthcareProfessional, User
 from medstream.sdk import MedTechApi
 from medstream.server import security
+from medstream.server.runner import start_server
 from medstream.server.settings import Settings
 
 PG_HOST = os.environ.get("MEDSTREAM_TEST_PG_HOST", "127.0.0.1")

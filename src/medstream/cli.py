@@ -65,18 +65,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    import uvicorn
+    from medstream.server.runner import make_server
 
-    from medstream.server.app import create_app
-
-    settings = _settings(args)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=args.log_level,
-        ws_max_size=1 << 20,
-    )
+    asyncio.run(make_server(_settings(args), log_level=args.log_level).serve())
 
 
 async def _add_user(args: argparse.Namespace) -> None:

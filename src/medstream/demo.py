@@ -7,12 +7,10 @@ import contextlib
 import dataclasses
 import secrets
 
-import uvicorn
-
 from medstream import __version__
 from medstream.model import CodingReference, Content, DataSample, HealthcareProfessional, Patient, User
 from medstream.sdk import MedTechApi
-from medstream.server.app import create_app
+from medstream.server.runner import start_server
 from medstream.server.settings import Settings
 
 DEMO_ADMIN_LOGIN = "admin"
@@ -21,22 +19,6 @@ DEMO_ADMIN_PASSWORD = "medstream-demo-admin"
 
 def say(who: str, text: str) -> None:
     print(f"[{who:>6}] {text}", flush=True)
-
-
-async def start_server(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
-    """Start uvicorn in this event loop; returns the server, its task and its base URL."""
-    config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.port, log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("the server stopped while starting")
-        await asyncio.sleep(0.02)
-    host, port = server.servers[0].sockets[0].getsockname()[:2]
-    return server, task, f"http://{host}:{port}"
 
 
 async def run_scenario(url: str, admin_login: str, admin_password: str) -> None:

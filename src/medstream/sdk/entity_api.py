@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from medstream.errors import ValidationError
 from medstream.events.types import EventType
@@ -95,10 +95,10 @@ class EntityApi(Generic[E]):
             stream,
             uuid.uuid4().hex[:16],
             self.kind.name,
-            self.kind.model,
+            cast(type[E], self.kind.model),
             types,
             filter_json,
-            callback,  # type: ignore[arg-type]
+            callback,
         )
         await stream.subscribe(connection)
         await connection.wait_established()

@@ -30,9 +30,10 @@ _MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 def retry_delay(attempt: int, options: SubscriptionOptions, rng: random.Random | None = None) -> float:
     """Seconds before retry number `attempt` (1-based): doubling from the base interval, +-25% jitter, capped."""
-    base = options.connection_retry_interval_ms / 1000 * 2 ** (attempt - 1)
+    base = options.connection_retry_interval_ms / 1000 * 2.0 ** (attempt - 1)
     capped = min(base, options.connection_retry_max_interval_ms / 1000)
-    return capped * (0.75 + 0.5 * (rng or random).random())
+    jitter: float = (rng or random).random()
+    return capped * (0.75 + 0.5 * jitter)
 
 
 class EventStream:
@@ -144,7 +145,7 @@ class EventStream:
                 )
             if code == AuthenticationError.close_code:
                 await self.transport.access_token()  # renew before the next attempt
-            raise ConnectionClosed(socket.close_rcvd, socket.close_sent)
+            raise socket.close_exc
 
     async def _send_subscribe(self, socket: ClientConnection, connection: Connection[Any]) -> None:
         message: dict[str, Any] = {

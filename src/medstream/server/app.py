@@ -6,18 +6,20 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, WebSocket
 
 from medstream import __version__
 from medstream.access import Actor
 from medstream.model.entities import KIND_BY_NAME
 from medstream.model.user import User
+from medstream.server.dispatcher import Dispatcher
 from medstream.server.errors import BodySizeLimit, install_error_handlers
 from medstream.server.routes import auth, health, me
 from medstream.server.routes.entities import all_entity_routers, write_entities
 from medstream.server.security import LoginThrottle, TokenIssuer
 from medstream.server.settings import Settings
 from medstream.server.state import ServerState
+from medstream.server.websocket import EventHub, WebSocketLimits
 from medstream.store.database import Database
 from medstream.store.keys import read_key
 from medstream.store.repository import EntityRepository
@@ -32,16 +34,25 @@ async def open_state(settings: Settings) -> ServerState:
     database = Database(settings.database_url)
     await database.migrate()
     secret = await read_key(database, "jwt_secret")
+    tokens = TokenIssuer(
+        secret, access_seconds=settings.access_token_seconds, refresh_seconds=settings.refresh_token_seconds
+    )
+    poll = settings.dispatcher_poll_seconds or (0.05 if database.is_sqlite else 0.005)
+    dispatcher = Dispatcher(database, poll_interval=poll)
+    limits = WebSocketLimits(
+        heartbeat_interval=settings.ws_heartbeat_seconds,
+        heartbeat_timeout=settings.ws_heartbeat_timeout_seconds,
+        send_queue=settings.ws_send_queue,
+        subscriptions=settings.ws_max_subscriptions,
+    )
     state = ServerState(
         settings=settings,
         database=database,
         repository=EntityRepository(database),
-        tokens=TokenIssuer(
-            secret,
-            access_seconds=settings.access_token_seconds,
-            refresh_seconds=settings.refresh_token_seconds,
-        ),
+        tokens=tokens,
         throttle=LoginThrottle(free_attempts=settings.login_free_attempts, max_delay=settings.login_max_delay_seconds),
+        dispatcher=dispatcher,
+        hub=EventHub(dispatcher, tokens, limits),
     )
     if settings.admin_login and settings.admin_password:
         await ensure_admin(state, settings.admin_login, settings.admin_password)
@@ -57,16 +68,25 @@ async def ensure_admin(state: ServerState, login: str, password: str) -> None:
     log.info("created admin user %s", login)
 
 
+async def events_endpoint(websocket: WebSocket) -> None:
+    """The live-events websocket (docs/protocol.md)."""
+    state: ServerState = websocket.app.state.medstream
+    await state.hub.serve(websocket)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = await open_state(settings)
+        await state.dispatcher.start()
         app.state.medstream = state
         try:
             yield
         finally:
+            state.hub.close_all()
+            await state.dispatcher.stop()
             await state.database.close()
 
     app = FastAPI(
@@ -83,5 +103,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(me.router)
     for router in all_entity_routers():
         app.include_router(router)
+    app.add_api_websocket_route("/ws/v1/events", events_endpoint, name="events")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -27,6 +27,13 @@ class Settings:
     login_free_attempts: int = 5
     login_max_delay_seconds: float = 60.0
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    # How often the dispatcher polls the outbox tail for other nodes' writes (local commits wake it at once);
+    # None: 5 ms on PostgreSQL (several nodes), 50 ms on SQLite (other processes only).
+    dispatcher_poll_seconds: float | None = None
+    ws_heartbeat_seconds: float = 20.0
+    ws_heartbeat_timeout_seconds: float = 60.0
+    ws_send_queue: int = 10_000
+    ws_max_subscriptions: int = 1_000
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -39,6 +46,8 @@ class Settings:
             "admin_password": _env("ADMIN_PASSWORD"),
             "access_token_seconds": int(_env("ACCESS_TOKEN_SECONDS", str(cls.access_token_seconds)) or 0),
             "max_body_bytes": int(_env("MAX_BODY_BYTES", str(cls.max_body_bytes)) or 0),
+            "ws_heartbeat_seconds": float(_env("WS_HEARTBEAT_SECONDS", str(cls.ws_heartbeat_seconds)) or 0),
+            "ws_send_queue": int(_env("WS_SEND_QUEUE", str(cls.ws_send_queue)) or 0),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

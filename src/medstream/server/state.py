@@ -9,8 +9,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from medstream.access import Actor
 from medstream.errors import AuthenticationError
+from medstream.server.dispatcher import Dispatcher
 from medstream.server.security import LoginThrottle, TokenIssuer
 from medstream.server.settings import Settings
+from medstream.server.websocket import EventHub
 from medstream.store.database import Database
 from medstream.store.repository import EntityRepository
 
@@ -22,6 +24,8 @@ class ServerState:
     repository: EntityRepository
     tokens: TokenIssuer
     throttle: LoginThrottle
+    dispatcher: Dispatcher
+    hub: EventHub
 
 
 def server_state(request: Request) -> ServerState:

@@ -26,5 +26,13 @@ async def health(state: Annotated[ServerState, Depends(server_state)]) -> Respon
     except (MedstreamError, OSError) as exc:
         database.update(status="unavailable", error=str(exc)[:300])
         status_code, status = 503, "degraded"
-    body = {"status": status, "database": database}
+    dispatcher, hub = state.dispatcher, state.hub
+    events = {
+        "position": dispatcher.position,
+        "lag": max(0, int(database.get("lastSeq", dispatcher.position)) - dispatcher.position),  # type: ignore[call-overload]
+        "dispatched": dispatcher.dispatched,
+        "connections": len(hub.connections),
+        "subscriptions": hub.subscription_count,
+    }
+    body = {"status": status, "database": database, "events": events}
     return Response(orjson.dumps(body), status_code=status_code, media_type="application/json")

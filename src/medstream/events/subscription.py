@@ -1,0 +1,36 @@
+"""A subscription as the server holds it: who, what, which filter, and how far it has been delivered."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from medstream.access import Actor
+from medstream.events.types import EventType
+from medstream.filters.tree import Filter
+
+
+class EventSink(Protocol):
+    """Where a subscription's frames go (a websocket connection's bounded send queue)."""
+
+    def deliver(self, frame: bytes) -> None: ...
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One client subscription. `cursor` is the last `seq` handled for it: delivered, or seen and not
+    matching. While `live` is False it is catching up from the outbox and the dispatcher leaves it alone."""
+
+    id: str
+    entity_type: str
+    event_types: frozenset[EventType]
+    filter: Filter | None
+    actor: Actor
+    sink: EventSink
+    cursor: int
+    live: bool = False
+    delivered: int = field(default=0)
+
+    def wants(self, event_type: EventType, readers: frozenset[str]) -> bool:
+        """The checks that need no entity: event type and the access rule."""
+        return event_type in self.event_types and self.actor.can_read(readers)

@@ -1,0 +1,60 @@
+"""Running the app under uvicorn, with a shutdown that tells websocket clients 1001 (going away) first."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import uvicorn
+from fastapi import FastAPI
+
+from medstream.errors import ServerGoingAway
+from medstream.server.app import create_app
+from medstream.server.settings import Settings
+
+
+class MedstreamServer(uvicorn.Server):
+    """uvicorn closes open websockets with 1012; we close ours with 1001 and a reason before it does."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        state = getattr(self.app.state, "medstream", None)
+        if state is not None:
+            state.hub.close_all(ServerGoingAway.close_code, "server going away")
+            deadline = time.monotonic() + 2.0
+            while state.hub.connections and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded wait
+                await asyncio.sleep(0.02)
+        await super().shutdown(sockets)
+
+
+def make_server(settings: Settings, *, log_level: str = "info") -> MedstreamServer:
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        lifespan="on",
+        ws_max_size=1 << 20,
+        timeout_graceful_shutdown=5,
+    )
+    return MedstreamServer(config, app)
+
+
+async def start_server(
+    settings: Settings, *, log_level: str = "warning"
+) -> tuple[MedstreamServer, asyncio.Task[None], str]:
+    """Start a server in this event loop; returns it, the task serving, and its base URL."""
+    server = make_server(settings, log_level=log_level)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("the server stopped while starting")
+        await asyncio.sleep(0.02)
+    host, port = server.servers[0].sockets[0].getsockname()[:2]
+    return server, task, f"http://{host}:{port}"

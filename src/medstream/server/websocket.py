@@ -1,0 +1,246 @@
+"""The websocket endpoint `/ws/v1/events`: one socket, many subscriptions (docs/protocol.md).
+
+Each connection has a bounded send queue drained by its own writer task, so a slow consumer only ever
+fills its own queue; when it overflows, the connection is closed with 4429 and the client resumes later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from medstream.access import Actor
+from medstream.errors import AuthenticationError, MedstreamError, TooSlowError, ValidationError
+from medstream.events.protocol import (
+    PING_FRAME,
+    PONG_FRAME,
+    AuthMessage,
+    PingMessage,
+    SubscribeMessage,
+    UnsubscribeMessage,
+    error_frame,
+    parse_client_message,
+    unsubscribed_frame,
+)
+from medstream.events.subscription import Subscription
+from medstream.filters.parse import parse_filter
+from medstream.model.entities import KIND_BY_NAME
+from medstream.server.dispatcher import Dispatcher
+from medstream.server.security import TokenIssuer
+
+log = logging.getLogger("medstream.websocket")
+
+HEARTBEAT_TIMEOUT_CLOSE = 4408
+
+
+@dataclass(frozen=True)
+class WebSocketLimits:
+    auth_timeout: float = 10.0
+    heartbeat_interval: float = 20.0
+    heartbeat_timeout: float = 60.0
+    send_queue: int = 10_000  # frames waiting for one slow socket before it is closed with 4429
+    subscriptions: int = 1_000  # per connection
+
+
+class ClientConnection:
+    """One authenticated socket: its subscriptions, its send queue and its writer."""
+
+    def __init__(self, websocket: WebSocket, actor: Actor, token_expires: float, limits: WebSocketLimits) -> None:
+        self.websocket = websocket
+        self.actor = actor
+        self.token_expires = token_expires
+        self.limits = limits
+        self.subscriptions: dict[str, Subscription] = {}
+        self.last_seen = time.monotonic()
+        self._queue: deque[bytes] = deque()
+        self._ready = asyncio.Event()
+        self.closing = asyncio.Event()
+        self.close_reason: tuple[int, str] | None = None
+
+    def deliver(self, frame: bytes) -> None:
+        if self.close_reason is not None:
+            return
+        if len(self._queue) >= self.limits.send_queue:
+            self.close_soon(TooSlowError.close_code, "too slow: send queue full; resume from your last seq")
+            return
+        self._queue.append(frame)
+        self._ready.set()
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Ask the writer to close the socket once; frames queued after this are dropped."""
+        if self.close_reason is None:
+            self.close_reason = (code, reason[:120])
+            self._queue.clear()
+            self._ready.set()
+            self.closing.set()
+
+    async def write_loop(self) -> None:
+        while self.close_reason is None:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._queue and self.close_reason is None:
+                await self.websocket.send_text(self._queue.popleft().decode())
+
+    async def heartbeat_loop(self) -> None:
+        while self.close_reason is None:
+            await asyncio.sleep(min(self.limits.heartbeat_interval, 1.0))
+            now = time.monotonic()
+            if now - self.last_seen > self.limits.heartbeat_timeout:
+                self.close_soon(HEARTBEAT_TIMEOUT_CLOSE, "no message within the heartbeat timeout")
+            elif time.time() > self.token_expires:
+                self.close_soon(AuthenticationError.close_code, "access token expired: send a fresh auth message")
+            elif now - self.last_seen > self.limits.heartbeat_interval:
+                self.deliver(PING_FRAME)
+
+
+class EventHub:
+    """Every open connection of this node, for counting and for closing them all on shutdown."""
+
+    def __init__(self, dispatcher: Dispatcher, tokens: TokenIssuer, limits: WebSocketLimits) -> None:
+        self.dispatcher = dispatcher
+        self.tokens = tokens
+        self.limits = limits
+        self.connections: set[ClientConnection] = set()
+
+    @property
+    def subscription_count(self) -> int:
+        return sum(len(c.subscriptions) for c in self.connections)
+
+    def close_all(self, code: int = 1001, reason: str = "server going away") -> None:
+        for connection in self.connections:
+            connection.close_soon(code, reason)
+
+    async def serve(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        connection: ClientConnection | None = None
+        try:
+            connection = await self._authenticate(websocket)
+            self.connections.add(connection)
+            await self._run(connection)
+        except MedstreamError as exc:
+            await _close(websocket, exc.close_code, exc.message)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            if connection is not None:
+                self.connections.discard(connection)
+                for subscription in connection.subscriptions.values():
+                    self.dispatcher.remove(subscription)
+                connection.subscriptions.clear()
+
+    async def _authenticate(self, websocket: WebSocket) -> ClientConnection:
+        try:
+            async with asyncio.timeout(self.limits.auth_timeout):
+                data = await _receive(websocket)
+        except TimeoutError:
+            raise AuthenticationError("no auth message in time") from None
+        try:
+            message = parse_client_message(data)
+        except ValidationError as exc:
+            raise AuthenticationError(f"the first message must be auth: {exc.message}") from None
+        if not isinstance(message, AuthMessage):
+            raise AuthenticationError("the first message must be auth")
+        actor, expires = self._check_token(message.token)
+        return ClientConnection(websocket, actor, expires, self.limits)
+
+    def _check_token(self, token: str) -> tuple[Actor, float]:
+        claims = self.tokens.decode(token, expected_type="access")
+        return self.tokens.actor(token), float(claims["exp"])
+
+    async def _run(self, connection: ClientConnection) -> None:
+        writer = asyncio.create_task(connection.write_loop())
+        heartbeat = asyncio.create_task(connection.heartbeat_loop())
+        reader = asyncio.create_task(self._read_loop(connection))
+        closing = asyncio.create_task(connection.closing.wait())
+        tasks = (reader, heartbeat, writer, closing)
+        try:
+            await asyncio.wait({writer, reader, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        error = reader.exception() if reader.done() and not reader.cancelled() else None
+        if isinstance(error, MedstreamError):
+            connection.close_soon(error.close_code, error.message)
+        elif error is not None and not isinstance(error, WebSocketDisconnect):
+            log.error("websocket reader failed", exc_info=error)
+            connection.close_soon(1011, "internal error")
+        if connection.close_reason is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await _close(connection.websocket, *connection.close_reason)
+
+    async def _read_loop(self, connection: ClientConnection) -> None:
+        while connection.close_reason is None:
+            data = await _receive(connection.websocket)
+            connection.last_seen = time.monotonic()
+            message = parse_client_message(data)
+            if isinstance(message, SubscribeMessage):
+                await self._subscribe(connection, message)
+            elif isinstance(message, UnsubscribeMessage):
+                subscription = connection.subscriptions.pop(message.id, None)
+                if subscription is not None:
+                    self.dispatcher.remove(subscription)
+                connection.deliver(unsubscribed_frame(message.id))
+            elif isinstance(message, PingMessage):
+                connection.deliver(PONG_FRAME)
+            elif isinstance(message, AuthMessage):
+                actor, expires = self._check_token(message.token)
+                if actor != connection.actor:
+                    raise AuthenticationError("a socket stays with the user that opened it")
+                connection.token_expires = expires
+
+    async def _subscribe(self, connection: ClientConnection, message: SubscribeMessage) -> None:
+        if message.id in connection.subscriptions:
+            connection.deliver(error_frame("duplicate_subscription", f"subscription {message.id!r} exists", message.id))
+            return
+        if len(connection.subscriptions) >= self.limits.subscriptions:
+            raise TooSlowError(f"at most {self.limits.subscriptions} subscriptions per connection")
+        kind = KIND_BY_NAME.get(message.entity)
+        if kind is None:
+            known = ", ".join(KIND_BY_NAME)
+            connection.deliver(
+                error_frame("unknown_entity", f"unknown entity {message.entity!r}; known: {known}", message.id)
+            )
+            return
+        try:
+            event_filter = parse_filter(message.filter, kind.name) if message.filter is not None else None
+        except ValidationError as exc:
+            connection.deliver(error_frame(exc.code, exc.message, message.id))
+            return
+        subscription = Subscription(
+            id=message.id,
+            entity_type=kind.name,
+            event_types=frozenset(message.events),
+            filter=event_filter,
+            actor=connection.actor,
+            sink=connection,
+            cursor=0,
+        )
+        connection.subscriptions[message.id] = subscription
+        await self.dispatcher.add(subscription, message.after, message.epoch)
+
+
+async def _receive(websocket: WebSocket) -> str | bytes:
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+    text: str | None = message.get("text")
+    return text if text is not None else message.get("bytes") or b""
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    if websocket.application_state == WebSocketState.CONNECTED and websocket.client_state == WebSocketState.CONNECTED:
+        with contextlib.suppress(Exception):
+            await websocket.close(code, reason[:120])
+
+
+__all__ = ["ClientConnection", "EventHub", "WebSocketLimits"]
