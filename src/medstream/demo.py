@@ -8,8 +8,10 @@ import dataclasses
 import secrets
 
 from medstream import __version__
+from medstream.filters.builders import DataSampleFilter
 from medstream.model import CodingReference, Content, DataSample, HealthcareProfessional, Patient, User
 from medstream.sdk import MedTechApi
+from medstream.sdk.connection import SubscriptionEvent, SubscriptionOptions
 from medstream.server.runner import start_server
 from medstream.server.settings import Settings
 
@@ -22,7 +24,8 @@ def say(who: str, text: str) -> None:
 
 
 async def run_scenario(url: str, admin_login: str, admin_password: str) -> None:
-    """What a newcomer's application does: a professional, their user, a patient and a data sample."""
+    """What a newcomer's application does: a professional and their user, then (as them) a subscription, a
+    patient and two data samples, of which the subscription sees one."""
     async with (
         await MedTechApi.builder()
         .with_url(url)
@@ -44,26 +47,47 @@ async def run_scenario(url: str, admin_login: str, admin_password: str) -> None:
     async with await MedTechApi.builder().with_url(url).with_username(login).with_password(password).build() as api:
         owner = await api.get_data_owner()
         say("sdk", f"logged in as {login}; data owner: {owner.type} {owner.data_owner.id}")
-        patient = await api.patient_api.create_or_modify_patient(
-            Patient(first_name="John", last_name="Snow", note="Winter is coming")
-        )
-        say(
-            "sdk",
-            f"created patient {patient.first_name} {patient.last_name}, note {patient.note!r} ({patient.id})",
-        )
-        assert patient.id is not None
-        sample = await api.data_sample_api.create_or_modify_data_sample_for(
-            patient.id,
-            DataSample(
-                labels={CodingReference(type="IC-TEST", code="TEST")},
-                content={"en": Content(string_value="Hello world")},
-            ),
-        )
-        say(
-            "sdk",
-            f"created data sample labelled IC-TEST/TEST, content {sample.content['en'].string_value!r} "
-            f"({sample.id}, rev {sample.rev})",
-        )
+        await subscribe_and_write(api)
+
+
+async def subscribe_and_write(api: MedTechApi) -> None:
+    """The iCure guide "Subscribing to iCure events": one callback for the labelled data sample only."""
+    arrived = asyncio.Event()
+
+    def on_event(sample: DataSample, event: SubscriptionEvent[DataSample]) -> None:
+        content = sample.content["en"].string_value if "en" in sample.content else None
+        say("event", f"{event.type} DataSample {sample.id} at seq {event.seq}: content {content!r}")
+        arrived.set()
+
+    connection = await api.data_sample_api.subscribe_to_data_sample_events(
+        ["CREATE"],
+        await DataSampleFilter(api).for_self().by_label_code_filter("IC-TEST", "TEST").build(),
+        on_event,
+        SubscriptionOptions(),
+    )
+    connection.on_connected(lambda: say("event", "connected")).on_closed(
+        lambda reason: say("event", f"closed ({reason})")
+    )
+    say("sdk", "subscribed to DataSample CREATE events labelled IC-TEST/TEST")
+    patient = await api.patient_api.create_or_modify_patient(
+        Patient(first_name="John", last_name="Snow", note="Winter is coming")
+    )
+    say("sdk", f"created patient {patient.first_name} {patient.last_name}, note {patient.note!r} ({patient.id})")
+    assert patient.id is not None
+    unlabelled = await api.data_sample_api.create_or_modify_data_sample_for(
+        patient.id, DataSample(content={"en": Content(string_value="Not for the subscription")})
+    )
+    say("sdk", f"created data sample without the label ({unlabelled.id}): no event for it")
+    sample = await api.data_sample_api.create_or_modify_data_sample_for(
+        patient.id,
+        DataSample(
+            labels={CodingReference(type="IC-TEST", code="TEST")},
+            content={"en": Content(string_value="Hello world")},
+        ),
+    )
+    say("sdk", f"created data sample labelled IC-TEST/TEST, content 'Hello world' ({sample.id}, rev {sample.rev})")
+    await asyncio.wait_for(arrived.wait(), timeout=10)
+    await connection.close()
 
 
 async def run_demo(settings: Settings, *, keep_serving: bool) -> None:
