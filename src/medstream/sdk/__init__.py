@@ -17,14 +17,17 @@ from medstream.sdk.apis import (
     PatientApi,
     UserApi,
 )
+from medstream.sdk.connection import Connection, Gap, SubscriptionEvent, SubscriptionOptions
 from medstream.sdk.medtech_api import DataOwnerWithType, MedTechApi, MedTechApiBuilder
 
 __all__ = [
     "AuthenticationError",
     "ConflictError",
+    "Connection",
     "DataOwnerWithType",
     "DataSampleApi",
     "ForbiddenError",
+    "Gap",
     "HealthcareElementApi",
     "HealthcareProfessionalApi",
     "MedTechApi",
@@ -34,6 +37,8 @@ __all__ = [
     "NotFoundError",
     "NotificationApi",
     "PatientApi",
+    "SubscriptionEvent",
+    "SubscriptionOptions",
     "UserApi",
     "ValidationError",
 ]
