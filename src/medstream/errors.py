@@ -141,7 +141,7 @@ def from_payload(status: int, payload: Any) -> MedstreamError:
     if code == TooManyAttemptsError.code:
         retry_after = float((details or [{}])[0].get("retryAfter", 1.0))
         return TooManyAttemptsError(message, retry_after=retry_after)
-    cls = _BY_CODE.get(code) or _BY_STATUS.get(status, MedstreamError)
+    cls = _BY_CODE.get(code) or _BY_STATUS.get(status) or (ValidationError if 400 <= status < 500 else MedstreamError)
     return cls(message, details=details)
 
 

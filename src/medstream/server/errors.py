@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -23,13 +24,18 @@ from medstream.errors import (
 log = logging.getLogger("medstream.server")
 
 
-def error_response(error: MedstreamError) -> Response:
-    headers = {"WWW-Authenticate": "Bearer"} if error.http_status == 401 else {}
+def error_response(
+    error: MedstreamError, *, status: int | None = None, headers: Mapping[str, str] | None = None
+) -> Response:
+    """The error's JSON answer; `status` and `headers` keep those of an HTTP error raised by the framework."""
+    headers = dict(headers or {})
+    if error.http_status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     if isinstance(error, TooManyAttemptsError):
         headers["Retry-After"] = str(max(1, round(error.retry_after)))
     return Response(
         orjson.dumps(error.to_payload()),
-        status_code=error.http_status,
+        status_code=status or error.http_status,
         media_type="application/json",
         headers=headers,
     )
@@ -61,7 +67,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return error_response(from_payload(exc.status_code, {"message": str(exc.detail)}))
+        # The framework's own 4xx (404 no such route, 405 wrong method) keep their status and headers (Allow).
+        error = from_payload(exc.status_code, {"message": str(exc.detail)})
+        return error_response(error, status=exc.status_code, headers=exc.headers)
 
     async def on_unexpected(_request: Request, exc: Exception) -> Response:
         log.exception("unexpected error", exc_info=exc)
