@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import Row, Table, and_, delete, insert, select, update
+import orjson
+from pydantic.alias_generators import to_camel
+from sqlalchemy import BigInteger, Integer, Row, Table, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -332,8 +334,19 @@ class EntityRepository:
         if not writes:
             return
         table = ENTITY_TABLES[kind.name]
-        documents = [w.entity.to_json().decode() for w in writes]
-        rows = [self._row(kind, w, document) for w, document in zip(writes, documents, strict=True)]
+        terms = [
+            {"entity_type": kind.name, "entity_id": w.entity.id, "term": t, "key": k, "value": v}
+            for w in writes
+            for t, k, v in set(terms_of(w.entity))
+        ]
+        rows = [self._row(kind, w) for w in writes]
+        for row in rows:
+            _check_storable(kind, str(row["id"]), table, row)
+        for term in terms:
+            _check_storable(kind, str(term["entity_id"]), entity_terms, term, field=_TERM_FIELDS[str(term["term"])])
+        documents = [_document(kind, w.entity) for w in writes]
+        for row, document in zip(rows, documents, strict=True):
+            row["document"] = document
         new_rows = [row for row, w in zip(rows, writes, strict=True) if w.is_new]
         changed = [(row, w) for row, w in zip(rows, writes, strict=True) if not w.is_new]
         try:
@@ -354,11 +367,6 @@ class EntityRepository:
                     and_(entity_readers.c.entity_type == kind.name, entity_readers.c.entity_id.in_(ids))
                 )
             )
-        terms = [
-            {"entity_type": kind.name, "entity_id": w.entity.id, "term": t, "key": k, "value": v}
-            for w in writes
-            for t, k, v in set(terms_of(w.entity))
-        ]
         readers = [
             {"entity_type": kind.name, "entity_id": w.entity.id, "data_owner_id": r}
             for w in writes
@@ -382,12 +390,12 @@ class EntityRepository:
         ]
         await outbox.append(conn, events, assign_seq=self.database.is_sqlite)
 
-    def _row(self, kind: EntityKind, write: _Write, document: str) -> dict[str, Any]:
+    def _row(self, kind: EntityKind, write: _Write) -> dict[str, Any]:
+        """The entity's row, but for its `document`."""
         entity = write.entity
         row: dict[str, Any] = {
             "id": entity.id,
             "rev": entity.rev,
-            "document": document,
             "created": entity.created,
             "modified": entity.modified,
             "deleted": entity.deletion_date,
@@ -398,6 +406,52 @@ class EntityRepository:
             row["login"] = entity.login
             row["password_hash"] = write.password_hash
         return row
+
+
+_INT_BITS: dict[type[Any], int] = {Integer: 32, BigInteger: 64}
+_TERM_FIELDS = {
+    "label": "labels",
+    "code": "codes",
+    "identifier": "identifiers",
+    "healthcare_element": "healthcareElementIds",
+}
+
+
+def _field_of_column(column: str) -> str:
+    return "a name (firstName, lastName, names...)" if column == "search_name" else to_camel(column)
+
+
+def _check_storable(
+    kind: EntityKind, entity_id: str, table: Table, values: dict[str, Any], *, field: str | None = None
+) -> None:
+    """Refuse, as bad input, a value its column cannot hold: PostgreSQL would fail the write (a 500) where
+    SQLite stores it, so both refuse it alike, before anything is written. `field` names the entity's field
+    the values come from (by default, the column's own name)."""
+    for name, value in values.items():
+        column_type = table.c[name].type
+        problem = None
+        if isinstance(value, str):
+            length = getattr(column_type, "length", None)
+            if "\x00" in value:
+                problem = "holds a NUL character (U+0000), which cannot be stored"
+            elif length is not None and len(value) > length:
+                problem = f"holds text longer than {length} characters, which cannot be stored"
+        elif isinstance(value, int) and not isinstance(value, bool):
+            bits = _INT_BITS.get(type(column_type), 64)
+            if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+                problem = f"holds an integer out of the {bits}-bit range, which cannot be stored"
+        if problem is not None:
+            path = field or _field_of_column(name)
+            raise ValidationError(
+                f"{kind.name} {entity_id}: {path} {problem}", details=[{"path": path, "message": problem}]
+            )
+
+
+def _document(kind: EntityKind, entity: Entity) -> str:
+    try:
+        return entity.to_json().decode()
+    except orjson.JSONEncodeError as exc:  # an integer over 64 bits, or nesting deeper than JSON allows here
+        raise ValidationError(f"{kind.name} {entity.id} cannot be stored as JSON: {exc}") from None
 
 
 def _delegations(readers: set[str], granted_by: str | None) -> SystemMetaData:
