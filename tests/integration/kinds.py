@@ -6,12 +6,14 @@ patient (`create_or_modify_data_sample[s]_for`), and only an admin writes users.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from sqlalchemy import select
 
@@ -34,6 +36,7 @@ from medstream.model import (
 from medstream.sdk import MedTechApi
 from medstream.sdk.entity_api import EntityApi
 from medstream.store.database import Database
+from medstream.store.keys import read_key
 from medstream.store.schema import outbox
 from tests.conftest import Professional
 
@@ -185,3 +188,19 @@ async def events_of(database_url: str, entity_id: str) -> list[tuple[str, str]]:
             return [(str(event_type), str(rev)) for event_type, rev in result]
     finally:
         await database.close()
+
+
+async def jwt_secret(database_url: str) -> str:
+    """The key the server signs its tokens with, read from its database as every node does."""
+    database = Database(database_url)
+    try:
+        return await read_key(database, "jwt_secret")
+    finally:
+        await database.close()
+
+
+async def expired_access_token(database_url: str, token: str) -> str:
+    """`token`'s claims, signed with the server's key, with an `exp` a minute in the past."""
+    claims = jwt.decode(token, options={"verify_signature": False})
+    now = int(time.time())
+    return jwt.encode({**claims, "iat": now - 120, "exp": now - 60}, await jwt_secret(database_url), "HS256")

@@ -14,9 +14,8 @@ import jwt
 import pytest_asyncio
 
 from medstream.model import HealthcareProfessional, Patient
-from medstream.store.database import Database
-from medstream.store.keys import read_key
 from tests.conftest import ProfessionalFactory, RunningServer
+from tests.integration.kinds import expired_access_token, jwt_secret
 
 LOGIN = "/rest/v1/auth/login"
 REFRESH = "/rest/v1/auth/refresh"
@@ -27,14 +26,6 @@ OPEN_PATHS = {"/health", LOGIN, REFRESH}
 async def client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.url) as http:
         yield http
-
-
-async def jwt_secret(server: RunningServer) -> str:
-    database = Database(server.database_url)
-    try:
-        return await read_key(database, "jwt_secret")
-    finally:
-        await database.close()
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -89,15 +80,15 @@ async def test_an_access_token_with_exp_in_the_past_is_401_saying_it_expired(
     me = await doctor.api.user_api.get_logged_user()
     now = int(time.time())
     claims = {"sub": me.id, "do": doctor.id, "adm": False, "typ": "access", "iat": now - 120, "exp": now - 60}
-    expired = jwt.encode(claims, await jwt_secret(server), "HS256")
-    assert jwt.encode({**claims, "exp": now + 60}, await jwt_secret(server), "HS256") != expired
+    expired = jwt.encode(claims, await jwt_secret(server.database_url), "HS256")
+    assert jwt.encode({**claims, "exp": now + 60}, await jwt_secret(server.database_url), "HS256") != expired
 
     response = await client.get("/rest/v1/users/current", headers=bearer(expired))
 
     body = assert_error(response, 401, "unauthorized")
     assert "expired" in body["message"]
     assert response.headers["WWW-Authenticate"] == "Bearer"
-    fresh = jwt.encode({**claims, "exp": now + 60}, await jwt_secret(server), "HS256")
+    fresh = jwt.encode({**claims, "exp": now + 60}, await jwt_secret(server.database_url), "HS256")
     assert (await client.get("/rest/v1/users/current", headers=bearer(fresh))).status_code == 200, (
         "the same claims, unexpired, are accepted: the 401 is about expiry"
     )
@@ -138,9 +129,7 @@ async def test_the_sdk_renews_an_expired_access_token_on_its_own(
 ) -> None:
     doctor = await new_professional()
     transport = doctor.api.transport
-    claims = jwt.decode(await transport.access_token(), options={"verify_signature": False})
-    now = int(time.time())
-    expired = jwt.encode({**claims, "iat": now - 120, "exp": now - 60}, await jwt_secret(server), "HS256")
+    expired = await expired_access_token(server.database_url, await transport.access_token())
     transport._token = expired
 
     patient = await doctor.api.patient_api.create_or_modify_patient(Patient(first_name="Renewed"))
