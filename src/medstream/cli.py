@@ -9,8 +9,10 @@ import logging
 import os
 import sys
 
+import pydantic
+
 from medstream import __version__
-from medstream.errors import MedstreamError
+from medstream.errors import MedstreamError, ValidationError
 from medstream.server.settings import Settings
 
 
@@ -77,7 +79,6 @@ async def _add_user(args: argparse.Namespace) -> None:
     from medstream.server.routes.entities import write_entities
 
     password = args.password or os.environ.get("MEDSTREAM_USER_PASSWORD") or getpass.getpass("password: ")
-    state = await open_state(_settings(args))
     try:
         user = User(
             login=args.login,
@@ -88,6 +89,11 @@ async def _add_user(args: argparse.Namespace) -> None:
             patient_id=args.patient_id,
             device_id=args.device_id,
         )
+    except pydantic.ValidationError as exc:  # the User hides its input: no password is echoed
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'user'}: {e['msg']}" for e in exc.errors())
+        raise ValidationError(f"invalid user: {problems}") from None
+    state = await open_state(_settings(args))
+    try:
         (stored,) = await write_entities(state, KIND_BY_NAME["User"], [user], SYSTEM_ACTOR)
         print(f"created user {args.login} ({stored.id})")
     finally:
