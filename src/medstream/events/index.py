@@ -31,6 +31,9 @@ class SubscriptionIndex:
     def __len__(self) -> int:
         return len(self._placement)
 
+    def subscriptions(self) -> list[Subscription]:
+        return list(self._placement)
+
     def add(self, subscription: Subscription) -> None:
         key, values = self._key_of(subscription)
         self._placement[subscription] = (key, values)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from medstream.model.entities import KIND_BY_NAME
 from medstream.model.user import User
 from medstream.server.dispatcher import Dispatcher
 from medstream.server.errors import BodySizeLimit, install_error_handlers
+from medstream.server.retention import run_retention
 from medstream.server.routes import auth, health, me
 from medstream.server.routes.entities import all_entity_routers, write_entities
 from medstream.server.security import LoginThrottle, TokenIssuer
@@ -81,10 +83,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = await open_state(settings)
         await state.dispatcher.start()
+        retention = asyncio.create_task(
+            run_retention(
+                state.database,
+                max_age_seconds=settings.retention_seconds,
+                max_events=settings.retention_max_events,
+                interval=settings.retention_interval_seconds,
+            ),
+            name="medstream-retention",
+        )
         app.state.medstream = state
         try:
             yield
         finally:
+            retention.cancel()
             state.hub.close_all()
             await state.dispatcher.stop()
             await state.database.close()

@@ -126,6 +126,9 @@ class Dispatcher:
                 if head.last_seq <= self.position:
                     return
                 events = await outbox.read_after(conn, self.position, _PAGE)
+            if events and events[0].seq > self.position + 1:
+                # Positions are dense: a hole means retention trimmed events this node had not dispatched yet.
+                self._gap_for_live(events[0].seq - 1, f"events after {self.position} were trimmed by retention")
             for event in events:
                 self._dispatch(event)
                 self.position = event.seq
@@ -157,12 +160,24 @@ class Dispatcher:
         while subscription.cursor < self.position:
             async with self.database.read() as conn:
                 events = await outbox.read_after(conn, subscription.cursor, _PAGE)
-            if not events:
-                return
+            first = events[0].seq if events else self.position + 1
+            if first > subscription.cursor + 1:
+                # Positions are dense: a hole means retention trimmed what this subscription still needed.
+                reason = f"events after {subscription.cursor} were trimmed by retention"
+                subscription.sink.deliver(
+                    gap_frame(subscription.id, subscription.cursor, first - 1, self.epoch, reason)
+                )
+                subscription.cursor = first - 1
             for event in events:
                 if event.entity_type == subscription.entity_type:
                     deliver(_EventView(event), subscription)
                 subscription.cursor = max(subscription.cursor, event.seq)
+
+    def _gap_for_live(self, position: int, reason: str) -> None:
+        for subscription in self.index.subscriptions():
+            if subscription.live and subscription.cursor < position:
+                subscription.sink.deliver(gap_frame(subscription.id, subscription.cursor, position, self.epoch, reason))
+                subscription.cursor = position
 
     def remove(self, subscription: Subscription) -> None:
         subscription.live = False

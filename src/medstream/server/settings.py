@@ -34,6 +34,10 @@ class Settings:
     ws_heartbeat_timeout_seconds: float = 60.0
     ws_send_queue: int = 10_000
     ws_max_subscriptions: int = 1_000
+    # Outbox retention: events older than this, or beyond this many, are trimmed every interval.
+    retention_seconds: float = 7 * 24 * 3600
+    retention_max_events: int = 10_000_000
+    retention_interval_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -48,6 +52,8 @@ class Settings:
             "max_body_bytes": int(_env("MAX_BODY_BYTES", str(cls.max_body_bytes)) or 0),
             "ws_heartbeat_seconds": float(_env("WS_HEARTBEAT_SECONDS", str(cls.ws_heartbeat_seconds)) or 0),
             "ws_send_queue": int(_env("WS_SEND_QUEUE", str(cls.ws_send_queue)) or 0),
+            "retention_seconds": float(_env("RETENTION_SECONDS", str(cls.retention_seconds)) or 0),
+            "retention_max_events": int(_env("RETENTION_MAX_EVENTS", str(cls.retention_max_events)) or 0),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

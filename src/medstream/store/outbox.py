@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medstream.events.types import EntityEvent, EventType
+from medstream.store.database import Database
 from medstream.store.schema import outbox, outbox_tail
 
 
@@ -90,3 +91,29 @@ async def read_after(conn: AsyncConnection, after_seq: int, limit: int = 1000) -
         )
         for row in result
     ]
+
+
+async def trim(database: Database, *, created_before: int, keep_last: int, chunk: int = 10_000) -> int:
+    """Retention: drop events written before `created_before` (epoch ms) and all but the newest `keep_last`.
+
+    The floor is raised first, in a short transaction, so that a subscriber resuming below it is told (`gap`)
+    rather than finding a hole; the rows below it are then deleted in chunks that do not hold the tail row.
+    Safe to run on several nodes at once: the floor only ever goes up. Returns the number of rows deleted."""
+    async with database.write() as conn:
+        tail = await head(conn)
+        by_size = tail.last_seq - keep_last + 1
+        by_age = (
+            await conn.execute(select(func.max(outbox.c.seq)).where(outbox.c.created < created_before))
+        ).scalar_one_or_none()
+        floor = min(max(by_size, (by_age or 0) + 1), tail.last_seq + 1)
+        if floor > tail.floor_seq:
+            await conn.execute(update(outbox_tail).where(outbox_tail.c.id == 1).values(floor_seq=floor))
+        floor = max(floor, tail.floor_seq)
+    deleted = 0
+    while True:
+        async with database.write() as conn:
+            batch = select(outbox.c.id).where(outbox.c.seq < floor).limit(chunk).scalar_subquery()
+            result = await conn.execute(delete(outbox).where(outbox.c.id.in_(batch)))
+        deleted += result.rowcount or 0
+        if (result.rowcount or 0) < chunk:
+            return deleted
