@@ -8,6 +8,16 @@ from medstream.errors import (
     NotFoundError,
     ValidationError,
 )
+from medstream.filters.builders import (
+    DataSampleFilter,
+    FilterComposition,
+    HealthcareElementFilter,
+    HealthcareProfessionalFilter,
+    MedicalDeviceFilter,
+    NotificationFilter,
+    PatientFilter,
+    UserFilter,
+)
 from medstream.sdk.apis import (
     DataSampleApi,
     HealthcareElementApi,
@@ -18,6 +28,7 @@ from medstream.sdk.apis import (
     UserApi,
 )
 from medstream.sdk.connection import Connection, Gap, SubscriptionEvent, SubscriptionOptions
+from medstream.sdk.entity_api import PaginatedList
 from medstream.sdk.medtech_api import DataOwnerWithType, MedTechApi, MedTechApiBuilder
 
 __all__ = [
@@ -26,19 +37,28 @@ __all__ = [
     "Connection",
     "DataOwnerWithType",
     "DataSampleApi",
+    "DataSampleFilter",
+    "FilterComposition",
     "ForbiddenError",
     "Gap",
     "HealthcareElementApi",
+    "HealthcareElementFilter",
     "HealthcareProfessionalApi",
+    "HealthcareProfessionalFilter",
     "MedTechApi",
     "MedTechApiBuilder",
     "MedicalDeviceApi",
+    "MedicalDeviceFilter",
     "MedstreamError",
     "NotFoundError",
     "NotificationApi",
+    "NotificationFilter",
+    "PaginatedList",
     "PatientApi",
+    "PatientFilter",
     "SubscriptionEvent",
     "SubscriptionOptions",
     "UserApi",
+    "UserFilter",
     "ValidationError",
 ]

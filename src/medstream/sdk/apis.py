@@ -24,6 +24,8 @@ class PatientApi(EntityApi[Patient]):
     get_patients = EntityApi.get_many
     delete_patient = EntityApi.delete
     delete_patients = EntityApi.delete_many
+    filter_patients_by = EntityApi.filter_by
+    match_patients_by = EntityApi.match_by
 
 
 class DataSampleApi(EntityApi[DataSample]):
@@ -33,6 +35,8 @@ class DataSampleApi(EntityApi[DataSample]):
     get_data_samples = EntityApi.get_many
     delete_data_sample = EntityApi.delete
     delete_data_samples = EntityApi.delete_many
+    filter_data_samples_by = EntityApi.filter_by
+    match_data_samples_by = EntityApi.match_by
 
     async def create_or_modify_data_sample_for(self, patient_id: str, data_sample: DataSample) -> DataSample:
         """Create or modify a data sample of the patient `patient_id` (which you must be able to read)."""
@@ -57,6 +61,8 @@ class HealthcareElementApi(EntityApi[HealthcareElement]):
     get_healthcare_elements = EntityApi.get_many
     delete_healthcare_element = EntityApi.delete
     delete_healthcare_elements = EntityApi.delete_many
+    filter_healthcare_elements_by = EntityApi.filter_by
+    match_healthcare_elements_by = EntityApi.match_by
 
 
 class HealthcareProfessionalApi(EntityApi[HealthcareProfessional]):
@@ -68,6 +74,8 @@ class HealthcareProfessionalApi(EntityApi[HealthcareProfessional]):
     get_healthcare_professionals = EntityApi.get_many
     delete_healthcare_professional = EntityApi.delete
     delete_healthcare_professionals = EntityApi.delete_many
+    filter_healthcare_professionals_by = EntityApi.filter_by
+    match_healthcare_professionals_by = EntityApi.match_by
 
 
 class MedicalDeviceApi(EntityApi[MedicalDevice]):
@@ -79,6 +87,8 @@ class MedicalDeviceApi(EntityApi[MedicalDevice]):
     get_medical_devices = EntityApi.get_many
     delete_medical_device = EntityApi.delete
     delete_medical_devices = EntityApi.delete_many
+    filter_medical_devices_by = EntityApi.filter_by
+    match_medical_devices_by = EntityApi.match_by
 
 
 class NotificationApi(EntityApi[Notification]):
@@ -90,6 +100,8 @@ class NotificationApi(EntityApi[Notification]):
     get_notifications = EntityApi.get_many
     delete_notification = EntityApi.delete
     delete_notifications = EntityApi.delete_many
+    filter_notifications_by = EntityApi.filter_by
+    match_notifications_by = EntityApi.match_by
 
 
 class UserApi(EntityApi[User]):
@@ -101,6 +113,8 @@ class UserApi(EntityApi[User]):
     get_users = EntityApi.get_many
     delete_user = EntityApi.delete
     delete_users = EntityApi.delete_many
+    filter_users_by = EntityApi.filter_by
+    match_users_by = EntityApi.match_by
 
     async def get_logged_user(self) -> User:
         """The user you are logged in as."""

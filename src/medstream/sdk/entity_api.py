@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from medstream.errors import ValidationError
 from medstream.events.types import EventType
+from medstream.filters import Filter
 from medstream.model.base import MedstreamModel
 from medstream.model.common import Entity
 from medstream.model.entities import EntityKind
@@ -16,6 +18,30 @@ from medstream.sdk.event_stream import EventStreams
 from medstream.sdk.transport import Transport
 
 E = TypeVar("E", bound=Entity)
+
+
+@dataclass(frozen=True)
+class PaginatedList(Generic[E]):
+    """One page of `filter_*_by`: `rows` in id order, and `next_id` (None on the last page) to pass back as
+    `next_id` for the rows after them. `all_pages()` and `all_rows()` walk on from this page to the last."""
+
+    rows: list[E]
+    next_id: str | None
+    _next_page: Callable[[str], Awaitable[PaginatedList[E]]] | None = field(default=None, repr=False, compare=False)
+
+    async def all_pages(self) -> AsyncIterator[PaginatedList[E]]:
+        """This page, then every following one."""
+        page: PaginatedList[E] = self
+        yield page
+        while page.next_id is not None and page._next_page is not None:
+            page = await page._next_page(page.next_id)
+            yield page
+
+    async def all_rows(self) -> AsyncIterator[E]:
+        """The rows of this page and of every following one."""
+        async for page in self.all_pages():
+            for row in page.rows:
+                yield row
 
 
 class EntityApi(Generic[E]):
@@ -71,6 +97,30 @@ class EntityApi(Generic[E]):
         if start_after is not None:
             params["startAfter"] = start_after
         return self._many(await self._transport.request("GET", self._path, params=params))
+
+    async def filter_by(
+        self, filter: Filter | dict[str, Any], next_id: str | None = None, limit: int = 1000
+    ) -> PaginatedList[E]:
+        """The live entities `filter` matches and you may read, by id: at most `limit` (1 to 10,000) after
+        `next_id` (a previous page's). A bad filter, or one of another entity type, is a ValidationError."""
+        filter_json = filter.to_json_dict() if isinstance(filter, MedstreamModel) else filter
+        body: dict[str, Any] = {"filter": filter_json, "limit": limit}
+        if next_id is not None:
+            body["nextId"] = next_id
+        payload = await self._transport.request("POST", f"{self._path}/filter", body)
+
+        async def next_page(after: str) -> PaginatedList[E]:
+            return await self.filter_by(filter_json, after, limit)
+
+        return PaginatedList(self._many(payload["rows"]), payload.get("nextId"), next_page)
+
+    async def match_by(self, filter: Filter | dict[str, Any]) -> list[str]:
+        """The ids of every live entity `filter` matches and you may read, by id (at most 100,000: past that,
+        a ValidationError; page with `filter_by` instead)."""
+        filter_json = filter.to_json_dict() if isinstance(filter, MedstreamModel) else filter
+        return [
+            str(entity_id) for entity_id in await self._transport.request("POST", f"{self._path}/match", filter_json)
+        ]
 
     async def subscribe_to_events(
         self,
