@@ -139,7 +139,10 @@ def from_payload(status: int, payload: Any) -> MedstreamError:
     else:
         code, message, details = "", f"HTTP {status}: {payload!r}"[:500], None
     if code == TooManyAttemptsError.code:
-        retry_after = float((details or [{}])[0].get("retryAfter", 1.0))
+        try:
+            retry_after = float((details or [{}])[0].get("retryAfter", 1.0))
+        except (AttributeError, TypeError, ValueError):  # a malformed answer still rebuilds the error
+            retry_after = 1.0
         return TooManyAttemptsError(message, retry_after=retry_after)
     cls = _BY_CODE.get(code) or _BY_STATUS.get(status) or (ValidationError if 400 <= status < 500 else MedstreamError)
     return cls(message, details=details)
