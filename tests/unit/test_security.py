@@ -1,0 +1,216 @@
+"""server/security.py without a server: password hashing, the token issuer and the login throttle."""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+
+import jwt
+import orjson
+import pytest
+
+from medstream.access import Actor
+from medstream.errors import AuthenticationError, TooManyAttemptsError
+from medstream.model import User
+from medstream.server.security import LoginThrottle, TokenIssuer, hash_password, verify_password
+
+SECRET = "a-test-secret-that-is-long-enough-for-hs256"
+
+
+def make_user(**fields: object) -> User:
+    return User.model_validate({"id": str(uuid.uuid4()), "login": "jane", **fields})
+
+
+def issuer(*, access_seconds: int = 900, refresh_seconds: int = 3600, secret: str = SECRET) -> TokenIssuer:
+    return TokenIssuer(secret, access_seconds=access_seconds, refresh_seconds=refresh_seconds)
+
+
+# -- passwords -------------------------------------------------------------------------------------------
+
+
+async def test_a_password_verifies_against_its_hash_only() -> None:
+    hashed = await hash_password("correct horse")
+    assert hashed.startswith("$argon2") and "correct horse" not in hashed
+    assert await verify_password(hashed, "correct horse")
+    assert not await verify_password(hashed, "correct horse!")
+    assert await hash_password("correct horse") != hashed, "each hash has its own salt"
+
+
+async def test_no_hash_or_a_garbage_hash_never_verifies() -> None:
+    assert not await verify_password(None, "anything")
+    assert not await verify_password("not-an-argon2-hash", "anything")
+
+
+# -- tokens ----------------------------------------------------------------------------------------------
+
+
+def test_an_access_token_carries_the_user_its_data_owner_and_admin_flag() -> None:
+    hcp_id = str(uuid.uuid4())
+    user = make_user(healthcare_party_id=hcp_id, roles=["ADMIN"])
+    pair = issuer().issue(user)
+
+    claims = issuer().decode(pair.token, expected_type="access")
+
+    assert claims["sub"] == user.id and claims["do"] == hcp_id and claims["adm"] is True
+    assert claims["exp"] - claims["iat"] == 900
+    assert issuer().actor(pair.token) == Actor(user_id=str(user.id), data_owner_id=hcp_id, is_admin=True)
+    assert pair.expires_in == 900
+    assert pair.to_json_dict() == {
+        "token": pair.token,
+        "refreshToken": pair.refresh_token,
+        "tokenType": "Bearer",
+        "expiresIn": 900,
+    }
+
+
+def test_a_refresh_token_decodes_as_refresh_and_lives_longer() -> None:
+    pair = issuer().issue(make_user(patient_id="p-1"))
+    claims = issuer().decode(pair.refresh_token, expected_type="refresh")
+    assert claims["typ"] == "refresh" and claims["do"] == "p-1"
+    assert claims["exp"] - claims["iat"] == 3600
+
+
+def test_tokens_are_unique_even_when_issued_in_the_same_second() -> None:
+    user = make_user()
+    first, second = issuer().issue(user), issuer().issue(user)
+    assert first.token != second.token and first.refresh_token != second.refresh_token
+
+
+def test_a_token_of_the_wrong_type_is_rejected() -> None:
+    pair = issuer().issue(make_user())
+    with pytest.raises(AuthenticationError, match="not an access token"):
+        issuer().actor(pair.refresh_token)
+    with pytest.raises(AuthenticationError, match=r"not an? refresh token"):
+        issuer().decode(pair.token, expected_type="refresh")
+
+
+def test_an_expired_token_is_rejected_saying_it_expired() -> None:
+    pair = issuer(access_seconds=-1, refresh_seconds=-1).issue(make_user())
+    with pytest.raises(AuthenticationError, match="access token has expired"):
+        issuer().actor(pair.token)
+    with pytest.raises(AuthenticationError, match="refresh token has expired"):
+        issuer().decode(pair.refresh_token, expected_type="refresh")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_a_tampered_token_is_rejected() -> None:
+    token = issuer().issue(make_user()).token
+    header, payload, signature = token.split(".")
+    claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    promoted = f"{header}.{_b64(orjson.dumps({**claims, 'adm': True}))}.{signature}"
+    bad_signature = f"{header}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+
+    for bad in (promoted, bad_signature, token[:-1], f"{token}x", "", "a.b.c", "not a token"):
+        with pytest.raises(AuthenticationError, match="invalid access token"):
+            issuer().actor(bad)
+    assert issuer().actor(token).is_admin is False
+
+
+def test_a_token_signed_with_another_key_or_no_algorithm_is_rejected() -> None:
+    user = make_user()
+    foreign = issuer(secret="another-secret-just-as-long-as-the-first-one").issue(user).token
+    now = int(time.time())
+    claims = {"sub": user.id, "typ": "access", "exp": now + 60, "iat": now, "adm": True}
+    unsigned = f"{_b64(orjson.dumps({'alg': 'none', 'typ': 'JWT'}))}.{_b64(orjson.dumps(claims))}."
+    for bad in (foreign, unsigned):
+        with pytest.raises(AuthenticationError, match="invalid"):
+            issuer().actor(bad)
+
+
+def test_a_token_without_exp_sub_or_typ_is_rejected() -> None:
+    now = int(time.time())
+    full = {"sub": "u-1", "typ": "access", "exp": now + 60}
+    for missing in full:
+        claims = {k: v for k, v in full.items() if k != missing}
+        with pytest.raises(AuthenticationError):
+            issuer().actor(jwt.encode(claims, SECRET, "HS256"))
+    assert issuer().actor(jwt.encode(full, SECRET, "HS256")).user_id == "u-1"
+
+
+# -- login throttle --------------------------------------------------------------------------------------
+
+
+def fail(throttle: LoginThrottle, login: str, times: int, now: float) -> None:
+    for _ in range(times):
+        throttle.check(login, now)
+        throttle.failed(login, now)
+
+
+def retry_after(throttle: LoginThrottle, login: str, now: float) -> float | None:
+    try:
+        throttle.check(login, now)
+    except TooManyAttemptsError as exc:
+        return exc.retry_after
+    return None
+
+
+def test_the_first_failures_are_free() -> None:
+    throttle = LoginThrottle(free_attempts=5)
+    fail(throttle, "jane", 4, now=100.0)
+    assert retry_after(throttle, "jane", 100.0) is None
+
+
+def test_after_the_free_failures_each_wait_doubles_up_to_the_cap() -> None:
+    throttle = LoginThrottle(free_attempts=5, max_delay=10.0)
+    now = 100.0
+    fail(throttle, "jane", 5, now)
+    waits = []
+    for _ in range(6):
+        wait = retry_after(throttle, "jane", now)
+        assert wait is not None
+        waits.append(wait)
+        now += wait  # wait it out, then fail again
+        assert retry_after(throttle, "jane", now) is None
+        throttle.failed("jane", now)
+    assert waits == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+
+
+def test_the_wait_counts_down_from_the_last_failure() -> None:
+    throttle = LoginThrottle(free_attempts=5)
+    fail(throttle, "jane", 5, now=100.0)
+    fail(throttle, "jane", 1, now=101.0)  # the sixth failure, once the first wait was over: the next wait is 2 s
+    assert retry_after(throttle, "jane", 101.5) == pytest.approx(1.5)
+    assert retry_after(throttle, "jane", 102.9) == pytest.approx(0.1)
+    assert retry_after(throttle, "jane", 103.0) is None
+
+
+def test_a_success_resets_the_count() -> None:
+    throttle = LoginThrottle(free_attempts=5)
+    fail(throttle, "jane", 5, now=100.0)
+    throttle.succeeded("jane")
+    assert retry_after(throttle, "jane", 100.0) is None
+    fail(throttle, "jane", 4, now=100.0)
+    assert retry_after(throttle, "jane", 100.0) is None, "five free failures again"
+    throttle.failed("jane", 100.0)
+    assert retry_after(throttle, "jane", 100.0) == 1.0
+
+
+def test_one_login_is_slowed_down_without_slowing_others() -> None:
+    throttle = LoginThrottle(free_attempts=5)
+    fail(throttle, "jane", 5, now=100.0)
+    assert retry_after(throttle, "jane", 100.0) is not None
+    assert retry_after(throttle, "john", 100.0) is None
+
+
+def test_the_throttle_forgets_the_oldest_logins_past_its_capacity() -> None:
+    throttle = LoginThrottle(free_attempts=1, capacity=2)
+    fail(throttle, "a", 1, now=100.0)
+    fail(throttle, "b", 1, now=100.0)
+    fail(throttle, "c", 1, now=100.0)
+    assert retry_after(throttle, "a", 100.0) is None, "forgotten"
+    assert retry_after(throttle, "b", 100.0) is not None
+    assert retry_after(throttle, "c", 100.0) is not None
+
+
+def test_the_throttle_error_is_a_429_with_its_retry_after() -> None:
+    throttle = LoginThrottle(free_attempts=1)
+    fail(throttle, "jane", 1, now=100.0)
+    with pytest.raises(TooManyAttemptsError) as caught:
+        throttle.check("jane", 100.25)
+    assert caught.value.http_status == 429
+    assert caught.value.retry_after == pytest.approx(0.75)
+    assert caught.value.to_payload()["details"] == [{"retryAfter": 0.75}]
