@@ -40,13 +40,16 @@ class EventStream:
     def __init__(self, transport: Transport, options: SubscriptionOptions) -> None:
         self.transport = transport
         self.options = options
-        self.url = transport.base_url.replace("http", "ws", 1) + "/ws/v1/events"
         self.connections: dict[str, Connection[Any]] = {}
         self._socket: ClientConnection | None = None
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
         self._sent_token: str | None = None
         self._acknowledged = False
+
+    @property
+    def url(self) -> str:
+        return self.transport.base_url.replace("http", "ws", 1) + "/ws/v1/events"
 
     async def subscribe(self, connection: Connection[Any]) -> None:
         self.connections[connection.subscription_id] = connection
@@ -101,6 +104,7 @@ class EventStream:
                 # A socket that was up and subscribed starts the retry count afresh when it drops.
                 failures = 1 if self._acknowledged else failures + 1
                 last_error = exc
+                self.transport.fail_over()  # with several server URLs, the next attempt goes to another node
                 log.info("event stream to %s lost (%s); retry %s", self.url, exc, failures)
             finally:
                 self._socket = None

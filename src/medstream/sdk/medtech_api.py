@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
@@ -78,13 +79,18 @@ class MedTechApiBuilder:
     """Collects the server URL and credentials; `await build()` logs in and returns the API."""
 
     def __init__(self) -> None:
-        self._url: str | None = None
+        self._urls: list[str] = []
         self._username: str | None = None
         self._password: str | None = None
         self._timeout = 30.0
 
     def with_url(self, url: str) -> MedTechApiBuilder:
-        self._url = url
+        self._urls = [url]
+        return self
+
+    def with_urls(self, urls: Sequence[str]) -> MedTechApiBuilder:
+        """Several nodes of one deployment: calls and subscriptions move to the next when one is unreachable."""
+        self._urls = list(urls)
         return self
 
     def with_username(self, username: str) -> MedTechApiBuilder:
@@ -103,7 +109,7 @@ class MedTechApiBuilder:
         missing = [
             name
             for name, value in (
-                ("url", self._url),
+                ("url", self._urls),
                 ("username", self._username),
                 ("password", self._password),
             )
@@ -111,8 +117,8 @@ class MedTechApiBuilder:
         ]
         if missing:
             raise ValidationError(f"MedTechApi.builder() needs {', '.join(missing)}")
-        assert self._url and self._username and self._password
-        transport = Transport(self._url, self._username, self._password, timeout=self._timeout)
+        assert self._urls and self._username and self._password
+        transport = Transport(self._urls, self._username, self._password, timeout=self._timeout)
         try:
             await transport.login()
         except BaseException:

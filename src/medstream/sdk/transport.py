@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -20,21 +21,34 @@ class Transport:
 
     def __init__(
         self,
-        base_url: str,
+        base_urls: str | Sequence[str],
         username: str,
         password: str,
         *,
         timeout: float = 30.0,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
+        if not urls:
+            raise ValueError("at least one server URL is needed")
+        self.urls = [url.rstrip("/") for url in urls]
+        self._current = 0
         self._username = username
         self._password = password
-        self._client = client or httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+        self._client = client or httpx.AsyncClient(timeout=timeout)
         self._token: str | None = None
         self._refresh_token: str | None = None
         self._expires_at = 0.0
         self._lock = asyncio.Lock()
+
+    @property
+    def base_url(self) -> str:
+        """The server node in use; `fail_over()` moves to the next one."""
+        return self.urls[self._current]
+
+    def fail_over(self) -> None:
+        """Use the next server URL (the nodes of one deployment are interchangeable)."""
+        self._current = (self._current + 1) % len(self.urls)
 
     async def login(self) -> None:
         payload = await self._send(
@@ -63,6 +77,23 @@ class Transport:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+    async def _request_any_node(
+        self, method: str, path: str, content: bytes | None, params: dict[str, Any] | None, headers: dict[str, str]
+    ) -> httpx.Response:
+        """Send to the current node; when it cannot be connected to (so nothing was sent), try the next ones."""
+        failure: Exception | None = None
+        for _ in self.urls:
+            try:
+                return await self._client.request(
+                    method, self.base_url + path, content=content, params=params, headers=headers
+                )
+            except httpx.ConnectError as exc:
+                failure = exc
+                self.fail_over()
+            except httpx.TransportError as exc:
+                raise UnavailableError(f"{method} {self.base_url}{path} failed: {exc!r}") from exc
+        raise UnavailableError(f"cannot reach any of {', '.join(self.urls)}: {failure!r}") from failure
 
     async def _renew(self) -> None:
         if self._refresh_token is not None:
@@ -95,10 +126,7 @@ class Transport:
         if body is not None:
             content = orjson.dumps(body)
             headers["Content-Type"] = "application/json"
-        try:
-            response = await self._client.request(method, path, content=content, params=params, headers=headers)
-        except httpx.TransportError as exc:
-            raise UnavailableError(f"cannot reach {self.base_url}: {exc!r}") from exc
+        response = await self._request_any_node(method, path, content, params, headers)
         if response.status_code >= 400:
             raise _error_of(response)
         return orjson.loads(response.content) if response.content else None
