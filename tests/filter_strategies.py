@@ -52,12 +52,30 @@ from medstream.filters import (
     UsersByPatientIdFilter,
 )
 from medstream.filters.names import search_name
-from medstream.model import Entity, Gender, Identifier, NotificationType
+from medstream.model import Delegation, Entity, Gender, Identifier, NotificationType, SystemMetaData
 from medstream.model.text import normalize_for_search
-from tests.strategies import CODE_TYPES, CODES, EDUCATIONS, PROFESSIONS
+from tests.strategies import CODE_TYPES, CODES, EDUCATIONS, PROFESSIONS, entities_of
 
 # Values no generated entity has: filters naming them select nothing.
 _NOWHERE = "no-such-value"
+# A few data owners and patients shared by the entities of `entities_for_filters`, so that filters naming one
+# select several entities, and some not.
+DATA_OWNERS = ("hcp-a", "hcp-b", "pat-a")
+PATIENTS = ("pat-a", "pat-b")
+
+
+@st.composite
+def entities_for_filters(draw: st.DrawFn, kind: str) -> Entity:
+    """An entity of `kind` (as `entities_of`) shared with some of DATA_OWNERS, about one of PATIENTS if it links
+    to a patient."""
+    entity = draw(entities_of(kind))
+    readers = draw(st.frozensets(st.sampled_from(DATA_OWNERS)))
+    update: dict[str, Any] = {
+        "system_meta_data": SystemMetaData(delegations={r: Delegation(delegated_to=r) for r in sorted(readers)})
+    }
+    if getattr(entity, "patient_id", None) is not None:
+        update["patient_id"] = draw(st.sampled_from(PATIENTS))
+    return entity.model_copy(update=update)
 
 
 @dataclass(frozen=True)

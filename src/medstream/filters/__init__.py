@@ -7,6 +7,8 @@ entity in memory (events), `compile_filter` turns it into a SQL WHERE clause (qu
 
 from __future__ import annotations
 
+from medstream.filters.index import IndexConstraint, entity_index_values, index_constraint
+from medstream.filters.matcher import matches
 from medstream.filters.nodes import (
     AllHealthcareProfessionalsFilter,
     AllMedicalDevicesFilter,
@@ -41,6 +43,7 @@ from medstream.filters.nodes import (
     UsersByPatientIdFilter,
 )
 from medstream.filters.parse import parse_filter
+from medstream.filters.sql import FilterTables, compile_filter
 from medstream.filters.tree import ComplementFilter, Filter, IntersectionFilter, UnionFilter
 
 __all__ = [
@@ -55,6 +58,7 @@ __all__ = [
     "DataSampleByHealthcarePartyTagCodeDateFilter",
     "DataSampleByIdsFilter",
     "Filter",
+    "FilterTables",
     "HealthcareElementByHealthcarePartyFilter",
     "HealthcareElementByHealthcarePartyIdentifiersFilter",
     "HealthcareElementByHealthcarePartyLabelCodeFilter",
@@ -63,6 +67,7 @@ __all__ = [
     "HealthcareProfessionalByIdsFilter",
     "HealthcareProfessionalByLabelCodeFilter",
     "HealthcareProfessionalByNameFilter",
+    "IndexConstraint",
     "IntersectionFilter",
     "MedicalDeviceByIdsFilter",
     "MedicalDeviceByLabelCodeFilter",
@@ -79,5 +84,9 @@ __all__ = [
     "UnionFilter",
     "UserByIdsFilter",
     "UsersByPatientIdFilter",
+    "compile_filter",
+    "entity_index_values",
+    "index_constraint",
+    "matches",
     "parse_filter",
 ]

@@ -22,6 +22,8 @@ MAX_LIST_SIZE = 10_000
 # A set of strings (ids, ssins): duplicates dropped, written back sorted so that equal filters give equal JSON.
 StringSet = Annotated[frozenset[str], PlainSerializer(sorted, return_type=list[str]), Field(max_length=MAX_LIST_SIZE)]
 NonEmptyText = Annotated[str, Field(min_length=1)]
+# Dates and instants: bounded to what both databases store (BIGINT).
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 Identifiers = Annotated[tuple[Identifier, ...], Field(max_length=MAX_LIST_SIZE)]
 
 

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from medstream.filters.base import (
     ForDataOwner,
     Identifiers,
+    Int64,
     LeafFilter,
     NonEmptyText,
     StringSet,
@@ -139,8 +140,8 @@ class DataSampleByHealthcarePartyTagCodeDateFilter(_TagCodeFilter):
     filter_type: Literal["DataSampleByHealthcarePartyTagCodeDateFilter"] = Field(
         "DataSampleByHealthcarePartyTagCodeDateFilter", alias="$type"
     )
-    start_value_date: int | None = None
-    end_value_date: int | None = None
+    start_value_date: Int64 | None = None
+    end_value_date: Int64 | None = None
     descending: bool = False
 
     def _constraints(self) -> Iterator[Constraint]:
@@ -227,8 +228,8 @@ class PatientByHealthcarePartyDateOfBirthBetweenFilter(ForDataOwner):
     filter_type: Literal["PatientByHealthcarePartyDateOfBirthBetweenFilter"] = Field(
         "PatientByHealthcarePartyDateOfBirthBetweenFilter", alias="$type"
     )
-    min_date_of_birth: int | None = None
-    max_date_of_birth: int | None = None
+    min_date_of_birth: Int64 | None = None
+    max_date_of_birth: Int64 | None = None
 
     def _constraints(self) -> Iterator[Constraint]:
         yield from super()._constraints()
@@ -370,7 +371,7 @@ class NotificationsAfterDateFilter(ForDataOwner):
 
     entity_type: ClassVar[str] = "Notification"
     filter_type: Literal["NotificationsAfterDateFilter"] = Field("NotificationsAfterDateFilter", alias="$type")
-    date: int
+    date: Int64
 
     def _constraints(self) -> Iterator[Constraint]:
         yield from super()._constraints()

@@ -13,14 +13,13 @@ from typing import Any, cast
 
 from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text
 
+from medstream.filters.names import search_name
 from medstream.model.common import Entity
 from medstream.model.data_sample import DataSample
 from medstream.model.entities import ENTITY_KINDS, EntityKind
 from medstream.model.healthcare_element import HealthcareElement
-from medstream.model.healthcare_professional import HealthcareProfessional
 from medstream.model.notification import Notification
 from medstream.model.patient import Patient
-from medstream.model.text import normalize_for_search
 from medstream.model.user import User
 
 metadata = MetaData()
@@ -39,26 +38,15 @@ class IndexedColumn:
     indexed: bool = True
 
 
-def _patient_names(p: Patient) -> str:
-    parts = [p.first_name, p.last_name, p.maiden_name, p.spouse_name]
-    for name in p.names:
-        parts.extend([name.last_name, *name.first_names, name.text])
-    return normalize_for_search(" ".join(x for x in parts if x))
-
-
-def _professional_names(h: HealthcareProfessional) -> str:
-    parts = [h.name, h.first_name, h.last_name]
-    for name in h.names:
-        parts.extend([name.last_name, *name.first_names, name.text])
-    return normalize_for_search(" ".join(x for x in parts if x))
-
-
 KIND_COLUMNS: dict[str, tuple[IndexedColumn, ...]] = {
     "Patient": (
         IndexedColumn("ssin", String(64), lambda e: cast(Patient, e).ssin),
         IndexedColumn("gender", String(32), lambda e: cast(Patient, e).gender),
         IndexedColumn("date_of_birth", Integer(), lambda e: cast(Patient, e).date_of_birth),
-        IndexedColumn("search_name", Text(), lambda e: _patient_names(cast(Patient, e)), indexed=False),
+        IndexedColumn("search_name", Text(), search_name, indexed=False),
+        # Filtered only together with gender and a data owner, which the indexes narrow first (0002).
+        IndexedColumn("education", Text(), lambda e: cast(Patient, e).education, indexed=False),
+        IndexedColumn("profession", Text(), lambda e: cast(Patient, e).profession, indexed=False),
     ),
     "DataSample": (
         IndexedColumn("patient_id", String(128), lambda e: cast(DataSample, e).patient_id),
@@ -68,14 +56,7 @@ KIND_COLUMNS: dict[str, tuple[IndexedColumn, ...]] = {
         IndexedColumn("patient_id", String(128), lambda e: cast(HealthcareElement, e).patient_id),
         IndexedColumn("value_date", BigInteger(), lambda e: cast(HealthcareElement, e).value_date),
     ),
-    "HealthcareProfessional": (
-        IndexedColumn(
-            "search_name",
-            Text(),
-            lambda e: _professional_names(cast(HealthcareProfessional, e)),
-            indexed=False,
-        ),
-    ),
+    "HealthcareProfessional": (IndexedColumn("search_name", Text(), search_name, indexed=False),),
     "MedicalDevice": (),
     "Notification": (
         IndexedColumn("type", String(32), lambda e: cast(Notification, e).type),
@@ -87,6 +68,10 @@ KIND_COLUMNS: dict[str, tuple[IndexedColumn, ...]] = {
         IndexedColumn("device_id", String(128), lambda e: cast(User, e).device_id),
     ),
 }
+
+
+# Indexes on the columns every entity table has, for the filters that name them (0002).
+_COMMON_INDEXES: dict[str, tuple[str, ...]] = {"Notification": ("created",)}
 
 
 def _entity_table(kind: EntityKind) -> Table:
@@ -102,6 +87,8 @@ def _entity_table(kind: EntityKind) -> Table:
         columns.append(Column(column.name, column.type, nullable=True))
         if column.indexed:
             columns.append(Index(f"ix_{kind.plural}_{column.name}", column.name))
+    for name in _COMMON_INDEXES.get(kind.name, ()):
+        columns.append(Index(f"ix_{kind.plural}_{name}", name))
     if kind.name == "User":
         columns.append(Column("login", String(256), nullable=True, unique=True))
         columns.append(Column("password_hash", Text(), nullable=True))
@@ -119,7 +106,9 @@ entity_terms = Table(
     Column("term", String(24), primary_key=True),
     Column("key", String(256), primary_key=True),
     Column("value", String(256), primary_key=True),
-    Index("ix_entity_terms_lookup", "entity_type", "term", "key", "value"),
+    # Covering (entity_id last) so that a lookup by value never reads the table, and SQLite's planner, which
+    # otherwise prefers scanning the covering primary key by entity_type alone, uses it (0002).
+    Index("ix_entity_terms_covering", "entity_type", "term", "key", "value", "entity_id"),
 )
 
 # Which data owners may read which entity (DESIGN section 3).
