@@ -94,6 +94,8 @@ class Database:
             if _is_connection_error(exc):
                 raise UnavailableError(f"database unavailable: {exc.orig}") from exc
             raise
+        except (OSError, TimeoutError) as exc:  # the server cannot be reached at all (asyncpg raises these as is)
+            raise UnavailableError(f"database unavailable: {exc!r}") from exc
         for listener in self._commit_listeners:
             listener()
 
@@ -107,6 +109,8 @@ class Database:
             if _is_connection_error(exc):
                 raise UnavailableError(f"database unavailable: {exc.orig}") from exc
             raise
+        except (OSError, TimeoutError) as exc:
+            raise UnavailableError(f"database unavailable: {exc!r}") from exc
 
     async def migrate(self) -> None:
         """Bring the schema to the newest migration; safe when several nodes start at once."""
@@ -132,8 +136,19 @@ def _upgrade_to_head(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
+# PostgreSQL SQLSTATEs that mean "no usable database here": connection exceptions (08), operator intervention
+# such as a shutdown or a dropped database (57P), no such database (3D000), too many connections (53300) and
+# refused authorization (28). asyncpg reports them as plain DBAPIErrors, not OperationalErrors.
+_UNAVAILABLE_SQLSTATES = ("08", "57P", "3D000", "53300", "28")
+
+
 def _is_connection_error(exc: DBAPIError) -> bool:
-    return bool(exc.connection_invalidated) or (isinstance(exc, OperationalError) and not _is_lock_error(exc))
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    return (
+        bool(exc.connection_invalidated)
+        or sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+        or (isinstance(exc, OperationalError) and not _is_lock_error(exc))
+    )
 
 
 def _is_lock_error(exc: DBAPIError) -> bool:
