@@ -7,14 +7,21 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
+import pytest
 import pytest_asyncio
+from sqlalchemy.engine import make_url
 
+from medstream.demo import start_server
+from medstream.errors import UnavailableError
 from medstream.model import HealthcareProfessional, Patient
-from tests.conftest import ProfessionalFactory, RunningServer
+from medstream.server.settings import Settings
+from medstream.store.database import Database
+from tests.conftest import ProfessionalFactory, RunningServer, database_url_for, drop_pg_database
 from tests.integration.kinds import expired_access_token, jwt_secret
 
 LOGIN = "/rest/v1/auth/login"
@@ -193,6 +200,42 @@ async def test_health_reports_the_database_without_a_token(server: RunningServer
     assert body["database"]["status"] == "ok"
     assert body["database"]["dialect"] == server.backend
     assert isinstance(body["database"]["lastSeq"], int) and body["database"]["epoch"]
+
+
+async def test_health_and_every_call_answer_503_when_the_postgresql_database_is_gone(tmp_path: Path) -> None:
+    async with database_url_for("postgresql", tmp_path) as database_url:
+        settings = Settings(port=0, database_url=database_url, admin_login="admin", admin_password="admin-password")
+        uvicorn_server, task, url = await start_server(settings)
+        try:
+            async with httpx.AsyncClient(base_url=url) as client:
+                assert (await client.get("/health")).status_code == 200
+                pair = (await client.post(LOGIN, json={"username": "admin", "password": "admin-password"})).json()
+                await drop_pg_database(make_url(database_url).database or "")
+
+                health = await client.get("/health")
+                listing = await client.get("/rest/v1/patients", headers=bearer(pair["token"]))
+                login = await client.post(LOGIN, json={"username": "admin", "password": "admin-password"})
+        finally:
+            uvicorn_server.should_exit = True
+            await task
+
+    assert health.status_code == 503, health.text
+    assert health.json()["status"] == "degraded" and health.json()["database"]["status"] == "unavailable"
+    assert "does not exist" in health.json()["database"]["error"]
+    for response in (listing, login):
+        assert_error(response, 503, "unavailable")
+
+
+async def test_a_database_that_cannot_be_reached_is_unavailable_not_an_internal_error() -> None:
+    database = Database("postgresql://postgres@127.0.0.1:1/nowhere")
+    try:
+        with pytest.raises(UnavailableError):
+            await database.ping()
+        with pytest.raises(UnavailableError):
+            async with database.write():
+                pass
+    finally:
+        await database.close()
 
 
 async def test_docs_and_openapi_answer_without_a_token(client: httpx.AsyncClient) -> None:
