@@ -143,11 +143,16 @@ class Dispatcher:
 
     async def add(self, subscription: Subscription, after: int | None, epoch: str | None) -> None:
         """Register a subscription: acknowledge it, replay what it missed, then make it live."""
-        start = plan_start(after, epoch, log_epoch=self.epoch, floor_seq=self.floor_seq, position=self.position)
+        # A new subscription starts at the log's committed head, not at how far this node has dispatched: a
+        # write that committed before the subscribe (its REST answer already back) is never delivered, whatever
+        # the dispatcher's timing. Events between the two are dispatched later and skipped by the cursor.
+        async with self.database.read() as conn:
+            position = max(self.position, (await outbox.head(conn)).last_seq)
+        start = plan_start(after, epoch, log_epoch=self.epoch, floor_seq=self.floor_seq, position=position)
         subscription.cursor = start.after
-        subscription.sink.deliver(subscribed_frame(subscription.id, self.position, self.epoch))
+        subscription.sink.deliver(subscribed_frame(subscription.id, position, self.epoch))
         if start.kind is StartKind.GAP:
-            subscription.sink.deliver(gap_frame(subscription.id, after or 0, self.position, self.epoch, start.reason))
+            subscription.sink.deliver(gap_frame(subscription.id, after or 0, position, self.epoch, start.reason))
         self.index.add(subscription)
         if start.kind is StartKind.REPLAY:
             await self._catch_up(subscription)
