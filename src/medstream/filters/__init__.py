@@ -7,6 +7,16 @@ entity in memory (events), `compile_filter` turns it into a SQL WHERE clause (qu
 
 from __future__ import annotations
 
+from medstream.filters.builders import (
+    DataSampleFilter,
+    FilterComposition,
+    HealthcareElementFilter,
+    HealthcareProfessionalFilter,
+    MedicalDeviceFilter,
+    NotificationFilter,
+    PatientFilter,
+    UserFilter,
+)
 from medstream.filters.index import IndexConstraint, entity_index_values, index_constraint
 from medstream.filters.matcher import matches
 from medstream.filters.nodes import (
@@ -57,20 +67,26 @@ __all__ = [
     "DataSampleByHealthcarePartyPatientFilter",
     "DataSampleByHealthcarePartyTagCodeDateFilter",
     "DataSampleByIdsFilter",
+    "DataSampleFilter",
     "Filter",
+    "FilterComposition",
     "FilterTables",
     "HealthcareElementByHealthcarePartyFilter",
     "HealthcareElementByHealthcarePartyIdentifiersFilter",
     "HealthcareElementByHealthcarePartyLabelCodeFilter",
     "HealthcareElementByHealthcarePartyPatientFilter",
     "HealthcareElementByIdsFilter",
+    "HealthcareElementFilter",
     "HealthcareProfessionalByIdsFilter",
     "HealthcareProfessionalByLabelCodeFilter",
     "HealthcareProfessionalByNameFilter",
+    "HealthcareProfessionalFilter",
     "IndexConstraint",
     "IntersectionFilter",
     "MedicalDeviceByIdsFilter",
     "MedicalDeviceByLabelCodeFilter",
+    "MedicalDeviceFilter",
+    "NotificationFilter",
     "NotificationsAfterDateFilter",
     "NotificationsByHcPartyAndTypeFilter",
     "NotificationsByIdFilter",
@@ -81,8 +97,10 @@ __all__ = [
     "PatientByHealthcarePartyNameContainsFuzzyFilter",
     "PatientByHealthcarePartySsinsFilter",
     "PatientByIdsFilter",
+    "PatientFilter",
     "UnionFilter",
     "UserByIdsFilter",
+    "UserFilter",
     "UsersByPatientIdFilter",
     "compile_filter",
     "entity_index_values",

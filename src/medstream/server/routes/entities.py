@@ -26,6 +26,7 @@ from medstream.model.base import MedstreamModel
 from medstream.model.common import Entity, EntityId
 from medstream.model.entities import ENTITY_KINDS, KIND_BY_NAME, EntityKind
 from medstream.model.user import User
+from medstream.server.routes.queries import query_router
 from medstream.server.security import hash_password
 from medstream.server.state import ServerState, current_actor, server_state
 
@@ -181,4 +182,8 @@ def data_samples_for_patient_router() -> APIRouter:
 
 
 def all_entity_routers() -> list[APIRouter]:
-    return [data_samples_for_patient_router(), *(entity_router(kind) for kind in ENTITY_KINDS)]
+    return [
+        data_samples_for_patient_router(),
+        *(query_router(kind) for kind in ENTITY_KINDS),  # before `/{entity_id}` routes could shadow them
+        *(entity_router(kind) for kind in ENTITY_KINDS),
+    ]
