@@ -86,7 +86,7 @@ class EntityRepository:
         table = ENTITY_TABLES[kind.name]
         now = now_ms()
         async with self.database.write() as conn:
-            existing = await self._rows_by_id(conn, table, ids)
+            existing = await self._rows_by_id(conn, table, ids, lock=True)
             writes: list[_Write] = []
             for entity_id, entity, password_hash in zip(ids, entities, hashes, strict=True):
                 row = existing.get(entity_id)
@@ -176,7 +176,7 @@ class EntityRepository:
         table = ENTITY_TABLES[kind.name]
         now = now_ms()
         async with self.database.write() as conn:
-            rows = await self._rows_by_id(conn, table, ids)
+            rows = await self._rows_by_id(conn, table, ids, lock=True)
             results: list[Entity] = []
             writes: list[_Write] = []
             for entity_id in ids:
@@ -198,7 +198,7 @@ class EntityRepository:
             raise ForbiddenError("only an admin may share users")
         table = ENTITY_TABLES[kind.name]
         async with self.database.write() as conn:
-            rows = await self._rows_by_id(conn, table, [entity_id])
+            rows = await self._rows_by_id(conn, table, [entity_id], lock=True)
             current = self._readable(kind, rows.get(entity_id), entity_id, actor)
             if current.is_deleted:
                 raise ConflictError(f"{kind.name} {entity_id} was deleted; it cannot be shared")
@@ -296,13 +296,23 @@ class EntityRepository:
                 return entity
         raise NotFoundError(f"no {kind.name} with id {entity_id}")
 
-    async def _rows_by_id(self, conn: AsyncConnection, table: Table, ids: Sequence[str]) -> dict[str, Row[Any]]:
+    async def _rows_by_id(
+        self, conn: AsyncConnection, table: Table, ids: Sequence[str], *, lock: bool = False
+    ) -> dict[str, Row[Any]]:
+        """The rows with these ids. With `lock`, for a write that checks then replaces them: on PostgreSQL
+        (READ COMMITTED) they are locked until the transaction ends, so that a concurrent writer waits and
+        then sees the new rev (else both pass the rev check and one update is lost), and always in id byte
+        order, so that two batches never deadlock. SQLite's writers are already serialised."""
+        lock = lock and not self.database.is_sqlite
+        if lock:
+            ids = sorted(ids)
         rows: dict[str, Row[Any]] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
-            result = await conn.execute(
-                select(table.c.id, table.c.rev, table.c.document, table.c.deleted).where(table.c.id.in_(chunk))
-            )
+            query = select(table.c.id, table.c.rev, table.c.document, table.c.deleted).where(table.c.id.in_(chunk))
+            if lock:
+                query = query.order_by(table.c.id.collate("C")).with_for_update()
+            result = await conn.execute(query)
             rows.update({row.id: row for row in result})
         return rows
 
@@ -347,7 +357,8 @@ class EntityRepository:
         documents = [_document(kind, w.entity) for w in writes]
         for row, document in zip(rows, documents, strict=True):
             row["document"] = document
-        new_rows = [row for row, w in zip(rows, writes, strict=True) if w.is_new]
+        # In id order, like the locks of _rows_by_id, so that two batches creating the same ids never deadlock.
+        new_rows = sorted((row for row, w in zip(rows, writes, strict=True) if w.is_new), key=lambda r: str(r["id"]))
         changed = [(row, w) for row, w in zip(rows, writes, strict=True) if not w.is_new]
         try:
             if new_rows:
