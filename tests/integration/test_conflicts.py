@@ -6,7 +6,10 @@ nothing; a batch is all or nothing; deleting a tombstone again returns it and wr
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import pytest
 
@@ -17,6 +20,7 @@ from tests.conftest import ProfessionalFactory, RunningServer
 from tests.integration.kinds import KIND_PARAMS, events_of, ops_for, relabel
 
 pytestmark = pytest.mark.parametrize("kind", KIND_PARAMS)
+T = TypeVar("T")
 
 
 async def test_no_rev_for_an_existing_id_or_a_stale_rev_is_a_conflict_that_changes_nothing(
@@ -86,3 +90,59 @@ async def test_a_batch_with_one_conflicting_entity_stores_none_of_them(
     with pytest.raises(NotFoundError):
         await ops.delete_many([fresh.id, f"missing-{uuid.uuid4()}"])
     assert await ops.get(fresh.id) == fresh, "a failed delete_many deletes none"
+
+
+async def _outcomes(*calls: Awaitable[T]) -> tuple[list[T], list[BaseException]]:
+    """Run `calls` concurrently: what succeeded, and what failed."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    return [r for r in results if not isinstance(r, BaseException)], [
+        r for r in results if isinstance(r, BaseException)
+    ]
+
+
+async def test_concurrent_writers_with_the_same_rev_lose_nothing_exactly_one_wins(
+    kind: EntityKind, new_professional: ProfessionalFactory, admin_api: MedTechApi, server: RunningServer
+) -> None:
+    ops = await ops_for(kind, await new_professional(), admin_api)
+    created = await ops.create()
+    assert created.id is not None
+
+    won, lost = await _outcomes(*(ops.write(relabel(created, f"writer-{i}")) for i in range(8)))
+
+    assert len(won) == 1, f"{len(won)} writers modified rev {created.rev}: all but one change were lost"
+    assert all(isinstance(e, ConflictError) for e in lost), lost
+    assert await ops.get(created.id) == won[0]
+    assert [event for event, _ in await events_of(server.database_url, created.id)] == ["CREATE", "UPDATE"]
+
+
+async def test_concurrent_batches_over_the_same_entities_never_fail_with_a_server_error(
+    kind: EntityKind, new_professional: ProfessionalFactory, admin_api: MedTechApi
+) -> None:
+    ops = await ops_for(kind, await new_professional(), admin_api)
+    first, second = await ops.write_many([ops.new(), ops.new()])
+    new_ids = [f"race-{uuid.uuid4()}" for _ in range(2)]
+
+    won, lost = await _outcomes(
+        *(
+            ops.write_many([relabel(e, f"batch-{i}") for e in ([first, second] if i % 2 else [second, first])])
+            for i in range(6)
+        ),
+        *(ops.write_many([ops.new(entity_id=i) for i in (new_ids if n % 2 else new_ids[::-1])]) for n in range(4)),
+    )
+
+    assert all(isinstance(e, ConflictError) for e in lost), lost  # not deadlocks answered with 500
+    assert len(won) == 2, "one modifying batch and one creating batch win"
+
+
+async def test_concurrent_deletes_write_one_tombstone(
+    kind: EntityKind, new_professional: ProfessionalFactory, admin_api: MedTechApi, server: RunningServer
+) -> None:
+    ops = await ops_for(kind, await new_professional(), admin_api)
+    created = await ops.create()
+    assert created.id is not None
+
+    tombstones, failed = await _outcomes(*(ops.delete(str(created.id)) for _ in range(6)))
+
+    assert failed == []
+    assert len({t.rev for t in tombstones}) == 1, "every delete returns the one tombstone"
+    assert [event for event, _ in await events_of(server.database_url, created.id)] == ["CREATE", "DELETE"]
