@@ -10,6 +10,7 @@ from medstream.events.protocol import (
     MAX_MESSAGE_BYTES,
     AuthMessage,
     EventFrameTemplate,
+    PingMessage,
     SubscribeMessage,
     UnsubscribeMessage,
     error_frame,
@@ -57,6 +58,15 @@ def test_malformed_messages_are_rejected_naming_the_problem(raw: bytes, named: s
 def test_oversized_message_is_rejected_before_parsing() -> None:
     with pytest.raises(PayloadTooLargeError):
         parse_client_message(b" " * (MAX_MESSAGE_BYTES + 1))
+
+
+def test_the_message_bound_counts_utf8_bytes_not_characters() -> None:
+    under_in_characters = "€" * (MAX_MESSAGE_BYTES // 3 + 1)  # 3 bytes each: over the bound in bytes
+    with pytest.raises(PayloadTooLargeError):
+        parse_client_message(under_in_characters)
+    with pytest.raises(PayloadTooLargeError):
+        parse_client_message(under_in_characters.encode())
+    assert isinstance(parse_client_message('{"type": "ping"}'), PingMessage)
 
 
 def test_event_frame_embeds_the_document_once_and_names_each_subscription() -> None:

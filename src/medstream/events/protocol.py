@@ -63,7 +63,7 @@ _client_message: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 
 def parse_client_message(data: str | bytes) -> ClientMessage:
     """Parse one client frame; ValidationError (close 4400) names what is wrong."""
-    if len(data) > MAX_MESSAGE_BYTES:
+    if _size_over(data, MAX_MESSAGE_BYTES):
         raise PayloadTooLargeError(f"message over {MAX_MESSAGE_BYTES} bytes")
     try:
         return _client_message.validate_json(data)
@@ -71,6 +71,13 @@ def parse_client_message(data: str | bytes) -> ClientMessage:
         first = exc.errors(include_input=False)[0]
         where = ".".join(str(part) for part in first.get("loc", ())) or "message"
         raise ValidationError(f"malformed message: {where}: {first.get('msg', 'invalid')}") from None
+
+
+def _size_over(data: str | bytes, limit: int) -> bool:
+    """Whether `data` is over `limit` bytes; a text frame counts in UTF-8 bytes, up to 4 per character."""
+    if len(data) > limit:
+        return True
+    return isinstance(data, str) and len(data) * 4 > limit and len(data.encode("utf-8", "surrogatepass")) > limit
 
 
 # -- server messages -------------------------------------------------------------------------------------
