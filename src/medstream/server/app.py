@@ -11,6 +11,7 @@ from fastapi import FastAPI, WebSocket
 
 from medstream import __version__
 from medstream.access import Actor
+from medstream.errors import ConflictError
 from medstream.model.entities import KIND_BY_NAME
 from medstream.model.user import User
 from medstream.server.dispatcher import Dispatcher
@@ -66,7 +67,14 @@ async def ensure_admin(state: ServerState, login: str, password: str) -> None:
     if await state.repository.find_user_by_login(login) is not None:
         return
     admin = User(login=login, name="Administrator", roles={"ADMIN"}, password=password)
-    await write_entities(state, KIND_BY_NAME["User"], [admin], SYSTEM_ACTOR)
+    try:
+        await write_entities(state, KIND_BY_NAME["User"], [admin], SYSTEM_ACTOR)
+    except ConflictError:
+        # Nodes starting together on one new database all find no admin; one creates it, the others' inserts
+        # hit the unique login and must not fail their start.
+        if await state.repository.find_user_by_login(login) is None:
+            raise
+        return
     log.info("created admin user %s", login)
 
 
