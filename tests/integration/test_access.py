@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from medstream.errors import ConflictError, ForbiddenError, NotFoundError
-from medstream.model import ENTITY_KINDS, EntityKind, Patient, User
+from medstream.model import ENTITY_KINDS, Delegation, EntityKind, Patient, SystemMetaData, User
 from medstream.sdk import MedTechApi
 from tests.conftest import ProfessionalFactory, RunningServer
 from tests.integration.kinds import KindOps, ops_for, relabel
@@ -197,3 +197,26 @@ async def test_a_duplicate_login_is_a_conflict_and_changes_nothing(admin_api: Me
     assert await admin_api.user_api.get_users([str(first.id), str(second.id)]) == [first, second]
     logins = {u.login for u in await admin_api.user_api.list_page(limit=10_000)}
     assert f"{login}-3" not in logins
+
+
+async def test_delegations_and_other_server_fields_sent_by_a_client_are_ignored(
+    new_professional: ProfessionalFactory,
+) -> None:
+    doctor = await new_professional()
+    other = await new_professional()
+    forged = {
+        "system_meta_data": SystemMetaData(delegations={other.id: Delegation(owner=other.id, delegated_to=other.id)}),
+        "author": "someone-else",
+        "created": 1,
+        "deletion_date": 2,
+    }
+
+    created = await doctor.api.patient_api.create_or_modify_patient(Patient(first_name="Private", **forged))
+    assert created.id is not None
+    modified = await doctor.api.patient_api.create_or_modify_patient(created.model_copy(update=forged))
+
+    for stored in (created, modified):
+        assert other.id not in stored.readers
+        assert stored.author != "someone-else" and stored.created != 1 and stored.deletion_date is None
+    with pytest.raises(NotFoundError):
+        await other.api.patient_api.get_patient(created.id)
