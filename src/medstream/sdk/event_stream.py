@@ -113,10 +113,13 @@ class EventStream:
 
     def _give_up(self, error: BaseException | None) -> None:
         reason = f"connection lost after {self.options.connection_max_retry} retries: {error}"
-        exc = error if error is not None else UnavailableError(reason)
+        # The SDK raises its own errors: a socket error (connection refused, reset) becomes UnavailableError.
+        exc = error if isinstance(error, MedstreamError) else UnavailableError(reason)
+        if exc is not error:
+            exc.__cause__ = error
         for connection in list(self.connections.values()):
             connection._on_error(exc)
-            connection._closed(reason if not isinstance(exc, MedstreamError) else exc.message)
+            connection._closed(exc.message)
         self.connections.clear()
 
     async def _session(self) -> None:
