@@ -186,11 +186,12 @@ class Connection(Generic[E]):
         self.is_connected = False
         self.close_reason = reason
         self._settled.set()
-        self._worker.cancel()
+        if self._worker is not asyncio.current_task():  # a callback closing its own subscription runs to its end
+            self._worker.cancel()
         self._fire("closed", reason)
 
     async def _deliver_loop(self) -> None:
-        while True:
+        while not self.is_closed:
             event = await self._queue.get()
             try:
                 await _call(self._callback, event.entity, event)
