@@ -15,6 +15,11 @@ class EventSink(Protocol):
 
     def deliver(self, frame: bytes) -> None: ...
 
+    async def wait_for_room(self) -> int:
+        """Wait until the sink can take more frames without overflowing; how many it can take (at least 1).
+        A replay paces itself with it; live dispatch never waits for one sink."""
+        ...
+
 
 @dataclass(eq=False)
 class Subscription:

@@ -163,8 +163,11 @@ class Dispatcher:
         # dispatcher only moves `position` after handing an event to live subscriptions, so every event is
         # either replayed here or dispatched live, and the cursor drops the ones that are both.
         while subscription.cursor < self.position:
+            # A page never holds more than the socket's queue can take (one frame is kept for a gap): a replay
+            # goes at the client's pace instead of overflowing the queue it shares with live events.
+            room = await subscription.sink.wait_for_room()
             async with self.database.read() as conn:
-                events = await outbox.read_after(conn, subscription.cursor, _PAGE)
+                events = await outbox.read_after(conn, subscription.cursor, max(1, min(_PAGE, room - 1)))
             first = events[0].seq if events else self.position + 1
             if first > subscription.cursor + 1:
                 # Positions are dense: a hole means retention trimmed what this subscription still needed.

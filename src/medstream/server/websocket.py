@@ -60,6 +60,7 @@ class ClientConnection:
         self.last_seen = time.monotonic()
         self._queue: deque[bytes] = deque()
         self._ready = asyncio.Event()
+        self._drained = asyncio.Event()  # set when the queue is at most half full, or the socket is closing
         self.closing = asyncio.Event()
         self.close_reason: tuple[int, str] | None = None
 
@@ -78,14 +79,27 @@ class ClientConnection:
             self.close_reason = (code, reason[:120])
             self._queue.clear()
             self._ready.set()
+            self._drained.set()
             self.closing.set()
+
+    async def wait_for_room(self) -> int:
+        """Wait until at most half the send queue is in use (or the socket is closing); the free room. A replay
+        paces itself with this, so resuming with more missed events than the queue holds is not "too slow"."""
+        limit = self.limits.send_queue
+        while self.close_reason is None and len(self._queue) > limit // 2:
+            self._drained.clear()
+            await self._drained.wait()
+        return max(1, limit - len(self._queue))
 
     async def write_loop(self) -> None:
         while self.close_reason is None:
             await self._ready.wait()
             self._ready.clear()
             while self._queue and self.close_reason is None:
-                await self.websocket.send_text(self._queue.popleft().decode())
+                frame = self._queue.popleft()
+                if len(self._queue) <= self.limits.send_queue // 2:
+                    self._drained.set()
+                await self.websocket.send_text(frame.decode())
 
     async def heartbeat_loop(self) -> None:
         while self.close_reason is None:
