@@ -150,6 +150,11 @@ class EntityApi(Generic[E]):
             filter_json,
             callback,
         )
-        await stream.subscribe(connection)
-        await connection.wait_established()
+        try:
+            await stream.subscribe(connection)
+            await connection.wait_established()
+        except BaseException:  # refused, or cancelled (a timeout around this call): leave nothing subscribed
+            if not connection.is_closed:
+                await connection.close()
+            raise
         return connection
