@@ -39,6 +39,10 @@ class SubscriptionOptions:
     connection_retry_max_interval_ms: int = 30_000
     heartbeat_ms: int = 20_000  # ping the server this often; silence for 3x this means a dead socket
     resume: bool = True  # resume after the last delivered seq on reconnect
+    # Events received but not yet through a subscription's callback. Past this the socket is not read until the
+    # callback catches up, so a slow callback holds back the server (which may close the socket as too slow,
+    # 4429, and the SDK then resumes) instead of growing memory without bound.
+    max_pending_events: int = 1_000
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,7 @@ class Connection(Generic[E]):
         self._handlers: dict[str, list[AnyCallback]] = {
             k: [] for k in ("connected", "closed", "error", "reconnecting", "gap")
         }
-        self._queue: asyncio.Queue[SubscriptionEvent[E]] = asyncio.Queue()
+        self._queue: asyncio.Queue[SubscriptionEvent[E]] = asyncio.Queue(max(1, stream.options.max_pending_events))
         self._worker = asyncio.create_task(self._deliver_loop(), name=f"medstream-subscription-{subscription_id}")
         self.is_connected = False
         self.is_closed = False
@@ -155,7 +159,8 @@ class Connection(Generic[E]):
         self._settled.set()
         self._fire("connected")
 
-    def _on_event(self, seq: int, event_type: str, entity: dict[str, Any]) -> None:
+    async def _on_event(self, seq: int, event_type: str, entity: dict[str, Any]) -> None:
+        """Queue the event for the callback; waits (and so stops the socket's reading) while the queue is full."""
         if self.is_closed or not self.tracker.accept(seq):
             return
         try:
@@ -163,7 +168,7 @@ class Connection(Generic[E]):
         except Exception as exc:
             self._fire("error", MedstreamError(f"event {seq}: entity does not parse: {exc}"))
             return
-        self._queue.put_nowait(SubscriptionEvent(EventType(event_type), seq, self.entity_type, parsed))
+        await self._queue.put(SubscriptionEvent(EventType(event_type), seq, self.entity_type, parsed))
 
     def _on_gap(self, gap: Gap, epoch: str) -> None:
         self.tracker.on_gap(gap.position, epoch)
@@ -188,6 +193,9 @@ class Connection(Generic[E]):
         self._settled.set()
         if self._worker is not asyncio.current_task():  # a callback closing its own subscription runs to its end
             self._worker.cancel()
+        while not self._queue.empty():  # nothing more is delivered: free the room a reader may be waiting for
+            self._queue.get_nowait()
+            self._queue.task_done()
         self._fire("closed", reason)
 
     async def _deliver_loop(self) -> None:

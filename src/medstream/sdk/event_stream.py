@@ -171,7 +171,7 @@ class EventStream:
         kind = message.get("type")
         connection = self.connections.get(str(message.get("id")))
         if kind == "event" and connection is not None:
-            connection._on_event(int(message["seq"]), str(message["event"]), message["entity"])
+            await connection._on_event(int(message["seq"]), str(message["event"]), message["entity"])
         elif kind == "subscribed" and connection is not None:
             connection._on_subscribed(int(message["position"]), str(message["epoch"]))
             return True
