@@ -40,6 +40,7 @@ def make_server(settings: Settings, *, log_level: str = "info") -> MedstreamServ
         log_level=log_level,
         lifespan="on",
         ws_max_size=1 << 20,
+        ws_per_message_deflate=settings.ws_per_message_deflate,
         timeout_graceful_shutdown=5,
     )
     return MedstreamServer(config, app)

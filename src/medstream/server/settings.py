@@ -12,6 +12,16 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"MEDSTREAM_{name}", default)
 
 
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None or not value.strip():
+        return default
+    if value.strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    if value.strip().lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected a boolean (1/0, true/false, on/off), got {value!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -34,6 +44,9 @@ class Settings:
     ws_heartbeat_timeout_seconds: float = 60.0
     ws_send_queue: int = 10_000
     ws_max_subscriptions: int = 1_000
+    # permessage-deflate on event sockets: smaller frames, but zlib state costs tens of KB per connection and
+    # the server compresses every frame once per socket (bench/README.md has the figures).
+    ws_per_message_deflate: bool = True
     # Outbox retention: events older than this, or beyond this many, are trimmed every interval.
     retention_seconds: float = 7 * 24 * 3600
     retention_max_events: int = 10_000_000
@@ -52,6 +65,7 @@ class Settings:
             "max_body_bytes": int(_env("MAX_BODY_BYTES", str(cls.max_body_bytes)) or 0),
             "ws_heartbeat_seconds": float(_env("WS_HEARTBEAT_SECONDS", str(cls.ws_heartbeat_seconds)) or 0),
             "ws_send_queue": int(_env("WS_SEND_QUEUE", str(cls.ws_send_queue)) or 0),
+            "ws_per_message_deflate": _flag(_env("WS_PER_MESSAGE_DEFLATE"), cls.ws_per_message_deflate),
             "retention_seconds": float(_env("RETENTION_SECONDS", str(cls.retention_seconds)) or 0),
             "retention_max_events": int(_env("RETENTION_MAX_EVENTS", str(cls.retention_max_events)) or 0),
         }

@@ -1,0 +1,45 @@
+"""Settings the benchmarks rely on: permessage-deflate on event sockets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+
+from medstream.server.runner import start_server
+from medstream.server.settings import Settings
+
+
+@pytest.mark.parametrize("deflate", [True, False])
+async def test_permessage_deflate_is_negotiated_only_when_enabled(tmp_path: Path, deflate: bool) -> None:
+    settings = Settings(
+        host="127.0.0.1", port=0, database_url=f"sqlite:///{tmp_path / 'ws.db'}", ws_per_message_deflate=deflate
+    )
+    server, task, url = await start_server(settings)
+    try:
+        async with connect(url.replace("http", "ws", 1) + "/ws/v1/events", compression="deflate") as socket:
+            extensions = socket.response.headers.get("Sec-WebSocket-Extensions") or ""
+        assert ("permessage-deflate" in extensions) is deflate
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, True), ("0", False), ("off", False), ("false", False), ("1", True), ("on", True)]
+)
+def test_permessage_deflate_setting_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, expected: bool
+) -> None:
+    if value is None:
+        monkeypatch.delenv("MEDSTREAM_WS_PER_MESSAGE_DEFLATE", raising=False)
+    else:
+        monkeypatch.setenv("MEDSTREAM_WS_PER_MESSAGE_DEFLATE", value)
+    assert Settings.from_env().ws_per_message_deflate is expected
+
+
+def test_a_permessage_deflate_setting_that_is_not_a_boolean_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDSTREAM_WS_PER_MESSAGE_DEFLATE", "maybe")
+    with pytest.raises(ValueError, match="boolean"):
+        Settings.from_env()
