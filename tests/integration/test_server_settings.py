@@ -1,14 +1,18 @@
-"""Settings the benchmarks rely on: permessage-deflate on event sockets."""
+"""What the benchmarks rely on: permessage-deflate on event sockets as a setting, and dispatch time on /health."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 
+from medstream.model import DataSample, Patient
 from medstream.server.runner import start_server
 from medstream.server.settings import Settings
+from tests.conftest import ProfessionalFactory, RunningServer
 
 
 @pytest.mark.parametrize("deflate", [True, False])
@@ -43,3 +47,25 @@ def test_a_permessage_deflate_setting_that_is_not_a_boolean_is_refused(monkeypat
     monkeypatch.setenv("MEDSTREAM_WS_PER_MESSAGE_DEFLATE", "maybe")
     with pytest.raises(ValueError, match="boolean"):
         Settings.from_env()
+
+
+async def test_health_counts_the_time_spent_dispatching(
+    server: RunningServer, new_professional: ProfessionalFactory
+) -> None:
+    doctor = await new_professional()
+
+    async def events() -> dict[str, int]:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            body: dict[str, int] = (await http.get("/health")).json()["events"]
+            return body
+
+    before = await events()
+    patient = await doctor.api.patient_api.create_or_modify_patient(Patient(first_name="Ada"))
+    assert patient.id is not None
+    await doctor.api.data_sample_api.create_or_modify_data_sample_for(patient.id, DataSample(comment="timed"))
+    async with asyncio.timeout(10):
+        while (after := await events())["dispatched"] < before["dispatched"] + 2:  # noqa: ASYNC110 - bounded poll
+            await asyncio.sleep(0.02)
+
+    assert isinstance(after["dispatchNanos"], int)
+    assert after["dispatchNanos"] > before["dispatchNanos"] >= 0

@@ -31,6 +31,7 @@ async def health(state: Annotated[ServerState, Depends(server_state)]) -> Respon
         "position": dispatcher.position,
         "lag": max(0, int(database.get("lastSeq", dispatcher.position)) - dispatcher.position),  # type: ignore[call-overload]
         "dispatched": dispatcher.dispatched,
+        "dispatchNanos": dispatcher.dispatch_nanos,
         "connections": len(hub.connections),
         "subscriptions": hub.subscription_count,
     }
