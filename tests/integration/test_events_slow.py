@@ -1,0 +1,179 @@
+"""Slow consumers (DESIGN section 5): one that cannot keep up is closed with 4429 once its own send queue
+overflows, and nobody else notices; the SDK, when it is the one closed, reconnects and resumes with nothing lost.
+
+Each test runs its own server with a small send queue (`Settings.ws_send_queue`), so that overflowing it takes
+a few dozen events, not ten thousand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from medstream.model import Patient
+from medstream.sdk.connection import SubscriptionEvent, SubscriptionOptions
+from tests.integration.raw_events import (
+    WAIT,
+    DedicatedServer,
+    RawClient,
+    create_patients,
+    dedicated_server,
+    small_receive_buffer_socket,
+)
+
+SEND_QUEUE = 32
+# ~16 KB per event, and random so that permessage-deflate (which the SDK negotiates) cannot shrink it: the
+# socket buffers between a stalled reader and the server's queue fill after a few dozen events.
+NOTE = secrets.token_urlsafe(12_000)
+
+
+@pytest_asyncio.fixture
+async def small_queue_server(tmp_path: Path) -> AsyncIterator[DedicatedServer]:
+    async with dedicated_server(tmp_path, ws_send_queue=SEND_QUEUE) as server:
+        yield server
+
+
+class Arrivals:
+    """An SDK callback that records each event's seq, entity id and arrival time."""
+
+    def __init__(self, slow_for: int = 0, delay: float = 0.0) -> None:
+        self.seqs: list[int] = []
+        self.ids: list[str] = []
+        self.at: dict[str, float] = {}
+        self.slow_for, self.delay = slow_for, delay
+        self._arrived = asyncio.Event()
+
+    async def __call__(self, patient: Patient, event: SubscriptionEvent[Patient]) -> None:
+        if len(self.seqs) < self.slow_for:
+            await asyncio.sleep(self.delay)
+        assert patient.id is not None
+        self.seqs.append(event.seq)
+        self.ids.append(patient.id)
+        self.at[patient.id] = time.monotonic()
+        self._arrived.set()
+
+    async def wait_for(self, ids: list[str]) -> None:
+        wanted = set(ids)
+        async with asyncio.timeout(WAIT):
+            while not wanted <= set(self.at):
+                self._arrived.clear()
+                await self._arrived.wait()
+
+    def assert_exactly_once_in_order(self) -> None:
+        assert self.seqs == sorted(self.seqs), "in seq order"
+        assert len(self.ids) == len(set(self.ids)), "no duplicate"
+
+
+def closing_code(server: DedicatedServer) -> int | None:
+    """The close code the server has decided for one of its sockets, if any (for the test to know when)."""
+    for connection in server.hub.connections:
+        if connection.close_reason is not None:
+            return connection.close_reason[0]
+    return None
+
+
+async def test_a_reader_that_stops_is_closed_with_4429_and_an_sdk_subscriber_gets_every_event_promptly(
+    small_queue_server: DedicatedServer,
+) -> None:
+    server = small_queue_server
+    token = await server.admin_token()
+    api = await server.admin_api()
+    arrivals = Arrivals()
+    reconnections: list[int] = []
+    connection = await api.patient_api.subscribe_to_patient_events(["CREATE"], None, arrivals)
+    connection.on_reconnecting(lambda attempt: reconnections.append(attempt))
+    written: list[str] = []
+    latest_write: dict[str, float] = {}
+    try:
+        sock = small_receive_buffer_socket(server.url)
+        async with RawClient.opened(server.url, token, sock=sock) as stalled:
+            answer = await stalled.subscribe("everything", events=("CREATE", "UPDATE", "DELETE"))
+            assert answer["type"] == "subscribed"
+            # From here on the stalled client reads nothing, while patients are written in batches smaller
+            # than the queue: the SDK subscriber keeps up with each, the stalled one falls behind.
+            for _ in range(200):
+                batch = await create_patients(server.url, token, 8, note=NOTE)
+                now = time.monotonic()
+                for patient in batch:
+                    written.append(patient["id"])
+                    latest_write[patient["id"]] = now
+                if closing_code(server) is not None:
+                    break
+            assert closing_code(server) == 4429, "the stalled socket's queue overflowed"
+
+            # The stalled client reads again: what was already on its way, then the close with its reason.
+            code, reason = await stalled.closed()
+            assert (code, "too slow" in reason) == (4429, True), (code, reason)
+            received = [f["entity"]["id"] for f in stalled.frames if f["type"] == "event"]
+            assert received == written[: len(received)], "what it got before the close is a prefix, in order"
+            assert len(received) < len(written)
+
+        [after] = await create_patients(server.url, token)
+        written.append(after["id"])
+        latest_write[after["id"]] = time.monotonic()
+        await arrivals.wait_for(written)
+        arrivals.assert_exactly_once_in_order()
+        assert arrivals.ids == written
+        lateness = max(arrivals.at[i] - latest_write[i] for i in written)
+        assert lateness < 1.0, f"an event reached the SDK {lateness:.2f} s after its write returned"
+        assert reconnections == [] and connection.is_connected, "the SDK subscriber was never disturbed"
+    finally:
+        await api.close()
+
+
+async def test_the_sdk_closed_as_too_slow_reconnects_and_resumes_with_nothing_lost(
+    small_queue_server: DedicatedServer,
+) -> None:
+    server = small_queue_server
+    server.limit_send_buffers(16 * 1024)
+    token = await server.admin_token()
+    api = await server.admin_api()
+    # Slow at first: the first 60 events take 50 ms each, while patients keep coming much faster. The SDK holds
+    # at most 8 events for the callback, then stops reading: the server's queue for it overflows.
+    arrivals = Arrivals(slow_for=60, delay=0.05)
+    reconnected = asyncio.Event()
+    options = SubscriptionOptions(connection_retry_interval_ms=50, connection_max_retry=20, max_pending_events=8)
+    connection = await api.patient_api.subscribe_to_patient_events(["CREATE"], None, arrivals, options)
+    connection.on_reconnecting(reconnected.set)
+    written: list[str] = []
+    try:
+        for _ in range(100):
+            written += [p["id"] for p in await create_patients(server.url, token, 8, note=NOTE)]
+            if closing_code(server) is not None:
+                break
+        assert closing_code(server) == 4429, "the server closed the slow SDK subscriber's socket as too slow"
+        assert len(arrivals.ids) < len(written)
+
+        await asyncio.wait_for(reconnected.wait(), WAIT)
+        written += [p["id"] for p in await create_patients(server.url, token, 8, note=NOTE)]
+        await arrivals.wait_for(written)
+        arrivals.assert_exactly_once_in_order()
+        assert arrivals.ids == written, "every event, once, in order, across the reconnection"
+        assert connection.is_connected and not connection.is_closed
+    finally:
+        await api.close()
+
+
+@pytest.mark.parametrize("count", [3 * SEND_QUEUE])
+async def test_a_resume_with_more_missed_events_than_the_send_queue_holds_completes(
+    small_queue_server: DedicatedServer, count: int
+) -> None:
+    """A subscriber that missed more events than its send queue holds still gets them all on resume."""
+    server = small_queue_server
+    token = await server.admin_token()
+    async with RawClient.opened(server.url, token) as client:
+        subscribed = await client.subscribe("mine")
+        position, epoch = subscribed["position"], subscribed["epoch"]
+    written: list[str] = []
+    for _ in range(count // 8):
+        written += [p["id"] for p in await create_patients(server.url, token, 8)]
+    async with RawClient.opened(server.url, token) as client:
+        assert (await client.subscribe("mine", after=position, epoch=epoch))["type"] == "subscribed"
+        await client.event_for("mine", written[-1])
+        assert [f["entity"]["id"] for f in client.events("mine")] == written
