@@ -220,3 +220,16 @@ async def test_delegations_and_other_server_fields_sent_by_a_client_are_ignored(
         assert stored.author != "someone-else" and stored.created != 1 and stored.deletion_date is None
     with pytest.raises(NotFoundError):
         await other.api.patient_api.get_patient(created.id)
+
+
+async def test_a_deleted_users_login_can_be_taken_again(admin_api: MedTechApi, server: RunningServer) -> None:
+    login = f"reused-{uuid.uuid4().hex[:8]}"
+    first = await admin_api.user_api.create_or_modify_user(User(login=login, password="first-password"))
+    await admin_api.user_api.delete_user(str(first.id))
+    second = await admin_api.user_api.create_or_modify_user(User(login=login, password="second-password"))
+    assert second.id != first.id
+    api = await server.api(login, "second-password")
+    assert (await api.user_api.get_logged_user()).id == second.id
+    await api.close()
+    tombstone = await admin_api.user_api.get_user(str(first.id))
+    assert tombstone.login == login and tombstone.deletion_date is not None

@@ -82,7 +82,7 @@ class TokenIssuer:
         except jwt.InvalidTokenError:
             raise AuthenticationError(f"invalid {expected_type} token") from None
         if claims.get("typ") != expected_type:
-            raise AuthenticationError(f"this is not an {expected_type} token")
+            raise AuthenticationError(f"this is not {'an' if expected_type == 'access' else 'a'} {expected_type} token")
         return claims
 
     def actor(self, token: str) -> Actor:

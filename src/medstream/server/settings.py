@@ -33,7 +33,6 @@ class Settings:
     refresh_token_seconds: int = 14 * 24 * 3600
     max_body_bytes: int = 8 * 1024 * 1024
     max_batch_size: int = 10_000
-    max_page_size: int = 10_000
     login_free_attempts: int = 5
     login_max_delay_seconds: float = 60.0
     cors_origins: tuple[str, ...] = field(default_factory=tuple)

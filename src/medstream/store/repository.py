@@ -414,7 +414,8 @@ class EntityRepository:
         for column in KIND_COLUMNS[kind.name]:
             row[column.name] = _column_value(column.extract(entity))
         if isinstance(entity, User):
-            row["login"] = entity.login
+            # A deleted user's login is free again: its tombstone keeps the login in its document only.
+            row["login"] = None if entity.is_deleted else entity.login
             row["password_hash"] = write.password_hash
         return row
 
