@@ -14,6 +14,7 @@ from medstream.access import Actor
 from medstream.errors import ConflictError
 from medstream.model.entities import KIND_BY_NAME
 from medstream.model.user import User
+from medstream.server.actors import ActorValidator
 from medstream.server.dispatcher import Dispatcher
 from medstream.server.errors import BodySizeLimit, install_error_handlers
 from medstream.server.retention import run_retention
@@ -48,15 +49,20 @@ async def open_state(settings: Settings) -> ServerState:
         send_queue=settings.ws_send_queue,
         subscriptions=settings.ws_max_subscriptions,
     )
+    repository = EntityRepository(database)
+    actors = ActorValidator(repository)
     state = ServerState(
         settings=settings,
         database=database,
-        repository=EntityRepository(database),
+        repository=repository,
         tokens=tokens,
         throttle=LoginThrottle(free_attempts=settings.login_free_attempts, max_delay=settings.login_max_delay_seconds),
         dispatcher=dispatcher,
-        hub=EventHub(dispatcher, tokens, limits),
+        hub=EventHub(dispatcher, tokens, actors, limits),
+        actors=actors,
     )
+    dispatcher.on_user_write(state.actors.forget)
+    dispatcher.on_user_write(state.hub.revalidate_user)
     if settings.admin_login and settings.admin_password:
         await ensure_admin(state, settings.admin_login, settings.admin_password)
     return state

@@ -89,7 +89,7 @@ class Dispatcher:
         self.dispatch_nanos = 0  # time spent matching and handing out events (for /health and the benchmarks)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._listeners: list[Callable[[], None]] = []
+        self._user_listeners: list[Callable[[str], None]] = []
         database.on_commit(self._wake.set)
 
     async def start(self) -> None:
@@ -139,7 +139,14 @@ class Dispatcher:
                 self.dispatched += 1
             await asyncio.sleep(0)  # let sockets write between pages
 
+    def on_user_write(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(user_id)` for every write to a user, made through any node (access revocation)."""
+        self._user_listeners.append(listener)
+
     def _dispatch(self, event: EntityEvent) -> None:
+        if event.entity_type == "User":
+            for listener in self._user_listeners:
+                listener(event.entity_id)
         view = _EventView(event)
         for subscription in self.index.candidates(event.entity_type, event.event_type, view.values_of):
             if subscription.live:

@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from medstream.access import Actor
 from medstream.errors import AuthenticationError
+from medstream.server.actors import ActorValidator
 from medstream.server.dispatcher import Dispatcher
 from medstream.server.security import LoginThrottle, TokenIssuer
 from medstream.server.settings import Settings
@@ -26,6 +27,7 @@ class ServerState:
     throttle: LoginThrottle
     dispatcher: Dispatcher
     hub: EventHub
+    actors: ActorValidator
 
 
 def server_state(request: Request) -> ServerState:
@@ -41,4 +43,7 @@ async def current_actor(request: Request) -> Actor:
     credentials: HTTPAuthorizationCredentials | None = await _bearer(request)
     if credentials is None:
         raise AuthenticationError("missing bearer token: log in with POST /rest/v1/auth/login")
-    return server_state(request).tokens.actor(credentials.credentials)
+    state = server_state(request)
+    actor = state.tokens.actor(credentials.credentials)
+    await state.actors.check(actor)
+    return actor

@@ -31,6 +31,7 @@ from medstream.events.protocol import (
 from medstream.events.subscription import Subscription
 from medstream.filters.parse import parse_filter
 from medstream.model.entities import KIND_BY_NAME
+from medstream.server.actors import ActorValidator
 from medstream.server.dispatcher import Dispatcher
 from medstream.server.security import TokenIssuer
 
@@ -116,15 +117,32 @@ class ClientConnection:
 class EventHub:
     """Every open connection of this node, for counting and for closing them all on shutdown."""
 
-    def __init__(self, dispatcher: Dispatcher, tokens: TokenIssuer, limits: WebSocketLimits) -> None:
+    def __init__(
+        self, dispatcher: Dispatcher, tokens: TokenIssuer, actors: ActorValidator, limits: WebSocketLimits
+    ) -> None:
         self.dispatcher = dispatcher
         self.tokens = tokens
+        self.actors = actors
         self.limits = limits
         self.connections: set[ClientConnection] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def subscription_count(self) -> int:
         return sum(len(c.subscriptions) for c in self.connections)
+
+    def revalidate_user(self, user_id: str) -> None:
+        """A user was written: re-check the sockets it holds (a deleted or changed user's close with 4001)."""
+        for connection in [c for c in self.connections if c.actor.user_id == user_id]:
+            task = asyncio.create_task(self._revalidate(connection))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _revalidate(self, connection: ClientConnection) -> None:
+        try:
+            await self.actors.check(connection.actor)
+        except AuthenticationError as exc:
+            connection.close_soon(exc.close_code, exc.message)
 
     def close_all(self, code: int = 1001, reason: str = "server going away") -> None:
         for connection in self.connections:
@@ -160,12 +178,14 @@ class EventHub:
             raise AuthenticationError(f"the first message must be auth: {exc.message}") from None
         if not isinstance(message, AuthMessage):
             raise AuthenticationError("the first message must be auth")
-        actor, expires = self._check_token(message.token)
+        actor, expires = await self._check_token(message.token)
         return ClientConnection(websocket, actor, expires, self.limits)
 
-    def _check_token(self, token: str) -> tuple[Actor, float]:
+    async def _check_token(self, token: str) -> tuple[Actor, float]:
         claims = self.tokens.decode(token, expected_type="access")
-        return self.tokens.actor(token), float(claims["exp"])
+        actor = self.tokens.actor(token)
+        await self.actors.check(actor)
+        return actor, float(claims["exp"])
 
     async def _run(self, connection: ClientConnection) -> None:
         writer = asyncio.create_task(connection.write_loop())
@@ -207,7 +227,7 @@ class EventHub:
             elif isinstance(message, PingMessage):
                 connection.deliver(PONG_FRAME)
             elif isinstance(message, AuthMessage):
-                actor, expires = self._check_token(message.token)
+                actor, expires = await self._check_token(message.token)
                 if actor != connection.actor:
                     raise AuthenticationError("a socket stays with the user that opened it")
                 connection.token_expires = expires

@@ -64,7 +64,15 @@ async def write_entities(
     if len(entities) > state.settings.max_batch_size:
         raise ValidationError(f"a batch holds at most {state.settings.max_batch_size} entities")
     hashes = await _password_hashes(entities)
-    return await state.repository.create_or_modify(kind, entities, actor, password_hashes=hashes)
+    return _seen(state, await state.repository.create_or_modify(kind, entities, actor, password_hashes=hashes))
+
+
+def _seen(state: ServerState, written: list[Entity]) -> list[Entity]:
+    """A user written through this node is re-checked at once here (other nodes learn it from its event)."""
+    for entity in written:
+        if isinstance(entity, User) and entity.id is not None:
+            state.actors.forget(entity.id)
+    return written
 
 
 def _typed(endpoint: Callable[..., Any], **annotations: Any) -> Callable[..., Any]:
@@ -101,11 +109,11 @@ def entity_router(kind: EntityKind) -> APIRouter:
         return entities_response(await state.repository.get_many(kind, request.ids, actor))
 
     async def delete_one(entity_id: Id, actor: ActorDep, state: StateDep) -> Response:
-        (tombstone,) = await state.repository.delete(kind, [entity_id], actor)
+        (tombstone,) = _seen(state, await state.repository.delete(kind, [entity_id], actor))
         return entity_response(tombstone)
 
     async def delete_many(request: IdsRequest, actor: ActorDep, state: StateDep) -> Response:
-        return entities_response(await state.repository.delete(kind, request.ids, actor))
+        return entities_response(_seen(state, await state.repository.delete(kind, request.ids, actor)))
 
     async def give_access(entity_id: Id, request: AccessRequest, actor: ActorDep, state: StateDep) -> Response:
         return entity_response(await state.repository.give_access(kind, entity_id, request.data_owner_id, actor))
