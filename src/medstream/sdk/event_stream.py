@@ -46,27 +46,37 @@ class EventStream:
         self._closing = False
         self._sent_token: str | None = None
         self._acknowledged = False
+        # Subscribing and closing take turns: a subscribe that comes while the socket is being closed (its last
+        # subscription just closed) waits for the close to end, then opens a new socket.
+        self._lifecycle = asyncio.Lock()
 
     @property
     def url(self) -> str:
         return self.transport.base_url.replace("http", "ws", 1) + "/ws/v1/events"
 
     async def subscribe(self, connection: Connection[Any]) -> None:
-        self.connections[connection.subscription_id] = connection
-        if self._runner is None or self._runner.done():
-            self._closing = False
-            self._runner = asyncio.create_task(self._run(), name="medstream-event-stream")
-        elif self._socket is not None:
-            await self._send_subscribe(self._socket, connection)
+        async with self._lifecycle:
+            self.connections[connection.subscription_id] = connection
+            if self._runner is None or self._runner.done():
+                self._closing = False
+                self._runner = asyncio.create_task(self._run(), name="medstream-event-stream")
+            elif self._socket is not None:
+                with contextlib.suppress(ConnectionClosed):  # the socket is going: the next one subscribes it
+                    await self._send_subscribe(self._socket, connection)
 
     async def unsubscribe(self, connection: Connection[Any]) -> None:
         self.connections.pop(connection.subscription_id, None)
         await self._send_quietly({"type": "unsubscribe", "id": connection.subscription_id})
-        if not self.connections:
-            await self.close()
+        async with self._lifecycle:
+            if not self.connections:  # checked again here: a subscribe may have come in meanwhile
+                await self._close()
 
     async def close(self, reason: str = "closed by the client") -> None:
         """Close the socket and every subscription on it."""
+        async with self._lifecycle:
+            await self._close(reason)
+
+    async def _close(self, reason: str = "closed by the client") -> None:
         self._closing = True
         if self._socket is not None:
             with contextlib.suppress(Exception):
