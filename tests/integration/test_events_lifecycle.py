@@ -142,6 +142,25 @@ async def test_closing_connections_unsubscribes_and_frees_the_servers_state(
             await api.close()
 
 
+async def test_a_subscribe_while_the_last_subscription_of_its_socket_closes_gets_a_working_subscription(
+    new_professional: ProfessionalFactory,
+) -> None:
+    doctor = await new_professional()
+    for attempt in range(3):
+        old = await doctor.api.patient_api.subscribe_to_patient_events(ALL_TYPES, None, Recorder())
+        received = Recorder()
+        # The close takes the socket down (its last subscription) while the new one wants the same socket.
+        _, new = await asyncio.gather(
+            old.close(), doctor.api.patient_api.subscribe_to_patient_events(ALL_TYPES, None, received)
+        )
+        written = await doctor.api.patient_api.create_or_modify_patient(Patient(first_name=f"Attempt {attempt}"))
+        await received.wait_count(1)
+
+        assert old.is_closed and new.is_connected and not new.is_closed
+        assert received.summary() == [("CREATE", written.id, written.rev)]
+        await new.close()
+
+
 async def test_on_closed_fires_exactly_once_and_closing_again_is_harmless(
     new_professional: ProfessionalFactory,
 ) -> None:
