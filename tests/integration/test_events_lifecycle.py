@@ -79,7 +79,7 @@ async def until_counts(running: Node, expected: tuple[int, int, int]) -> None:
 
 
 @pytest.mark.parametrize("kind", KIND_PARAMS)
-async def test_an_entity_written_right_after_subscribe_returns_is_always_delivered(
+async def test_an_entity_written_right_after_subscribe_returns_is_always_delivered_and_one_before_never(
     kind: EntityKind, new_professional: ProfessionalFactory, admin_api: MedTechApi
 ) -> None:
     doctor = await new_professional()
@@ -97,6 +97,7 @@ async def test_an_entity_written_right_after_subscribe_returns_is_always_deliver
             # Even attempts share the doctor's default socket; odd ones open a socket of their own.
             options = SubscriptionOptions(heartbeat_ms=20_000 + attempt) if attempt % 2 else None
             received = Recorder()
+            await ops.write(readable_new(ops, doctor))  # answered before the subscribe: never delivered
             connection = await subscribe(doctor.api, kind, ["CREATE"], received, None, options)
             created = await ops.write(readable_new(ops, doctor))
             await received.wait_count(1)
