@@ -90,15 +90,18 @@ class FilterPool:
     dates: tuple[int, ...]
     names: tuple[str, ...]
     ssins: tuple[str, ...]
+    codings: tuple[tuple[str, str | None], ...]  # (type, code) of the entities' labels and codes, then others
 
     @classmethod
     def of(cls, entities: Iterable[Entity], *, data_owners: Iterable[str] = ()) -> FilterPool:
         entities = list(entities)
         attrs: Callable[[str], list[Any]] = lambda name: [getattr(e, name, None) for e in entities]  # noqa: E731
-        dates: set[int] = {0}
+        # Not deduplicated: how many dates there are must not depend on their values, which the server sets
+        # (two entities may or may not share a creation millisecond), or hypothesis could not replay a case.
+        dates: list[int] = [0]
         for value in [*attrs("value_date"), *attrs("date_of_birth"), *attrs("created")]:
             if value is not None:
-                dates.update((value - 1, value, value + 1))
+                dates.extend((value - 1, value, value + 1))
         names = {"Élodie", "åström", "o'brien"}
         for entity in entities:
             text = search_name(entity)
@@ -110,25 +113,28 @@ class FilterPool:
             data_owners=_with_nowhere([*data_owners, *(r for e in entities for r in e.readers)]),
             patients=_with_nowhere(attrs("patient_id")),
             healthcare_elements=_with_nowhere(h for e in entities for h in getattr(e, "healthcare_element_ids", ())),
-            identifiers=tuple(
-                sorted(
-                    {(i.system, i.value) for e in entities for i in getattr(e, "identifiers", ())} | {(None, _NOWHERE)},
-                    key=repr,
-                )
+            identifiers=(
+                *sorted({(i.system, i.value) for e in entities for i in getattr(e, "identifiers", ())}, key=repr),
+                (None, _NOWHERE),
             ),
             dates=tuple(sorted(dates)),
             names=tuple(sorted(n for n in names if normalize_for_search(n))),
             ssins=_with_nowhere(attrs("ssin")),
+            codings=(
+                *sorted({(c.type, c.code) for e in entities for c in (*e.labels, *e.codes) if c.type}, key=repr),
+                *((t, c) for t in CODE_TYPES for c in (*CODES, None)),
+            ),
         )
 
 
 def _with_nowhere(values: Iterable[str | None]) -> tuple[str, ...]:
-    return tuple(sorted({v for v in values if v} | {_NOWHERE}))
+    # Last: hypothesis draws the first elements of a sample most often, and those should select something.
+    return (*sorted({v for v in values if v} - {_NOWHERE}), _NOWHERE)
 
 
 def _sets(values: tuple[str, ...]) -> SearchStrategy[frozenset[str]]:
     """Mostly small non-empty sets of pool values; sometimes empty (which matches nothing)."""
-    return st.frozensets(st.sampled_from(values), max_size=3)
+    return st.frozensets(st.sampled_from(values), min_size=1, max_size=3) | st.just(frozenset())
 
 
 def _node(cls: type[Any], **fields: SearchStrategy[Any]) -> SearchStrategy[Any]:
@@ -148,30 +154,31 @@ def _optional(strategy: SearchStrategy[Any]) -> SearchStrategy[Any]:
 
 
 @st.composite
-def _coding_parts(draw: st.DrawFn, label_names: tuple[str, str]) -> dict[str, str | None]:
-    """A label part and a code part, at least one given, each code with its type."""
-    types, codes = st.sampled_from(CODE_TYPES), st.sampled_from(CODES)
-    label_type, code_type = draw(_optional(types)), draw(_optional(types))
-    if label_type is None and code_type is None:
-        label_type = draw(types)
+def _coding_parts(draw: st.DrawFn, pool: FilterPool, label_names: tuple[str, str]) -> dict[str, str | None]:
+    """A label part and a code part, at least one given, each code with its type; mostly codings the pool's
+    entities carry (as labels or as codes, so that a label filter sometimes meets only a code)."""
+    codings = st.sampled_from(pool.codings)
+    part = codings | codings.map(lambda coding: (coding[0], None)) | st.none()
+    label, code = draw(part), draw(part)
+    if label is None and code is None:
+        label = draw(codings)
     return {
-        label_names[0]: label_type,
-        label_names[1]: draw(_optional(codes)) if label_type is not None else None,
-        "code_type": code_type,
-        "code_code": draw(_optional(codes)) if code_type is not None else None,
+        label_names[0]: label[0] if label else None,
+        label_names[1]: label[1] if label else None,
+        "code_type": code[0] if code else None,
+        "code_code": code[1] if code else None,
     }
 
 
 def _leaves(kind: str, pool: FilterPool) -> list[SearchStrategy[Any]]:
     owner = st.sampled_from(pool.data_owners)
     ids = _sets(pool.ids)
-    identifiers = st.lists(
-        st.sampled_from(pool.identifiers).map(lambda p: Identifier(system=p[0], value=p[1])), max_size=2
-    ).map(tuple)
+    identifier = st.sampled_from(pool.identifiers).map(lambda p: Identifier(system=p[0], value=p[1]))
+    identifiers = st.lists(identifier, min_size=1, max_size=2).map(tuple) | st.just(())
     date = _optional(st.sampled_from(pool.dates))
     names = st.sampled_from(pool.names)
-    tags = _coding_parts(("tag_type", "tag_code"))
-    labels = _coding_parts(("label_type", "label_code"))
+    tags = _coding_parts(pool, ("tag_type", "tag_code"))
+    labels = _coding_parts(pool, ("label_type", "label_code"))
     by_kind: dict[str, list[SearchStrategy[Any]]] = {
         "DataSample": [
             _node(DataSampleByIdsFilter, ids=ids),

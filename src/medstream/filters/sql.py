@@ -16,7 +16,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Table, and_, false, literal, not_, or_, select, true, tuple_
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ColumnElement,
+    Table,
+    and_,
+    false,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+    tuple_,
+)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from medstream.filters.base import LeafFilter
 from medstream.filters.constraints import (
@@ -87,9 +103,9 @@ class _Compiler:
                 clauses[-1] = self._shared_with_check(atoms[-1])
             return and_(*clauses)
         if isinstance(node, IntersectionFilter):
-            return and_(*(self.node(child) for child in node.filters))
+            return _balanced(and_, [self.node(child) for child in node.filters])
         if isinstance(node, UnionFilter):
-            return or_(*(self.node(child) for child in node.filters))
+            return _balanced(or_, [self.node(child) for child in node.filters])
         if isinstance(node, ComplementFilter):
             return and_(self.node(node.super_set), not_(self.node(node.sub_set)))
         raise TypeError(f"not a filter node: {node!r}")
@@ -183,6 +199,37 @@ class _Compiler:
     def _name_contains(self, atom: NameContains) -> ColumnElement[bool]:
         column = self.tables.entity.c.search_name
         return and_(column.is_not(None), column.contains(atom.text, autoescape=True))
+
+
+# SQLite parses "a OR b OR c ..." into a tree as deep as the list is long, and refuses one deeper than 1000;
+# a combinator may have up to 1000 children, so long lists are grouped into a tree at most this wide.
+_GROUP_WIDTH = 16
+
+
+class _Parenthesized(ColumnElement[bool]):
+    """A boolean clause kept in its own parentheses: SQLAlchemy flattens an AND (OR) list nested in another
+    into one flat list, even through `self_group()`, which would undo `_balanced`."""
+
+    inherit_cache = True
+    type = Boolean()
+    _traverse_internals = [("clause", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, clause: ColumnElement[bool]) -> None:
+        self.clause = clause
+
+
+@compiles(_Parenthesized)
+def _render_parenthesized(element: _Parenthesized, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"({compiler.process(element.clause, **kw)})"
+
+
+def _balanced(combine: Callable[..., ColumnElement[bool]], clauses: list[ColumnElement[bool]]) -> ColumnElement[bool]:
+    while len(clauses) > _GROUP_WIDTH:
+        clauses = [
+            _Parenthesized(combine(*clauses[start : start + _GROUP_WIDTH]))
+            for start in range(0, len(clauses), _GROUP_WIDTH)
+        ]
+    return combine(*clauses)
 
 
 _MIN_INT64, _MAX_INT64 = -(2**63), 2**63 - 1

@@ -1,0 +1,413 @@
+"""The SQL compiler and the in-memory matcher select exactly the same entities, on SQLite and PostgreSQL.
+
+Each example stores a fresh batch of generated entities through the repository (created by different data
+owners, some shared further, some deleted), draws filter trees that name their ids, readers, labels, dates and
+names, and checks `filter_ids` against `matches` over every live entity of the kind, for an admin and for each
+data owner of the pool (who only gets what is shared with them). The batch is removed afterwards, so examples
+do not see each other. The named edge cases follow, on both databases.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete
+
+from medstream.access import Actor
+from medstream.errors import ValidationError
+from medstream.filters import (
+    AllHealthcareProfessionalsFilter,
+    ComplementFilter,
+    DataSampleByHealthcarePartyFilter,
+    DataSampleByHealthcarePartyTagCodeDateFilter,
+    DataSampleByIdsFilter,
+    Filter,
+    HealthcareProfessionalByNameFilter,
+    IntersectionFilter,
+    NotificationsAfterDateFilter,
+    PatientByHealthcarePartyDateOfBirthBetweenFilter,
+    PatientByHealthcarePartyFilter,
+    PatientByHealthcarePartyNameContainsFuzzyFilter,
+    PatientByIdsFilter,
+    UnionFilter,
+    matches,
+    parse_filter,
+)
+from medstream.model import (
+    ENTITY_KINDS,
+    KIND_BY_NAME,
+    CodingReference,
+    DataSample,
+    Entity,
+    HealthcareProfessional,
+    Notification,
+    Patient,
+    PersonName,
+)
+from medstream.store.database import Database
+from medstream.store.queries import filter_entities, filter_ids
+from medstream.store.repository import EntityRepository
+from medstream.store.schema import ENTITY_TABLES, entity_readers, entity_terms
+from tests.conftest import database_url_for
+from tests.filter_strategies import FilterPool, filters_for
+from tests.strategies import entities_of
+
+ADMIN = Actor("admin-user", None, is_admin=True)
+NOBODY = Actor("no-data-owner", None)
+POOL_HCPS = ("pool-hcp-0", "pool-hcp-1", "pool-hcp-2")
+POOL_PATIENTS = ("pool-pat-0", "pool-pat-1")
+HCP_ACTORS = tuple(Actor(f"user-of-{hcp}", hcp) for hcp in POOL_HCPS)
+KIND_NAMES = [kind.name for kind in ENTITY_KINDS]
+EXAMPLES_PER_KIND = 50
+FILTERS_PER_EXAMPLE = 6
+
+
+@dataclass
+class FilterStore:
+    """One database with the pool of data owners every example shares, and a repository over it."""
+
+    database: Database
+    repository: EntityRepository
+
+    async def live(self, kind_name: str) -> list[Entity]:
+        return await self.repository.list_readable(KIND_BY_NAME[kind_name], ADMIN, limit=10_000)
+
+    async def remove(self, kind_name: str, ids: list[str]) -> None:
+        """Forget entities entirely (rows, terms, readers), so the next example starts from the pool alone."""
+        table = ENTITY_TABLES[kind_name]
+        async with self.database.write() as conn:
+            await conn.execute(delete(table).where(table.c.id.in_(ids)))
+            for side in (entity_terms, entity_readers):
+                await conn.execute(delete(side).where(side.c.entity_type == kind_name, side.c.entity_id.in_(ids)))
+
+
+def _fast_directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Memory-backed storage when the machine has it: the property is about what queries select, not about
+    durability, and SQLite's fsync at every commit would otherwise take most of its run time."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return Path(tempfile.mkdtemp(prefix="medstream-filters-", dir=shm))
+    return tmp_path_factory.mktemp("filters")
+
+
+@pytest_asyncio.fixture(scope="module", params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FilterStore]:
+    directory = _fast_directory(tmp_path_factory)
+    async with database_url_for(request.param, directory) as url:
+        database = Database(url)
+        await database.migrate()
+        repository = EntityRepository(database)
+        hcp_kind, patient_kind = KIND_BY_NAME["HealthcareProfessional"], KIND_BY_NAME["Patient"]
+        await repository.create_or_modify(
+            hcp_kind, [HealthcareProfessional(id=h, first_name="Pool", last_name=h) for h in POOL_HCPS], ADMIN
+        )
+        await repository.create_or_modify(
+            patient_kind, [Patient(id=p, first_name="Pool", last_name=p) for p in POOL_PATIENTS], ADMIN
+        )
+        for patient_id in POOL_PATIENTS:
+            for hcp in POOL_HCPS:
+                await repository.give_access(patient_kind, patient_id, hcp, ADMIN)
+        try:
+            yield FilterStore(database, repository)
+        finally:
+            await database.close()
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+# --- the property -------------------------------------------------------------------------------------------
+
+
+def _without_nul(value: Any) -> Any:
+    """The stores refuse NUL characters in indexed text (PostgreSQL cannot hold them): leave them out."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _without_nul(v) for k, v in value.items()}
+    return value
+
+
+def _storable(kind_name: str, entity: Entity, data: st.DataObject) -> Entity:
+    """The generated entity as a client would send it for creation: no rev or server fields, linked to a
+    patient of the pool where the kind needs one, without a login (logins are unique)."""
+    fields = _without_nul(entity.to_json_dict())
+    for server_field in ("rev", "created", "modified", "author", "deletionDate", "systemMetaData"):
+        fields.pop(server_field, None)
+    if kind_name == "DataSample":
+        fields["patientId"] = data.draw(st.sampled_from(POOL_PATIENTS))
+    elif kind_name == "HealthcareElement":
+        fields["patientId"] = data.draw(st.none() | st.sampled_from(POOL_PATIENTS))
+    elif kind_name == "User":
+        fields.pop("login", None)
+    return KIND_BY_NAME[kind_name].model.model_validate(fields)
+
+
+async def _store_batch(store: FilterStore, kind_name: str, data: st.DataObject, ids: list[str]) -> list[Entity]:
+    """A fresh batch: created by several data owners (users by the admin), some shared, some deleted. Its ids
+    go to `ids` before anything is written, for the caller to remove whatever happens; returns its tombstones."""
+    kind = KIND_BY_NAME[kind_name]
+    generated = data.draw(st.lists(entities_of(kind_name), min_size=2, max_size=6), label="entities")
+    batch: dict[str, Entity] = {}
+    for index, entity in enumerate(generated):
+        storable = _storable(kind_name, entity, data)
+        entity_id = storable.id or f"generated-{index}"
+        if entity_id not in batch and not entity_id.startswith("pool-"):
+            batch[entity_id] = storable.model_copy(update={"id": entity_id})
+    creators = (ADMIN,) if kind_name == "User" else (ADMIN, *HCP_ACTORS)
+    by_creator: dict[Actor, list[Entity]] = {}
+    for entity in batch.values():
+        by_creator.setdefault(data.draw(st.sampled_from(creators), label="creator"), []).append(entity)
+    ids.extend(sorted(batch))
+    for creator, entities in by_creator.items():
+        await store.repository.create_or_modify(kind, entities, creator)
+    if not ids:
+        return []
+    shares = data.draw(st.lists(st.tuples(st.sampled_from(ids), st.sampled_from(POOL_HCPS)), max_size=2))
+    for entity_id, hcp in shares:
+        await store.repository.give_access(kind, entity_id, hcp, ADMIN)
+    deleted = data.draw(st.lists(st.sampled_from(ids), max_size=2, unique=True), label="deleted")
+    return await store.repository.delete(kind, deleted, ADMIN) if deleted else []
+
+
+async def _check_filter(store: FilterStore, kind_name: str, tree: Filter, live: list[Entity]) -> None:
+    kind = KIND_BY_NAME[kind_name]
+    for actor in (ADMIN, *HCP_ACTORS):
+        found = await filter_ids(store.database, kind, tree, actor, limit=10_000)
+        expected = {e.id for e in live if matches(tree, e) and actor.can_read(e.readers)}
+        assert set(found) == expected, f"{actor.user_id}: {tree.to_json_dict()}"
+        assert len(found) == len(expected)
+        # Shown by --hypothesis-show-statistics: how often filters select some entities but not all.
+        event("selects none" if not expected else "selects all" if len(expected) == len(live) else "selects some")
+    assert await filter_ids(store.database, kind, tree, NOBODY) == []
+
+
+async def _check_paging(store: FilterStore, kind_name: str, tree: Filter) -> None:
+    kind = KIND_BY_NAME[kind_name]
+    everything = await filter_ids(store.database, kind, tree, ADMIN, limit=10_000)
+    pages: list[str] = []
+    while True:
+        page = await filter_ids(store.database, kind, tree, ADMIN, start_after=pages[-1] if pages else None, limit=2)
+        pages.extend(page)
+        if len(page) < 2:
+            break
+    assert pages == everything
+    entities = await filter_entities(store.database, kind, tree, ADMIN, limit=10_000)
+    assert [e.id for e in entities] == everything
+
+
+@pytest.mark.parametrize("kind_name", KIND_NAMES)
+@settings(
+    max_examples=EXAMPLES_PER_KIND,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+async def test_sql_query_and_matcher_select_the_same_live_entities(
+    store: FilterStore, kind_name: str, data: st.DataObject
+) -> None:
+    ids: list[str] = []
+    try:
+        tombstones = await _store_batch(store, kind_name, data, ids)
+        live = await store.live(kind_name)
+        pool = FilterPool.of([*live, *tombstones], data_owners=POOL_HCPS)
+        trees = data.draw(
+            st.lists(filters_for(kind_name, pool), min_size=FILTERS_PER_EXAMPLE, max_size=FILTERS_PER_EXAMPLE),
+            label="filters",
+        )
+        for tree in trees:
+            await _check_filter(store, kind_name, tree, live)
+        await _check_paging(store, kind_name, trees[0])
+    finally:
+        if ids:
+            await store.remove(kind_name, ids)
+
+
+# --- the named edge cases, on both databases ----------------------------------------------------------------
+
+
+async def _ids(store: FilterStore, tree: Filter, actor: Actor = ADMIN) -> list[str]:
+    return await filter_ids(store.database, KIND_BY_NAME[tree.entity_type], tree, actor)
+
+
+def _agrees(tree: Filter, live: list[Entity], found: list[str], actor: Actor = ADMIN) -> bool:
+    return set(found) == {e.id for e in live if matches(tree, e) and actor.can_read(e.readers)}
+
+
+async def test_unicode_names_are_found_by_plain_ascii_and_wildcards_stay_literal(store: FilterStore) -> None:
+    hcp = POOL_HCPS[0]
+    patients = [
+        Patient(id="edge-uni-1", first_name="Élodie", last_name="Åström"),
+        Patient(id="edge-uni-2", names=[PersonName(first_names=["Zoë"], last_name="Nguyễn", text="100% d_accord")]),
+        Patient(id="edge-uni-3", first_name="Elodie", last_name="Astrom-Berg", maiden_name="日本"),
+    ]
+    await store.repository.create_or_modify(KIND_BY_NAME["Patient"], patients, HCP_ACTORS[0])
+    await store.repository.create_or_modify(
+        KIND_BY_NAME["HealthcareProfessional"],
+        [HealthcareProfessional(id="edge-uni-hcp", first_name="Björn", last_name="Müller")],
+        ADMIN,
+    )
+    try:
+        live = await store.live("Patient")
+        for search, expected in [
+            ("elodie astrom", ["edge-uni-1", "edge-uni-3"]),
+            ("ÅSTRÖM", ["edge-uni-1", "edge-uni-3"]),
+            ("nguyen zoe", ["edge-uni-2"]),
+            ("100%", ["edge-uni-2"]),
+            ("d_accord", ["edge-uni-2"]),
+            ("10%", []),
+            ("1%0", []),
+            ("d%accord", []),
+            ("dxaccord", []),
+            ("日本", ["edge-uni-3"]),
+        ]:
+            tree = PatientByHealthcarePartyNameContainsFuzzyFilter(healthcare_party_id=hcp, search_string=search)
+            found = await _ids(store, tree)
+            assert found == expected, search
+            assert _agrees(tree, live, found)
+        assert await _ids(store, HealthcareProfessionalByNameFilter(search_string="bjorn muller")) == ["edge-uni-hcp"]
+    finally:
+        await store.remove("Patient", [p.id for p in patients if p.id])
+        await store.remove("HealthcareProfessional", ["edge-uni-hcp"])
+
+
+async def test_missing_fields_deleted_entities_and_inclusive_bounds(store: FilterStore) -> None:
+    hcp = POOL_HCPS[0]
+    patients = [
+        Patient(id="edge-dob-low", date_of_birth=19800101),
+        Patient(id="edge-dob-high", date_of_birth=19801231),
+        Patient(id="edge-dob-out", date_of_birth=19810101),
+        Patient(id="edge-dob-none"),
+        Patient(id="edge-dob-deleted", date_of_birth=19800601),
+    ]
+    kind = KIND_BY_NAME["Patient"]
+    await store.repository.create_or_modify(kind, patients, HCP_ACTORS[0])
+    await store.repository.delete(kind, ["edge-dob-deleted"], ADMIN)
+    try:
+        live = await store.live("Patient")
+        between = PatientByHealthcarePartyDateOfBirthBetweenFilter(
+            healthcare_party_id=hcp, min_date_of_birth=19800101, max_date_of_birth=19801231
+        )
+        assert await _ids(store, between) == ["edge-dob-high", "edge-dob-low"]
+        # A patient without a date of birth is outside every range, so inside its complement (NULL is no
+        # "unknown" here: both evaluators say false).
+        outside = ComplementFilter(
+            super_set=PatientByIdsFilter(ids=frozenset(p.id for p in patients if p.id)), sub_set=between
+        )
+        found = await _ids(store, outside)
+        assert found == ["edge-dob-none", "edge-dob-out"]
+        assert _agrees(outside, live, found)
+        # Deleted: never listed, even by id, though the matcher still matches the tombstone.
+        by_id = PatientByIdsFilter(ids=frozenset({"edge-dob-deleted"}))
+        assert await _ids(store, by_id) == []
+        tombstone = await store.repository.get(kind, "edge-dob-deleted", ADMIN)
+        assert matches(by_id, tombstone)
+    finally:
+        await store.remove("Patient", [p.id for p in patients if p.id])
+
+
+async def test_value_date_and_notification_date_bounds_are_inclusive(store: FilterStore) -> None:
+    hcp = POOL_HCPS[1]
+    samples = [
+        DataSample(id="edge-vd-1", value_date=20240101000000, labels={CodingReference(type="EDGE", code="x")}),
+        DataSample(id="edge-vd-2", value_date=20240131235959, labels={CodingReference(type="EDGE", code="x")}),
+        DataSample(id="edge-vd-3", value_date=20240201000000, labels={CodingReference(type="EDGE", code="x")}),
+        DataSample(id="edge-vd-4", labels={CodingReference(type="EDGE", code="x")}),
+    ]
+    samples = [s.model_copy(update={"patient_id": POOL_PATIENTS[0]}) for s in samples]
+    await store.repository.create_or_modify(KIND_BY_NAME["DataSample"], samples, HCP_ACTORS[1])
+    (note,) = await store.repository.create_or_modify(
+        KIND_BY_NAME["Notification"], [Notification(id="edge-note")], HCP_ACTORS[1]
+    )
+    try:
+        january = DataSampleByHealthcarePartyTagCodeDateFilter(
+            healthcare_party_id=hcp, tag_type="EDGE", start_value_date=20240101000000, end_value_date=20240131235959
+        )
+        assert await _ids(store, january) == ["edge-vd-1", "edge-vd-2"]
+        undated = DataSampleByHealthcarePartyTagCodeDateFilter(healthcare_party_id=hcp, tag_type="EDGE", tag_code="x")
+        assert await _ids(store, undated) == ["edge-vd-1", "edge-vd-2", "edge-vd-3", "edge-vd-4"]
+        assert note.created is not None
+        for date, expected in [(note.created, ["edge-note"]), (note.created + 1, []), (0, ["edge-note"])]:
+            assert await _ids(store, NotificationsAfterDateFilter(healthcare_party_id=hcp, date=date)) == expected
+    finally:
+        await store.remove("DataSample", [s.id for s in samples if s.id])
+        await store.remove("Notification", ["edge-note"])
+
+
+async def test_empty_sets_match_nothing_and_their_complement_everything(store: FilterStore) -> None:
+    everyone = AllHealthcareProfessionalsFilter()
+    nothing = parse_filter({"$type": "HealthcareProfessionalByIdsFilter", "ids": []}, "HealthcareProfessional")
+    assert await _ids(store, nothing) == []
+    assert await _ids(store, ComplementFilter(super_set=everyone, sub_set=nothing)) == await _ids(store, everyone)
+    assert await _ids(store, UnionFilter(filters=(nothing, nothing))) == []
+
+
+async def test_complement_never_reaches_entities_the_reader_may_not_read(store: FilterStore) -> None:
+    reader = HCP_ACTORS[2]
+    kind = KIND_BY_NAME["Patient"]
+    await store.repository.create_or_modify(
+        kind, [Patient(id="edge-acl-mine"), Patient(id="edge-acl-excluded")], reader
+    )
+    await store.repository.create_or_modify(kind, [Patient(id="edge-acl-theirs")], HCP_ACTORS[0])
+    try:
+        every = PatientByIdsFilter(ids=frozenset({"edge-acl-mine", "edge-acl-excluded", "edge-acl-theirs"}))
+        tree = ComplementFilter(super_set=every, sub_set=PatientByIdsFilter(ids=frozenset({"edge-acl-excluded"})))
+        assert await _ids(store, tree, reader) == ["edge-acl-mine"]
+        assert await _ids(store, tree, ADMIN) == ["edge-acl-mine", "edge-acl-theirs"]
+        # Even a complement of "my own patients" is still only what the reader may read.
+        not_mine = ComplementFilter(
+            super_set=every, sub_set=PatientByHealthcarePartyFilter(healthcare_party_id=str(reader.data_owner_id))
+        )
+        assert await _ids(store, not_mine, reader) == []
+        assert await _ids(store, not_mine, ADMIN) == ["edge-acl-theirs"]
+        assert await _ids(store, tree, NOBODY) == []
+    finally:
+        await store.remove("Patient", ["edge-acl-mine", "edge-acl-excluded", "edge-acl-theirs"])
+
+
+async def test_largest_accepted_filters_run(store: FilterStore) -> None:
+    kind = KIND_BY_NAME["DataSample"]
+    many_ids = {"$type": "DataSampleByIdsFilter", "ids": [f"id-{i}" for i in range(10_000)]}
+    assert await filter_ids(store.database, kind, parse_filter(many_ids, "DataSample"), ADMIN) == []
+    hcp = {"$type": "DataSampleByHealthcarePartyFilter", "hcpId": POOL_HCPS[0]}
+    wide = {"$type": "UnionFilter", "filters": [hcp, *([{"$type": "DataSampleByIdsFilter", "ids": ["a"]}] * 998)]}
+    await filter_ids(store.database, kind, parse_filter(wide, "DataSample"), HCP_ACTORS[0])
+    deep: dict[str, Any] = hcp
+    for level in range(31):  # 32 levels in all, the most accepted
+        if level == 10:
+            deep = {
+                "$type": "ComplementFilter",
+                "superSet": deep,
+                "subSet": {"$type": "DataSampleByIdsFilter", "ids": []},
+            }
+        else:
+            deep = {"$type": ("IntersectionFilter", "UnionFilter")[level % 2], "filters": [deep]}
+    await filter_ids(store.database, kind, parse_filter(deep, "DataSample"), HCP_ACTORS[0])
+
+
+async def test_query_refuses_a_filter_of_another_kind_and_a_bad_limit(store: FilterStore) -> None:
+    samples = DataSampleByHealthcarePartyFilter(hcp_id=POOL_HCPS[0])
+    with pytest.raises(ValidationError, match="a DataSample filter cannot select Patient entities"):
+        await filter_ids(store.database, KIND_BY_NAME["Patient"], samples, ADMIN)
+    with pytest.raises(ValidationError, match="limit"):
+        await filter_ids(store.database, KIND_BY_NAME["DataSample"], samples, ADMIN, limit=0)
+    assert (
+        await filter_ids(store.database, KIND_BY_NAME["DataSample"], IntersectionFilter(filters=(samples,)), NOBODY)
+        == []
+    )
+    assert (
+        await filter_ids(
+            store.database, KIND_BY_NAME["DataSample"], DataSampleByIdsFilter(ids=frozenset({"x"})), NOBODY
+        )
+        == []
+    )
