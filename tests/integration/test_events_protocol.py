@@ -22,6 +22,7 @@ import jwt
 import pytest
 import pytest_asyncio
 
+from medstream.errors import TooSlowError
 from medstream.events.protocol import MAX_MESSAGE_BYTES
 from medstream.model import HealthcareProfessional, Patient, User
 from medstream.sdk import MedTechApi
@@ -537,8 +538,34 @@ async def test_too_many_subscriptions_on_one_socket_closes_with_4429(dedicated: 
             await client.send({"type": "subscribe", "id": f"s{number}", "entity": "Patient", "events": ["CREATE"]})
         await assert_closed(client, 4429, "subscriptions")
         assert [f["id"] for f in client.frames if f["type"] == "subscribed"] == ["s0", "s1", "s2"]
+        # The refused subscription is named first, so that a client knows which one not to send again.
+        refused = client.frames[-1]
+        assert (refused["type"], refused["id"], refused["code"]) == ("error", "s3", "too_slow"), refused
         [patient] = await create_patients(dedicated.url, token)
         await witness.event_for("witness", patient["id"])
+
+
+@pytest.mark.parametrize("dedicated", [{"ws_max_subscriptions": 2}], indirect=True, ids=["2-subscriptions"])
+async def test_an_sdk_subscription_over_the_limit_fails_and_the_others_keep_working(
+    dedicated: DedicatedServer,
+) -> None:
+    api = await dedicated.admin_api()
+    options = SubscriptionOptions(connection_retry_interval_ms=50, connection_max_retry=3)
+    try:
+        first, second = SdkWitness(), SdkWitness()
+        kept = [
+            await api.patient_api.subscribe_to_patient_events(["CREATE"], None, w, options) for w in (first, second)
+        ]
+        with pytest.raises(TooSlowError, match="subscriptions"):
+            await asyncio.wait_for(
+                api.patient_api.subscribe_to_patient_events(["CREATE"], None, SdkWitness(), options), WAIT
+            )
+        patient = await api.patient_api.create_or_modify_patient(Patient(first_name="Still", last_name="Here"))
+        await first.wait_for(str(patient.id))
+        await second.wait_for(str(patient.id))
+        assert all(c.is_connected and not c.is_closed for c in kept)
+    finally:
+        await api.close()
 
 
 def test_the_documented_subscription_limit_is_the_default() -> None:

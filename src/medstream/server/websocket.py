@@ -74,11 +74,13 @@ class ClientConnection:
         self._queue.append(frame)
         self._ready.set()
 
-    def close_soon(self, code: int, reason: str) -> None:
-        """Ask the writer to close the socket once; frames queued after this are dropped."""
+    def close_soon(self, code: int, reason: str, *, flush: bool = False) -> None:
+        """Ask the writer to close the socket once; frames queued after this are dropped. Frames already queued
+        are dropped too (a slow consumer), or sent before the close with `flush` (a client that broke a rule)."""
         if self.close_reason is None:
             self.close_reason = (code, reason[:120])
-            self._queue.clear()
+            if not flush:
+                self._queue.clear()
             self._ready.set()
             self._drained.set()
             self.closing.set()
@@ -91,6 +93,11 @@ class ClientConnection:
             self._drained.clear()
             await self._drained.wait()
         return max(1, limit - len(self._queue))
+
+    async def send_queued(self) -> None:
+        """Send what is left in the queue (after a close with `flush`)."""
+        while self._queue:
+            await self.websocket.send_text(self._queue.popleft().decode())
 
     async def write_loop(self) -> None:
         while self.close_reason is None:
@@ -203,13 +210,15 @@ class EventHub:
                     await task
         error = reader.exception() if reader.done() and not reader.cancelled() else None
         if isinstance(error, MedstreamError):
-            connection.close_soon(error.close_code, error.message)
+            connection.close_soon(error.close_code, error.message, flush=True)
         elif error is not None and not isinstance(error, WebSocketDisconnect):
             log.error("websocket reader failed", exc_info=error)
             connection.close_soon(1011, "internal error")
         if connection.close_reason is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
+                    with contextlib.suppress(Exception):
+                        await connection.send_queued()
                     await _close(connection.websocket, *connection.close_reason)
 
     async def _read_loop(self, connection: ClientConnection) -> None:
@@ -237,7 +246,10 @@ class EventHub:
             connection.deliver(error_frame("duplicate_subscription", f"subscription {message.id!r} exists", message.id))
             return
         if len(connection.subscriptions) >= self.limits.subscriptions:
-            raise TooSlowError(f"at most {self.limits.subscriptions} subscriptions per connection")
+            # Named first, so that a client (the SDK) fails this subscription rather than send it again forever.
+            refused = TooSlowError(f"at most {self.limits.subscriptions} subscriptions per connection")
+            connection.deliver(error_frame(refused.code, refused.message, message.id))
+            raise refused
         kind = KIND_BY_NAME.get(message.entity)
         if kind is None:
             known = ", ".join(KIND_BY_NAME)
