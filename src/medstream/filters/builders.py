@@ -102,8 +102,9 @@ class DataSampleFilter(DataOwnerFilterBuilder):
         end_value_date: int | None = None,
         descending: bool | None = None,
     ) -> Self:
-        """As `by_label_code_filter`, with `value_date` within [start_value_date, end_value_date] (either may
-        be omitted). `descending` is kept for Medtech compatibility: results are ordered by id."""
+        """As `by_label_code_filter`, with `value_date` within [start_value_date, end_value_date], inclusive,
+        either omitted for an open bound; `value_date` is YYYYMMDDhhmmss, so give bounds in that form too.
+        `descending` is kept for Medtech compatibility: results are ordered by id."""
         method = "by_label_code_date_filter"
         self._check_codings(method, "tag", tag_type, tag_code, code_type, code_code)
         if start_value_date is not None and end_value_date is not None and start_value_date > end_value_date:
