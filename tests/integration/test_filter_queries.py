@@ -158,13 +158,15 @@ async def test_every_data_sample_builder_method_selects_exactly_its_samples(
     labelled, dated, linked = await api.create_or_modify_data_samples_for(
         str(patient.id),
         [
-            DataSample(labels={test_label}, value_date=20240101, identifiers=[Identifier(system=system, value="1")]),
+            DataSample(
+                labels={test_label}, value_date=20240101083000, identifiers=[Identifier(system=system, value="1")]
+            ),
             DataSample(
                 labels={CodingReference(type=tag, code="OTHER")},
                 codes={CodingReference(type="LOINC", code="8867-4")},
-                value_date=20240615,
+                value_date=20240615120000,
             ),
-            DataSample(healthcare_element_ids={str(element.id)}, value_date=20241231),
+            DataSample(healthcare_element_ids={str(element.id)}, value_date=20241231235959),
         ],
     )
     (elsewhere,) = await api.create_or_modify_data_samples_for(str(other_patient.id), [DataSample(labels={test_label})])
@@ -184,8 +186,10 @@ async def test_every_data_sample_builder_method_selects_exactly_its_samples(
     await _selects(filter_by, match_by, await builder().by_label_code_filter(tag).build(), [labelled, dated, elsewhere])
     by_code = builder().by_label_code_filter(code_type="LOINC", code_code="8867-4")
     await _selects(filter_by, match_by, await by_code.build(), [dated])
-    by_date = builder().by_label_code_date_filter(tag, start_value_date=20240201, end_value_date=20241231)
+    by_date = builder().by_label_code_date_filter(tag, start_value_date=20240201000000, end_value_date=20241231235959)
     await _selects(filter_by, match_by, await by_date.build(), [dated])
+    on_the_bounds = builder().by_label_code_date_filter(tag, None, None, None, 20240101083000, 20240101083000)
+    await _selects(filter_by, match_by, await on_the_bounds.build(), [labelled])
     await _selects(filter_by, match_by, await builder().for_patients([patient]).build(), [labelled, dated, linked])
     await _selects(filter_by, match_by, await builder().for_patients([str(other_patient.id)]).build(), [elsewhere])
     by_element = builder().by_health_element_ids([str(element.id)])
