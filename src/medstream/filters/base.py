@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from functools import cached_property
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import ConfigDict, Field, PlainSerializer, model_serializer
+from pydantic import ConfigDict, Field, PlainSerializer, model_serializer, model_validator
 
-from medstream.filters.constraints import Constraint, HasCoding, SharedWith
+from medstream.filters.constraints import Constraint, FieldIn, HasCoding, HasIdentifier, IdIn, SharedWith
 from medstream.model.base import MedstreamModel
 from medstream.model.common import Identifier
+from medstream.model.text import normalize_for_search
 
 # Bound on every list of a node (ids, identifiers, patient ids, ssins...); parse_filter also bounds the tree.
 MAX_LIST_SIZE = 10_000
@@ -96,3 +97,86 @@ def codings(
         yield HasCoding("label", label_type, label_code)
     if code_type is not None:
         yield HasCoding("code", code_type, code_code)
+
+
+# --- shapes several nodes share ------------------------------------------------------------------------------
+
+
+def searchable(text: str) -> str:
+    """A name search text, refused when nothing is left of it once normalised (it would match every name)."""
+    if not normalize_for_search(text):
+        raise ValueError("searchString must contain something other than spaces and accents")
+    return text
+
+
+class TagCodeFilter(ForDataOwner):
+    """A data-owner node with a label part (tagType, tagCode) and a code part (codeType, codeCode)."""
+
+    tag_type: NonEmptyText | None = None
+    tag_code: NonEmptyText | None = None
+    code_type: NonEmptyText | None = None
+    code_code: NonEmptyText | None = None
+
+    @model_validator(mode="after")
+    def _check_codings(self) -> Self:
+        check_codings(self.tag_type, self.tag_code, self.code_type, self.code_code, ("tagType", "tagCode"))
+        return self
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield from super()._constraints()
+        yield from codings(self.tag_type, self.tag_code, self.code_type, self.code_code)
+
+
+class LabelCodeFilter(LeafFilter):
+    """A node with a label part (labelType, labelCode) and a code part (codeType, codeCode), for every data owner."""
+
+    label_type: NonEmptyText | None = None
+    label_code: NonEmptyText | None = None
+    code_type: NonEmptyText | None = None
+    code_code: NonEmptyText | None = None
+
+    @model_validator(mode="after")
+    def _check_codings(self) -> Self:
+        check_codings(self.label_type, self.label_code, self.code_type, self.code_code, ("labelType", "labelCode"))
+        return self
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield from codings(self.label_type, self.label_code, self.code_type, self.code_code)
+
+
+class ByIds(LeafFilter):
+    """The entities with one of `ids`."""
+
+    ids: StringSet
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield IdIn(self.ids)
+
+
+class ByIdentifiers(ForDataOwner):
+    """The entities shared with the data owner that have one of `identifiers`."""
+
+    identifiers: Identifiers
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield from super()._constraints()
+        yield HasIdentifier(identifier_pairs(self.identifiers))
+
+
+class ByPatients(ForDataOwner):
+    """The entities shared with the data owner about one of `patientIds`."""
+
+    patient_ids: StringSet
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield from super()._constraints()
+        yield FieldIn("patient_id", self.patient_ids)
+
+
+class ByHcpId(LeafFilter):
+    """Every entity shared with the data owner `hcpId`."""
+
+    hcp_id: NonEmptyText
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield SharedWith(self.hcp_id)

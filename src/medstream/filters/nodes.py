@@ -7,116 +7,44 @@ entities shared with the data owner `healthcarePartyId` (`hcpId` in the two node
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import ClassVar, Literal, Self
+from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from medstream.filters.base import (
+    ByHcpId,
+    ByIdentifiers,
+    ByIds,
+    ByPatients,
     ForDataOwner,
-    Identifiers,
     Int64,
+    LabelCodeFilter,
     LeafFilter,
     NonEmptyText,
     StringSet,
-    check_codings,
-    codings,
-    identifier_pairs,
+    TagCodeFilter,
+    searchable,
 )
 from medstream.filters.constraints import (
     Constraint,
     FieldBetween,
     FieldIn,
     HasHealthcareElement,
-    HasIdentifier,
-    IdIn,
     NameContains,
-    SharedWith,
 )
 from medstream.model.notification import NotificationType
 from medstream.model.patient import Gender
 from medstream.model.text import normalize_for_search
 
-
-def _searchable(text: str) -> str:
-    if not normalize_for_search(text):
-        raise ValueError("searchString must contain something other than spaces and accents")
-    return text
-
-
-class _TagCodeFilter(ForDataOwner):
-    """A data-owner node with a label part (tagType, tagCode) and a code part (codeType, codeCode)."""
-
-    tag_type: NonEmptyText | None = None
-    tag_code: NonEmptyText | None = None
-    code_type: NonEmptyText | None = None
-    code_code: NonEmptyText | None = None
-
-    @model_validator(mode="after")
-    def _check_codings(self) -> Self:
-        check_codings(self.tag_type, self.tag_code, self.code_type, self.code_code, ("tagType", "tagCode"))
-        return self
-
-    def _constraints(self) -> Iterator[Constraint]:
-        yield from super()._constraints()
-        yield from codings(self.tag_type, self.tag_code, self.code_type, self.code_code)
-
-
-class _LabelCodeFilter(LeafFilter):
-    """A node with a label part (labelType, labelCode) and a code part (codeType, codeCode), for every data owner."""
-
-    label_type: NonEmptyText | None = None
-    label_code: NonEmptyText | None = None
-    code_type: NonEmptyText | None = None
-    code_code: NonEmptyText | None = None
-
-    @model_validator(mode="after")
-    def _check_codings(self) -> Self:
-        check_codings(self.label_type, self.label_code, self.code_type, self.code_code, ("labelType", "labelCode"))
-        return self
-
-    def _constraints(self) -> Iterator[Constraint]:
-        yield from codings(self.label_type, self.label_code, self.code_type, self.code_code)
-
-
-class _ByIds(LeafFilter):
-    ids: StringSet
-
-    def _constraints(self) -> Iterator[Constraint]:
-        yield IdIn(self.ids)
-
-
-class _ByIdentifiers(ForDataOwner):
-    identifiers: Identifiers
-
-    def _constraints(self) -> Iterator[Constraint]:
-        yield from super()._constraints()
-        yield HasIdentifier(identifier_pairs(self.identifiers))
-
-
-class _ByPatients(ForDataOwner):
-    patient_ids: StringSet
-
-    def _constraints(self) -> Iterator[Constraint]:
-        yield from super()._constraints()
-        yield FieldIn("patient_id", self.patient_ids)
-
-
-class _ByHcpId(LeafFilter):
-    hcp_id: NonEmptyText
-
-    def _constraints(self) -> Iterator[Constraint]:
-        yield SharedWith(self.hcp_id)
-
-
 # --- DataSample --------------------------------------------------------------------------------------------
 
 
-class DataSampleByIdsFilter(_ByIds):
+class DataSampleByIdsFilter(ByIds):
     entity_type: ClassVar[str] = "DataSample"
     filter_type: Literal["DataSampleByIdsFilter"] = Field("DataSampleByIdsFilter", alias="$type")
 
 
-class DataSampleByHealthcarePartyFilter(_ByHcpId):
+class DataSampleByHealthcarePartyFilter(ByHcpId):
     """Every data sample shared with `hcpId` (the builder's default)."""
 
     entity_type: ClassVar[str] = "DataSample"
@@ -125,14 +53,14 @@ class DataSampleByHealthcarePartyFilter(_ByHcpId):
     )
 
 
-class DataSampleByHealthcarePartyIdentifiersFilter(_ByIdentifiers):
+class DataSampleByHealthcarePartyIdentifiersFilter(ByIdentifiers):
     entity_type: ClassVar[str] = "DataSample"
     filter_type: Literal["DataSampleByHealthcarePartyIdentifiersFilter"] = Field(
         "DataSampleByHealthcarePartyIdentifiersFilter", alias="$type"
     )
 
 
-class DataSampleByHealthcarePartyTagCodeDateFilter(_TagCodeFilter):
+class DataSampleByHealthcarePartyTagCodeDateFilter(TagCodeFilter):
     """Label and code parts, and `valueDate` within [startValueDate, endValueDate]. `descending` is kept for
     Medtech compatibility and changes nothing: results are ordered by id."""
 
@@ -150,7 +78,7 @@ class DataSampleByHealthcarePartyTagCodeDateFilter(_TagCodeFilter):
             yield FieldBetween("value_date", self.start_value_date, self.end_value_date)
 
 
-class DataSampleByHealthcarePartyPatientFilter(_ByPatients):
+class DataSampleByHealthcarePartyPatientFilter(ByPatients):
     entity_type: ClassVar[str] = "DataSample"
     filter_type: Literal["DataSampleByHealthcarePartyPatientFilter"] = Field(
         "DataSampleByHealthcarePartyPatientFilter", alias="$type"
@@ -172,7 +100,7 @@ class DataSampleByHealthcarePartyHealthcareElementIdsFilter(ForDataOwner):
 # --- Patient -----------------------------------------------------------------------------------------------
 
 
-class PatientByIdsFilter(_ByIds):
+class PatientByIdsFilter(ByIds):
     entity_type: ClassVar[str] = "Patient"
     filter_type: Literal["PatientByIdsFilter"] = Field("PatientByIdsFilter", alias="$type")
 
@@ -184,7 +112,7 @@ class PatientByHealthcarePartyFilter(ForDataOwner):
     filter_type: Literal["PatientByHealthcarePartyFilter"] = Field("PatientByHealthcarePartyFilter", alias="$type")
 
 
-class PatientByHealthcarePartyIdentifiersFilter(_ByIdentifiers):
+class PatientByHealthcarePartyIdentifiersFilter(ByIdentifiers):
     entity_type: ClassVar[str] = "Patient"
     filter_type: Literal["PatientByHealthcarePartyIdentifiersFilter"] = Field(
         "PatientByHealthcarePartyIdentifiersFilter", alias="$type"
@@ -246,7 +174,7 @@ class PatientByHealthcarePartyNameContainsFuzzyFilter(ForDataOwner):
     )
     search_string: str
 
-    _check_search_string = field_validator("search_string")(_searchable)
+    _check_search_string = field_validator("search_string")(searchable)
 
     def _constraints(self) -> Iterator[Constraint]:
         yield from super()._constraints()
@@ -256,12 +184,12 @@ class PatientByHealthcarePartyNameContainsFuzzyFilter(ForDataOwner):
 # --- HealthcareElement -------------------------------------------------------------------------------------
 
 
-class HealthcareElementByIdsFilter(_ByIds):
+class HealthcareElementByIdsFilter(ByIds):
     entity_type: ClassVar[str] = "HealthcareElement"
     filter_type: Literal["HealthcareElementByIdsFilter"] = Field("HealthcareElementByIdsFilter", alias="$type")
 
 
-class HealthcareElementByHealthcarePartyFilter(_ByHcpId):
+class HealthcareElementByHealthcarePartyFilter(ByHcpId):
     """Every healthcare element shared with `hcpId` (the builder's default)."""
 
     entity_type: ClassVar[str] = "HealthcareElement"
@@ -270,21 +198,21 @@ class HealthcareElementByHealthcarePartyFilter(_ByHcpId):
     )
 
 
-class HealthcareElementByHealthcarePartyIdentifiersFilter(_ByIdentifiers):
+class HealthcareElementByHealthcarePartyIdentifiersFilter(ByIdentifiers):
     entity_type: ClassVar[str] = "HealthcareElement"
     filter_type: Literal["HealthcareElementByHealthcarePartyIdentifiersFilter"] = Field(
         "HealthcareElementByHealthcarePartyIdentifiersFilter", alias="$type"
     )
 
 
-class HealthcareElementByHealthcarePartyLabelCodeFilter(_TagCodeFilter):
+class HealthcareElementByHealthcarePartyLabelCodeFilter(TagCodeFilter):
     entity_type: ClassVar[str] = "HealthcareElement"
     filter_type: Literal["HealthcareElementByHealthcarePartyLabelCodeFilter"] = Field(
         "HealthcareElementByHealthcarePartyLabelCodeFilter", alias="$type"
     )
 
 
-class HealthcareElementByHealthcarePartyPatientFilter(_ByPatients):
+class HealthcareElementByHealthcarePartyPatientFilter(ByPatients):
     entity_type: ClassVar[str] = "HealthcareElement"
     filter_type: Literal["HealthcareElementByHealthcarePartyPatientFilter"] = Field(
         "HealthcareElementByHealthcarePartyPatientFilter", alias="$type"
@@ -294,7 +222,7 @@ class HealthcareElementByHealthcarePartyPatientFilter(_ByPatients):
 # --- HealthcareProfessional --------------------------------------------------------------------------------
 
 
-class HealthcareProfessionalByIdsFilter(_ByIds):
+class HealthcareProfessionalByIdsFilter(ByIds):
     entity_type: ClassVar[str] = "HealthcareProfessional"
     filter_type: Literal["HealthcareProfessionalByIdsFilter"] = Field(
         "HealthcareProfessionalByIdsFilter", alias="$type"
@@ -306,7 +234,7 @@ class AllHealthcareProfessionalsFilter(LeafFilter):
     filter_type: Literal["AllHealthcareProfessionalsFilter"] = Field("AllHealthcareProfessionalsFilter", alias="$type")
 
 
-class HealthcareProfessionalByLabelCodeFilter(_LabelCodeFilter):
+class HealthcareProfessionalByLabelCodeFilter(LabelCodeFilter):
     entity_type: ClassVar[str] = "HealthcareProfessional"
     filter_type: Literal["HealthcareProfessionalByLabelCodeFilter"] = Field(
         "HealthcareProfessionalByLabelCodeFilter", alias="$type"
@@ -322,7 +250,7 @@ class HealthcareProfessionalByNameFilter(LeafFilter):
     )
     search_string: str
 
-    _check_search_string = field_validator("search_string")(_searchable)
+    _check_search_string = field_validator("search_string")(searchable)
 
     def _constraints(self) -> Iterator[Constraint]:
         yield NameContains(normalize_for_search(self.search_string))
@@ -331,7 +259,7 @@ class HealthcareProfessionalByNameFilter(LeafFilter):
 # --- MedicalDevice -----------------------------------------------------------------------------------------
 
 
-class MedicalDeviceByIdsFilter(_ByIds):
+class MedicalDeviceByIdsFilter(ByIds):
     entity_type: ClassVar[str] = "MedicalDevice"
     filter_type: Literal["MedicalDeviceByIdsFilter"] = Field("MedicalDeviceByIdsFilter", alias="$type")
 
@@ -341,7 +269,7 @@ class AllMedicalDevicesFilter(LeafFilter):
     filter_type: Literal["AllMedicalDevicesFilter"] = Field("AllMedicalDevicesFilter", alias="$type")
 
 
-class MedicalDeviceByLabelCodeFilter(_LabelCodeFilter):
+class MedicalDeviceByLabelCodeFilter(LabelCodeFilter):
     entity_type: ClassVar[str] = "MedicalDevice"
     filter_type: Literal["MedicalDeviceByLabelCodeFilter"] = Field("MedicalDeviceByLabelCodeFilter", alias="$type")
 
@@ -349,7 +277,7 @@ class MedicalDeviceByLabelCodeFilter(_LabelCodeFilter):
 # --- Notification ------------------------------------------------------------------------------------------
 
 
-class NotificationsByIdFilter(_ByIds):
+class NotificationsByIdFilter(ByIds):
     entity_type: ClassVar[str] = "Notification"
     filter_type: Literal["NotificationsByIdFilter"] = Field("NotificationsByIdFilter", alias="$type")
 
@@ -381,7 +309,7 @@ class NotificationsAfterDateFilter(ForDataOwner):
 # --- User --------------------------------------------------------------------------------------------------
 
 
-class UserByIdsFilter(_ByIds):
+class UserByIdsFilter(ByIds):
     entity_type: ClassVar[str] = "User"
     filter_type: Literal["UserByIdsFilter"] = Field("UserByIdsFilter", alias="$type")
 
