@@ -449,7 +449,7 @@ async def test_the_server_pings_a_silent_client_and_drops_it_with_4408(dedicated
                     await answerer
             silence = time.monotonic() - started
             assert any(f["type"] == "ping" for f in silent.frames), "the server pings before it drops"
-            assert 1.5 <= silence < 1.5 + 2.0, silence
+            assert 1.5 <= silence < 1.5 + 3.0, silence
 
             # The client that answered outlived the timeout, and the SDK too (it answers pings on its own).
             assert answering.websocket.close_code is None

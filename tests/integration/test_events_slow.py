@@ -121,7 +121,7 @@ async def test_a_reader_that_stops_is_closed_with_4429_and_an_sdk_subscriber_get
         arrivals.assert_exactly_once_in_order()
         assert arrivals.ids == written
         lateness = max(arrivals.at[i] - latest_write[i] for i in written)
-        assert lateness < 1.0, f"an event reached the SDK {lateness:.2f} s after its write returned"
+        assert lateness < 2.0, f"an event reached the SDK {lateness:.2f} s after its write returned"
         assert reconnections == [] and connection.is_connected, "the SDK subscriber was never disturbed"
     finally:
         await api.close()
