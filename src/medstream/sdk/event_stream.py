@@ -140,10 +140,13 @@ class EventStream:
         except InvalidURI as exc:
             raise _Fatal(UnavailableError(f"bad websocket URL {self.url}: {exc}")) from exc
         async with socket:
-            self._socket = socket
             await socket.send(_text({"type": "auth", "token": token}))
             self._sent_token = token
-            for connection in list(self.connections.values()):
+            # No await between taking the list and publishing the socket: a subscription added before is sent
+            # by this loop, one added after by `subscribe()`, and none twice.
+            pending = list(self.connections.values())
+            self._socket = socket
+            for connection in pending:
                 await self._send_subscribe(socket, connection)
             heartbeat = asyncio.create_task(self._heartbeat(socket))
             try:

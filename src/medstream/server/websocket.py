@@ -133,6 +133,7 @@ class EventHub:
         self.limits = limits
         self.connections: set[ClientConnection] = set()
         self._background: set[asyncio.Task[None]] = set()
+        self._going_away: tuple[int, str] | None = None
 
     @property
     def subscription_count(self) -> int:
@@ -152,11 +153,16 @@ class EventHub:
             connection.close_soon(exc.close_code, exc.message)
 
     def close_all(self, code: int = 1001, reason: str = "server going away") -> None:
+        """Close every socket, and refuse new ones the same way from now on (the node is shutting down)."""
+        self._going_away = (code, reason)
         for connection in self.connections:
             connection.close_soon(code, reason)
 
     async def serve(self, websocket: WebSocket) -> None:
         await websocket.accept()
+        if self._going_away is not None:
+            await _close(websocket, *self._going_away)
+            return
         connection: ClientConnection | None = None
         try:
             connection = await self._authenticate(websocket)
