@@ -188,6 +188,43 @@ def test_blank_search_string_is_rejected() -> None:
     assert isinstance(parse_filter(ok, "Patient"), PatientByHealthcarePartyNameContainsFuzzyFilter)
 
 
+@pytest.mark.parametrize(
+    ("data", "path", "field"),
+    [
+        (
+            {
+                "$type": "PatientByHealthcarePartyNameContainsFuzzyFilter",
+                "healthcarePartyId": "h",
+                "searchString": "a\x00",
+            },
+            "",
+            "searchString",
+        ),
+        (
+            {
+                "$type": "UnionFilter",
+                "filters": [
+                    {
+                        "$type": "PatientByHealthcarePartyIdentifiersFilter",
+                        "healthcarePartyId": "h",
+                        "identifiers": [{"system": "s", "value": "\x00"}],
+                    }
+                ],
+            },
+            "filters[0]",
+            "identifiers[0].value",
+        ),
+        ({"$type": "UnionFilter", "description": "\x00", "filters": [_ids("a")]}, "", "description"),
+        (_ids("a", "b\x00"), "", "ids[1]"),
+    ],
+)
+def test_nul_characters_are_refused_where_they_stand(data: dict[str, Any], path: str, field: str) -> None:
+    # No stored text holds one, and PostgreSQL cannot even compare one: refused here rather than a 500 there.
+    error = _error(data)
+    assert "NUL character" in error.message
+    assert (error.details[0]["path"], error.details[0]["field"]) == (path, field)
+
+
 def test_snake_case_names_are_accepted_as_everywhere_in_the_model() -> None:
     data = {"$type": "ComplementFilter", "super_set": _ids("a"), "sub_set": _ids("b")}
     assert parse_filter(data, "Patient") == ComplementFilter(

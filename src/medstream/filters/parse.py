@@ -1,7 +1,8 @@
 """Turn a filter's JSON tree into nodes, or reject it with an error that names the bad node and its path.
 
 The tree is walked top-down before any node is validated, so an unknown `$type`, a node of the wrong entity
-type or a tree over its bounds is reported without building anything. Paths read like
+type, a tree over its bounds or a NUL character (no stored text holds one) is reported without building
+anything. Paths read like
 `filters[1].subSet` (the root is ""); every error is a ValidationError (PayloadTooLargeError for a bound),
 whose `details` hold one entry per problem: `path` (the node), `node` (its `$type`), `field` (inside the
 node), `message` and `type`.
@@ -65,6 +66,18 @@ def _error(
     return error_class(f"invalid filter: {where}: {prefix}{message}", details=[detail])
 
 
+def _nul_field(value: Any, field: str, depth: int = 0) -> str | None:
+    """The field (as `identifiers[0].value`) of the first text holding a NUL character, looking as deep as a
+    node's fields go (deeper input is refused by validation anyway)."""
+    if isinstance(value, str):
+        return field if "\x00" in value else None
+    if depth < 3 and isinstance(value, list):
+        return next((f for i, item in enumerate(value) if (f := _nul_field(item, f"{field}[{i}]", depth + 1))), None)
+    if depth < 3 and isinstance(value, dict):
+        return next((f for k, v in value.items() if (f := _nul_field(v, _join(field, str(k)), depth + 1))), None)
+    return None
+
+
 def _readable(message: str) -> str:
     """Pydantic's message in JSON terms: sets and tuples of nodes arrive as lists."""
     message = message.removeprefix("Value error, ")
@@ -97,8 +110,9 @@ class _Parser:
             if cls.entity_type != self.entity_type:
                 message = f"a {cls.entity_type} filter where a {self.entity_type} filter is expected"
                 raise _error(path, type_name, message, kind="wrong_entity_type")
-            self._count_values(data, path, type_name)
+            self._check_fields(data, path, type_name)
             return self._validate(data, path, type_name)
+        self._check_fields(data, path, type_name)
         fields = dict(data)
         for key in _CHILD_LISTS:
             children = fields.get(key)
@@ -111,16 +125,23 @@ class _Parser:
                 fields[key] = self.node(fields[key], _join(path, key), depth + 1)
         return self._validate(fields, path, type_name)
 
-    def _count_values(self, data: dict[str, Any], path: str, type_name: str) -> None:
+    def _check_fields(self, data: dict[str, Any], path: str, type_name: str) -> None:
+        """The node's own fields (not its children): list sizes, the tree's total, and no NUL character."""
         for key, value in data.items():
+            if key in _CHILD_LISTS or key in _CHILD_NODES:
+                continue
             if isinstance(value, list):
                 if len(value) > MAX_LIST_SIZE:
                     message = f"more than {MAX_LIST_SIZE} values"
                     raise _error(path, type_name, message, kind="too_many_values", field=key, too_large=True)
                 self.values += len(value)
-        if self.values > MAX_VALUES:
-            message = f"the lists of the tree hold more than {MAX_VALUES} values together"
-            raise _error(path, type_name, message, kind="too_many_values", too_large=True)
+                if self.values > MAX_VALUES:
+                    message = f"the lists of the tree hold more than {MAX_VALUES} values together"
+                    raise _error(path, type_name, message, kind="too_many_values", too_large=True)
+            if field := _nul_field(value, key):
+                # No stored value holds one (the store refuses them), and PostgreSQL cannot even compare one.
+                message = "text may not hold a NUL character (U+0000)"
+                raise _error(path, type_name, message, kind="nul_character", field=field)
 
     def _validate(self, data: dict[str, Any], path: str, type_name: str) -> Filter:
         try:
