@@ -34,6 +34,7 @@ class Subscription:
     sink: EventSink
     cursor: int
     live: bool = False
+    removed: bool = False  # unsubscribed or its socket closed; a replay in progress stops
     delivered: int = field(default=0)
 
     def wants(self, event_type: EventType, readers: frozenset[str]) -> bool:

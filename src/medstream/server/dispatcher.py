@@ -152,13 +152,15 @@ class Dispatcher:
             if subscription.live:
                 deliver(view, subscription)
 
-    async def add(self, subscription: Subscription, after: int | None, epoch: str | None) -> None:
-        """Register a subscription: acknowledge it, replay what it missed, then make it live."""
+    async def register(self, subscription: Subscription, after: int | None, epoch: str | None) -> bool:
+        """Acknowledge a subscription and index it; True when it must `replay` before it goes live."""
         # A new subscription starts at the log's committed head, not at how far this node has dispatched: a
         # write that committed before the subscribe (its REST answer already back) is never delivered, whatever
         # the dispatcher's timing. Events between the two are dispatched later and skipped by the cursor.
         async with self.database.read() as conn:
             position = max(self.position, (await outbox.head(conn)).last_seq)
+        if subscription.removed:  # unsubscribed while we read the head
+            return False
         start = plan_start(after, epoch, log_epoch=self.epoch, floor_seq=self.floor_seq, position=position)
         subscription.cursor = start.after
         subscription.sink.deliver(subscribed_frame(subscription.id, position, self.epoch))
@@ -166,14 +168,20 @@ class Dispatcher:
             subscription.sink.deliver(gap_frame(subscription.id, after or 0, position, self.epoch, start.reason))
         self.index.add(subscription)
         if start.kind is StartKind.REPLAY:
-            await self._catch_up(subscription)
+            return True
         subscription.live = True
+        return False
+
+    async def replay(self, subscription: Subscription) -> None:
+        """Send a registered subscription the events it missed, then make it live."""
+        await self._catch_up(subscription)
+        subscription.live = not subscription.removed
 
     async def _catch_up(self, subscription: Subscription) -> None:
         # No await separates the last "cursor >= position" check from going live (set by the caller), and the
         # dispatcher only moves `position` after handing an event to live subscriptions, so every event is
         # either replayed here or dispatched live, and the cursor drops the ones that are both.
-        while subscription.cursor < self.position:
+        while subscription.cursor < self.position and not subscription.removed:
             # A page never holds more than the socket's queue can take (one frame is kept for a gap): a replay
             # goes at the client's pace instead of overflowing the queue it shares with live events.
             room = await subscription.sink.wait_for_room()
@@ -200,4 +208,5 @@ class Dispatcher:
 
     def remove(self, subscription: Subscription) -> None:
         subscription.live = False
+        subscription.removed = True
         self.index.remove(subscription)

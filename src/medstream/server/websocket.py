@@ -64,6 +64,7 @@ class ClientConnection:
         self._drained = asyncio.Event()  # set when the queue is at most half full, or the socket is closing
         self.closing = asyncio.Event()
         self.close_reason: tuple[int, str] | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
 
     def deliver(self, frame: bytes) -> None:
         if self.close_reason is not None:
@@ -84,6 +85,18 @@ class ClientConnection:
             self._ready.set()
             self._drained.set()
             self.closing.set()
+
+    def on_task_done(self, task: asyncio.Task[None]) -> None:
+        """A subscription's replay ended; if it failed (the database is down), close the socket."""
+        self.tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if isinstance(error, MedstreamError):
+            self.close_soon(error.close_code, error.message)
+        elif error is not None:
+            log.error("subscription replay failed", exc_info=error)
+            self.close_soon(1011, "internal error")
 
     async def wait_for_room(self) -> int:
         """Wait until at most half the send queue is in use (or the socket is closing); the free room. A replay
@@ -178,6 +191,8 @@ class EventHub:
                 for subscription in connection.subscriptions.values():
                     self.dispatcher.remove(subscription)
                 connection.subscriptions.clear()
+                for task in list(connection.tasks):
+                    task.cancel()
 
     async def _authenticate(self, websocket: WebSocket) -> ClientConnection:
         try:
@@ -278,7 +293,12 @@ class EventHub:
             cursor=0,
         )
         connection.subscriptions[message.id] = subscription
-        await self.dispatcher.add(subscription, message.after, message.epoch)
+        if await self.dispatcher.register(subscription, message.after, message.epoch):
+            # The replay runs beside the read loop: a long replay, paced by the client, must not stop this
+            # socket's pings and unsubscribes from being read.
+            task = asyncio.create_task(self.dispatcher.replay(subscription))
+            connection.tasks.add(task)
+            task.add_done_callback(connection.on_task_done)
 
 
 async def _receive(websocket: WebSocket) -> str | bytes:
