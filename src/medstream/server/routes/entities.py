@@ -8,6 +8,8 @@ POST   /rest/v1/{collection}/by-ids        many
 DELETE /rest/v1/{collection}/{id}          soft-delete one
 POST   /rest/v1/{collection}/delete        soft-delete many, all or nothing
 POST   /rest/v1/{collection}/{id}/access   share with a data owner
+POST   /rest/v1/{collection}/filter        a page of what a filter selects (routes/queries.py)
+POST   /rest/v1/{collection}/match         the ids a filter selects (routes/queries.py)
 POST   /rest/v1/patients/{id}/data-samples[/batch]   data samples for a patient
 """
 
