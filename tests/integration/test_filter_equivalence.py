@@ -37,6 +37,7 @@ from medstream.filters import (
     NotificationsAfterDateFilter,
     PatientByHealthcarePartyDateOfBirthBetweenFilter,
     PatientByHealthcarePartyFilter,
+    PatientByHealthcarePartyIdentifiersFilter,
     PatientByHealthcarePartyNameContainsFuzzyFilter,
     PatientByIdsFilter,
     UnionFilter,
@@ -50,6 +51,7 @@ from medstream.model import (
     DataSample,
     Entity,
     HealthcareProfessional,
+    Identifier,
     Notification,
     Patient,
     PersonName,
@@ -373,6 +375,33 @@ async def test_complement_never_reaches_entities_the_reader_may_not_read(store: 
         assert await _ids(store, tree, NOBODY) == []
     finally:
         await store.remove("Patient", ["edge-acl-mine", "edge-acl-excluded", "edge-acl-theirs"])
+
+
+async def test_identifiers_of_many_systems_are_matched_pairwise(store: FilterStore) -> None:
+    # Past 16 systems the compiler switches from one index probe per system to a row-value IN.
+    kind = KIND_BY_NAME["Patient"]
+    patients = [
+        Patient(id="edge-idf-1", identifiers=[Identifier(system="sys-7", value="a")]),
+        Patient(id="edge-idf-2", identifiers=[Identifier(system="sys-8", value="b"), Identifier(value="c")]),
+    ]
+    await store.repository.create_or_modify(kind, patients, HCP_ACTORS[0])
+    try:
+        live = await store.live("Patient")
+        for systems in (3, 20):
+            pairs = [Identifier(system=f"sys-{i}", value="b" if i == 7 else "a") for i in range(systems)]
+            crossed = PatientByHealthcarePartyIdentifiersFilter(
+                healthcare_party_id=POOL_HCPS[0], identifiers=tuple(pairs)
+            )
+            found = await _ids(store, crossed)
+            assert found == [] and _agrees(crossed, live, found)  # sys-7 has "b" here, sys-8 has "a"
+            with_missing_system = (*pairs, Identifier(value="c"), Identifier(system="sys-7", value="a"))
+            both = PatientByHealthcarePartyIdentifiersFilter(
+                healthcare_party_id=POOL_HCPS[0], identifiers=with_missing_system
+            )
+            found = await _ids(store, both)
+            assert found == ["edge-idf-1", "edge-idf-2"] and _agrees(both, live, found)
+    finally:
+        await store.remove("Patient", ["edge-idf-1", "edge-idf-2"])
 
 
 async def test_largest_accepted_filters_run(store: FilterStore) -> None:
