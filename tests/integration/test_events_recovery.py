@@ -282,7 +282,8 @@ async def test_the_sdk_resuming_into_a_restored_event_log_gets_on_gap_then_live_
         await rewrite_log(own_server.database_url, update(outbox_tail).values(epoch=new_epoch))
         dispatcher = own_server.server.app.state.medstream.dispatcher
         await wait_until(lambda: dispatcher.epoch == new_epoch, "the server to see the new epoch")
-        own_server.hub.close_all(1012, "restarting")
+        for socket_of_node in list(own_server.hub.connections):
+            socket_of_node.close_soon(1012, "restarting")
 
         await wait_until(lambda: gaps != [], "on_gap")
         assert gaps[0].from_seq == last_seq and old_epoch != new_epoch and "epoch" in gaps[0].reason
