@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from medstream.errors import ValidationError
 from medstream.filters import DataSampleFilter
 from medstream.model import CodingReference, Content, DataSample, Patient
 from medstream.sdk import MedTechApi
@@ -76,3 +79,19 @@ async def test_data_sample_of_another_unshared_owner_gives_no_callback(new_profe
         await asyncio.sleep(0.05)
     assert [(e.type, e.entity.id, e.entity.rev) for e in events] == [("UPDATE", shared.id, shared.rev)]
     await connection.close()
+
+
+async def test_an_oversized_filter_is_refused_before_it_disturbs_the_socket(
+    new_professional: ProfessionalFactory,
+) -> None:
+    doctor = await new_professional()
+    api = doctor.api
+    arrived = asyncio.Event()
+    kept = await api.patient_api.subscribe_to_patient_events(["CREATE"], None, lambda _patient: arrived.set())
+    huge = {"$type": "PatientByIdsFilter", "ids": [f"{i:08d}" + "x" * 100 for i in range(3000)]}
+    with pytest.raises(ValidationError, match="KiB"):
+        await api.patient_api.subscribe_to_patient_events(["CREATE"], huge, lambda _patient: None)
+    await api.patient_api.create_or_modify_patient(Patient(first_name="Still", last_name="Here"))
+    await asyncio.wait_for(arrived.wait(), 10)  # the subscription sharing the socket was not disturbed
+    assert kept.is_connected
+    await kept.close()

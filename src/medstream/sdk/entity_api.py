@@ -5,9 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar, cast
+from typing import Any, ClassVar, Generic, TypeVar, cast, overload
+
+import orjson
 
 from medstream.errors import ValidationError
+from medstream.events.protocol import MAX_MESSAGE_BYTES
 from medstream.events.types import EventType
 from medstream.filters import Filter
 from medstream.model.base import MedstreamModel
@@ -103,7 +106,7 @@ class EntityApi(Generic[E]):
     ) -> PaginatedList[E]:
         """The live entities `filter` matches and you may read, by id: at most `limit` (1 to 10,000) after
         `next_id` (a previous page's). A bad filter, or one of another entity type, is a ValidationError."""
-        filter_json = filter.to_json_dict() if isinstance(filter, MedstreamModel) else filter
+        filter_json = _filter_json(filter)
         body: dict[str, Any] = {"filter": filter_json, "limit": limit}
         if next_id is not None:
             body["nextId"] = next_id
@@ -117,7 +120,7 @@ class EntityApi(Generic[E]):
     async def match_by(self, filter: Filter | dict[str, Any]) -> list[str]:
         """The ids of every live entity `filter` matches and you may read, by id (at most 100,000: past that,
         a ValidationError; page with `filter_by` instead)."""
-        filter_json = filter.to_json_dict() if isinstance(filter, MedstreamModel) else filter
+        filter_json = _filter_json(filter)
         return [
             str(entity_id) for entity_id in await self._transport.request("POST", f"{self._path}/match", filter_json)
         ]
@@ -139,7 +142,10 @@ class EntityApi(Generic[E]):
             raise ValidationError(f"event types are CREATE, UPDATE, DELETE; got {list(event_types)}") from None
         if not types:
             raise ValidationError("subscribe to at least one event type")
-        filter_json = filter.to_json_dict() if isinstance(filter, MedstreamModel) else filter
+        filter_json = _filter_json(filter)
+        if filter_json is not None and len(orjson.dumps(filter_json)) > MAX_MESSAGE_BYTES - 1024:
+            # The server would close the whole socket (4400) for an oversized subscribe: refuse it here instead.
+            raise ValidationError(f"this filter is over the {MAX_MESSAGE_BYTES // 1024} KiB a subscription may send")
         stream = self._streams.stream_for(options or SubscriptionOptions())
         connection: Connection[E] = Connection(
             stream,
@@ -158,3 +164,12 @@ class EntityApi(Generic[E]):
                 await connection.close()
             raise
         return connection
+
+
+@overload
+def _filter_json(filter: MedstreamModel | dict[str, Any]) -> dict[str, Any]: ...
+@overload
+def _filter_json(filter: MedstreamModel | dict[str, Any] | None) -> dict[str, Any] | None: ...
+def _filter_json(filter: MedstreamModel | dict[str, Any] | None) -> dict[str, Any] | None:
+    """A filter as sent on the wire: a built filter's JSON form, or JSON given as it is."""
+    return filter.to_json_dict() if isinstance(filter, MedstreamModel) else filter

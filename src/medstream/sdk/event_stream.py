@@ -24,7 +24,7 @@ from medstream.sdk.transport import Transport
 log = logging.getLogger("medstream.sdk")
 
 # Close codes after which reconnecting cannot help: the server refused what this client sends.
-_FATAL_CLOSE_CODES = {4003: "forbidden", 4400: "malformed message"}
+_FATAL_CLOSE_CODES = {4003: "forbidden", 4400: "malformed message", 1009: "message too big"}
 _MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 

@@ -64,6 +64,10 @@ class Settings:
             "max_body_bytes": int(_env("MAX_BODY_BYTES", str(cls.max_body_bytes)) or 0),
             "ws_heartbeat_seconds": float(_env("WS_HEARTBEAT_SECONDS", str(cls.ws_heartbeat_seconds)) or 0),
             "ws_send_queue": int(_env("WS_SEND_QUEUE", str(cls.ws_send_queue)) or 0),
+            "ws_heartbeat_timeout_seconds": float(
+                _env("WS_HEARTBEAT_TIMEOUT_SECONDS", str(cls.ws_heartbeat_timeout_seconds)) or 0
+            ),
+            "ws_max_subscriptions": int(_env("WS_MAX_SUBSCRIPTIONS", str(cls.ws_max_subscriptions)) or 0),
             "ws_per_message_deflate": _flag(_env("WS_PER_MESSAGE_DEFLATE"), cls.ws_per_message_deflate),
             "retention_seconds": float(_env("RETENTION_SECONDS", str(cls.retention_seconds)) or 0),
             "retention_max_events": int(_env("RETENTION_MAX_EVENTS", str(cls.retention_max_events)) or 0),

@@ -123,6 +123,7 @@ class ClientConnection:
                 await self.websocket.send_text(frame.decode())
 
     async def heartbeat_loop(self) -> None:
+        last_ping = 0.0
         while self.close_reason is None:
             await asyncio.sleep(min(self.limits.heartbeat_interval, 1.0))
             now = time.monotonic()
@@ -130,7 +131,8 @@ class ClientConnection:
                 self.close_soon(HEARTBEAT_TIMEOUT_CLOSE, "no message within the heartbeat timeout")
             elif time.time() > self.token_expires:
                 self.close_soon(AuthenticationError.close_code, "access token expired: send a fresh auth message")
-            elif now - self.last_seen > self.limits.heartbeat_interval:
+            elif now - max(self.last_seen, last_ping) > self.limits.heartbeat_interval:
+                last_ping = now  # once per interval of silence, not at every tick
                 self.deliver(PING_FRAME)
 
 
