@@ -134,6 +134,7 @@ outbox = Table(
     Column("document", Text(), nullable=False),
     Column("readers", Text(), nullable=False),
     Column("created", BigInteger(), nullable=False),
+    Index("ix_outbox_created", "created"),
 )
 
 # One row: the last assigned `seq`, the log's epoch, and the retention floor (lowest `seq` still kept).
