@@ -30,7 +30,9 @@ class ServerState:
     actors: ActorValidator
 
 
-def server_state(request: Request) -> ServerState:
+async def server_state(request: Request) -> ServerState:
+    """The running server's state. A coroutine on purpose: FastAPI runs a plain-function dependency in its
+    thread pool, a thread hop on every request."""
     state: ServerState = request.app.state.medstream
     return state
 
@@ -43,7 +45,7 @@ async def current_actor(request: Request) -> Actor:
     credentials: HTTPAuthorizationCredentials | None = await _bearer(request)
     if credentials is None:
         raise AuthenticationError("missing bearer token: log in with POST /rest/v1/auth/login")
-    state = server_state(request)
+    state = await server_state(request)
     actor = state.tokens.actor(credentials.credentials)
     await state.actors.check(actor)
     return actor
