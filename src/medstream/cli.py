@@ -69,7 +69,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> None:
     from medstream.server.runner import make_server
 
-    asyncio.run(make_server(_settings(args), log_level=args.log_level).serve())
+    asyncio.run(make_server(_settings(args), log_level=args.log_level, freeze_gc=True).serve())
 
 
 async def _add_user(args: argparse.Namespace) -> None:

@@ -1,8 +1,9 @@
-"""What the benchmarks rely on: permessage-deflate on event sockets as a setting, and dispatch time on /health."""
+"""What the benchmarks rely on or found: permessage-deflate as a setting, dispatch time on /health, gc.freeze."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 
 import httpx
@@ -10,7 +11,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from medstream.model import DataSample, Patient
-from medstream.server.runner import start_server
+from medstream.server.runner import make_server, start_server
 from medstream.server.settings import Settings
 from tests.conftest import ProfessionalFactory, RunningServer
 
@@ -69,3 +70,17 @@ async def test_health_counts_the_time_spent_dispatching(
 
     assert isinstance(after["dispatchNanos"], int)
     assert after["dispatchNanos"] > before["dispatchNanos"] >= 0
+
+
+async def test_a_server_of_its_own_freezes_what_start_up_allocated(tmp_path: Path) -> None:
+    settings = Settings(host="127.0.0.1", port=0, database_url=f"sqlite:///{tmp_path / 'gc.db'}")
+    server = make_server(settings, log_level="warning", freeze_gc=True)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:  # noqa: ASYNC110 - polling the server's own flag, bounded by the test timeout
+            await asyncio.sleep(0.02)
+        assert gc.get_freeze_count() > 0
+    finally:
+        server.should_exit = True
+        await task
+        gc.unfreeze()
