@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from websockets.exceptions import ConnectionClosed
 
 from medstream.model import ENTITY_KINDS
 from medstream.store.database import Database
-from tests.conftest import ADMIN_LOGIN, ADMIN_PASSWORD, database_url_for
+from tests.conftest import ADMIN_LOGIN, ADMIN_PASSWORD, database_url_for, unused_port
 
 ALL_EVENTS = ["CREATE", "UPDATE", "DELETE"]
 
@@ -49,13 +48,6 @@ class Node:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _serve_command() -> list[str]:
     script = Path(sys.executable).parent / "medstream"
     return [str(script)] if script.exists() else [sys.executable, "-m", "medstream"]
@@ -73,7 +65,7 @@ async def running_nodes(
     node_environment["PYTHONUNBUFFERED"] = "1"
     try:
         for name in "ABCDEFGH"[:count]:
-            port = _free_port()
+            port = unused_port()
             log_path = log_dir / f"node-{name}.log"
             with log_path.open("wb") as log_file:
                 process = await asyncio.create_subprocess_exec(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from medstream.sdk import MedTechApi
 from medstream.sdk.connection import Connection, SubscriptionEvent, SubscriptionOptions
 from medstream.server.runner import MedstreamServer, start_server
 from medstream.server.settings import Settings
-from tests.conftest import ADMIN_LOGIN, ADMIN_PASSWORD, Professional
+from tests.conftest import ADMIN_LOGIN, ADMIN_PASSWORD, Professional, unused_port
 from tests.integration.kinds import KindOps, sub_api
 
 ALL_TYPES = ["CREATE", "UPDATE", "DELETE"]
@@ -130,13 +129,6 @@ async def health_events(url: str) -> dict[str, int]:
     return events
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @dataclass
 class Node:
     """A server started by a test (on a fixed port, so that it can be stopped and started again in place)."""
@@ -171,7 +163,7 @@ class Node:
 @contextlib.asynccontextmanager
 async def node(database_url: str) -> AsyncIterator[Node]:
     """A running server of its own on `database_url` (another node, when another server uses it too)."""
-    running = Node(database_url, free_port())
+    running = Node(database_url, unused_port())
     await running.start()
     try:
         yield running

@@ -9,7 +9,6 @@ import asyncio
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -21,16 +20,10 @@ import pytest_asyncio
 
 from medstream.model import MedicalDevice
 from medstream.sdk import MedTechApi, SubscriptionEvent, SubscriptionOptions
-from tests.conftest import ADMIN_LOGIN, ADMIN_PASSWORD, IN_CI, database_url_for
+from tests.conftest import ADMIN_LOGIN, ADMIN_PASSWORD, IN_CI, database_url_for, unused_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-
-
-def _port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _doc_nginx_config() -> str:
@@ -93,13 +86,13 @@ def nginx_binary() -> Iterator[str]:
 async def cluster(nginx_binary: str, tmp_path: Path) -> AsyncIterator[tuple[str, list[subprocess.Popen[bytes]]]]:
     """Two nodes on one fresh PostgreSQL database, behind nginx configured as the doc says."""
     async with database_url_for("postgresql", tmp_path) as database_url:
-        ports = [_port(), _port()]
+        ports = [unused_port(), unused_port()]
         nodes = [_node(ports[0], database_url)]
         try:
             await _healthy(f"http://127.0.0.1:{ports[0]}")  # the first migrates; then the second starts
             nodes.append(_node(ports[1], database_url))
             await _healthy(f"http://127.0.0.1:{ports[1]}")
-            proxy_port = _port()
+            proxy_port = unused_port()
             snippet = (
                 _doc_nginx_config()
                 .replace("127.0.0.1:8081", f"127.0.0.1:{ports[0]}")

@@ -32,6 +32,7 @@ from tests.conftest import (
     ProfessionalFactory,
     RunningServer,
     database_url_for,
+    unused_port,
 )
 from tests.integration.events_support import (
     ALL_TYPES,
@@ -40,7 +41,6 @@ from tests.integration.events_support import (
     Node,
     Recorder,
     eventually,
-    free_port,
     health_events,
     node,
     readable_new,
@@ -290,7 +290,7 @@ async def test_a_server_shutdown_closes_with_1001_and_the_sdk_reconnects_and_res
     server: RunningServer, tmp_path: Path
 ) -> None:
     async with database_url_for(server.backend, tmp_path) as database_url:
-        running = Node(database_url, free_port())
+        running = Node(database_url, unused_port())
         await running.start()
         api = await login(running.url)
         try:
@@ -343,7 +343,7 @@ async def test_a_server_shutdown_closes_with_1001_and_the_sdk_reconnects_and_res
 
 
 async def test_closing_while_reconnecting_stops_the_retries_and_fires_on_closed_once(server: RunningServer) -> None:
-    running = Node(server.database_url, free_port())  # another node: stopping it stops only this test's sockets
+    running = Node(server.database_url, unused_port())  # another node: stopping it stops only this test's sockets
     await running.start()
     api = await login(running.url)
     try:
@@ -366,7 +366,7 @@ async def test_closing_while_reconnecting_stops_the_retries_and_fires_on_closed_
 
 
 async def test_a_subscribe_call_that_times_out_leaves_nothing_subscribed(server: RunningServer) -> None:
-    running = Node(server.database_url, free_port())  # another node: stopping it stops only this test's sockets
+    running = Node(server.database_url, unused_port())  # another node: stopping it stops only this test's sockets
     await running.start()
     api = await login(running.url)
     try:
@@ -393,7 +393,7 @@ async def test_a_subscribe_call_that_times_out_leaves_nothing_subscribed(server:
 async def test_when_the_server_never_comes_back_on_error_and_on_closed_fire_with_a_reason(
     server: RunningServer,
 ) -> None:
-    running = Node(server.database_url, free_port())  # another node: stopping it stops only this test's sockets
+    running = Node(server.database_url, unused_port())  # another node: stopping it stops only this test's sockets
     await running.start()
     api = await login(running.url)
     try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -29,7 +28,14 @@ from medstream.sdk import MedTechApi
 from medstream.sdk.connection import Gap, SubscriptionEvent, SubscriptionOptions
 from medstream.store.database import Database
 from medstream.store.schema import outbox, outbox_tail
-from tests.conftest import ADMIN_LOGIN, ADMIN_PASSWORD, ProfessionalFactory, RunningServer, database_url_for
+from tests.conftest import (
+    ADMIN_LOGIN,
+    ADMIN_PASSWORD,
+    ProfessionalFactory,
+    RunningServer,
+    database_url_for,
+    unused_port,
+)
 from tests.integration.raw_events import (
     WAIT,
     DedicatedServer,
@@ -60,20 +66,13 @@ async def outbox_rows(database_url: str, after: int, entity_type: str = "Patient
 # -- a server killed mid-stream -------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @dataclass
 class ServerProcess:
     """`medstream serve` in a process of its own, that a test can SIGKILL and start again on the same port."""
 
     database_url: str
     log_path: Path
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=unused_port)
     process: subprocess.Popen[bytes] | None = None
 
     @property

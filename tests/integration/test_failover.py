@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import pytest
@@ -12,13 +11,7 @@ from medstream.model import MedicalDevice
 from medstream.sdk import MedTechApi, SubscriptionEvent, SubscriptionOptions
 from medstream.server.runner import start_server
 from medstream.server.settings import Settings
-from tests.conftest import ADMIN_LOGIN, ADMIN_PASSWORD, database_url_for
-
-
-def _unused_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.conftest import ADMIN_LOGIN, ADMIN_PASSWORD, database_url_for, unused_port
 
 
 async def _admin(urls: list[str]) -> MedTechApi:
@@ -34,7 +27,7 @@ async def test_calls_skip_an_unreachable_node(backend: str, tmp_path: Path) -> N
     async with database_url_for(backend, tmp_path) as url:
         server, task, live = await start_server(_settings(url))
         try:
-            api = await _admin([f"http://127.0.0.1:{_unused_port()}", live])
+            api = await _admin([f"http://127.0.0.1:{unused_port()}", live])
             device = await api.medical_device_api.create_or_modify_medical_device(MedicalDevice(name="pump"))
             assert (await api.medical_device_api.get_medical_device(str(device.id))).name == "pump"
             assert api.transport.base_url == live

@@ -28,6 +28,7 @@ from medstream.model.entities import KIND_BY_NAME, EntityKind
 from medstream.model.user import User
 from medstream.store import outbox
 from medstream.store.database import Database
+from medstream.store.queries import readable_clause
 from medstream.store.schema import ENTITY_TABLES, KIND_COLUMNS, entity_readers, entity_terms, terms_of
 
 # Kinds whose `patient_id` links to a patient the writer must be able to read; True when the link is required.
@@ -247,18 +248,11 @@ class EntityRepository:
         query = select(table.c.document).where(table.c.deleted.is_(None)).order_by(table.c.id).limit(limit)
         if start_after is not None:
             query = query.where(table.c.id > start_after)
-        if not actor.is_admin:
-            if actor.data_owner_id is None:
-                return []
-            query = query.where(
-                select(entity_readers.c.entity_id)
-                .where(
-                    entity_readers.c.entity_type == kind.name,
-                    entity_readers.c.data_owner_id == actor.data_owner_id,
-                    entity_readers.c.entity_id == table.c.id,
-                )
-                .exists()
-            )
+        if not actor.is_admin and actor.data_owner_id is None:
+            return []
+        readable = readable_clause(kind, actor, check_only=True)
+        if readable is not None:
+            query = query.where(readable)
         async with self.database.read() as conn:
             result = await conn.execute(query)
             return [kind.model.model_validate_json(document) for (document,) in result]
