@@ -32,7 +32,7 @@ async def test_permessage_deflate_is_negotiated_only_when_enabled(tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"), [(None, True), ("0", False), ("off", False), ("false", False), ("1", True), ("on", True)]
+    ("value", "expected"), [(None, False), ("0", False), ("off", False), ("false", False), ("1", True), ("on", True)]
 )
 def test_permessage_deflate_setting_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, value: str | None, expected: bool

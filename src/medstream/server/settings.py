@@ -43,9 +43,9 @@ class Settings:
     ws_heartbeat_timeout_seconds: float = 60.0
     ws_send_queue: int = 10_000
     ws_max_subscriptions: int = 1_000
-    # permessage-deflate on event sockets: smaller frames, but zlib state costs tens of KB per connection and
-    # the server compresses every frame once per socket (bench/README.md has the figures).
-    ws_per_message_deflate: bool = True
+    # permessage-deflate on event sockets: frames about 4x smaller, but zlib state costs ~40 KB per connection
+    # and the server compresses every frame once per socket: off by default (bench/README.md has the figures).
+    ws_per_message_deflate: bool = False
     # Outbox retention: events older than this, or beyond this many, are trimmed every interval.
     retention_seconds: float = 7 * 24 * 3600
     retention_max_events: int = 10_000_000
