@@ -52,8 +52,9 @@ def main() -> None:
     if command == "run":
         _run(BIN / "medstream", "demo", *extra)
         return
-    _run(BIN / "ruff", "check", "src", "tests", "bench", "dev.py")
-    _run(BIN / "ruff", "format", "--check", "src", "tests", "bench", "dev.py")
+    linted = [path for path in ("src", "tests", "bench", "dev.py") if (ROOT / path).exists()]
+    _run(BIN / "ruff", "check", *linted)
+    _run(BIN / "ruff", "format", "--check", *linted)
     _run(BIN / "mypy", "src")
     _run(BIN / "python", "-m", "pytest", *extra)
 

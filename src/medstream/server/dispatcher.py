@@ -14,6 +14,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from medstream.errors import MedstreamError
 from medstream.events.index import IndexKey, SubscriptionIndex
 from medstream.events.protocol import EventFrameTemplate, gap_frame, subscribed_frame
@@ -30,6 +32,7 @@ from medstream.store.database import Database
 log = logging.getLogger("medstream.dispatcher")
 
 _PAGE = 1000
+_HEAD_QUERY = "SELECT last_seq, epoch, floor_seq FROM outbox_tail WHERE id = 1"
 
 
 class _EventView:
@@ -88,6 +91,7 @@ class Dispatcher:
         self.dispatched = 0
         self.dispatch_nanos = 0  # time spent matching and handing out events (for /health and the benchmarks)
         self._wake = asyncio.Event()
+        self._poll_connection: AsyncConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._user_listeners: list[Callable[[str], None]] = []
         database.on_commit(self._wake.set)
@@ -105,6 +109,31 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self._drop_poll_connection()
+
+    async def _read_head(self) -> outbox.LogHead:
+        """The log's tail. On PostgreSQL it is polled every few ms, so on one dedicated connection, through the
+        driver and in autocommit: one round trip and little CPU per poll. On SQLite (polled rarely, and whose
+        BEGIN hook must not leave a snapshot open) through an ordinary read."""
+        if self.database.is_sqlite:
+            async with self.database.read() as conn:
+                return await outbox.head(conn)
+        try:
+            if self._poll_connection is None:
+                self._poll_connection = await self.database.engine.connect()
+            driver = (await self._poll_connection.get_raw_connection()).driver_connection
+            assert driver is not None
+            row = await driver.fetchrow(_HEAD_QUERY)
+            return outbox.LogHead(last_seq=row["last_seq"], epoch=row["epoch"], floor_seq=row["floor_seq"])
+        except Exception:
+            await self._drop_poll_connection()  # the next poll connects afresh
+            raise
+
+    async def _drop_poll_connection(self) -> None:
+        connection, self._poll_connection = self._poll_connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
 
     async def _run(self) -> None:
         failures = 0
@@ -122,11 +151,12 @@ class Dispatcher:
 
     async def _drain(self) -> None:
         while True:
+            head = await self._read_head()
+            self.epoch, self.floor_seq = head.epoch, head.floor_seq
+            if head.last_seq <= self.position:
+                return
+            # Every event up to `head.last_seq` committed with it, so this later read sees them all.
             async with self.database.read() as conn:
-                head = await outbox.head(conn)
-                self.epoch, self.floor_seq = head.epoch, head.floor_seq
-                if head.last_seq <= self.position:
-                    return
                 events = await outbox.read_after(conn, self.position, _PAGE)
             if events and events[0].seq > self.position + 1:
                 # Positions are dense: a hole means retention trimmed events this node had not dispatched yet.

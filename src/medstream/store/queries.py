@@ -1,7 +1,8 @@
 """Filtered reads: a compiled filter, the access rule and liveness, ordered and paged by id.
 
 The access rule is `readable_clause` (which `EntityRepository.list_readable` uses too): an admin reads every
-entity; anyone else reads the entities shared with their data owner, and nothing without one. Deleted entities (tombstones) are never listed.
+entity; anyone else reads the entities shared with their data owner, and nothing without one. Deleted
+entities (tombstones) are never listed.
 """
 
 from __future__ import annotations
