@@ -62,7 +62,8 @@ class ClientConnection:
         self._queue: deque[bytes] = deque()
         self._ready = asyncio.Event()
         self._drained = asyncio.Event()  # set when the queue is at most half full, or the socket is closing
-        self.closing = asyncio.Event()
+        # Done once the socket is to close: a future rather than an Event waited on by a task of its own.
+        self.closing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.close_reason: tuple[int, str] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.last_ping = 0.0
@@ -85,7 +86,8 @@ class ClientConnection:
                 self._queue.clear()
             self._ready.set()
             self._drained.set()
-            self.closing.set()
+            if not self.closing.done():
+                self.closing.set_result(None)
 
     def on_task_done(self, task: asyncio.Task[None]) -> None:
         """A subscription's replay ended; if it failed (the database is down), close the socket."""
@@ -118,10 +120,12 @@ class ClientConnection:
             await self._ready.wait()
             self._ready.clear()
             while self._queue and self.close_reason is None:
-                frame = self._queue.popleft()
+                # Only the decoded text stays referenced while idle: frames from orjson.dumps (the acks) keep a
+                # 4 KB allocation whatever their length, which an idle socket would otherwise hold on to.
+                text = self._queue.popleft().decode()
                 if len(self._queue) <= self.limits.send_queue // 2:
                     self._drained.set()
-                await self.websocket.send_text(frame.decode())
+                await self.websocket.send_text(text)
 
     def heartbeat(self, now: float, wall_now: float) -> None:
         """One tick of the heartbeat (the hub ticks every connection at once): ping a silent client, drop one
@@ -233,10 +237,9 @@ class EventHub:
     async def _run(self, connection: ClientConnection) -> None:
         writer = asyncio.create_task(connection.write_loop())
         reader = asyncio.create_task(self._read_loop(connection))
-        closing = asyncio.create_task(connection.closing.wait())
-        tasks = (reader, writer, closing)
+        tasks = (reader, writer)
         try:
-            await asyncio.wait({writer, reader, closing}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({writer, reader, connection.closing}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in tasks:
                 task.cancel()
