@@ -1,0 +1,423 @@
+"""The client processes of the benchmarks: REST writers, SDK subscribers and holders of raw websockets.
+
+Each is the target of a `common.Worker` (a spawned process); it answers the benchmark's commands on its pipe.
+Timestamps: a writer puts its send time (time.time_ns) in the data sample's `comment` as "<run>:<ns>", and the
+receiving process compares with its own clock (one machine, one clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from bench.common import Channel, latency_summary
+
+LABEL_TYPE = "BENCH"
+SUBSCRIBE_WINDOW = 50
+EVENT_PREFIX = b'{"type":"event"'
+
+
+def sample_body(label_code: str, comment: str, text: str = "bench sample value") -> dict[str, Any]:
+    """A data sample as a client sends it: one label, one string content, the send time in `comment`."""
+    return {
+        "labels": [{"type": LABEL_TYPE, "code": label_code}],
+        "content": {"en": {"stringValue": text}},
+        "comment": comment,
+    }
+
+
+def subscription_filter(kind: str, index: int, hcp_id: str, label_code: str) -> dict[str, Any]:
+    """A DataSample filter: `match` matches the writers' samples; `label`, `id` and `patient` never match
+    them, each constrained on that indexed key."""
+    if kind == "match":
+        return {
+            "$type": "DataSampleByHealthcarePartyTagCodeDateFilter",
+            "healthcarePartyId": hcp_id,
+            "tagType": LABEL_TYPE,
+            "tagCode": label_code,
+        }
+    if kind == "label":
+        return {
+            "$type": "DataSampleByHealthcarePartyTagCodeDateFilter",
+            "healthcarePartyId": hcp_id,
+            "tagType": LABEL_TYPE,
+            "tagCode": f"nomatch-{index}",
+        }
+    if kind == "id":
+        return {"$type": "DataSampleByIdsFilter", "ids": [f"nomatch-{index}"]}
+    if kind == "patient":
+        return {
+            "$type": "DataSampleByHealthcarePartyPatientFilter",
+            "healthcarePartyId": hcp_id,
+            "patientIds": [f"nomatch-{index}"],
+        }
+    raise ValueError(f"unknown subscription kind {kind!r}")
+
+
+# -- REST writer -----------------------------------------------------------------------------------------
+
+
+async def rest_writer(channel: Channel, url: str, token: str, patient_id: str, label_code: str) -> None:
+    """Commands: `write` (see `_write`), `stop`."""
+    channel.send("ready")
+    while True:
+        kind, data = await channel.recv()
+        if kind == "stop":
+            return
+        if kind == "write":
+            channel.send("written", **(await _write(url, token, patient_id, label_code, **data)))
+
+
+async def _write(
+    url: str,
+    token: str,
+    patient_id: str,
+    label_code: str,
+    *,
+    run: str,
+    batch: int = 1,
+    concurrency: int = 1,
+    rate: float | None = None,
+    duration: float | None = None,
+    count: int | None = None,
+    text: str = "bench sample value",
+) -> dict[str, Any]:
+    """Create data samples through REST. With `rate` (requests/s): open loop, each request sent at its
+    scheduled time (a writer that cannot keep up falls behind, and its achieved rate shows it). Without:
+    closed loop, `concurrency` requests in flight back to back. Stops after `duration` seconds or `count`
+    requests."""
+    path = f"/rest/v1/patients/{patient_id}/data-samples" + ("/batch" if batch > 1 else "")
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    total = count if count is not None else (int(rate * duration) if rate and duration else None)
+    latencies: list[float] = []
+    errors: list[str] = []
+    sent = 0
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=120) as http:
+
+        async def one() -> None:
+            comment = f"{run}:{time.time_ns()}"
+            body = [sample_body(label_code, comment, text) for _ in range(batch)] if batch > 1 else None
+            content = orjson.dumps(body if body is not None else sample_body(label_code, comment, text))
+            started = time.perf_counter()
+            try:
+                response = await http.post(path, content=content)
+            except httpx.HTTPError as exc:
+                errors.append(repr(exc))
+                return
+            latencies.append((time.perf_counter() - started) * 1000)
+            if response.status_code != 200:
+                errors.append(f"{response.status_code} {response.text[:200]}")
+
+        # One warm-up request, not counted, so that connection set-up is not part of the figures.
+        await http.get("/health")
+        start = time.perf_counter()
+        deadline = start + duration if duration is not None else float("inf")
+        if rate:
+            slots = asyncio.Semaphore(concurrency)
+            tasks: set[asyncio.Task[None]] = set()
+
+            async def scheduled() -> None:
+                try:
+                    await one()
+                finally:
+                    slots.release()
+
+            interval = 1.0 / rate
+            while total is None or sent < total:
+                due = start + sent * interval
+                now = time.perf_counter()
+                if due > deadline:
+                    break
+                if due > now:
+                    await asyncio.sleep(due - now)
+                await slots.acquire()
+                task = asyncio.create_task(scheduled())
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                sent += 1
+            if tasks:
+                await asyncio.gather(*tasks)
+        else:
+            lock = asyncio.Lock()
+
+            async def loop() -> None:
+                nonlocal sent
+                while time.perf_counter() < deadline:
+                    async with lock:
+                        if total is not None and sent >= total:
+                            return
+                        sent += 1
+                    await one()
+
+            await asyncio.gather(*(loop() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return {
+        "requests": sent,
+        "samples": (sent - len(errors)) * batch,
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "elapsed": elapsed,
+        "requests_per_second": sent / elapsed if elapsed else 0.0,
+        "samples_per_second": (sent - len(errors)) * batch / elapsed if elapsed else 0.0,
+        "rest_latency_ms": latency_summary(latencies),
+    }
+
+
+async def broadcast_writer(channel: Channel, url: str) -> None:
+    """The baseline's writer: `write` {run, count, batch, size} asks the baseline server for `count` messages
+    of `size` bytes to every socket, `batch` per request, requests back to back (as the Medstream writer)."""
+    channel.send("ready")
+    async with httpx.AsyncClient(base_url=url, timeout=300) as http:
+        while True:
+            kind, data = await channel.recv()
+            if kind == "stop":
+                return
+            if kind == "write":
+                await http.get("/health")
+                started, sent, remaining = time.perf_counter(), 0, data["count"]
+                while remaining > 0:
+                    count = min(data["batch"], remaining)
+                    response = await http.post("/broadcast", json={"count": count, "size": data["size"]})
+                    response.raise_for_status()
+                    remaining -= count
+                    sent += 1
+                elapsed = time.perf_counter() - started
+                channel.send("written", requests=sent, samples=data["count"], errors=0, elapsed=elapsed)
+
+
+# -- SDK subscriber --------------------------------------------------------------------------------------
+
+
+async def sdk_subscriber(channel: Channel, url: str, login: str, password: str, label_code: str) -> None:
+    """One MedTechApi with one DataSample CREATE subscription on the writers' label; records, per run, the
+    delay from each write's send time to its callback. Commands: `collect` {run, expected, timeout}, `stop`."""
+    from medstream.filters import DataSampleFilter
+    from medstream.model import DataSample
+    from medstream.sdk import MedTechApi
+
+    received: dict[str, list[float]] = {}
+    arrived = asyncio.Event()
+
+    def on_event(sample: DataSample) -> None:
+        now = time.time_ns()
+        run, _, sent = (sample.comment or "").partition(":")
+        if sent:
+            received.setdefault(run, []).append((now - int(sent)) / 1e6)
+            arrived.set()
+
+    api = await MedTechApi.builder().with_url(url).with_username(login).with_password(password).build()
+    try:
+        event_filter = await DataSampleFilter(api).for_self().by_label_code_filter(LABEL_TYPE, label_code).build()
+        connection = await api.data_sample_api.subscribe_to_data_sample_events(["CREATE"], event_filter, on_event)
+        await connection.wait_established()
+        channel.send("ready")
+        while True:
+            kind, data = await channel.recv()
+            if kind == "stop":
+                return
+            if kind == "collect":
+                run, expected = data["run"], data["expected"]
+                deadline = time.monotonic() + data["timeout"]
+                while len(received.get(run, ())) < expected and time.monotonic() < deadline:
+                    arrived.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                            await arrived.wait()
+                channel.send("collected", latencies=received.pop(run, []), connected=connection.is_connected)
+    finally:
+        await api.close()
+
+
+# -- raw websocket holders -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Socket:
+    ws: ClientConnection
+    acks: int = 0
+    refused: list[str] = field(default_factory=list)
+    events: int = 0
+    bytes: int = 0
+    first_ns: int = 0
+    last_ns: int = 0
+    closed: str | None = None
+    deflate: bool = False
+
+
+class _Holder:
+    def __init__(self, ws_url: str, token: str, protocol: str, compression: bool) -> None:
+        self.ws_url = ws_url
+        self.token = token
+        self.protocol = protocol  # "medstream" or "baseline"
+        self.compression = "deflate" if compression else None
+        self.sockets: list[_Socket] = []
+        self.readers: list[asyncio.Task[None]] = []
+        self.progress = asyncio.Event()
+        self.expected = 0
+
+    async def open(self, subscriptions: list[dict[str, Any]]) -> _Socket:
+        ws = await connect(
+            self.ws_url, max_size=64 * 1024 * 1024, compression=self.compression, open_timeout=120, close_timeout=5
+        )
+        state = _Socket(ws, deflate="permessage-deflate" in (ws.response.headers.get("Sec-WebSocket-Extensions") or ""))
+        if self.protocol == "medstream":
+            await ws.send(orjson.dumps({"type": "auth", "token": self.token}).decode())
+            # At most SUBSCRIBE_WINDOW subscribes unanswered: the server reads a socket's frames in order, so a
+            # pong queued behind thousands of subscribes would miss uvicorn's keepalive (closed with 1011).
+            pending = iter(subscriptions)
+            for frame in itertools.islice(pending, SUBSCRIBE_WINDOW):
+                await ws.send(orjson.dumps(frame).decode())
+            while state.acks + len(state.refused) < len(subscriptions):
+                message = orjson.loads(await ws.recv(decode=False))
+                if message.get("type") == "subscribed":
+                    state.acks += 1
+                elif message.get("type") == "error":
+                    state.refused.append(str(message.get("message")))
+                else:
+                    continue
+                following = next(pending, None)
+                if following is not None:
+                    await ws.send(orjson.dumps(following).decode())
+        else:
+            await ws.send('{"type":"hello"}')
+            await ws.recv()
+            state.acks = 1
+        self.sockets.append(state)
+        self.readers.append(asyncio.create_task(self._read(state)))
+        return state
+
+    async def _read(self, state: _Socket) -> None:
+        ws = state.ws
+        try:
+            while True:
+                frame = await ws.recv(decode=False)
+                if frame.startswith(EVENT_PREFIX):
+                    now = time.time_ns()
+                    if not state.events:
+                        state.first_ns = now
+                    state.last_ns = now
+                    state.events += 1
+                    state.bytes += len(frame)
+                    if state.events == self.expected:
+                        self.progress.set()
+                elif frame.startswith(b'{"type":"ping"'):
+                    await ws.send('{"type":"pong"}')
+        except ConnectionClosed as exc:
+            state.closed = f"{exc.rcvd.code if exc.rcvd else None} {exc.rcvd.reason if exc.rcvd else ''}".strip()
+            self.progress.set()
+
+    def arm(self, expected: int) -> None:
+        self.expected = expected
+        for state in self.sockets:
+            state.events = state.bytes = state.first_ns = state.last_ns = 0
+
+    async def wait(self, within: float) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if all(s.events >= self.expected or s.closed for s in self.sockets):
+                return
+            self.progress.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(0.5, max(0.0, deadline - time.monotonic()))):
+                    await self.progress.wait()
+
+    def tally(self) -> dict[str, Any]:
+        got = [s for s in self.sockets if s.events]
+        return {
+            "sockets": len(self.sockets),
+            "events": sum(s.events for s in self.sockets),
+            "bytes": sum(s.bytes for s in self.sockets),
+            "complete": sum(1 for s in self.sockets if s.events >= self.expected),
+            "first_ns": min((s.first_ns for s in got), default=0),
+            "last_ns": max((s.last_ns for s in got), default=0),
+            "closed": [s.closed for s in self.sockets if s.closed][:5],
+            "closed_count": sum(1 for s in self.sockets if s.closed),
+        }
+
+    async def close(self) -> None:
+        for task in self.readers:
+            task.cancel()
+        for state in self.sockets:
+            with contextlib.suppress(Exception):
+                await state.ws.close()
+
+
+async def _open_one(holder: _Holder, slots: asyncio.Semaphore, frames: list[dict[str, Any]]) -> _Socket:
+    async with slots:
+        return await holder.open(frames)
+
+
+async def socket_holder(
+    channel: Channel,
+    ws_url: str,
+    token: str = "",
+    protocol: str = "medstream",
+    compression: bool = True,
+    hcp_id: str = "",
+    label_code: str = "",
+    connect_concurrency: int = 25,
+) -> None:
+    """Holds raw websockets. Commands:
+    - `connect` {sockets, per_socket, filter_kind, first_index}: open `sockets` more sockets, each authenticated with
+      `per_socket` subscriptions of `filter_kind` (see `subscription_filter`); answers `connected`.
+    - `arm` {expected}: reset the event counters; answers `armed`.
+    - `wait` {within}: until every socket has `expected` events (or is closed); answers `tally`.
+    - `stop`."""
+    holder = _Holder(ws_url, token, protocol, compression)
+    channel.send("ready")
+    try:
+        while True:
+            kind, data = await channel.recv()
+            if kind == "stop":
+                return
+            if kind == "connect":
+                started = time.perf_counter()
+                slots = asyncio.Semaphore(connect_concurrency)
+                index = data["first_index"]
+                plans = []
+                for _ in range(data["sockets"]):
+                    frames = [
+                        {
+                            "type": "subscribe",
+                            "id": f"s{index + j}",
+                            "entity": "DataSample",
+                            "events": ["CREATE"],
+                            "filter": subscription_filter(data["filter_kind"], index + j, hcp_id, label_code),
+                        }
+                        for j in range(data["per_socket"])
+                    ]
+                    plans.append(frames)
+                    index += data["per_socket"]
+
+                opened = await asyncio.gather(*(_open_one(holder, slots, f) for f in plans), return_exceptions=True)
+                failures = [repr(o) for o in opened if isinstance(o, BaseException)]
+                states = [o for o in opened if isinstance(o, _Socket)]
+                channel.send(
+                    "connected",
+                    sockets=len(states),
+                    subscriptions=sum(s.acks for s in states),
+                    refused=sum(len(s.refused) for s in states),
+                    first_refusal=next((s.refused[0] for s in states if s.refused), None),
+                    failures=len(failures),
+                    deflate=any(s.deflate for s in states),
+                    first_failure=failures[0] if failures else None,
+                    seconds=time.perf_counter() - started,
+                )
+            elif kind == "arm":
+                holder.arm(data["expected"])
+                channel.send("armed")
+            elif kind == "wait":
+                await holder.wait(data["within"])
+                channel.send("tally", **holder.tally())
+    finally:
+        await holder.close()

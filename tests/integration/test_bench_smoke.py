@@ -1,0 +1,56 @@
+"""The benchmark commands keep working: each runs at its quickest (SQLite, smallest sizes) and prints its table
+and a valid JSON report. No timing is asserted: the figures are the benchmarks' business (bench/README.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# The quickest useful run of each command: --quick, narrowed where one configuration shows that it works.
+COMMANDS = {
+    "write_path": ["--database", "sqlite"],
+    "latency": ["--database", "sqlite", "--subscribers", "1", "--rates", "50"],
+    "fanout": ["--subscribers", "3", "--deliveries", "30"],
+    "subscription_scale": ["--kinds", "id", "--subscriptions", "5", "--matching", "3", "--events", "10"],
+    "connections": ["--connections", "10", "--warmup", "2", "--idle", "0", "--settings", "deflate-off"],
+}
+TITLES = {
+    "write_path": "Write path:",
+    "latency": "Latency:",
+    "fanout": "Fan-out:",
+    "subscription_scale": "Subscription scale:",
+    "connections": "Connections:",
+}
+
+
+async def _run(name: str, arguments: list[str], json_path: Path) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSTREAM_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", f"bench.{name}", "--quick", *arguments, "--json", str(json_path),
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=240)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+@pytest.mark.timeout(300)
+async def test_every_benchmark_prints_its_table_and_json(tmp_path: Path) -> None:
+    names = list(COMMANDS)
+    results = await asyncio.gather(*(_run(n, COMMANDS[n], tmp_path / f"{n}.json") for n in names))
+
+    for name, (code, out, err) in zip(names, results, strict=True):
+        assert code == 0, f"bench.{name} exited {code}:\n{err[-3000:]}"
+        assert TITLES[name] in out and "\n=====" in out, f"bench.{name} printed no table:\n{out[-2000:]}"
+        report = json.loads((tmp_path / f"{name}.json").read_text())
+        assert report["benchmark"] == name
+        assert report["command"].startswith(f".venv/bin/python -m bench.{name} --quick")
+        assert report["results"] and {"loadavg_start", "cpus", "commit"} <= set(report["machine"])
+        assert all({"name", "target", "measured", "met"} <= set(t) for t in report["targets"])
