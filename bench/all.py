@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         sub_started = dt.datetime.now(dt.UTC)
         try:
             report: Report = asyncio.run(module.run(sub_args))
+        except KeyboardInterrupt:
+            print("\ninterrupted", file=sys.stderr)
+            return 130
         except Exception:
             failures[name] = traceback.format_exc()
             print(f"bench.{name} failed:\n{failures[name]}", file=sys.stderr)

@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import uuid
@@ -395,7 +396,11 @@ def cli(name: str, parser: argparse.ArgumentParser, run: RunFunction, argv: Sequ
     args = parser.parse_args(arguments)
     started = dt.datetime.now(dt.UTC)
     load = MachineLoad()
-    report = run_async(run(args))
+    try:
+        report = run_async(run(args))
+    except KeyboardInterrupt:
+        print("\ninterrupted: servers stopped, client processes ended, temporary databases dropped", file=sys.stderr)
+        return 130
     tables = [*report.tables]
     if report.targets:
         tables.append(targets_table(f"{name}: targets", report.targets))
@@ -696,6 +701,7 @@ class Worker:
         self.process = context.Process(target=_worker_main, args=(target, child, kwargs), name=name, daemon=True)
         self.process.start()
         child.close()
+        self._abandoned = threading.Event()  # set when the benchmark stops waiting (Ctrl-C, an error)
 
     def send(self, kind: str, **data: Any) -> None:
         self._conn.send((kind, data))
@@ -703,6 +709,8 @@ class Worker:
     def recv(self, timeout: float = 120.0) -> tuple[str, dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while not self._conn.poll(0.05):
+            if self._abandoned.is_set():
+                raise WorkerError(f"{self.name}: no longer waited for")
             if not self.process.is_alive() and not self._conn.poll(0):
                 raise WorkerError(f"{self.name} died (exit code {self.process.exitcode})")
             if time.monotonic() > deadline:
@@ -713,12 +721,17 @@ class Worker:
         return kind, data
 
     async def arecv(self, kind: str, within: float = 120.0) -> dict[str, Any]:
-        got, data = await asyncio.to_thread(self.recv, within)
+        try:
+            got, data = await asyncio.to_thread(self.recv, within)
+        except asyncio.CancelledError:
+            self._abandoned.set()  # the thread polling the pipe stops at once, so the event loop can close
+            raise
         if got != kind:
             raise WorkerError(f"{self.name}: expected {kind!r}, got {got!r}")
         return data
 
     def stop(self, timeout: float = 10.0) -> None:
+        self._abandoned.set()
         if self.process.is_alive():
             with contextlib.suppress(OSError, ValueError):
                 self.send("stop")
