@@ -69,7 +69,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> None:
     from medstream.server.runner import make_server
 
-    asyncio.run(make_server(_settings(args), log_level=args.log_level, freeze_gc=True).serve())
+    server = make_server(_settings(args), log_level=args.log_level, freeze_gc=True)
+    try:
+        import uvloop  # uvicorn[standard] brings it on Linux and macOS
+    except ImportError:  # pragma: no cover - Windows
+        asyncio.run(server.serve())
+    else:
+        uvloop.run(server.serve())
 
 
 async def _add_user(args: argparse.Namespace) -> None:
