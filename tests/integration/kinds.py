@@ -181,11 +181,9 @@ async def events_of(database_url: str, entity_id: str) -> list[tuple[str, str]]:
     """(event type, rev) of every outbox row written for `entity_id`, in the order written."""
     database = Database(database_url)
     try:
-        async with database.read() as conn:
-            result = await conn.execute(
-                select(outbox.c.event_type, outbox.c.rev).where(outbox.c.entity_id == entity_id).order_by(outbox.c.id)
-            )
-            return [(str(event_type), str(rev)) for event_type, rev in result]
+        query = select(outbox.c.event_type, outbox.c.rev).where(outbox.c.entity_id == entity_id).order_by(outbox.c.id)
+        rows = await database.run_read(lambda conn: conn.execute(query).all())
+        return [(str(event_type), str(rev)) for event_type, rev in rows]
     finally:
         await database.close()
 

@@ -232,8 +232,7 @@ async def test_a_database_that_cannot_be_reached_is_unavailable_not_an_internal_
         with pytest.raises(UnavailableError):
             await database.ping()
         with pytest.raises(UnavailableError):
-            async with database.write():
-                pass
+            await database.run_write(lambda conn: None)
     finally:
         await database.close()
 

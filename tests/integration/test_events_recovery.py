@@ -20,7 +20,7 @@ import httpx
 import orjson
 import pytest
 import pytest_asyncio
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from medstream.filters import PatientByHealthcarePartyFilter
 from medstream.model import Patient
@@ -52,13 +52,13 @@ async def outbox_rows(database_url: str, after: int, entity_type: str = "Patient
     """(seq, entity id, readers) of every committed event of `entity_type` above `after`, in seq order."""
     database = Database(database_url)
     try:
-        async with database.read() as conn:
-            result = await conn.execute(
-                select(outbox.c.seq, outbox.c.entity_id, outbox.c.readers)
-                .where(outbox.c.seq > after, outbox.c.entity_type == entity_type)
-                .order_by(outbox.c.seq)
-            )
-            return [(int(seq), str(entity_id), orjson.loads(readers)) for seq, entity_id, readers in result]
+        query = (
+            select(outbox.c.seq, outbox.c.entity_id, outbox.c.readers)
+            .where(outbox.c.seq > after, outbox.c.entity_type == entity_type)
+            .order_by(outbox.c.seq)
+        )
+        rows = await database.run_read(lambda conn: conn.execute(query).all())
+        return [(int(seq), str(entity_id), orjson.loads(readers)) for seq, entity_id, readers in rows]
     finally:
         await database.close()
 
@@ -297,9 +297,12 @@ async def test_the_sdk_resuming_into_a_restored_event_log_gets_on_gap_then_live_
 async def rewrite_log(database_url: str, *statements: Any) -> None:
     database = Database(database_url)
     try:
-        async with database.write() as conn:
+
+        def run(conn: Connection) -> None:
             for statement in statements:
-                await conn.execute(statement)
+                conn.execute(statement)
+
+        await database.run_write(run)
     finally:
         await database.close()
 

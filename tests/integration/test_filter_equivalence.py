@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete
+from sqlalchemy import Connection, delete
 
 from medstream.access import Actor
 from medstream.errors import ValidationError
@@ -87,10 +87,13 @@ class FilterStore:
     async def remove(self, kind_name: str, ids: list[str]) -> None:
         """Forget entities entirely (rows, terms, readers), so the next example starts from the pool alone."""
         table = ENTITY_TABLES[kind_name]
-        async with self.database.write() as conn:
-            await conn.execute(delete(table).where(table.c.id.in_(ids)))
+
+        def forget(conn: Connection) -> None:
+            conn.execute(delete(table).where(table.c.id.in_(ids)))
             for side in (entity_terms, entity_readers):
-                await conn.execute(delete(side).where(side.c.entity_type == kind_name, side.c.entity_id.in_(ids)))
+                conn.execute(delete(side).where(side.c.entity_type == kind_name, side.c.entity_id.in_(ids)))
+
+        await self.database.run_write(forget)
 
 
 def _fast_directory(tmp_path_factory: pytest.TempPathFactory) -> Path:

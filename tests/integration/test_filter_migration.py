@@ -32,13 +32,14 @@ async def test_existing_patients_get_education_and_profession_and_are_found_by_t
     async with database_url_for(backend, tmp_path) as url:
         database = Database(url)
         try:
-            async with database.engine.begin() as conn:
-                await conn.run_sync(_upgrade, "0001")
+
+            def old_schema_and_rows(conn: Connection) -> None:
+                _upgrade(conn, "0001")
                 for number, education in enumerate(("university", None, "primary")):
                     patient = Patient(
                         id=f"old-{number}", gender=Gender.female, education=education, profession="nurse", rev="1-a"
                     )
-                    await conn.execute(
+                    conn.execute(
                         text(
                             "INSERT INTO patients (id, rev, document, created, modified, gender) "
                             "VALUES (:id, :rev, :document, 1, 1, 'female')"
@@ -49,16 +50,18 @@ async def test_existing_patients_get_education_and_profession_and_are_found_by_t
                             "document": orjson.dumps(patient.to_json_dict()).decode(),
                         },
                     )
-                    await conn.execute(
+                    conn.execute(
                         text(
                             "INSERT INTO entity_readers (entity_type, data_owner_id, entity_id) "
                             "VALUES ('Patient', 'hcp-old', :id)"
                         ),
                         {"id": patient.id},
                     )
+
+            await database.run_write(old_schema_and_rows)
             await database.migrate()
-            async with database.read() as conn:
-                rows = (await conn.execute(text("SELECT id, education, profession FROM patients ORDER BY id"))).all()
+            query = text("SELECT id, education, profession FROM patients ORDER BY id")
+            rows = await database.run_read(lambda conn: conn.execute(query).all())
             assert [tuple(row) for row in rows] == [
                 ("old-0", "university", "nurse"),
                 ("old-1", None, "nurse"),

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from medstream.access import Actor
 from medstream.filters import (
@@ -107,15 +108,16 @@ async def planned(
             )
         for i in range(20):
             await repository.give_access(KIND_BY_NAME["DataSample"], f"plan-ds-{i * 100:04d}", RARE_READER, owner)
-        async with database.write() as conn:
-            # The store stamps `created` itself; spread it so that a date range is selective.
-            await conn.execute(
-                text(f"UPDATE notifications SET created = {BASE_TIME} + CAST(substr(id, 11) AS BIGINT) * 1000")
-            )
+        # The store stamps `created` itself; spread it so that a date range is selective.
+        spread = text(f"UPDATE notifications SET created = {BASE_TIME} + CAST(substr(id, 11) AS BIGINT) * 1000")
+        await database.run_write(lambda conn: conn.execute(spread))
         if not database.is_sqlite:
-            async with database.write() as conn:
+
+            def analyze(conn: Connection) -> None:
                 for table in (*(t.name for t in ENTITY_TABLES.values()), "entity_terms", "entity_readers"):
-                    await conn.execute(text(f"ANALYZE {table}"))
+                    conn.execute(text(f"ANALYZE {table}"))
+
+            await database.run_write(analyze)
         try:
             yield PlanDatabase(database, backend)
         finally:
@@ -185,10 +187,13 @@ CASES: list[tuple[str, Filter, str]] = [
 
 async def _plan(planned: PlanDatabase, tree: Filter, actor: Actor) -> str:
     query = filter_query(KIND_BY_NAME[tree.entity_type], tree, actor)
-    async with planned.database.read() as conn:
+
+    def explain(conn: Connection) -> list[Any]:
         sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
         prefix = "EXPLAIN QUERY PLAN " if planned.database.is_sqlite else "EXPLAIN "
-        rows = (await conn.execute(text(prefix + sql))).all()
+        return list(conn.execute(text(prefix + sql)).all())
+
+    rows = await planned.database.run_read(explain)
     return "\n".join(str(row[-1]) for row in rows)
 
 
@@ -219,8 +224,6 @@ async def test_each_constraint_reads_its_index_and_never_scans_the_entity_table(
     for actor in (ADMIN, Actor("plan-owner-user", OWNER)):
         _check(planned, await _plan(planned, tree, actor), table, index)
     if planned.database.is_sqlite:
-        async with planned.database.write() as conn:
-            await conn.execute(text("ANALYZE"))
+        await planned.database.run_write(lambda conn: conn.execute(text("ANALYZE")))
         _check(planned, await _plan(planned, tree, ADMIN), table, index)
-        async with planned.database.write() as conn:
-            await conn.execute(text("DROP TABLE IF EXISTS sqlite_stat1"))
+        await planned.database.run_write(lambda conn: conn.execute(text("DROP TABLE IF EXISTS sqlite_stat1")))

@@ -43,8 +43,8 @@ async def _write(database: Database, count: int) -> None:
 
 
 async def _seqs(database: Database) -> list[int]:
-    async with database.read() as conn:
-        return list((await conn.execute(select(outbox_table.c.seq).order_by(outbox_table.c.seq))).scalars())
+    query = select(outbox_table.c.seq).order_by(outbox_table.c.seq)
+    return await database.run_read(lambda conn: list(conn.execute(query).scalars()))
 
 
 async def test_trim_by_size_keeps_the_newest_events_and_raises_the_floor(database: Database) -> None:
@@ -52,17 +52,15 @@ async def test_trim_by_size_keeps_the_newest_events_and_raises_the_floor(databas
     deleted = await outbox.trim(database, created_before=0, keep_last=5)
     assert deleted == 15
     assert await _seqs(database) == [16, 17, 18, 19, 20]
-    async with database.read() as conn:
-        head = await outbox.head(conn)
+    head = await database.run_read(outbox.head)
     assert (head.last_seq, head.floor_seq) == (20, 16)
 
 
 async def test_trim_by_age_drops_only_older_events(database: Database) -> None:
     await _write(database, 6)
-    async with database.write() as conn:  # make the first four look a day old
-        await conn.execute(
-            update(outbox_table).where(outbox_table.c.seq <= 4).values(created=outbox_table.c.created - 86_400_000)
-        )
+    # Make the first four look a day old.
+    older = update(outbox_table).where(outbox_table.c.seq <= 4).values(created=outbox_table.c.created - 86_400_000)
+    await database.run_write(lambda conn: conn.execute(older))
     assert await trim_once(database, max_age_seconds=3600, max_events=1_000) == 4
     assert await _seqs(database) == [5, 6]
 
@@ -72,9 +70,9 @@ async def test_trimming_twice_or_concurrently_is_safe_and_the_floor_never_goes_d
     await asyncio.gather(*(outbox.trim(database, created_before=0, keep_last=4) for _ in range(3)))
     assert await _seqs(database) == [7, 8, 9, 10]
     await outbox.trim(database, created_before=0, keep_last=100)  # a looser bound does not lower the floor
-    async with database.read() as conn:
-        assert (await outbox.head(conn)).floor_seq == 7
-        assert (await conn.execute(select(func.count()).select_from(outbox_table))).scalar_one() == 4
+    assert (await database.run_read(outbox.head)).floor_seq == 7
+    count = select(func.count()).select_from(outbox_table)
+    assert await database.run_read(lambda conn: conn.execute(count).scalar_one()) == 4
 
 
 async def test_resuming_below_the_floor_gets_a_gap_then_live_events(
@@ -84,8 +82,7 @@ async def test_resuming_below_the_floor_gets_a_gap_then_live_events(
         await admin_api.medical_device_api.create_or_modify_medical_device(MedicalDevice(name="old"))
     database = Database(server.database_url)
     try:
-        async with database.read() as conn:
-            head = await outbox.head(conn)
+        head = await database.run_read(outbox.head)
         await outbox.trim(database, created_before=0, keep_last=1)
     finally:
         await database.close()

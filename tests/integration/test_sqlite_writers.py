@@ -1,56 +1,151 @@
-"""SQLite admits one writer at a time: the writers of one process take turns in the process, not in SQLite's
-busy handler (which sleeps between retries, turning concurrent writes into idle waiting)."""
+"""SQLite admits one writer at a time. One writer thread runs this process's write transactions, and commits
+the writes that queued while it was busy together (group commit), each in its own savepoint."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, select
+import pytest
+from sqlalchemy import Connection, event, func, select, text
 
+from medstream.errors import UnavailableError
 from medstream.store.database import Database
-from medstream.store.schema import outbox_tail
+from medstream.store.schema import server_keys
 
 
-async def test_concurrent_writers_of_one_process_never_meet_the_busy_handler(tmp_path: Path) -> None:
+@pytest.fixture
+async def database(tmp_path: Path) -> Any:
     database = Database(f"sqlite:///{tmp_path / 'writers.db'}")
     await database.migrate()
 
-    @event.listens_for(database.engine.sync_engine, "connect")
+    @event.listens_for(database.sync_engine, "connect")
     def _no_busy_wait(dbapi_connection: Any, _record: Any) -> None:
-        # Without waiting in the busy handler, a second writer that reached SQLite while the first holds the
-        # write lock would fail at once with "database is locked".
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout=0")
-        cursor.close()
+        # Without waiting in the busy handler, a writer that reached SQLite while another held the write lock
+        # would fail at once with "database is locked".
+        dbapi_connection.execute("PRAGMA busy_timeout=0")
 
-    await database.engine.dispose()  # connections made from now on have no busy wait
-    first_inside = asyncio.Event()
-    release_first = asyncio.Event()
-    order: list[str] = []
-
-    async def writer(name: str) -> None:
-        async with database.write() as conn:
-            order.append(f"{name} begins")
-            await conn.execute(select(outbox_tail.c.last_seq))
-            if name == "first":
-                first_inside.set()
-                await release_first.wait()
-            order.append(f"{name} commits")
-
+    database.sync_engine.dispose()  # connections made from now on have no busy wait
     try:
-        first = asyncio.create_task(writer("first"))
-        await first_inside.wait()
-        others = [asyncio.create_task(writer(f"writer {i}")) for i in range(5)]
-        await asyncio.sleep(0.1)  # give the others every chance to reach SQLite while the first holds the lock
-        assert order == ["first begins"]
-        release_first.set()
-        await asyncio.gather(first, *others)
+        yield database
     finally:
         await database.close()
 
-    assert order[:2] == ["first begins", "first commits"]
-    assert len(order) == 12
-    for i in range(0, 12, 2):
-        assert order[i].replace("begins", "") == order[i + 1].replace("commits", "")
+
+def _insert(name: str) -> Any:
+    def work(conn: Connection) -> str:
+        conn.execute(server_keys.insert().values(name=name, value="v"))
+        return name
+
+    return work
+
+
+def _names(conn: Connection) -> set[str]:
+    return {
+        str(name) for name in conn.execute(select(server_keys.c.name).where(server_keys.c.name.like("k-%"))).scalars()
+    }
+
+
+class _Gate:
+    """A first write that holds the writer thread until released, so that later writes queue behind it."""
+
+    def __init__(self) -> None:
+        self.inside = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, conn: Connection) -> str:
+        self.inside.set()
+        assert self.release.wait(10)
+        conn.execute(server_keys.insert().values(name="k-gate", value="v"))
+        return "k-gate"
+
+
+async def _queue_behind_gate(database: Database, works: list[Any]) -> tuple[_Gate, list[asyncio.Task[Any]]]:
+    gate = _Gate()
+    first = asyncio.create_task(database.run_write(gate))
+    await asyncio.to_thread(gate.inside.wait, 10)
+    tasks = [first] + [asyncio.create_task(database.run_write(work)) for work in works]
+    await asyncio.sleep(0.05)  # every write is queued now
+    return gate, tasks
+
+
+async def test_concurrent_writes_commit_in_groups_and_never_meet_the_busy_handler(database: Database) -> None:
+    before = database.commit_groups
+    gate, tasks = await _queue_behind_gate(database, [_insert(f"k-{i}") for i in range(20)])
+    gate.release.set()
+    results = await asyncio.gather(*tasks)
+
+    assert results == ["k-gate"] + [f"k-{i}" for i in range(20)]
+    assert await database.run_read(_names) == {"k-gate"} | {f"k-{i}" for i in range(20)}
+    # The gate's write commits alone; the twenty that queued behind it commit together.
+    assert database.commit_groups - before == 2
+
+
+async def test_a_failing_write_leaves_the_others_of_its_group_whole(database: Database) -> None:
+    def half_then_fail(conn: Connection) -> None:
+        conn.execute(server_keys.insert().values(name="k-failed", value="v"))
+        raise ValueError("refused after writing")
+
+    def duplicate(conn: Connection) -> None:
+        conn.execute(server_keys.insert().values(name="k-0", value="again"))  # the primary key is taken
+
+    gate, tasks = await _queue_behind_gate(database, [_insert("k-0"), half_then_fail, duplicate, _insert("k-1")])
+    gate.release.set()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert outcomes[:2] == ["k-gate", "k-0"] and outcomes[4] == "k-1"
+    assert isinstance(outcomes[2], ValueError)
+    assert "UNIQUE" in str(outcomes[3])
+    assert await database.run_read(_names) == {"k-gate", "k-0", "k-1"}
+    value = await database.run_read(
+        lambda conn: conn.execute(select(server_keys.c.value).where(server_keys.c.name == "k-0")).scalar_one()
+    )
+    assert value == "v"
+
+
+async def test_a_transaction_sqlite_abandons_fails_its_whole_group_and_keeps_nothing(database: Database) -> None:
+    def abandon(conn: Connection) -> None:
+        conn.exec_driver_sql("ROLLBACK")  # what SQLite does by itself on a full disk or an I/O error
+
+    gate, tasks = await _queue_behind_gate(database, [_insert("k-0"), abandon, _insert("k-1")])
+    gate.release.set()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert outcomes[0] == "k-gate"
+    assert all(isinstance(outcome, Exception) for outcome in outcomes[1:]), outcomes
+    assert await database.run_read(_names) == {"k-gate"}
+    # The writer goes on with the next writes.
+    assert await database.run_write(_insert("k-2")) == "k-2"
+    assert await database.run_read(_names) == {"k-gate", "k-2"}
+
+
+async def test_a_single_abandoned_transaction_is_reported_not_committed_piecemeal(database: Database) -> None:
+    def abandon_then_write(conn: Connection) -> None:
+        conn.exec_driver_sql("ROLLBACK")
+        conn.execute(server_keys.insert().values(name="k-after", value="v"))  # would commit on its own
+
+    with pytest.raises(UnavailableError, match="abandoned"):
+        await database.run_write(abandon_then_write)
+    count = select(func.count()).select_from(server_keys).where(server_keys.c.name == "k-after")
+    assert await database.run_read(lambda conn: conn.execute(count).scalar_one()) == 0
+
+
+async def test_a_write_from_another_process_waits_for_the_lock_instead_of_failing(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'shared.db'}")
+    other = Database(f"sqlite:///{tmp_path / 'shared.db'}")  # as another process would, with its own writer
+    await database.migrate()
+    try:
+        gate = _Gate()
+        held = asyncio.create_task(database.run_write(gate))
+        await asyncio.to_thread(gate.inside.wait, 10)
+        waiting = asyncio.create_task(other.run_write(_insert("k-other")))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # in SQLite's busy handler, not failed
+        gate.release.set()
+        assert await held == "k-gate" and await waiting == "k-other"
+        assert await other.run_read(lambda conn: conn.execute(text("PRAGMA journal_mode")).scalar()) == "wal"
+    finally:
+        await database.close()
+        await other.close()

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -98,8 +99,7 @@ class Dispatcher:
 
     async def start(self) -> None:
         """Start live from the log's current head: earlier events are there for replay."""
-        async with self.database.read() as conn:
-            head = await outbox.head(conn)
+        head = await self.database.run_read(outbox.head)
         self.position, self.epoch, self.floor_seq = head.last_seq, head.epoch, head.floor_seq
         self._task = asyncio.create_task(self._run(), name="medstream-dispatcher")
 
@@ -116,8 +116,7 @@ class Dispatcher:
         driver and in autocommit: one round trip and little CPU per poll. On SQLite (polled rarely, and whose
         BEGIN hook must not leave a snapshot open) through an ordinary read."""
         if self.database.is_sqlite:
-            async with self.database.read() as conn:
-                return await outbox.head(conn)
+            return await self.database.run_read(outbox.head)
         try:
             if self._poll_connection is None:
                 self._poll_connection = await self.database.engine.connect()
@@ -156,8 +155,7 @@ class Dispatcher:
             if head.last_seq <= self.position:
                 return
             # Every event up to `head.last_seq` committed with it, so this later read sees them all.
-            async with self.database.read() as conn:
-                events = await outbox.read_after(conn, self.position, _PAGE)
+            events = await self.database.run_read(partial(outbox.read_after, after_seq=self.position, limit=_PAGE))
             if events and events[0].seq > self.position + 1:
                 # Positions are dense: a hole means retention trimmed events this node had not dispatched yet.
                 self._gap_for_live(events[0].seq - 1, f"events after {self.position} were trimmed by retention")
@@ -187,8 +185,7 @@ class Dispatcher:
         # A new subscription starts at the log's committed head, not at how far this node has dispatched: a
         # write that committed before the subscribe (its REST answer already back) is never delivered, whatever
         # the dispatcher's timing. Events between the two are dispatched later and skipped by the cursor.
-        async with self.database.read() as conn:
-            position = max(self.position, (await outbox.head(conn)).last_seq)
+        position = max(self.position, (await self.database.run_read(outbox.head)).last_seq)
         if subscription.removed:  # unsubscribed while we read the head
             return False
         start = plan_start(after, epoch, log_epoch=self.epoch, floor_seq=self.floor_seq, position=position)
@@ -215,8 +212,8 @@ class Dispatcher:
             # A page never holds more than the socket's queue can take (one frame is kept for a gap): a replay
             # goes at the client's pace instead of overflowing the queue it shares with live events.
             room = await subscription.sink.wait_for_room()
-            async with self.database.read() as conn:
-                events = await outbox.read_after(conn, subscription.cursor, max(1, min(_PAGE, room - 1)))
+            page = partial(outbox.read_after, after_seq=subscription.cursor, limit=max(1, min(_PAGE, room - 1)))
+            events = await self.database.run_read(page)
             first = events[0].seq if events else self.position + 1
             if first > subscription.cursor + 1:
                 # Positions are dense: a hole means retention trimmed what this subscription still needed.

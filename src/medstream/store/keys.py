@@ -9,6 +9,6 @@ from medstream.store.schema import server_keys
 
 
 async def read_key(database: Database, name: str) -> str:
-    async with database.read() as conn:
-        value = (await conn.execute(select(server_keys.c.value).where(server_keys.c.name == name))).scalar_one()
+    query = select(server_keys.c.value).where(server_keys.c.name == name)
+    value = await database.run_read(lambda conn: conn.execute(query).scalar_one())
     return str(value)

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, Integer, bindparam, delete, func, select, update
 
 from medstream.events.types import EntityEvent, EventType
 from medstream.store.database import Database
@@ -40,7 +39,7 @@ class LogHead:
     floor_seq: int
 
 
-async def append(conn: AsyncConnection, events: Sequence[PendingEvent], *, assign_seq: bool) -> None:
+def append(conn: Connection, events: Sequence[PendingEvent], *, assign_seq: bool) -> None:
     """Append `events` in order; `assign_seq` numbers them here (SQLite) instead of at commit (PostgreSQL)."""
     if not events:
         return
@@ -58,7 +57,7 @@ async def append(conn: AsyncConnection, events: Sequence[PendingEvent], *, assig
         for e in events
     ]
     if assign_seq:
-        result = await conn.execute(
+        result = conn.execute(
             update(outbox_tail)
             .where(outbox_tail.c.id == 1)
             .values(last_seq=outbox_tail.c.last_seq + len(rows))
@@ -67,17 +66,28 @@ async def append(conn: AsyncConnection, events: Sequence[PendingEvent], *, assig
         last = result.scalar_one()
         for offset, row in enumerate(rows):
             row["seq"] = last - len(rows) + 1 + offset
-    await conn.execute(outbox.insert(), rows)
+    conn.execute(outbox.insert(), rows)
 
 
-async def head(conn: AsyncConnection) -> LogHead:
-    row = (await conn.execute(select(outbox_tail).where(outbox_tail.c.id == 1))).one()
+_HEAD = select(outbox_tail).where(outbox_tail.c.id == 1)
+
+
+def head(conn: Connection) -> LogHead:
+    row = conn.execute(_HEAD).one()
     return LogHead(last_seq=row.last_seq, epoch=row.epoch, floor_seq=row.floor_seq)
 
 
-async def read_after(conn: AsyncConnection, after_seq: int, limit: int = 1000) -> list[EntityEvent]:
+_AFTER = (
+    select(outbox)
+    .where(outbox.c.seq > bindparam("after_seq"))
+    .order_by(outbox.c.seq)
+    .limit(bindparam("limit", type_=Integer))
+)
+
+
+def read_after(conn: Connection, after_seq: int, limit: int = 1000) -> list[EntityEvent]:
     """Committed events with `seq` > `after_seq`, in `seq` order."""
-    result = await conn.execute(select(outbox).where(outbox.c.seq > after_seq).order_by(outbox.c.seq).limit(limit))
+    result = conn.execute(_AFTER, {"after_seq": after_seq, "limit": limit})
     return [
         EntityEvent(
             seq=row.seq,
@@ -99,21 +109,24 @@ async def trim(database: Database, *, created_before: int, keep_last: int, chunk
     The floor is raised first, in a short transaction, so that a subscriber resuming below it is told (`gap`)
     rather than finding a hole; the rows below it are then deleted in chunks that do not hold the tail row.
     Safe to run on several nodes at once: the floor only ever goes up. Returns the number of rows deleted."""
-    async with database.write() as conn:
-        tail = await head(conn)
+
+    def raise_floor(conn: Connection) -> int:
+        tail = head(conn)
         by_size = tail.last_seq - keep_last + 1
-        by_age = (
-            await conn.execute(select(func.max(outbox.c.seq)).where(outbox.c.created < created_before))
-        ).scalar_one_or_none()
+        by_age = conn.execute(select(func.max(outbox.c.seq)).where(outbox.c.created < created_before)).scalar()
         floor = min(max(by_size, (by_age or 0) + 1), tail.last_seq + 1)
         if floor > tail.floor_seq:
-            await conn.execute(update(outbox_tail).where(outbox_tail.c.id == 1).values(floor_seq=floor))
-        floor = max(floor, tail.floor_seq)
+            conn.execute(update(outbox_tail).where(outbox_tail.c.id == 1).values(floor_seq=floor))
+        return max(floor, tail.floor_seq)
+
+    def delete_chunk(conn: Connection) -> int:
+        batch = select(outbox.c.id).where(outbox.c.seq < floor).limit(chunk).scalar_subquery()
+        return conn.execute(delete(outbox).where(outbox.c.id.in_(batch))).rowcount or 0
+
+    floor = await database.run_write(raise_floor)
     deleted = 0
     while True:
-        async with database.write() as conn:
-            batch = select(outbox.c.id).where(outbox.c.seq < floor).limit(chunk).scalar_subquery()
-            result = await conn.execute(delete(outbox).where(outbox.c.id.in_(batch)))
-        deleted += result.rowcount or 0
-        if (result.rowcount or 0) < chunk:
+        removed = await database.run_write(delete_chunk)
+        deleted += removed
+        if removed < chunk:
             return deleted

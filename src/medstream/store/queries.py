@@ -85,8 +85,7 @@ async def filter_ids(
     query = filter_query(kind, filter, actor, ("id",), start_after=start_after, limit=limit)
     if not actor.is_admin and actor.data_owner_id is None:
         return []
-    async with database.read() as conn:
-        return [entity_id for (entity_id,) in await conn.execute(query)]
+    return await database.run_read(lambda conn: [entity_id for (entity_id,) in conn.execute(query)])
 
 
 async def filter_entities(
@@ -102,5 +101,5 @@ async def filter_entities(
     query = filter_query(kind, filter, actor, ("document",), start_after=start_after, limit=limit)
     if not actor.is_admin and actor.data_owner_id is None:
         return []
-    async with database.read() as conn:
-        return [kind.model.model_validate_json(document) for (document,) in await conn.execute(query)]
+    documents = await database.run_read(lambda conn: [document for (document,) in conn.execute(query)])
+    return [kind.model.model_validate_json(document) for document in documents]

@@ -7,6 +7,7 @@ a NotFoundError, exactly as if it did not exist.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Sequence
@@ -16,9 +17,21 @@ from typing import Any
 
 import orjson
 from pydantic.alias_generators import to_camel
-from sqlalchemy import BigInteger, Integer, Row, Table, and_, delete, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Integer,
+    Row,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medstream.access import Actor, check_user_write, initial_readers
 from medstream.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
@@ -86,8 +99,9 @@ class EntityRepository:
             raise ValidationError("the same id appears more than once in one batch")
         table = ENTITY_TABLES[kind.name]
         now = now_ms()
-        async with self.database.write() as conn:
-            existing = await self._rows_by_id(conn, table, ids, lock=True)
+
+        def transaction(conn: Connection) -> list[Entity]:
+            existing = self._rows_by_id(conn, table, ids, lock=True)
             writes: list[_Write] = []
             for entity_id, entity, password_hash in zip(ids, entities, hashes, strict=True):
                 row = existing.get(entity_id)
@@ -95,9 +109,11 @@ class EntityRepository:
                     writes.append(self._prepare_create(kind, entity_id, entity, actor, now, password_hash))
                 else:
                     writes.append(self._prepare_update(kind, row, entity, actor, now, password_hash))
-            await self._check_links(conn, kind, [w.entity for w in writes], actor)
-            await self._store(conn, kind, writes)
-        return [w.entity for w in writes]
+            self._check_links(conn, kind, [w.entity for w in writes], actor)
+            self._store(conn, kind, writes)
+            return [w.entity for w in writes]
+
+        return await self.database.run_write(transaction)
 
     def _prepare_create(
         self,
@@ -176,8 +192,9 @@ class EntityRepository:
             raise ValidationError("the same id appears more than once in one batch")
         table = ENTITY_TABLES[kind.name]
         now = now_ms()
-        async with self.database.write() as conn:
-            rows = await self._rows_by_id(conn, table, ids, lock=True)
+
+        def transaction(conn: Connection) -> list[Entity]:
+            rows = self._rows_by_id(conn, table, ids, lock=True)
             results: list[Entity] = []
             writes: list[_Write] = []
             for entity_id in ids:
@@ -190,20 +207,23 @@ class EntityRepository:
                 )
                 writes.append(_Write(tombstone, EventType.DELETE, is_new=False))
                 results.append(tombstone)
-            await self._store(conn, kind, writes)
-        return results
+            self._store(conn, kind, writes)
+            return results
+
+        return await self.database.run_write(transaction)
 
     async def give_access(self, kind: EntityKind, entity_id: str, data_owner_id: str, actor: Actor) -> Entity:
         """Share an entity with another data owner; sharing it again changes nothing."""
         if kind.name == "User" and not actor.is_admin:
             raise ForbiddenError("only an admin may share users")
         table = ENTITY_TABLES[kind.name]
-        async with self.database.write() as conn:
-            rows = await self._rows_by_id(conn, table, [entity_id], lock=True)
+
+        def transaction(conn: Connection) -> Entity:
+            rows = self._rows_by_id(conn, table, [entity_id], lock=True)
             current = self._readable(kind, rows.get(entity_id), entity_id, actor)
             if current.is_deleted:
                 raise ConflictError(f"{kind.name} {entity_id} was deleted; it cannot be shared")
-            if not await self._data_owner_exists(conn, data_owner_id):
+            if not self._data_owner_exists(conn, data_owner_id):
                 raise NotFoundError(f"no data owner with id {data_owner_id}")
             if data_owner_id in current.readers:
                 return current
@@ -216,21 +236,21 @@ class EntityRepository:
                     ),
                 }
             )
-            await self._store(conn, kind, [_Write(shared, EventType.UPDATE, is_new=False)])
-        return shared
+            self._store(conn, kind, [_Write(shared, EventType.UPDATE, is_new=False)])
+            return shared
+
+        return await self.database.run_write(transaction)
 
     # -- reads -------------------------------------------------------------------------------------------
 
     async def get(self, kind: EntityKind, entity_id: str, actor: Actor) -> Entity:
         """The entity (a tombstone if deleted); NotFoundError if it does not exist or the actor cannot read it."""
-        async with self.database.read() as conn:
-            rows = await self._rows_by_id(conn, ENTITY_TABLES[kind.name], [entity_id])
+        rows = await self._read_rows(ENTITY_TABLES[kind.name], [entity_id])
         return self._readable(kind, rows.get(entity_id), entity_id, actor)
 
     async def get_many(self, kind: EntityKind, ids: Sequence[str], actor: Actor) -> list[Entity]:
         """The readable entities among `ids`, in the order asked; others are left out."""
-        async with self.database.read() as conn:
-            rows = await self._rows_by_id(conn, ENTITY_TABLES[kind.name], list(dict.fromkeys(ids)))
+        rows = await self._read_rows(ENTITY_TABLES[kind.name], list(dict.fromkeys(ids)))
         found: list[Entity] = []
         for entity_id in dict.fromkeys(ids):
             row = rows.get(entity_id)
@@ -253,29 +273,21 @@ class EntityRepository:
         readable = readable_clause(kind, actor, check_only=True)
         if readable is not None:
             query = query.where(readable)
-        async with self.database.read() as conn:
-            result = await conn.execute(query)
-            return [kind.model.model_validate_json(document) for (document,) in result]
+        documents = await self.database.run_read(lambda conn: [document for (document,) in conn.execute(query)])
+        return [kind.model.model_validate_json(document) for document in documents]
 
     async def find_user_by_login(self, login: str) -> tuple[User, str | None] | None:
         """A live user and its password hash, by login (for authentication only)."""
         table = ENTITY_TABLES["User"]
-        async with self.database.read() as conn:
-            row = (
-                await conn.execute(
-                    select(table.c.document, table.c.password_hash).where(
-                        table.c.login == login, table.c.deleted.is_(None)
-                    )
-                )
-            ).one_or_none()
+        query = select(table.c.document, table.c.password_hash).where(table.c.login == login, table.c.deleted.is_(None))
+        row = await self.database.run_read(lambda conn: conn.execute(query).one_or_none())
         if row is None:
             return None
         return User.model_validate_json(row.document), row.password_hash
 
     async def find_user(self, user_id: str) -> User | None:
         """A live user by id, whatever the caller may read (for authentication only)."""
-        async with self.database.read() as conn:
-            rows = await self._rows_by_id(conn, ENTITY_TABLES["User"], [user_id])
+        rows = await self._read_rows(ENTITY_TABLES["User"], [user_id])
         row = rows.get(user_id)
         if row is None or row.deleted is not None:
             return None
@@ -290,8 +302,11 @@ class EntityRepository:
                 return entity
         raise NotFoundError(f"no {kind.name} with id {entity_id}")
 
-    async def _rows_by_id(
-        self, conn: AsyncConnection, table: Table, ids: Sequence[str], *, lock: bool = False
+    async def _read_rows(self, table: Table, ids: Sequence[str]) -> dict[str, Row[Any]]:
+        return await self.database.run_read(lambda conn: self._rows_by_id(conn, table, ids))
+
+    def _rows_by_id(
+        self, conn: Connection, table: Table, ids: Sequence[str], *, lock: bool = False
     ) -> dict[str, Row[Any]]:
         """The rows with these ids. With `lock`, for a write that checks then replaces them: on PostgreSQL
         (READ COMMITTED) they are locked until the transaction ends, so that a concurrent writer waits and
@@ -301,24 +316,21 @@ class EntityRepository:
         if lock:
             ids = sorted(ids)
         rows: dict[str, Row[Any]] = {}
+        query = _rows_query(table, lock)
         for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            query = select(table.c.id, table.c.rev, table.c.document, table.c.deleted).where(table.c.id.in_(chunk))
-            if lock:
-                query = query.order_by(table.c.id.collate("C")).with_for_update()
-            result = await conn.execute(query)
+            result = conn.execute(query, {"ids": ids[start : start + 500]})
             rows.update({row.id: row for row in result})
         return rows
 
-    async def _data_owner_exists(self, conn: AsyncConnection, data_owner_id: str) -> bool:
+    def _data_owner_exists(self, conn: Connection, data_owner_id: str) -> bool:
         for name in _DATA_OWNER_KINDS:
             table = ENTITY_TABLES[name]
             query = select(table.c.id).where(table.c.id == data_owner_id, table.c.deleted.is_(None))
-            if (await conn.execute(query)).first() is not None:
+            if conn.execute(query).first() is not None:
                 return True
         return False
 
-    async def _check_links(self, conn: AsyncConnection, kind: EntityKind, entities: list[Entity], actor: Actor) -> None:
+    def _check_links(self, conn: Connection, kind: EntityKind, entities: list[Entity], actor: Actor) -> None:
         """A data sample (or a healthcare element that names one) must link to a patient the writer can read."""
         required = _PATIENT_LINKS.get(kind.name)
         if required is None:
@@ -327,13 +339,13 @@ class EntityRepository:
         if None in patient_ids and required:
             raise ValidationError(f"a {kind.name} needs a patientId: create it with POST /patients/{{id}}/data-samples")
         wanted = sorted(p for p in patient_ids if p is not None)
-        rows = await self._rows_by_id(conn, ENTITY_TABLES["Patient"], wanted)
+        rows = self._rows_by_id(conn, ENTITY_TABLES["Patient"], wanted)
         for patient_id in wanted:
             patient = self._readable(KIND_BY_NAME["Patient"], rows.get(patient_id), patient_id, actor)
             if patient.is_deleted:
                 raise ConflictError(f"patient {patient_id} was deleted")
 
-    async def _store(self, conn: AsyncConnection, kind: EntityKind, writes: list[_Write]) -> None:
+    def _store(self, conn: Connection, kind: EntityKind, writes: list[_Write]) -> None:
         """Write rows, terms, readers and events for `writes`, in one round trip per statement."""
         if not writes:
             return
@@ -356,18 +368,18 @@ class EntityRepository:
         changed = [(row, w) for row, w in zip(rows, writes, strict=True) if not w.is_new]
         try:
             if new_rows:
-                await conn.execute(insert(table), new_rows)
+                conn.execute(insert(table), new_rows)
             for row, write in changed:
                 values = {k: v for k, v in row.items() if k != "id" and not (k == "password_hash" and v is None)}
-                await conn.execute(update(table).where(table.c.id == write.entity.id).values(values))
+                conn.execute(update(table).where(table.c.id == write.entity.id).values(values))
         except IntegrityError as exc:
             raise ConflictError(_integrity_message(kind, exc)) from exc
         ids = [w.entity.id for w in writes if not w.is_new]
         if ids:
-            await conn.execute(
+            conn.execute(
                 delete(entity_terms).where(entity_terms.c.entity_type == kind.name, entity_terms.c.entity_id.in_(ids))
             )
-            await conn.execute(
+            conn.execute(
                 delete(entity_readers).where(
                     and_(entity_readers.c.entity_type == kind.name, entity_readers.c.entity_id.in_(ids))
                 )
@@ -378,9 +390,9 @@ class EntityRepository:
             for r in w.entity.readers
         ]
         if terms:
-            await conn.execute(insert(entity_terms), terms)
+            conn.execute(insert(entity_terms), terms)
         if readers:
-            await conn.execute(insert(entity_readers), readers)
+            conn.execute(insert(entity_readers), readers)
         events = [
             outbox.PendingEvent(
                 entity_type=kind.name,
@@ -393,7 +405,7 @@ class EntityRepository:
             )
             for w, document in zip(writes, documents, strict=True)
         ]
-        await outbox.append(conn, events, assign_seq=self.database.is_sqlite)
+        outbox.append(conn, events, assign_seq=self.database.is_sqlite)
 
     def _row(self, kind: EntityKind, write: _Write) -> dict[str, Any]:
         """The entity's row, but for its `document`."""
@@ -412,6 +424,17 @@ class EntityRepository:
             row["login"] = None if entity.is_deleted else entity.login
             row["password_hash"] = write.password_hash
         return row
+
+
+@functools.cache
+def _rows_query(table: Table, lock: bool) -> Select[Any]:
+    """The statement `_rows_by_id` runs, built once per table (ids are an expanding parameter)."""
+    query = select(table.c.id, table.c.rev, table.c.document, table.c.deleted).where(
+        table.c.id.in_(bindparam("ids", expanding=True))
+    )
+    if lock:
+        query = query.order_by(table.c.id.collate("C")).with_for_update()
+    return query
 
 
 _INT_BITS: dict[type[Any], int] = {Integer: 32, BigInteger: 64}

@@ -19,8 +19,7 @@ router = APIRouter(tags=["health"])
 async def health(state: Annotated[ServerState, Depends(server_state)]) -> Response:
     database: dict[str, object] = {"dialect": "sqlite" if state.database.is_sqlite else "postgresql"}
     try:
-        async with state.database.read() as conn:
-            head = await outbox.head(conn)
+        head = await state.database.run_read(outbox.head)
         database.update(status="ok", lastSeq=head.last_seq, epoch=head.epoch)
         status_code, status = 200, "ok"
     except (MedstreamError, OSError) as exc:
