@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ import pytest_asyncio
 
 from medstream.model import Patient
 from medstream.sdk.connection import SubscriptionEvent, SubscriptionOptions
+from medstream.server.websocket import ClientConnection
 from tests.integration.raw_events import (
     WAIT,
     DedicatedServer,
@@ -42,15 +43,15 @@ async def small_queue_server(tmp_path: Path) -> AsyncIterator[DedicatedServer]:
 class Arrivals:
     """An SDK callback that records each event's seq, entity id and arrival time."""
 
-    def __init__(self, slow_for: int = 0, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, slow_while: Callable[[], bool] = lambda: False) -> None:
         self.seqs: list[int] = []
         self.ids: list[str] = []
         self.at: dict[str, float] = {}
-        self.slow_for, self.delay = slow_for, delay
+        self.delay, self.slow_while = delay, slow_while
         self._arrived = asyncio.Event()
 
     async def __call__(self, patient: Patient, event: SubscriptionEvent[Patient]) -> None:
-        if len(self.seqs) < self.slow_for:
+        if self.slow_while():
             await asyncio.sleep(self.delay)
         assert patient.id is not None
         self.seqs.append(event.seq)
@@ -128,16 +129,25 @@ async def test_a_reader_that_stops_is_closed_with_4429_and_an_sdk_subscriber_get
 
 
 async def test_the_sdk_closed_as_too_slow_reconnects_and_resumes_with_nothing_lost(
-    small_queue_server: DedicatedServer,
+    small_queue_server: DedicatedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = small_queue_server
+    # The close codes the server decides, recorded as it decides them: the socket leaves the hub soon after.
+    decided: list[int] = []
+    close_soon = ClientConnection.close_soon
+
+    def recording(connection: ClientConnection, code: int, reason: str, *, flush: bool = False) -> None:
+        decided.append(code)
+        close_soon(connection, code, reason, flush=flush)
+
+    monkeypatch.setattr(ClientConnection, "close_soon", recording)
     server.limit_send_buffers(16 * 1024)
     token = await server.admin_token()
     api = await server.admin_api()
-    # Slow at first: the first 60 events take 50 ms each, while patients keep coming much faster. The SDK holds
-    # at most 8 events for the callback, then stops reading: the server's queue for it overflows.
-    arrivals = Arrivals(slow_for=60, delay=0.05)
+    # Slow until it reconnects: each event takes 50 ms, while patients keep coming much faster. The SDK holds at
+    # most 8 events for the callback, then stops reading: the server's queue for it overflows.
     reconnected = asyncio.Event()
+    arrivals = Arrivals(delay=0.05, slow_while=lambda: not reconnected.is_set())
     options = SubscriptionOptions(connection_retry_interval_ms=50, connection_max_retry=20, max_pending_events=8)
     connection = await api.patient_api.subscribe_to_patient_events(["CREATE"], None, arrivals, options)
     connection.on_reconnecting(reconnected.set)
@@ -145,9 +155,9 @@ async def test_the_sdk_closed_as_too_slow_reconnects_and_resumes_with_nothing_lo
     try:
         for _ in range(100):
             written += [p["id"] for p in await create_patients(server.url, token, 8, note=NOTE)]
-            if closing_code(server) is not None:
+            if decided:
                 break
-        assert closing_code(server) == 4429, "the server closed the slow SDK subscriber's socket as too slow"
+        assert decided[:1] == [4429], "the server closed the slow SDK subscriber's socket as too slow"
         assert len(arrivals.ids) < len(written)
 
         await asyncio.wait_for(reconnected.wait(), WAIT)
