@@ -14,12 +14,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from bench.common import Channel, latency_summary
+from bench.http import HttpClient, HttpError
 
 LABEL_TYPE = "BENCH"
 SUBSCRIBE_WINDOW = 50
@@ -97,12 +97,11 @@ async def _write(
     requests."""
     path = f"/rest/v1/patients/{patient_id}/data-samples" + ("/batch" if batch > 1 else "")
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     total = count if count is not None else (int(rate * duration) if rate and duration else None)
     latencies: list[float] = []
     errors: list[str] = []
     sent = 0
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=120) as http:
+    async with HttpClient(url, headers, connections=concurrency) as http:
 
         async def one() -> None:
             comment = f"{run}:{time.time_ns()}"
@@ -110,16 +109,16 @@ async def _write(
             content = orjson.dumps(body if body is not None else sample_body(label_code, comment, text))
             started = time.perf_counter()
             try:
-                response = await http.post(path, content=content)
-            except httpx.HTTPError as exc:
+                status, answer = await http.request("POST", path, content)
+            except HttpError as exc:
                 errors.append(repr(exc))
                 return
             latencies.append((time.perf_counter() - started) * 1000)
-            if response.status_code != 200:
-                errors.append(f"{response.status_code} {response.text[:200]}")
+            if status != 200:
+                errors.append(f"{status} {answer[:200].decode(errors='replace')}")
 
         # One warm-up request, not counted, so that connection set-up is not part of the figures.
-        await http.get("/health")
+        await http.request("GET", "/health")
         start = time.perf_counter()
         deadline = start + duration if duration is not None else float("inf")
         if rate:
@@ -177,18 +176,20 @@ async def broadcast_writer(channel: Channel, url: str) -> None:
     """The baseline's writer: `write` {run, count, batch, size} asks the baseline server for `count` messages
     of `size` bytes to every socket, `batch` per request, requests back to back (as the Medstream writer)."""
     channel.send("ready")
-    async with httpx.AsyncClient(base_url=url, timeout=300) as http:
+    async with HttpClient(url, {"Content-Type": "application/json"}) as http:
         while True:
             kind, data = await channel.recv()
             if kind == "stop":
                 return
             if kind == "write":
-                await http.get("/health")
+                await http.request("GET", "/health")
                 started, sent, remaining = time.perf_counter(), 0, data["count"]
                 while remaining > 0:
                     count = min(data["batch"], remaining)
-                    response = await http.post("/broadcast", json={"count": count, "size": data["size"]})
-                    response.raise_for_status()
+                    body = orjson.dumps({"count": count, "size": data["size"]})
+                    status, answer = await http.request("POST", "/broadcast", body)
+                    if status != 200:
+                        raise RuntimeError(f"baseline broadcast failed: {status} {answer[:200]!r}")
                     remaining -= count
                     sent += 1
                 elapsed = time.perf_counter() - started
