@@ -93,6 +93,31 @@ def test_an_expired_token_is_rejected_saying_it_expired() -> None:
         issuer().decode(pair.refresh_token, expected_type="refresh")
 
 
+def test_a_token_checked_before_is_still_refused_once_it_expires() -> None:
+    tokens = issuer(access_seconds=1)
+    user = make_user(healthcarePartyId="hcp-1")
+    token = tokens.issue(user).token
+    assert tokens.actor(token) == Actor(user_id=str(user.id), data_owner_id="hcp-1")  # now remembered as verified
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    with pytest.raises(AuthenticationError, match="access token has expired"):
+        tokens.actor(token)
+
+
+def test_remembered_tokens_are_bounded_and_a_forgotten_one_is_verified_again() -> None:
+    tokens = TokenIssuer(SECRET, access_seconds=60, refresh_seconds=60, cache_size=3)
+    users = [make_user() for _ in range(5)]
+    issued = [tokens.issue(user).token for user in users]
+    for user, token in zip(users, issued, strict=True):
+        assert tokens.actor(token).user_id == user.id
+    assert len(tokens._verified) <= 3
+    for user, token in zip(users, issued, strict=True):
+        assert tokens.actor(token).user_id == user.id
+    header, payload, signature = issued[0].split(".")
+    with pytest.raises(AuthenticationError, match="invalid access token"):
+        tokens.actor(f"{header}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}")
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
