@@ -101,7 +101,7 @@ async def _add_user(args: argparse.Namespace) -> None:
     state = await open_state(_settings(args))
     try:
         (stored,) = await write_entities(state, KIND_BY_NAME["User"], [user], SYSTEM_ACTOR)
-        print(f"created user {args.login} ({stored.id})")
+        print(f"created user {args.login} ({stored.entity.id})")
     finally:
         await state.database.close()
 

@@ -245,6 +245,23 @@ async def test_docs_and_openapi_answer_without_a_token(client: httpx.AsyncClient
     assert openapi.status_code == 200 and openapi.json()["info"]["title"] == "Medstream"
 
 
+async def test_every_write_route_documents_its_body_with_a_schema_that_exists(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    documented = {}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if method == "post" and (path.endswith("/batch") or path.endswith("/data-samples") or path.count("/") == 3):
+                schema = operation["requestBody"]["content"]["application/json"]["schema"]
+                reference = schema.get("items", schema)["$ref"]
+                assert reference.removeprefix("#/components/schemas/") in schemas, (path, reference)
+                documented[path] = (schema.get("type"), reference.rsplit("/", 1)[1])
+    assert documented["/rest/v1/patients/{patient_id}/data-samples/batch"] == ("array", "DataSample")
+    assert documented["/rest/v1/users"] == (None, "User")
+    assert len(documented) == 2 * 7 + 2
+    assert schemas["Patient"]["properties"]["firstName"]["anyOf"][0]["type"] == "string"
+
+
 async def test_every_other_route_answers_401_without_a_token(client: httpx.AsyncClient) -> None:
     paths: dict[str, dict[str, Any]] = (await client.get("/openapi.json")).json()["paths"]
     assert set(paths) >= OPEN_PATHS

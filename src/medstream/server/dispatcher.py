@@ -112,11 +112,8 @@ class Dispatcher:
         await self._drop_poll_connection()
 
     async def _read_head(self) -> outbox.LogHead:
-        """The log's tail. On PostgreSQL it is polled every few ms, so on one dedicated connection, through the
-        driver and in autocommit: one round trip and little CPU per poll. On SQLite (polled rarely, and whose
-        BEGIN hook must not leave a snapshot open) through an ordinary read."""
-        if self.database.is_sqlite:
-            return await self.database.run_read(outbox.head)
+        """PostgreSQL's log tail. It is polled every few ms, so on one dedicated connection, through the driver
+        and in autocommit: one round trip and little CPU per poll."""
         try:
             if self._poll_connection is None:
                 self._poll_connection = await self.database.engine.connect()
@@ -150,12 +147,19 @@ class Dispatcher:
 
     async def _drain(self) -> None:
         while True:
-            head = await self._read_head()
+            if self.database.is_sqlite:  # the tail and the page in one read (one thread hop)
+                head, events = await self.database.run_read(
+                    partial(outbox.tail_and_page, after_seq=self.position, limit=_PAGE)
+                )
+            else:
+                head, events = await self._read_head(), []
             self.epoch, self.floor_seq = head.epoch, head.floor_seq
             if head.last_seq <= self.position:
                 return
-            # Every event up to `head.last_seq` committed with it, so this later read sees them all.
-            events = await self.database.run_read(partial(outbox.read_after, after_seq=self.position, limit=_PAGE))
+            if not self.database.is_sqlite:
+                # Every event up to `head.last_seq` committed with it, so this later read sees them all.
+                page = partial(outbox.read_after, after_seq=self.position, limit=_PAGE)
+                events = await self.database.run_read(page)
             if events and events[0].seq > self.position + 1:
                 # Positions are dense: a hole means retention trimmed events this node had not dispatched yet.
                 self._gap_for_live(events[0].seq - 1, f"events after {self.position} were trimmed by retention")

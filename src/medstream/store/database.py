@@ -15,9 +15,10 @@ dialects differ in how it runs, and only here (and in the outbox's position assi
 from __future__ import annotations
 
 import asyncio
+import functools
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Dialect, Engine, Table, create_engine, event, insert, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -207,6 +208,29 @@ def _upgrade_to_head(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
+def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """INSERT `rows` into `table`. On SQLite, rows with the same keys go to the driver's executemany as
+    tuples: SQLAlchemy's parameter processing for each row cost more than SQLite's insert of it."""
+    if not rows:
+        return
+    if conn.dialect.name != "sqlite":
+        conn.execute(insert(table), rows)
+        return
+    by_keys: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    for row in rows:
+        by_keys.setdefault(tuple(row), []).append(tuple(row.values()))
+    for keys, values in by_keys.items():
+        conn.exec_driver_sql(_sqlite_insert(conn.dialect, table, keys), values)
+
+
+@functools.lru_cache(maxsize=256)
+def _sqlite_insert(dialect: Dialect, table: Table, keys: tuple[str, ...]) -> str:
+    quote = dialect.identifier_preparer.quote
+    columns = ", ".join(quote(table.c[key].name) for key in keys)
+    marks = ", ".join("?" * len(keys))
+    return f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({columns}) VALUES ({marks})"
+
+
 # -- SQLite: transactions in threads, writes committed in groups ---------------------------------------------
 
 
@@ -340,14 +364,16 @@ class _SQLiteRunner:
                     if single:
                         job.outcome = (True, job.work(conn))
                         continue
-                    savepoint = conn.begin_nested()
+                    # Plain SAVEPOINT statements: SQLAlchemy's nested transactions cost more than the write.
+                    conn.exec_driver_sql("SAVEPOINT medstream_write")
                     try:
                         result = job.work(conn)
                     except Exception as exc:
-                        savepoint.rollback()
+                        conn.exec_driver_sql("ROLLBACK TO medstream_write")
+                        conn.exec_driver_sql("RELEASE medstream_write")
                         job.outcome = (False, self._translate(exc))
                     else:
-                        savepoint.commit()
+                        conn.exec_driver_sql("RELEASE medstream_write")
                         job.outcome = (True, result)
                 if not raw.in_transaction:  # type: ignore[union-attr]
                     raise _abandoned()

@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy import Connection, Integer, bindparam, delete, func, select, update
 
 from medstream.events.types import EntityEvent, EventType
-from medstream.store.database import Database
+from medstream.store.database import Database, insert_rows
 from medstream.store.schema import outbox, outbox_tail
 
 
@@ -39,6 +39,15 @@ class LogHead:
     floor_seq: int
 
 
+# Statements built once: building one (and its cache key) costs more than running it on SQLite.
+_ADVANCE = (
+    update(outbox_tail)
+    .where(outbox_tail.c.id == 1)
+    .values(last_seq=outbox_tail.c.last_seq + bindparam("count", type_=Integer))
+    .returning(outbox_tail.c.last_seq)
+)
+
+
 def append(conn: Connection, events: Sequence[PendingEvent], *, assign_seq: bool) -> None:
     """Append `events` in order; `assign_seq` numbers them here (SQLite) instead of at commit (PostgreSQL)."""
     if not events:
@@ -57,16 +66,10 @@ def append(conn: Connection, events: Sequence[PendingEvent], *, assign_seq: bool
         for e in events
     ]
     if assign_seq:
-        result = conn.execute(
-            update(outbox_tail)
-            .where(outbox_tail.c.id == 1)
-            .values(last_seq=outbox_tail.c.last_seq + len(rows))
-            .returning(outbox_tail.c.last_seq)
-        )
-        last = result.scalar_one()
+        last = conn.execute(_ADVANCE, {"count": len(rows)}).scalar_one()
         for offset, row in enumerate(rows):
             row["seq"] = last - len(rows) + 1 + offset
-    conn.execute(outbox.insert(), rows)
+    insert_rows(conn, outbox, rows)
 
 
 _HEAD = select(outbox_tail).where(outbox_tail.c.id == 1)
@@ -101,6 +104,12 @@ def read_after(conn: Connection, after_seq: int, limit: int = 1000) -> list[Enti
         )
         for row in result
     ]
+
+
+def tail_and_page(conn: Connection, after_seq: int, limit: int = 1000) -> tuple[LogHead, list[EntityEvent]]:
+    """The log's head and, when it is past `after_seq`, the first page of events after it: one snapshot."""
+    tail = head(conn)
+    return tail, read_after(conn, after_seq, limit) if tail.last_seq > after_seq else []
 
 
 async def trim(database: Database, *, created_before: int, keep_last: int, chunk: int = 10_000) -> int:

@@ -15,11 +15,14 @@ POST   /rest/v1/patients/{id}/data-samples[/batch]   data samples for a patient
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
-from pydantic import Field
+import pydantic
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import Field, TypeAdapter
 from starlette.responses import Response
 
 from medstream.access import Actor
@@ -31,6 +34,7 @@ from medstream.model.user import User
 from medstream.server.routes.queries import query_router
 from medstream.server.security import hash_password
 from medstream.server.state import ServerState, current_actor, server_state
+from medstream.store.repository import Stored
 
 Id = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$", description="The entity's id")]
 ActorDep = Annotated[Actor, Depends(current_actor)]
@@ -62,11 +66,19 @@ async def _password_hashes(entities: Sequence[Entity]) -> list[str | None] | Non
 
 async def write_entities(
     state: ServerState, kind: EntityKind, entities: Sequence[Entity], actor: Actor
-) -> list[Entity]:
+) -> list[Stored]:
     if len(entities) > state.settings.max_batch_size:
         raise ValidationError(f"a batch holds at most {state.settings.max_batch_size} entities")
     hashes = await _password_hashes(entities)
-    return _seen(state, await state.repository.create_or_modify(kind, entities, actor, password_hashes=hashes))
+    stored = await state.repository.create_or_modify_stored(kind, entities, actor, password_hashes=hashes)
+    _seen(state, [s.entity for s in stored])
+    return stored
+
+
+def stored_response(stored: Sequence[Stored], *, one: bool) -> Response:
+    """The answer to a write: the entities as stored, in the JSON the write made of them."""
+    body = stored[0].json if one else b"[" + b",".join(s.json for s in stored) + b"]"
+    return Response(body, media_type="application/json")
 
 
 def _seen(state: ServerState, written: list[Entity]) -> list[Entity]:
@@ -75,6 +87,32 @@ def _seen(state: ServerState, written: list[Entity]) -> list[Entity]:
         if isinstance(entity, User) and entity.id is not None:
             state.actors.forget(entity.id)
     return written
+
+
+def json_body(annotation: Any) -> tuple[Any, dict[str, Any]]:
+    """A body parameter validated straight from the request's bytes by pydantic's JSON parser, and the OpenAPI
+    text that documents it. FastAPI's own body handling (json.loads, then validation of the Python objects)
+    cost about 2.5 times the CPU: a sixth of a 1,000-sample batch write. Errors are the same 400s, with paths
+    under `body`. Declare it after the actor, so that a request without a valid token is a 401 before its body
+    is read."""
+    adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+    many = typing.get_origin(annotation) is list
+    model = typing.get_args(annotation)[0] if many else annotation
+    reference = {"$ref": f"#/components/schemas/{model.__name__}"}
+    schema = {"type": "array", "items": reference} if many else reference
+    openapi = {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+    async def body(request: Request) -> Any:
+        raw = await request.body()
+        if not raw:
+            raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required"}])
+        try:
+            return adapter.validate_json(raw)
+        except pydantic.ValidationError as exc:
+            errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+            raise RequestValidationError(errors) from None
+
+    return Annotated[annotation, Depends(body)], openapi
 
 
 def _typed(endpoint: Callable[..., Any], **annotations: Any) -> Callable[..., Any]:
@@ -88,12 +126,11 @@ def entity_router(kind: EntityKind) -> APIRouter:
     model = kind.model
     name = kind.name
 
-    async def create_or_modify(entity: Entity, actor: ActorDep, state: StateDep) -> Response:
-        (stored,) = await write_entities(state, kind, [entity], actor)
-        return entity_response(stored)
+    async def create_or_modify(actor: ActorDep, state: StateDep, entity: Entity) -> Response:
+        return stored_response(await write_entities(state, kind, [entity], actor), one=True)
 
-    async def create_or_modify_batch(entities: list[Entity], actor: ActorDep, state: StateDep) -> Response:
-        return entities_response(await write_entities(state, kind, entities, actor))
+    async def create_or_modify_batch(actor: ActorDep, state: StateDep, entities: list[Entity]) -> Response:
+        return stored_response(await write_entities(state, kind, entities, actor), one=False)
 
     async def list_entities(
         actor: ActorDep,
@@ -122,12 +159,15 @@ def entity_router(kind: EntityKind) -> APIRouter:
 
     list_model: Any = list[model]  # type: ignore[valid-type]
     one, many = {"model": model}, {"model": list_model}
+    one_body, one_openapi = json_body(model)
+    many_body, many_openapi = json_body(list_model)
+    bodies = {"create_or_modify": one_openapi, "create_or_modify_batch": many_openapi}
     routes: list[tuple[str, str, Callable[..., Any], dict[str, Any], str]] = [
-        ("", "POST", _typed(create_or_modify, entity=model), one, f"Create or modify a {name}"),
+        ("", "POST", _typed(create_or_modify, entity=one_body), one, f"Create or modify a {name}"),
         (
             "/batch",
             "POST",
-            _typed(create_or_modify_batch, entities=list_model),
+            _typed(create_or_modify_batch, entities=many_body),
             many,
             f"Create or modify many {name}s, all or nothing",
         ),
@@ -146,6 +186,7 @@ def entity_router(kind: EntityKind) -> APIRouter:
             summary=summary,
             responses={200: {**response, "description": "OK"}},
             operation_id=f"{method.lower()}_{kind.plural}{path.replace('/', '_').replace('{entity_id}', 'id')}",
+            openapi_extra=bodies.get(endpoint.__name__),
         )
     return router
 
@@ -165,28 +206,32 @@ def data_samples_for_patient_router() -> APIRouter:
             linked.append(entity.model_copy(update={"patient_id": patient_id}))
         return linked
 
-    async def create_or_modify_for(patient_id: Id, entity: Entity, actor: ActorDep, state: StateDep) -> Response:
-        (stored,) = await write_entities(state, kind, for_patient(patient_id, [entity]), actor)
-        return entity_response(stored)
+    async def create_or_modify_for(patient_id: Id, actor: ActorDep, state: StateDep, entity: Entity) -> Response:
+        return stored_response(await write_entities(state, kind, for_patient(patient_id, [entity]), actor), one=True)
 
     async def create_or_modify_many_for(
-        patient_id: Id, entities: list[Entity], actor: ActorDep, state: StateDep
+        patient_id: Id, actor: ActorDep, state: StateDep, entities: list[Entity]
     ) -> Response:
-        return entities_response(await write_entities(state, kind, for_patient(patient_id, entities), actor))
+        stored = await write_entities(state, kind, for_patient(patient_id, entities), actor)
+        return stored_response(stored, one=False)
 
+    one_body, one_openapi = json_body(kind.model)
+    many_body, many_openapi = json_body(list_model)
     router.add_api_route(
         "",
-        _typed(create_or_modify_for, entity=kind.model),
+        _typed(create_or_modify_for, entity=one_body),
         methods=["POST"],
         summary="Create or modify a DataSample of this patient",
         responses={200: {"model": kind.model, "description": "OK"}},
+        openapi_extra=one_openapi,
     )
     router.add_api_route(
         "/batch",
-        _typed(create_or_modify_many_for, entities=list_model),
+        _typed(create_or_modify_many_for, entities=many_body),
         methods=["POST"],
         summary="Create or modify many DataSamples of this patient, all or nothing",
         responses={200: {"model": list_model, "description": "OK"}},
+        openapi_extra=many_openapi,
     )
     return router
 
