@@ -3,12 +3,12 @@ rates and at the highest sustainable one, with 1 and 10 subscribers that each ma
 
     .venv/bin/python -m bench.latency [--database sqlite|postgresql|both] [--rates 200,1000] [--subscribers 1,10]
 
-Writers: --writers processes creating data samples through REST (httpx) on an open-loop schedule (each request
-sent at its time, at most --in-flight outstanding per writer), each stamping its send time (time.time_ns) in
-the sample's `comment`. Subscribers: one process per subscriber, each a MedTechApi with one
-`subscribe_to_data_sample_events(["CREATE"], <label filter>, callback)`; the callback computes now - send time.
-Percentiles pool every subscriber's deliveries; medians over --runs runs. A rate is sustainable when the
-writers achieved at least 95% of it, every subscriber got every event, and p99 stayed under --max-p99-ms;
+Writers: --writers processes creating data samples through REST (the lean client of bench/http.py) on an open
+loop schedule (each request sent at its time, at most --in-flight outstanding per writer), each stamping its
+send time (time.time_ns) in the sample's `comment`. Subscribers: one process per subscriber, each a MedTechApi
+with one `subscribe_to_data_sample_events(["CREATE"], <label filter>, callback)`; the callback computes now -
+send time. Percentiles pool every subscriber's deliveries; medians over --runs runs. A rate is sustainable when
+the writers achieved at least 95% of it, every subscriber got every event, and p99 stayed under --max-p99-ms;
 the highest sustainable rate is searched upwards from the highest sustainable --rates by steps of x1.25.
 """
 

@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.write_path [--database sqlite|postgresql|both] [--duration S] [--batch-size N]
 
-Writers are separate processes (httpx, keep-alive connections) posting to
+Writers are separate processes (bench/http.py: keep-alive HTTP/1.1, cheap enough to leave the cores to the
+server) posting to
 `POST /rest/v1/patients/{id}/data-samples` (one sample) or `.../batch` (a list), back to back, with a given
 number of requests in flight; samples/s = samples stored (200 answers) / wall time. Medians of --runs runs.
 """
