@@ -198,13 +198,15 @@ def data_samples_for_patient_router() -> APIRouter:
     list_model: Any = list[kind.model]  # type: ignore[name-defined]
 
     def for_patient(patient_id: str, entities: Sequence[Entity]) -> list[Entity]:
-        linked = []
+        """Link each sample to the path's patient. The samples are this request's own, just validated from its
+        body: they are linked in place (a copy of each was a tenth of a batch's CPU)."""
         for entity in entities:
             linked_id = getattr(entity, "patient_id", None)
             if linked_id is not None and linked_id != patient_id:
                 raise ValidationError(f"data sample patientId {linked_id} differs from the path's {patient_id}")
-            linked.append(entity.model_copy(update={"patient_id": patient_id}))
-        return linked
+        for entity in entities:
+            entity.patient_id = patient_id  # type: ignore[attr-defined]
+        return list(entities)
 
     async def create_or_modify_for(patient_id: Id, actor: ActorDep, state: StateDep, entity: Entity) -> Response:
         return stored_response(await write_entities(state, kind, for_patient(patient_id, [entity]), actor), one=True)
