@@ -75,9 +75,10 @@ def _arity(callback: AnyCallback) -> int:
     return sum(1 for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
-async def _call(callback: AnyCallback, *args: Any) -> None:
-    """Call with as many arguments as the callback takes; await it if it returns an awaitable."""
-    result = callback(*args[: _arity(callback)])
+async def _call(callback: AnyCallback, *args: Any, arity: int | None = None) -> None:
+    """Call with as many arguments as the callback takes (`arity`, if known); await it if it returns an
+    awaitable."""
+    result = callback(*args[: _arity(callback) if arity is None else arity])
     if inspect.isawaitable(result):
         await result
 
@@ -103,6 +104,7 @@ class Connection(Generic[E]):
         self._stream = stream
         self._model = model
         self._callback = callback
+        self._callback_arity = _arity(callback)  # once: inspecting it for every event was a tenth of the SDK's CPU
         self._handlers: dict[str, list[AnyCallback]] = {
             k: [] for k in ("connected", "closed", "error", "reconnecting", "gap")
         }
@@ -202,7 +204,7 @@ class Connection(Generic[E]):
         while not self.is_closed:
             event = await self._queue.get()
             try:
-                await _call(self._callback, event.entity, event)
+                await _call(self._callback, event.entity, event, arity=self._callback_arity)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
