@@ -4,6 +4,8 @@ the writes that queued while it was busy together (group commit), each in its ow
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -149,3 +151,33 @@ async def test_a_write_from_another_process_waits_for_the_lock_instead_of_failin
     finally:
         await database.close()
         await other.close()
+
+
+async def test_the_log_is_copied_into_the_database_file_beside_the_writer_not_by_its_commits(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoints.db"
+    database = Database(f"sqlite:///{path}")
+    await database.migrate()
+
+    def in_the_file_alone() -> int:
+        # immutable=1 reads the database file and ignores the write-ahead log: it sees checkpointed rows only.
+        with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as file_only:
+            try:
+                return int(file_only.execute("SELECT count(*) FROM server_keys WHERE name LIKE 'k-%'").fetchone()[0])
+            except sqlite3.OperationalError:  # not even the schema has been copied yet
+                return 0
+
+    try:
+        autocheckpoint = await database.run_read(
+            lambda conn: conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+        )
+        assert autocheckpoint == 0  # commits never checkpoint
+        before = database.checkpoints
+        for i in range(50):
+            await database.run_write(_insert(f"k-{i}"))
+        deadline = asyncio.get_running_loop().time() + 10
+        while in_the_file_alone() < 50:
+            assert asyncio.get_running_loop().time() < deadline, "the checkpointer never copied the writes"
+            await asyncio.sleep(0.1)
+        assert database.checkpoints > before
+    finally:
+        await database.close()
