@@ -111,6 +111,17 @@ class Dispatcher:
             self._task = None
         await self._drop_poll_connection()
 
+    async def _tail_and_page(self) -> tuple[outbox.LogHead, list[EntityEvent]]:
+        """The log's head and, when it is past `position`, the next page of events."""
+        if self.database.is_sqlite:  # both in one read: one thread hop
+            return await self.database.run_read(partial(outbox.tail_and_page, after_seq=self.position, limit=_PAGE))
+        head = await self._read_head()
+        if head.last_seq <= self.position:
+            return head, []
+        # Every event up to `head.last_seq` committed with it, so this later read sees them all.
+        page = partial(outbox.read_after, after_seq=self.position, limit=_PAGE)
+        return head, await self.database.run_read(page)
+
     async def _read_head(self) -> outbox.LogHead:
         """PostgreSQL's log tail. It is polled every few ms, so on one dedicated connection, through the driver
         and in autocommit: one round trip and little CPU per poll."""
@@ -147,19 +158,10 @@ class Dispatcher:
 
     async def _drain(self) -> None:
         while True:
-            if self.database.is_sqlite:  # the tail and the page in one read (one thread hop)
-                head, events = await self.database.run_read(
-                    partial(outbox.tail_and_page, after_seq=self.position, limit=_PAGE)
-                )
-            else:
-                head, events = await self._read_head(), []
+            head, events = await self._tail_and_page()
             self.epoch, self.floor_seq = head.epoch, head.floor_seq
             if head.last_seq <= self.position:
                 return
-            if not self.database.is_sqlite:
-                # Every event up to `head.last_seq` committed with it, so this later read sees them all.
-                page = partial(outbox.read_after, after_seq=self.position, limit=_PAGE)
-                events = await self.database.run_read(page)
             if events and events[0].seq > self.position + 1:
                 # Positions are dense: a hole means retention trimmed events this node had not dispatched yet.
                 self._gap_for_live(events[0].seq - 1, f"events after {self.position} were trimmed by retention")
