@@ -23,6 +23,7 @@ from bench import clients
 from bench.common import (
     Progress,
     Report,
+    ServerProcess,
     Table,
     Target,
     Worker,
@@ -74,9 +75,17 @@ def event_count(args: argparse.Namespace, sockets: int) -> tuple[int, int]:
 
 
 async def drive(
-    holders: list[Worker], writer: Worker, sockets: int, events: int, batch: int, write: dict[str, Any]
+    server: ServerProcess,
+    holders: list[Worker],
+    writer: Worker,
+    sockets: int,
+    events: int,
+    batch: int,
+    write: dict[str, Any],
 ) -> dict[str, Any]:
-    """Arm the holders, have the writer make `events` events, and wait for every socket to get them all."""
+    """Arm the holders, have the writer make `events` events, and wait for every socket to get them all;
+    with the server's CPU time per delivery."""
+    cpu = server.cpu_seconds()
     for holder in holders:
         holder.send("arm", expected=events)
     await gather_from(holders, "armed")
@@ -102,6 +111,7 @@ async def drive(
         "mean_frame_bytes": sum(t["bytes"] for t in tallies) / delivered if delivered else None,
         "write_errors": written.get("errors", 0),
         "first_write_error": written.get("first_error"),
+        "server_cpu_us_per_delivery": (server.cpu_seconds() - cpu) / max(1, delivered) * 1e6,
     }
 
 
@@ -148,14 +158,10 @@ async def medstream_runs(
                 measured = []
                 for _ in range(runs):
                     progress.note(f"medstream: {events:,} events to {sockets:,} sockets")
-                    cpu = server.cpu_seconds()
                     result = await drive(
-                        holders, writer, sockets, events, batch,
+                        server, holders, writer, sockets, events, batch,
                         {"run": uuid.uuid4().hex[:8], "batch": batch, "count": events // batch},
                     )  # fmt: skip
-                    result["server_cpu_us_per_delivery"] = (
-                        (server.cpu_seconds() - cpu) / max(1, result["delivered"]) * 1e6
-                    )
                     await wait_dispatched(server.url)
                     measured.append(result)
                     progress.advance()
@@ -185,14 +191,10 @@ async def baseline_runs(
                 measured = []
                 for _ in range(runs):
                     progress.note(f"baseline: {events:,} messages to {sockets:,} sockets")
-                    cpu = server.cpu_seconds()
                     result = await drive(
-                        holders, writer, sockets, events, batch,
+                        server, holders, writer, sockets, events, batch,
                         {"run": "", "count": events, "batch": batch, "size": size},
                     )  # fmt: skip
-                    result["server_cpu_us_per_delivery"] = (
-                        (server.cpu_seconds() - cpu) / max(1, result["delivered"]) * 1e6
-                    )
                     measured.append(result)
                     progress.advance()
             rows.append(summarise("baseline", sockets, measured, deflate))
