@@ -134,6 +134,31 @@ async def with_setup(args: argparse.Namespace, body: Any) -> Any:
             return await body(Setup(server, holders, writer, label))
 
 
+def _row(
+    setup: Setup,
+    kind: str,
+    subscriptions: int,
+    measured: list[dict[str, Any]],
+    added: int,
+    seconds: float,
+    *,
+    matching: bool = False,
+) -> dict[str, Any]:
+    """One level's result: the median dispatch cost of its runs, and what it took to get there."""
+    return {
+        "kind": kind,
+        "matching": matching,
+        "subscriptions": subscriptions,
+        "subscriptions_on_server": measured[-1]["subscriptions_on_server"],
+        "microseconds_per_event": median(m["microseconds_per_event"] for m in measured),
+        "runs": [m["microseconds_per_event"] for m in measured],
+        "added": added,
+        "subscribe_seconds": seconds,
+        "server_rss_mib": setup.server.rss_kib() / 1024,
+        "write_errors": sum(m["write_errors"] for m in measured),
+    }
+
+
 async def run(args: argparse.Namespace) -> Report:
     if args.database == "both":
         args.database = "sqlite"
@@ -158,20 +183,7 @@ async def run(args: argparse.Namespace) -> Report:
                     progress.note(f"{kind}: {events:,} events with {level:,} subscriptions")
                     measured.append(await setup.measure(events, args.batch))
                     progress.advance()
-                rows.append(
-                    {
-                        "kind": kind,
-                        "matching": False,
-                        "subscriptions": level,
-                        "subscriptions_on_server": measured[-1]["subscriptions_on_server"],
-                        "microseconds_per_event": median(m["microseconds_per_event"] for m in measured),
-                        "runs": [m["microseconds_per_event"] for m in measured],
-                        "added": added,
-                        "subscribe_seconds": seconds,
-                        "server_rss_mib": setup.server.rss_kib() / 1024,
-                        "write_errors": sum(m["write_errors"] for m in measured),
-                    }
-                )
+                rows.append(_row(setup, kind, level, measured, added, seconds))
 
         await with_setup(args, levels_of)
 
@@ -187,21 +199,9 @@ async def run(args: argparse.Namespace) -> Report:
                 progress.note(f"match: {events:,} events with {matching:,} matching subscriptions")
                 measured.append(await setup.measure(events, args.batch, matching_sockets=sockets))
                 progress.advance()
-            rows.append(
-                {
-                    "kind": "all match (label)",
-                    "matching": True,
-                    "subscriptions": matching,
-                    "subscriptions_on_server": measured[-1]["subscriptions_on_server"],
-                    "microseconds_per_event": median(m["microseconds_per_event"] for m in measured),
-                    "runs": [m["microseconds_per_event"] for m in measured],
-                    "added": matching,
-                    "subscribe_seconds": seconds,
-                    "server_rss_mib": setup.server.rss_kib() / 1024,
-                    "delivered_per_event": median((m["delivered"] or 0) / max(1, m["dispatched"]) for m in measured),
-                    "write_errors": sum(m["write_errors"] for m in measured),
-                }
-            )
+            row = _row(setup, "all match (label)", matching, measured, matching, seconds, matching=True)
+            row["delivered_per_event"] = median((m["delivered"] or 0) / max(1, m["dispatched"]) for m in measured)
+            rows.append(row)
 
         await with_setup(args, all_match)
     progress.close()
