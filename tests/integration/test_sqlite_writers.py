@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Connection, event, func, select, text
 
 from medstream.errors import UnavailableError
-from medstream.store.database import Database
+from medstream.store.database import Database, insert_rows
 from medstream.store.schema import server_keys
 
 
@@ -181,3 +181,57 @@ async def test_the_log_is_copied_into_the_database_file_beside_the_writer_not_by
         assert database.checkpoints > before
     finally:
         await database.close()
+
+
+async def test_a_steady_stream_of_writes_does_not_grow_the_log_without_end(tmp_path: Path) -> None:
+    # The background checkpointer alone never sees the whole log copied (new commits land while it copies),
+    # so the log would never start over; past a length, the writer checkpoints once between two groups.
+    path = tmp_path / "steady.db"
+    database = Database(f"sqlite:///{path}")
+    await database.migrate()
+    assert database._sqlite is not None
+    database._sqlite.wal_restart_frames = 64
+    payload = "x" * 3000  # about a page per row
+    stop = asyncio.Event()
+    written = 0
+
+    async def writer(n: int) -> None:
+        nonlocal written
+        i = 0
+        while not stop.is_set():
+            name = f"s-{n}-{i}"
+            await database.run_write(
+                lambda conn, name=name: conn.execute(server_keys.insert().values(name=name, value=payload))
+            )
+            i += 1
+            written += 1
+
+    try:
+        tasks = [asyncio.create_task(writer(n)) for n in range(8)]
+        for _ in range(200):  # 20 s at most
+            if database.log_restarts >= 3:
+                break
+            await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.gather(*tasks)
+        assert database.log_restarts >= 3, f"the log never started over in 20 s of writes ({written} of them)"
+        count = await database.run_read(
+            lambda conn: conn.execute(select(func.count()).where(server_keys.c.name.like("s-%"))).scalar_one()
+        )
+        assert count == written  # nothing lost to the checkpoints
+    finally:
+        await database.close()
+
+
+async def test_many_rows_are_inserted_in_several_statements_each_row_whole(database: Database) -> None:
+    # 1,234 rows: statements of at most 500 rows each (500, 500, 234), and rows of two shapes go apart.
+    rows: list[dict[str, Any]] = [{"name": f"m-{i:04d}", "value": f"v{i}"} for i in range(1_200)]
+    rows += [{"value": f"w{i}", "name": f"m-{i + 1_200:04d}"} for i in range(34)]  # same columns, other order
+
+    def work(conn: Connection) -> None:
+        insert_rows(conn, server_keys, rows)
+
+    await database.run_write(work)
+    query = select(server_keys.c.name, server_keys.c.value).where(server_keys.c.name.like("m-%"))
+    stored = await database.run_read(lambda conn: {name: value for name, value in conn.execute(query)})
+    assert stored == {row["name"]: row["value"] for row in rows}

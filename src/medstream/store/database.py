@@ -40,6 +40,9 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK_KEY = 0x6D656473  # "meds": serialises nodes migrating one PostgreSQL at the same time
 _SQLITE_READERS = 4
 _CHECKPOINT_SECONDS = 0.5  # how often the checkpointer looks for new writes
+_WAL_RESTART_FRAMES = 4096  # a log this long (16 MiB of 4 KiB pages) is restarted from its beginning
+_SQLITE_ROWS_PER_INSERT = 500
+_SQLITE_MAX_VARIABLES = 32766  # SQLite's default bound on a statement's parameters since 3.32
 _GROUP_LIMIT = 64  # writes committed together at most: bounds how long the first of them waits for the others
 
 log = logging.getLogger("medstream.store")
@@ -144,6 +147,11 @@ class Database:
         return self._sqlite.checkpoints if self._sqlite is not None else 0
 
     @property
+    def log_restarts(self) -> int:
+        """SQLite: how often the checkpointer has found the write-ahead log restarted from its beginning."""
+        return self._sqlite.log_restarts if self._sqlite is not None else 0
+
+    @property
     def sync_engine(self) -> Engine:
         """The engine underneath: pysqlite for SQLite, asyncpg's synchronous facade for PostgreSQL."""
         return self._sqlite.engine if self._sqlite is not None else self.engine.sync_engine
@@ -228,26 +236,33 @@ def _upgrade_to_head(connection: Connection) -> None:
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """INSERT `rows` into `table`. On SQLite, rows with the same keys go to the driver's executemany as
-    tuples: SQLAlchemy's parameter processing for each row cost more than SQLite's insert of it."""
+    """INSERT `rows` into `table`. On SQLite, rows with the same keys go to the driver as multi-row VALUES
+    statements of plain parameters: SQLAlchemy's parameter processing for each row cost more than SQLite's
+    insert of it, and one statement for many rows releases and retakes the GIL once, not once per row."""
     if not rows:
         return
     if conn.dialect.name != "sqlite":
         conn.execute(insert(table), rows)
         return
-    by_keys: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    by_keys: dict[tuple[str, ...], list[Any]] = {}
     for row in rows:
-        by_keys.setdefault(tuple(row), []).append(tuple(row.values()))
+        by_keys.setdefault(tuple(row), []).extend(row.values())
     for keys, values in by_keys.items():
-        conn.exec_driver_sql(_sqlite_insert(conn.dialect, table, keys), values)
+        width = len(keys)
+        per_statement = max(1, min(_SQLITE_ROWS_PER_INSERT, _SQLITE_MAX_VARIABLES // width)) * width
+        for start in range(0, len(values), per_statement):
+            chunk = values[start : start + per_statement]
+            conn.exec_driver_sql(_sqlite_insert(conn.dialect, table, keys, len(chunk) // width), tuple(chunk))
 
 
 @functools.lru_cache(maxsize=256)
-def _sqlite_insert(dialect: Dialect, table: Table, keys: tuple[str, ...]) -> str:
+def _sqlite_insert(dialect: Dialect, table: Table, keys: tuple[str, ...], count: int) -> str:
     quote = dialect.identifier_preparer.quote
     columns = ", ".join(quote(table.c[key].name) for key in keys)
-    marks = ", ".join("?" * len(keys))
-    return f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({columns}) VALUES ({marks})"
+    row = "(" + ", ".join("?" * len(keys)) + ")"
+    return (
+        f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({columns}) VALUES {', '.join([row] * count)}"
+    )
 
 
 # -- SQLite: transactions in threads, writes committed in groups ---------------------------------------------
@@ -290,6 +305,10 @@ class _SQLiteRunner:
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
         self.checkpoints = 0
+        self.wal_restart_frames = _WAL_RESTART_FRAMES
+        self._restart_wanted = False  # set by the checkpointer, acted on by the writer between two groups
+        self.log_frames = 0  # the log's length when the checkpointer last looked
+        self.log_restarts = 0  # how often it found the log shorter than the time before: it had restarted
 
     # -- reads --
 
@@ -332,8 +351,14 @@ class _SQLiteRunner:
 
     def _checkpoint_loop(self) -> None:
         """Copy the write-ahead log back into the database file, beside the writer rather than in its commits.
-        PASSIVE: it never waits for readers or the writer, and the writer never waits for it; the log is reset
-        to its start by the first write after a complete checkpoint."""
+        PASSIVE: it never waits for readers or the writer, and the writer never waits for it.
+
+        The log starts over from its beginning only when a write begins after a checkpoint that copied all of
+        it. Under a steady stream of writes that never happens here: new commits always land while this thread
+        copies. So once the log is long, the writer is asked to checkpoint once itself between two groups,
+        when nothing can be appended meanwhile: little is left to copy by then, and its next write restarts
+        the log. Without that the log grew by hundreds of MB a minute, and every read and write slowed down
+        with it."""
         done = -1
         while not self._stop_checkpoints.wait(_CHECKPOINT_SECONDS):
             if self.groups == done:
@@ -341,10 +366,25 @@ class _SQLiteRunner:
             done = self.groups
             try:
                 with self.engine.connect() as conn:
-                    conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                    _busy, frames, _copied = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
                 self.checkpoints += 1
+                if 0 <= frames < self.log_frames:
+                    self.log_restarts += 1
+                self.log_frames = frames
+                if frames >= self.wal_restart_frames:
+                    self._restart_wanted = True
             except Exception as exc:  # a busy or failing database: the next round tries again
                 log.warning("SQLite checkpoint failed: %s", exc)
+
+    def _checkpoint_between_groups(self, conn: Connection) -> None:
+        """The writer's own checkpoint (see _checkpoint_loop), outside any transaction."""
+        self._restart_wanted = False
+        raw = conn.connection.dbapi_connection
+        try:
+            if raw is not None and not raw.in_transaction:
+                raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except Exception as exc:  # the checkpointer will ask again
+            log.warning("SQLite checkpoint failed: %s", exc)
 
     def _write_loop(self) -> None:
         conn: Connection | None = None
@@ -377,6 +417,8 @@ class _SQLiteRunner:
                 for loop, jobs in by_loop.items():
                     if not loop.is_closed():
                         loop.call_soon_threadsafe(_settle, jobs)
+                if self._restart_wanted:  # after the group's callers have their answers
+                    self._checkpoint_between_groups(conn)
         finally:
             if conn is not None:
                 conn.close()
