@@ -37,6 +37,7 @@ from medstream.errors import ConflictError, ForbiddenError, NotFoundError, Valid
 from medstream.events.types import EventType
 from medstream.model.common import Delegation, Entity, SystemMetaData
 from medstream.model.entities import KIND_BY_NAME, EntityKind
+from medstream.model.ids import new_entity_id
 from medstream.model.user import User
 from medstream.store import outbox
 from medstream.store.database import Database, insert_rows
@@ -110,7 +111,7 @@ class EntityRepository:
     ) -> list[Stored]:
         """`create_or_modify`, returning each entity with its JSON as stored."""
         hashes = list(password_hashes) if password_hashes is not None else [None] * len(entities)
-        ids = [entity.id or str(uuid.uuid4()) for entity in entities]
+        ids = [entity.id or new_entity_id() for entity in entities]
         for entity in entities:
             if entity.id is None and entity.rev is not None:
                 raise ValidationError("an entity with a rev must also have its id")
