@@ -18,6 +18,7 @@ import asyncio
 import functools
 import logging
 import queue
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -235,6 +236,21 @@ def _upgrade_to_head(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
+def sqlite_execute(conn: Connection, sql: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
+    """Run `sql` (with `?` parameters) on the SQLite connection under `conn`, inside its transaction, and
+    return the driver's cursor. For the few statements every write and every dispatch runs: SQLAlchemy's
+    execution machinery cost ten times SQLite's own work for them. Errors are SQLAlchemy's, as from
+    `conn.execute`, and a transaction SQLite has abandoned is refused as in `_inside_the_transaction`."""
+    raw = conn.connection.dbapi_connection
+    assert isinstance(raw, sqlite3.Connection)
+    if not raw.in_transaction:
+        raise _abandoned()
+    try:
+        return raw.execute(sql, parameters)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, parameters, exc, sqlite3.Error) from exc
+
+
 def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """INSERT `rows` into `table`. On SQLite, rows with the same keys go to the driver as multi-row VALUES
     statements of plain parameters: SQLAlchemy's parameter processing for each row cost more than SQLite's
@@ -252,7 +268,7 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
         per_statement = max(1, min(_SQLITE_ROWS_PER_INSERT, _SQLITE_MAX_VARIABLES // width)) * width
         for start in range(0, len(values), per_statement):
             chunk = values[start : start + per_statement]
-            conn.exec_driver_sql(_sqlite_insert(conn.dialect, table, keys, len(chunk) // width), tuple(chunk))
+            sqlite_execute(conn, _sqlite_insert(conn.dialect, table, keys, len(chunk) // width), chunk)
 
 
 @functools.lru_cache(maxsize=256)

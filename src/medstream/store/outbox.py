@@ -7,7 +7,7 @@ trigger of migration 0001 numbers them at commit while holding the tail row's lo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy import Connection, Integer, bindparam, delete, func, select, update
 
 from medstream.events.types import EntityEvent, EventType
-from medstream.store.database import Database, insert_rows
+from medstream.store.database import Database, insert_rows, sqlite_execute
 from medstream.store.schema import outbox, outbox_tail
 
 
@@ -39,12 +39,13 @@ class LogHead:
     floor_seq: int
 
 
-# Statements built once: building one (and its cache key) costs more than running it on SQLite.
-_ADVANCE = (
-    update(outbox_tail)
-    .where(outbox_tail.c.id == 1)
-    .values(last_seq=outbox_tail.c.last_seq + bindparam("count", type_=Integer))
-    .returning(outbox_tail.c.last_seq)
+# On SQLite these run through the driver itself (database.sqlite_execute). _ADVANCE_SQLITE numbers the events
+# there; on PostgreSQL the commit trigger does.
+_ADVANCE_SQLITE = "UPDATE outbox_tail SET last_seq = last_seq + ? WHERE id = 1 RETURNING last_seq"
+_HEAD_SQLITE = "SELECT last_seq, epoch, floor_seq FROM outbox_tail WHERE id = 1"
+_AFTER_SQLITE = (
+    "SELECT seq, entity_type, entity_id, rev, event_type, document, readers, created FROM outbox"
+    " WHERE seq > ? ORDER BY seq LIMIT ?"
 )
 
 
@@ -65,23 +66,35 @@ def append(conn: Connection, events: Sequence[PendingEvent], *, assign_seq: bool
         }
         for e in events
     ]
-    if assign_seq:
-        last = conn.execute(_ADVANCE, {"count": len(rows)}).scalar_one()
+    if assign_seq:  # SQLite
+        (last,) = sqlite_execute(conn, _ADVANCE_SQLITE, (len(rows),)).fetchone()
         for offset, row in enumerate(rows):
             row["seq"] = last - len(rows) + 1 + offset
     insert_rows(conn, outbox, rows)
 
 
-_HEAD = select(outbox_tail).where(outbox_tail.c.id == 1)
+_HEAD = select(outbox_tail.c.last_seq, outbox_tail.c.epoch, outbox_tail.c.floor_seq).where(outbox_tail.c.id == 1)
 
 
 def head(conn: Connection) -> LogHead:
-    row = conn.execute(_HEAD).one()
-    return LogHead(last_seq=row.last_seq, epoch=row.epoch, floor_seq=row.floor_seq)
+    if conn.dialect.name == "sqlite":
+        last_seq, epoch, floor_seq = sqlite_execute(conn, _HEAD_SQLITE).fetchone()
+    else:
+        last_seq, epoch, floor_seq = conn.execute(_HEAD).one()
+    return LogHead(last_seq=last_seq, epoch=epoch, floor_seq=floor_seq)
 
 
 _AFTER = (
-    select(outbox)
+    select(
+        outbox.c.seq,
+        outbox.c.entity_type,
+        outbox.c.entity_id,
+        outbox.c.rev,
+        outbox.c.event_type,
+        outbox.c.document,
+        outbox.c.readers,
+        outbox.c.created,
+    )
     .where(outbox.c.seq > bindparam("after_seq"))
     .order_by(outbox.c.seq)
     .limit(bindparam("limit", type_=Integer))
@@ -90,19 +103,22 @@ _AFTER = (
 
 def read_after(conn: Connection, after_seq: int, limit: int = 1000) -> list[EntityEvent]:
     """Committed events with `seq` > `after_seq`, in `seq` order."""
-    result = conn.execute(_AFTER, {"after_seq": after_seq, "limit": limit})
+    if conn.dialect.name == "sqlite":
+        rows: Iterable[Sequence[Any]] = sqlite_execute(conn, _AFTER_SQLITE, (after_seq, limit))
+    else:
+        rows = conn.execute(_AFTER, {"after_seq": after_seq, "limit": limit})
     return [
         EntityEvent(
-            seq=row.seq,
-            entity_type=row.entity_type,
-            entity_id=row.entity_id,
-            rev=row.rev,
-            event_type=EventType(row.event_type),
-            document=row.document.encode(),
-            readers=frozenset(orjson.loads(row.readers)),
-            created=row.created,
+            seq=seq,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            rev=rev,
+            event_type=EventType(event_type),
+            document=document.encode(),
+            readers=frozenset(orjson.loads(readers)),
+            created=created,
         )
-        for row in result
+        for seq, entity_type, entity_id, rev, event_type, document, readers, created in rows
     ]
 
 

@@ -10,23 +10,24 @@ from __future__ import annotations
 import functools
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic.alias_generators import to_camel
 from sqlalchemy import (
     BigInteger,
     Connection,
+    Dialect,
     Integer,
-    Row,
     Select,
     Table,
     and_,
     bindparam,
     delete,
+    exists,
     select,
     update,
 )
@@ -36,11 +37,11 @@ from medstream.access import Actor, check_user_write, initial_readers
 from medstream.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from medstream.events.types import EventType
 from medstream.model.common import Delegation, Entity, SystemMetaData
-from medstream.model.entities import KIND_BY_NAME, EntityKind
+from medstream.model.entities import EntityKind
 from medstream.model.ids import new_entity_id
 from medstream.model.user import User
 from medstream.store import outbox
-from medstream.store.database import Database, insert_rows
+from medstream.store.database import Database, insert_rows, sqlite_execute
 from medstream.store.queries import readable_clause
 from medstream.store.schema import ENTITY_TABLES, KIND_COLUMNS, entity_readers, entity_terms, terms_of
 
@@ -171,7 +172,7 @@ class EntityRepository:
     def _prepare_update(
         self,
         kind: EntityKind,
-        row: Row[Any],
+        row: _EntityRow,
         entity: Entity,
         actor: Actor,
         now: int,
@@ -319,19 +320,19 @@ class EntityRepository:
 
     # -- helpers -----------------------------------------------------------------------------------------
 
-    def _readable(self, kind: EntityKind, row: Row[Any] | None, entity_id: str, actor: Actor) -> Entity:
+    def _readable(self, kind: EntityKind, row: _EntityRow | None, entity_id: str, actor: Actor) -> Entity:
         if row is not None:
             entity = kind.model.model_validate_json(row.document)
             if actor.can_read(entity.readers):
                 return entity
         raise NotFoundError(f"no {kind.name} with id {entity_id}")
 
-    async def _read_rows(self, table: Table, ids: Sequence[str]) -> dict[str, Row[Any]]:
+    async def _read_rows(self, table: Table, ids: Sequence[str]) -> dict[str, _EntityRow]:
         return await self.database.run_read(lambda conn: self._rows_by_id(conn, table, ids))
 
     def _rows_by_id(
         self, conn: Connection, table: Table, ids: Sequence[str], *, lock: bool = False
-    ) -> dict[str, Row[Any]]:
+    ) -> dict[str, _EntityRow]:
         """The rows with these ids. With `lock`, for a write that checks then replaces them: on PostgreSQL
         (READ COMMITTED) they are locked until the transaction ends, so that a concurrent writer waits and
         then sees the new rev (else both pass the rev check and one update is lost), and always in id byte
@@ -339,14 +340,19 @@ class EntityRepository:
         lock = lock and not self.database.is_sqlite
         if lock:
             ids = sorted(ids)
-        rows: dict[str, Row[Any]] = {}
+        rows: dict[str, _EntityRow] = {}
         if len(ids) == 1:  # the common case, and a plain equality is cheaper to run than an expanding IN
-            rows.update({row.id: row for row in conn.execute(_row_query(table, lock), {"id": ids[0]})})
+            found: Iterable[Sequence[Any]]
+            if self.database.is_sqlite:
+                found = sqlite_execute(conn, _row_sql(conn.dialect, table), (ids[0],))
+            else:
+                found = conn.execute(_row_query(table, lock), {"id": ids[0]})
+            rows.update((row[0], _EntityRow(*row)) for row in found)
             return rows
         query = _rows_query(table, lock)
         for start in range(0, len(ids), 500):
             result = conn.execute(query, {"ids": ids[start : start + 500]})
-            rows.update({row.id: row for row in result})
+            rows.update((row[0], _EntityRow(*row)) for row in result)
         return rows
 
     def _data_owner_exists(self, conn: Connection, data_owner_id: str) -> bool:
@@ -366,11 +372,28 @@ class EntityRepository:
         if None in patient_ids and required:
             raise ValidationError(f"a {kind.name} needs a patientId: create it with POST /patients/{{id}}/data-samples")
         wanted = sorted(p for p in patient_ids if p is not None)
-        rows = self._rows_by_id(conn, ENTITY_TABLES["Patient"], wanted)
+        found = self._patients_for(conn, wanted, actor)
         for patient_id in wanted:
-            patient = self._readable(KIND_BY_NAME["Patient"], rows.get(patient_id), patient_id, actor)
-            if patient.is_deleted:
+            deleted, readable = found.get(patient_id, (None, False))
+            if not readable:
+                raise NotFoundError(f"no Patient with id {patient_id}")
+            if deleted is not None:
                 raise ConflictError(f"patient {patient_id} was deleted")
+
+    def _patients_for(self, conn: Connection, ids: list[str], actor: Actor) -> dict[str, tuple[int | None, bool]]:
+        """Per existing patient among `ids`: when it was deleted (None if not), and whether `actor` may read it,
+        from its readers rows (kept with its document in every write) rather than by parsing the document."""
+        if not ids:
+            return {}
+        owner = None if actor.is_admin else actor.data_owner_id
+        if owner is None and not actor.is_admin:
+            return {}
+        rows: list[Any]
+        if len(ids) == 1 and self.database.is_sqlite:
+            rows = list(sqlite_execute(conn, _PATIENT_ACCESS_SQLITE, (owner, ids[0])))
+        else:
+            rows = list(conn.execute(_PATIENT_ACCESS, {"owner": owner, "ids": ids}))
+        return {patient_id: (deleted, actor.is_admin or bool(readable)) for patient_id, deleted, readable in rows}
 
     def _store(self, conn: Connection, kind: EntityKind, writes: list[_Write]) -> list[bytes]:
         """Write rows, terms, readers and events for `writes`, in one round trip per statement; returns the
@@ -451,6 +474,35 @@ class EntityRepository:
             row["login"] = None if entity.is_deleted else entity.login
             row["password_hash"] = write.password_hash
         return row
+
+
+class _EntityRow(NamedTuple):
+    id: str
+    rev: str
+    document: str
+    deleted: int | None
+
+
+@functools.cache
+def _row_sql(dialect: Dialect, table: Table) -> str:
+    """`_row_query` for SQLite's driver (database.sqlite_execute)."""
+    return f"SELECT id, rev, document, deleted FROM {dialect.identifier_preparer.format_table(table)} WHERE id = ?"
+
+
+_PATIENTS = ENTITY_TABLES["Patient"]
+_PATIENT_ACCESS = select(
+    _PATIENTS.c.id,
+    _PATIENTS.c.deleted,
+    exists().where(
+        entity_readers.c.entity_type == "Patient",
+        entity_readers.c.data_owner_id == bindparam("owner"),
+        entity_readers.c.entity_id == _PATIENTS.c.id,
+    ),
+).where(_PATIENTS.c.id.in_(bindparam("ids", expanding=True)))
+_PATIENT_ACCESS_SQLITE = (
+    "SELECT id, deleted, EXISTS (SELECT 1 FROM entity_readers WHERE entity_type = 'Patient'"
+    " AND data_owner_id = ? AND entity_id = patients.id) FROM patients WHERE id = ?"
+)
 
 
 @functools.cache
