@@ -19,11 +19,12 @@ from typing import Any
 
 import httpx
 import jwt
+import orjson
 import pytest
 import pytest_asyncio
 
 from medstream.errors import TooSlowError
-from medstream.events.protocol import MAX_MESSAGE_BYTES
+from medstream.events.protocol import BATCH_MESSAGES, MAX_MESSAGE_BYTES
 from medstream.model import HealthcareProfessional, Patient, User
 from medstream.sdk import MedTechApi
 from medstream.sdk.connection import SubscriptionEvent, SubscriptionOptions
@@ -570,3 +571,42 @@ async def test_an_sdk_subscription_over_the_limit_fails_and_the_others_keep_work
 
 def test_the_documented_subscription_limit_is_the_default() -> None:
     assert Settings().ws_max_subscriptions == 1_000  # docs/protocol.md: "at most 1,000 per socket"
+
+
+# -- batched frames ----------------------------------------------------------------------------------------------
+
+
+async def _lines_until(client: RawClient, count: int) -> list[list[Frame]]:
+    """Frames as they arrive, each split into its messages, until `count` events have come."""
+    frames: list[list[Frame]] = []
+    async with asyncio.timeout(WAIT):
+        while sum(m["type"] == "event" for frame in frames for m in frame) < count:
+            raw = await client.websocket.recv()
+            assert isinstance(raw, str)
+            frames.append([orjson.loads(line) for line in raw.split("\n")])
+    return frames
+
+
+async def test_a_client_that_asks_for_batches_gets_several_messages_per_frame_in_order(
+    server: RunningServer, doctors: tuple[Doctor, Doctor]
+) -> None:
+    doctor = doctors[1]
+    token = (await login(server.url, doctor.login, doctor.password))["token"]
+    async with RawClient.opened(server.url) as batched, RawClient.opened(server.url) as plain:
+        await batched.send({"type": "auth", "token": token, "batch": True})
+        await plain.send({"type": "auth", "token": token})
+        for client in (batched, plain):
+            assert (await client.subscribe("mine", "Patient"))["type"] == "subscribed"
+        created = await create_patients(server.url, token, 150)  # one commit: 150 events dispatched together
+
+        by_frame = await _lines_until(batched, len(created))
+        events = [m for frame in by_frame for m in frame]
+        assert [e["entity"]["id"] for e in events] == [p["id"] for p in created]
+        seqs = [e["seq"] for e in events]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        assert max(len(frame) for frame in by_frame) > 1, "nothing was batched"
+        assert all(len(frame) <= BATCH_MESSAGES for frame in by_frame)
+
+        unbatched = await _lines_until(plain, len(created))
+        assert all(len(frame) == 1 for frame in unbatched), "a client that did not ask gets one message per frame"
+        assert [frame[0]["seq"] for frame in unbatched] == seqs

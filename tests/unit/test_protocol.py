@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import orjson
 import pytest
 
 from medstream.errors import PayloadTooLargeError, ValidationError
 from medstream.events.protocol import (
+    BATCH_BYTES,
+    BATCH_MESSAGES,
     MAX_MESSAGE_BYTES,
     AuthMessage,
     EventFrameTemplate,
     PingMessage,
     SubscribeMessage,
     UnsubscribeMessage,
+    batch_frames,
     error_frame,
     gap_frame,
     parse_client_message,
@@ -89,3 +94,20 @@ def test_server_frames_are_json_objects_with_their_type() -> None:
     assert orjson.loads(gap_frame("s", 1, 9, "e", "why"))["from"] == 1
     assert orjson.loads(error_frame("bad", "no", "s")) == {"type": "error", "code": "bad", "message": "no", "id": "s"}
     assert "id" not in orjson.loads(error_frame("bad", "no"))
+
+
+def test_a_batch_takes_what_waits_up_to_its_message_and_byte_bounds() -> None:
+    queue = deque(b'{"n":%d}' % i for i in range(BATCH_MESSAGES + 5))
+    first = batch_frames(queue)
+    assert [orjson.loads(line)["n"] for line in first.split(b"\n")] == list(range(BATCH_MESSAGES))
+    assert batch_frames(queue).split(b"\n") == [b'{"n":%d}' % i for i in range(BATCH_MESSAGES, BATCH_MESSAGES + 5)]
+    assert not queue
+
+    big = b"x" * (BATCH_BYTES // 2)
+    queue = deque([big, big, b"small"])
+    assert batch_frames(queue) == big  # a second one would pass the byte bound
+    assert batch_frames(queue) == big + b"\n" + b"small"
+    huge = b"y" * (BATCH_BYTES * 2)
+    queue = deque([huge, b"after"])
+    assert batch_frames(queue) == huge  # a message over the bound goes alone
+    assert batch_frames(queue) == b"after"

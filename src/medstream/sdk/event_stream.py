@@ -140,7 +140,7 @@ class EventStream:
         except InvalidURI as exc:
             raise _Fatal(UnavailableError(f"bad websocket URL {self.url}: {exc}")) from exc
         async with socket:
-            await socket.send(_text({"type": "auth", "token": token}))
+            await socket.send(_text({"type": "auth", "token": token, "batch": True}))
             self._sent_token = token
             # No await between taking the list and publishing the socket: a subscription added before is sent
             # by this loop, one added after by `subscribe()`, and none twice.
@@ -151,7 +151,10 @@ class EventStream:
             heartbeat = asyncio.create_task(self._heartbeat(socket))
             try:
                 async for raw in socket:
-                    self._acknowledged |= await self._handle(orjson.loads(raw))
+                    # Batched frames (asked for at auth) hold several messages, one per line.
+                    lines = raw.split("\n") if isinstance(raw, str) and "\n" in raw else (raw,)
+                    for line in lines:
+                        self._acknowledged |= await self._handle(orjson.loads(line))
             except ConnectionClosed:
                 pass
             finally:

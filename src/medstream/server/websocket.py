@@ -24,6 +24,7 @@ from medstream.events.protocol import (
     PingMessage,
     SubscribeMessage,
     UnsubscribeMessage,
+    batch_frames,
     error_frame,
     parse_client_message,
     unsubscribed_frame,
@@ -52,8 +53,11 @@ class WebSocketLimits:
 class ClientConnection:
     """One authenticated socket: its subscriptions, its send queue and its writer."""
 
-    def __init__(self, websocket: WebSocket, actor: Actor, token_expires: float, limits: WebSocketLimits) -> None:
+    def __init__(
+        self, websocket: WebSocket, actor: Actor, token_expires: float, limits: WebSocketLimits, *, batch: bool = False
+    ) -> None:
         self.websocket = websocket
+        self.batch = batch  # the client reads several messages per frame (docs/protocol.md)
         self.actor = actor
         self.token_expires = token_expires
         self.limits = limits
@@ -113,7 +117,10 @@ class ClientConnection:
     async def send_queued(self) -> None:
         """Send what is left in the queue (after a close with `flush`)."""
         while self._queue:
-            await self.websocket.send_text(self._queue.popleft().decode())
+            await self.websocket.send_text(self._next_frame().decode())
+
+    def _next_frame(self) -> bytes:
+        return batch_frames(self._queue) if self.batch else self._queue.popleft()
 
     async def write_loop(self) -> None:
         while self.close_reason is None:
@@ -122,7 +129,7 @@ class ClientConnection:
             while self._queue and self.close_reason is None:
                 # Only the decoded text stays referenced while idle: frames from orjson.dumps (the acks) keep a
                 # 4 KB allocation whatever their length, which an idle socket would otherwise hold on to.
-                text = self._queue.popleft().decode()
+                text = self._next_frame().decode()
                 if len(self._queue) <= self.limits.send_queue // 2:
                     self._drained.set()
                 await self.websocket.send_text(text)
@@ -226,7 +233,7 @@ class EventHub:
         if not isinstance(message, AuthMessage):
             raise AuthenticationError("the first message must be auth")
         actor, expires = await self._check_token(message.token)
-        return ClientConnection(websocket, actor, expires, self.limits)
+        return ClientConnection(websocket, actor, expires, self.limits, batch=message.batch)
 
     async def _check_token(self, token: str) -> tuple[Actor, float]:
         claims = self.tokens.decode(token, expected_type="access")
