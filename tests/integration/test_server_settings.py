@@ -11,6 +11,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from medstream.model import DataSample, Patient
+from medstream.server.app import create_app
 from medstream.server.runner import make_server, start_server
 from medstream.server.settings import Settings
 from tests.conftest import ProfessionalFactory, RunningServer
@@ -84,3 +85,16 @@ async def test_a_server_of_its_own_freezes_what_start_up_allocated(tmp_path: Pat
         server.should_exit = True
         await task
         gc.unfreeze()
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_fastapi_telemetry_follows_the_opentelemetry_setting(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
+    class ConfiguredProvider:  # what an operator's OpenTelemetry set-up would install
+        pass
+
+    monkeypatch.setattr("opentelemetry.trace.get_tracer_provider", ConfiguredProvider)
+    monkeypatch.setenv("MEDSTREAM_OPENTELEMETRY", "1" if on else "0")
+    settings = Settings.from_env()
+    assert settings.opentelemetry is on
+    # Off: FastAPI does not even look for a provider on a request. On: it instruments once one is configured.
+    assert create_app(settings)._native_telemetry.enabled() is on

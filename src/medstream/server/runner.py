@@ -51,6 +51,7 @@ def make_server(settings: Settings, *, log_level: str = "info", freeze_gc: bool 
         host=settings.host,
         port=settings.port,
         log_level=log_level,
+        access_log=log_level in {"debug", "info"},  # below "info" uvicorn would build each line, then drop it
         lifespan="on",
         ws_max_size=1 << 20,
         ws_per_message_deflate=settings.ws_per_message_deflate,
