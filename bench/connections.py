@@ -1,7 +1,8 @@
 """Connections: server resident memory per idle, authenticated websocket connection with one subscription, at
-10,000 connections, for each websocket setting (permessage-deflate on and off), and the transport alone.
+10,000 connections, for each websocket setting (permessage-deflate on, which keeps no compression context
+between messages; on with context takeover; off), and the transport alone.
 
-    .venv/bin/python -m bench.connections [--connections 10000] [--settings deflate-on,deflate-off]
+    .venv/bin/python -m bench.connections [--connections 10000] [--settings deflate-on,deflate-context,deflate-off]
 
 Raw websocket clients (the `websockets` library, which offers permessage-deflate as the SDK does) in
 --client-processes processes open the sockets; each authenticates and subscribes once (DataSample CREATE,
@@ -42,7 +43,13 @@ from bench.common import (
 )
 
 NAME = "connections"
-SETTINGS = {"deflate-on": True, "deflate-off": False}
+# Per setting: the server's environment, and the baseline's permessage-deflate (None: the baseline has no such
+# setting). uvicorn alone always keeps a compression context per socket (context takeover).
+SETTINGS: dict[str, tuple[dict[str, str], bool | None]] = {
+    "deflate-on": ({"MEDSTREAM_WS_PER_MESSAGE_DEFLATE": "1", "MEDSTREAM_WS_DEFLATE_CONTEXT_TAKEOVER": "0"}, None),
+    "deflate-context": ({"MEDSTREAM_WS_PER_MESSAGE_DEFLATE": "1", "MEDSTREAM_WS_DEFLATE_CONTEXT_TAKEOVER": "1"}, True),
+    "deflate-off": ({"MEDSTREAM_WS_PER_MESSAGE_DEFLATE": "0"}, False),
+}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -51,7 +58,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=None, help="connections opened before the first reading (100)")
     p.add_argument("--idle", type=float, default=None, help="seconds idle before the last reading (default 25)")
     p.add_argument("--settle", type=float, default=None, help="seconds before each reading (default 3; quick 0.2)")
-    p.add_argument("--settings", default="deflate-on,deflate-off", help="websocket settings to measure")
+    p.add_argument("--settings", default=",".join(SETTINGS), help="websocket settings to measure (default: all)")
     p.add_argument("--client-processes", type=int, default=4, help="processes holding the sockets (default 4)")
     p.add_argument("--no-baseline", action="store_true", help="skip the transport-only rows")
     p.add_argument("--connect-concurrency", type=int, default=25, help="handshakes in flight per process (25)")
@@ -125,12 +132,12 @@ async def run(args: argparse.Namespace) -> Report:
     unknown = [n for n in names if n not in SETTINGS]
     if unknown:
         raise SystemExit(f"unknown setting(s) {unknown}; known: {', '.join(SETTINGS)}")
-    progress = Progress(len(names) * (1 if args.no_baseline else 2), "connections")
+    baselines = 0 if args.no_baseline else sum(SETTINGS[n][1] is not None for n in names)
+    progress = Progress(len(names) + baselines, "connections")
     rows: list[dict[str, Any]] = []
     processes = max(1, min(args.client_processes, total))
     for name in names:
-        deflate = SETTINGS[name]
-        env = {"MEDSTREAM_WS_PER_MESSAGE_DEFLATE": "1" if deflate else "0"}
+        env, baseline_deflate = SETTINGS[name]
         async with medstream_on(args.database, args.pg_url, env) as server:
             identity = await make_professional(server.url)
             holders = [
@@ -144,8 +151,8 @@ async def run(args: argparse.Namespace) -> Report:
                 result = await measure(server, holders, total, warmup, idle, True, progress, f"medstream {name}", pause)
         rows.append({"server": "medstream", "setting": name, **result})
         progress.advance()
-        if not args.no_baseline:
-            async with running(baseline_server(per_message_deflate=deflate)) as server:
+        if not args.no_baseline and baseline_deflate is not None:
+            async with running(baseline_server(per_message_deflate=baseline_deflate)) as server:
                 holders = [
                     Worker(clients.socket_holder, name=f"holder-{i}", ws_url=server.ws_base + "/ws",
                            protocol="baseline", compression=True, connect_concurrency=args.connect_concurrency)

@@ -7,6 +7,7 @@ import gc
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from websockets.asyncio.client import connect
 
@@ -17,16 +18,43 @@ from medstream.server.settings import Settings
 from tests.conftest import ProfessionalFactory, RunningServer
 
 
-@pytest.mark.parametrize("deflate", [True, False])
-async def test_permessage_deflate_is_negotiated_only_when_enabled(tmp_path: Path, deflate: bool) -> None:
+@pytest.mark.parametrize(
+    ("deflate", "context_takeover"), [(False, False), (True, False), (True, True)], ids=["off", "lean", "context"]
+)
+async def test_permessage_deflate_is_negotiated_only_when_enabled_and_carries_events(
+    tmp_path: Path, deflate: bool, context_takeover: bool
+) -> None:
     settings = Settings(
-        host="127.0.0.1", port=0, database_url=f"sqlite:///{tmp_path / 'ws.db'}", ws_per_message_deflate=deflate
+        host="127.0.0.1",
+        port=0,
+        database_url=f"sqlite:///{tmp_path / 'ws.db'}",
+        admin_login="admin",
+        admin_password="admin-password-1",
+        ws_per_message_deflate=deflate,
+        ws_deflate_context_takeover=context_takeover,
     )
     server, task, url = await start_server(settings)
     try:
-        async with connect(url.replace("http", "ws", 1) + "/ws/v1/events", compression="deflate") as socket:
-            extensions = socket.response.headers.get("Sec-WebSocket-Extensions") or ""
-        assert ("permessage-deflate" in extensions) is deflate
+        async with httpx.AsyncClient(base_url=url) as http:
+            login = await http.post("/rest/v1/auth/login", json={"username": "admin", "password": "admin-password-1"})
+            token = login.json()["token"]
+            headers = {"Authorization": f"Bearer {token}"}
+            async with connect(url.replace("http", "ws", 1) + "/ws/v1/events", compression="deflate") as socket:
+                extensions = socket.response.headers.get("Sec-WebSocket-Extensions") or ""
+                assert ("permessage-deflate" in extensions) is deflate
+                # Lean (the default with deflate on): no zlib state is kept between messages, either way.
+                assert ("server_no_context_takeover" in extensions) is (deflate and not context_takeover)
+                assert ("client_no_context_takeover" in extensions) is (deflate and not context_takeover)
+                await socket.send(orjson.dumps({"type": "auth", "token": token}).decode())
+                subscribe = {"type": "subscribe", "id": "p", "entity": "Patient", "events": ["CREATE"], "filter": None}
+                await socket.send(orjson.dumps(subscribe).decode())
+                assert orjson.loads(await socket.recv())["type"] == "subscribed"
+                names = [f"Deflate{i}" for i in range(3)]  # several messages: each compressed on its own when lean
+                for name in names:
+                    created = await http.post("/rest/v1/patients", json={"lastName": name}, headers=headers)
+                    assert created.status_code == 200, created.text
+                events = [orjson.loads(await socket.recv()) for _ in names]
+                assert [e["entity"]["lastName"] for e in events] == names
     finally:
         server.should_exit = True
         await task
