@@ -271,6 +271,51 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
             sqlite_execute(conn, _sqlite_insert(conn.dialect, table, keys, len(chunk) // width), chunk)
 
 
+def insert_tables(conn: Connection, inserts: Sequence[tuple[Table, Sequence[dict[str, Any]]]]) -> None:
+    """INSERT each table's rows, in order. On PostgreSQL in one statement: a data-modifying WITH clause per
+    table, each table's rows sent as one array per column and unnested, so that a write's entity rows,
+    terms, readers and events cost one round trip and one pass through SQLAlchemy instead of four (each
+    pass cost ~0.25 ms of the server's CPU). Elsewhere, or for rows that do not all have the same keys, as
+    `insert_rows`."""
+    inserts = [(table, rows) for table, rows in inserts if rows]
+    if conn.dialect.name != "postgresql":
+        for table, rows in inserts:
+            insert_rows(conn, table, rows)
+        return
+    shapes: list[tuple[Table, tuple[str, ...]]] = []
+    parameters: list[list[Any]] = []
+    for table, rows in inserts:
+        keys = tuple(rows[0])
+        if any(tuple(row) != keys for row in rows):
+            insert_rows(conn, table, rows)
+            continue
+        shapes.append((table, keys))
+        parameters.extend([row[key] for row in rows] for key in keys)
+    if shapes:
+        conn.exec_driver_sql(_unnest_insert(conn.dialect, tuple(shapes)), tuple(parameters))
+
+
+@functools.lru_cache(maxsize=256)
+def _unnest_insert(dialect: Dialect, shapes: tuple[tuple[Table, tuple[str, ...]], ...]) -> str:
+    quote = dialect.identifier_preparer.quote
+    statements: list[str] = []
+    number = 0
+    for table, keys in shapes:
+        arrays = []
+        for key in keys:
+            number += 1
+            arrays.append(f"${number}::{table.c[key].type.compile(dialect=dialect)}[]")
+        columns = ", ".join(quote(table.c[key].name) for key in keys)
+        statements.append(
+            f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({columns}) "
+            f"SELECT * FROM unnest({', '.join(arrays)})"
+        )
+    *first, last = statements
+    if not first:
+        return last
+    return "WITH " + ", ".join(f"w{i} AS ({statement})" for i, statement in enumerate(first)) + " " + last
+
+
 @functools.lru_cache(maxsize=256)
 def _sqlite_insert(dialect: Dialect, table: Table, keys: tuple[str, ...], count: int) -> str:
     quote = dialect.identifier_preparer.quote

@@ -51,8 +51,14 @@ _AFTER_SQLITE = (
 
 def append(conn: Connection, events: Sequence[PendingEvent], *, assign_seq: bool) -> None:
     """Append `events` in order; `assign_seq` numbers them here (SQLite) instead of at commit (PostgreSQL)."""
+    insert_rows(conn, outbox, event_rows(conn, events, assign_seq=assign_seq))
+
+
+def event_rows(conn: Connection, events: Sequence[PendingEvent], *, assign_seq: bool) -> list[dict[str, Any]]:
+    """The outbox rows of `events`, for the caller to insert in this transaction (see `append`); with
+    `assign_seq` (SQLite) their positions are taken from the tail counter here."""
     if not events:
-        return
+        return []
     rows: list[dict[str, Any]] = [
         {
             "entity_type": e.entity_type,
@@ -70,7 +76,7 @@ def append(conn: Connection, events: Sequence[PendingEvent], *, assign_seq: bool
         (last,) = sqlite_execute(conn, _ADVANCE_SQLITE, (len(rows),)).fetchone()
         for offset, row in enumerate(rows):
             row["seq"] = last - len(rows) + 1 + offset
-    insert_rows(conn, outbox, rows)
+    return rows
 
 
 _HEAD = select(outbox_tail.c.last_seq, outbox_tail.c.epoch, outbox_tail.c.floor_seq).where(outbox_tail.c.id == 1)

@@ -41,9 +41,10 @@ from medstream.model.entities import EntityKind
 from medstream.model.ids import new_entity_id
 from medstream.model.user import User
 from medstream.store import outbox
-from medstream.store.database import Database, insert_rows, sqlite_execute
+from medstream.store.database import Database, insert_tables, sqlite_execute
 from medstream.store.queries import readable_clause
 from medstream.store.schema import ENTITY_TABLES, KIND_COLUMNS, entity_readers, entity_terms, terms_of
+from medstream.store.schema import outbox as outbox_table
 
 # Kinds whose `patient_id` links to a patient the writer must be able to read; True when the link is required.
 _PATIENT_LINKS = {"DataSample": True, "HealthcareElement": False}
@@ -418,8 +419,6 @@ class EntityRepository:
         new_rows = sorted((row for row, w in zip(rows, writes, strict=True) if w.is_new), key=lambda r: str(r["id"]))
         changed = [(row, w) for row, w in zip(rows, writes, strict=True) if not w.is_new]
         try:
-            if new_rows:
-                insert_rows(conn, table, new_rows)
             for row, write in changed:
                 values = {k: v for k, v in row.items() if k != "id" and not (k == "password_hash" and v is None)}
                 conn.execute(update(table).where(table.c.id == write.entity.id).values(values))
@@ -440,8 +439,6 @@ class EntityRepository:
             for w in writes
             for r in w.entity.readers
         ]
-        insert_rows(conn, entity_terms, terms)
-        insert_rows(conn, entity_readers, readers)
         events = [
             outbox.PendingEvent(
                 entity_type=kind.name,
@@ -454,7 +451,14 @@ class EntityRepository:
             )
             for w, row in zip(writes, rows, strict=True)
         ]
-        outbox.append(conn, events, assign_seq=self.database.is_sqlite)
+        event_rows = outbox.event_rows(conn, events, assign_seq=self.database.is_sqlite)
+        # After the deletes above: a modified entity's terms and readers are replaced, not added to.
+        try:
+            insert_tables(
+                conn, [(table, new_rows), (entity_terms, terms), (entity_readers, readers), (outbox_table, event_rows)]
+            )
+        except IntegrityError as exc:
+            raise ConflictError(_integrity_message(kind, exc)) from exc
         return documents
 
     def _row(self, kind: EntityKind, write: _Write) -> dict[str, Any]:
