@@ -46,7 +46,7 @@ class WebSocketLimits:
     auth_timeout: float = 10.0
     heartbeat_interval: float = 20.0
     heartbeat_timeout: float = 60.0
-    send_queue: int = 10_000  # frames waiting for one slow socket before it is closed with 4429
+    send_queue: int = 10_000  # messages waiting for one slow socket before it is closed with 4429
     subscriptions: int = 1_000  # per connection
 
 
