@@ -256,7 +256,8 @@ class _Socket:
 
 
 class _Holder:
-    def __init__(self, ws_url: str, token: str, protocol: str, compression: bool) -> None:
+    def __init__(self, ws_url: str, token: str, protocol: str, compression: bool, batched: bool = False) -> None:
+        self.batched = batched  # asks for batched frames at auth (docs/protocol.md), as the SDK does
         self.ws_url = ws_url
         self.token = token
         self.protocol = protocol  # "medstream" or "baseline"
@@ -272,7 +273,10 @@ class _Holder:
         )
         state = _Socket(ws, deflate="permessage-deflate" in (ws.response.headers.get("Sec-WebSocket-Extensions") or ""))
         if self.protocol == "medstream":
-            await ws.send(orjson.dumps({"type": "auth", "token": self.token}).decode())
+            auth: dict[str, Any] = {"type": "auth", "token": self.token}
+            if self.batched:
+                auth["batch"] = True
+            await ws.send(orjson.dumps(auth).decode())
             # At most SUBSCRIBE_WINDOW subscribes unanswered: the server reads a socket's frames in order, so a
             # pong queued behind thousands of subscribes would miss uvicorn's keepalive (closed with 1011).
             pending = iter(subscriptions)
@@ -302,17 +306,18 @@ class _Holder:
         try:
             while True:
                 frame = await ws.recv(decode=False)
-                if frame.startswith(EVENT_PREFIX):
-                    now = time.time_ns()
-                    if not state.events:
-                        state.first_ns = now
-                    state.last_ns = now
-                    state.events += 1
-                    state.bytes += len(frame)
-                    if state.events == self.expected:
-                        self.progress.set()
-                elif frame.startswith(b'{"type":"ping"'):
-                    await ws.send('{"type":"pong"}')
+                for message in frame.split(b"\n") if self.batched else (frame,):
+                    if message.startswith(EVENT_PREFIX):
+                        now = time.time_ns()
+                        if not state.events:
+                            state.first_ns = now
+                        state.last_ns = now
+                        state.events += 1
+                        state.bytes += len(message)
+                        if state.events == self.expected:
+                            self.progress.set()
+                    elif message.startswith(b'{"type":"ping"'):
+                        await ws.send('{"type":"pong"}')
         except ConnectionClosed as exc:
             state.closed = f"{exc.rcvd.code if exc.rcvd else None} {exc.rcvd.reason if exc.rcvd else ''}".strip()
             self.progress.set()
@@ -367,14 +372,15 @@ async def socket_holder(
     hcp_id: str = "",
     label_code: str = "",
     connect_concurrency: int = 25,
+    batched: bool = False,
 ) -> None:
-    """Holds raw websockets. Commands:
+    """Holds raw websockets (asking for batched frames with `batched`). Commands:
     - `connect` {sockets, per_socket, filter_kind, first_index}: open `sockets` more sockets, each authenticated with
       `per_socket` subscriptions of `filter_kind` (see `subscription_filter`); answers `connected`.
     - `arm` {expected}: reset the event counters; answers `armed`.
     - `wait` {within}: until every socket has `expected` events (or is closed); answers `tally`.
     - `stop`."""
-    holder = _Holder(ws_url, token, protocol, compression)
+    holder = _Holder(ws_url, token, protocol, compression, batched)
     channel.send("ready")
     try:
         while True:

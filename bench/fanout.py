@@ -1,15 +1,17 @@
 """Fan-out: one stream of events to 1, 100 and 1,000 subscriber sockets that all match; deliveries/s, and the
 same against a minimal websocket broadcast on the same stack (bench/baseline_server.py).
 
-    .venv/bin/python -m bench.fanout [--subscribers 1,100,1000] [--deliveries N] [--batch B]
+    .venv/bin/python -m bench.fanout [--subscribers 1,100,1000] [--deliveries N] [--batch B] [--batched-frames]
 
 Subscriber sockets are raw websocket clients (the `websockets` library, the SDK's own) spread over
---client-processes processes; each authenticates and subscribes to DataSample CREATE with a label filter
-that every written sample matches. A writer process then creates the events through REST in batches of
---batch, back to back. Deliveries/s = event frames received by all sockets / (last frame received - first
-frame received). The baseline is driven the same way: the same client processes and sockets, a first
-message and its answer in place of auth and subscribe, then the writer asks it to broadcast the same number
-of messages, of the mean size of Medstream's event frames, in the same batches.
+--client-processes processes; each authenticates and subscribes to DataSample CREATE with a label filter that every
+written sample matches. A writer process then creates the events through REST in batches of --batch, back to
+back. Deliveries/s = events received by all sockets / (last event received - first event received). With
+--batched-frames the sockets ask for several events per frame, as the SDK does (the baseline still sends one
+message per frame, so the ratio then compares a protocol feature, not the stack). The baseline is driven the
+same way: the same client processes and sockets, a first message and its answer in place of auth and
+subscribe, then the writer asks it to broadcast the same number of messages, of the mean size of Medstream's
+event frames, in the same batches.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=100, help="samples per REST batch of the writer (default 100)")
     p.add_argument("--client-processes", type=int, default=2, help="processes holding the sockets (default 2)")
     p.add_argument("--no-baseline", action="store_true", help="skip the baseline server")
+    p.add_argument("--batched-frames", action="store_true",
+                   help="sockets ask for batched frames (several events per frame, as the SDK does); the baseline "
+                        "still sends one message per frame")  # fmt: skip
     p.add_argument("--per-message-deflate", choices=["server-default", "on", "off"], default="server-default",
                    help="MEDSTREAM_WS_PER_MESSAGE_DEFLATE for the server (and the baseline's setting)")  # fmt: skip
     return p
@@ -145,7 +150,8 @@ async def medstream_runs(
             processes = max(1, min(args.client_processes, sockets))
             holders = [
                 Worker(clients.socket_holder, name=f"holder-{i}", ws_url=server.ws_base + "/ws/v1/events",
-                       token=identity.token, hcp_id=identity.hcp_id, label_code=label, compression=True)
+                       token=identity.token, hcp_id=identity.hcp_id, label_code=label, compression=True,
+                       batched=args.batched_frames)
                 for i in range(processes)
             ]  # fmt: skip
             writer = Worker(clients.rest_writer, name="writer", url=server.url, token=identity.token,
@@ -244,7 +250,8 @@ async def run(args: argparse.Namespace) -> Report:
         row["ratio_to_baseline"] = ratio
     table = Table(
         f"Fan-out: one event stream to N matching sockets ({args.database}, permessage-deflate "
-        f"{'on' if rows and rows[0]['per_message_deflate'] else 'off'}, median of {runs} run(s))",
+        f"{'on' if rows and rows[0]['per_message_deflate'] else 'off'}, "
+        f"{'batched frames, ' if args.batched_frames else ''}median of {runs} run(s))",
         ["sockets", "events", "frame bytes", "deliveries/s", "baseline/s", "ratio", "server CPU us/delivery",
          "baseline CPU us/delivery", "lost", "closed"],
         [
