@@ -33,7 +33,6 @@ from medstream.store.database import Database
 log = logging.getLogger("medstream.dispatcher")
 
 _PAGE = 1000
-_HEAD_QUERY = "SELECT last_seq, epoch, floor_seq FROM outbox_tail WHERE id = 1"
 
 
 class _EventView:
@@ -130,7 +129,7 @@ class Dispatcher:
                 self._poll_connection = await self.database.engine.connect()
             driver = (await self._poll_connection.get_raw_connection()).driver_connection
             assert driver is not None
-            row = await driver.fetchrow(_HEAD_QUERY)
+            row = await driver.fetchrow(outbox.HEAD_SQL)
             return outbox.LogHead(last_seq=row["last_seq"], epoch=row["epoch"], floor_seq=row["floor_seq"])
         except Exception:
             await self._drop_poll_connection()  # the next poll connects afresh

@@ -272,11 +272,11 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
 
 
 def insert_tables(conn: Connection, inserts: Sequence[tuple[Table, Sequence[dict[str, Any]]]]) -> None:
-    """INSERT each table's rows, in order. On PostgreSQL in one statement: a data-modifying WITH clause per
-    table, each table's rows sent as one array per column and unnested, so that a write's entity rows,
-    terms, readers and events cost one round trip and one pass through SQLAlchemy instead of four (each
-    pass cost ~0.25 ms of the server's CPU). Elsewhere, or for rows that do not all have the same keys, as
-    `insert_rows`."""
+    """INSERT each table's rows. On PostgreSQL in one statement: a data-modifying WITH clause per table, each
+    table's rows sent as one array per column and unnested, so that a write's entity rows, terms, readers and
+    events cost one round trip and one pass through SQLAlchemy instead of four (each pass cost ~0.25 ms of
+    the server's CPU); a table whose rows do not all have the same keys goes first, through `insert_rows`.
+    On SQLite, `insert_rows` table by table, in order."""
     inserts = [(table, rows) for table, rows in inserts if rows]
     if conn.dialect.name != "postgresql":
         for table, rows in inserts:

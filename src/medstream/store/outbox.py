@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy import Connection, Integer, bindparam, delete, func, select, update
 
 from medstream.events.types import EntityEvent, EventType
-from medstream.store.database import Database, insert_rows, sqlite_execute
+from medstream.store.database import Database, sqlite_execute
 from medstream.store.schema import outbox, outbox_tail
 
 
@@ -39,24 +39,21 @@ class LogHead:
     floor_seq: int
 
 
+# Plain SQL: the log's head, for either driver (the PostgreSQL dispatcher polls it on asyncpg itself).
+HEAD_SQL = "SELECT last_seq, epoch, floor_seq FROM outbox_tail WHERE id = 1"
 # On SQLite these run through the driver itself (database.sqlite_execute). _ADVANCE_SQLITE numbers the events
 # there; on PostgreSQL the commit trigger does.
 _ADVANCE_SQLITE = "UPDATE outbox_tail SET last_seq = last_seq + ? WHERE id = 1 RETURNING last_seq"
-_HEAD_SQLITE = "SELECT last_seq, epoch, floor_seq FROM outbox_tail WHERE id = 1"
 _AFTER_SQLITE = (
     "SELECT seq, entity_type, entity_id, rev, event_type, document, readers, created FROM outbox"
     " WHERE seq > ? ORDER BY seq LIMIT ?"
 )
 
 
-def append(conn: Connection, events: Sequence[PendingEvent], *, assign_seq: bool) -> None:
-    """Append `events` in order; `assign_seq` numbers them here (SQLite) instead of at commit (PostgreSQL)."""
-    insert_rows(conn, outbox, event_rows(conn, events, assign_seq=assign_seq))
-
-
 def event_rows(conn: Connection, events: Sequence[PendingEvent], *, assign_seq: bool) -> list[dict[str, Any]]:
-    """The outbox rows of `events`, for the caller to insert in this transaction (see `append`); with
-    `assign_seq` (SQLite) their positions are taken from the tail counter here."""
+    """The outbox rows of `events`, in order, for the caller to insert in this transaction with the write's
+    other rows (database.insert_tables); with `assign_seq` (SQLite) their positions are taken from the tail
+    counter here, and on PostgreSQL the commit trigger numbers them."""
     if not events:
         return []
     rows: list[dict[str, Any]] = [
@@ -79,14 +76,11 @@ def event_rows(conn: Connection, events: Sequence[PendingEvent], *, assign_seq: 
     return rows
 
 
-_HEAD = select(outbox_tail.c.last_seq, outbox_tail.c.epoch, outbox_tail.c.floor_seq).where(outbox_tail.c.id == 1)
-
-
 def head(conn: Connection) -> LogHead:
     if conn.dialect.name == "sqlite":
-        last_seq, epoch, floor_seq = sqlite_execute(conn, _HEAD_SQLITE).fetchone()
+        last_seq, epoch, floor_seq = sqlite_execute(conn, HEAD_SQL).fetchone()
     else:
-        last_seq, epoch, floor_seq = conn.execute(_HEAD).one()
+        last_seq, epoch, floor_seq = conn.exec_driver_sql(HEAD_SQL).one()
     return LogHead(last_seq=last_seq, epoch=epoch, floor_seq=floor_seq)
 
 

@@ -397,8 +397,8 @@ class EntityRepository:
         return {patient_id: (deleted, actor.is_admin or bool(readable)) for patient_id, deleted, readable in rows}
 
     def _store(self, conn: Connection, kind: EntityKind, writes: list[_Write]) -> list[bytes]:
-        """Write rows, terms, readers and events for `writes`, in one round trip per statement; returns the
-        documents written."""
+        """Write rows, terms, readers and events for `writes` (the inserts in one statement on PostgreSQL, one
+        per table on SQLite); returns the documents written."""
         if not writes:
             return []
         table = ENTITY_TABLES[kind.name]
@@ -418,22 +418,6 @@ class EntityRepository:
         # In id order, like the locks of _rows_by_id, so that two batches creating the same ids never deadlock.
         new_rows = sorted((row for row, w in zip(rows, writes, strict=True) if w.is_new), key=lambda r: str(r["id"]))
         changed = [(row, w) for row, w in zip(rows, writes, strict=True) if not w.is_new]
-        try:
-            for row, write in changed:
-                values = {k: v for k, v in row.items() if k != "id" and not (k == "password_hash" and v is None)}
-                conn.execute(update(table).where(table.c.id == write.entity.id).values(values))
-        except IntegrityError as exc:
-            raise ConflictError(_integrity_message(kind, exc)) from exc
-        ids = [w.entity.id for w in writes if not w.is_new]
-        if ids:
-            conn.execute(
-                delete(entity_terms).where(entity_terms.c.entity_type == kind.name, entity_terms.c.entity_id.in_(ids))
-            )
-            conn.execute(
-                delete(entity_readers).where(
-                    and_(entity_readers.c.entity_type == kind.name, entity_readers.c.entity_id.in_(ids))
-                )
-            )
         readers = [
             {"entity_type": kind.name, "entity_id": w.entity.id, "data_owner_id": r}
             for w in writes
@@ -451,9 +435,24 @@ class EntityRepository:
             )
             for w, row in zip(writes, rows, strict=True)
         ]
-        event_rows = outbox.event_rows(conn, events, assign_seq=self.database.is_sqlite)
-        # After the deletes above: a modified entity's terms and readers are replaced, not added to.
         try:
+            for row, write in changed:
+                values = {k: v for k, v in row.items() if k != "id" and not (k == "password_hash" and v is None)}
+                conn.execute(update(table).where(table.c.id == write.entity.id).values(values))
+            if changed:
+                ids = [w.entity.id for _, w in changed]
+                conn.execute(
+                    delete(entity_terms).where(
+                        entity_terms.c.entity_type == kind.name, entity_terms.c.entity_id.in_(ids)
+                    )
+                )
+                conn.execute(
+                    delete(entity_readers).where(
+                        and_(entity_readers.c.entity_type == kind.name, entity_readers.c.entity_id.in_(ids))
+                    )
+                )
+            # After the deletes: a modified entity's terms and readers are replaced, not added to.
+            event_rows = outbox.event_rows(conn, events, assign_seq=self.database.is_sqlite)
             insert_tables(
                 conn, [(table, new_rows), (entity_terms, terms), (entity_readers, readers), (outbox_table, event_rows)]
             )
