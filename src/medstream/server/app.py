@@ -130,6 +130,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url="/docs",
         openapi_url="/openapi.json",
+        # One schema per model, used by request bodies and answers alike (DataSample, not DataSample-Input and
+        # DataSample-Output): an entity is sent as it is received.
+        separate_input_output_schemas=False,
         telemetry={
             "tracing": settings.opentelemetry,
             "metrics": settings.opentelemetry,

@@ -10,10 +10,11 @@ from starlette.responses import Response
 
 from medstream.errors import AuthenticationError
 from medstream.model.base import MedstreamModel
+from medstream.server.routing import DirectRoute
 from medstream.server.security import verify_password
 from medstream.server.state import ServerState, server_state
 
-router = APIRouter(prefix="/rest/v1/auth", tags=["auth"])
+router = APIRouter(prefix="/rest/v1/auth", tags=["auth"], route_class=DirectRoute)
 
 
 class LoginCredentials(MedstreamModel):

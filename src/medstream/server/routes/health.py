@@ -9,10 +9,11 @@ from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
 from medstream.errors import MedstreamError
+from medstream.server.routing import DirectRoute
 from medstream.server.state import ServerState, server_state
 from medstream.store import outbox
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=DirectRoute)
 
 
 @router.get("/health", summary="Server and database state; 503 when the database is unreachable")

@@ -13,9 +13,10 @@ from medstream.errors import NotFoundError
 from medstream.model.entities import KIND_BY_NAME
 from medstream.model.user import User
 from medstream.server.routes.entities import entity_response
+from medstream.server.routing import DirectRoute
 from medstream.server.state import ServerState, current_actor, server_state
 
-router = APIRouter(prefix="/rest/v1", tags=["me"])
+router = APIRouter(prefix="/rest/v1", tags=["me"], route_class=DirectRoute)
 ActorDep = Annotated[Actor, Depends(current_actor)]
 StateDep = Annotated[ServerState, Depends(server_state)]
 

@@ -22,6 +22,7 @@ from medstream.filters import Filter, parse_filter
 from medstream.model.base import MedstreamModel
 from medstream.model.common import Entity
 from medstream.model.entities import EntityKind
+from medstream.server.routing import DirectRoute
 from medstream.server.state import ServerState, current_actor, server_state
 from medstream.store.queries import MAX_PAGE, filter_entities, filter_ids
 
@@ -69,7 +70,7 @@ async def matching_ids(state: ServerState, kind: EntityKind, filter: Filter, act
 
 
 def query_router(kind: EntityKind) -> APIRouter:
-    router = APIRouter(prefix=f"/rest/v1/{kind.collection}", tags=[kind.name])
+    router = APIRouter(prefix=f"/rest/v1/{kind.collection}", tags=[kind.name], route_class=DirectRoute)
     name = kind.name
 
     async def filter_by(request: FilterRequest, actor: ActorDep, state: StateDep) -> Response:
