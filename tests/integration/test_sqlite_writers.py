@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Connection, event, func, select, text
 
 from medstream.errors import UnavailableError
-from medstream.store.database import Database, insert_rows
+from medstream.store.database import Database, insert_rows, publish
 from medstream.store.schema import server_keys
 
 
@@ -121,6 +121,58 @@ async def test_a_transaction_sqlite_abandons_fails_its_whole_group_and_keeps_not
     # The writer goes on with the next writes.
     assert await database.run_write(_insert("k-2")) == "k-2"
     assert await database.run_read(_names) == {"k-gate", "k-2"}
+
+
+def _publishing(name: str, *, then: Any = None) -> Any:
+    """A write that publishes its name, inserts it, then runs `then` (which may fail it)."""
+
+    def work(conn: Connection) -> str:
+        publish(conn, [name])
+        conn.execute(server_keys.insert().values(name=name, value="v"))
+        if then is not None:
+            then(conn)
+        return name
+
+    return work
+
+
+def _fail(_conn: Connection) -> None:
+    raise ValueError("refused")
+
+
+async def test_commit_listeners_get_what_each_committed_write_published_before_its_caller_resumes(
+    database: Database,
+) -> None:
+    heard: list[tuple[str, ...]] = []
+    database.on_commit(lambda published: heard.append(tuple(published)))
+    works = [_publishing("k-0"), _publishing("k-1", then=_fail), _insert("k-2"), _publishing("k-3")]
+    gate, tasks = await _queue_behind_gate(database, works)
+    callers = []
+    for task in tasks[1:]:
+        task.add_done_callback(lambda _task: callers.append(tuple(heard)))
+    gate.release.set()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert outcomes[0] == "k-gate" and isinstance(outcomes[2], ValueError)
+    # One call per committed write, in commit order; the failed write's savepoint took what it published.
+    assert heard == [(), ("k-0",), (), ("k-3",)]
+    assert all(seen == tuple(heard) for seen in callers), "every listener ran before the first caller resumed"
+    assert await database.run_read(_names) == {"k-gate", "k-0", "k-2", "k-3"}
+
+
+async def test_a_group_sqlite_abandons_publishes_nothing(database: Database) -> None:
+    heard: list[tuple[str, ...]] = []
+    database.on_commit(lambda published: heard.append(tuple(published)))
+
+    def abandon(conn: Connection) -> None:
+        conn.exec_driver_sql("ROLLBACK")
+
+    gate, tasks = await _queue_behind_gate(database, [_publishing("k-0"), abandon])
+    gate.release.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert heard == [()], "the gate's own commit only"
+    assert await database.run_write(_publishing("k-1")) == "k-1"
+    assert heard == [(), ("k-1",)], "nothing of the abandoned group comes with the next commit"
 
 
 async def test_a_single_abandoned_transaction_is_reported_not_committed_piecemeal(database: Database) -> None:

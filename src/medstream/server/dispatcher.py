@@ -1,9 +1,13 @@
 """The dispatcher: reads the outbox in `seq` order and hands each event to the subscriptions that match it.
 
-One per server node. It wakes after every local commit, and polls the outbox tail every few milliseconds for
-writes made by other nodes or processes; a poll after every wake-up means a lost wake-up only delays. New
-subscriptions catch up from the outbox (replay) and then join the live stream with no gap and no duplicate at
-the seam: the dispatcher skips a subscription until it is live, and delivers only `seq` above its cursor.
+One per server node. On SQLite, what this process commits comes to it straight from the commit, events
+with their positions and parsed entities (`outbox.WrittenEvent`): because positions are dense, an event
+whose `seq` follows on from the dispatcher's position is the next event of the log, and needs no read. The
+log itself is read when something else wrote in between (a gap in those positions), after a commit that
+published nothing (PostgreSQL, where positions are assigned at commit), and at every poll of its tail, every
+few milliseconds, for writes made by other nodes or processes. New subscriptions catch up from the outbox
+(replay) and then join the live stream with no gap and no duplicate at the seam: the dispatcher skips a
+subscription until it is live, and delivers only `seq` above its cursor.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -40,9 +46,9 @@ class _EventView:
 
     __slots__ = ("_entity", "_frame", "event")
 
-    def __init__(self, event: EntityEvent) -> None:
+    def __init__(self, event: EntityEvent, entity: Entity | None = None) -> None:
         self.event = event
-        self._entity: Entity | None = None
+        self._entity = entity
         self._frame: EventFrameTemplate | None = None
 
     @property
@@ -91,10 +97,20 @@ class Dispatcher:
         self.dispatched = 0
         self.dispatch_nanos = 0  # time spent matching and handing out events (for /health and the benchmarks)
         self._wake = asyncio.Event()
+        self._written: deque[outbox.WrittenEvent] = deque()  # committed here, not dispatched yet
+        self._read_wanted = True  # the log must be read before the dispatcher is up to date
         self._poll_connection: AsyncConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._user_listeners: list[Callable[[str], None]] = []
-        database.on_commit(self._wake.set)
+        database.on_commit(self._committed)
+
+    def _committed(self, published: Sequence[Any]) -> None:
+        written = [item for item in published if isinstance(item, outbox.WrittenEvent)]
+        if written:
+            self._written.extend(written)
+        else:  # its events, if any, are in the log only (PostgreSQL)
+            self._read_wanted = True
+        self._wake.set()
 
     async def start(self) -> None:
         """Start live from the log's current head: earlier events are there for replay."""
@@ -144,43 +160,68 @@ class Dispatcher:
     async def _run(self) -> None:
         failures = 0
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             self._wake.clear()
             try:
                 await self._drain()
                 failures = 0
             except (MedstreamError, OSError, Exception) as exc:  # keep dispatching whatever one read did
+                self._read_wanted = True
                 failures += 1
                 log.warning("dispatcher read failed (%s), retrying: %s", failures, exc)
                 await asyncio.sleep(min(0.05 * 2**failures, 2.0))
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            except TimeoutError:
+                self._read_wanted = True  # the poll: other nodes and processes write too
 
     async def _drain(self) -> None:
         while True:
+            self._dispatch_written()
+            if self._written:  # the next of those does not follow on from `position`: something else wrote first
+                self._read_wanted = True
+            if not self._read_wanted:
+                return
+            self._read_wanted = False
             head, events = await self._tail_and_page()
             self.epoch, self.floor_seq = head.epoch, head.floor_seq
             if head.last_seq <= self.position:
-                return
+                continue
             if events and events[0].seq > self.position + 1:
                 # Positions are dense: a hole means retention trimmed events this node had not dispatched yet.
                 self._gap_for_live(events[0].seq - 1, f"events after {self.position} were trimmed by retention")
             for event in events:
-                started = time.perf_counter_ns()
-                self._dispatch(event)
-                self.dispatch_nanos += time.perf_counter_ns() - started
-                self.position = event.seq
-                self.dispatched += 1
+                self._dispatch_timed(event, None)
+            self._read_wanted = head.last_seq > self.position  # more pages
             await asyncio.sleep(0)  # let sockets write between pages
+
+    def _dispatch_written(self) -> None:
+        """Dispatch the events committed here that follow on from `position`, without reading the log: positions
+        are dense, so the event at `position + 1` is the next one of the log, whoever reads it. Those already
+        dispatched from the log are dropped."""
+        written = self._written
+        while written and written[0].event.seq <= self.position:
+            written.popleft()
+        while written and written[0].event.seq == self.position + 1:
+            item = written.popleft()
+            self._dispatch_timed(item.event, item.entity)
+
+    def _dispatch_timed(self, event: EntityEvent, entity: Entity | None) -> None:
+        started = time.perf_counter_ns()
+        self._dispatch(event, entity)
+        self.dispatch_nanos += time.perf_counter_ns() - started
+        self.position = event.seq
+        self.dispatched += 1
 
     def on_user_write(self, listener: Callable[[str], None]) -> None:
         """Call `listener(user_id)` for every write to a user, made through any node (access revocation)."""
         self._user_listeners.append(listener)
 
-    def _dispatch(self, event: EntityEvent) -> None:
+    def _dispatch(self, event: EntityEvent, entity: Entity | None = None) -> None:
         if event.entity_type == "User":
             for listener in self._user_listeners:
                 listener(event.entity_id)
-        view = _EventView(event)
+        view = _EventView(event, entity)
         for subscription in self.index.candidates(event.entity_type, event.event_type, view.values_of):
             if subscription.live:
                 deliver(view, subscription)

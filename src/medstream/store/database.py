@@ -10,6 +10,9 @@ dialects differ in how it runs, and only here (and in the outbox's position assi
   fsync. Writers start with BEGIN IMMEDIATE; reads run in a small pool of reader threads.
 - **PostgreSQL** runs on asyncpg (`AsyncConnection.run_sync`), writers in READ COMMITTED with bounded lock and
   idle-in-transaction waits; concurrent writers each have their own pooled connection.
+
+A write transaction may `publish` what it wrote (the outbox publishes its events once they have positions):
+the `on_commit` listeners receive it once the transaction has committed, and never if it rolled back.
 """
 
 from __future__ import annotations
@@ -87,7 +90,12 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get("medstream_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        raw = conn.connection.dbapi_connection
+        assert isinstance(raw, sqlite3.Connection)
+        try:  # through the driver: SQLAlchemy's execution machinery cost more than the BEGIN
+            raw.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance("BEGIN", (), exc, sqlite3.Error) from exc
 
     @event.listens_for(engine, "before_cursor_execute")
     def _inside_the_transaction(conn: Connection, _cursor: Any, statement: str, *_: Any) -> None:
@@ -109,11 +117,11 @@ class Database:
     def __init__(self, url: str = DEFAULT_DATABASE_URL, *, pool_size: int = 10) -> None:
         self.url = engine_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
-        self._commit_listeners: list[Callable[[], None]] = []
+        self._commit_listeners: list[Callable[[Sequence[Any]], None]] = []
         self._sqlite: _SQLiteRunner | None = None
         self._engine: AsyncEngine | None = None
         if self.is_sqlite:
-            self._sqlite = _SQLiteRunner(self.url, self._translate_sqlite)
+            self._sqlite = _SQLiteRunner(self.url, self._translate_sqlite, self._committed)
         else:
             self._engine = create_async_engine(
                 self.url,
@@ -157,24 +165,23 @@ class Database:
         """The engine underneath: pysqlite for SQLite, asyncpg's synchronous facade for PostgreSQL."""
         return self._sqlite.engine if self._sqlite is not None else self.engine.sync_engine
 
-    def on_commit(self, listener: Callable[[], None]) -> None:
-        """Call `listener` (in the event loop) after every committed write transaction."""
+    def on_commit(self, listener: Callable[[Sequence[Any]], None]) -> None:
+        """Call `listener` (in the event loop) after every committed write transaction, with what it published
+        (`publish`), before its `run_write` returns."""
         self._commit_listeners.append(listener)
 
-    def _committed(self) -> None:
+    def _committed(self, published: Sequence[Any]) -> None:
         for listener in self._commit_listeners:
-            listener()
+            listener(published)
 
     async def run_write(self, work: Work[T]) -> T:
         """Run `work` in a write transaction and return its result once the transaction has committed. An
         exception from `work` rolls its changes back and is raised here."""
         if self._sqlite is not None:
-            result = await self._sqlite.write(work)
-            self._committed()
-            return result
+            return await self._sqlite.write(work)  # the writer thread calls the listeners
         async with self._pg_transaction(write=True) as conn:
-            result = await conn.run_sync(work)
-        self._committed()
+            result, published = await conn.run_sync(_with_published, work)
+        self._committed(published)
         return result
 
     async def run_read(self, work: Work[T]) -> T:
@@ -249,6 +256,28 @@ def sqlite_execute(conn: Connection, sql: str, parameters: Sequence[Any] = ()) -
         return raw.execute(sql, parameters)
     except sqlite3.Error as exc:
         raise DBAPIError.instance(sql, parameters, exc, sqlite3.Error) from exc
+
+
+_PUBLISHED = "medstream_published"
+
+
+def publish(conn: Connection, items: Sequence[Any]) -> None:
+    """Hand `items` to the `on_commit` listeners once the write transaction running on `conn` commits; they
+    are dropped if it rolls back (or, in a group commit, if this write's savepoint does)."""
+    conn.info.setdefault(_PUBLISHED, []).extend(items)
+
+
+def _take_published(conn: Connection) -> list[Any]:
+    published: list[Any] = conn.info.pop(_PUBLISHED, None) or []
+    return published
+
+
+def _with_published(conn: Connection, work: Work[T]) -> tuple[T, list[Any]]:
+    """Run `work`, and take what it published; nothing it published outlives it on the pooled connection."""
+    try:
+        return work(conn), _take_published(conn)
+    finally:
+        conn.info.pop(_PUBLISHED, None)
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -335,9 +364,15 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     outcome: tuple[bool, Any] = field(default=(False, None))  # (succeeded, result or exception)
+    published: list[Any] = field(default_factory=list)
 
 
-def _settle(jobs: list[_Job]) -> None:
+def _settle(jobs: list[_Job], committed: Callable[[Sequence[Any]], None]) -> None:
+    """In the callers' event loop: tell the commit listeners what the group's writes published (first, so that
+    their events are on their way before any caller resumes), then answer the callers."""
+    for job in jobs:
+        if job.outcome[0]:
+            committed(job.published)
     for job in jobs:
         if job.future.done():  # its caller was cancelled; the write stands or falls with its group regardless
             continue
@@ -353,10 +388,16 @@ class _SQLiteRunner:
 
     _STOP = object()
 
-    def __init__(self, url: str, translate: Callable[[BaseException], BaseException]) -> None:
+    def __init__(
+        self,
+        url: str,
+        translate: Callable[[BaseException], BaseException],
+        committed: Callable[[Sequence[Any]], None],
+    ) -> None:
         self.engine = create_engine(url, pool_size=_SQLITE_READERS + 1, max_overflow=_SQLITE_READERS)
         _configure_sqlite(self.engine)
         self._translate = translate
+        self._committed = committed
         self._readers = ThreadPoolExecutor(_SQLITE_READERS, thread_name_prefix="medstream-sqlite-read")
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -477,7 +518,7 @@ class _SQLiteRunner:
                     by_loop.setdefault(job.loop, []).append(job)
                 for loop, jobs in by_loop.items():
                     if not loop.is_closed():
-                        loop.call_soon_threadsafe(_settle, jobs)
+                        loop.call_soon_threadsafe(_settle, jobs, self._committed)
                 if self._restart_wanted:  # after the group's callers have their answers
                     self._checkpoint_between_groups(conn)
         finally:
@@ -492,7 +533,7 @@ class _SQLiteRunner:
             for job in group:
                 job.outcome = (False, failure)
                 if not job.loop.is_closed():
-                    job.loop.call_soon_threadsafe(_settle, [job])
+                    job.loop.call_soon_threadsafe(_settle, [job], self._committed)
             return None
 
     def _commit_group(self, conn: Connection, group: list[_Job]) -> None:
@@ -500,6 +541,7 @@ class _SQLiteRunner:
         once. A job that raises has its savepoint rolled back and gets its exception; if the transaction itself
         fails (BEGIN, COMMIT, or SQLite abandoning it), every job gets that failure and nothing is kept."""
         single = len(group) == 1
+        _take_published(conn)  # nothing left over from a failed group
         try:
             with conn.begin() as transaction:
                 raw = conn.connection.dbapi_connection
@@ -508,18 +550,22 @@ class _SQLiteRunner:
                         raise _abandoned()  # see _inside_the_transaction: stop, and fail the whole group
                     if single:
                         job.outcome = (True, job.work(conn))
+                        job.published = _take_published(conn)
                         continue
-                    # Plain SAVEPOINT statements: SQLAlchemy's nested transactions cost more than the write.
-                    conn.exec_driver_sql("SAVEPOINT medstream_write")
+                    # Plain SAVEPOINT statements, through the driver: SQLAlchemy's nested transactions, and even
+                    # its exec_driver_sql, cost more than the write.
+                    sqlite_execute(conn, "SAVEPOINT medstream_write")
                     try:
                         result = job.work(conn)
                     except Exception as exc:
-                        conn.exec_driver_sql("ROLLBACK TO medstream_write")
-                        conn.exec_driver_sql("RELEASE medstream_write")
+                        sqlite_execute(conn, "ROLLBACK TO medstream_write")
+                        sqlite_execute(conn, "RELEASE medstream_write")
+                        _take_published(conn)  # rolled back with the savepoint
                         job.outcome = (False, self._translate(exc))
                     else:
-                        conn.exec_driver_sql("RELEASE medstream_write")
+                        sqlite_execute(conn, "RELEASE medstream_write")
                         job.outcome = (True, result)
+                        job.published = _take_published(conn)
                 if not raw.in_transaction:  # type: ignore[union-attr]
                     raise _abandoned()
                 transaction.commit()
@@ -527,6 +573,7 @@ class _SQLiteRunner:
             failure = self._translate(exc)
             for job in group:
                 succeeded, value = job.outcome
+                job.published = []
                 if succeeded or value is None:  # committed nothing after all, or never ran
                     job.outcome = (False, failure)
 

@@ -1,8 +1,10 @@
 """The outbox: every committed write appends its event here, in the same transaction (DESIGN section 5).
 
 Positions (`seq`) are dense and in commit order. On SQLite the database serialises writers, so the tail
-counter is advanced inside the transaction. On PostgreSQL rows are inserted with `seq` NULL and the deferred
-trigger of migration 0001 numbers them at commit while holding the tail row's lock.
+counter is advanced inside the transaction, and the transaction also publishes its events, positions and
+all, to the process's commit listeners (the dispatcher then need not read them back). On PostgreSQL rows are
+inserted with `seq` NULL and the deferred trigger of migration 0001 numbers them at commit while holding the
+tail row's lock: there the log is the only source.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ import orjson
 from sqlalchemy import Connection, Integer, bindparam, delete, func, select, update
 
 from medstream.events.types import EntityEvent, EventType
-from medstream.store.database import Database, sqlite_execute
+from medstream.model.common import Entity
+from medstream.store.database import Database, publish, sqlite_execute
 from medstream.store.schema import outbox, outbox_tail
 
 
 @dataclass(frozen=True, slots=True)
 class PendingEvent:
-    """An event written by the current transaction; its `seq` is known only once it commits."""
+    """An event written by the current transaction, with the entity it carries; on PostgreSQL its `seq` is
+    known only once it commits."""
 
     entity_type: str
     entity_id: str
@@ -30,6 +34,15 @@ class PendingEvent:
     document: str
     readers: frozenset[str]
     created: int
+    entity: Entity
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenEvent:
+    """An event this process committed, as the dispatcher would read it back, with its entity already parsed."""
+
+    event: EntityEvent
+    entity: Entity
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +65,9 @@ _AFTER_SQLITE = (
 
 def event_rows(conn: Connection, events: Sequence[PendingEvent], *, assign_seq: bool) -> list[dict[str, Any]]:
     """The outbox rows of `events`, in order, for the caller to insert in this transaction with the write's
-    other rows (database.insert_tables); with `assign_seq` (SQLite) their positions are taken from the tail
-    counter here, and on PostgreSQL the commit trigger numbers them."""
+    other rows (database.insert_tables). With `assign_seq` (SQLite) their positions are taken from the tail
+    counter here, and the events are published (`WrittenEvent`s) for when the transaction commits; on
+    PostgreSQL the commit trigger numbers them."""
     if not events:
         return []
     rows: list[dict[str, Any]] = [
@@ -71,9 +85,16 @@ def event_rows(conn: Connection, events: Sequence[PendingEvent], *, assign_seq: 
     ]
     if assign_seq:  # SQLite
         (last,) = sqlite_execute(conn, _ADVANCE_SQLITE, (len(rows),)).fetchone()
+        first = last - len(rows) + 1
         for offset, row in enumerate(rows):
-            row["seq"] = last - len(rows) + 1 + offset
+            row["seq"] = first + offset
+        publish(conn, [_written(first + offset, e) for offset, e in enumerate(events)])
     return rows
+
+
+def _written(seq: int, e: PendingEvent) -> WrittenEvent:
+    event = EntityEvent(seq, e.entity_type, e.entity_id, e.rev, e.event_type, e.document.encode(), e.readers, e.created)
+    return WrittenEvent(event, e.entity)
 
 
 def head(conn: Connection) -> LogHead:

@@ -432,6 +432,7 @@ class EntityRepository:
                 document=row["document"],
                 readers=w.entity.readers,
                 created=int(w.entity.modified or now_ms()),
+                entity=w.entity,
             )
             for w, row in zip(writes, rows, strict=True)
         ]
