@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any, cast
 
 from fastapi import APIRouter, FastAPI, WebSocket
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from medstream import __version__
 from medstream.access import Actor
@@ -20,6 +24,7 @@ from medstream.server.errors import BodySizeLimit, install_error_handlers
 from medstream.server.retention import run_retention
 from medstream.server.routes import auth, health, me
 from medstream.server.routes.entities import all_entity_routers, write_entities
+from medstream.server.routing import DirectRouter
 from medstream.server.security import LoginThrottle, TokenIssuer
 from medstream.server.settings import Settings
 from medstream.server.state import ServerState
@@ -98,6 +103,66 @@ def _add_routes(app: FastAPI, router: APIRouter) -> None:
     app.router.routes.extend(router.routes)
 
 
+class MedstreamApp(FastAPI):
+    """FastAPI, but for the requests that go to a DirectRoute: those run straight from here (server/routing.py)
+    with the body limit and the exception handlers the middleware stack would apply, not through its six
+    layers and the router's scan of every route. Off when OpenTelemetry is on: its middleware traces requests."""
+
+    def __init__(self, *, max_body_bytes: int, direct: bool = True, **options: Any) -> None:
+        super().__init__(**options)
+        self.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+        self._direct_enabled = direct
+        self._direct: DirectRouter | None = None
+        self._direct_limited = BodySizeLimit(self._run_direct, max_bytes=max_body_bytes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self._direct_enabled:
+            if self._direct is None:  # routes are all added by now: the first request comes after start-up
+                self._direct = DirectRouter(self.router.routes)
+            found = self._direct.match(scope["method"], _route_path(scope))
+            if found is not None:
+                route, path_params = found
+                scope["app"] = self
+                scope.update(route=route, endpoint=route.endpoint, path_params=path_params)
+                await self._direct_limited(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    async def _run_direct(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def watched(message: Any) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await scope["route"].app(scope, receive, watched)
+        except Exception as exc:
+            handler = self._handler_for(exc)
+            if started or handler is None:
+                raise
+            response = await handler(Request(scope, receive), exc)
+            await response(scope, receive, send)
+
+    def _handler_for(self, exc: Exception) -> Callable[[Request, Exception], Awaitable[Response]] | None:
+        """The app's handler for `exc`, looked up by class as Starlette's middleware does."""
+        for cls in type(exc).__mro__:
+            if cls in self.exception_handlers:
+                handler: Any = self.exception_handlers[cls]  # every one of ours is a coroutine function
+                return cast(Callable[[Request, Exception], Awaitable[Response]], handler)
+        return None
+
+
+def _route_path(scope: Scope) -> str:
+    """The request's path within the app: without the `root_path` a proxy may mount it under."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path) and path[len(root_path) : len(root_path) + 1] in ("", "/"):
+        return path[len(root_path) :]
+    return path
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
 
@@ -123,7 +188,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.dispatcher.stop()
             await state.database.close()
 
-    app = FastAPI(
+    app = MedstreamApp(
+        max_body_bytes=settings.max_body_bytes,
+        direct=not settings.opentelemetry,
         title="Medstream",
         version=__version__,
         description="Medical data with live entity events. Authenticate with POST /rest/v1/auth/login.",
@@ -143,5 +210,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in [health.router, auth.router, me.router, *all_entity_routers()]:
         _add_routes(app, router)
     app.add_api_websocket_route("/ws/v1/events", events_endpoint, name="events")
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

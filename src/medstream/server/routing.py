@@ -1,5 +1,6 @@
 """DirectRoute: a route that FastAPI documents from its endpoint's signature, but that runs without FastAPI's
-per-request dependency machinery.
+per-request dependency machinery; and DirectRouter, which finds a request's DirectRoute in one regular
+expression match, so that the app can run it without the middleware stack and the router's linear scan.
 
 At every request FastAPI solves the endpoint's signature again: exit stacks, a dependency cache, a
 sub-response, telemetry hooks, the body parsed by `json.loads` and then validated as Python objects. Under a
@@ -19,11 +20,18 @@ anything else when the route is made, not at a request:
 
 Errors are raised, not answered: the app's exception handlers (server/errors.py) answer them, as for any
 other route.
+
+Starlette's router tries each route in turn (a regular expression and a few dictionaries each), behind six
+layers of middleware; together a tenth of a write's time on the event loop. DirectRouter compiles the app's
+routes into one alternation per method, in the app's order, so the first match is the route Starlette would
+have picked; the app (server/app.py) runs a DirectRoute it finds with the same body limit and exception
+handlers as the middleware would apply, and leaves everything else to FastAPI.
 """
 
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -37,6 +45,7 @@ from pydantic import TypeAdapter
 from pydantic_core import PydanticUndefined
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 
@@ -164,4 +173,50 @@ def _validated_body(body: _Body, raw: bytes) -> tuple[Any, list[Any]]:
         return None, [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
 
 
-__all__ = ["DirectRoute"]
+class DirectRouter:
+    """The route of an HTTP request among `routes`, as Starlette's router picks it (the first whose path and
+    method match), when that route is a DirectRoute; None otherwise (another route, none, or a method that
+    does not match: FastAPI answers those, with its 404 and 405)."""
+
+    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+        by_method: dict[str, list[tuple[int, Route]]] = {}
+        self._routes: list[Route] = []
+        self.complete = True  # False when a route of another kind (a Mount) could match: then nothing is direct
+        for route in routes:
+            if isinstance(route, WebSocketRoute):
+                continue
+            if not isinstance(route, Route) or route.methods is None:
+                self.complete = False
+                continue
+            self._routes.append(route)
+            for method in route.methods:
+                by_method.setdefault(method, []).append((len(self._routes) - 1, route))
+        self._patterns = {method: _alternation(found) for method, found in by_method.items()}
+
+    def match(self, method: str, path: str) -> tuple[DirectRoute, dict[str, Any]] | None:
+        pattern = self._patterns.get(method) if self.complete else None
+        found = pattern.fullmatch(path) if pattern is not None else None
+        if found is None or found.lastgroup is None:
+            return None
+        route = self._routes[int(found.lastgroup[1:])]
+        if not isinstance(route, DirectRoute):
+            return None
+        prefix = f"{found.lastgroup}_"
+        params = {
+            name: route.param_convertors[name].convert(found.group(prefix + name)) for name in route.param_convertors
+        }
+        return route, params
+
+
+def _alternation(routes: list[tuple[int, Route]]) -> re.Pattern[str]:
+    """One pattern for `routes`: route i's path as group `r<i>`, its parameters renamed `r<i>_<name>`. Python
+    tries alternatives from the left, so the first route that matches is the one found."""
+    parts = []
+    for index, route in routes:
+        source = route.path_regex.pattern.removeprefix("^").removesuffix("$")
+        source = source.replace("(?P<", f"(?P<r{index}_")
+        parts.append(f"(?P<r{index}>{source})")
+    return re.compile("|".join(parts))
+
+
+__all__ = ["DirectRoute", "DirectRouter"]
