@@ -10,6 +10,7 @@ import contextlib
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -126,3 +127,40 @@ async def test_a_database_restart_loses_no_event_repeats_none_and_reuses_no_posi
         await connection.close()
         await subscriber.close()
         await writer.close()
+
+
+async def test_pooled_connections_killed_between_transactions_are_replaced_without_failing_a_call(
+    tmp_path: Path,
+) -> None:
+    """No ping before each checkout: a transaction that finds its pooled connection dead runs again on a new one,
+    so neither the write nor the read after the kill fails, and the write is stored once."""
+    from medstream.store.database import Database
+    from medstream.store.schema import server_keys
+
+    async with database_url_for("postgresql", tmp_path) as database_url:
+        database = Database(database_url, pool_size=2)
+        await database.migrate()
+        name = database_url.rsplit("/", 1)[1]
+        try:
+            # Two connections in the pool, both idle now.
+            await asyncio.gather(*(database.ping() for _ in range(2)))
+            admin = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres")
+            try:
+                killed = await admin.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = $1 AND application_name = 'medstream'",
+                    name,
+                )
+            finally:
+                await admin.close()
+            assert killed >= 1
+
+            def insert(conn: Any) -> None:
+                conn.execute(server_keys.insert().values(name="k-after-kill", value="v"))
+
+            await database.run_write(insert)
+            stored = "SELECT count(*) FROM server_keys WHERE name = 'k-after-kill'"
+            count = await database.run_read(lambda conn: conn.exec_driver_sql(stored).scalar())
+            assert count == 1
+        finally:
+            await database.close()

@@ -148,13 +148,17 @@ class Dispatcher:
             row = await driver.fetchrow(outbox.HEAD_SQL)
             return outbox.LogHead(last_seq=row["last_seq"], epoch=row["epoch"], floor_seq=row["floor_seq"])
         except Exception:
-            await self._drop_poll_connection()  # the next poll connects afresh
+            # The next poll connects afresh. This one is invalidated, not returned to the pool: the driver's own
+            # errors do not tell the pool that the connection is dead, and it would be handed out again.
+            await self._drop_poll_connection(invalidate=True)
             raise
 
-    async def _drop_poll_connection(self) -> None:
+    async def _drop_poll_connection(self, *, invalidate: bool = False) -> None:
         connection, self._poll_connection = self._poll_connection, None
         if connection is not None:
             with contextlib.suppress(Exception):
+                if invalidate:
+                    await connection.invalidate()
                 await connection.close()
 
     async def _run(self) -> None:

@@ -107,6 +107,10 @@ def _configure_sqlite(engine: Engine) -> None:
                 raise _abandoned()
 
 
+class _DeadConnection(Exception):
+    """The transaction's pooled connection turned out dead before it committed: run it again."""
+
+
 def _abandoned() -> OperationalError:
     return OperationalError("", {}, RuntimeError("SQLite abandoned the transaction"))
 
@@ -127,7 +131,9 @@ class Database:
                 self.url,
                 pool_size=pool_size,
                 max_overflow=pool_size,
-                pool_pre_ping=True,
+                # No ping before each checkout (asyncpg's costs three round trips: BEGIN, a query, ROLLBACK):
+                # a connection found dead is replaced and the transaction run again (_pg_run).
+                pool_pre_ping=False,
                 isolation_level="READ COMMITTED",
                 connect_args={
                     "server_settings": {
@@ -179,8 +185,7 @@ class Database:
         exception from `work` rolls its changes back and is raised here."""
         if self._sqlite is not None:
             return await self._sqlite.write(work)  # the writer thread calls the listeners
-        async with self._pg_transaction(write=True) as conn:
-            result, published = await conn.run_sync(_with_published, work)
+        result, published = await self._pg_run(work, write=True)
         self._committed(published)
         return result
 
@@ -188,8 +193,25 @@ class Database:
         """Run `work` in a read-only transaction over one consistent snapshot."""
         if self._sqlite is not None:
             return await self._sqlite.read(work)
-        async with self._pg_transaction(write=False) as conn:
-            return await conn.run_sync(work)
+        result, _published = await self._pg_run(work, write=False)
+        return result
+
+    async def _pg_run(self, work: Work[T], *, write: bool) -> tuple[T, list[Any]]:
+        """Run `work` in a transaction on a pooled connection. A connection found dead before the transaction
+        committed (PostgreSQL restarted, a proxy dropped it) is thrown away, and `work` runs once more on a
+        fresh one: nothing of the first run can have committed. A failure at COMMIT is never run again."""
+        for attempt in (1, 2):
+            try:
+                async with self._pg_transaction(write=write) as conn:
+                    try:
+                        return await conn.run_sync(_with_published, work)
+                    except DBAPIError as exc:
+                        if attempt == 1 and exc.connection_invalidated:
+                            raise _DeadConnection from exc
+                        raise
+            except _DeadConnection:
+                log.info("a pooled PostgreSQL connection was dead; running the transaction again on a new one")
+        raise AssertionError("unreachable")  # pragma: no cover - the second attempt returns or raises
 
     @asynccontextmanager
     async def _pg_transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
@@ -277,7 +299,8 @@ def _with_published(conn: Connection, work: Work[T]) -> tuple[T, list[Any]]:
     try:
         return work(conn), _take_published(conn)
     finally:
-        conn.info.pop(_PUBLISHED, None)
+        if not conn.invalidated:  # an invalidated connection leaves the pool, and what it held with it
+            conn.info.pop(_PUBLISHED, None)
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:

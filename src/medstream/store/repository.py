@@ -390,10 +390,12 @@ class EntityRepository:
         if owner is None and not actor.is_admin:
             return {}
         rows: list[Any]
-        if len(ids) == 1 and self.database.is_sqlite:
-            rows = list(sqlite_execute(conn, _PATIENT_ACCESS_SQLITE, (owner, ids[0])))
-        else:
+        if len(ids) > 1:
             rows = list(conn.execute(_PATIENT_ACCESS, {"owner": owner, "ids": ids}))
+        elif self.database.is_sqlite:
+            rows = list(sqlite_execute(conn, _PATIENT_ACCESS_SQLITE, (owner, ids[0])))
+        else:  # one id: a plain equality, compiled once (an expanding IN is compiled again at every call)
+            rows = list(conn.execute(_PATIENT_ACCESS_ONE, {"owner": owner, "id": ids[0]}))
         return {patient_id: (deleted, actor.is_admin or bool(readable)) for patient_id, deleted, readable in rows}
 
     def _store(self, conn: Connection, kind: EntityKind, writes: list[_Write]) -> list[bytes]:
@@ -494,7 +496,7 @@ def _row_sql(dialect: Dialect, table: Table) -> str:
 
 
 _PATIENTS = ENTITY_TABLES["Patient"]
-_PATIENT_ACCESS = select(
+_PATIENT_ACCESS_COLUMNS = select(
     _PATIENTS.c.id,
     _PATIENTS.c.deleted,
     exists().where(
@@ -502,7 +504,9 @@ _PATIENT_ACCESS = select(
         entity_readers.c.data_owner_id == bindparam("owner"),
         entity_readers.c.entity_id == _PATIENTS.c.id,
     ),
-).where(_PATIENTS.c.id.in_(bindparam("ids", expanding=True)))
+)
+_PATIENT_ACCESS = _PATIENT_ACCESS_COLUMNS.where(_PATIENTS.c.id.in_(bindparam("ids", expanding=True)))
+_PATIENT_ACCESS_ONE = _PATIENT_ACCESS_COLUMNS.where(_PATIENTS.c.id == bindparam("id"))
 _PATIENT_ACCESS_SQLITE = (
     "SELECT id, deleted, EXISTS (SELECT 1 FROM entity_readers WHERE entity_type = 'Patient'"
     " AND data_owner_id = ? AND entity_id = patients.id) FROM patients WHERE id = ?"
