@@ -6,6 +6,8 @@ from collections import deque
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from medstream.errors import PayloadTooLargeError, ValidationError
 from medstream.events.protocol import (
@@ -21,9 +23,12 @@ from medstream.events.protocol import (
     error_frame,
     gap_frame,
     parse_client_message,
+    parse_event_message,
     subscribed_frame,
 )
 from medstream.events.types import EventType
+from medstream.model.entities import ENTITY_KINDS
+from tests.strategies import entities_of
 
 
 def test_subscribe_message_parses_with_resume_point() -> None:
@@ -87,6 +92,33 @@ def test_event_frame_embeds_the_document_once_and_names_each_subscription() -> N
         "entity": {"id": "p1", "firstName": "John"},
     }
     assert second["id"] == 'quote"d' and second["entity"] == first["entity"]
+
+
+@given(st.data())
+def test_a_client_reads_every_event_frame_back_with_its_entity_as_its_types_model(data: st.DataObject) -> None:
+    kind = data.draw(st.sampled_from(ENTITY_KINDS))
+    entity = data.draw(entities_of(kind.name))
+    event_type = data.draw(st.sampled_from(list(EventType)))
+    frame = EventFrameTemplate(42, event_type, kind.name, entity.to_json()).for_subscription("s-1")
+
+    message = parse_event_message(frame.decode())
+
+    assert message is not None
+    assert (message.id, message.seq, message.event, message.entity_type) == ("s-1", 42, event_type, kind.name)
+    assert type(message.entity) is kind.model and message.entity == entity
+    # The same as reading it as plain JSON and validating the entity, the way it was read before.
+    assert message.entity == kind.model.model_validate(orjson.loads(frame)["entity"])
+
+
+def test_a_message_that_is_not_an_event_that_parses_is_left_to_plain_json() -> None:
+    assert parse_event_message(subscribed_frame("s-1", 3, "e")) is None
+    unknown_field = b'{"type":"event","id":"s","seq":1,"event":"CREATE","entityType":"Patient","entity":{"nope":1}}'
+    assert parse_event_message(unknown_field) is None
+    unknown_type = b'{"type":"event","id":"s","seq":1,"event":"CREATE","entityType":"Invoice","entity":{}}'
+    assert parse_event_message(unknown_type) is None
+    later_server = b'{"type":"event","id":"s","seq":1,"event":"CREATE","entityType":"Patient","entity":{},"more":1}'
+    parsed = parse_event_message(later_server)
+    assert parsed is not None and parsed.seq == 1, "a field a later server adds to the message is ignored"
 
 
 def test_server_frames_are_json_objects_with_their_type() -> None:

@@ -163,14 +163,22 @@ class Connection(Generic[E]):
 
     async def _on_event(self, seq: int, event_type: str, entity: dict[str, Any]) -> None:
         """Queue the event for the callback; waits (and so stops the socket's reading) while the queue is full."""
-        if self.is_closed or not self.tracker.accept(seq):
-            return
         try:
             parsed = self._model.model_validate(entity)
         except Exception as exc:
-            self._fire("error", MedstreamError(f"event {seq}: entity does not parse: {exc}"))
+            if not self.is_closed and self.tracker.accept(seq):
+                self._fire("error", MedstreamError(f"event {seq}: entity does not parse: {exc}"))
             return
-        await self._queue.put(SubscriptionEvent(EventType(event_type), seq, self.entity_type, parsed))
+        await self._on_parsed_event(seq, EventType(event_type), self.entity_type, parsed)
+
+    async def _on_parsed_event(self, seq: int, event_type: EventType, entity_type: str, entity: Entity) -> None:
+        """`_on_event` for an entity already parsed (its type checked against this subscription's)."""
+        if entity_type != self.entity_type or not isinstance(entity, self._model):
+            self._fire("error", MedstreamError(f"event {seq}: a {entity_type} on a {self.entity_type} subscription"))
+            return
+        if self.is_closed or not self.tracker.accept(seq):
+            return
+        await self._queue.put(SubscriptionEvent(event_type, seq, self.entity_type, entity))
 
     def _on_gap(self, gap: Gap, epoch: str) -> None:
         self.tracker.on_gap(gap.position, epoch)

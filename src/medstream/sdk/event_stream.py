@@ -18,6 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from medstream.errors import AuthenticationError, MedstreamError, UnavailableError, from_payload
+from medstream.events.protocol import EventMessage, parse_event_message
 from medstream.sdk.connection import Connection, Gap, SubscriptionOptions
 from medstream.sdk.transport import Transport
 
@@ -26,6 +27,9 @@ log = logging.getLogger("medstream.sdk")
 # Close codes after which reconnecting cannot help: the server refused what this client sends.
 _FATAL_CLOSE_CODES = {4003: "forbidden", 4400: "malformed message", 1009: "message too big"}
 _MAX_FRAME_BYTES = 64 * 1024 * 1024
+# How an event message starts as Medstream servers write it: those are parsed entity and all in one pass; any
+# other message (or an event that does not parse that way) is read as plain JSON.
+_EVENT_PREFIX = '{"type":"event"'
 
 
 def retry_delay(attempt: int, options: SubscriptionOptions, rng: random.Random | None = None) -> float:
@@ -154,7 +158,12 @@ class EventStream:
                     # Batched frames (asked for at auth) hold several messages, one per line.
                     lines = raw.split("\n") if isinstance(raw, str) and "\n" in raw else (raw,)
                     for line in lines:
-                        self._acknowledged |= await self._handle(orjson.loads(line))
+                        is_event = isinstance(line, str) and line.startswith(_EVENT_PREFIX)
+                        event = parse_event_message(line) if is_event else None
+                        if event is not None:
+                            await self._handle_event(event)
+                        else:
+                            self._acknowledged |= await self._handle(orjson.loads(line))
             except ConnectionClosed:
                 pass
             finally:
@@ -182,6 +191,11 @@ class EventStream:
         if self.options.resume and after is not None:
             message["after"], message["epoch"] = after, epoch
         await socket.send(_text(message))
+
+    async def _handle_event(self, event: EventMessage) -> None:
+        connection = self.connections.get(event.id)
+        if connection is not None:
+            await connection._on_parsed_event(event.seq, event.event, event.entity_type, event.entity)
 
     async def _handle(self, message: dict[str, Any]) -> bool:
         kind = message.get("type")
