@@ -82,6 +82,18 @@ class _Write:
     password_hash: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _WriteRows:
+    """What one write stores: its entity row (with the document), terms, readers and event."""
+
+    write: _Write
+    row: dict[str, Any]
+    terms: list[dict[str, Any]]
+    readers: list[dict[str, Any]]
+    event: outbox.PendingEvent
+    document: bytes
+
+
 class EntityRepository:
     """Reads and writes entities of every kind for an actor."""
 
@@ -126,18 +138,31 @@ class EntityRepository:
         # key would refuse a duplicate all the same).
         chosen = [entity.id for entity in entities if entity.id is not None]
 
+        # Entities whose id is made here are new: what they store is built now, on the caller's side, and the
+        # writer thread, which every write of this process waits for, only runs their statements.
+        prepared: dict[int, _WriteRows] = {
+            index: self._rows_of(kind, self._prepare_create(kind, ids[index], entity, actor, now, hashes[index]))
+            for index, entity in enumerate(entities)
+            if entity.id is None
+        }
+
         def transaction(conn: Connection) -> list[Stored]:
             existing = self._rows_by_id(conn, table, chosen, lock=True) if chosen else {}
-            writes: list[_Write] = []
-            for entity_id, entity, password_hash in zip(ids, entities, hashes, strict=True):
+            writes: list[_WriteRows] = []
+            for index, (entity_id, entity, password_hash) in enumerate(zip(ids, entities, hashes, strict=True)):
+                ready = prepared.get(index)
+                if ready is not None:
+                    writes.append(ready)
+                    continue
                 row = existing.get(entity_id)
                 if row is None:
-                    writes.append(self._prepare_create(kind, entity_id, entity, actor, now, password_hash))
+                    write = self._prepare_create(kind, entity_id, entity, actor, now, password_hash)
                 else:
-                    writes.append(self._prepare_update(kind, row, entity, actor, now, password_hash))
-            self._check_links(conn, kind, [w.entity for w in writes], actor)
-            documents = self._store(conn, kind, writes)
-            return [Stored(w.entity, document) for w, document in zip(writes, documents, strict=True)]
+                    write = self._prepare_update(kind, row, entity, actor, now, password_hash)
+                writes.append(self._rows_of(kind, write))
+            self._check_links(conn, kind, [w.write.entity for w in writes], actor)
+            self._store_rows(conn, kind, writes)
+            return [Stored(w.write.entity, w.document) for w in writes]
 
         return await self.database.run_write(transaction)
 
@@ -398,52 +423,51 @@ class EntityRepository:
             rows = list(conn.execute(_PATIENT_ACCESS_ONE, {"owner": owner, "id": ids[0]}))
         return {patient_id: (deleted, actor.is_admin or bool(readable)) for patient_id, deleted, readable in rows}
 
-    def _store(self, conn: Connection, kind: EntityKind, writes: list[_Write]) -> list[bytes]:
-        """Write rows, terms, readers and events for `writes` (the inserts in one statement on PostgreSQL, one
-        per table on SQLite); returns the documents written."""
-        if not writes:
-            return []
+    def _store(self, conn: Connection, kind: EntityKind, writes: list[_Write]) -> None:
+        """Write rows, terms, readers and events for `writes`."""
+        self._store_rows(conn, kind, [self._rows_of(kind, w) for w in writes])
+
+    def _rows_of(self, kind: EntityKind, write: _Write) -> _WriteRows:
+        """What `write` stores, built without the database; ValidationError for a value no column can hold."""
+        entity = write.entity
         table = ENTITY_TABLES[kind.name]
+        row = self._row(kind, write)
+        _check_storable(kind, str(row["id"]), table, row)
         terms = [
-            {"entity_type": kind.name, "entity_id": w.entity.id, "term": t, "key": k, "value": v}
-            for w in writes
-            for t, k, v in set(terms_of(w.entity))
+            {"entity_type": kind.name, "entity_id": entity.id, "term": t, "key": k, "value": v}
+            for t, k, v in set(terms_of(entity))
         ]
-        rows = [self._row(kind, w) for w in writes]
-        for row in rows:
-            _check_storable(kind, str(row["id"]), table, row)
         for term in terms:
-            _check_storable(kind, str(term["entity_id"]), entity_terms, term, field=_TERM_FIELDS[str(term["term"])])
-        documents = [_document(kind, w.entity) for w in writes]
-        for row, document in zip(rows, documents, strict=True):
-            row["document"] = document.decode()
+            _check_storable(kind, str(entity.id), entity_terms, term, field=_TERM_FIELDS[str(term["term"])])
+        document = _document(kind, entity)
+        row["document"] = document.decode()
+        readers = [{"entity_type": kind.name, "entity_id": entity.id, "data_owner_id": r} for r in entity.readers]
+        event = outbox.PendingEvent(
+            entity_type=kind.name,
+            entity_id=str(entity.id),
+            rev=str(entity.rev),
+            event_type=write.event_type,
+            document=row["document"],
+            readers=entity.readers,
+            created=int(entity.modified or now_ms()),
+            entity=entity,
+        )
+        return _WriteRows(write, row, terms, readers, event, document)
+
+    def _store_rows(self, conn: Connection, kind: EntityKind, writes: list[_WriteRows]) -> None:
+        """Write what `_rows_of` built (the inserts in one statement on PostgreSQL, one per table on SQLite)."""
+        if not writes:
+            return
+        table = ENTITY_TABLES[kind.name]
         # In id order, like the locks of _rows_by_id, so that two batches creating the same ids never deadlock.
-        new_rows = sorted((row for row, w in zip(rows, writes, strict=True) if w.is_new), key=lambda r: str(r["id"]))
-        changed = [(row, w) for row, w in zip(rows, writes, strict=True) if not w.is_new]
-        readers = [
-            {"entity_type": kind.name, "entity_id": w.entity.id, "data_owner_id": r}
-            for w in writes
-            for r in w.entity.readers
-        ]
-        events = [
-            outbox.PendingEvent(
-                entity_type=kind.name,
-                entity_id=str(w.entity.id),
-                rev=str(w.entity.rev),
-                event_type=w.event_type,
-                document=row["document"],
-                readers=w.entity.readers,
-                created=int(w.entity.modified or now_ms()),
-                entity=w.entity,
-            )
-            for w, row in zip(writes, rows, strict=True)
-        ]
+        new_rows = sorted((w.row for w in writes if w.write.is_new), key=lambda r: str(r["id"]))
+        changed = [w for w in writes if not w.write.is_new]
         try:
-            for row, write in changed:
-                values = {k: v for k, v in row.items() if k != "id" and not (k == "password_hash" and v is None)}
-                conn.execute(update(table).where(table.c.id == write.entity.id).values(values))
+            for w in changed:
+                values = {k: v for k, v in w.row.items() if k != "id" and not (k == "password_hash" and v is None)}
+                conn.execute(update(table).where(table.c.id == w.write.entity.id).values(values))
             if changed:
-                ids = [w.entity.id for _, w in changed]
+                ids = [w.write.entity.id for w in changed]
                 conn.execute(
                     delete(entity_terms).where(
                         entity_terms.c.entity_type == kind.name, entity_terms.c.entity_id.in_(ids)
@@ -455,13 +479,14 @@ class EntityRepository:
                     )
                 )
             # After the deletes: a modified entity's terms and readers are replaced, not added to.
-            event_rows = outbox.event_rows(conn, events, assign_seq=self.database.is_sqlite)
+            event_rows = outbox.event_rows(conn, [w.event for w in writes], assign_seq=self.database.is_sqlite)
+            terms = [term for w in writes for term in w.terms]
+            readers = [reader for w in writes for reader in w.readers]
             insert_tables(
                 conn, [(table, new_rows), (entity_terms, terms), (entity_readers, readers), (outbox_table, event_rows)]
             )
         except IntegrityError as exc:
             raise ConflictError(_integrity_message(kind, exc)) from exc
-        return documents
 
     def _row(self, kind: EntityKind, write: _Write) -> dict[str, Any]:
         """The entity's row, but for its `document`."""
