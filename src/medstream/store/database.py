@@ -90,12 +90,8 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get("medstream_write", False)
-        raw = conn.connection.dbapi_connection
-        assert isinstance(raw, sqlite3.Connection)
-        try:  # through the driver: SQLAlchemy's execution machinery cost more than the BEGIN
-            raw.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
-        except sqlite3.Error as exc:
-            raise DBAPIError.instance("BEGIN", (), exc, sqlite3.Error) from exc
+        # Through the driver: SQLAlchemy's execution machinery cost more than the BEGIN.
+        _driver_execute(conn, "BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     @event.listens_for(engine, "before_cursor_execute")
     def _inside_the_transaction(conn: Connection, _cursor: Any, statement: str, *_: Any) -> None:
@@ -274,6 +270,13 @@ def sqlite_execute(conn: Connection, sql: str, parameters: Sequence[Any] = ()) -
     assert isinstance(raw, sqlite3.Connection)
     if not raw.in_transaction:
         raise _abandoned()
+    return _driver_execute(conn, sql, parameters)
+
+
+def _driver_execute(conn: Connection, sql: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
+    """Run `sql` on the SQLite connection under `conn`, with SQLAlchemy's errors, as `conn.execute` raises them."""
+    raw = conn.connection.dbapi_connection
+    assert isinstance(raw, sqlite3.Connection)
     try:
         return raw.execute(sql, parameters)
     except sqlite3.Error as exc:
