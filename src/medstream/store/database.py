@@ -13,6 +13,13 @@ dialects differ in how it runs, and only here (and in the outbox's position assi
 
 A write transaction may `publish` what it wrote (the outbox publishes its events once they have positions):
 the `on_commit` listeners receive it once the transaction has committed, and never if it rolled back.
+
+A write that is a `MergeableWrite` may run together with others of its kind that are waiting at the same
+time, as one set of statements: consecutive ones in a SQLite group, or those queued while PostgreSQL's
+transactions for them are busy, in one transaction. Under load, K such writes then cost one patient check and
+one INSERT per table instead of K of each, so the cost per write falls as the queue grows instead of the
+queue growing without end. Merged writes succeed or fail together; when they fail together, each runs again
+alone, so that only the failing one fails, with its own error.
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -48,11 +57,41 @@ _WAL_RESTART_FRAMES = 4096  # a log this long (16 MiB of 4 KiB pages) is restart
 _SQLITE_ROWS_PER_INSERT = 500
 _SQLITE_MAX_VARIABLES = 32766  # SQLite's default bound on a statement's parameters since 3.32
 _GROUP_LIMIT = 64  # writes committed together at most: bounds how long the first of them waits for the others
+_PG_MERGE_SLOTS = 4  # PostgreSQL transactions of one merge key in flight at once; writes that find all busy wait
+_PG_MERGE_LIMIT = 64  # and then run in one transaction, this many at most
 
 log = logging.getLogger("medstream.store")
 
 T = TypeVar("T")
 Work = Callable[[Connection], T]
+
+
+class MergeableWrite(ABC, Generic[T]):
+    """A write transaction that can also run merged with others of the same class and `merge_key` (see the
+    module's docstring). Called with a connection, it runs alone, as any `Work`."""
+
+    @property
+    @abstractmethod
+    def merge_key(self) -> Hashable | None:
+        """Writes with equal keys (and classes) may merge; None: this one never does."""
+
+    @abstractmethod
+    def __call__(self, conn: Connection) -> T:
+        """Run this write alone."""
+
+    @classmethod
+    @abstractmethod
+    def run_merged(cls, conn: Connection, writes: Sequence[Self]) -> list[T]:
+        """Run `writes` (two or more, in this order) as one, and return each one's result. All or nothing: an
+        exception means only that they cannot all succeed together; their changes are then rolled back and
+        each runs again alone."""
+
+
+def _merge_key(work: Work[Any]) -> Hashable | None:
+    if isinstance(work, MergeableWrite):
+        key = work.merge_key
+        return None if key is None else (type(work), key)
+    return None
 
 
 def engine_url(url: str) -> str:
@@ -120,6 +159,7 @@ class Database:
         self._commit_listeners: list[Callable[[Sequence[Any]], None]] = []
         self._sqlite: _SQLiteRunner | None = None
         self._engine: AsyncEngine | None = None
+        self._merger = _Merger(self._pg_write)
         if self.is_sqlite:
             self._sqlite = _SQLiteRunner(self.url, self._translate_sqlite, self._committed)
         else:
@@ -180,7 +220,19 @@ class Database:
         """Run `work` in a write transaction and return its result once the transaction has committed. An
         exception from `work` rolls its changes back and is raised here."""
         if self._sqlite is not None:
-            return await self._sqlite.write(work)  # the writer thread calls the listeners
+            return await self._sqlite.write(work)  # the writer thread calls the listeners (and merges)
+        key = _merge_key(work)
+        if key is not None:
+            assert isinstance(work, MergeableWrite)
+            return await self._merger.write(key, work)
+        return await self._pg_write(work)
+
+    @property
+    def merged_writes(self) -> int:
+        """How many writes have committed merged with others (a SQLite group's run, a PostgreSQL transaction)."""
+        return self._sqlite.merged if self._sqlite is not None else self._merger.merged
+
+    async def _pg_write(self, work: Work[T]) -> T:
         result, published = await self._pg_run(work, write=True)
         self._committed(published)
         return result
@@ -381,6 +433,77 @@ def _sqlite_insert(dialect: Dialect, table: Table, keys: tuple[str, ...], count:
     )
 
 
+# -- PostgreSQL: mergeable writes that find their transactions busy wait, then run together ----------------
+
+
+class _Merger:
+    """Runs mergeable writes on PostgreSQL. While fewer than `_PG_MERGE_SLOTS` transactions of a merge key are in
+    flight, a write runs at once, alone; otherwise it waits, and the next slot to come free takes every write
+    waiting (up to `_PG_MERGE_LIMIT`) in one transaction (`MergeableWrite.run_merged`). If that fails, each of
+    them runs again alone and gets its own outcome. A caller cancelled while its write waits or runs does not
+    take the write back (as a SQLite group's): it commits or fails with the others."""
+
+    def __init__(self, write: Callable[[Work[Any]], Any]) -> None:
+        self._write = write
+        self._waiting: dict[Hashable, deque[tuple[MergeableWrite[Any], asyncio.Future[Any]]]] = {}
+        self._busy: dict[Hashable, int] = {}
+        self._drains: set[asyncio.Task[None]] = set()
+        self.merged = 0
+
+    async def write(self, key: Hashable, work: MergeableWrite[T]) -> T:
+        waiting = self._waiting.setdefault(key, deque())
+        if self._busy.get(key, 0) < _PG_MERGE_SLOTS and not waiting:
+            self._busy[key] = self._busy.get(key, 0) + 1
+            try:
+                result: T = await self._write(work)
+                return result
+            finally:
+                self._free(key)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        waiting.append((work, future))
+        return await future
+
+    def _free(self, key: Hashable) -> None:
+        """A slot of `key` is done: it goes on with the writes that wait, if any."""
+        if self._waiting[key]:
+            task = asyncio.get_running_loop().create_task(self._drain(key))
+            self._drains.add(task)
+            task.add_done_callback(self._drains.discard)
+        else:
+            self._busy[key] -= 1
+
+    async def _drain(self, key: Hashable) -> None:
+        waiting = self._waiting[key]
+        try:
+            while waiting:
+                batch = [waiting.popleft() for _ in range(min(len(waiting), _PG_MERGE_LIMIT))]
+                await self._run(batch)
+        finally:
+            self._busy[key] -= 1
+
+    async def _run(self, batch: list[tuple[MergeableWrite[Any], asyncio.Future[Any]]]) -> None:
+        works = [work for work, _future in batch]
+        if len(works) > 1:
+            try:
+                results = await self._write(functools.partial(type(works[0]).run_merged, writes=works))
+            except Exception:  # they cannot all succeed together: each runs alone next, and gets its own outcome
+                pass
+            else:
+                self.merged += len(works)
+                for (_work, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+                return
+        outcomes = await asyncio.gather(*(self._write(work) for work in works), return_exceptions=True)
+        for (_work, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+
 # -- SQLite: transactions in threads, writes committed in groups ---------------------------------------------
 
 
@@ -409,6 +532,20 @@ def _settle(jobs: list[_Job], committed: Callable[[Sequence[Any]], None]) -> Non
             job.future.set_exception(value)
 
 
+def _runs(group: list[_Job]) -> list[list[_Job]]:
+    """`group` cut into runs of consecutive jobs that may merge (same merge key); others are runs of one."""
+    runs: list[list[_Job]] = []
+    previous: Hashable | None = None
+    for job in group:
+        key = _merge_key(job.work)
+        if key is not None and key == previous:
+            runs[-1].append(job)
+        else:
+            runs.append([job])
+        previous = key
+    return runs
+
+
 class _SQLiteRunner:
     """One writer thread with its own connection, and a pool of reader threads."""
 
@@ -430,6 +567,7 @@ class _SQLiteRunner:
         self._lock = threading.Lock()
         self._closed = False
         self.groups = 0  # how many group commits ran
+        self.merged = 0  # how many writes committed merged with others
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
         self.checkpoints = 0
@@ -565,33 +703,24 @@ class _SQLiteRunner:
     def _commit_group(self, conn: Connection, group: list[_Job]) -> None:
         """Run every job of `group` in one transaction, each in a savepoint when there are several, and commit
         once. A job that raises has its savepoint rolled back and gets its exception; if the transaction itself
-        fails (BEGIN, COMMIT, or SQLite abandoning it), every job gets that failure and nothing is kept."""
-        single = len(group) == 1
+        fails (BEGIN, COMMIT, or SQLite abandoning it), every job gets that failure and nothing is kept.
+        Consecutive mergeable jobs of one merge key run merged, in one savepoint; if that fails, each of them
+        runs again alone, in its own."""
         _take_published(conn)  # nothing left over from a failed group
         try:
             with conn.begin() as transaction:
                 raw = conn.connection.dbapi_connection
-                for job in group:
-                    if not raw.in_transaction:  # type: ignore[union-attr]
-                        raise _abandoned()  # see _inside_the_transaction: stop, and fail the whole group
-                    if single:
-                        job.outcome = (True, job.work(conn))
-                        job.published = _take_published(conn)
-                        continue
-                    # Plain SAVEPOINT statements, through the driver: SQLAlchemy's nested transactions, and even
-                    # its exec_driver_sql, cost more than the write.
-                    sqlite_execute(conn, "SAVEPOINT medstream_write")
-                    try:
-                        result = job.work(conn)
-                    except Exception as exc:
-                        sqlite_execute(conn, "ROLLBACK TO medstream_write")
-                        sqlite_execute(conn, "RELEASE medstream_write")
-                        _take_published(conn)  # rolled back with the savepoint
-                        job.outcome = (False, self._translate(exc))
-                    else:
-                        sqlite_execute(conn, "RELEASE medstream_write")
-                        job.outcome = (True, result)
-                        job.published = _take_published(conn)
+                if len(group) == 1:
+                    (job,) = group
+                    job.outcome = (True, job.work(conn))
+                    job.published = _take_published(conn)
+                else:
+                    for run in _runs(group):
+                        if not raw.in_transaction:  # type: ignore[union-attr]
+                            raise _abandoned()  # see _inside_the_transaction: stop, and fail the whole group
+                        if len(run) == 1 or not self._run_merged(conn, run):
+                            for job in run:
+                                self._run_alone(conn, job)
                 if not raw.in_transaction:  # type: ignore[union-attr]
                     raise _abandoned()
                 transaction.commit()
@@ -602,6 +731,41 @@ class _SQLiteRunner:
                 job.published = []
                 if succeeded or value is None:  # committed nothing after all, or never ran
                     job.outcome = (False, failure)
+
+    def _run_alone(self, conn: Connection, job: _Job) -> None:
+        """Run one job of a group in its own savepoint."""
+        # Plain SAVEPOINT statements, through the driver: SQLAlchemy's nested transactions, and even its
+        # exec_driver_sql, cost more than the write.
+        sqlite_execute(conn, "SAVEPOINT medstream_write")
+        try:
+            result = job.work(conn)
+        except Exception as exc:
+            sqlite_execute(conn, "ROLLBACK TO medstream_write")
+            sqlite_execute(conn, "RELEASE medstream_write")
+            _take_published(conn)  # rolled back with the savepoint
+            job.outcome = (False, self._translate(exc))
+        else:
+            sqlite_execute(conn, "RELEASE medstream_write")
+            job.outcome = (True, result)
+            job.published = _take_published(conn)
+
+    def _run_merged(self, conn: Connection, run: list[_Job]) -> bool:
+        """Run mergeable jobs as one, in one savepoint; False (and nothing kept) if they failed together."""
+        works: list[MergeableWrite[Any]] = [job.work for job in run]  # type: ignore[misc]
+        sqlite_execute(conn, "SAVEPOINT medstream_merged")
+        try:
+            results = type(works[0]).run_merged(conn, works)
+        except Exception:  # they cannot all succeed together: each runs alone next, and gets its own outcome
+            sqlite_execute(conn, "ROLLBACK TO medstream_merged")
+            sqlite_execute(conn, "RELEASE medstream_merged")
+            _take_published(conn)
+            return False
+        sqlite_execute(conn, "RELEASE medstream_merged")
+        for job, result in zip(run, results, strict=True):
+            job.outcome = (True, result)
+        run[0].published = _take_published(conn)  # the run's events, in order, go to the listeners as one
+        self.merged += len(run)
+        return True
 
     # -- life cycle --
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, NamedTuple
@@ -41,7 +41,7 @@ from medstream.model.entities import EntityKind
 from medstream.model.ids import new_entity_id
 from medstream.model.user import User
 from medstream.store import outbox
-from medstream.store.database import Database, insert_tables, sqlite_execute
+from medstream.store.database import Database, MergeableWrite, insert_tables, sqlite_execute
 from medstream.store.queries import readable_clause
 from medstream.store.schema import ENTITY_TABLES, KIND_COLUMNS, entity_readers, entity_terms, terms_of
 from medstream.store.schema import outbox as outbox_table
@@ -146,8 +146,11 @@ class EntityRepository:
             if entity.id is None
         }
 
+        if not chosen:  # all new: the rows are built, only the patient check and the inserts are left
+            return await self.database.run_write(_Creates(self, kind, actor, list(prepared.values())))
+
         def transaction(conn: Connection) -> list[Stored]:
-            existing = self._rows_by_id(conn, table, chosen, lock=True) if chosen else {}
+            existing = self._rows_by_id(conn, table, chosen, lock=True)
             writes: list[_WriteRows] = []
             for index, (entity_id, entity, password_hash) in enumerate(zip(ids, entities, hashes, strict=True)):
                 ready = prepared.get(index)
@@ -406,6 +409,18 @@ class EntityRepository:
             if deleted is not None:
                 raise ConflictError(f"patient {patient_id} was deleted")
 
+    def _check_links_of_many(self, conn: Connection, kind: EntityKind, creates: Sequence[_Creates]) -> None:
+        """`_check_links` for the entities of several writes at once: one patient query per data owner."""
+        if kind.name not in _PATIENT_LINKS:
+            return
+        by_reader: dict[tuple[bool, str | None], tuple[Actor, list[Entity]]] = {}
+        for create in creates:
+            actor = create.actor
+            _actor, entities = by_reader.setdefault((actor.is_admin, actor.data_owner_id), (actor, []))
+            entities.extend(w.write.entity for w in create.writes)
+        for actor, entities in by_reader.values():
+            self._check_links(conn, kind, entities, actor)
+
     def _patients_for(self, conn: Connection, ids: list[str], actor: Actor) -> dict[str, tuple[int | None, bool]]:
         """Per existing patient among `ids`: when it was deleted (None if not), and whether `actor` may read it,
         from its readers rows (kept with its document in every write) rather than by parsing the document."""
@@ -415,10 +430,13 @@ class EntityRepository:
         if owner is None and not actor.is_admin:
             return {}
         rows: list[Any]
-        if len(ids) > 1:
+        if self.database.is_sqlite:
+            rows = []
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows.extend(sqlite_execute(conn, _patient_access_sqlite(len(chunk)), (owner, *chunk)))
+        elif len(ids) > 1:
             rows = list(conn.execute(_PATIENT_ACCESS, {"owner": owner, "ids": ids}))
-        elif self.database.is_sqlite:
-            rows = list(sqlite_execute(conn, _PATIENT_ACCESS_SQLITE, (owner, ids[0])))
         else:  # one id: a plain equality, compiled once (an expanding IN is compiled again at every call)
             rows = list(conn.execute(_PATIENT_ACCESS_ONE, {"owner": owner, "id": ids[0]}))
         return {patient_id: (deleted, actor.is_admin or bool(readable)) for patient_id, deleted, readable in rows}
@@ -507,6 +525,39 @@ class EntityRepository:
         return row
 
 
+_MERGE_MAX_ENTITIES = 100  # a write of more entities runs alone: merging it saves little and delays the others
+
+
+class _Creates(MergeableWrite[list[Stored]]):
+    """A write of new entities whose rows are built (`_rows_of`): it only checks the patients they link to and
+    inserts. Creates of one kind by any actors merge (database.MergeableWrite): none of them can change what
+    another's check reads, since a kind's entities never link to their own kind."""
+
+    def __init__(self, repository: EntityRepository, kind: EntityKind, actor: Actor, writes: list[_WriteRows]):
+        self.repository = repository
+        self.kind = kind
+        self.actor = actor
+        self.writes = writes
+
+    @property
+    def merge_key(self) -> Hashable | None:
+        if len(self.writes) > _MERGE_MAX_ENTITIES:
+            return None
+        return (id(self.repository), self.kind.name)
+
+    def __call__(self, conn: Connection) -> list[Stored]:
+        self.repository._check_links(conn, self.kind, [w.write.entity for w in self.writes], self.actor)
+        self.repository._store_rows(conn, self.kind, self.writes)
+        return [Stored(w.write.entity, w.document) for w in self.writes]
+
+    @classmethod
+    def run_merged(cls, conn: Connection, writes: Sequence[_Creates]) -> list[list[Stored]]:
+        first = writes[0]
+        first.repository._check_links_of_many(conn, first.kind, writes)
+        first.repository._store_rows(conn, first.kind, [w for create in writes for w in create.writes])
+        return [[Stored(w.write.entity, w.document) for w in create.writes] for create in writes]
+
+
 class _EntityRow(NamedTuple):
     id: str
     rev: str
@@ -532,10 +583,16 @@ _PATIENT_ACCESS_COLUMNS = select(
 )
 _PATIENT_ACCESS = _PATIENT_ACCESS_COLUMNS.where(_PATIENTS.c.id.in_(bindparam("ids", expanding=True)))
 _PATIENT_ACCESS_ONE = _PATIENT_ACCESS_COLUMNS.where(_PATIENTS.c.id == bindparam("id"))
-_PATIENT_ACCESS_SQLITE = (
-    "SELECT id, deleted, EXISTS (SELECT 1 FROM entity_readers WHERE entity_type = 'Patient'"
-    " AND data_owner_id = ? AND entity_id = patients.id) FROM patients WHERE id = ?"
-)
+
+
+@functools.lru_cache(maxsize=64)
+def _patient_access_sqlite(count: int) -> str:
+    """`_PATIENT_ACCESS` for SQLite's driver, for `count` ids."""
+    where = "id = ?" if count == 1 else f"id IN ({', '.join('?' * count)})"
+    return (
+        "SELECT id, deleted, EXISTS (SELECT 1 FROM entity_readers WHERE entity_type = 'Patient'"
+        f" AND data_owner_id = ? AND entity_id = patients.id) FROM patients WHERE {where}"
+    )
 
 
 @functools.cache
