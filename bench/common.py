@@ -82,6 +82,27 @@ class MachineLoad:
         return {"loadavg_start": self.load_start, "loadavg_end": loadavg(), "cpu_busy_fraction": round(cpu, 3)}
 
 
+def cpu_model() -> str:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def python_loop_ns() -> float:
+    """How fast this machine runs Python: ns per iteration of a plain counting loop, best of three. Figures
+    from machines (or VMs) of different speeds differ by as much; compare this before comparing them."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter_ns()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        best = min(best, (time.perf_counter_ns() - started) / 1_000_000)
+    return round(best, 1)
+
+
 def machine_info() -> dict[str, Any]:
     mem_kib = 0
     with contextlib.suppress(OSError), open("/proc/meminfo") as f:
@@ -98,6 +119,8 @@ def machine_info() -> dict[str, Any]:
             versions[package] = version(package)
     return {
         "cpus": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "python_loop_ns": python_loop_ns(),
         "memory_gib": round(mem_kib / 1024 / 1024, 1),
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -408,7 +431,8 @@ def cli(name: str, parser: argparse.ArgumentParser, run: RunFunction, argv: Sequ
     document = report_document(name, command_line(f"bench.{name}", arguments), vars(args), report, load, started)
     print(
         f"\nmachine: {os.cpu_count()} cores, load average {document['machine']['loadavg_start']} at start, "
-        f"{document['machine']['loadavg_end']} at end; CPU busy {document['machine']['cpu_busy_fraction']:.0%}",
+        f"{document['machine']['loadavg_end']} at end; CPU busy {document['machine']['cpu_busy_fraction']:.0%}; "
+        f"{document['machine']['cpu_model']}, Python loop {document['machine']['python_loop_ns']} ns/iteration",
     )
     write_json(document, args.json)
     return 0
