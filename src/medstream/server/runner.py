@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from medstream.errors import ServerGoingAway
 from medstream.server.app import create_app
+from medstream.server.http_protocol import HttpProtocol
 from medstream.server.settings import Settings
 from medstream.server.ws_deflate import PerMessageDeflateProtocol
 
@@ -54,6 +55,7 @@ def make_server(settings: Settings, *, log_level: str = "info", freeze_gc: bool 
         log_level=log_level,
         access_log=log_level in {"debug", "info"},  # below "info" uvicorn would build each line, then drop it
         lifespan="on",
+        http=HttpProtocol,  # a response's head and body in one write
         ws_max_size=1 << 20,
         ws_per_message_deflate=settings.ws_per_message_deflate,
         # uvicorn's own protocol keeps a compression context per socket; ours does not, unless asked to.
