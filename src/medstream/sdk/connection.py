@@ -108,7 +108,10 @@ class Connection(Generic[E]):
         self._handlers: dict[str, list[AnyCallback]] = {
             k: [] for k in ("connected", "closed", "error", "reconnecting", "gap")
         }
-        self._queue: asyncio.Queue[SubscriptionEvent[E]] = asyncio.Queue(max(1, stream.options.max_pending_events))
+        # Unbounded: the bound is kept by the stream, which stops reading the socket while this is full (`_hold`).
+        self._queue: asyncio.Queue[SubscriptionEvent[E]] = asyncio.Queue()
+        self._max_pending = max(1, stream.options.max_pending_events)
+        self._holding = False
         self._worker = asyncio.create_task(self._deliver_loop(), name=f"medstream-subscription-{subscription_id}")
         self.is_connected = False
         self.is_closed = False
@@ -161,24 +164,28 @@ class Connection(Generic[E]):
         self._settled.set()
         self._fire("connected")
 
-    async def _on_event(self, seq: int, event_type: str, entity: dict[str, Any]) -> None:
-        """Queue the event for the callback; waits (and so stops the socket's reading) while the queue is full."""
+    def _on_event(self, seq: int, event_type: str, entity: dict[str, Any]) -> None:
+        """Queue the event for the callback; at `max_pending_events` queued, the socket stops being read."""
         try:
             parsed = self._model.model_validate(entity)
         except Exception as exc:
             if not self.is_closed and self.tracker.accept(seq):
                 self._fire("error", MedstreamError(f"event {seq}: entity does not parse: {exc}"))
             return
-        await self._on_parsed_event(seq, EventType(event_type), self.entity_type, parsed)
+        self._on_parsed_event(seq, EventType(event_type), self.entity_type, parsed)
 
-    async def _on_parsed_event(self, seq: int, event_type: EventType, entity_type: str, entity: Entity) -> None:
+    def _on_parsed_event(self, seq: int, event_type: EventType, entity_type: str, entity: Entity) -> None:
         """`_on_event` for an entity already parsed (its type checked against this subscription's)."""
         if entity_type != self.entity_type or not isinstance(entity, self._model):
             self._fire("error", MedstreamError(f"event {seq}: a {entity_type} on a {self.entity_type} subscription"))
             return
         if self.is_closed or not self.tracker.accept(seq):
             return
-        await self._queue.put(SubscriptionEvent(event_type, seq, self.entity_type, entity))
+        queue = self._queue
+        queue.put_nowait(SubscriptionEvent(event_type, seq, self.entity_type, entity))
+        if not self._holding and queue.qsize() >= self._max_pending:
+            self._holding = True
+            self._stream._hold(self)
 
     def _on_gap(self, gap: Gap, epoch: str) -> None:
         self.tracker.on_gap(gap.position, epoch)
@@ -203,9 +210,12 @@ class Connection(Generic[E]):
         self._settled.set()
         if self._worker is not asyncio.current_task():  # a callback closing its own subscription runs to its end
             self._worker.cancel()
-        while not self._queue.empty():  # nothing more is delivered: free the room a reader may be waiting for
+        while not self._queue.empty():  # nothing more is delivered
             self._queue.get_nowait()
             self._queue.task_done()
+        if self._holding:
+            self._holding = False
+            self._stream._release(self)
         self._fire("closed", reason)
 
     async def _deliver_loop(self) -> None:
@@ -220,6 +230,10 @@ class Connection(Generic[E]):
                 self._fire("error", exc)
             finally:
                 self._queue.task_done()
+            # Read the socket again once the callback is half way through its backlog, not at each event.
+            if self._holding and self._queue.qsize() <= self._max_pending // 2:
+                self._holding = False
+                self._stream._release(self)
 
     async def wait_established(self) -> None:
         """Wait for the first acknowledgement; raise the error if the subscription ended before it."""

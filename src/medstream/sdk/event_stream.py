@@ -14,12 +14,12 @@ import random
 from typing import Any
 
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from medstream.errors import AuthenticationError, MedstreamError, UnavailableError, from_payload
 from medstream.events.protocol import EventMessage, parse_event_message
 from medstream.sdk.connection import Connection, Gap, SubscriptionOptions
+from medstream.sdk.event_socket import EventSocket, open_event_socket
 from medstream.sdk.transport import Transport
 
 log = logging.getLogger("medstream.sdk")
@@ -45,11 +45,13 @@ class EventStream:
         self.transport = transport
         self.options = options
         self.connections: dict[str, Connection[Any]] = {}
-        self._socket: ClientConnection | None = None
+        self._socket: EventSocket | None = None
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
         self._sent_token: str | None = None
         self._acknowledged = False
+        # Subscriptions whose callbacks are `max_pending_events` behind: while there is any, the socket is not read.
+        self._held: set[str] = set()
         # Subscribing and closing take turns: a subscribe that comes while the socket is being closed (its last
         # subscription just closed) waits for the close to end, then opens a new socket.
         self._lifecycle = asyncio.Lock()
@@ -66,11 +68,11 @@ class EventStream:
                 self._runner = asyncio.create_task(self._run(), name="medstream-event-stream")
             elif self._socket is not None:
                 with contextlib.suppress(ConnectionClosed):  # the socket is going: the next one subscribes it
-                    await self._send_subscribe(self._socket, connection)
+                    self._send_subscribe(self._socket, connection)
 
     async def unsubscribe(self, connection: Connection[Any]) -> None:
         self.connections.pop(connection.subscription_id, None)
-        await self._send_quietly({"type": "unsubscribe", "id": connection.subscription_id})
+        self._send_quietly({"type": "unsubscribe", "id": connection.subscription_id})
         async with self._lifecycle:
             if not self.connections:  # checked again here: a subscribe may have come in meanwhile
                 await self._close()
@@ -140,46 +142,50 @@ class EventStream:
         """One socket's life: returns when the client closes it, raises when it is lost."""
         token = await self.transport.access_token()
         try:
-            socket = await connect(self.url, max_size=_MAX_FRAME_BYTES, open_timeout=10, close_timeout=5)
+            socket = await open_event_socket(
+                self.url, self._on_message, max_size=_MAX_FRAME_BYTES, open_timeout=10, close_timeout=5
+            )
         except InvalidURI as exc:
             raise _Fatal(UnavailableError(f"bad websocket URL {self.url}: {exc}")) from exc
-        async with socket:
-            await socket.send(_text({"type": "auth", "token": token, "batch": True}))
+        try:
+            if self._held:  # a callback is still behind from the last socket
+                socket.pause_reading()
+            socket.send(_text({"type": "auth", "token": token, "batch": True}))
             self._sent_token = token
-            # No await between taking the list and publishing the socket: a subscription added before is sent
-            # by this loop, one added after by `subscribe()`, and none twice.
-            pending = list(self.connections.values())
+            # Nothing awaits from here to publishing the socket: a subscription added before is sent by this
+            # loop, one added after by `subscribe()`, and none twice.
+            for connection in list(self.connections.values()):
+                self._send_subscribe(socket, connection)
             self._socket = socket
-            for connection in pending:
-                await self._send_subscribe(socket, connection)
             heartbeat = asyncio.create_task(self._heartbeat(socket))
             try:
-                async for raw in socket:
-                    # Batched frames (asked for at auth) hold several messages, one per line.
-                    lines = raw.split("\n") if isinstance(raw, str) and "\n" in raw else (raw,)
-                    for line in lines:
-                        is_event = isinstance(line, str) and line.startswith(_EVENT_PREFIX)
-                        event = parse_event_message(line) if is_event else None
-                        if event is not None:
-                            await self._handle_event(event)
-                        else:
-                            self._acknowledged |= await self._handle(orjson.loads(line))
-            except ConnectionClosed:
-                pass
+                await socket.wait_closed()  # messages meanwhile go to `_on_message`, as they are read
             finally:
                 heartbeat.cancel()
-            code, reason = socket.close_code, socket.close_reason or ""
-            if self._closing:
-                return
-            if code in _FATAL_CLOSE_CODES:
-                raise _Fatal(
-                    from_payload(400 if code == 4400 else 403, {"message": reason or _FATAL_CLOSE_CODES[code]})
-                )
-            if code == AuthenticationError.close_code:
-                await self.transport.access_token()  # renew before the next attempt
-            raise socket.close_exc
+        finally:
+            socket.abort()  # a no-op once closed; after an error or a cancellation, nothing is left open
+        code, reason = socket.close_code, socket.close_reason or ""
+        if self._closing:
+            return
+        if code in _FATAL_CLOSE_CODES:
+            raise _Fatal(from_payload(400 if code == 4400 else 403, {"message": reason or _FATAL_CLOSE_CODES[code]}))
+        if code == AuthenticationError.close_code:
+            await self.transport.access_token()  # renew before the next attempt
+        raise socket.close_exc
 
-    async def _send_subscribe(self, socket: ClientConnection, connection: Connection[Any]) -> None:
+    def _on_message(self, text: str) -> None:
+        """Handle one message of the socket, as `data_received` reads it."""
+        if self._closing:
+            return  # the client is closing every subscription: what comes now is for nobody
+        # Batched frames (asked for at auth) hold several messages, one per line.
+        for line in text.split("\n") if "\n" in text else (text,):
+            event = parse_event_message(line) if line.startswith(_EVENT_PREFIX) else None
+            if event is not None:
+                self._handle_event(event)
+            else:
+                self._acknowledged |= self._handle(orjson.loads(line))
+
+    def _send_subscribe(self, socket: EventSocket, connection: Connection[Any]) -> None:
         message: dict[str, Any] = {
             "type": "subscribe",
             "id": connection.subscription_id,
@@ -190,18 +196,18 @@ class EventStream:
         after, epoch = connection.tracker.resume_point()
         if self.options.resume and after is not None:
             message["after"], message["epoch"] = after, epoch
-        await socket.send(_text(message))
+        socket.send(_text(message))
 
-    async def _handle_event(self, event: EventMessage) -> None:
+    def _handle_event(self, event: EventMessage) -> None:
         connection = self.connections.get(event.id)
         if connection is not None:
-            await connection._on_parsed_event(event.seq, event.event, event.entity_type, event.entity)
+            connection._on_parsed_event(event.seq, event.event, event.entity_type, event.entity)
 
-    async def _handle(self, message: dict[str, Any]) -> bool:
+    def _handle(self, message: dict[str, Any]) -> bool:
         kind = message.get("type")
         connection = self.connections.get(str(message.get("id")))
         if kind == "event" and connection is not None:
-            await connection._on_event(int(message["seq"]), str(message["event"]), message["entity"])
+            connection._on_event(int(message["seq"]), str(message["event"]), message["entity"])
         elif kind == "subscribed" and connection is not None:
             connection._on_subscribed(int(message["position"]), str(message["epoch"]))
             return True
@@ -219,32 +225,48 @@ class EventStream:
                 for each in self.connections.values():
                     each._on_error(error)
         elif kind == "ping":
-            await self._send_quietly({"type": "pong"})
+            self._send_quietly({"type": "pong"})
         return False
 
-    async def _send_quietly(self, message: dict[str, Any]) -> None:
+    def _send_quietly(self, message: dict[str, Any]) -> None:
         if self._socket is not None:
             with contextlib.suppress(ConnectionClosed):
-                await self._socket.send(_text(message))
+                self._socket.send(_text(message))
 
-    async def _heartbeat(self, socket: ClientConnection) -> None:
+    def _hold(self, connection: Connection[Any]) -> None:
+        """`connection` has `max_pending_events` waiting for its callback: stop reading the socket (the server then
+        holds what comes next, or closes the socket as too slow and the SDK resumes) until it catches up."""
+        if not self._held and self._socket is not None:
+            self._socket.pause_reading()
+        self._held.add(connection.subscription_id)
+
+    def _release(self, connection: Connection[Any]) -> None:
+        """`connection` has caught up (or closed): read the socket again unless another is still behind."""
+        self._held.discard(connection.subscription_id)
+        if not self._held and self._socket is not None:
+            self._socket.resume_reading()
+
+    async def _heartbeat(self, socket: EventSocket) -> None:
         """Ping the server, renew the token before it expires, and drop a socket that went silent."""
         interval = self.options.heartbeat_ms / 1000
-        while True:
-            await asyncio.sleep(interval)
-            token = await self.transport.access_token()
-            if token != self._sent_token:
-                await socket.send(_text({"type": "auth", "token": token}))
-                self._sent_token = token
-            await socket.send(_text({"type": "ping"}))
-            pong = socket.ping()
-            try:
-                async with asyncio.timeout(2 * interval):
-                    await pong
-            except TimeoutError:
-                log.info("event stream to %s silent for %.1f s; reconnecting", self.url, 2 * interval)
-                await socket.close(4408, "heartbeat timeout")
-                return
+        with contextlib.suppress(ConnectionClosed):  # the session sees the socket closed, and says why
+            while True:
+                await asyncio.sleep(interval)
+                token = await self.transport.access_token()
+                if token != self._sent_token:
+                    socket.send(_text({"type": "auth", "token": token}))
+                    self._sent_token = token
+                socket.send(_text({"type": "ping"}))
+                pong = socket.ping()
+                try:
+                    async with asyncio.timeout(2 * interval):
+                        await pong
+                except TimeoutError:
+                    if socket.reading_paused:
+                        continue  # the pong waits behind events a slow callback has not let us read yet
+                    log.info("event stream to %s silent for %.1f s; reconnecting", self.url, 2 * interval)
+                    await socket.close(4408, "heartbeat timeout")
+                    return
 
 
 def _text(message: dict[str, Any]) -> str:
