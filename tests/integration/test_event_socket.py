@@ -1,0 +1,451 @@
+"""The SDK's event socket (websockets' sans-I/O protocol on an asyncio.Protocol), against real peers on real sockets.
+
+What the Medstream server never does (fragmented frames, binary frames, no answer to a close) is played by a
+websockets server or a bare TCP server; the rest runs against a real Medstream server: reading stops while a
+subscription is full and resumes when its callback catches up, wss:// through a TLS terminator, uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
+from websockets.http11 import Request, Response
+
+from medstream.model import Patient
+from medstream.sdk import MedTechApi
+from medstream.sdk.connection import SubscriptionEvent, SubscriptionOptions
+from medstream.sdk.event_socket import EventSocket, open_event_socket
+from tests.conftest import ADMIN_LOGIN, ADMIN_PASSWORD, IN_CI
+from tests.integration.events_support import SETTLE, eventually, health_events, wait_for_condition
+from tests.integration.raw_events import WAIT, create_patients, dedicated_server, login
+
+Handler = Callable[[ServerConnection], Awaitable[None]]
+
+
+class Received:
+    """An `on_message` callback that keeps the messages and lets a test wait for them."""
+
+    def __init__(self, then: Callable[[str], None] = lambda text: None) -> None:
+        self.messages: list[str] = []
+        self.then = then
+        self._changed = asyncio.Event()
+
+    def __call__(self, text: str) -> None:
+        self.then(text)
+        self.messages.append(text)
+        self._changed.set()
+
+    async def wait_count(self, count: int) -> None:
+        await wait_for_condition(
+            lambda: len(self.messages) >= count, self._changed, f"{count} messages", lambda: len(self.messages)
+        )
+
+
+@contextlib.asynccontextmanager
+async def peer(handler: Handler, **options: Any) -> AsyncIterator[tuple[str, Server]]:
+    """A websockets server running `handler` for each connection; its ws:// URL."""
+    async with serve(handler, "127.0.0.1", 0, **options) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        yield f"ws://127.0.0.1:{port}/", server
+
+
+async def opened(url: str, on_message: Callable[[str], None], **options: Any) -> EventSocket:
+    settings: dict[str, Any] = {"max_size": 1 << 20, "open_timeout": WAIT, "close_timeout": 2.0} | options
+    return await open_event_socket(url, on_message, **settings)
+
+
+@pytest.mark.parametrize("compression", [None, "deflate"])
+async def test_a_fragmented_message_is_delivered_whole_and_in_order(compression: str | None) -> None:
+    async def handler(websocket: ServerConnection) -> None:
+        await websocket.send("first")
+        await websocket.send(['{"type":', '"event",', '"seq":', "2}"])  # an iterable goes out as fragments
+        await websocket.send("third")
+        await websocket.wait_closed()
+
+    async with peer(handler, compression=compression) as (url, _):
+        received = Received()
+        socket = await opened(url, received)
+        await received.wait_count(3)
+        assert received.messages == ["first", '{"type":"event","seq":2}', "third"]
+        await socket.close()
+        assert socket.close_code == 1000
+
+
+async def test_a_ping_of_the_server_is_answered_and_a_ping_of_the_client_gets_its_pong() -> None:
+    async def handler(websocket: ServerConnection) -> None:
+        pong = await websocket.ping()
+        await asyncio.wait_for(pong, WAIT)
+        await websocket.send("pong received")
+        await websocket.wait_closed()
+
+    async with peer(handler) as (url, _):
+        received = Received()
+        socket = await opened(url, received)
+        await received.wait_count(1)
+        assert received.messages == ["pong received"]
+        await asyncio.wait_for(socket.ping(), WAIT)
+        await socket.close()
+
+
+async def test_the_socket_is_not_read_while_paused_and_nothing_is_lost_when_it_resumes() -> None:
+    count, size = 1000, 4096
+    sent: list[int] = []
+
+    async def handler(websocket: ServerConnection) -> None:
+        await websocket.recv()  # the client has its socket in hand
+        for i in range(count):
+            await websocket.send(f"{i:08d}" + "x" * size)  # waits while the client's side is full
+            sent.append(i)
+        await websocket.wait_closed()
+
+    async with peer(handler, compression=None) as (url, server):
+        for listening in server.sockets:  # a small send buffer: a client that stops reading backs the peer up
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+        holder: list[EventSocket] = []
+        received = Received(then=lambda text: holder[0].pause_reading() if not received.messages else None)
+        client = await opened(url, received)
+        holder.append(client)
+        client.send("go")
+        await received.wait_count(1)
+        await asyncio.sleep(SETTLE)
+        assert client.reading_paused
+        stalled_at = len(received.messages)
+        # What one read had already brought in is delivered; nothing after it is read.
+        assert stalled_at < count // 4, stalled_at
+        assert len(sent) < count, "the peer is held back: the client's receive window is full"
+        await asyncio.sleep(SETTLE)
+        assert len(received.messages) == stalled_at
+
+        client.resume_reading()
+        await received.wait_count(count)
+        assert [int(m[:8]) for m in received.messages] == list(range(count))
+        await client.close()
+
+
+async def test_a_connection_dropped_without_a_close_frame_ends_as_lost() -> None:
+    async def handler(websocket: ServerConnection) -> None:
+        await websocket.send("bye")
+        websocket.transport.close()  # TCP FIN, no close frame
+
+    async with peer(handler) as (url, _):
+        received = Received()
+        client = await opened(url, received)
+        await asyncio.wait_for(client.wait_closed(), WAIT)
+        assert received.messages == ["bye"]
+        assert (client.close_code, client.close_reason) == (1006, "")
+        assert isinstance(client.close_exc, ConnectionClosedError)
+        with pytest.raises(ConnectionClosed):
+            client.send("anything")
+
+
+async def test_the_close_of_the_server_gives_its_code_reason_and_exception() -> None:
+    async def handler(websocket: ServerConnection) -> None:
+        await websocket.close(4429, "too slow")
+
+    async with peer(handler) as (url, _):
+        client = await opened(url, Received())
+        await asyncio.wait_for(client.wait_closed(), WAIT)
+        assert (client.close_code, client.close_reason) == (4429, "too slow")
+        assert isinstance(client.close_exc, ConnectionClosedError)
+        assert client.close_exc.rcvd is not None and client.close_exc.rcvd.code == 4429
+
+
+async def test_close_gives_up_waiting_for_a_server_that_does_not_answer() -> None:
+    async def handler(websocket: ServerConnection) -> None:
+        websocket.transport.pause_reading()  # the client's close frame is never read, so never answered
+        await websocket.wait_closed()
+
+    async with peer(handler) as (url, _):
+        client = await opened(url, Received(), close_timeout=0.3)
+        started = asyncio.get_running_loop().time()
+        await asyncio.wait_for(client.close(1000, "client closing"), WAIT)
+        assert asyncio.get_running_loop().time() - started < 2.0
+        assert client.close_code == 1006
+
+
+async def test_an_answer_other_than_101_raises_invalid_status() -> None:
+    def refuse(connection: ServerConnection, request: Request) -> Response:
+        return connection.respond(HTTPStatus.FORBIDDEN, "no\n")
+
+    async def handler(websocket: ServerConnection) -> None:
+        raise AssertionError("never reached")
+
+    async with peer(handler, process_request=refuse) as (url, _):
+        with pytest.raises(InvalidStatus) as raised:
+            await opened(url, Received())
+        assert raised.value.response.status_code == 403
+
+
+async def test_a_server_that_never_answers_the_handshake_times_out_and_the_connection_is_dropped() -> None:
+    ended = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(4096):
+                pass
+        ended.set()
+        writer.close()
+
+    listening = await asyncio.start_server(silent, "127.0.0.1", 0)
+    try:
+        port = listening.sockets[0].getsockname()[1]
+        with pytest.raises(TimeoutError):
+            await opened(f"ws://127.0.0.1:{port}/", Received(), open_timeout=0.3)
+        await asyncio.wait_for(ended.wait(), WAIT)
+    finally:
+        listening.close()
+
+
+async def test_a_message_over_max_size_closes_the_socket_with_1009() -> None:
+    async def handler(websocket: ServerConnection) -> None:
+        await websocket.send("small")
+        await websocket.send("x" * 4096)
+        await websocket.wait_closed()
+
+    async with peer(handler, compression=None) as (url, _):
+        received = Received()
+        client = await opened(url, received, max_size=1024)
+        await asyncio.wait_for(client.wait_closed(), WAIT)
+        assert received.messages == ["small"]
+        # The client fails the connection: its close frame says 1009, and it reads nothing after, not even the
+        # answer, so the code it reports is 1006 (as websockets' own client does).
+        assert client.close_code == 1006
+        assert client.close_exc.sent is not None and client.close_exc.sent.code == 1009
+
+
+async def test_a_binary_message_is_ignored_and_the_socket_stays_open() -> None:
+    async def handler(websocket: ServerConnection) -> None:
+        await websocket.send(b"\x00binary")
+        await websocket.send("text")
+        await websocket.wait_closed()
+
+    async with peer(handler) as (url, _):
+        received = Received()
+        client = await opened(url, received)
+        await received.wait_count(1)
+        assert received.messages == ["text"]
+        client.send("still open")
+        await client.close()
+        assert client.close_code == 1000
+
+
+async def test_a_message_the_client_cannot_handle_closes_the_socket_and_stops_there() -> None:
+    close_codes: list[int | None] = []
+
+    async def handler(websocket: ServerConnection) -> None:
+        await websocket.send("one")
+        await websocket.send("boom")
+        await websocket.send("after")
+        await websocket.wait_closed()
+        close_codes.append(websocket.close_code)
+
+    def fragile(text: str) -> None:
+        if text == "boom":
+            raise ValueError("cannot handle it")
+
+    async with peer(handler) as (url, _):
+        received = Received(then=fragile)
+        client = await opened(url, received)
+        await asyncio.wait_for(client.wait_closed(), WAIT)
+        assert received.messages == ["one"], "nothing after the failed message is acted on"
+        assert isinstance(client.close_exc, ConnectionClosedError)
+        assert client.close_exc.sent is not None and client.close_exc.sent.code == 1011
+        await eventually(lambda: _done(close_codes), "the server saw the close")
+        assert close_codes == [1011]
+
+
+async def _done(values: list[int | None]) -> bool:
+    return bool(values)
+
+
+# -- through the SDK, against a Medstream server --------------------------------------------------------
+
+# ~16 KB per event, random so that compression cannot shrink it: the kernel's buffers hold a few dozen, not all.
+NOTE = secrets.token_urlsafe(12_000)
+
+
+async def test_a_full_subscription_stops_the_socket_reading_until_its_callback_catches_up(tmp_path: Path) -> None:
+    async with dedicated_server(tmp_path) as server:
+        token = await server.admin_token()
+        api = await server.admin_api()
+        gate = asyncio.Event()
+        delivered: list[str] = []
+        seqs: list[int] = []
+        reconnections: list[int] = []
+
+        async def blocked_until_the_gate_opens(patient: Patient, event: SubscriptionEvent[Patient]) -> None:
+            await gate.wait()
+            assert patient.id is not None
+            delivered.append(patient.id)
+            seqs.append(event.seq)
+
+        options = SubscriptionOptions(max_pending_events=4)
+        connection = await api.patient_api.subscribe_to_patient_events(
+            ["CREATE"], None, blocked_until_the_gate_opens, options
+        )
+        connection.on_reconnecting(lambda attempt: reconnections.append(attempt))
+        try:
+            start = connection.tracker.last_seq
+            assert start is not None
+            written: list[str] = []
+            for _ in range(20):
+                written += [p["id"] for p in await create_patients(server.url, token, 8, note=NOTE)]
+            # Every event is on its way to the socket; the client reads only what fits in its pending room.
+            await eventually(lambda: _lag_is_zero(server.url), "the dispatcher to catch up")
+            await asyncio.sleep(SETTLE)
+            read = (connection.tracker.last_seq or 0) - start
+            assert delivered == []
+            assert read < len(written) // 2, f"{read} of {len(written)} events read while the callback was blocked"
+
+            gate.set()
+            await eventually(lambda: _has(delivered, len(written)), f"{len(written)} events")
+            assert delivered == written, "every event, once, in order"
+            assert seqs == sorted(seqs)
+            assert reconnections == [] and connection.is_connected, "held back, never dropped"
+        finally:
+            gate.set()
+            await api.close()
+
+
+async def _lag_is_zero(url: str) -> bool:
+    return (await health_events(url))["lag"] == 0
+
+
+async def _has(values: list[str], count: int) -> bool:
+    return len(values) >= count
+
+
+@contextlib.asynccontextmanager
+async def tls_terminator(backend_port: int, certificate: Path, key: Path) -> AsyncIterator[int]:
+    """A TLS server on 127.0.0.1 that relays each connection's bytes to and from the backend port."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, key)
+    relays: set[asyncio.Task[Any]] = set()
+
+    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        sink.close()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", backend_port)
+        both = asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        relays.add(both)
+        try:
+            await both
+        finally:
+            relays.discard(both)
+
+    listening = await asyncio.start_server(relay, "127.0.0.1", 0, ssl=context)
+    try:
+        yield listening.sockets[0].getsockname()[1]
+    finally:
+        listening.close()
+        for each in list(relays):
+            each.cancel()
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made by the openssl command."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        if IN_CI:
+            pytest.fail("openssl is not installed (CI=true: the TLS test must run)")
+        pytest.skip("openssl is not installed")
+    certificate, key = directory / "cert.pem", directory / "key.pem"
+    subject = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    new_pair = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", *subject]
+    subprocess.run([openssl, *new_pair, "-keyout", str(key), "-out", str(certificate)], check=True, capture_output=True)
+    return certificate, key
+
+
+async def test_the_sdk_subscribes_over_wss_checking_the_server_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    certificate, key = self_signed_certificate(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate))  # the only certificate trusted, by httpx and the socket
+    async with dedicated_server(tmp_path) as server:
+        backend_port = int(server.url.rsplit(":", 1)[1])
+        async with tls_terminator(backend_port, certificate, key) as port:
+            url = f"https://127.0.0.1:{port}"
+            api = (
+                await MedTechApi.builder()
+                .with_url(url)
+                .with_username(ADMIN_LOGIN)
+                .with_password(ADMIN_PASSWORD)
+                .build()
+            )
+            try:
+                received: list[str] = []
+                arrived = asyncio.Event()
+
+                def on_event(patient: Patient) -> None:
+                    assert patient.id is not None
+                    received.append(patient.id)
+                    arrived.set()
+
+                connection = await api.patient_api.subscribe_to_patient_events(["CREATE"], None, on_event)
+                token = (await login(server.url, ADMIN_LOGIN, ADMIN_PASSWORD))["token"]
+                [patient] = await create_patients(server.url, token)
+                await wait_for_condition(lambda: received == [patient["id"]], arrived, "the event over wss")
+                assert connection.is_connected
+            finally:
+                await api.close()
+
+        # A certificate the client does not trust: the socket is refused, and the SDK says so.
+        monkeypatch.delenv("SSL_CERT_FILE")
+        with pytest.raises(ssl.SSLCertVerificationError):
+            async with tls_terminator(backend_port, certificate, key) as port:
+                await opened(f"wss://127.0.0.1:{port}/ws/v1/events", Received())
+
+
+async def test_the_sdk_receives_events_on_uvloop(tmp_path: Path) -> None:
+    async with dedicated_server(tmp_path) as server:
+        token = await server.admin_token()
+
+        async def on_uvloop() -> list[str]:
+            api = (
+                await MedTechApi.builder()
+                .with_url(server.url)
+                .with_username(ADMIN_LOGIN)
+                .with_password(ADMIN_PASSWORD)
+                .build()
+            )
+            try:
+                received: list[str] = []
+                arrived = asyncio.Event()
+
+                def on_event(patient: Patient) -> None:
+                    assert patient.id is not None
+                    received.append(patient.id)
+                    arrived.set()
+
+                await api.patient_api.subscribe_to_patient_events(["CREATE"], None, on_event)
+                subscribed.set()
+                await wait_for_condition(lambda: len(received) >= 3, arrived, "3 events on uvloop")
+                return received
+            finally:
+                await api.close()
+
+        subscribed = threading.Event()
+        running = asyncio.create_task(asyncio.to_thread(uvloop.run, on_uvloop()))
+        assert await asyncio.to_thread(subscribed.wait, WAIT), "subscribed on uvloop"
+        written = [p["id"] for p in await create_patients(server.url, token, 3)]
+        assert await asyncio.wait_for(running, WAIT) == written
