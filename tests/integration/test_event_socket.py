@@ -449,3 +449,38 @@ async def test_the_sdk_receives_events_on_uvloop(tmp_path: Path) -> None:
         assert await asyncio.to_thread(subscribed.wait, WAIT), "subscribed on uvloop"
         written = [p["id"] for p in await create_patients(server.url, token, 3)]
         assert await asyncio.wait_for(running, WAIT) == written
+
+
+async def test_a_plain_callback_that_returns_an_awaitable_holds_the_next_events_behind_it(tmp_path: Path) -> None:
+    """A plain function runs as its event is read; what it returns is awaited before any later event's turn."""
+    async with dedicated_server(tmp_path) as server:
+        token = await server.admin_token()
+        api = await server.admin_api()
+        calls: list[tuple[str, int]] = []  # ("start" | "end", seq)
+
+        async def slowly(seq: int) -> None:
+            await asyncio.sleep(0.2)
+            calls.append(("end", seq))
+
+        def callback(patient: Patient, event: SubscriptionEvent[Patient]) -> Awaitable[None] | None:
+            calls.append(("start", event.seq))
+            if len(calls) == 1:
+                return slowly(event.seq)  # the first event's work goes on after the call returns
+            calls.append(("end", event.seq))
+            return None
+
+        connection = await api.patient_api.subscribe_to_patient_events(["CREATE"], None, callback)
+        try:
+            for _ in range(3):  # three writes, three frames: the later events come while the first is awaited
+                await create_patients(server.url, token, 2)
+            await eventually(lambda: _has_calls(calls, 12), "6 events through the callback")
+            await connection.wait_delivered()
+            seqs = [seq for _, seq in calls[::2]]
+            assert seqs == sorted(seqs) and len(set(seqs)) == 6
+            assert calls == [(kind, seq) for seq in seqs for kind in ("start", "end")], "one at a time, in order"
+        finally:
+            await api.close()
+
+
+async def _has_calls(calls: list[tuple[str, int]], count: int) -> bool:
+    return len(calls) >= count

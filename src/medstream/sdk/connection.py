@@ -56,6 +56,14 @@ class SubscriptionEvent(Generic[E]):
 
 
 @dataclass(frozen=True)
+class _Started:
+    """What a callback run as its event was read returned: the delivery task awaits it before the next event."""
+
+    awaitable: Awaitable[Any]
+    seq: int
+
+
+@dataclass(frozen=True)
 class Gap:
     """Events after `from_seq` could not be replayed (past retention, or another event log): re-sync by a query.
     Delivery goes on from `position`."""
@@ -109,7 +117,11 @@ class Connection(Generic[E]):
             k: [] for k in ("connected", "closed", "error", "reconnecting", "gap")
         }
         # Unbounded: the bound is kept by the stream, which stops reading the socket while this is full (`_hold`).
-        self._queue: asyncio.Queue[SubscriptionEvent[E]] = asyncio.Queue()
+        self._queue: asyncio.Queue[SubscriptionEvent[E] | _Started] = asyncio.Queue()
+        # A plain function runs as the event is read when nothing is ahead of it; a coroutine function always
+        # runs in the delivery task.
+        self._inline = not inspect.iscoroutinefunction(callback)
+        self._busy = False  # the delivery task is running a callback
         self._max_pending = max(1, stream.options.max_pending_events)
         self._holding = False
         self._worker = asyncio.create_task(self._deliver_loop(), name=f"medstream-subscription-{subscription_id}")
@@ -182,7 +194,11 @@ class Connection(Generic[E]):
         if self.is_closed or not self.tracker.accept(seq):
             return
         queue = self._queue
-        queue.put_nowait(SubscriptionEvent(event_type, seq, self.entity_type, entity))
+        event = SubscriptionEvent(event_type, seq, self.entity_type, entity)
+        if self._inline and not self._busy and queue.empty():
+            self._deliver_now(event)
+            return
+        queue.put_nowait(event)
         if not self._holding and queue.qsize() >= self._max_pending:
             self._holding = True
             self._stream._hold(self)
@@ -211,24 +227,43 @@ class Connection(Generic[E]):
         if self._worker is not asyncio.current_task():  # a callback closing its own subscription runs to its end
             self._worker.cancel()
         while not self._queue.empty():  # nothing more is delivered
-            self._queue.get_nowait()
+            item = self._queue.get_nowait()
+            if isinstance(item, _Started) and inspect.iscoroutine(item.awaitable):
+                item.awaitable.close()  # never to be awaited: said so, rather than warned about when collected
             self._queue.task_done()
         if self._holding:
             self._holding = False
             self._stream._release(self)
         self._fire("closed", reason)
 
+    def _deliver_now(self, event: SubscriptionEvent[E]) -> None:
+        """Run the callback as the event is read, sparing the switch to the delivery task; an awaitable it returns
+        goes to that task, and the events after it queue behind it."""
+        try:
+            result = self._callback(*(event.entity, event)[: self._callback_arity])
+        except Exception as exc:
+            log.exception("subscription %s: callback failed on seq %s", self.subscription_id, event.seq)
+            self._fire("error", exc)
+            return
+        if result is not None and inspect.isawaitable(result):
+            self._queue.put_nowait(_Started(result, event.seq))
+
     async def _deliver_loop(self) -> None:
         while not self.is_closed:
-            event = await self._queue.get()
+            item = await self._queue.get()
+            self._busy = True
             try:
-                await _call(self._callback, event.entity, event, arity=self._callback_arity)
+                if isinstance(item, SubscriptionEvent):
+                    await _call(self._callback, item.entity, item, arity=self._callback_arity)
+                else:
+                    await item.awaitable
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.exception("subscription %s: callback failed on seq %s", self.subscription_id, event.seq)
+                log.exception("subscription %s: callback failed on seq %s", self.subscription_id, item.seq)
                 self._fire("error", exc)
             finally:
+                self._busy = False
                 self._queue.task_done()
             # Read the socket again once the callback is half way through its backlog, not at each event.
             if self._holding and self._queue.qsize() <= self._max_pending // 2:
