@@ -518,10 +518,11 @@ class _Job:
 
 def _settle(jobs: list[_Job], committed: Callable[[Sequence[Any]], None]) -> None:
     """In the callers' event loop: tell the commit listeners what the group's writes published (first, so that
-    their events are on their way before any caller resumes), then answer the callers."""
-    for job in jobs:
-        if job.outcome[0]:
-            committed(job.published)
+    their events are on their way before any caller resumes), then answer the callers. One call for the whole
+    group: the writes of a merged run publish their events together, through the run's first job, and a call
+    with nothing would tell the dispatcher to read the log for events it already has."""
+    if any(job.outcome[0] for job in jobs):
+        committed([item for job in jobs if job.outcome[0] for item in job.published])
     for job in jobs:
         if job.future.done():  # its caller was cancelled; the write stands or falls with its group regardless
             continue
