@@ -21,8 +21,6 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from medstream.errors import MedstreamError
 from medstream.events.index import IndexKey, SubscriptionIndex
 from medstream.events.protocol import EventFrameTemplate, gap_frame, subscribed_frame
@@ -99,7 +97,6 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._written: deque[outbox.WrittenEvent] = deque()  # committed here, not dispatched yet
         self._read_wanted = True  # the log must be read before the dispatcher is up to date
-        self._poll_connection: AsyncConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._user_listeners: list[Callable[[str], None]] = []
         database.on_commit(self._committed)
@@ -124,42 +121,14 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self._drop_poll_connection()
 
     async def _tail_and_page(self) -> tuple[outbox.LogHead, list[EntityEvent]]:
-        """The log's head and, when it is past `position`, the next page of events."""
-        if self.database.is_sqlite:  # both in one read: one thread hop
+        """The log's head and, when it is past `position`, the next page of events: one snapshot, one hop (a
+        thread hop on SQLite; on PostgreSQL, polled every few ms, one statement in autocommit through the
+        driver)."""
+        if self.database.is_sqlite:
             return await self.database.run_read(partial(outbox.tail_and_page, after_seq=self.position, limit=_PAGE))
-        head = await self._read_head()
-        if head.last_seq <= self.position:
-            return head, []
-        # Every event up to `head.last_seq` committed with it, so this later read sees them all.
-        page = partial(outbox.read_after, after_seq=self.position, limit=_PAGE)
-        return head, await self.database.run_read(page)
-
-    async def _read_head(self) -> outbox.LogHead:
-        """PostgreSQL's log tail. It is polled every few ms, so on one dedicated connection, through the driver
-        and in autocommit: one round trip and little CPU per poll."""
-        try:
-            if self._poll_connection is None:
-                self._poll_connection = await self.database.engine.connect()
-            driver = (await self._poll_connection.get_raw_connection()).driver_connection
-            assert driver is not None
-            row = await driver.fetchrow(outbox.HEAD_SQL)
-            return outbox.LogHead(last_seq=row["last_seq"], epoch=row["epoch"], floor_seq=row["floor_seq"])
-        except Exception:
-            # The next poll connects afresh. This one is invalidated, not returned to the pool: the driver's own
-            # errors do not tell the pool that the connection is dead, and it would be handed out again.
-            await self._drop_poll_connection(invalidate=True)
-            raise
-
-    async def _drop_poll_connection(self, *, invalidate: bool = False) -> None:
-        connection, self._poll_connection = self._poll_connection, None
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                if invalidate:
-                    await connection.invalidate()
-                await connection.close()
+        return await outbox.pg_tail_and_page(self.database, self.position, _PAGE)
 
     async def _run(self) -> None:
         failures = 0

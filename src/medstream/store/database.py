@@ -30,14 +30,12 @@ import logging
 import queue
 import sqlite3
 import threading
-from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -47,6 +45,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from medstream.errors import UnavailableError
+from medstream.store.pg_writes import Autocommit, Merger, run_statement
+from medstream.store.writes import MergeableWrite, Work, merge_key
 
 DEFAULT_DATABASE_URL = "sqlite:///./medstream.db"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -57,41 +57,10 @@ _WAL_RESTART_FRAMES = 4096  # a log this long (16 MiB of 4 KiB pages) is restart
 _SQLITE_ROWS_PER_INSERT = 500
 _SQLITE_MAX_VARIABLES = 32766  # SQLite's default bound on a statement's parameters since 3.32
 _GROUP_LIMIT = 64  # writes committed together at most: bounds how long the first of them waits for the others
-_PG_MERGE_SLOTS = 4  # PostgreSQL transactions of one merge key in flight at once; writes that find all busy wait
-_PG_MERGE_LIMIT = 64  # and then run in one transaction, this many at most
 
 log = logging.getLogger("medstream.store")
 
 T = TypeVar("T")
-Work = Callable[[Connection], T]
-
-
-class MergeableWrite(ABC, Generic[T]):
-    """A write transaction that can also run merged with others of the same class and `merge_key` (see the
-    module's docstring). Called with a connection, it runs alone, as any `Work`."""
-
-    @property
-    @abstractmethod
-    def merge_key(self) -> Hashable | None:
-        """Writes with equal keys (and classes) may merge; None: this one never does."""
-
-    @abstractmethod
-    def __call__(self, conn: Connection) -> T:
-        """Run this write alone."""
-
-    @classmethod
-    @abstractmethod
-    def run_merged(cls, conn: Connection, writes: Sequence[Self]) -> list[T]:
-        """Run `writes` (two or more, in this order) as one, and return each one's result. All or nothing: an
-        exception means only that they cannot all succeed together; their changes are then rolled back and
-        each runs again alone."""
-
-
-def _merge_key(work: Work[Any]) -> Hashable | None:
-    if isinstance(work, MergeableWrite):
-        key = work.merge_key
-        return None if key is None else (type(work), key)
-    return None
 
 
 def engine_url(url: str) -> str:
@@ -159,10 +128,16 @@ class Database:
         self._commit_listeners: list[Callable[[Sequence[Any]], None]] = []
         self._sqlite: _SQLiteRunner | None = None
         self._engine: AsyncEngine | None = None
-        self._merger = _Merger(self._pg_write)
+        self._autocommit: Autocommit | None = None
+        self._merger = Merger(self._pg_write_one, self._pg_write_merged)
         if self.is_sqlite:
             self._sqlite = _SQLiteRunner(self.url, self._translate_sqlite, self._committed)
         else:
+            server_settings = {
+                "idle_in_transaction_session_timeout": "60000",
+                "lock_timeout": "30000",
+                "application_name": "medstream",
+            }
             self._engine = create_async_engine(
                 self.url,
                 pool_size=pool_size,
@@ -171,14 +146,10 @@ class Database:
                 # a connection found dead is replaced and the transaction run again (_pg_run).
                 pool_pre_ping=False,
                 isolation_level="READ COMMITTED",
-                connect_args={
-                    "server_settings": {
-                        "idle_in_transaction_session_timeout": "60000",
-                        "lock_timeout": "30000",
-                        "application_name": "medstream",
-                    }
-                },
+                connect_args={"server_settings": server_settings},
             )
+            dsn = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+            self._autocommit = Autocommit(dsn, size=pool_size, server_settings=server_settings)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -186,6 +157,13 @@ class Database:
         if self._engine is None:
             raise RuntimeError("a SQLite database has no async engine: run transactions with run_read/run_write")
         return self._engine
+
+    @property
+    def autocommit(self) -> Autocommit:
+        """PostgreSQL: this node's connections for statements in autocommit, through the driver itself."""
+        if self._autocommit is None:
+            raise RuntimeError("a SQLite database has no autocommit connections")
+        return self._autocommit
 
     @property
     def commit_groups(self) -> int:
@@ -221,7 +199,7 @@ class Database:
         exception from `work` rolls its changes back and is raised here."""
         if self._sqlite is not None:
             return await self._sqlite.write(work)  # the writer thread calls the listeners (and merges)
-        key = _merge_key(work)
+        key = merge_key(work)
         if key is not None:
             assert isinstance(work, MergeableWrite)
             return await self._merger.write(key, work)
@@ -236,6 +214,23 @@ class Database:
         result, published = await self._pg_run(work, write=True)
         self._committed(published)
         return result
+
+    async def _pg_write_one(self, work: MergeableWrite[T]) -> T:
+        statement = type(work).pg_statement([work], self.engine.dialect)
+        if statement is None:
+            return await self._pg_write(work)
+        (result,) = await run_statement(self.autocommit, statement)
+        self._committed(())  # its events are in the log only: the dispatcher reads them there
+        return result
+
+    async def _pg_write_merged(self, works: list[MergeableWrite[T]]) -> list[T]:
+        kind = type(works[0])
+        statement = kind.pg_statement(works, self.engine.dialect)
+        if statement is None:
+            return await self._pg_write(functools.partial(kind.run_merged, writes=works))
+        results = await run_statement(self.autocommit, statement)
+        self._committed(())
+        return results
 
     async def run_read(self, work: Work[T]) -> T:
         """Run `work` in a read-only transaction over one consistent snapshot."""
@@ -302,6 +297,8 @@ class Database:
     async def close(self) -> None:
         if self._sqlite is not None:
             await self._sqlite.close()
+        if self._autocommit is not None:
+            await self._autocommit.close()
         if self._engine is not None:
             await self._engine.dispose()
 
@@ -399,14 +396,27 @@ def insert_tables(conn: Connection, inserts: Sequence[tuple[Table, Sequence[dict
         shapes.append((table, keys))
         parameters.extend([row[key] for row in rows] for key in keys)
     if shapes:
-        conn.exec_driver_sql(_unnest_insert(conn.dialect, tuple(shapes)), tuple(parameters))
+        conn.exec_driver_sql(unnest_insert(conn.dialect, tuple(shapes)), tuple(parameters))
 
 
 @functools.lru_cache(maxsize=256)
-def _unnest_insert(dialect: Dialect, shapes: tuple[tuple[Table, tuple[str, ...]], ...]) -> str:
+def unnest_insert(dialect: Dialect, shapes: tuple[tuple[Table, tuple[str, ...]], ...]) -> str:
+    """PostgreSQL: every (table, keys) of `shapes` inserted in one statement (see `insert_tables`)."""
+    *first, last = unnest_inserts(dialect, shapes)
+    if not first:
+        return last
+    return "WITH " + ", ".join(f"w{i} AS ({statement})" for i, statement in enumerate(first)) + " " + last
+
+
+def unnest_inserts(
+    dialect: Dialect, shapes: Sequence[tuple[Table, tuple[str, ...]]], *, first_parameter: int = 1, where: str = ""
+) -> list[str]:
+    """PostgreSQL: one `INSERT ... SELECT * FROM unnest(...)` per (table, keys), each column's values one array
+    parameter, numbered from `first_parameter` on; `where`, if given, is a condition every insert is under."""
     quote = dialect.identifier_preparer.quote
     statements: list[str] = []
-    number = 0
+    number = first_parameter - 1
+    condition = f" WHERE {where}" if where else ""
     for table, keys in shapes:
         arrays = []
         for key in keys:
@@ -415,12 +425,9 @@ def _unnest_insert(dialect: Dialect, shapes: tuple[tuple[Table, tuple[str, ...]]
         columns = ", ".join(quote(table.c[key].name) for key in keys)
         statements.append(
             f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({columns}) "
-            f"SELECT * FROM unnest({', '.join(arrays)})"
+            f"SELECT * FROM unnest({', '.join(arrays)}){condition}"
         )
-    *first, last = statements
-    if not first:
-        return last
-    return "WITH " + ", ".join(f"w{i} AS ({statement})" for i, statement in enumerate(first)) + " " + last
+    return statements
 
 
 @functools.lru_cache(maxsize=256)
@@ -431,77 +438,6 @@ def _sqlite_insert(dialect: Dialect, table: Table, keys: tuple[str, ...], count:
     return (
         f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({columns}) VALUES {', '.join([row] * count)}"
     )
-
-
-# -- PostgreSQL: mergeable writes that find their transactions busy wait, then run together ----------------
-
-
-class _Merger:
-    """Runs mergeable writes on PostgreSQL. While fewer than `_PG_MERGE_SLOTS` transactions of a merge key are in
-    flight, a write runs at once, alone; otherwise it waits, and the next slot to come free takes every write
-    waiting (up to `_PG_MERGE_LIMIT`) in one transaction (`MergeableWrite.run_merged`). If that fails, each of
-    them runs again alone and gets its own outcome. A caller cancelled while its write waits or runs does not
-    take the write back (as a SQLite group's): it commits or fails with the others."""
-
-    def __init__(self, write: Callable[[Work[Any]], Any]) -> None:
-        self._write = write
-        self._waiting: dict[Hashable, deque[tuple[MergeableWrite[Any], asyncio.Future[Any]]]] = {}
-        self._busy: dict[Hashable, int] = {}
-        self._drains: set[asyncio.Task[None]] = set()
-        self.merged = 0
-
-    async def write(self, key: Hashable, work: MergeableWrite[T]) -> T:
-        waiting = self._waiting.setdefault(key, deque())
-        if self._busy.get(key, 0) < _PG_MERGE_SLOTS and not waiting:
-            self._busy[key] = self._busy.get(key, 0) + 1
-            try:
-                result: T = await self._write(work)
-                return result
-            finally:
-                self._free(key)
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        waiting.append((work, future))
-        return await future
-
-    def _free(self, key: Hashable) -> None:
-        """A slot of `key` is done: it goes on with the writes that wait, if any."""
-        if self._waiting[key]:
-            task = asyncio.get_running_loop().create_task(self._drain(key))
-            self._drains.add(task)
-            task.add_done_callback(self._drains.discard)
-        else:
-            self._busy[key] -= 1
-
-    async def _drain(self, key: Hashable) -> None:
-        waiting = self._waiting[key]
-        try:
-            while waiting:
-                batch = [waiting.popleft() for _ in range(min(len(waiting), _PG_MERGE_LIMIT))]
-                await self._run(batch)
-        finally:
-            self._busy[key] -= 1
-
-    async def _run(self, batch: list[tuple[MergeableWrite[Any], asyncio.Future[Any]]]) -> None:
-        works = [work for work, _future in batch]
-        if len(works) > 1:
-            try:
-                results = await self._write(functools.partial(type(works[0]).run_merged, writes=works))
-            except Exception:  # they cannot all succeed together: each runs alone next, and gets its own outcome
-                pass
-            else:
-                self.merged += len(works)
-                for (_work, future), result in zip(batch, results, strict=True):
-                    if not future.done():
-                        future.set_result(result)
-                return
-        outcomes = await asyncio.gather(*(self._write(work) for work in works), return_exceptions=True)
-        for (_work, future), outcome in zip(batch, outcomes, strict=True):
-            if future.done():
-                continue
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
 
 
 # -- SQLite: transactions in threads, writes committed in groups ---------------------------------------------
@@ -538,7 +474,7 @@ def _runs(group: list[_Job]) -> list[list[_Job]]:
     runs: list[list[_Job]] = []
     previous: Hashable | None = None
     for job in group:
-        key = _merge_key(job.work)
+        key = merge_key(job.work)
         if key is not None and key == previous:
             runs[-1].append(job)
         else:

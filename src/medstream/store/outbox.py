@@ -70,19 +70,7 @@ def event_rows(conn: Connection, events: Sequence[PendingEvent], *, assign_seq: 
     PostgreSQL the commit trigger numbers them."""
     if not events:
         return []
-    rows: list[dict[str, Any]] = [
-        {
-            "entity_type": e.entity_type,
-            "entity_id": e.entity_id,
-            "rev": e.rev,
-            "event_type": e.event_type.value,
-            "document": e.document,
-            "readers": orjson.dumps(sorted(e.readers)).decode(),
-            "created": e.created,
-            "seq": None,
-        }
-        for e in events
-    ]
+    rows = [event_row(e) for e in events]
     if assign_seq:  # SQLite
         (last,) = sqlite_execute(conn, _ADVANCE_SQLITE, (len(rows),)).fetchone()
         first = last - len(rows) + 1
@@ -90,6 +78,20 @@ def event_rows(conn: Connection, events: Sequence[PendingEvent], *, assign_seq: 
             row["seq"] = first + offset
         publish(conn, [_written(first + offset, e) for offset, e in enumerate(events)])
     return rows
+
+
+def event_row(e: PendingEvent) -> dict[str, Any]:
+    """The outbox row of `e`, with no position yet."""
+    return {
+        "entity_type": e.entity_type,
+        "entity_id": e.entity_id,
+        "rev": e.rev,
+        "event_type": e.event_type.value,
+        "document": e.document,
+        "readers": orjson.dumps(sorted(e.readers)).decode(),
+        "created": e.created,
+        "seq": None,
+    }
 
 
 def _written(seq: int, e: PendingEvent) -> WrittenEvent:
@@ -128,19 +130,45 @@ def read_after(conn: Connection, after_seq: int, limit: int = 1000) -> list[Enti
         rows: Iterable[Sequence[Any]] = sqlite_execute(conn, _AFTER_SQLITE, (after_seq, limit))
     else:
         rows = conn.execute(_AFTER, {"after_seq": after_seq, "limit": limit})
-    return [
-        EntityEvent(
-            seq=seq,
-            entity_type=entity_type,
-            entity_id=entity_id,
-            rev=rev,
-            event_type=EventType(event_type),
-            document=document.encode(),
-            readers=frozenset(orjson.loads(readers)),
-            created=created,
-        )
-        for seq, entity_type, entity_id, rev, event_type, document, readers, created in rows
-    ]
+    return [_event(*row) for row in rows]
+
+
+def _event(
+    seq: int, entity_type: str, entity_id: str, rev: str, event_type: str, document: str, readers: str, created: int
+) -> EntityEvent:
+    return EntityEvent(
+        seq=seq,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        rev=rev,
+        event_type=EventType(event_type),
+        document=document.encode(),
+        readers=frozenset(orjson.loads(readers)),
+        created=created,
+    )
+
+
+_TAIL_AND_PAGE_PG = (
+    "SELECT t.last_seq, t.epoch, t.floor_seq, o.seq, o.entity_type, o.entity_id, o.rev, o.event_type, o.document,"
+    " o.readers, o.created FROM outbox_tail t LEFT JOIN LATERAL (SELECT seq, entity_type, entity_id, rev,"
+    " event_type, document, readers, created FROM outbox WHERE seq > $1 AND seq <= t.last_seq ORDER BY seq"
+    " LIMIT $2) o ON true WHERE t.id = 1"
+)
+
+
+async def pg_tail_and_page(database: Database, after_seq: int, limit: int = 1000) -> tuple[LogHead, list[EntityEvent]]:
+    """`tail_and_page` on PostgreSQL as one statement in autocommit: its one snapshot sees every event up to the
+    head it reads, since an event gets its `seq` in the transaction that moves the head past it."""
+    rows = await database.autocommit.fetch(_TAIL_AND_PAGE_PG, (after_seq, limit))
+    first = rows[0]
+    tail = LogHead(last_seq=first["last_seq"], epoch=first["epoch"], floor_seq=first["floor_seq"])
+    events = [
+        _event(r["seq"], r["entity_type"], r["entity_id"], r["rev"], r["event_type"], r["document"], r["readers"],
+               r["created"])
+        for r in rows
+        if r["seq"] is not None
+    ]  # fmt: skip
+    return tail, events
 
 
 def tail_and_page(conn: Connection, after_seq: int, limit: int = 1000) -> tuple[LogHead, list[EntityEvent]]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, NamedTuple
 
+import asyncpg
 import orjson
 from pydantic.alias_generators import to_camel
 from sqlalchemy import (
@@ -41,10 +42,12 @@ from medstream.model.entities import EntityKind
 from medstream.model.ids import new_entity_id
 from medstream.model.user import User
 from medstream.store import outbox
-from medstream.store.database import Database, MergeableWrite, insert_tables, sqlite_execute
+from medstream.store.database import Database, insert_tables, sqlite_execute
+from medstream.store.pg_creates import Link, create_statement, link_states
 from medstream.store.queries import readable_clause
 from medstream.store.schema import ENTITY_TABLES, KIND_COLUMNS, entity_readers, entity_terms, terms_of
 from medstream.store.schema import outbox as outbox_table
+from medstream.store.writes import MergeableWrite, Statement
 
 # Kinds whose `patient_id` links to a patient the writer must be able to read; True when the link is required.
 _PATIENT_LINKS = {"DataSample": True, "HealthcareElement": False}
@@ -394,31 +397,15 @@ class EntityRepository:
 
     def _check_links(self, conn: Connection, kind: EntityKind, entities: list[Entity], actor: Actor) -> None:
         """A data sample (or a healthcare element that names one) must link to a patient the writer can read."""
-        required = _PATIENT_LINKS.get(kind.name)
-        if required is None:
-            return
-        patient_ids = {getattr(e, "patient_id", None) for e in entities}
-        if None in patient_ids and required:
-            raise ValidationError(f"a {kind.name} needs a patientId: create it with POST /patients/{{id}}/data-samples")
-        wanted = sorted(p for p in patient_ids if p is not None)
-        found = self._patients_for(conn, wanted, actor)
-        for patient_id in wanted:
-            deleted, readable = found.get(patient_id, (None, False))
-            if not readable:
-                raise NotFoundError(f"no Patient with id {patient_id}")
-            if deleted is not None:
-                raise ConflictError(f"patient {patient_id} was deleted")
+        wanted = _linked_patients(kind, entities)
+        if wanted:
+            _raise_for_links(wanted, self._patients_for(conn, wanted, actor))
 
     def _check_links_of_many(self, conn: Connection, kind: EntityKind, creates: Sequence[_Creates]) -> None:
         """`_check_links` for the entities of several writes at once: one patient query per data owner."""
         if kind.name not in _PATIENT_LINKS:
             return
-        by_reader: dict[tuple[bool, str | None], tuple[Actor, list[Entity]]] = {}
-        for create in creates:
-            actor = create.actor
-            _actor, entities = by_reader.setdefault((actor.is_admin, actor.data_owner_id), (actor, []))
-            entities.extend(w.write.entity for w in create.writes)
-        for actor, entities in by_reader.values():
+        for actor, entities in _by_reader(creates):
             self._check_links(conn, kind, entities, actor)
 
     def _patients_for(self, conn: Connection, ids: list[str], actor: Actor) -> dict[str, tuple[int | None, bool]]:
@@ -557,6 +544,81 @@ class _Creates(MergeableWrite[list[Stored]]):
         first.repository._store_rows(conn, first.kind, [w for create in writes for w in create.writes])
         return [[Stored(w.write.entity, w.document) for w in create.writes] for create in writes]
 
+    @classmethod
+    def pg_statement(cls, writes: Sequence[_Creates], dialect: Any) -> Statement[list[list[Stored]]] | None:
+        """The patient check and the inserts in one statement (pg_creates), with `run_merged`'s outcome."""
+        kind = writes[0].kind
+        checks: list[tuple[list[str], list[Link]]] = []  # per data owner, as _check_links_of_many checks them
+        if kind.name in _PATIENT_LINKS:
+            for actor, entities in _by_reader(writes):
+                wanted = _linked_patients(kind, entities)
+                owner = None if actor.is_admin else actor.data_owner_id
+                checks.append((wanted, [Link(patient_id, owner, actor.is_admin) for patient_id in wanted]))
+        rows = [w for create in writes for w in create.writes]
+        built = create_statement(
+            dialect,
+            [
+                (ENTITY_TABLES[kind.name], sorted((w.row for w in rows), key=lambda r: str(r["id"]))),
+                (entity_terms, [term for w in rows for term in w.terms]),
+                (entity_readers, [reader for w in rows for reader in w.readers]),
+                (outbox_table, [outbox.event_row(w.event) for w in rows]),
+            ],
+            [link for _wanted, links in checks for link in links],
+        )
+        if built is None:
+            return None
+
+        def result(returned: list[Any]) -> list[list[Stored]]:
+            states = link_states(returned)
+            for wanted, links in checks:
+                found = {
+                    link.patient_id: (state.deleted, state.readable)
+                    for link in links
+                    if (state := states.get(link)) is not None and state.found
+                }
+                _raise_for_links(wanted, found)
+            return [[Stored(w.write.entity, w.document) for w in create.writes] for create in writes]
+
+        def failure(error: Exception) -> BaseException | None:
+            if isinstance(error, asyncpg.IntegrityConstraintViolationError):
+                return ConflictError(_integrity_message(kind, error))
+            return None
+
+        sql, args = built
+        return Statement(sql, args, result, failure)
+
+
+def _by_reader(creates: Sequence[_Creates]) -> list[tuple[Actor, list[Entity]]]:
+    """The entities of `creates` by the data owner that writes them (admins together), in order."""
+    by_reader: dict[tuple[bool, str | None], tuple[Actor, list[Entity]]] = {}
+    for create in creates:
+        actor = create.actor
+        _actor, entities = by_reader.setdefault((actor.is_admin, actor.data_owner_id), (actor, []))
+        entities.extend(w.write.entity for w in create.writes)
+    return list(by_reader.values())
+
+
+def _linked_patients(kind: EntityKind, entities: Sequence[Entity]) -> list[str]:
+    """The patients `entities` link to, sorted; ValidationError if one of a kind that must link does not."""
+    required = _PATIENT_LINKS.get(kind.name)
+    if required is None:
+        return []
+    patient_ids = {getattr(e, "patient_id", None) for e in entities}
+    if None in patient_ids and required:
+        raise ValidationError(f"a {kind.name} needs a patientId: create it with POST /patients/{{id}}/data-samples")
+    return sorted(p for p in patient_ids if p is not None)
+
+
+def _raise_for_links(wanted: list[str], found: dict[str, tuple[int | None, bool]]) -> None:
+    """NotFoundError for the first of `wanted` that the writer cannot read (or that does not exist), ConflictError
+    if it was deleted; `found` holds (deleted, readable) per existing patient."""
+    for patient_id in wanted:
+        deleted, readable = found.get(patient_id, (None, False))
+        if not readable:
+            raise NotFoundError(f"no Patient with id {patient_id}")
+        if deleted is not None:
+            raise ConflictError(f"patient {patient_id} was deleted")
+
 
 class _EntityRow(NamedTuple):
     id: str
@@ -680,8 +742,8 @@ def _with_reader(metadata: SystemMetaData, data_owner_id: str, granted_by: str |
     return SystemMetaData(delegations=delegations)
 
 
-def _integrity_message(kind: EntityKind, exc: IntegrityError) -> str:
-    text = str(exc.orig).lower()
+def _integrity_message(kind: EntityKind, exc: Exception) -> str:
+    text = str(getattr(exc, "orig", exc)).lower()
     if "login" in text:
         return "a user with this login already exists"
     return f"a {kind.name} with one of these ids already exists"

@@ -1,0 +1,87 @@
+"""Creates of new entities as one PostgreSQL statement (`writes.Statement`): the check of the patients they link
+to and every table's inserts together, the inserts made only if every check passes.
+
+The check is the one `EntityRepository._check_links` runs in a transaction: per (patient, writer's data
+owner), whether the patient exists, when it was deleted, and whether the writer may read it (from the
+patient's readers rows). The statement returns those rows whatever they say, so the caller raises the same
+error the transaction would have; when a check fails, nothing was inserted.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from sqlalchemy import Dialect, Table
+
+from medstream.store.database import unnest_insert, unnest_inserts
+from medstream.store.schema import ENTITY_TABLES
+
+_PATIENTS = ENTITY_TABLES["Patient"].name
+
+
+class Link(NamedTuple):
+    """A patient that an entity links to, as its writer sees it: `owner` is the writer's data owner."""
+
+    patient_id: str
+    owner: str | None
+    is_admin: bool
+
+
+class LinkState(NamedTuple):
+    """What the check found of a Link's patient: None for `deleted` when it is not deleted."""
+
+    found: bool
+    deleted: int | None
+    readable: bool
+
+
+# The parameters $1..$3 are the links, one array per field; the inserts' arrays follow.
+_CHECK = (
+    "link AS (SELECT c.patient_id, c.owner, c.is_admin, p.id IS NOT NULL AS found, p.deleted,"
+    " c.is_admin OR EXISTS (SELECT 1 FROM entity_readers r WHERE r.entity_type = 'Patient'"
+    " AND r.data_owner_id = c.owner AND r.entity_id = c.patient_id) AS readable"
+    " FROM unnest($1::varchar[], $2::varchar[], $3::boolean[]) AS c(patient_id, owner, is_admin)"
+    f" LEFT JOIN {_PATIENTS} p ON p.id = c.patient_id),"
+    " ok AS (SELECT coalesce(bool_and(found AND readable AND deleted IS NULL), true) AS ok FROM link)"
+)
+
+
+def create_statement(
+    dialect: Dialect, inserts: Sequence[tuple[Table, Sequence[dict[str, Any]]]], links: Sequence[Link]
+) -> tuple[str, tuple[Any, ...]] | None:
+    """SQL and arguments that check `links` and insert each table's rows, or None when a table's rows do not
+    all have the same keys (one array per column needs them to)."""
+    shapes: list[tuple[Table, tuple[str, ...]]] = []
+    args: list[list[Any]] = []
+    if links:
+        args += [[link.patient_id for link in links], [link.owner for link in links], [link.is_admin for link in links]]
+    for table, rows in inserts:
+        if not rows:
+            continue
+        keys = tuple(rows[0])
+        if any(tuple(row) != keys for row in rows):
+            return None
+        shapes.append((table, keys))
+        args.extend([row[key] for row in rows] for key in keys)
+    if not shapes:
+        return None
+    return _sql(dialect, tuple(shapes), bool(links)), tuple(args)
+
+
+def link_states(rows: Sequence[Any]) -> dict[Link, LinkState]:
+    """The statement's returned rows, per link."""
+    return {
+        Link(row["patient_id"], row["owner"], row["is_admin"]): LinkState(row["found"], row["deleted"], row["readable"])
+        for row in rows
+    }
+
+
+@functools.lru_cache(maxsize=256)
+def _sql(dialect: Dialect, shapes: tuple[tuple[Table, tuple[str, ...]], ...], with_links: bool) -> str:
+    if not with_links:
+        return unnest_insert(dialect, shapes)
+    inserts = unnest_inserts(dialect, shapes, first_parameter=4, where="(SELECT ok FROM ok)")
+    ctes = ", ".join(f"w{i} AS ({statement})" for i, statement in enumerate(inserts))
+    return f"WITH {_CHECK}, {ctes} SELECT patient_id, owner, is_admin, found, deleted, readable FROM link"
