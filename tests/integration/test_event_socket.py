@@ -330,36 +330,48 @@ async def _has(values: list[str], count: int) -> bool:
     return len(values) >= count
 
 
-@contextlib.asynccontextmanager
-async def tls_terminator(backend_port: int, certificate: Path, key: Path) -> AsyncIterator[int]:
-    """A TLS server on 127.0.0.1 that relays each connection's bytes to and from the backend port."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(certificate, key)
-    relays: set[asyncio.Task[Any]] = set()
+class Relay:
+    """Connections to it are relayed, byte for byte, to a backend port (TLS on the client side, given a context);
+    `freeze()` stops every open connection's bytes without closing it, as a dead network or peer does."""
 
-    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    def __init__(self, backend_port: int, context: ssl.SSLContext | None = None) -> None:
+        self.backend_port, self.context = backend_port, context
+        self.port = 0
+        self._links: list[dict[str, Any]] = []  # each: "frozen", and its two stream writers
+        self._ended = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Relay]:
+        listening = await asyncio.start_server(self._relay, "127.0.0.1", 0, ssl=self.context)
+        self.port = listening.sockets[0].getsockname()[1]
+        try:
+            yield self
+        finally:
+            listening.close()
+            self._ended.set()
+            for link in self._links:  # the pipes see their connections end, and return
+                for writer in link["writers"]:
+                    writer.close()
+
+    def freeze(self) -> None:
+        for link in self._links:
+            link["frozen"] = True
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.backend_port)
+        link: dict[str, Any] = {"frozen": False, "writers": (writer, up_writer)}
+        self._links.append(link)
+        await asyncio.gather(self._pipe(link, reader, up_writer), self._pipe(link, up_reader, writer))
+
+    async def _pipe(self, link: dict[str, Any], source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, ssl.SSLError):
             while data := await source.read(65536):
+                if link["frozen"]:
+                    await self._ended.wait()
+                    break
                 sink.write(data)
                 await sink.drain()
         sink.close()
-
-    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", backend_port)
-        both = asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        relays.add(both)
-        try:
-            await both
-        finally:
-            relays.discard(both)
-
-    listening = await asyncio.start_server(relay, "127.0.0.1", 0, ssl=context)
-    try:
-        yield listening.sockets[0].getsockname()[1]
-    finally:
-        listening.close()
-        for each in list(relays):
-            each.cancel()
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
@@ -376,6 +388,12 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     return certificate, key
 
 
+def tls_context(certificate: Path, key: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, key)
+    return context
+
+
 async def test_the_sdk_subscribes_over_wss_checking_the_server_certificate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -383,8 +401,8 @@ async def test_the_sdk_subscribes_over_wss_checking_the_server_certificate(
     monkeypatch.setenv("SSL_CERT_FILE", str(certificate))  # the only certificate trusted, by httpx and the socket
     async with dedicated_server(tmp_path) as server:
         backend_port = int(server.url.rsplit(":", 1)[1])
-        async with tls_terminator(backend_port, certificate, key) as port:
-            url = f"https://127.0.0.1:{port}"
+        async with Relay(backend_port, tls_context(certificate, key)).running() as relay:
+            url = f"https://127.0.0.1:{relay.port}"
             api = (
                 await MedTechApi.builder()
                 .with_url(url)
@@ -412,8 +430,44 @@ async def test_the_sdk_subscribes_over_wss_checking_the_server_certificate(
         # A certificate the client does not trust: the socket is refused, and the SDK says so.
         monkeypatch.delenv("SSL_CERT_FILE")
         with pytest.raises(ssl.SSLCertVerificationError):
-            async with tls_terminator(backend_port, certificate, key) as port:
-                await opened(f"wss://127.0.0.1:{port}/ws/v1/events", Received())
+            async with Relay(backend_port, tls_context(certificate, key)).running() as relay:
+                await opened(f"wss://127.0.0.1:{relay.port}/ws/v1/events", Received())
+
+
+async def test_the_sdk_drops_a_socket_gone_silent_and_resumes_on_a_new_one(tmp_path: Path) -> None:
+    async with dedicated_server(tmp_path) as server:
+        backend_port = int(server.url.rsplit(":", 1)[1])
+        token = await server.admin_token()
+        async with Relay(backend_port).running() as relay:
+            builder = MedTechApi.builder().with_url(f"http://127.0.0.1:{relay.port}").with_username(ADMIN_LOGIN)
+            api = await builder.with_password(ADMIN_PASSWORD).build()
+            try:
+                received: list[str] = []
+                arrived = asyncio.Event()
+                reconnections: list[int] = []
+
+                def on_event(patient: Patient) -> None:
+                    assert patient.id is not None
+                    received.append(patient.id)
+                    arrived.set()
+
+                options = SubscriptionOptions(heartbeat_ms=200, connection_retry_interval_ms=50)
+                connection = await api.patient_api.subscribe_to_patient_events(["CREATE"], None, on_event, options)
+                connection.on_reconnecting(lambda attempt: reconnections.append(attempt))
+                written = [p["id"] for p in await create_patients(server.url, token)]
+                await wait_for_condition(lambda: received == written, arrived, "the first event")
+
+                relay.freeze()  # the socket stays open both ends, and nothing goes through any more
+                written += [p["id"] for p in await create_patients(server.url, token, 2)]
+                # No pong within two heartbeats: the SDK closes the socket (giving the close handshake its 5 s),
+                # opens another and resumes after the last event it delivered.
+                await wait_for_condition(
+                    lambda: received == written, arrived, "the events sent while silent", seconds=15
+                )
+                assert reconnections == [1]
+                assert connection.is_connected
+            finally:
+                await api.close()
 
 
 async def test_the_sdk_receives_events_on_uvloop(tmp_path: Path) -> None:

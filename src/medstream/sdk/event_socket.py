@@ -1,7 +1,7 @@
 """EventSocket: the SDK's client websocket, websockets' sans-I/O `ClientProtocol` run on an `asyncio.Protocol`.
 
 Each text message goes to a callback straight from `data_received`, with no queue and no task switch per message
-(websockets' asyncio client costs about 60% more CPU per message). So the caller keeps back-pressure itself:
+(websockets' asyncio client spends 40-60% more CPU per message). So back-pressure is the caller's to keep:
 `pause_reading()` stops reading the socket, and the server's sends back up, until `resume_reading()`.
 """
 
@@ -57,7 +57,7 @@ async def open_event_socket(
             await asyncio.get_running_loop().create_connection(lambda: socket, uri.host, uri.port, **tls)
             await socket._opened
     except BaseException:
-        socket.abort()
+        socket._give_up_opening()
         raise
     return socket
 
@@ -92,6 +92,7 @@ class EventSocket(asyncio.Protocol):
 
     @property
     def close_reason(self) -> str | None:
+        """The reason in the server's close frame ("" if none came); None until the connection is closed."""
         return self._protocol.close_reason
 
     @property
@@ -104,6 +105,7 @@ class EventSocket(asyncio.Protocol):
 
     @property
     def reading_paused(self) -> bool:
+        """True between `pause_reading()` and `resume_reading()` (or the start of the closing handshake)."""
         return self._paused
 
     def send(self, text: str) -> None:
@@ -134,6 +136,8 @@ class EventSocket(asyncio.Protocol):
             self._flush()
             self._expect_close()
             self.resume_reading()  # the server's answer must be read, even behind messages nobody waits for now
+        elif self._protocol.state is CONNECTING:
+            self.abort()
         await self.wait_closed()
 
     async def wait_closed(self) -> None:
@@ -153,6 +157,7 @@ class EventSocket(asyncio.Protocol):
             self._transport.pause_reading()
 
     def resume_reading(self) -> None:
+        """Read the socket again after `pause_reading()`."""
         if self._paused:
             self._paused = False
             if self._transport is not None and not self._transport.is_closing():
@@ -256,6 +261,12 @@ class EventSocket(asyncio.Protocol):
                     pong.set_result(None)
                 if sent == payload:
                     break
+
+    def _give_up_opening(self) -> None:
+        """`open_event_socket` failed or was cancelled: drop the connection; nobody waits for the handshake now."""
+        if not self._opened.cancel() and not self._opened.cancelled():
+            self._opened.exception()  # seen: an error nobody will await is not "never retrieved" at collection
+        self.abort()
 
     def _check_handshake(self) -> None:
         protocol = self._protocol
