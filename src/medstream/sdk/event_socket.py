@@ -152,9 +152,10 @@ class EventSocket(asyncio.Protocol):
     def pause_reading(self) -> None:
         """Stop reading the socket until `resume_reading()`: the server's sends back up instead of memory here.
         No-op once the connection is closing, as its closing handshake must be read."""
-        if not self._paused and self._protocol.state is OPEN and self._transport is not None:
+        transport = self._transport
+        if not self._paused and self._protocol.state is OPEN and transport is not None and not transport.is_closing():
             self._paused = True
-            self._transport.pause_reading()
+            transport.pause_reading()
 
     def resume_reading(self) -> None:
         """Read the socket again after `pause_reading()`."""
