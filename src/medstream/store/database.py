@@ -90,6 +90,9 @@ def _configure_sqlite(engine: Engine) -> None:
             "busy_timeout=10000",
             "wal_autocheckpoint=0",
             "journal_size_limit=67108864",  # a log reset after a checkpoint leaves at most 64 MiB of file
+            # A group's savepoints need a statement journal: in a temporary file, that was an open, unlink and
+            # close in the writer thread for every group. It only ever holds what a savepoint may roll back.
+            "temp_store=MEMORY",
         )
         for pragma in pragmas:
             cursor.execute(f"PRAGMA {pragma}")
