@@ -14,7 +14,7 @@ from medstream.errors import ServerGoingAway
 from medstream.server.app import create_app
 from medstream.server.http_protocol import HttpProtocol
 from medstream.server.settings import Settings
-from medstream.server.ws_deflate import PerMessageDeflateProtocol
+from medstream.server.ws_protocol import WebSocketProtocol
 
 
 class MedstreamServer(uvicorn.Server):
@@ -59,7 +59,7 @@ def make_server(settings: Settings, *, log_level: str = "info", freeze_gc: bool 
         ws_max_size=1 << 20,
         ws_per_message_deflate=settings.ws_per_message_deflate,
         # uvicorn's own protocol keeps a compression context per socket; ours does not, unless asked to.
-        ws="auto" if settings.ws_deflate_context_takeover else PerMessageDeflateProtocol,
+        ws="auto" if settings.ws_deflate_context_takeover else WebSocketProtocol,
         timeout_graceful_shutdown=5,
     )
     return MedstreamServer(config, app, freeze_gc=freeze_gc)

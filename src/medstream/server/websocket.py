@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -35,6 +36,7 @@ from medstream.model.entities import KIND_BY_NAME
 from medstream.server.actors import ActorValidator
 from medstream.server.dispatcher import Dispatcher
 from medstream.server.security import TokenIssuer
+from medstream.server.ws_protocol import SEND_NOW
 
 log = logging.getLogger("medstream.websocket")
 
@@ -71,6 +73,14 @@ class ClientConnection:
         self.close_reason: tuple[int, str] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.last_ping = 0.0
+        # The server's protocol can send a frame at once (server/ws_protocol.py): queued frames then go out in
+        # a callback at the end of this turn of the event loop, all that are waiting in one batched frame,
+        # instead of through the writer task and the ASGI send. The writer task takes over whenever the socket
+        # cannot take a frame without waiting, and while it holds frames nothing overtakes them.
+        self._send_now: Callable[[bytes], bool] | None = websocket.scope.get("extensions", {}).get(SEND_NOW)
+        self._loop = asyncio.get_running_loop()
+        self._flush_soon = False
+        self._writing = False
 
     def deliver(self, frame: bytes) -> None:
         if self.close_reason is not None:
@@ -79,7 +89,26 @@ class ClientConnection:
             self.close_soon(TooSlowError.close_code, "too slow: send queue full; resume from your last seq")
             return
         self._queue.append(frame)
-        self._ready.set()
+        if self._send_now is None or self._writing:
+            self._ready.set()
+        elif not self._flush_soon:
+            self._flush_soon = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Send what is queued now, as far as the socket takes it without waiting; the writer task the rest."""
+        self._flush_soon = False
+        send_now = self._send_now
+        assert send_now is not None
+        while self._queue and self.close_reason is None and not self._writing:
+            frame = self._next_frame()
+            if not send_now(frame):
+                self._queue.appendleft(frame)  # as it was: a batched frame is still one frame's worth
+                break
+        if len(self._queue) <= self.limits.send_queue // 2:
+            self._drained.set()
+        if self._queue:
+            self._ready.set()
 
     def close_soon(self, code: int, reason: str, *, flush: bool = False) -> None:
         """Ask the writer to close the socket once; frames queued after this are dropped. Frames already queued
@@ -126,13 +155,17 @@ class ClientConnection:
         while self.close_reason is None:
             await self._ready.wait()
             self._ready.clear()
-            while self._queue and self.close_reason is None:
-                # Only the decoded text stays referenced while idle: frames from orjson.dumps (the acks) keep a
-                # 4 KB allocation whatever their length, which an idle socket would otherwise hold on to.
-                text = self._next_frame().decode()
-                if len(self._queue) <= self.limits.send_queue // 2:
-                    self._drained.set()
-                await self.websocket.send_text(text)
+            self._writing = True
+            try:
+                while self._queue and self.close_reason is None:
+                    # Only the decoded text stays referenced while idle: frames from orjson.dumps (the acks) keep
+                    # a 4 KB allocation whatever their length, which an idle socket would otherwise hold on to.
+                    text = self._next_frame().decode()
+                    if len(self._queue) <= self.limits.send_queue // 2:
+                        self._drained.set()
+                    await self.websocket.send_text(text)
+            finally:
+                self._writing = False
 
     def heartbeat(self, now: float, wall_now: float) -> None:
         """One tick of the heartbeat (the hub ticks every connection at once): ping a silent client, drop one
