@@ -144,9 +144,13 @@ class EventSocket(asyncio.Protocol):
         """Wait until the connection is closed, by either side or by its loss."""
         await asyncio.shield(self._closed)
 
-    def abort(self) -> None:
-        """Drop the connection at once (no-op once it is closed)."""
+    def abort(self, code: int | None = None, reason: str = "") -> None:
+        """Drop the connection at once (no-op once it is closed). With `code`, a close frame that says why goes
+        first, for a server that may still read it; nothing waits for its answer."""
         if self._transport is not None and not self._closed.done():
+            if code is not None and self._protocol.state is OPEN:
+                self._protocol.send_close(code, reason)
+                self._flush()
             self._transport.abort()
 
     def pause_reading(self) -> None:

@@ -264,8 +264,9 @@ class EventStream:
                 except TimeoutError:
                     if socket.reading_paused:
                         continue  # the pong waits behind events a slow callback has not let us read yet
+                    # Silent this long, it would not answer a closing handshake either: no wait for one.
                     log.info("event stream to %s silent for %.1f s; reconnecting", self.url, 2 * interval)
-                    await socket.close(4408, "heartbeat timeout")
+                    socket.abort(4408, "heartbeat timeout")
                     return
 
 
