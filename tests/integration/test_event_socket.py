@@ -545,3 +545,87 @@ async def test_a_plain_callback_that_returns_an_awaitable_holds_the_next_events_
 
 async def _has_calls(calls: list[tuple[str, int]], count: int) -> bool:
     return len(calls) >= count
+
+
+class ConnectProxy:
+    """An HTTP proxy that only tunnels (CONNECT), as corporate proxies do for websockets; it notes each target."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.targets: list[str] = []
+        self._writers: list[asyncio.StreamWriter] = []
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[ConnectProxy]:
+        listening = await asyncio.start_server(self._tunnel, "127.0.0.1", 0)
+        self.port = listening.sockets[0].getsockname()[1]
+        try:
+            yield self
+        finally:
+            listening.close()
+            for writer in self._writers:
+                writer.close()
+
+    async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        head = await reader.readuntil(b"\r\n\r\n")
+        method, target, _version = head.split(b"\r\n", 1)[0].decode().split(" ")
+        if method != "CONNECT":
+            writer.write(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+            writer.close()
+            return
+        self.targets.append(target)
+        host, port = target.rsplit(":", 1)
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        self._writers.append(up_writer)
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+
+async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError, ssl.SSLError):
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+    sink.close()
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["ws", "wss"])
+async def test_the_sdk_reaches_the_server_through_the_proxy_the_environment_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, secure: bool
+) -> None:
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    certificate, key = self_signed_certificate(tmp_path) if secure else (None, None)
+    if certificate is not None:
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
+    async with dedicated_server(tmp_path) as server, ConnectProxy().running() as proxy:
+        backend_port = int(server.url.rsplit(":", 1)[1])
+        context = tls_context(certificate, key) if certificate is not None and key is not None else None
+        async with Relay(backend_port, context).running() as relay:
+            # WS_PROXY and WSS_PROXY are read by the websocket only: REST goes straight to the server.
+            monkeypatch.setenv("WSS_PROXY" if secure else "WS_PROXY", f"http://127.0.0.1:{proxy.port}")
+            api = await (
+                MedTechApi.builder()
+                .with_url(f"{'https' if secure else 'http'}://127.0.0.1:{relay.port}")
+                .with_username(ADMIN_LOGIN)
+                .with_password(ADMIN_PASSWORD)
+                .build()
+            )
+            try:
+                received: list[str] = []
+                arrived = asyncio.Event()
+
+                def on_event(patient: Patient) -> None:
+                    assert patient.id is not None
+                    received.append(patient.id)
+                    arrived.set()
+
+                connection = await api.patient_api.subscribe_to_patient_events(["CREATE"], None, on_event)
+                token = (await login(server.url, ADMIN_LOGIN, ADMIN_PASSWORD))["token"]
+                [patient] = await create_patients(server.url, token)
+                await wait_for_condition(lambda: received == [patient["id"]], arrived, "the event through the proxy")
+                assert connection.is_connected
+                assert proxy.targets == [f"127.0.0.1:{relay.port}"], "the socket, and only it, went by the proxy"
+            finally:
+                await api.close()

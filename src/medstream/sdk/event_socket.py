@@ -16,13 +16,15 @@ import struct
 from collections.abc import Callable
 from typing import Any, cast
 
+from websockets.asyncio.client import connect_http_proxy, connect_socks_proxy
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
 from websockets.frames import Frame, Opcode
 from websockets.http11 import USER_AGENT
 from websockets.protocol import CLOSED, CONNECTING, OPEN
-from websockets.uri import parse_uri
+from websockets.proxy import Proxy, get_proxy, parse_proxy
+from websockets.uri import WebSocketURI, parse_uri
 
 log = logging.getLogger("medstream.sdk")
 
@@ -52,14 +54,40 @@ async def open_event_socket(
     # permessage-deflate is offered, as websockets' own client does: a server that has it on gets it.
     protocol = ClientProtocol(uri, extensions=enable_client_permessage_deflate(None), max_size=max_size)
     socket = EventSocket(protocol, on_message, close_timeout)
+    proxy = get_proxy(uri)
     try:
         async with asyncio.timeout(open_timeout):
-            await asyncio.get_running_loop().create_connection(lambda: socket, uri.host, uri.port, **tls)
+            if proxy is None:
+                await asyncio.get_running_loop().create_connection(lambda: socket, uri.host, uri.port, **tls)
+            else:
+                await _connect_through(parse_proxy(proxy), uri, socket, tls)
             await socket._opened
     except BaseException:
         socket._give_up_opening()
         raise
     return socket
+
+
+async def _connect_through(proxy: Proxy, uri: WebSocketURI, socket: EventSocket, tls: dict[str, Any]) -> None:
+    """Connect `socket` to `uri` through `proxy`, as websockets' own client does: the proxy the environment names
+    for the URL (`WSS_PROXY`/`WS_PROXY`, then SOCKS, `HTTPS_PROXY`, `HTTP_PROXY`; `NO_PROXY` honoured). An HTTP(S)
+    proxy is asked for a tunnel (CONNECT); a SOCKS proxy needs the python-socks package."""
+    loop = asyncio.get_running_loop()
+    if proxy.scheme.startswith("socks"):
+        sock = await connect_socks_proxy(proxy, uri)
+        await loop.create_connection(lambda: socket, sock=sock, **tls)
+        return
+    transport = await connect_http_proxy(proxy, uri, user_agent_header=USER_AGENT, ssl=proxy.scheme == "https" or None)
+    try:
+        transport.set_protocol(socket)
+        if tls:
+            tunnelled = await loop.start_tls(transport, socket, tls["ssl"], server_hostname=tls["server_hostname"])
+            assert tunnelled is not None
+            transport = tunnelled
+    except BaseException:
+        transport.abort()
+        raise
+    socket.connection_made(transport)
 
 
 class EventSocket(asyncio.Protocol):
