@@ -166,6 +166,8 @@ async def test_creates_that_wait_together_run_merged_and_each_gets_its_own_entit
         assert store.database.merged_writes - merged_before == 12
         assert [e for _s, e in events] == [s.id for s in created], "positions in the order the writes queued"
         assert sum(s.startswith("INSERT INTO data_samples") for s in store.statements) == 1, store.statements
+        # The group is that one run: its transaction is its savepoint.
+        assert not any(s.startswith("SAVEPOINT") for s in store.statements), store.statements
     else:
         # Four ran alone, each in its own transaction, while the others waited for one of them to be free.
         assert store.database.merged_writes - merged_before == 8

@@ -645,7 +645,12 @@ class _SQLiteRunner:
         once. A job that raises has its savepoint rolled back and gets its exception; if the transaction itself
         fails (BEGIN, COMMIT, or SQLite abandoning it), every job gets that failure and nothing is kept.
         Consecutive mergeable jobs of one merge key run merged, in one savepoint; if that fails, each of them
-        runs again alone, in its own."""
+        runs again alone, in its own. A group that is one such run (the usual group under load) needs no
+        savepoint: the transaction is one, and if the run fails it is rolled back and the group runs again, each
+        job alone. Every statement spared counts: after each one the writer thread waits for the GIL."""
+        runs = _runs(group) if len(group) > 1 else [group]
+        if len(runs) == 1 and len(group) > 1 and self._commit_merged(conn, group):
+            return
         _take_published(conn)  # nothing left over from a failed group
         try:
             with conn.begin() as transaction:
@@ -655,10 +660,10 @@ class _SQLiteRunner:
                     job.outcome = (True, job.work(conn))
                     job.published = _take_published(conn)
                 else:
-                    for run in _runs(group):
+                    for run in runs:
                         if not raw.in_transaction:  # type: ignore[union-attr]
                             raise _abandoned()  # see _inside_the_transaction: stop, and fail the whole group
-                        if len(run) == 1 or not self._run_merged(conn, run):
+                        if len(run) == 1 or len(runs) == 1 or not self._run_merged(conn, run):
                             for job in run:
                                 self._run_alone(conn, job)
                 if not raw.in_transaction:  # type: ignore[union-attr]
@@ -671,6 +676,37 @@ class _SQLiteRunner:
                 job.published = []
                 if succeeded or value is None:  # committed nothing after all, or never ran
                     job.outcome = (False, failure)
+
+    def _commit_merged(self, conn: Connection, group: list[_Job]) -> bool:
+        """Run a group of mergeable jobs as one, in a transaction of its own; False, with nothing kept, if the
+        run itself failed (each job is to run alone next). A failure of the transaction (BEGIN, COMMIT, SQLite
+        abandoning it) is every job's, as in `_commit_group`."""
+        _take_published(conn)
+        works: list[MergeableWrite[Any]] = [job.work for job in group]  # type: ignore[misc]
+        results: list[Any] | None = None
+        try:
+            with conn.begin() as transaction:
+                raw = conn.connection.dbapi_connection
+                try:
+                    results = type(works[0]).run_merged(conn, works)
+                except Exception:  # they cannot all succeed together: each runs alone next
+                    results = None
+                    transaction.rollback()
+                    _take_published(conn)
+                    return False
+                if not raw.in_transaction:  # type: ignore[union-attr]
+                    raise _abandoned()
+                transaction.commit()
+        except Exception as exc:
+            failure = self._translate(exc)
+            for job in group:
+                job.outcome, job.published = (False, failure), []
+            return True
+        for job, result in zip(group, results, strict=True):
+            job.outcome = (True, result)
+        group[0].published = _take_published(conn)  # the run's events, in order, go to the listeners as one
+        self.merged += len(group)
+        return True
 
     def _run_alone(self, conn: Connection, job: _Job) -> None:
         """Run one job of a group in its own savepoint."""
