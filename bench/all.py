@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nmachine: {os.cpu_count()} cores, load average {combined['machine']['loadavg_start']} at start, "
         f"{combined['machine']['loadavg_end']} at end; CPU busy {combined['machine']['cpu_busy_fraction']:.0%}; "
-        f"{combined['machine']['cpu_model']}, Python loop {combined['machine']['python_loop_ns']} ns/iteration"
+        f"{combined['machine']['cpu_model']}, Python loop {combined['machine']['python_loop_ns_start']} ns/iteration "
+        f"at start, {combined['machine']['python_loop_ns']} at end"
     )
     write_json(combined, args.json)
     return 1 if failures else 0
