@@ -663,6 +663,7 @@ class _SQLiteRunner:
                     for run in runs:
                         if not raw.in_transaction:  # type: ignore[union-attr]
                             raise _abandoned()  # see _inside_the_transaction: stop, and fail the whole group
+                        # A group that is one run is here only because that run failed in `_commit_merged`.
                         if len(run) == 1 or len(runs) == 1 or not self._run_merged(conn, run):
                             for job in run:
                                 self._run_alone(conn, job)
@@ -683,14 +684,12 @@ class _SQLiteRunner:
         abandoning it) is every job's, as in `_commit_group`."""
         _take_published(conn)
         works: list[MergeableWrite[Any]] = [job.work for job in group]  # type: ignore[misc]
-        results: list[Any] | None = None
         try:
             with conn.begin() as transaction:
                 raw = conn.connection.dbapi_connection
                 try:
                     results = type(works[0]).run_merged(conn, works)
                 except Exception:  # they cannot all succeed together: each runs alone next
-                    results = None
                     transaction.rollback()
                     _take_published(conn)
                     return False
@@ -702,10 +701,7 @@ class _SQLiteRunner:
             for job in group:
                 job.outcome, job.published = (False, failure), []
             return True
-        for job, result in zip(group, results, strict=True):
-            job.outcome = (True, result)
-        group[0].published = _take_published(conn)  # the run's events, in order, go to the listeners as one
-        self.merged += len(group)
+        self._keep_merged(conn, group, results)
         return True
 
     def _run_alone(self, conn: Connection, job: _Job) -> None:
@@ -737,11 +733,16 @@ class _SQLiteRunner:
             _take_published(conn)
             return False
         sqlite_execute(conn, "RELEASE medstream_merged")
+        self._keep_merged(conn, run, results)
+        return True
+
+    def _keep_merged(self, conn: Connection, run: list[_Job], results: list[Any]) -> None:
+        """The outcomes of a merged run that succeeded: each job's result, and the run's events, in order, to
+        the listeners as one (through its first job)."""
         for job, result in zip(run, results, strict=True):
             job.outcome = (True, result)
-        run[0].published = _take_published(conn)  # the run's events, in order, go to the listeners as one
+        run[0].published = _take_published(conn)
         self.merged += len(run)
-        return True
 
     # -- life cycle --
 
