@@ -65,8 +65,12 @@ class Recorder:
         """(event type, entity id, rev) of each event, in arrival order."""
         return [(e.type.value, e.entity.id, e.entity.rev) for e in self.events]
 
-    async def wait_until(self, done: Callable[[list[SubscriptionEvent[Any]]], bool], what: str = "") -> None:
-        await wait_for_condition(lambda: done(self.events), self._changed, what or "events", lambda: self.summary())
+    async def wait_until(
+        self, done: Callable[[list[SubscriptionEvent[Any]]], bool], what: str = "", seconds: float = WAIT
+    ) -> None:
+        await wait_for_condition(
+            lambda: done(self.events), self._changed, what or "events", lambda: self.summary(), seconds
+        )
 
     async def wait_count(self, count: int) -> None:
         await self.wait_until(lambda events: len(events) >= count, f"{count} events")

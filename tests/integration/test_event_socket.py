@@ -31,8 +31,8 @@ from medstream.sdk import MedTechApi
 from medstream.sdk.connection import SubscriptionEvent, SubscriptionOptions
 from medstream.sdk.event_socket import EventSocket, open_event_socket
 from tests.conftest import ADMIN_LOGIN, ADMIN_PASSWORD, IN_CI
-from tests.integration.events_support import SETTLE, eventually, health_events, wait_for_condition
-from tests.integration.raw_events import WAIT, create_patients, dedicated_server, login
+from tests.integration.events_support import SETTLE, Recorder, eventually, health_events, wait_for_condition
+from tests.integration.raw_events import WAIT, DedicatedServer, create_patients, dedicated_server
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
@@ -399,6 +399,20 @@ def tls_context(certificate: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
+async def _one_event_through(url: str, server: DedicatedServer, what: str) -> None:
+    """An admin's SDK on `url` subscribes to patient creates; a patient created on `server` itself reaches the
+    callback, and the subscription is connected."""
+    api = await MedTechApi.builder().with_url(url).with_username(ADMIN_LOGIN).with_password(ADMIN_PASSWORD).build()
+    try:
+        recorder = Recorder()
+        connection = await api.patient_api.subscribe_to_patient_events(["CREATE"], None, recorder)
+        [patient] = await create_patients(server.url, await server.admin_token())
+        await recorder.wait_until(lambda events: [e.entity.id for e in events] == [patient["id"]], what)
+        assert connection.is_connected
+    finally:
+        await api.close()
+
+
 async def test_the_sdk_subscribes_over_wss_checking_the_server_certificate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -407,30 +421,7 @@ async def test_the_sdk_subscribes_over_wss_checking_the_server_certificate(
     async with dedicated_server(tmp_path) as server:
         backend_port = int(server.url.rsplit(":", 1)[1])
         async with Relay(backend_port, tls_context(certificate, key)).running() as relay:
-            url = f"https://127.0.0.1:{relay.port}"
-            api = (
-                await MedTechApi.builder()
-                .with_url(url)
-                .with_username(ADMIN_LOGIN)
-                .with_password(ADMIN_PASSWORD)
-                .build()
-            )
-            try:
-                received: list[str] = []
-                arrived = asyncio.Event()
-
-                def on_event(patient: Patient) -> None:
-                    assert patient.id is not None
-                    received.append(patient.id)
-                    arrived.set()
-
-                connection = await api.patient_api.subscribe_to_patient_events(["CREATE"], None, on_event)
-                token = (await login(server.url, ADMIN_LOGIN, ADMIN_PASSWORD))["token"]
-                [patient] = await create_patients(server.url, token)
-                await wait_for_condition(lambda: received == [patient["id"]], arrived, "the event over wss")
-                assert connection.is_connected
-            finally:
-                await api.close()
+            await _one_event_through(f"https://127.0.0.1:{relay.port}", server, "the event over wss")
 
         # A certificate the client does not trust: the socket is refused, and the SDK says so.
         monkeypatch.delenv("SSL_CERT_FILE")
@@ -447,28 +438,25 @@ async def test_the_sdk_drops_a_socket_gone_silent_and_resumes_on_a_new_one(tmp_p
             builder = MedTechApi.builder().with_url(f"http://127.0.0.1:{relay.port}").with_username(ADMIN_LOGIN)
             api = await builder.with_password(ADMIN_PASSWORD).build()
             try:
-                received: list[str] = []
-                arrived = asyncio.Event()
+                recorder = Recorder()
                 reconnections: list[int] = []
 
-                def on_event(patient: Patient) -> None:
-                    assert patient.id is not None
-                    received.append(patient.id)
-                    arrived.set()
+                def received(events: list[SubscriptionEvent[Any]]) -> list[str | None]:
+                    return [e.entity.id for e in events]
 
                 options = SubscriptionOptions(heartbeat_ms=200, connection_retry_interval_ms=50)
-                connection = await api.patient_api.subscribe_to_patient_events(["CREATE"], None, on_event, options)
+                connection = await api.patient_api.subscribe_to_patient_events(["CREATE"], None, recorder, options)
                 connection.on_reconnecting(lambda attempt: reconnections.append(attempt))
                 written = [p["id"] for p in await create_patients(server.url, token)]
-                await wait_for_condition(lambda: received == written, arrived, "the first event")
+                await recorder.wait_until(lambda events: received(events) == written, "the first event")
 
                 relay.freeze()  # the socket stays open both ends, and nothing goes through any more
                 written += [p["id"] for p in await create_patients(server.url, token, 2)]
                 # No pong within two heartbeats: the SDK drops the socket (no closing handshake to wait for),
                 # opens another and resumes after the last event it delivered.
                 started = asyncio.get_running_loop().time()
-                await wait_for_condition(
-                    lambda: received == written, arrived, "the events sent while silent", seconds=15
+                await recorder.wait_until(
+                    lambda events: received(events) == written, "the events sent while silent", seconds=15
                 )
                 assert asyncio.get_running_loop().time() - started < 3.0, "about three heartbeats, not a timeout"
                 assert reconnections == [1]
@@ -490,18 +478,11 @@ async def test_the_sdk_receives_events_on_uvloop(tmp_path: Path) -> None:
                 .build()
             )
             try:
-                received: list[str] = []
-                arrived = asyncio.Event()
-
-                def on_event(patient: Patient) -> None:
-                    assert patient.id is not None
-                    received.append(patient.id)
-                    arrived.set()
-
-                await api.patient_api.subscribe_to_patient_events(["CREATE"], None, on_event)
+                recorder = Recorder()
+                await api.patient_api.subscribe_to_patient_events(["CREATE"], None, recorder)
                 subscribed.set()
-                await wait_for_condition(lambda: len(received) >= 3, arrived, "3 events on uvloop")
-                return received
+                await recorder.wait_count(3)
+                return [str(e.entity.id) for e in recorder.events]
             finally:
                 await api.close()
 
@@ -605,27 +586,6 @@ async def test_the_sdk_reaches_the_server_through_the_proxy_the_environment_name
         async with Relay(backend_port, context).running() as relay:
             # WS_PROXY and WSS_PROXY are read by the websocket only: REST goes straight to the server.
             monkeypatch.setenv("WSS_PROXY" if secure else "WS_PROXY", f"http://127.0.0.1:{proxy.port}")
-            api = await (
-                MedTechApi.builder()
-                .with_url(f"{'https' if secure else 'http'}://127.0.0.1:{relay.port}")
-                .with_username(ADMIN_LOGIN)
-                .with_password(ADMIN_PASSWORD)
-                .build()
-            )
-            try:
-                received: list[str] = []
-                arrived = asyncio.Event()
-
-                def on_event(patient: Patient) -> None:
-                    assert patient.id is not None
-                    received.append(patient.id)
-                    arrived.set()
-
-                connection = await api.patient_api.subscribe_to_patient_events(["CREATE"], None, on_event)
-                token = (await login(server.url, ADMIN_LOGIN, ADMIN_PASSWORD))["token"]
-                [patient] = await create_patients(server.url, token)
-                await wait_for_condition(lambda: received == [patient["id"]], arrived, "the event through the proxy")
-                assert connection.is_connected
-                assert proxy.targets == [f"127.0.0.1:{relay.port}"], "the socket, and only it, went by the proxy"
-            finally:
-                await api.close()
+            url = f"{'https' if secure else 'http'}://127.0.0.1:{relay.port}"
+            await _one_event_through(url, server, "the event through the proxy")
+            assert proxy.targets == [f"127.0.0.1:{relay.port}"], "the socket, and only it, went by the proxy"
