@@ -85,6 +85,21 @@ async def drop_pg_database(name: str) -> None:
         await conn.close()
 
 
+async def terminate_medstream_backends(database_url: str) -> int:
+    """Kill every PostgreSQL backend Medstream holds on the database of `database_url`, as a restart or a proxy
+    dropping idle connections would; how many were killed."""
+    conn = await _pg_admin_connection()
+    try:
+        killed: int = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = $1 AND application_name = 'medstream'",
+            database_url.rsplit("/", 1)[1],
+        )
+    finally:
+        await conn.close()
+    return killed
+
+
 @contextlib.asynccontextmanager
 async def database_url_for(backend: str, directory: Path) -> AsyncIterator[str]:
     """A database URL on `backend` ("sqlite" or "postgresql") that is dropped afterwards."""

@@ -18,7 +18,16 @@ import pytest
 from medstream.errors import MedstreamError, NotFoundError
 from medstream.model import MedicalDevice
 from medstream.sdk import MedTechApi, SubscriptionEvent, SubscriptionOptions
-from tests.conftest import ADMIN_LOGIN, ADMIN_PASSWORD, IN_CI, PG_HOST, PG_PORT, PG_USER, database_url_for
+from tests.conftest import (
+    ADMIN_LOGIN,
+    ADMIN_PASSWORD,
+    IN_CI,
+    PG_HOST,
+    PG_PORT,
+    PG_USER,
+    database_url_for,
+    terminate_medstream_backends,
+)
 from tests.integration.events_support import node
 
 PG_CTLCLUSTER = shutil.which("pg_ctlcluster")
@@ -140,20 +149,10 @@ async def test_pooled_connections_killed_between_transactions_are_replaced_witho
     async with database_url_for("postgresql", tmp_path) as database_url:
         database = Database(database_url, pool_size=2)
         await database.migrate()
-        name = database_url.rsplit("/", 1)[1]
         try:
             # Two connections in the pool, both idle now.
             await asyncio.gather(*(database.ping() for _ in range(2)))
-            admin = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres")
-            try:
-                killed = await admin.fetchval(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE datname = $1 AND application_name = 'medstream'",
-                    name,
-                )
-            finally:
-                await admin.close()
-            assert killed >= 1
+            assert await terminate_medstream_backends(database_url) >= 1
 
             def insert(conn: Any) -> None:
                 conn.execute(server_keys.insert().values(name="k-after-kill", value="v"))

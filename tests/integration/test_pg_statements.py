@@ -8,7 +8,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from medstream.access import Actor
@@ -17,7 +16,7 @@ from medstream.model import DataSample, Patient, User
 from medstream.model.entities import KIND_BY_NAME
 from medstream.store.database import Database
 from medstream.store.repository import EntityRepository
-from tests.conftest import PG_HOST, PG_PORT, PG_USER, database_url_for
+from tests.conftest import database_url_for, terminate_medstream_backends
 
 ANN = Actor(user_id="user-ann", data_owner_id="hcp-ann")
 ADMIN = Actor(user_id="admin", data_owner_id=None, is_admin=True)
@@ -100,17 +99,7 @@ async def test_a_create_after_its_connections_were_killed_runs_on_new_ones(pg: _
     patients = [Patient(first_name=f"P{i}") for i in range(2)]
     # Two creates at once: both autocommit connections made, and idle after.
     await asyncio.gather(*(pg.repository.create_or_modify(KIND_BY_NAME["Patient"], [p], ANN) for p in patients))
-    name = pg.database.url.rsplit("/", 1)[1]
-    admin = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres")
-    try:
-        killed = await admin.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = $1 AND application_name = 'medstream'",
-            name,
-        )
-    finally:
-        await admin.close()
-    assert killed >= 1
+    assert await terminate_medstream_backends(pg.database.url) >= 1
     await asyncio.sleep(0.1)  # the driver hears of the closed sockets
 
     (sample,) = await pg.repository.create_or_modify(
