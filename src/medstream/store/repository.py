@@ -464,8 +464,6 @@ class EntityRepository:
         if not writes:
             return
         table = ENTITY_TABLES[kind.name]
-        # In id order, like the locks of _rows_by_id, so that two batches creating the same ids never deadlock.
-        new_rows = sorted((w.row for w in writes if w.write.is_new), key=lambda r: str(r["id"]))
         changed = [w for w in writes if not w.write.is_new]
         try:
             for w in changed:
@@ -485,11 +483,7 @@ class EntityRepository:
                 )
             # After the deletes: a modified entity's terms and readers are replaced, not added to.
             event_rows = outbox.event_rows(conn, [w.event for w in writes], assign_seq=self.database.is_sqlite)
-            terms = [term for w in writes for term in w.terms]
-            readers = [reader for w in writes for reader in w.readers]
-            insert_tables(
-                conn, [(table, new_rows), (entity_terms, terms), (entity_readers, readers), (outbox_table, event_rows)]
-            )
+            insert_tables(conn, _inserts(kind, writes, event_rows))
         except IntegrityError as exc:
             raise ConflictError(_integrity_message(kind, exc)) from exc
 
@@ -557,12 +551,7 @@ class _Creates(MergeableWrite[list[Stored]]):
         rows = [w for create in writes for w in create.writes]
         built = create_statement(
             dialect,
-            [
-                (ENTITY_TABLES[kind.name], sorted((w.row for w in rows), key=lambda r: str(r["id"]))),
-                (entity_terms, [term for w in rows for term in w.terms]),
-                (entity_readers, [reader for w in rows for reader in w.readers]),
-                (outbox_table, [outbox.event_row(w.event) for w in rows]),
-            ],
+            _inserts(kind, rows, [outbox.event_row(w.event) for w in rows]),
             [link for _wanted, links in checks for link in links],
         )
         if built is None:
@@ -586,6 +575,20 @@ class _Creates(MergeableWrite[list[Stored]]):
 
         sql, args = built
         return Statement(sql, args, result, failure)
+
+
+def _inserts(
+    kind: EntityKind, writes: Sequence[_WriteRows], event_rows: list[dict[str, Any]]
+) -> list[tuple[Table, list[dict[str, Any]]]]:
+    """The INSERTs that `writes` need, table by table: their new entity rows, terms, readers and `event_rows`."""
+    # In id order, like the locks of _rows_by_id, so that two batches creating the same ids never deadlock.
+    new_rows = sorted((w.row for w in writes if w.write.is_new), key=lambda r: str(r["id"]))
+    return [
+        (ENTITY_TABLES[kind.name], new_rows),
+        (entity_terms, [term for w in writes for term in w.terms]),
+        (entity_readers, [reader for w in writes for reader in w.readers]),
+        (outbox_table, event_rows),
+    ]
 
 
 def _by_reader(creates: Sequence[_Creates]) -> list[tuple[Actor, list[Entity]]]:
