@@ -52,8 +52,8 @@ class LogHead:
     floor_seq: int
 
 
-# Plain SQL: the log's head, for either driver (the PostgreSQL dispatcher polls it on asyncpg itself).
-HEAD_SQL = "SELECT last_seq, epoch, floor_seq FROM outbox_tail WHERE id = 1"
+# Plain SQL: the log's head, for either driver.
+_HEAD_SQL = "SELECT last_seq, epoch, floor_seq FROM outbox_tail WHERE id = 1"
 # On SQLite these run through the driver itself (database.sqlite_execute). _ADVANCE_SQLITE numbers the events
 # there; on PostgreSQL the commit trigger does.
 _ADVANCE_SQLITE = "UPDATE outbox_tail SET last_seq = last_seq + ? WHERE id = 1 RETURNING last_seq"
@@ -101,9 +101,9 @@ def _written(seq: int, e: PendingEvent) -> WrittenEvent:
 
 def head(conn: Connection) -> LogHead:
     if conn.dialect.name == "sqlite":
-        last_seq, epoch, floor_seq = sqlite_execute(conn, HEAD_SQL).fetchone()
+        last_seq, epoch, floor_seq = sqlite_execute(conn, _HEAD_SQL).fetchone()
     else:
-        last_seq, epoch, floor_seq = conn.exec_driver_sql(HEAD_SQL).one()
+        last_seq, epoch, floor_seq = conn.exec_driver_sql(_HEAD_SQL).one()
     return LogHead(last_seq=last_seq, epoch=epoch, floor_seq=floor_seq)
 
 
