@@ -308,6 +308,23 @@ def test_equal_sets_give_equal_json_whatever_the_insertion_order(data: st.DataOb
     assert user(id_list).to_json() == user(other_ids).to_json()
 
 
+@ENTITY_SETTINGS
+@given(coding_list=st.lists(codings, unique=True, max_size=8))
+def test_a_coding_set_serialises_each_coding_as_pydantic_dumps_it(coding_list: list[CodingReference]) -> None:
+    # The set's serialiser builds each coding's JSON itself: it must stay what the model's own dump gives.
+    dumped = Patient(labels=set(coding_list)).to_json_dict()["labels"]
+    assert sorted(map(orjson.dumps, dumped)) == sorted(
+        orjson.dumps(c.model_dump(mode="json", by_alias=True, exclude_none=True)) for c in coding_list
+    )
+
+
+def test_a_coding_with_every_field_set_serialises_as_pydantic_dumps_it() -> None:
+    # Catches a field added to CodingReference and not to the set's serialiser.
+    full = CodingReference(**{name: f"value of {name}" for name in CodingReference.model_fields})
+    (dumped,) = Patient(labels={full}).to_json_dict()["labels"]
+    assert orjson.dumps(dumped) == orjson.dumps(full.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+
 def test_codings_differing_only_by_id_are_ordered_by_id() -> None:
     a, b = CodingReference(id="b", type="LOINC", code="1"), CodingReference(id="a", type="LOINC", code="1")
     assert [c["id"] for c in Patient(labels={a, b}).to_json_dict()["labels"]] == ["a", "b"]
