@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import time
-import uuid
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -39,7 +38,7 @@ from medstream.errors import ConflictError, ForbiddenError, NotFoundError, Valid
 from medstream.events.types import EventType
 from medstream.model.common import Delegation, Entity, SystemMetaData
 from medstream.model.entities import EntityKind
-from medstream.model.ids import new_entity_id
+from medstream.model.ids import new_entity_id, random_hex
 from medstream.model.user import User
 from medstream.store import outbox
 from medstream.store.database import Database, insert_tables, sqlite_execute
@@ -60,7 +59,7 @@ def now_ms() -> int:
 
 def _next_rev(rev: str | None) -> str:
     generation = int(rev.split("-", 1)[0]) + 1 if rev else 1
-    return f"{generation}-{uuid.uuid4().hex}"
+    return f"{generation}-{random_hex(16)}"
 
 
 def _column_value(value: Any) -> Any:
