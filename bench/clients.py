@@ -253,6 +253,12 @@ class _Socket:
     last_ns: int = 0
     closed: str | None = None
     deflate: bool = False
+    subscriptions: int = 1  # each event matching them all arrives this many times
+    expected: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.events >= self.expected
 
 
 class _Holder:
@@ -265,13 +271,13 @@ class _Holder:
         self.sockets: list[_Socket] = []
         self.readers: list[asyncio.Task[None]] = []
         self.progress = asyncio.Event()
-        self.expected = 0
 
     async def open(self, subscriptions: list[dict[str, Any]]) -> _Socket:
         ws = await connect(
             self.ws_url, max_size=64 * 1024 * 1024, compression=self.compression, open_timeout=120, close_timeout=5
         )
         state = _Socket(ws, deflate="permessage-deflate" in (ws.response.headers.get("Sec-WebSocket-Extensions") or ""))
+        state.subscriptions = max(1, len(subscriptions))
         if self.protocol == "medstream":
             auth: dict[str, Any] = {"type": "auth", "token": self.token}
             if self.batched:
@@ -314,7 +320,7 @@ class _Holder:
                         state.last_ns = now
                         state.events += 1
                         state.bytes += len(message)
-                        if state.events == self.expected:
+                        if state.events == state.expected:
                             self.progress.set()
                     elif message.startswith(b'{"type":"ping"'):
                         await ws.send('{"type":"pong"}')
@@ -323,14 +329,15 @@ class _Holder:
             self.progress.set()
 
     def arm(self, expected: int) -> None:
-        self.expected = expected
+        """Expect `expected` events per subscription: a socket with several gets each event once for each."""
         for state in self.sockets:
             state.events = state.bytes = state.first_ns = state.last_ns = 0
+            state.expected = expected * state.subscriptions
 
     async def wait(self, within: float) -> None:
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
-            if all(s.events >= self.expected or s.closed for s in self.sockets):
+            if all(s.complete or s.closed for s in self.sockets):
                 return
             self.progress.clear()
             with contextlib.suppress(TimeoutError):
@@ -343,7 +350,7 @@ class _Holder:
             "sockets": len(self.sockets),
             "events": sum(s.events for s in self.sockets),
             "bytes": sum(s.bytes for s in self.sockets),
-            "complete": sum(1 for s in self.sockets if s.events >= self.expected),
+            "complete": sum(1 for s in self.sockets if s.complete),
             "first_ns": min((s.first_ns for s in got), default=0),
             "last_ns": max((s.last_ns for s in got), default=0),
             "closed": [s.closed for s in self.sockets if s.closed][:5],
@@ -377,8 +384,8 @@ async def socket_holder(
     """Holds raw websockets (asking for batched frames with `batched`). Commands:
     - `connect` {sockets, per_socket, filter_kind, first_index}: open `sockets` more sockets, each authenticated with
       `per_socket` subscriptions of `filter_kind` (see `subscription_filter`); answers `connected`.
-    - `arm` {expected}: reset the event counters; answers `armed`.
-    - `wait` {within}: until every socket has `expected` events (or is closed); answers `tally`.
+    - `arm` {expected}: reset the event counters, expect `expected` events per subscription; answers `armed`.
+    - `wait` {within}: until every socket has its expected events (or is closed); answers `tally`.
     - `stop`."""
     holder = _Holder(ws_url, token, protocol, compression, batched)
     channel.send("ready")

@@ -55,3 +55,6 @@ async def test_every_benchmark_prints_its_table_and_json(tmp_path: Path) -> None
         assert report["results"] and {"loadavg_start", "cpus", "commit", "python_loop_ns"} <= set(report["machine"])
         assert report["machine"]["python_loop_ns"] > 0 and report["machine"]["python_loop_ns_start"] > 0
         assert all({"name", "target", "measured", "met"} <= set(t) for t in report["targets"])
+        if name == "subscription_scale":  # each of the 3 matching subscriptions got each event
+            (matching,) = [row for row in report["results"]["rows"] if row["matching"]]
+            assert matching["delivered_per_event"] == 3
