@@ -202,8 +202,8 @@ async def run(args: argparse.Namespace) -> Report:
             sockets = -(-matching // per_socket)
             # A write's events reach a socket in one turn of the server's loop, once per matching subscription:
             # a batch of 100 samples is 10,000 messages for a socket with 100 subscriptions, the whole send
-            # queue (MEDSTREAM_WS_SEND_QUEUE), and the socket is closed as too slow (4429) however fast it reads.
-            # Batches here queue at most a quarter of it per socket.
+            # queue (MEDSTREAM_WS_SEND_QUEUE); what the socket's buffers cannot take at once then closes it as
+            # too slow (4429). This row measures dispatch, not bursts: batches queue at most a quarter of it.
             batch = max(1, min(args.batch, _SEND_QUEUE // (4 * per_socket)))
             measured = []
             for _ in range(runs):

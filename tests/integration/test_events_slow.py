@@ -187,3 +187,21 @@ async def test_a_resume_with_more_missed_events_than_the_send_queue_holds_comple
         assert (await client.subscribe("mine", after=position, epoch=epoch))["type"] == "subscribed"
         await client.event_for("mine", written[-1])
         assert [f["entity"]["id"] for f in client.events("mine")] == written
+
+
+async def test_a_burst_larger_than_the_send_queue_reaches_a_socket_that_reads(
+    small_queue_server: DedicatedServer,
+) -> None:
+    """One write whose events reach a socket more times than its send queue holds (a batch, several matching
+    subscriptions) is not a slow consumer: what the socket takes goes out at once, and nothing is closed."""
+    server = small_queue_server
+    token = await server.admin_token()
+    subscriptions = [f"s{i}" for i in range(4)]
+    async with RawClient.opened(server.url, token) as client:
+        for subscription in subscriptions:
+            assert (await client.subscribe(subscription))["type"] == "subscribed"
+        written = [p["id"] for p in await create_patients(server.url, token, 16)]  # 64 messages, queue of 32
+        for subscription in subscriptions:
+            await client.event_for(subscription, written[-1])
+            assert [f["entity"]["id"] for f in client.events(subscription)] == written
+        assert closing_code(server) is None

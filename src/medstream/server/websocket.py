@@ -85,6 +85,11 @@ class ClientConnection:
     def deliver(self, frame: bytes) -> None:
         if self.close_reason is not None:
             return
+        if len(self._queue) >= self.limits.send_queue and self._send_now is not None and not self._writing:
+            # A burst (a batch whose events reach this socket once per matching subscription) fills the queue in
+            # one turn of the loop, before the end-of-turn flush: hand the socket what it takes now. Only what
+            # it cannot take counts against it.
+            self._flush()
         if len(self._queue) >= self.limits.send_queue:
             self.close_soon(TooSlowError.close_code, "too slow: send queue full; resume from your last seq")
             return
