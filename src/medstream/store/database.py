@@ -122,6 +122,15 @@ def _abandoned() -> OperationalError:
     return OperationalError("", {}, RuntimeError("SQLite abandoned the transaction"))
 
 
+def _refuse_if_abandoned(conn: Connection) -> None:
+    """Raise if SQLite has rolled back the transaction under `conn` by itself (see `_inside_the_transaction`):
+    nothing more may run in it, and it must not be committed."""
+    raw = conn.connection.dbapi_connection
+    assert isinstance(raw, sqlite3.Connection)
+    if not raw.in_transaction:
+        raise _abandoned()
+
+
 class Database:
     """The store's connection: runs transactions, and tells listeners after every committed write."""
 
@@ -318,10 +327,7 @@ def sqlite_execute(conn: Connection, sql: str, parameters: Sequence[Any] = ()) -
     return the driver's cursor. For the few statements every write and every dispatch runs: SQLAlchemy's
     execution machinery cost ten times SQLite's own work for them. Errors are SQLAlchemy's, as from
     `conn.execute`, and a transaction SQLite has abandoned is refused as in `_inside_the_transaction`."""
-    raw = conn.connection.dbapi_connection
-    assert isinstance(raw, sqlite3.Connection)
-    if not raw.in_transaction:
-        raise _abandoned()
+    _refuse_if_abandoned(conn)
     return _driver_execute(conn, sql, parameters)
 
 
@@ -654,21 +660,18 @@ class _SQLiteRunner:
         _take_published(conn)  # nothing left over from a failed group
         try:
             with conn.begin() as transaction:
-                raw = conn.connection.dbapi_connection
                 if len(group) == 1:
                     (job,) = group
                     job.outcome = (True, job.work(conn))
                     job.published = _take_published(conn)
                 else:
                     for run in runs:
-                        if not raw.in_transaction:  # type: ignore[union-attr]
-                            raise _abandoned()  # see _inside_the_transaction: stop, and fail the whole group
+                        _refuse_if_abandoned(conn)  # stop, and fail the whole group
                         # A group that is one run is here only because that run failed in `_commit_merged`.
                         if len(run) == 1 or len(runs) == 1 or not self._run_merged(conn, run):
                             for job in run:
                                 self._run_alone(conn, job)
-                if not raw.in_transaction:  # type: ignore[union-attr]
-                    raise _abandoned()
+                _refuse_if_abandoned(conn)
                 transaction.commit()
         except Exception as exc:
             failure = self._translate(exc)
@@ -686,15 +689,13 @@ class _SQLiteRunner:
         works: list[MergeableWrite[Any]] = [job.work for job in group]  # type: ignore[misc]
         try:
             with conn.begin() as transaction:
-                raw = conn.connection.dbapi_connection
                 try:
                     results = type(works[0]).run_merged(conn, works)
                 except Exception:  # they cannot all succeed together: each runs alone next
                     transaction.rollback()
                     _take_published(conn)
                     return False
-                if not raw.in_transaction:  # type: ignore[union-attr]
-                    raise _abandoned()
+                _refuse_if_abandoned(conn)
                 transaction.commit()
         except Exception as exc:
             failure = self._translate(exc)
