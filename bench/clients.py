@@ -276,8 +276,11 @@ class _Holder:
         ws = await connect(
             self.ws_url, max_size=64 * 1024 * 1024, compression=self.compression, open_timeout=120, close_timeout=5
         )
-        state = _Socket(ws, deflate="permessage-deflate" in (ws.response.headers.get("Sec-WebSocket-Extensions") or ""))
-        state.subscriptions = max(1, len(subscriptions))
+        state = _Socket(
+            ws,
+            deflate="permessage-deflate" in (ws.response.headers.get("Sec-WebSocket-Extensions") or ""),
+            subscriptions=max(1, len(subscriptions)),
+        )
         if self.protocol == "medstream":
             auth: dict[str, Any] = {"type": "auth", "token": self.token}
             if self.batched:
