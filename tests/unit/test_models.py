@@ -271,6 +271,24 @@ def test_every_entity_survives_a_json_round_trip_and_gives_the_same_bytes_again(
     again = kind.model.model_validate(orjson.loads(wire))
     assert again == entity
     assert again.to_json() == wire
+    # The JSON is written by pydantic's serializer, the dict by its dump: both are the one wire form.
+    assert orjson.loads(wire) == entity.to_json_dict()
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1, 2**64 - 1, 2**70])
+def test_an_integer_beyond_64_bits_is_refused_by_every_model_that_holds_one(value: int) -> None:
+    for build in (
+        lambda: DataSample(index=value),
+        lambda: DataSample(content={"en": Content(measure_value=Measure(severity=value))}),
+        lambda: Patient(date_of_birth=value),
+        lambda: HealthcareElement(status=value),
+        lambda: Patient(created=value),
+    ):
+        with pytest.raises(pydantic.ValidationError, match="9223372036854775"):
+            build()
+    assert DataSample(index=2**63 - 1).to_json() == b'{"labels":[],"codes":[],"identifiers":[],' + (
+        b'"healthcareElementIds":[],"canvasesIds":[],"index":9223372036854775807,"content":{},"qualifiedLinks":{}}'
+    )
 
 
 def test_entities_of_an_unknown_kind_is_a_key_error_listing_the_known_kinds() -> None:

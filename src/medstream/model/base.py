@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Self
 
-import orjson
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
@@ -29,7 +28,9 @@ class MedstreamModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.to_json_dict())
+        """`to_json_dict()` as JSON, written by pydantic's serializer straight from the model (building the
+        dict first and dumping it took 1.5-2x as long: every write stores its entity's JSON, every event sends it)."""
+        return self.__pydantic_serializer__.to_json(self, by_alias=True, exclude_none=True)
 
     @classmethod
     def from_json_dict(cls, data: Any) -> Self:

@@ -36,13 +36,17 @@ def _coding_order(c: CodingReference) -> tuple[bool, str, bool, str, bool, str, 
     )  # fmt: skip
 
 
+def _coding_json(c: CodingReference) -> dict[str, Any]:
+    return {name: value for name in _CODING_FIELDS if (value := getattr(c, name)) is not None}
+
+
 def _sorted_codings(codings: set[CodingReference]) -> list[dict[str, Any]]:
     # Built here rather than by a model_dump per coding: that call back into pydantic was most of a data
-    # sample's serialisation. The fields are plain strings; the result is what model_dump would give.
-    return [
-        {name: value for name in _CODING_FIELDS if (value := getattr(c, name)) is not None}
-        for c in sorted(codings, key=_coding_order)
-    ]
+    # sample's serialisation. The fields are plain strings; the result is what model_dump would give. Most
+    # sets are empty or hold one coding (every entity has two sets): those need no sort.
+    if len(codings) <= 1:
+        return [_coding_json(c) for c in codings]
+    return [_coding_json(c) for c in sorted(codings, key=_coding_order)]
 
 
 # A set of codings; serialised as a list in a stable order so that equal sets give equal JSON.
@@ -55,8 +59,12 @@ StringSet = Annotated[set[str], PlainSerializer(sorted, return_type=list[str])]
 # Binary data (a picture, a file) as standard padded base64 text, the way JSON carries it.
 Base64Text = Annotated[str, Field(pattern=r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
 
+# An integer as entities carry it: signed 64-bit (a Kotlin Long in iCure), so that every stored document is JSON
+# that any client parses to the same number, and fits a BIGINT column when the field is indexed.
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+
 # A date and time as iCure writes it: the integer YYYYMMDDhhmmss (20240131143000), or YYYYMMDD for a date.
-FuzzyDateTime = int
+FuzzyDateTime = Int64
 
 
 class Identifier(MedstreamModel):
@@ -84,8 +92,8 @@ class PersonNameUse(StrEnum):
 class PersonName(MedstreamModel):
     last_name: str | None = None
     first_names: list[str] = Field(default_factory=list)
-    start: int | None = None
-    end: int | None = None
+    start: Int64 | None = None
+    end: Int64 | None = None
     prefix: list[str] = Field(default_factory=list)
     suffix: list[str] = Field(default_factory=list)
     text: str | None = None
@@ -162,17 +170,17 @@ class PropertyType(MedstreamModel):
 class TypedValue(MedstreamModel):
     type: PropertyTypeType | None = None
     boolean_value: bool | None = None
-    integer_value: int | None = None
+    integer_value: Int64 | None = None
     double_value: float | None = None
     string_value: str | None = None
-    date_value: int | None = None
+    date_value: Int64 | None = None
 
 
 class Property(MedstreamModel):
     id: str | None = None
     type: PropertyType | None = None
     typed_value: TypedValue | None = None
-    deleted: int | None = None
+    deleted: Int64 | None = None
 
 
 class Delegation(MedstreamModel):
@@ -197,13 +205,13 @@ class Entity(MedstreamModel):
 
     id: EntityId | None = None
     rev: str | None = None
-    created: int | None = None
-    modified: int | None = None
+    created: Int64 | None = None
+    modified: Int64 | None = None
     author: str | None = None
     responsible: str | None = None
     labels: CodingSet = Field(default_factory=set)
     codes: CodingSet = Field(default_factory=set)
-    deletion_date: int | None = None
+    deletion_date: Int64 | None = None
     system_meta_data: SystemMetaData | None = None
 
     def to_write_dict(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from medstream.model.common import (
     EntityId,
     FuzzyDateTime,
     Identifier,
+    Int64,
     StringSet,
 )
 
@@ -28,9 +29,9 @@ class Measure(MedstreamModel):
     min: float | None = None
     max: float | None = None
     ref: float | None = None
-    severity: int | None = None
+    severity: Int64 | None = None
     severity_code: str | None = None
-    evolution: int | None = None
+    evolution: Int64 | None = None
     unit: str | None = None
     unit_codes: CodingSet = Field(default_factory=set)
     comment: str | None = None
@@ -59,7 +60,7 @@ class Content(MedstreamModel):
     string_value: str | None = None
     number_value: float | None = None
     boolean_value: bool | None = None
-    instant_value: int | None = None  # epoch ms
+    instant_value: Int64 | None = None  # epoch ms
     fuzzy_date_value: FuzzyDateTime | None = None
     binary_value: Base64Text | None = None
     document_id: str | None = None
@@ -81,12 +82,12 @@ class DataSample(Entity):
     batch_id: str | None = None  # the id of the enclosing contact
     healthcare_element_ids: StringSet = Field(default_factory=set)
     canvases_ids: StringSet = Field(default_factory=set)
-    index: int | None = None
+    index: Int64 | None = None
     content: dict[str, Content] = Field(default_factory=dict)
     value_date: FuzzyDateTime | None = None
     opening_date: FuzzyDateTime | None = None
     closing_date: FuzzyDateTime | None = None
-    end_of_life: int | None = None
+    end_of_life: Int64 | None = None
     comment: str | None = None
     qualified_links: dict[str, dict[str, str]] = Field(default_factory=dict)
 

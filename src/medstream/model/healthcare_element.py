@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from medstream.model.common import Entity, EntityId, FuzzyDateTime, Identifier
+from medstream.model.common import Entity, EntityId, FuzzyDateTime, Identifier, Int64
 
 
 class HealthcareElement(Entity):
@@ -18,11 +18,11 @@ class HealthcareElement(Entity):
     patient_id: EntityId | None = None  # the patient it is about; set by the server from the URL on create
     healthcare_element_id: EntityId | None = None  # shared by every version of the same condition
     medical_location_id: str | None = None
-    end_of_life: int | None = None
+    end_of_life: Int64 | None = None
     value_date: FuzzyDateTime | None = None
     opening_date: FuzzyDateTime | None = None
     closing_date: FuzzyDateTime | None = None
     description: str | None = None
     note: str | None = None
     relevant: bool = True
-    status: int = 0
+    status: Int64 = 0

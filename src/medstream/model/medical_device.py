@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from medstream.model.common import Base64Text, Entity, EntityId, Identifier, Property
+from medstream.model.common import Base64Text, Entity, EntityId, Identifier, Int64, Property
 
 
 class MedicalDevice(Entity):
@@ -15,7 +15,7 @@ class MedicalDevice(Entity):
     entity_type: ClassVar[str] = "MedicalDevice"
 
     identifiers: list[Identifier] = Field(default_factory=list)
-    end_of_life: int | None = None
+    end_of_life: Int64 | None = None
     external_id: str | None = None
     name: str | None = None
     type: str | None = None

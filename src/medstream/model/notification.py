@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from medstream.model.common import Entity, Identifier, Property
+from medstream.model.common import Entity, Identifier, Int64, Property
 
 
 class NotificationType(StrEnum):
@@ -33,7 +33,7 @@ class Notification(Entity):
     entity_type: ClassVar[str] = "Notification"
 
     identifiers: list[Identifier] = Field(default_factory=list)
-    end_of_life: int | None = None
+    end_of_life: Int64 | None = None
     status: NotificationStatus | None = None
     type: NotificationType | None = None
     properties: list[Property] = Field(default_factory=list)

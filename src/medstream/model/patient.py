@@ -13,6 +13,7 @@ from medstream.model.common import (
     CodingReference,
     Entity,
     Identifier,
+    Int64,
     PersonName,
     Property,
     StringSet,
@@ -66,14 +67,14 @@ class PatientHealthCareParty(MedstreamModel):
 
 
 # A date as iCure writes it: the integer YYYYMMDD (19800131); 0 parts mean unknown (19800000).
-FuzzyDate = int
+FuzzyDate = Int64
 
 
 class Patient(Entity):
     entity_type: ClassVar[str] = "Patient"
 
     identifiers: list[Identifier] = Field(default_factory=list)
-    end_of_life: int | None = None
+    end_of_life: Int64 | None = None
     first_name: str | None = None
     last_name: str | None = None
     names: list[PersonName] = Field(default_factory=list)
