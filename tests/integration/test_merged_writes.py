@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import threading
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,29 @@ class _Store:
                 yield
         finally:
             await conn.close()
+
+    @contextlib.asynccontextmanager
+    async def deleting(self, patient_id: str) -> AsyncIterator[None]:
+        """Inside, another session has marked the patient deleted and not committed yet; it commits at the end."""
+        table = ENTITY_TABLES["Patient"].name
+        if self.backend == "sqlite":
+            conn = sqlite3.connect(self.database.url.split(":///", 1)[1], isolation_level=None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(f"UPDATE {table} SET deleted = 1 WHERE id = ?", (patient_id,))
+                yield
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
+            return
+        url = self.database.url.replace("postgresql+asyncpg://", "postgresql://")
+        pg = await asyncpg.connect(url)
+        try:
+            async with pg.transaction():
+                assert await pg.execute(f"UPDATE {table} SET deleted = 1 WHERE id = $1", patient_id) == "UPDATE 1"
+                yield
+        finally:
+            await pg.close()
 
     async def create_all(
         self, calls: list[Callable[[], Awaitable[Any]]]
@@ -190,6 +215,29 @@ async def test_a_create_that_fails_in_a_merged_run_fails_alone_and_the_others_ar
     assert len(events) == 9 and terms == 9 and readers == 9
     if store.backend == "sqlite":
         assert store.database.merged_writes == merged_before, "the run failed together, then each ran alone"
+
+
+@pytest.mark.parametrize("chosen_id", [False, True], ids=["new-id", "chosen-id"])
+async def test_a_create_waits_for_a_delete_of_its_patient_in_progress_and_is_refused(
+    store: _Store, chosen_id: bool
+) -> None:
+    # A create checks its patient and then inserts; a delete of the patient must not commit in between, or the
+    # data sample would be stored for a deleted patient. (On PostgreSQL a create without an id of its own is one
+    # statement, with one its own a transaction: both lock the patient until they commit.)
+    patient = await _patient(store, ANN, "Ann's patient")
+    sample = _sample(patient, "late")
+    if chosen_id:
+        sample.id = f"chosen-{uuid.uuid4().hex}"
+
+    async with store.deleting(patient):
+        create = asyncio.create_task(store.repository.create_or_modify(SAMPLES, [sample], ANN))
+        await asyncio.sleep(0.5)
+        assert not create.done(), "the create did not wait for the delete in progress"
+
+    with pytest.raises(ConflictError, match="was deleted"):
+        await create
+    samples, events, terms, readers = await _stored_samples(store)
+    assert samples == {} and events == [] and terms == 0 and readers == 0
 
 
 # SQLite only: on PostgreSQL, writes that wait together have no order among them to keep.
