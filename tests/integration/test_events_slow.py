@@ -13,12 +13,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 import pytest_asyncio
 
 from medstream.model import Patient
 from medstream.sdk.connection import SubscriptionEvent, SubscriptionOptions
 from medstream.server.websocket import ClientConnection
+from medstream.server.ws_protocol import WebSocketProtocol
 from tests.integration.raw_events import (
     WAIT,
     DedicatedServer,
@@ -72,11 +74,12 @@ class Arrivals:
 
 
 def closing_code(server: DedicatedServer) -> int | None:
-    """The close code the server has decided for one of its sockets, if any (for the test to know when)."""
+    """The close code the server has decided for one of its sockets, or closed one with, if any (for the test to
+    know when)."""
     for connection in server.hub.connections:
         if connection.close_reason is not None:
             return connection.close_reason[0]
-    return None
+    return next(iter(server.hub.closes), None)
 
 
 async def test_a_reader_that_stops_is_closed_with_4429_and_an_sdk_subscriber_gets_every_event_promptly(
@@ -126,6 +129,40 @@ async def test_a_reader_that_stops_is_closed_with_4429_and_an_sdk_subscriber_get
         assert reconnections == [] and connection.is_connected, "the SDK subscriber was never disturbed"
     finally:
         await api.close()
+
+
+def websocket_protocols(server: DedicatedServer) -> list[WebSocketProtocol]:
+    """The server's websocket connections whose transport is not gone yet (uvicorn's own count)."""
+    return [p for p in server.server.server_state.connections if isinstance(p, WebSocketProtocol)]
+
+
+async def test_a_client_that_reads_nothing_more_is_dropped_at_the_close_timeout(tmp_path: Path) -> None:
+    async with dedicated_server(tmp_path, ws_send_queue=SEND_QUEUE, ws_close_timeout_seconds=0.5) as server:
+        token = await server.admin_token()
+        sock = small_receive_buffer_socket(server.url)
+        async with RawClient.opened(server.url, token, sock=sock) as stalled:
+            answer = await stalled.subscribe("everything", events=("CREATE",))
+            assert answer["type"] == "subscribed"
+            for _ in range(200):
+                await create_patients(server.url, token, 8, note=NOTE)
+                if closing_code(server) is not None:
+                    break
+            assert closing_code(server) == 4429
+            closed_at = time.monotonic()
+
+            # The client reads nothing, not even the close frame behind what fills the buffers: the server does
+            # not wait for those buffers to drain, it drops the connection once the close timeout has passed.
+            while websocket_protocols(server) and time.monotonic() - closed_at < WAIT:  # noqa: ASYNC110 - uvicorn has no event for it
+                await asyncio.sleep(0.05)
+            assert websocket_protocols(server) == [], "the stalled connection is still open on the server"
+            assert time.monotonic() - closed_at >= 0.5, "dropped before the client had its close timeout"
+            # What was still in the server's buffers, the close frame with it, is gone: the client sees the
+            # connection end without a closing handshake.
+            code, _reason = await stalled.closed()
+            assert code == 1006
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            health = (await http.get("/health")).json()
+        assert health["events"]["closes"] == {"4429": 1} and health["events"]["connections"] == 0
 
 
 async def test_the_sdk_closed_as_too_slow_reconnects_and_resumes_with_nothing_lost(

@@ -59,7 +59,9 @@ def make_server(settings: Settings, *, log_level: str = "info", freeze_gc: bool 
         ws_max_size=1 << 20,
         ws_per_message_deflate=settings.ws_per_message_deflate,
         # uvicorn's own protocol keeps a compression context per socket; ours does not, unless asked to.
-        ws="auto" if settings.ws_deflate_context_takeover else WebSocketProtocol,
+        ws="auto"
+        if settings.ws_deflate_context_takeover
+        else WebSocketProtocol.with_close_timeout(settings.ws_close_timeout_seconds),
         timeout_graceful_shutdown=5,
     )
     return MedstreamServer(config, app, freeze_gc=freeze_gc)

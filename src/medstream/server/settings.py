@@ -43,6 +43,9 @@ class Settings:
     ws_heartbeat_timeout_seconds: float = 60.0
     ws_send_queue: int = 10_000
     ws_max_subscriptions: int = 1_000
+    # After the server sends a close frame, how long the client has to answer it before the connection is
+    # dropped (TCP abort): a client that stopped reading never reads the close, and its socket would stay open.
+    ws_close_timeout_seconds: float = 10.0
     # permessage-deflate on event sockets: frames up to 3-4x smaller, but the server compresses every frame once
     # per socket: off by default (bench/README.md has the figures).
     ws_per_message_deflate: bool = False
@@ -75,6 +78,7 @@ class Settings:
                 _env("WS_HEARTBEAT_TIMEOUT_SECONDS", str(cls.ws_heartbeat_timeout_seconds)) or 0
             ),
             "ws_max_subscriptions": int(_env("WS_MAX_SUBSCRIPTIONS", str(cls.ws_max_subscriptions)) or 0),
+            "ws_close_timeout_seconds": float(_env("WS_CLOSE_TIMEOUT_SECONDS", str(cls.ws_close_timeout_seconds)) or 0),
             "ws_per_message_deflate": _flag(_env("WS_PER_MESSAGE_DEFLATE"), cls.ws_per_message_deflate),
             "ws_deflate_context_takeover": _flag(_env("WS_DEFLATE_CONTEXT_TAKEOVER"), cls.ws_deflate_context_takeover),
             "opentelemetry": _flag(_env("OPENTELEMETRY"), cls.opentelemetry),

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -200,6 +200,7 @@ class EventHub:
         self._background: set[asyncio.Task[None]] = set()
         self._going_away: tuple[int, str] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self.closes: Counter[int] = Counter()  # sockets this node closed, by close code (/health)
 
     async def _heartbeat_loop(self) -> None:
         """One task ticks every connection's heartbeat: a task per connection, each waking every second, cost
@@ -298,6 +299,7 @@ class EventHub:
             log.error("websocket reader failed", exc_info=error)
             connection.close_soon(1011, "internal error")
         if connection.close_reason is not None:
+            self.closes[connection.close_reason[0]] += 1
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
                     with contextlib.suppress(Exception):

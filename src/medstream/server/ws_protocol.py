@@ -15,12 +15,23 @@ for one event to ten subscribers that was a fifth of the event loop's work per w
 them as uvicorn's `send` would, and declines (returns False) whenever that `send` would have to wait (the
 transport's buffer is full) or could not send (handshake not done, closing, closed), for the caller to take
 the ASGI way instead.
+
+**Dropping a client that stopped reading.** uvicorn's close waits for the transport's buffer to drain twice:
+its `send` of the close frame waits until the transport takes writes again, and closing the transport waits
+until its buffer is sent. For a client that stopped reading (the one a full send queue closes with 4429, one
+silent past the heartbeat, one that misses uvicorn's keepalive pong), neither ever comes: the endpoint's close
+gave up after its own 5 s, and the connection, its buffers and its file descriptor stayed for as long as the
+client's TCP stack acknowledged the server's probes. Here the close frame is queued behind what the buffer
+holds, without waiting, and a transport that has not gone `close_timeout` seconds after it began to close is
+aborted.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, ClassVar, cast
 
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
@@ -30,10 +41,17 @@ SEND_NOW = "medstream.send_now"
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websockets protocol, offering permessage-deflate with no context takeover either way, and
-    `send_now` in each socket's scope."""
+    `send_now` in each socket's scope. `with_close_timeout` makes one with another close timeout."""
+
+    close_timeout_seconds: ClassVar[float] = 10.0
+
+    @classmethod
+    def with_close_timeout(cls, seconds: float) -> type[WebSocketProtocol]:
+        return type(cls.__name__, (cls,), {"close_timeout_seconds": seconds})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.close_timeout = self.close_timeout_seconds
         if self.config.ws_per_message_deflate:
             self.conn.available_extensions = [
                 ServerPerMessageDeflateFactory(
@@ -49,6 +67,40 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         extensions: dict[str, Any] = self.scope["extensions"]
         extensions[SEND_NOW] = self.send_now
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.transport = cast(asyncio.Transport, _DroppingTransport(self.transport, self.close_timeout))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        transport = self.transport
+        if isinstance(transport, _DroppingTransport):
+            transport.gone()
+        super().connection_lost(exc)
+
+    async def send(self, message: Any) -> None:
+        if message["type"] == "websocket.close" and self.handshake_complete and not self.writable.is_set():
+            self._close_behind_buffer(message.get("code", 1000), message.get("reason", "") or "")
+            return
+        await super().send(message)
+
+    def _close_behind_buffer(self, code: int, reason: str) -> None:
+        """uvicorn's `send` of a close, without first waiting until the transport takes writes again."""
+        if self.disconnected:
+            raise ClientDisconnected()
+        if self.close_sent or self.transport.is_closing():
+            return
+        try:
+            self.conn.send_close(code, reason)
+        except InvalidState:
+            raise ClientDisconnected() from None
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
 
     def send_now(self, text: bytes) -> bool:
         """Send `text` (UTF-8) as one text message now; False, sending nothing, if it cannot go without waiting."""
@@ -67,3 +119,32 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             return False
         self.transport.write(b"".join(self.conn.data_to_send()))
         return True
+
+
+class _DroppingTransport:
+    """A socket's transport whose `close()` becomes an abort if the transport has not gone `timeout` seconds
+    later (its buffer never drained). Everything else is the transport's own; `write` and `is_closing` are
+    bound once, as every frame sent calls them."""
+
+    __slots__ = ("_timeout", "_timer", "_transport", "is_closing", "write")
+
+    def __init__(self, transport: asyncio.Transport, timeout: float) -> None:
+        self._transport = transport
+        self._timeout = timeout
+        self._timer: asyncio.TimerHandle | None = None
+        self.write = transport.write
+        self.is_closing = transport.is_closing
+
+    def close(self) -> None:
+        self._transport.close()
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._timeout, self._transport.abort)
+
+    def gone(self) -> None:
+        """The connection is lost: nothing is left to abort."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)

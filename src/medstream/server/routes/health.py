@@ -34,6 +34,7 @@ async def health(state: Annotated[ServerState, Depends(server_state)]) -> Respon
         "dispatchNanos": dispatcher.dispatch_nanos,
         "connections": len(hub.connections),
         "subscriptions": hub.subscription_count,
+        "closes": {str(code): count for code, count in sorted(hub.closes.items())},
     }
     body = {"status": status, "database": database, "events": events}
     return Response(orjson.dumps(body), status_code=status_code, media_type="application/json")
