@@ -58,3 +58,13 @@ async def test_every_benchmark_prints_its_table_and_json(tmp_path: Path) -> None
         if name == "subscription_scale":  # each of the 3 matching subscriptions got each event
             (matching,) = [row for row in report["results"]["rows"] if row["matching"]]
             assert matching["delivered_per_event"] == 3
+
+
+@pytest.mark.parametrize("name", ["validate", "prepare", "rows", "document", "event"])
+def test_each_step_bench_instructions_counts_runs_on_the_current_code(name: str) -> None:
+    # The command itself runs each step under valgrind (a minute or more): here each step runs once, plainly,
+    # so that one the code no longer supports fails here rather than in a session that wants the counts.
+    from bench.instructions import step
+
+    results = step(name, 5)()
+    assert isinstance(results, list) and len(results) == 5 and all(r is not None for r in results)

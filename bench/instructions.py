@@ -1,0 +1,136 @@
+"""Instructions: CPU instructions per data sample of the write path's steps, counted by valgrind.
+
+    .venv/bin/python -m bench.instructions [--steps validate,prepare,rows,document,event] [--samples 200]
+
+Timings on this VM move by a third from one minute to the next; instruction counts do not. Each step runs in a
+Python process under `valgrind --tool=callgrind` (PYTHONHASHSEED=0), once over --samples one-label data samples
+and once over them --repeat times more; the difference of the two totals, over the extra samples, is the
+step's cost per sample, start-up and set-up cancelled out. For comparing code changes (run it on each side),
+not for comparing with other machines. Needs valgrind (`apt-get install valgrind`).
+
+Steps: `validate` (a batch body, JSON to models, as the batch route does), `prepare` (`_prepare_create`: id,
+rev, readers, the stored copy), `rows` (`_rows_of`: row, terms, readers, JSON document, event), `document`
+(an entity's JSON alone), `event` (the SDK's parse of an event message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from bench.clients import sample_body
+from bench.common import Progress, Report, Table, base_parser, cli
+
+NAME = "instructions"
+STEPS = ("validate", "prepare", "rows", "document", "event")
+_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = base_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated steps (default {','.join(STEPS)})")
+    p.add_argument("--samples", type=int, default=200, help="data samples per pass (default 200)")
+    p.add_argument("--repeat", type=int, default=6, help="extra passes counted (default 6)")
+    return p
+
+
+def step(name: str, samples: int) -> Callable[[], object]:
+    """One pass of step `name` over `samples` data samples, set up (the set-up is not part of the pass)."""
+    import orjson
+    from pydantic import TypeAdapter
+
+    from medstream.access import Actor
+    from medstream.events.protocol import EventFrameTemplate, parse_event_message
+    from medstream.events.types import EventType
+    from medstream.model.entities import KIND_BY_NAME
+    from medstream.model.ids import new_entity_id
+    from medstream.store.repository import EntityRepository, now_ms
+
+    kind = KIND_BY_NAME["DataSample"]
+    adapter: TypeAdapter[Any] = TypeAdapter(list[kind.model])  # type: ignore[name-defined]
+    body = orjson.dumps([sample_body("INSTRUCTIONS", f"sample {i}") for i in range(samples)])
+    repository = EntityRepository(None)  # type: ignore[arg-type]  # these steps never reach the database
+    actor = Actor(user_id="user", data_owner_id="hcp")
+    now = now_ms()
+    parsed = adapter.validate_json(body)
+    writes = [repository._prepare_create(kind, new_entity_id(), e, actor, now, None) for e in parsed]
+    frames = [
+        EventFrameTemplate(i + 1, EventType.CREATE, kind.name, w.entity.to_json()).for_subscription("s")
+        for i, w in enumerate(writes)
+    ]
+    passes: dict[str, Callable[[], object]] = {
+        "validate": lambda: adapter.validate_json(body),
+        "prepare": lambda: [repository._prepare_create(kind, new_entity_id(), e, actor, now, None) for e in parsed],
+        "rows": lambda: [repository._rows_of(kind, w) for w in writes],
+        "document": lambda: [w.entity.to_json() for w in writes],
+        "event": lambda: [parse_event_message(f) for f in frames],
+    }
+    return passes[name]
+
+
+def _child(name: str, samples: int, passes: int) -> None:
+    run = step(name, samples)
+    for _ in range(passes):
+        run()
+
+
+async def _count(name: str, samples: int, passes: int) -> int:
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    command = [
+        "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+        sys.executable, "-m", "bench.instructions", "--child", name, str(samples), str(passes),
+    ]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _out, err = await process.communicate()
+    found = _COLLECTED.search(err.decode(errors="replace"))
+    if process.returncode != 0 or found is None:
+        raise RuntimeError(f"valgrind on step {name} failed ({process.returncode}):\n{err.decode()[-2000:]}")
+    return int(found.group(1))
+
+
+async def run(args: argparse.Namespace) -> Report:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("bench.instructions needs valgrind (apt-get install valgrind)")
+    steps = [s for s in args.steps.split(",") if s]
+    unknown = sorted(set(steps) - set(STEPS))
+    if unknown:
+        raise SystemExit(f"unknown step(s) {', '.join(unknown)}; known: {', '.join(STEPS)}")
+    samples = 20 if args.quick else args.samples
+    repeat = 1 if args.quick else args.repeat
+    progress = Progress(len(steps), NAME)
+    rows = []
+    results = []
+    for name in steps:
+        progress.note(f"{name}: two passes under valgrind")
+        once, more = await asyncio.gather(_count(name, samples, 1), _count(name, samples, 1 + repeat))
+        per_sample = (more - once) / (repeat * samples)
+        rows.append([name, round(per_sample), once, more])
+        results.append({"step": name, "instructions_per_sample": per_sample, "once": once, "more": more})
+        progress.advance()
+    progress.close()
+    table = Table(
+        f"Instructions per data sample (callgrind; {samples} samples, 1 pass against {1 + repeat})",
+        ["step", "instructions/sample", "total, 1 pass", f"total, {1 + repeat} passes"],
+        rows,
+    )
+    return Report({"samples": samples, "repeat": repeat, "steps": results}, [table], [])
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["--child"]:
+        _child(arguments[1], int(arguments[2]), int(arguments[3]))
+        return 0
+    return cli(NAME, parser(), run, arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
