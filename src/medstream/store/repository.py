@@ -12,7 +12,7 @@ import time
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import asyncpg
 from pydantic.alias_generators import to_camel
@@ -436,22 +436,22 @@ class EntityRepository:
         table = ENTITY_TABLES[kind.name]
         row = self._row(kind, write)
         _check_storable(kind, str(row["id"]), table, row)
-        terms = [
-            {"entity_type": kind.name, "entity_id": entity.id, "term": t, "key": k, "value": v}
-            for t, k, v in set(terms_of(entity))
-        ]
-        for term in terms:
-            _check_storable(kind, str(entity.id), entity_terms, term, field=_TERM_FIELDS[str(term["term"])])
+        terms = []
+        for t, k, v in set(terms_of(entity)):
+            # The term's key and value are the entity's; its type, id and term are checked or fixed already.
+            _check_storable(kind, str(entity.id), entity_terms, {"key": k, "value": v}, field=_TERM_FIELDS[t])
+            terms.append({"entity_type": kind.name, "entity_id": entity.id, "term": t, "key": k, "value": v})
         document = entity.to_json()  # integers and nesting are bounded by the model's validation
         row["document"] = document.decode()
-        readers = [{"entity_type": kind.name, "entity_id": entity.id, "data_owner_id": r} for r in entity.readers]
+        reader_ids = entity.readers
+        readers = [{"entity_type": kind.name, "entity_id": entity.id, "data_owner_id": r} for r in reader_ids]
         event = outbox.PendingEvent(
             entity_type=kind.name,
             entity_id=str(entity.id),
             rev=str(entity.rev),
             event_type=write.event_type,
             document=row["document"],
-            readers=entity.readers,
+            readers=reader_ids,
             created=int(entity.modified or now_ms()),
             entity=entity,
         )
@@ -702,34 +702,51 @@ def _check_storable(
 ) -> None:
     """Refuse, as bad input, a value its column cannot hold: PostgreSQL would fail the write (a 500) where
     SQLite stores it, so both refuse it alike, before anything is written. `field` names the entity's field
-    the values come from (by default, the column's own name)."""
+    the values come from (by default, the column's own name). Every write checks every column of its row and
+    terms: the common case, nothing wrong, is kept to a test or two per value."""
     limits = _column_limits(table)
     for name, value in values.items():
-        problem = None
         if isinstance(value, str):
-            length = limits[name][0]
-            if "\x00" in value:
-                problem = "holds a NUL character (U+0000), which cannot be stored"
-            elif length is not None and len(value) > length:
-                problem = f"holds text longer than {length} characters, which cannot be stored"
+            length = limits[name].length
+            if "\x00" in value or (length is not None and len(value) > length):
+                _refuse_unstorable(kind, entity_id, name, value, limits[name], field)
         elif isinstance(value, int) and not isinstance(value, bool):
-            bits = limits[name][1]
-            if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
-                problem = f"holds an integer out of the {bits}-bit range, which cannot be stored"
-        if problem is not None:
-            path = field or _field_of_column(name)
-            raise ValidationError(
-                f"{kind.name} {entity_id}: {path} {problem}", details=[{"path": path, "message": problem}]
-            )
+            limit = limits[name]
+            if not limit.low <= value <= limit.high:
+                _refuse_unstorable(kind, entity_id, name, value, limit, field)
+
+
+class _ColumnLimit(NamedTuple):
+    length: int | None  # the longest text the column holds, None: no limit
+    bits: int  # its integer width
+    low: int
+    high: int
+
+
+def _refuse_unstorable(
+    kind: EntityKind, entity_id: str, name: str, value: object, limit: _ColumnLimit, field: str | None
+) -> NoReturn:
+    if isinstance(value, str):
+        problem = (
+            "holds a NUL character (U+0000), which cannot be stored"
+            if "\x00" in value
+            else f"holds text longer than {limit.length} characters, which cannot be stored"
+        )
+    else:
+        problem = f"holds an integer out of the {limit.bits}-bit range, which cannot be stored"
+    path = field or _field_of_column(name)
+    raise ValidationError(f"{kind.name} {entity_id}: {path} {problem}", details=[{"path": path, "message": problem}])
 
 
 @functools.cache
-def _column_limits(table: Table) -> dict[str, tuple[int | None, int]]:
-    """Per column: the longest text it holds (None: no limit) and its integer width in bits."""
-    return {
-        column.key: (getattr(column.type, "length", None), _INT_BITS.get(type(column.type), 64))
-        for column in table.columns
-    }
+def _column_limits(table: Table) -> dict[str, _ColumnLimit]:
+    limits = {}
+    for column in table.columns:
+        bits = _INT_BITS.get(type(column.type), 64)
+        limits[column.key] = _ColumnLimit(
+            getattr(column.type, "length", None), bits, -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+        )
+    return limits
 
 
 @functools.lru_cache(maxsize=1024)
