@@ -73,13 +73,18 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport = cast(asyncio.Transport, _DroppingTransport(self.transport, self.close_timeout))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)  # which closes the transport once more
         transport = self.transport
         if isinstance(transport, _DroppingTransport):
             transport.gone()
-        super().connection_lost(exc)
 
     async def send(self, message: Any) -> None:
-        if message["type"] == "websocket.close" and self.handshake_complete and not self.writable.is_set():
+        if (
+            message["type"] == "websocket.close"
+            and self.handshake_complete
+            and self.initial_response is None
+            and not self.writable.is_set()
+        ):
             self._close_behind_buffer(message.get("code", 1000), message.get("reason", "") or "")
             return
         await super().send(message)
@@ -126,22 +131,24 @@ class _DroppingTransport:
     later (its buffer never drained). Everything else is the transport's own; `write` and `is_closing` are
     bound once, as every frame sent calls them."""
 
-    __slots__ = ("_timeout", "_timer", "_transport", "is_closing", "write")
+    __slots__ = ("_gone", "_timeout", "_timer", "_transport", "is_closing", "write")
 
     def __init__(self, transport: asyncio.Transport, timeout: float) -> None:
         self._transport = transport
         self._timeout = timeout
         self._timer: asyncio.TimerHandle | None = None
+        self._gone = False
         self.write = transport.write
         self.is_closing = transport.is_closing
 
     def close(self) -> None:
         self._transport.close()
-        if self._timer is None:
+        if self._timer is None and not self._gone:
             self._timer = asyncio.get_running_loop().call_later(self._timeout, self._transport.abort)
 
     def gone(self) -> None:
-        """The connection is lost: nothing is left to abort."""
+        """The connection is lost: nothing is left to abort, now or later."""
+        self._gone = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
