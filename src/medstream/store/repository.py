@@ -740,6 +740,7 @@ def _refuse_unstorable(
 
 @functools.cache
 def _column_limits(table: Table) -> dict[str, _ColumnLimit]:
+    """Per column of `table`: the longest text it holds and the integers it holds."""
     limits = {}
     for column in table.columns:
         bits = _INT_BITS.get(type(column.type), 64)
