@@ -186,6 +186,11 @@ class Connection(Generic[E]):
             return
         self._on_parsed_event(seq, EventType(event_type), self.entity_type, parsed)
 
+    def _on_unreadable_event(self, seq: int, error: Exception) -> None:
+        """An event message at `seq` that could not be read at all: said once, and passed over."""
+        if not self.is_closed and self.tracker.accept(seq):
+            self._fire("error", MedstreamError(f"event {seq}: the message cannot be read: {error}"))
+
     def _on_parsed_event(self, seq: int, event_type: EventType, entity_type: str, entity: Entity) -> None:
         """`_on_event` for an entity already parsed (its type checked against this subscription's)."""
         if entity_type != self.entity_type or not isinstance(entity, self._model):

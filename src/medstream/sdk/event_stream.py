@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 from typing import Any
 
 import orjson
@@ -30,6 +31,8 @@ _MAX_FRAME_BYTES = 64 * 1024 * 1024
 # How an event message starts as Medstream servers write it: those are parsed entity and all in one pass; any
 # other message (or an event that does not parse that way) is read as plain JSON.
 _EVENT_PREFIX = '{"type":"event"'
+# The subscription id (a JSON string) and seq at the head of an event message, as Medstream servers write it.
+_EVENT_HEAD = re.compile(r'\{"type":"event","id":("(?:[^"\\]|\\.)*"),"seq":(\d+)[,}]')
 
 
 def retry_delay(attempt: int, options: SubscriptionOptions, rng: random.Random | None = None) -> float:
@@ -182,8 +185,30 @@ class EventStream:
             event = parse_event_message(line) if line.startswith(_EVENT_PREFIX) else None
             if event is not None:
                 self._handle_event(event)
-            else:
+                continue
+            try:
                 self._acknowledged |= self._handle(orjson.loads(line))
+            except Exception as exc:
+                if not self._pass_over_unreadable_event(line, exc):
+                    raise  # the socket fails the connection (1011), and the stream resumes before this message
+
+    def _pass_over_unreadable_event(self, line: str, error: Exception) -> bool:
+        """An event message of one of these subscriptions that this SDK cannot read (not JSON, an event type it
+        does not know, a field missing): the subscription gets `on_error` and goes on after it, as for an entity
+        that does not parse. Failing the connection instead would resume before it and meet it again, without
+        end. False for any other message."""
+        found = _EVENT_HEAD.match(line)
+        if found is None:
+            return False
+        try:
+            subscription_id = orjson.loads(found.group(1))  # a JSON string, matched as one
+        except orjson.JSONDecodeError:
+            return False
+        connection = self.connections.get(subscription_id) if isinstance(subscription_id, str) else None
+        if connection is None:
+            return False
+        connection._on_unreadable_event(int(found.group(2)), error)
+        return True
 
     def _send_subscribe(self, socket: EventSocket, connection: Connection[Any]) -> None:
         message: dict[str, Any] = {
