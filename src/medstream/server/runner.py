@@ -57,6 +57,9 @@ def make_server(settings: Settings, *, log_level: str = "info", freeze_gc: bool 
         lifespan="on",
         http=HttpProtocol,  # a response's head and body in one write
         ws_max_size=1 << 20,
+        # Medstream's own heartbeat (server/websocket.py) pings a silent client and drops one silent too long;
+        # uvicorn's protocol-level keepalive would ping every socket every 20 s on top of it.
+        ws_ping_interval=None,
         ws_per_message_deflate=settings.ws_per_message_deflate,
         # uvicorn's own protocol keeps a compression context per socket; ours does not, unless asked to.
         ws="auto"
