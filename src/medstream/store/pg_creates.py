@@ -38,12 +38,12 @@ class LinkState(NamedTuple):
 
 
 # The parameters $1..$3 are the links, one array per field; the inserts' arrays follow. The patients are locked
-# FOR SHARE (in id order, as every lock on entity rows is taken) until the statement commits: a delete of one of
-# them, which locks it FOR UPDATE, then commits before the check (which sees it deleted) or after the inserts,
-# never in between. Waiting for such a delete, PostgreSQL re-reads the row as that delete left it.
+# FOR SHARE (in id order by bytes, as every lock on entity rows is taken) until the statement commits: a delete
+# of one of them, which locks it FOR UPDATE, then commits before the check (which sees it deleted) or after the
+# inserts, never in between. Waiting for such a delete, PostgreSQL re-reads the row as that delete left it.
 _CHECK = (
     f"locked AS (SELECT p.id, p.deleted FROM {_PATIENTS} p WHERE p.id = ANY($1::varchar[])"
-    " ORDER BY p.id FOR SHARE),"
+    ' ORDER BY p.id COLLATE "C" FOR SHARE),'
     " link AS (SELECT c.patient_id, c.owner, c.is_admin, p.id IS NOT NULL AS found, p.deleted,"
     " c.is_admin OR EXISTS (SELECT 1 FROM entity_readers r WHERE r.entity_type = 'Patient'"
     " AND r.data_owner_id = c.owner AND r.entity_id = c.patient_id) AS readable"

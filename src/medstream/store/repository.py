@@ -646,10 +646,10 @@ _PATIENT_ACCESS_COLUMNS = select(
 )
 # PostgreSQL only (SQLite runs one write at a time): the patients are locked FOR SHARE until the write commits,
 # so that a delete of one of them (FOR UPDATE) cannot commit between this check and the write's commit; in id
-# order, as every other lock on entity rows is taken, so that two writes never deadlock over them.
+# order by bytes (COLLATE "C"), as every other lock on entity rows is taken, so that writes never deadlock.
 _PATIENT_ACCESS = (
     _PATIENT_ACCESS_COLUMNS.where(_PATIENTS.c.id.in_(bindparam("ids", expanding=True)))
-    .order_by(_PATIENTS.c.id)
+    .order_by(_PATIENTS.c.id.collate("C"))
     .with_for_update(read=True, of=_PATIENTS)
 )
 _PATIENT_ACCESS_ONE = _PATIENT_ACCESS_COLUMNS.where(_PATIENTS.c.id == bindparam("id")).with_for_update(
