@@ -19,11 +19,11 @@ the ASGI way instead.
 **Dropping a client that stopped reading.** uvicorn's close waits for the transport's buffer to drain twice:
 its `send` of the close frame waits until the transport takes writes again, and closing the transport waits
 until its buffer is sent. For a client that stopped reading (the one a full send queue closes with 4429, one
-silent past the heartbeat, one that misses uvicorn's keepalive pong), neither ever comes: the endpoint's close
-gave up after its own 5 s, and the connection, its buffers and its file descriptor stayed for as long as the
-client's TCP stack acknowledged the server's probes. Here the close frame is queued behind what the buffer
-holds, without waiting, and a transport that has not gone `close_timeout` seconds after it began to close is
-aborted.
+silent past the heartbeat), neither ever comes: the endpoint's close gave up after its own 5 s, and the
+connection, its buffers and its file descriptor stayed for as long as the client's TCP stack acknowledged the
+server's probes. Here the close frame is queued behind what the buffer holds, without waiting, and a transport
+that has not gone `close_timeout` seconds after it began to close (by that close, by the end of the endpoint,
+or by a server shutdown) is aborted.
 """
 
 from __future__ import annotations

@@ -707,9 +707,9 @@ def _check_storable(
     limits = _column_limits(table)
     for name, value in values.items():
         if isinstance(value, str):
-            length = limits[name].length
-            if "\x00" in value or (length is not None and len(value) > length):
-                _refuse_unstorable(kind, entity_id, name, value, limits[name], field)
+            limit = limits[name]
+            if "\x00" in value or (limit.length is not None and len(value) > limit.length):
+                _refuse_unstorable(kind, entity_id, name, value, limit, field)
         elif isinstance(value, int) and not isinstance(value, bool):
             limit = limits[name]
             if not limit.low <= value <= limit.high:
