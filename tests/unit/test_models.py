@@ -329,7 +329,8 @@ def test_equal_sets_give_equal_json_whatever_the_insertion_order(data: st.DataOb
 @ENTITY_SETTINGS
 @given(coding_list=st.lists(codings, unique=True, max_size=8))
 def test_a_coding_set_serialises_each_coding_as_pydantic_dumps_it(coding_list: list[CodingReference]) -> None:
-    # The set's serialiser builds each coding's JSON itself: it must stay what the model's own dump gives.
+    # The set's serialiser orders the codings and hands them back to pydantic: each must come out as the
+    # model's own dump gives it, None fields left out by the entity's exclude_none as by the coding's.
     dumped = Patient(labels=set(coding_list)).to_json_dict()["labels"]
     assert sorted(map(orjson.dumps, dumped)) == sorted(
         orjson.dumps(c.model_dump(mode="json", by_alias=True, exclude_none=True)) for c in coding_list
@@ -337,7 +338,7 @@ def test_a_coding_set_serialises_each_coding_as_pydantic_dumps_it(coding_list: l
 
 
 def test_a_coding_with_every_field_set_serialises_as_pydantic_dumps_it() -> None:
-    # Catches a field added to CodingReference and not to the set's serialiser.
+    # Every field of a coding reaches the entity's JSON, under its alias.
     full = CodingReference(**{name: f"value of {name}" for name in CodingReference.model_fields})
     (dumped,) = Patient(labels={full}).to_json_dict()["labels"]
     assert orjson.dumps(dumped) == orjson.dumps(full.model_dump(mode="json", by_alias=True, exclude_none=True))

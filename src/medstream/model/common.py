@@ -24,9 +24,6 @@ class CodingReference(MedstreamModel):
     version: str | None = None
 
 
-_CODING_FIELDS = ("id", "type", "code", "version")  # CodingReference's fields, in its order (its JSON's)
-
-
 def _coding_order(c: CodingReference) -> tuple[bool, str, bool, str, bool, str, bool, str]:
     # Every field is in the key (absent before empty) so that no two distinct codings tie: a tie would keep
     # the set's iteration order, which depends on insertion order.
@@ -36,21 +33,17 @@ def _coding_order(c: CodingReference) -> tuple[bool, str, bool, str, bool, str, 
     )  # fmt: skip
 
 
-def _coding_json(c: CodingReference) -> dict[str, Any]:
-    return {name: value for name in _CODING_FIELDS if (value := getattr(c, name)) is not None}
-
-
-def _sorted_codings(codings: set[CodingReference]) -> list[dict[str, Any]]:
-    # Built here rather than by a model_dump per coding: that call back into pydantic was most of a data
-    # sample's serialisation. The fields are plain strings; the result is what model_dump would give. Most
+def _sorted_codings(codings: set[CodingReference]) -> list[CodingReference]:
+    # The codings themselves, in order: pydantic's serializer writes each one as it writes any model, without
+    # a call back into Python per coding (building their dicts here was half of a data sample's JSON). Most
     # sets are empty or hold one coding (every entity has two sets): those need no sort.
     if len(codings) <= 1:
-        return [_coding_json(c) for c in codings]
-    return [_coding_json(c) for c in sorted(codings, key=_coding_order)]
+        return list(codings)
+    return sorted(codings, key=_coding_order)
 
 
 # A set of codings; serialised as a list in a stable order so that equal sets give equal JSON.
-CodingSet = Annotated[set[CodingReference], PlainSerializer(_sorted_codings, return_type=list[dict[str, Any]])]
+CodingSet = Annotated[set[CodingReference], PlainSerializer(_sorted_codings, return_type=list[CodingReference])]
 
 
 # A set of strings (ids, roles); serialised sorted for the same reason.
