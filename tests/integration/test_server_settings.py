@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 
 from medstream.model import DataSample, Patient
 from medstream.server.app import create_app
-from medstream.server.runner import make_server, start_server
+from medstream.server.runner import FULL_COLLECTION_EVERY, make_server, start_server
 from medstream.server.settings import Settings
 from tests.conftest import ProfessionalFactory, RunningServer
 
@@ -102,6 +102,7 @@ async def test_health_counts_the_time_spent_dispatching(
 
 
 async def test_a_server_of_its_own_freezes_what_start_up_allocated(tmp_path: Path) -> None:
+    thresholds = gc.get_threshold()
     settings = Settings(host="127.0.0.1", port=0, database_url=f"sqlite:///{tmp_path / 'gc.db'}")
     server = make_server(settings, log_level="warning", freeze_gc=True)
     task = asyncio.create_task(server.serve())
@@ -109,10 +110,13 @@ async def test_a_server_of_its_own_freezes_what_start_up_allocated(tmp_path: Pat
         while not server.started:  # noqa: ASYNC110 - polling the server's own flag, bounded by the test timeout
             await asyncio.sleep(0.02)
         assert gc.get_freeze_count() > 0
+        # With start-up frozen, full collections are kept rare (they traversed every batch in flight).
+        assert gc.get_threshold() == (thresholds[0], thresholds[1], FULL_COLLECTION_EVERY)
     finally:
         server.should_exit = True
         await task
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 @pytest.mark.parametrize("on", [False, True])
