@@ -465,6 +465,32 @@ async def test_the_sdk_drops_a_socket_gone_silent_and_resumes_on_a_new_one(tmp_p
                 await api.close()
 
 
+async def test_a_token_renewal_that_hangs_does_not_stop_the_heartbeat(tmp_path: Path) -> None:
+    # Tokens of 20 s are within the SDK's 30 s renewal margin: every heartbeat renews, over HTTP through the
+    # relay. Frozen, that renewal hangs (the client's timeout is 30 s): the heartbeat must still notice the
+    # silent socket, and the SDK resume on a new one.
+    async with dedicated_server(tmp_path, access_token_seconds=20) as server:
+        backend_port = int(server.url.rsplit(":", 1)[1])
+        token = await server.admin_token()
+        async with Relay(backend_port).running() as relay:
+            builder = MedTechApi.builder().with_url(f"http://127.0.0.1:{relay.port}").with_username(ADMIN_LOGIN)
+            api = await builder.with_password(ADMIN_PASSWORD).build()
+            try:
+                recorder = Recorder()
+                options = SubscriptionOptions(heartbeat_ms=200, connection_retry_interval_ms=50)
+                await api.patient_api.subscribe_to_patient_events(["CREATE"], None, recorder, options)
+                written = [p["id"] for p in await create_patients(server.url, token)]
+                await recorder.wait_until(lambda events: [e.entity.id for e in events] == written, "the first event")
+
+                relay.freeze()
+                written += [p["id"] for p in await create_patients(server.url, token, 2)]
+                await recorder.wait_until(
+                    lambda events: [e.entity.id for e in events] == written, "the events sent while silent", seconds=15
+                )
+            finally:
+                await api.close()
+
+
 async def test_the_sdk_receives_events_on_uvloop(tmp_path: Path) -> None:
     async with dedicated_server(tmp_path) as server:
         token = await server.admin_token()

@@ -277,10 +277,7 @@ class EventStream:
         with contextlib.suppress(ConnectionClosed):  # the session sees the socket closed, and says why
             while True:
                 await asyncio.sleep(interval)
-                token = await self.transport.access_token()
-                if token != self._sent_token:
-                    socket.send(_text({"type": "auth", "token": token}))
-                    self._sent_token = token
+                await self._send_renewed_token(socket, within=interval)
                 socket.send(_text({"type": "ping"}))
                 pong = socket.ping()
                 try:
@@ -293,6 +290,21 @@ class EventStream:
                     log.info("event stream to %s silent for %.1f s; reconnecting", self.url, 2 * interval)
                     socket.abort(4408, "heartbeat timeout")
                     return
+
+    async def _send_renewed_token(self, socket: EventSocket, within: float) -> None:
+        """Send the server a renewed access token when there is one. A renewal that fails or hangs (the
+        server's login route down, the network gone) is logged and tried again at the next beat: the heartbeat
+        goes on meanwhile, to notice a dead socket, and a socket whose token expires is closed by the server,
+        which the reconnection handles (its retries, then `on_error` and `on_closed`)."""
+        try:
+            async with asyncio.timeout(within):
+                token = await self.transport.access_token()
+        except (MedstreamError, TimeoutError) as exc:
+            log.warning("event stream to %s: renewing the access token failed (%r); trying again", self.url, exc)
+            return
+        if token != self._sent_token:
+            socket.send(_text({"type": "auth", "token": token}))
+            self._sent_token = token
 
 
 def _text(message: dict[str, Any]) -> str:
