@@ -19,6 +19,7 @@ from sqlalchemy import Connection, event, func, select
 
 from medstream.access import Actor
 from medstream.errors import ConflictError, NotFoundError
+from medstream.events.types import EventType
 from medstream.model import CodingReference, DataSample, Patient
 from medstream.model.entities import KIND_BY_NAME
 from medstream.store import outbox
@@ -74,7 +75,7 @@ class _Store:
 
     @contextlib.asynccontextmanager
     async def deleting(self, patient_id: str) -> AsyncIterator[None]:
-        """Inside, another session has marked the patient deleted and not committed yet; it commits at the end."""
+        """Inside, a delete of the patient is in progress and not committed yet; it commits at the end."""
         table = ENTITY_TABLES["Patient"].name
         if self.backend == "sqlite":
             conn = sqlite3.connect(self.database.url.split(":///", 1)[1], isolation_level=None)
@@ -86,12 +87,22 @@ class _Store:
             finally:
                 conn.close()
             return
+        # The repository's own delete, held after it has taken its locks, before its first write: this session
+        # holds a lock on the patients' table that writing to it waits for, and that reading it does not.
         url = self.database.url.replace("postgresql+asyncpg://", "postgresql://")
         pg = await asyncpg.connect(url)
         try:
             async with pg.transaction():
-                assert await pg.execute(f"UPDATE {table} SET deleted = 1 WHERE id = $1", patient_id) == "UPDATE 1"
-                yield
+                await pg.execute(f"LOCK TABLE {table} IN SHARE MODE")
+                delete = asyncio.create_task(self.repository.delete(PATIENTS, [patient_id], ANN))
+                try:
+                    await asyncio.sleep(0.3)
+                    assert not delete.done(), "the delete did not wait"
+                    yield
+                except BaseException:
+                    delete.cancel()
+                    raise
+            await delete
         finally:
             await pg.close()
 
@@ -238,6 +249,30 @@ async def test_a_create_waits_for_a_delete_of_its_patient_in_progress_and_is_ref
         await create
     samples, events, terms, readers = await _stored_samples(store)
     assert samples == {} and events == [] and terms == 0 and readers == 0
+
+
+async def test_creates_and_a_delete_of_their_patient_at_once_never_deadlock_nor_outlive_it(store: _Store) -> None:
+    # Creates of one statement and in a transaction (an id of their own), all racing a delete of their patient:
+    # each create commits before the delete or is refused after it, and none waits on the other for ever.
+    for round_ in range(15):
+        patient = await _patient(store, ANN, f"patient {round_}")
+        samples = [_sample(patient, f"r{round_}-{i}") for i in range(6)]
+        for sample in samples[::2]:
+            sample.id = f"chosen-{uuid.uuid4().hex}"
+        writes = [store.repository.create_or_modify(SAMPLES, [sample], ANN) for sample in samples]
+        delete = store.repository.delete(PATIENTS, [patient], ANN)
+        *outcomes, deleted = await asyncio.wait_for(asyncio.gather(*writes, delete, return_exceptions=True), 30)
+        assert isinstance(deleted, list), f"round {round_}: the delete failed: {deleted!r}"
+        [tombstone] = deleted
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                assert isinstance(outcome, ConflictError) and "was deleted" in str(outcome), repr(outcome)
+        # The log is in commit order: every create that was stored committed before the delete.
+        log = await store.database.run_read(lambda conn: outbox.read_after(conn, 0))
+        [delete_seq] = [e.seq for e in log if e.entity_id == tombstone.id and e.event_type == EventType.DELETE]
+        created = {e.entity_id: e.seq for e in log if e.entity_type == "DataSample"}
+        stored = [o[0].id for o in outcomes if not isinstance(o, BaseException)]
+        assert all(created[entity_id] < delete_seq for entity_id in stored), f"round {round_}: a create outlived it"
 
 
 # SQLite only: on PostgreSQL, writes that wait together have no order among them to keep.

@@ -37,18 +37,19 @@ class LinkState(NamedTuple):
     readable: bool
 
 
-# The parameters $1..$3 are the links, one array per field; the inserts' arrays follow. The patients are locked
-# FOR SHARE (in id order by bytes, as every lock on entity rows is taken) until the statement commits: a delete
-# of one of them, which locks it FOR UPDATE, then commits before the check (which sees it deleted) or after the
-# inserts, never in between. Waiting for such a delete, PostgreSQL re-reads the row as that delete left it.
+# The parameters $1..$3 are the links, one array per field; the inserts' arrays follow. The statement locks no
+# patient row (a share lock taken by many creates at once costs each of them a MultiXact and a WAL record on the
+# patient's row). A delete of a patient is kept out another way (`EntityRepository.delete`): before writing, it
+# takes SHARE ROW EXCLUSIVE on the tables of the kinds that link to patients, which waits for every create in
+# progress and holds off every new one until it commits. This statement's ROW EXCLUSIVE lock on its table is
+# taken before its snapshot (PostgreSQL takes a statement's snapshot after the locks of its plan), so a create
+# that waited for such a delete sees the patient deleted, and one that did not committed before the delete.
 _CHECK = (
-    f"locked AS (SELECT p.id, p.deleted FROM {_PATIENTS} p WHERE p.id = ANY($1::varchar[])"
-    ' ORDER BY p.id COLLATE "C" FOR SHARE),'
-    " link AS (SELECT c.patient_id, c.owner, c.is_admin, p.id IS NOT NULL AS found, p.deleted,"
+    "link AS (SELECT c.patient_id, c.owner, c.is_admin, p.id IS NOT NULL AS found, p.deleted,"
     " c.is_admin OR EXISTS (SELECT 1 FROM entity_readers r WHERE r.entity_type = 'Patient'"
     " AND r.data_owner_id = c.owner AND r.entity_id = c.patient_id) AS readable"
     " FROM unnest($1::varchar[], $2::varchar[], $3::boolean[]) AS c(patient_id, owner, is_admin)"
-    " LEFT JOIN locked p ON p.id = c.patient_id),"
+    f" LEFT JOIN {_PATIENTS} p ON p.id = c.patient_id),"
     " ok AS (SELECT coalesce(bool_and(found AND readable AND deleted IS NULL), true) AS ok FROM link)"
 )
 

@@ -49,6 +49,11 @@ from medstream.store.writes import MergeableWrite, Statement
 
 # Kinds whose `patient_id` links to a patient the writer must be able to read; True when the link is required.
 _PATIENT_LINKS = {"DataSample": True, "HealthcareElement": False}
+# A patient delete's lock on the tables of the kinds that link to patients (PostgreSQL): it conflicts with the
+# ROW EXCLUSIVE lock of every write to them, and with itself, so two patient deletes take turns.
+_HOLD_OFF_PATIENT_LINKS = (
+    f"LOCK TABLE {', '.join(ENTITY_TABLES[name].name for name in sorted(_PATIENT_LINKS))} IN SHARE ROW EXCLUSIVE MODE"
+)
 _DATA_OWNER_KINDS = ("HealthcareProfessional", "Patient", "MedicalDevice")
 
 
@@ -250,6 +255,12 @@ class EntityRepository:
 
         def transaction(conn: Connection) -> list[Entity]:
             rows = self._rows_by_id(conn, table, ids, lock=True)
+            if kind.name == "Patient" and not self.database.is_sqlite:
+                # A create of one statement locks no patient row (store/pg_creates.py): this waits for those in
+                # progress and holds off new ones until the delete commits. Taken after the patients' row locks:
+                # a write in a transaction holds its patient's share lock while it goes on to write its table, so
+                # a delete that held this lock while waiting for that row would deadlock with it.
+                conn.exec_driver_sql(_HOLD_OFF_PATIENT_LINKS)
             results: list[Entity] = []
             writes: list[_Write] = []
             for entity_id in ids:
