@@ -1,7 +1,9 @@
-"""server/security.py without a server: password hashing, the token issuer and the login throttle."""
+"""server/security.py without a server: password hashing, the token issuer and the login throttle; and how a
+request's bearer token is read (server/state.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 import uuid
@@ -9,11 +11,14 @@ import uuid
 import jwt
 import orjson
 import pytest
+from fastapi.security import HTTPBearer
+from starlette.requests import Request
 
 from medstream.access import Actor
 from medstream.errors import AuthenticationError, TooManyAttemptsError
 from medstream.model import User
 from medstream.server.security import LoginThrottle, TokenIssuer, hash_password, verify_password
+from medstream.server.state import bearer_token
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
 
@@ -239,3 +244,25 @@ def test_the_throttle_error_is_a_429_with_its_retry_after() -> None:
     assert caught.value.http_status == 429
     assert caught.value.retry_after == pytest.approx(0.75)
     assert caught.value.to_payload()["details"] == [{"retryAfter": 0.75}]
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        (None, None),
+        ("", None),
+        ("Bearer abc.def", "abc.def"),
+        ("bearer abc.def", "abc.def"),  # the scheme in any case, as HTTP says
+        ("BEARER abc.def", "abc.def"),
+        ("Bearer", None),
+        ("Bearer ", None),
+        ("Basic YWRtaW46YWRtaW4=", None),
+        ("Token abc.def", None),
+    ],
+)
+def test_a_request_bearer_token_is_read_as_fastapi_reads_it(header: str | None, token: str | None) -> None:
+    headers = [] if header is None else [(b"authorization", header.encode())]
+    request = Request({"type": "http", "headers": headers})
+    assert bearer_token(request) == token
+    credentials = asyncio.run(HTTPBearer(auto_error=False)(request))
+    assert (credentials.credentials if credentials is not None else None) == token

@@ -22,6 +22,12 @@ class ActorValidator:
         self.capacity = capacity
         self._checked: dict[str, tuple[float, Actor | None]] = {}
 
+    def stands(self, actor: Actor) -> bool:
+        """True when the actor's user was read within `ttl` and is that actor still; False when it must be
+        checked (`check`), which reads the user again if need be and raises if it no longer stands."""
+        cached = self._checked.get(actor.user_id)
+        return cached is not None and time.monotonic() - cached[0] <= self.ttl and cached[1] == actor
+
     async def check(self, actor: Actor) -> None:
         """AuthenticationError if the actor's user is gone or is no longer that actor."""
         now = time.monotonic()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from medstream.access import Actor
 from medstream.errors import AuthenticationError
@@ -37,15 +36,21 @@ async def server_state(request: Request) -> ServerState:
     return state
 
 
-_bearer = HTTPBearer(auto_error=False, description="An access token from POST /rest/v1/auth/login")
+def bearer_token(request: Request) -> str | None:
+    """The token of the request's `Authorization: Bearer <token>` header (the scheme in any case), as FastAPI's
+    HTTPBearer reads it, without building its credentials model: None when there is none."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token if token and scheme.lower() == "bearer" else None
 
 
 async def current_actor(request: Request) -> Actor:
-    """The actor of a request, from its `Authorization: Bearer` access token; 401 without a valid one."""
-    credentials: HTTPAuthorizationCredentials | None = await _bearer(request)
-    if credentials is None:
+    """The actor of a request, from its `Authorization: Bearer` access token; 401 without a valid one. Every
+    REST request but login runs this: the common case, a token and user seen within seconds, awaits nothing."""
+    token = bearer_token(request)
+    if token is None:
         raise AuthenticationError("missing bearer token: log in with POST /rest/v1/auth/login")
-    state = await server_state(request)
-    actor = state.tokens.actor(credentials.credentials)
-    await state.actors.check(actor)
+    state: ServerState = request.app.state.medstream
+    actor = state.tokens.actor(token)
+    if not state.actors.stands(actor):
+        await state.actors.check(actor)
     return actor

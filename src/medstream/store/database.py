@@ -552,6 +552,8 @@ class _SQLiteRunner:
         return result
 
     def _ensure_writer(self) -> None:
+        if self._writer is not None:  # every write comes here: no lock once the threads are up
+            return
         with self._lock:
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_loop, name="medstream-sqlite-writer", daemon=True)

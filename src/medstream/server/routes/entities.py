@@ -55,10 +55,8 @@ def entities_response(entities: Sequence[Entity]) -> Response:
     return Response(b"[" + b",".join(e.to_json() for e in entities) + b"]", media_type="application/json")
 
 
-async def _password_hashes(entities: Sequence[Entity]) -> list[str | None] | None:
+async def _password_hashes(entities: Sequence[Entity]) -> list[str | None]:
     """Users may carry a new password: hash it before the write transaction opens."""
-    if not entities or not isinstance(entities[0], User):
-        return None
     return [await hash_password(e.password) if isinstance(e, User) and e.password else None for e in entities]
 
 
@@ -67,7 +65,8 @@ async def write_entities(
 ) -> list[Stored]:
     if len(entities) > state.settings.max_batch_size:
         raise ValidationError(f"a batch holds at most {state.settings.max_batch_size} entities")
-    hashes = await _password_hashes(entities)
+    # Only users carry passwords: other kinds skip the coroutine (every write of them comes here).
+    hashes = await _password_hashes(entities) if entities and isinstance(entities[0], User) else None
     stored = await state.repository.create_or_modify_stored(kind, entities, actor, password_hashes=hashes)
     _seen(state, [s.entity for s in stored])
     return stored
