@@ -43,7 +43,7 @@ class LinkState(NamedTuple):
 # takes SHARE ROW EXCLUSIVE on the tables of the kinds that link to patients, which waits for every create in
 # progress and holds off every new one until it commits. This statement's ROW EXCLUSIVE lock on its table is
 # taken before its snapshot (PostgreSQL takes a statement's snapshot after the locks of its plan), so a create
-# that waited for such a delete sees the patient deleted, and one that did not committed before the delete.
+# that waited for such a delete sees the patient deleted, and the delete waited for any create that did not.
 _CHECK = (
     "link AS (SELECT c.patient_id, c.owner, c.is_admin, p.id IS NOT NULL AS found, p.deleted,"
     " c.is_admin OR EXISTS (SELECT 1 FROM entity_readers r WHERE r.entity_type = 'Patient'"
