@@ -27,7 +27,7 @@ from medstream.server.routes.entities import all_entity_routers, write_entities
 from medstream.server.routing import DirectRouter
 from medstream.server.security import LoginThrottle, TokenIssuer
 from medstream.server.settings import Settings
-from medstream.server.state import ServerState
+from medstream.server.state import ServerState, state_of
 from medstream.server.websocket import EventHub, WebSocketLimits
 from medstream.store.database import Database
 from medstream.store.keys import read_key
@@ -91,8 +91,7 @@ async def ensure_admin(state: ServerState, login: str, password: str) -> None:
 
 async def events_endpoint(websocket: WebSocket) -> None:
     """The live-events websocket (docs/protocol.md)."""
-    state: ServerState = websocket.app.state.medstream
-    await state.hub.serve(websocket)
+    await state_of(websocket).hub.serve(websocket)
 
 
 def _add_routes(app: FastAPI, router: APIRouter) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import Request
+from starlette.requests import HTTPConnection
 
 from medstream.access import Actor
 from medstream.errors import AuthenticationError
@@ -29,11 +30,16 @@ class ServerState:
     actors: ActorValidator
 
 
-async def server_state(request: Request) -> ServerState:
-    """The running server's state. A coroutine on purpose: FastAPI runs a plain-function dependency in its
-    thread pool, a thread hop on every request."""
-    state: ServerState = request.app.state.medstream
+def state_of(connection: HTTPConnection) -> ServerState:
+    """The running server's state, from a request or a websocket of its app."""
+    state: ServerState = connection.app.state.medstream
     return state
+
+
+async def server_state(request: Request) -> ServerState:
+    """`state_of` as a dependency. A coroutine on purpose: FastAPI runs a plain-function dependency in its
+    thread pool, a thread hop on every request."""
+    return state_of(request)
 
 
 def bearer_token(request: Request) -> str | None:
@@ -49,7 +55,7 @@ async def current_actor(request: Request) -> Actor:
     token = bearer_token(request)
     if token is None:
         raise AuthenticationError("missing bearer token: log in with POST /rest/v1/auth/login")
-    state: ServerState = request.app.state.medstream
+    state = state_of(request)
     actor = state.tokens.actor(token)
     if not state.actors.stands(actor):
         await state.actors.check(actor)
