@@ -590,12 +590,15 @@ def _inserts(
     kind: EntityKind, writes: Sequence[_WriteRows], event_rows: list[dict[str, Any]]
 ) -> list[tuple[Table, list[dict[str, Any]]]]:
     """The INSERTs that `writes` need, table by table: their new entity rows, terms, readers and `event_rows`."""
-    # In id order, like the locks of _rows_by_id, so that two batches creating the same ids never deadlock.
-    new_rows = sorted((w.row for w in writes if w.write.is_new), key=lambda r: str(r["id"]))
+    # Every table keyed by entity in id order, like the locks of _rows_by_id, so that two batches creating the
+    # same ids never deadlock: on PostgreSQL the inserts are one statement whose tables are written in no set
+    # order, so sorting the entity rows alone left the readers and terms to meet in opposite orders. The
+    # events keep the batch's order.
+    in_id_order = sorted(writes, key=lambda w: str(w.row["id"]))
     return [
-        (ENTITY_TABLES[kind.name], new_rows),
-        (entity_terms, [term for w in writes for term in w.terms]),
-        (entity_readers, [reader for w in writes for reader in w.readers]),
+        (ENTITY_TABLES[kind.name], [w.row for w in in_id_order if w.write.is_new]),
+        (entity_terms, [term for w in in_id_order for term in w.terms]),
+        (entity_readers, [reader for w in in_id_order for reader in w.readers]),
         (outbox_table, event_rows),
     ]
 
