@@ -255,10 +255,15 @@ class _Socket:
     deflate: bool = False
     subscriptions: int = 1  # each event matching them all arrives this many times
     expected: int = 0
+    target: int = 0  # what the current `wait` waits for: `expected`, or part of it
 
     @property
     def complete(self) -> bool:
         return self.events >= self.expected
+
+    @property
+    def reached(self) -> bool:
+        return self.events >= self.target
 
 
 class _Holder:
@@ -323,7 +328,7 @@ class _Holder:
                         state.last_ns = now
                         state.events += 1
                         state.bytes += len(message)
-                        if state.events == state.expected:
+                        if state.events == state.target:
                             self.progress.set()
                     elif message.startswith(b'{"type":"ping"'):
                         await ws.send('{"type":"pong"}')
@@ -335,12 +340,16 @@ class _Holder:
         """Expect `expected` events per subscription: a socket with several gets each event once for each."""
         for state in self.sockets:
             state.events = state.bytes = state.first_ns = state.last_ns = 0
-            state.expected = expected * state.subscriptions
+            state.expected = state.target = expected * state.subscriptions
 
-    async def wait(self, within: float) -> None:
+    async def wait(self, within: float, upto: int | None = None) -> None:
+        """Until every socket has its expected events, or with `upto` the first `upto` events per subscription
+        (or is closed)."""
+        for state in self.sockets:
+            state.target = state.expected if upto is None else min(state.expected, upto * state.subscriptions)
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
-            if all(s.complete or s.closed for s in self.sockets):
+            if all(s.reached or s.closed for s in self.sockets):
                 return
             self.progress.clear()
             with contextlib.suppress(TimeoutError):
@@ -388,7 +397,8 @@ async def socket_holder(
     - `connect` {sockets, per_socket, filter_kind, first_index}: open `sockets` more sockets, each authenticated with
       `per_socket` subscriptions of `filter_kind` (see `subscription_filter`); answers `connected`.
     - `arm` {expected}: reset the event counters, expect `expected` events per subscription; answers `armed`.
-    - `wait` {within}: until every socket has its expected events (or is closed); answers `tally`.
+    - `wait` {within, upto?}: until every socket has its expected events, or with `upto` the first `upto` per
+      subscription (or is closed); answers `tally`.
     - `stop`."""
     holder = _Holder(ws_url, token, protocol, compression, batched)
     channel.send("ready")
@@ -434,7 +444,7 @@ async def socket_holder(
                 holder.arm(data["expected"])
                 channel.send("armed")
             elif kind == "wait":
-                await holder.wait(data["within"])
+                await holder.wait(data["within"], data.get("upto"))
                 channel.send("tally", **holder.tally())
     finally:
         await holder.close()
