@@ -50,24 +50,23 @@ def step(name: str, samples: int) -> Callable[[], object]:
     from medstream.events.types import EventType
     from medstream.model.entities import KIND_BY_NAME
     from medstream.model.ids import new_entity_id
-    from medstream.store.repository import EntityRepository, now_ms
+    from medstream.store.entity_writes import now_ms, prepare_create, rows_of
 
     kind = KIND_BY_NAME["DataSample"]
     adapter: TypeAdapter[Any] = TypeAdapter(list[kind.model])  # type: ignore[name-defined]
     body = orjson.dumps([sample_body("INSTRUCTIONS", f"sample {i}") for i in range(samples)])
-    repository = EntityRepository(None)  # type: ignore[arg-type]  # these steps never reach the database
     actor = Actor(user_id="user", data_owner_id="hcp")
     now = now_ms()
     parsed = adapter.validate_json(body)
-    writes = [repository._prepare_create(kind, new_entity_id(), e, actor, now, None) for e in parsed]
+    writes = [prepare_create(kind, new_entity_id(), e, actor, now, None) for e in parsed]
     frames = [
         EventFrameTemplate(i + 1, EventType.CREATE, kind.name, w.entity.to_json()).for_subscription("s")
         for i, w in enumerate(writes)
     ]
     passes: dict[str, Callable[[], object]] = {
         "validate": lambda: adapter.validate_json(body),
-        "prepare": lambda: [repository._prepare_create(kind, new_entity_id(), e, actor, now, None) for e in parsed],
-        "rows": lambda: [repository._rows_of(kind, w) for w in writes],
+        "prepare": lambda: [prepare_create(kind, new_entity_id(), e, actor, now, None) for e in parsed],
+        "rows": lambda: [rows_of(kind, w) for w in writes],
         "document": lambda: [w.entity.to_json() for w in writes],
         "event": lambda: [parse_event_message(f) for f in frames],
     }

@@ -13,8 +13,9 @@ from sqlalchemy import Connection, text
 from medstream.access import Actor
 from medstream.filters import PatientByHealthcarePartyGenderEducationProfessionFilter
 from medstream.model import KIND_BY_NAME, Gender, Patient
-from medstream.store.database import MIGRATIONS_DIR, Database
+from medstream.store.database import Database
 from medstream.store.queries import filter_ids
+from medstream.store.upgrade import MIGRATIONS_DIR
 from tests.conftest import database_url_for
 
 

@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import Connection, event, func, select, text
 
 from medstream.errors import UnavailableError
-from medstream.store.database import Database, insert_rows, publish
+from medstream.store.database import Database
 from medstream.store.schema import server_keys
+from medstream.store.statements import insert_rows, publish
 
 
 @pytest.fixture

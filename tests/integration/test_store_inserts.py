@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import Connection, event, func, select
 from sqlalchemy.exc import IntegrityError
 
-from medstream.store.database import Database, insert_tables
+from medstream.store.database import Database
 from medstream.store.schema import entity_readers, entity_terms, server_keys
+from medstream.store.statements import insert_tables
 from tests.conftest import database_url_for
 
 

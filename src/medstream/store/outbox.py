@@ -18,8 +18,9 @@ from sqlalchemy import Connection, Integer, bindparam, delete, func, select, upd
 
 from medstream.events.types import EntityEvent, EventType
 from medstream.model.common import Entity
-from medstream.store.database import Database, publish, sqlite_execute
+from medstream.store.database import Database
 from medstream.store.schema import outbox, outbox_tail
+from medstream.store.statements import publish, sqlite_execute
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,7 @@ class LogHead:
 
 # Plain SQL: the log's head, for either driver.
 _HEAD_SQL = "SELECT last_seq, epoch, floor_seq FROM outbox_tail WHERE id = 1"
-# On SQLite these run through the driver itself (database.sqlite_execute). _ADVANCE_SQLITE numbers the events
+# On SQLite these run through the driver itself (statements.sqlite_execute). _ADVANCE_SQLITE numbers the events
 # there; on PostgreSQL the commit trigger does.
 _ADVANCE_SQLITE = "UPDATE outbox_tail SET last_seq = last_seq + ? WHERE id = 1 RETURNING last_seq"
 _AFTER_SQLITE = (
@@ -65,7 +66,7 @@ _AFTER_SQLITE = (
 
 def event_rows(conn: Connection, events: Sequence[PendingEvent], *, assign_seq: bool) -> list[dict[str, Any]]:
     """The outbox rows of `events`, in order, for the caller to insert in this transaction with the write's
-    other rows (database.insert_tables). With `assign_seq` (SQLite) their positions are taken from the tail
+    other rows (statements.insert_tables). With `assign_seq` (SQLite) their positions are taken from the tail
     counter here, and the events are published (`WrittenEvent`s) for when the transaction commits; on
     PostgreSQL the commit trigger numbers them."""
     if not events:

@@ -1,7 +1,7 @@
 """Creates of new entities as one PostgreSQL statement (`writes.Statement`): the check of the patients they link
 to and every table's inserts together, the inserts made only if every check passes.
 
-The check is the one `EntityRepository._check_links` runs in a transaction: per (patient, writer's data
+The check is the one `patient_links.check_links` runs in a transaction: per (patient, writer's data
 owner), whether the patient exists, when it was deleted, and whether the writer may read it (from the
 patient's readers rows). The statement returns those rows whatever they say, so the caller raises the same
 error the transaction would have; when a check fails, nothing was inserted.
@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Dialect, Table
 
-from medstream.store.database import unnest_insert, unnest_inserts
 from medstream.store.schema import ENTITY_TABLES
+from medstream.store.statements import unnest_insert, unnest_inserts
 
 _PATIENTS = ENTITY_TABLES["Patient"].name
 
