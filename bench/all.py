@@ -18,17 +18,9 @@ from types import ModuleType
 from typing import Any
 
 from bench import connections, fanout, latency, subscription_scale, write_path
-from bench.common import (
-    DEFAULT_PG,
-    MachineLoad,
-    Report,
-    command_line,
-    print_tables,
-    raise_open_files,
-    report_document,
-    targets_table,
-    write_json,
-)
+from bench.machine import MachineLoad, raise_open_files
+from bench.report import Report, command_line, print_tables, report_document, targets_table, write_json
+from bench.servers import DEFAULT_PG
 
 BENCHMARKS: dict[str, ModuleType] = {
     "write_path": write_path,

@@ -18,8 +18,9 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from bench.common import Channel, latency_summary
 from bench.http import HttpClient, HttpError
+from bench.report import latency_summary
+from bench.workers import Channel
 
 LABEL_TYPE = "BENCH"
 SUBSCRIBE_WINDOW = 50

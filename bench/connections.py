@@ -21,26 +21,10 @@ import sys
 from typing import Any
 
 from bench import clients
-from bench.common import (
-    Progress,
-    Report,
-    ServerProcess,
-    Table,
-    Target,
-    Worker,
-    base_parser,
-    baseline_server,
-    cli,
-    gather_from,
-    health,
-    judged,
-    make_professional,
-    medstream_on,
-    raise_open_files,
-    running,
-    split,
-    workers_stopped,
-)
+from bench.machine import raise_open_files
+from bench.report import Progress, Report, Table, Target, base_parser, cli, judged
+from bench.servers import ServerProcess, baseline_server, health, make_professional, medstream_on, running
+from bench.workers import Worker, gather_from, split, workers_stopped
 
 NAME = "connections"
 # Per setting: the server's environment, and the baseline's permessage-deflate (None: the baseline has no such

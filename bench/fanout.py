@@ -22,27 +22,17 @@ import uuid
 from typing import Any
 
 from bench import clients
-from bench.common import (
-    Progress,
-    Report,
+from bench.report import Progress, Report, Table, Target, base_parser, cli, judged, median
+from bench.servers import (
     ServerProcess,
-    Table,
-    Target,
-    Worker,
-    base_parser,
     baseline_server,
-    cli,
     create_patient,
-    gather_from,
-    judged,
     make_professional,
-    median,
     medstream_on,
     running,
-    split,
     wait_dispatched,
-    workers_stopped,
 )
+from bench.workers import Worker, gather_from, split, workers_stopped
 
 NAME = "fanout"
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.clients import sample_body
-from bench.common import Progress, Report, Table, base_parser, cli
+from bench.report import Progress, Report, Table, base_parser, cli
 
 NAME = "instructions"
 STEPS = ("validate", "prepare", "rows", "document", "event")

@@ -21,25 +21,9 @@ import uuid
 from typing import Any
 
 from bench import clients
-from bench.common import (
-    Identity,
-    Progress,
-    Report,
-    ServerProcess,
-    Table,
-    Target,
-    Worker,
-    base_parser,
-    cli,
-    create_patient,
-    databases_of,
-    gather_from,
-    latency_summary,
-    make_professional,
-    median,
-    medstream_on,
-    wait_dispatched,
-)
+from bench.report import Progress, Report, Table, Target, base_parser, cli, databases_of, latency_summary, median
+from bench.servers import Identity, ServerProcess, create_patient, make_professional, medstream_on, wait_dispatched
+from bench.workers import Worker, gather_from
 
 NAME = "latency"
 

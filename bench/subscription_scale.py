@@ -19,25 +19,9 @@ import uuid
 from typing import Any
 
 from bench import clients
-from bench.common import (
-    Progress,
-    Report,
-    ServerProcess,
-    Table,
-    Target,
-    Worker,
-    base_parser,
-    cli,
-    create_patient,
-    gather_from,
-    judged,
-    make_professional,
-    median,
-    medstream_on,
-    split,
-    wait_dispatched,
-    workers_stopped,
-)
+from bench.report import Progress, Report, Table, Target, base_parser, cli, judged, median
+from bench.servers import ServerProcess, create_patient, make_professional, medstream_on, wait_dispatched
+from bench.workers import Worker, gather_from, split, workers_stopped
 from medstream.server.settings import Settings
 
 NAME = "subscription_scale"

@@ -16,26 +16,9 @@ import uuid
 from typing import Any
 
 from bench import clients
-from bench.common import (
-    Identity,
-    Progress,
-    Report,
-    ServerProcess,
-    Table,
-    Target,
-    Worker,
-    base_parser,
-    cli,
-    create_patient,
-    databases_of,
-    gather_from,
-    judged,
-    make_professional,
-    median,
-    medstream_on,
-    split,
-    workers_stopped,
-)
+from bench.report import Progress, Report, Table, Target, base_parser, cli, databases_of, judged, median
+from bench.servers import Identity, ServerProcess, create_patient, make_professional, medstream_on
+from bench.workers import Worker, gather_from, split, workers_stopped
 
 NAME = "write_path"
 
