@@ -1,9 +1,9 @@
 """Whether a token's actor still stands: its user exists, with the same data owner and admin role.
 
 A token carries the user's data owner and role when it was issued. A user who is deleted, or whose data owner
-or admin role changes, must not keep acting on the old ones until the token expires; this re-reads the user
-at most every `ttl` seconds per user and node, so the change takes effect within seconds at the cost of one
-primary-key read per active user and interval.
+or admin role changes, must not keep acting on the old ones until the token expires; on each node, a request
+waits for a new read of its user when the last one is more than `ttl` seconds old, so the change takes effect
+within seconds at the cost of one primary-key read per active user every few seconds.
 
 One read per user at a time, whoever asks: when a busy user's entry went stale, every request that arrived
 before the read came back read the user again, each on a database connection of its own (on PostgreSQL,
