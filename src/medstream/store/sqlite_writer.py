@@ -19,7 +19,6 @@ from sqlalchemy import Connection, Engine, create_engine, event
 
 from medstream.errors import UnavailableError
 from medstream.store.statements import (
-    abandoned,
     driver_execute,
     refuse_if_abandoned,
     sqlite_execute,
@@ -71,9 +70,7 @@ def _configure_sqlite(engine: Engine) -> None:
         # SQLite rolls a whole transaction back by itself on some errors (a full disk, an I/O error). A statement
         # run after that would commit on its own, outside the transaction its code believes it is in: refuse it.
         if conn.in_transaction() and not statement.startswith("BEGIN"):
-            raw = conn.connection.dbapi_connection
-            if raw is not None and not raw.in_transaction:
-                raise abandoned()
+            refuse_if_abandoned(conn)
 
 
 @dataclass
