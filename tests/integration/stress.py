@@ -59,6 +59,8 @@ class WriteLog:
     unexpected: list[str] = field(default_factory=list)  # answers no writer expected
     # (entity type, id) written only by a write that did not commit: neither the entity nor an event may exist
     vanished: list[tuple[str, str]] = field(default_factory=list)
+    # REST writes that succeeded: when the request left, when its answer came back, the (id, rev) it wrote
+    answered: list[tuple[float, float, list[tuple[str, str]]]] = field(default_factory=list)
 
 
 async def rest_writer(urls: Sequence[str], token: str, log: WriteLog, stop: asyncio.Event, rng: random.Random) -> None:
@@ -86,6 +88,7 @@ async def rest_writer(urls: Sequence[str], token: str, log: WriteLog, stop: asyn
             own = mine[collection]
             base = f"{rng.choice(urls)}/rest/v1/{collection}"
             roll = rng.random()
+            sent = time.monotonic()
             if roll < 0.05 and own:
                 response = await client.delete(f"{base}/{own.pop(rng.choice(list(own)))['id']}")
                 stored = [response.json()] if response.status_code == 200 else []
@@ -102,6 +105,7 @@ async def rest_writer(urls: Sequence[str], token: str, log: WriteLog, stop: asyn
                 continue
             log.rest_batches += 1
             log.events += len(stored)
+            log.answered.append((sent, time.monotonic(), [(entity["id"], entity["rev"]) for entity in stored]))
             own.update({entity["id"]: entity for entity in stored if entity.get("deletionDate") is None})
 
 
@@ -213,7 +217,9 @@ class OutboxRow:
     rev: str
     event: str
     created: int
-    committed: datetime | None  # pg_xact_commit_timestamp(xmin), when track_commit_timestamp is on
+    # pg_xact_commit_timestamp(xmin), when track_commit_timestamp is on: the commit of the numbering round that
+    # gave the row its seq (migration 0004), which comes after its writer's
+    committed: datetime | None
 
 
 async def outbox_rows(conn: asyncpg.Connection, *, commit_timestamps: bool) -> list[OutboxRow]:
@@ -254,12 +260,15 @@ class Audit:
     dense: bool  # outbox seqs are exactly 1..N, every row numbered
     same_order: bool  # every reader received the same sequence of events
     commit_order_inversions: int | None  # None: commit timestamps are not tracked
+    causal_inversions: int  # REST writes with a position below one of a write answered before they were sent
+    causal_pairs: int  # REST writes sent after another had been answered (what `causal_inversions` checked)
     lag_clock: str
 
     def report(self) -> str:
         lines = [
             f"outbox: {self.log_size} events, dense 1..N: {self.dense}; readers received the same sequence: "
-            f"{self.same_order}; commit-timestamp inversions in seq order: {self.commit_order_inversions}"
+            f"{self.same_order}; commit-timestamp inversions in seq order: {self.commit_order_inversions}; REST writes"
+            f" numbered below one answered before they were sent: {self.causal_inversions} of {self.causal_pairs}"
         ]
         lines += [
             f"reader {r.name}: received {r.received}, out of step {r.out_of_step}, duplicates {r.duplicates}, "
@@ -270,7 +279,7 @@ class Audit:
         return "\n".join(lines)
 
 
-def audit(readers: Sequence[EventReader], rows: Sequence[OutboxRow]) -> Audit:
+def audit(readers: Sequence[EventReader], rows: Sequence[OutboxRow], writes: WriteLog) -> Audit:
     numbered = [row for row in rows if row.seq is not None]
     by_seq = {row.seq: row for row in numbered}
     has_commit_times = bool(numbered) and all(row.committed is not None for row in numbered)
@@ -292,14 +301,38 @@ def audit(readers: Sequence[EventReader], rows: Sequence[OutboxRow]) -> Audit:
             )
         )
     committed = [row.committed for row in numbered if row.committed is not None]
+    causal_inversions, causal_pairs = _causal_order(writes.answered, numbered)
     return Audit(
         readers=reader_audits,
         log_size=len(numbered),
         dense=len(numbered) == len(rows) and [row.seq for row in numbered] == list(range(1, len(numbered) + 1)),
         same_order=len({tuple((e.seq, e.entity_id, e.rev) for e in r.events) for r in readers}) <= 1,
         commit_order_inversions=sum(1 for a, b in itertools.pairwise(committed) if b < a) if has_commit_times else None,
+        causal_inversions=causal_inversions,
+        causal_pairs=causal_pairs,
         lag_clock="commit" if has_commit_times else "write start",
     )
+
+
+def _causal_order(
+    answered: Sequence[tuple[float, float, list[tuple[str, str]]]], numbered: Sequence[OutboxRow]
+) -> tuple[int, int]:
+    """Of the REST writes sent after some other had been answered, how many have a position below one of those
+    (a write that committed before another began must be numbered first), and how many there were."""
+    seq_of = {(row.entity_id, row.rev): row.seq for row in numbered}
+    spans = [(sent, done, [seq_of[key] for key in keys if key in seq_of]) for sent, done, keys in answered]
+    spans = [(sent, done, seqs) for sent, done, seqs in spans if seqs]
+    by_answer = sorted(spans, key=lambda span: span[1])
+    inversions = pairs = done_before = 0
+    highest = 0  # the highest position of the writes answered so far
+    for sent, _, seqs in sorted(spans, key=lambda span: span[0]):
+        while done_before < len(by_answer) and by_answer[done_before][1] < sent:
+            highest = max(highest, *by_answer[done_before][2])
+            done_before += 1
+        if done_before:
+            pairs += 1
+            inversions += min(seqs) < highest
+    return inversions, pairs
 
 
 def _is_row(event: Received, row: OutboxRow | None) -> bool:
@@ -425,4 +458,4 @@ async def run_stress(
             await conn.close()
     finally:
         await asyncio.gather(*(reader.close() for reader in readers))
-    return StressRun(writes, readers, tail, audit(readers, rows), atomicity, traces, elapsed, seed)
+    return StressRun(writes, readers, tail, audit(readers, rows, writes), atomicity, traces, elapsed, seed)

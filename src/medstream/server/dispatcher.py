@@ -125,9 +125,11 @@ class Dispatcher:
     async def _tail_and_page(self) -> tuple[outbox.LogHead, list[EntityEvent]]:
         """The log's head and, when it is past `position`, the next page of events: one snapshot, one hop (a
         thread hop on SQLite; on PostgreSQL, polled every few ms, one statement in autocommit through the
-        driver)."""
+        driver, after a numbering round that gives the events committed since the last their positions)."""
         if self.database.is_sqlite:
             return await self.database.run_read(partial(outbox.tail_and_page, after_seq=self.position, limit=_PAGE))
+        if await outbox.pg_number(self.database) == outbox.NUMBER_ROUND:
+            self._read_wanted = True  # more events wait for their positions: another round after this page
         return await outbox.pg_tail_and_page(self.database, self.position, _PAGE)
 
     async def _run(self) -> None:
@@ -204,6 +206,9 @@ class Dispatcher:
         # A new subscription starts at the log's committed head, not at how far this node has dispatched: a
         # write that committed before the subscribe (its REST answer already back) is never delivered, whatever
         # the dispatcher's timing. Events between the two are dispatched later and skipped by the cursor.
+        # On PostgreSQL such a write's event may still wait for its position: number it first, so that it is below
+        # the head read next.
+        await outbox.number_committed(self.database)
         position = max(self.position, (await self.database.run_read(outbox.head)).last_seq)
         if subscription.removed:  # unsubscribed while we read the head
             return False

@@ -1,10 +1,11 @@
 """The outbox: every committed write appends its event here, in the same transaction (DESIGN section 5).
 
-Positions (`seq`) are dense and in commit order. On SQLite the database serialises writers, so the tail
-counter is advanced inside the transaction, and the transaction also publishes its events, positions and
-all, to the process's commit listeners (the dispatcher then need not read them back). On PostgreSQL rows are
-inserted with `seq` NULL and the deferred trigger of migration 0001 numbers them at commit while holding the
-tail row's lock: there the log is the only source.
+Positions (`seq`) are dense and follow commit order (docs/guarantees.md). On SQLite the database serialises
+writers, so the tail counter is advanced inside the transaction, and the transaction also publishes its events,
+positions and all, to the process's commit listeners (the dispatcher then need not read them back). On PostgreSQL
+rows are inserted with `seq` NULL, and writers take no shared lock: after they commit, a numbering round
+(`pg_number`, migration 0004) gives every committed event still without a position the next ones, in insert
+order, and moves the tail past them. There the log is the only source.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class LogHead:
 # Plain SQL: the log's head, for either driver.
 _HEAD_SQL = "SELECT last_seq, epoch, floor_seq FROM outbox_tail WHERE id = 1"
 # On SQLite these run through the driver itself (statements.sqlite_execute). _ADVANCE_SQLITE numbers the events
-# there; on PostgreSQL the commit trigger does.
+# there; on PostgreSQL numbering rounds do (pg_number).
 _ADVANCE_SQLITE = "UPDATE outbox_tail SET last_seq = last_seq + ? WHERE id = 1 RETURNING last_seq"
 _AFTER_SQLITE = (
     "SELECT seq, entity_type, entity_id, rev, event_type, document, readers, created FROM outbox"
@@ -68,7 +69,7 @@ def event_rows(conn: Connection, events: Sequence[PendingEvent], *, assign_seq: 
     """The outbox rows of `events`, in order, for the caller to insert in this transaction with the write's
     other rows (statements.insert_tables). With `assign_seq` (SQLite) their positions are taken from the tail
     counter here, and the events are published (`WrittenEvent`s) for when the transaction commits; on
-    PostgreSQL the commit trigger numbers them."""
+    PostgreSQL a numbering round does, after the commit (`pg_number`)."""
     if not events:
         return []
     rows = [event_row(e) for e in events]
@@ -149,6 +150,27 @@ def _event(
     )
 
 
+# Migration 0004's function: one round, at most $1 events, in a transaction of its own.
+_NUMBER_PG = "SELECT outbox_number($1)"
+NUMBER_ROUND = 5_000
+
+
+async def pg_number(database: Database, limit: int = NUMBER_ROUND) -> int:
+    """PostgreSQL: give the committed events that have no position yet theirs, in one round (at most `limit`);
+    how many it numbered. Rounds take turns on the tail's row lock, so any node may run one at any time: each
+    numbers what the one before left. Nothing is locked or written when there is nothing to number."""
+    rows = await database.autocommit.fetch(_NUMBER_PG, (limit,))
+    return int(rows[0][0])
+
+
+async def number_committed(database: Database) -> None:
+    """Every event committed before the call has its position once this returns: on PostgreSQL, rounds until
+    one numbers less than a full round; on SQLite, where positions are taken at insert, nothing to do."""
+    if not database.is_sqlite:
+        while await pg_number(database) == NUMBER_ROUND:
+            pass
+
+
 _TAIL_AND_PAGE_PG = (
     "SELECT t.last_seq, t.epoch, t.floor_seq, o.seq, o.entity_type, o.entity_id, o.rev, o.event_type, o.document,"
     " o.readers, o.created FROM outbox_tail t LEFT JOIN LATERAL (SELECT seq, entity_type, entity_id, rev,"
@@ -159,7 +181,7 @@ _TAIL_AND_PAGE_PG = (
 
 async def pg_tail_and_page(database: Database, after_seq: int, limit: int = 1000) -> tuple[LogHead, list[EntityEvent]]:
     """`tail_and_page` on PostgreSQL as one statement in autocommit: its one snapshot sees every event up to the
-    head it reads, since an event gets its `seq` in the transaction that moves the head past it."""
+    head it reads, since an event gets its `seq` in the round that moves the head past it."""
     rows = await database.autocommit.fetch(_TAIL_AND_PAGE_PG, (after_seq, limit))
     first = rows[0]
     tail = LogHead(last_seq=first["last_seq"], epoch=first["epoch"], floor_seq=first["floor_seq"])

@@ -121,7 +121,7 @@ entity_readers = Table(
     Index("ix_entity_readers_entity", "entity_type", "entity_id"),
 )
 
-# The event log. `seq` is NULL until commit on PostgreSQL, where a deferred trigger assigns it.
+# The event log. On PostgreSQL `seq` is NULL until a numbering round after the commit gives it (migration 0004).
 outbox = Table(
     "outbox",
     metadata,
