@@ -22,9 +22,12 @@ from sqlalchemy import Connection
 from medstream.access import Actor
 from medstream.events.subscription import Subscription
 from medstream.events.types import EventType
+from medstream.model import MedicalDevice
+from medstream.model.entities import KIND_BY_NAME
 from medstream.server.dispatcher import Dispatcher
 from medstream.store import outbox
 from medstream.store.database import Database
+from medstream.store.repository import EntityRepository
 from medstream.store.upgrade import MIGRATIONS_DIR
 from tests.conftest import database_url_for
 
@@ -178,9 +181,11 @@ async def test_a_round_with_nothing_to_number_does_not_wait_for_the_tail_and_one
 class _Sink:
     def __init__(self) -> None:
         self.frames: list[bytes] = []
+        self.arrived = asyncio.Event()
 
     def deliver(self, frame: bytes) -> None:
         self.frames.append(frame)
+        self.arrived.set()
 
     async def wait_for_room(self) -> int:
         return 1000
@@ -254,3 +259,41 @@ async def test_the_migration_keeps_every_position_both_ways(tmp_path: Path) -> N
         finally:
             await conn.close()
             await database.close()
+
+
+async def test_a_commit_while_the_dispatcher_reads_is_dispatched_at_once_not_at_the_next_poll(
+    log: _Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that commits while the dispatcher's round and read are in flight may be in neither: the dispatcher
+    reads again at once (here the poll is a minute away)."""
+    admin = Actor(user_id="admin", data_owner_id=None, is_admin=True)
+    repository = EntityRepository(log.database)
+    dispatcher = Dispatcher(log.database, poll_interval=60.0)
+    read_done, release = asyncio.Event(), asyncio.Event()
+    real = outbox.pg_number_and_page
+
+    async def held_after_reading(*args: object, **kwargs: object) -> object:
+        result = await real(*args, **kwargs)  # type: ignore[arg-type]
+        if not release.is_set():
+            read_done.set()
+            await release.wait()
+        return result
+
+    await dispatcher.start()
+    try:
+        sink = _Sink()
+        subscription = Subscription("s", "MedicalDevice", frozenset({EventType.CREATE}), None, admin, sink, cursor=0)
+        assert not await dispatcher.register(subscription, None, None)
+        await asyncio.sleep(0.1)  # the start-up read is done
+        monkeypatch.setattr(outbox, "pg_number_and_page", held_after_reading)
+        await repository.create_or_modify(KIND_BY_NAME["MedicalDevice"], [MedicalDevice(name="first")], admin)
+        await asyncio.wait_for(read_done.wait(), 5)  # the read for the first write is done, not yet returned
+        await repository.create_or_modify(KIND_BY_NAME["MedicalDevice"], [MedicalDevice(name="second")], admin)
+        release.set()
+
+        async with asyncio.timeout(5):
+            while sum(b'"type":"event"' in frame for frame in sink.frames) < 2:
+                sink.arrived.clear()
+                await sink.arrived.wait()
+    finally:
+        await dispatcher.stop()

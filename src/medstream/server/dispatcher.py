@@ -125,12 +125,13 @@ class Dispatcher:
     async def _tail_and_page(self) -> tuple[outbox.LogHead, list[EntityEvent]]:
         """The log's head and, when it is past `position`, the next page of events: one snapshot, one hop (a
         thread hop on SQLite; on PostgreSQL, polled every few ms, one statement in autocommit through the
-        driver, after a numbering round that gives the events committed since the last their positions)."""
+        driver, which first runs a numbering round: the events committed since the last get their positions)."""
         if self.database.is_sqlite:
             return await self.database.run_read(partial(outbox.tail_and_page, after_seq=self.position, limit=_PAGE))
-        if await outbox.pg_number(self.database) == outbox.NUMBER_ROUND:
+        numbered, head, events = await outbox.pg_number_and_page(self.database, self.position, _PAGE)
+        if numbered == outbox.NUMBER_ROUND:
             self._read_wanted = True  # more events wait for their positions: another round after this page
-        return await outbox.pg_tail_and_page(self.database, self.position, _PAGE)
+        return head, events
 
     async def _run(self) -> None:
         failures = 0
@@ -167,7 +168,10 @@ class Dispatcher:
                 self._gap_for_live(events[0].seq - 1, f"events after {self.position} were trimmed by retention")
             for event in events:
                 self._dispatch_timed(event, None)
-            self._read_wanted = head.last_seq > self.position  # more pages
+            if head.last_seq > self.position:  # more pages
+                self._read_wanted = True
+            # else keep what was asked for while this read was in flight: a commit then may not be in it, and
+            # must not wait for the next poll
             await asyncio.sleep(0)  # let sockets write between pages
 
     def _dispatch_written(self) -> None:

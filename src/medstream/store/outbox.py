@@ -171,18 +171,18 @@ async def number_committed(database: Database) -> None:
             pass
 
 
-_TAIL_AND_PAGE_PG = (
-    "SELECT t.last_seq, t.epoch, t.floor_seq, o.seq, o.entity_type, o.entity_id, o.rev, o.event_type, o.document,"
-    " o.readers, o.created FROM outbox_tail t LEFT JOIN LATERAL (SELECT seq, entity_type, entity_id, rev,"
-    " event_type, document, readers, created FROM outbox WHERE seq > $1 AND seq <= t.last_seq ORDER BY seq"
-    " LIMIT $2) o ON true WHERE t.id = 1"
-)
+_NUMBER_AND_READ_PG = "SELECT * FROM outbox_number_and_read($1, $2, $3)"
 
 
-async def pg_tail_and_page(database: Database, after_seq: int, limit: int = 1000) -> tuple[LogHead, list[EntityEvent]]:
-    """`tail_and_page` on PostgreSQL as one statement in autocommit: its one snapshot sees every event up to the
-    head it reads, since an event gets its `seq` in the round that moves the head past it."""
-    rows = await database.autocommit.fetch(_TAIL_AND_PAGE_PG, (after_seq, limit))
+async def pg_number_and_page(
+    database: Database, after_seq: int, limit: int = 1000
+) -> tuple[int, LogHead, list[EntityEvent]]:
+    """`tail_and_page` on PostgreSQL, after a numbering round, as one statement in autocommit (migration 0004):
+    how many events the round numbered, the log's head and the page after `after_seq`. The page's snapshot,
+    taken after the round, sees every event up to the head it reads, since an event gets its `seq` in the round
+    that moves the head past it. The rows come back once the round has committed: asyncpg hands a statement's
+    rows over at ReadyForQuery, which PostgreSQL sends after the implicit transaction's commit."""
+    rows = await database.autocommit.fetch(_NUMBER_AND_READ_PG, (after_seq, NUMBER_ROUND, limit))
     first = rows[0]
     tail = LogHead(last_seq=first["last_seq"], epoch=first["epoch"], floor_seq=first["floor_seq"])
     events = [
@@ -191,7 +191,7 @@ async def pg_tail_and_page(database: Database, after_seq: int, limit: int = 1000
         for r in rows
         if r["seq"] is not None
     ]  # fmt: skip
-    return tail, events
+    return int(first["numbered"]), tail, events
 
 
 def tail_and_page(conn: Connection, after_seq: int, limit: int = 1000) -> tuple[LogHead, list[EntityEvent]]:

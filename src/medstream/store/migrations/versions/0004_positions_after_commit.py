@@ -54,6 +54,31 @@ END $$
 """
 
 
+# What a node's dispatcher sends whenever it reads the log: a round, then the log's head and the page after
+# `after_seq`, in one statement and one transaction. The page is read after the round (a statement of its own,
+# its snapshot taken while this round holds the tail), so it sees the events this round numbered and every
+# round before; the caller gets the rows once the statement's transaction, the round, has committed.
+_NUMBER_AND_READ_FUNCTION = """
+CREATE FUNCTION outbox_number_and_read(after_seq bigint, max_events integer, page_size integer)
+RETURNS TABLE (numbered bigint, last_seq bigint, epoch text, floor_seq bigint, seq bigint, entity_type text,
+               entity_id text, rev text, event_type text, document text, readers text, created bigint)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+  numbered_now bigint := outbox_number(max_events);
+BEGIN
+  RETURN QUERY
+    SELECT numbered_now, t.last_seq, t.epoch::text, t.floor_seq, o.seq, o.entity_type::text, o.entity_id::text,
+           o.rev::text, o.event_type::text, o.document, o.readers, o.created
+      FROM outbox_tail t
+      LEFT JOIN LATERAL (SELECT seq, entity_type, entity_id, rev, event_type, document, readers, created
+                           FROM outbox WHERE seq > after_seq AND seq <= t.last_seq ORDER BY seq
+                          LIMIT page_size) o ON true
+     WHERE t.id = 1;
+END $$
+"""
+
+
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
@@ -61,6 +86,7 @@ def upgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS outbox_assign_seq()")
     op.execute("CREATE INDEX ix_outbox_unnumbered ON outbox (id) WHERE seq IS NULL")
     op.execute(_NUMBER_FUNCTION)
+    op.execute(_NUMBER_AND_READ_FUNCTION)
 
 
 def downgrade() -> None:
@@ -69,6 +95,7 @@ def downgrade() -> None:
     # Events written since the upgrade and not numbered yet get their positions now, before the trigger that
     # numbers at commit returns: one round, all of them.
     op.execute("SELECT outbox_number(2147483647)")
+    op.execute("DROP FUNCTION outbox_number_and_read(bigint, integer, integer)")
     op.execute("DROP FUNCTION outbox_number(integer)")
     op.execute("DROP INDEX ix_outbox_unnumbered")
     # Alembic loads each version file on its own, not as a package's module: load 0001's the same way.
