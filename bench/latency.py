@@ -8,9 +8,9 @@ loop schedule (each request sent at its time, at most --in-flight outstanding pe
 send time (time.time_ns) in the sample's `comment`. Subscribers: one process per subscriber, each a MedTechApi
 with one `subscribe_to_data_sample_events(["CREATE"], <label filter>, callback)`; the callback computes now -
 send time. Percentiles pool every subscriber's deliveries; medians over --runs runs. A rate is sustainable when
-the writers achieved at least 95% of it, every subscriber got every event, and p99 stayed under --max-p99-ms;
-the highest sustainable rate is searched upwards from the highest sustainable --rates by steps of x1.25 (a
-step that fails is run once more before the search stops).
+the writers achieved at least 95% of it, every subscriber got every event, and p99 stayed under --max-p99-ms,
+in most of its runs; the highest sustainable rate is searched upwards from the highest sustainable --rates by
+steps of x1.25 (a step that fails is run once more before the search stops).
 """
 
 from __future__ import annotations
@@ -114,13 +114,15 @@ class Bench:
 
 
 def combine(database: str, subscribers: int, kind: str, measured: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians over runs of each figure; sustainable only if every run was."""
+    """Medians over runs of each figure; sustainable when most runs were, as the medians judge every other
+    figure: one stalled run of three at 200 writes/s must not make the rate unsustainable and send the search
+    for the highest rate below it (session 10's full run reported 128 writes/s that way)."""
     row: dict[str, Any] = {"database": database, "subscribers": subscribers, "kind": kind, "runs": len(measured)}
     for key in ("rate", "achieved_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms", "rest_p50_ms", "rest_p99_ms"):
         row[key] = median(m[key] for m in measured)
     row["lost"] = sum(m["lost"] for m in measured)
     row["write_errors"] = sum(m["write_errors"] for m in measured)
-    row["sustainable"] = all(m["sustainable"] for m in measured)
+    row["sustainable"] = 2 * sum(1 for m in measured if m["sustainable"]) > len(measured)
     row["each_run"] = measured
     return row
 
@@ -206,7 +208,7 @@ def report(rows: list[dict[str, Any]], runs: int, duration: float, args: argpars
              r.get("sustainable")]
             for r in rows
         ],
-        [f"sustainable: achieved >= 95% of the rate, nothing lost, p99 <= {args.max_p99_ms:g} ms"],
+        [f"sustainable: achieved >= 95% of the rate, nothing lost, p99 <= {args.max_p99_ms:g} ms, in most runs"],
     )  # fmt: skip
     targets = []
     for database, p50_bound, p99_bound in (("sqlite", 5.0, 25.0), ("postgresql", None, 50.0)):
