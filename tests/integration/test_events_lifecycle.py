@@ -216,6 +216,39 @@ async def test_on_connected_registered_once_the_connection_is_up_fires_at_once(
     await connection.close()
 
 
+async def test_coroutine_lifecycle_handlers_run_one_after_the_other_in_the_order_fired(
+    new_professional: ProfessionalFactory,
+) -> None:
+    """An async on_closed does not start before the async on_connected fired ahead of it has finished, and a
+    handler that fails does not stop those behind it."""
+    doctor = await new_professional()
+    connection = await doctor.api.patient_api.subscribe_to_patient_events(ALL_TYPES, None, Recorder())
+    order: list[str] = []
+    gate = asyncio.Event()
+    changed = asyncio.Event()
+
+    async def slow_connected() -> None:
+        order.append("connected: start")
+        await gate.wait()
+        order.append("connected: end")
+
+    async def failing_connected() -> None:
+        order.append("failing")
+        raise RuntimeError("a handler that fails")
+
+    async def closed(reason: str) -> None:
+        order.append(f"closed: {reason}")
+        changed.set()
+
+    connection.on_connected(slow_connected).on_connected(failing_connected).on_closed(closed)
+    await connection.close()
+    await asyncio.sleep(SETTLE)
+    assert order == ["connected: start"], "the handlers fired after it wait for the first to finish"
+    gate.set()
+    await wait_for_condition(lambda: len(order) == 4, changed, "the on_closed coroutine", lambda: order)
+    assert order == ["connected: start", "connected: end", "failing", "closed: closed by the client"]
+
+
 async def test_a_callback_that_closes_its_own_subscription_runs_to_its_end(
     new_professional: ProfessionalFactory,
 ) -> None:

@@ -4,12 +4,15 @@
 the entity and, when it takes a second parameter, the `SubscriptionEvent` with its type and `seq`. Callbacks
 run one at a time, in `seq` order; an exception in one goes to `on_error` and the log, and the subscription
 goes on.
+
+A lifecycle handler may be a plain function, which runs as its moment comes, or a coroutine function, whose
+coroutines run one after the other, in the order their moments came: an async `on_closed` never starts before
+the async `on_connected` fired ahead of it has finished.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -130,6 +133,10 @@ class Connection(Generic[E]):
         self.close_reason: str | None = None
         self.last_error: BaseException | None = None
         self._settled = asyncio.Event()  # set once connected or closed
+        # The awaitables lifecycle handlers returned, run in turn: the last one's task, and every one not yet done
+        # (held here, as the event loop keeps only weak references to tasks).
+        self._handler_tail: asyncio.Task[None] | None = None
+        self._handler_tasks: set[asyncio.Task[None]] = set()
 
     # -- the Medtech interface, chainable ----------------------------------------------------------------
 
@@ -293,14 +300,28 @@ class Connection(Generic[E]):
     def _fire_one(self, handler: AnyCallback, *args: Any) -> None:
         try:
             result = handler(*args[: _arity(handler)])
-            if inspect.isawaitable(result):
-                task = asyncio.ensure_future(result)
-                task.add_done_callback(_log_failure)
         except Exception:
             log.exception("subscription %s: handler failed", self.subscription_id)
+            return
+        if inspect.isawaitable(result):
+            self._run_in_turn(result)
+
+    def _run_in_turn(self, awaitable: Awaitable[Any]) -> None:
+        """Await `awaitable` once every awaitable of a handler fired before it is done."""
+        task = asyncio.ensure_future(_after(self._handler_tail, awaitable))
+        self._handler_tail = task
+        self._handler_tasks.add(task)
+        task.add_done_callback(self._handler_done)
+
+    def _handler_done(self, task: asyncio.Task[None]) -> None:
+        self._handler_tasks.discard(task)
+        if self._handler_tail is task:
+            self._handler_tail = None
+        if not task.cancelled() and task.exception() is not None:
+            log.error("subscription %s: handler failed", self.subscription_id, exc_info=task.exception())
 
 
-def _log_failure(task: asyncio.Future[Any]) -> None:
-    with contextlib.suppress(asyncio.CancelledError):
-        if task.exception() is not None:
-            log.error("connection handler failed", exc_info=task.exception())
+async def _after(previous: asyncio.Task[None] | None, awaitable: Awaitable[Any]) -> None:
+    if previous is not None:
+        await asyncio.wait([previous])  # however it ended: its failure is its own, logged when it ended
+    await awaitable
