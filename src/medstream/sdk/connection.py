@@ -7,7 +7,9 @@ goes on.
 
 A lifecycle handler may be a plain function, which runs as its moment comes, or a coroutine function, whose
 coroutines run one after the other, in the order their moments came: an async `on_closed` never starts before
-the async `on_connected` fired ahead of it has finished.
+the async `on_connected` fired ahead of it has finished. So a coroutine handler that never returns holds back
+every one after it, as a callback that never returns holds back the events after it: start long work as a task of
+your own.
 """
 
 from __future__ import annotations
