@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from medstream.demo import start_server
 from medstream.errors import UnavailableError
 from medstream.model import HealthcareProfessional, Patient
+from medstream.server import security
 from medstream.server.settings import Settings
 from medstream.store.database import Database
 from tests.conftest import ProfessionalFactory, RunningServer, database_url_for, drop_pg_database
@@ -179,6 +180,43 @@ async def test_repeated_failed_logins_are_slowed_down_even_for_the_right_passwor
     after_wait = await client.post(LOGIN, json={"username": doctor.login, "password": doctor.password})
     assert after_wait.status_code == 200, after_wait.text
     assert (await client.post(LOGIN, json=wrong)).status_code == 401, "a success resets the count"
+
+
+async def test_failed_logins_sent_all_at_once_get_no_more_guesses_than_one_after_another(
+    client: httpx.AsyncClient, new_professional: ProfessionalFactory
+) -> None:
+    """An attempt counts from the moment it is let through, not only once its password is found wrong: 30 wrong
+    passwords sent together get the 5 free guesses and 429 for the rest, as they would one after another."""
+    doctor = await new_professional()
+    wrong = {"username": doctor.login, "password": "wrong-password"}
+    answers = await asyncio.gather(*(client.post(LOGIN, json=wrong) for _ in range(30)))
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [401] * 5 + [429] * 25, f"{statuses.count(401)} guesses, {statuses.count(429)} refused"
+    right_too_soon = await client.post(LOGIN, json={"username": doctor.login, "password": doctor.password})
+    assert_error(right_too_soon, 429, "too_many_attempts")
+
+
+async def test_an_unknown_login_costs_a_password_check_as_a_wrong_password_does(
+    client: httpx.AsyncClient, new_professional: ProfessionalFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the check an unknown login was answered sooner than a known one, which told who has an account."""
+    checked: list[str] = []
+    real = security._hasher
+
+    class Counting:
+        def verify(self, password_hash: str, password: str) -> bool:
+            checked.append(password)
+            return real.verify(password_hash, password)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    doctor = await new_professional()
+    monkeypatch.setattr(security, "_hasher", Counting())
+    unknown = {"username": f"nobody-{uuid.uuid4().hex[:8]}", "password": "guess-1"}
+    assert_error(await client.post(LOGIN, json=unknown), 401, "unauthorized")
+    assert_error(await client.post(LOGIN, json={"username": doctor.login, "password": "guess-2"}), 401, "unauthorized")
+    assert checked == ["guess-1", "guess-2"]
 
 
 async def test_get_data_owner_returns_the_professional(new_professional: ProfessionalFactory) -> None:

@@ -171,10 +171,12 @@ def fail(throttle: LoginThrottle, login: str, times: int, now: float) -> None:
 
 
 def retry_after(throttle: LoginThrottle, login: str, now: float) -> float | None:
+    """How long an attempt at `now` must wait, or None if it is let through (then ended at once, as a probe)."""
     try:
         throttle.check(login, now)
     except TooManyAttemptsError as exc:
         return exc.retry_after
+    throttle.abandoned(login)
     return None
 
 
@@ -195,6 +197,7 @@ def test_after_the_free_failures_each_wait_doubles_up_to_the_cap() -> None:
         waits.append(wait)
         now += wait  # wait it out, then fail again
         assert retry_after(throttle, "jane", now) is None
+        throttle.check("jane", now)
         throttle.failed("jane", now)
     assert waits == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
 
@@ -215,7 +218,7 @@ def test_a_success_resets_the_count() -> None:
     assert retry_after(throttle, "jane", 100.0) is None
     fail(throttle, "jane", 4, now=100.0)
     assert retry_after(throttle, "jane", 100.0) is None, "five free failures again"
-    throttle.failed("jane", 100.0)
+    fail(throttle, "jane", 1, now=100.0)
     assert retry_after(throttle, "jane", 100.0) == 1.0
 
 
@@ -231,9 +234,64 @@ def test_the_throttle_forgets_the_oldest_logins_past_its_capacity() -> None:
     fail(throttle, "a", 1, now=100.0)
     fail(throttle, "b", 1, now=100.0)
     fail(throttle, "c", 1, now=100.0)
-    assert retry_after(throttle, "a", 100.0) is None, "forgotten"
     assert retry_after(throttle, "b", 100.0) is not None
     assert retry_after(throttle, "c", 100.0) is not None
+    assert retry_after(throttle, "a", 100.0) is None, "forgotten"
+
+
+def test_attempts_let_through_count_as_failures_until_they_end() -> None:
+    throttle = LoginThrottle(free_attempts=5)
+    for _ in range(5):  # sent together: none has failed yet
+        throttle.check("jane", 100.0)
+    assert retry_after(throttle, "jane", 100.0) == 1.0, "a sixth waits as if the five had failed"
+    throttle.abandoned("jane")  # one ended with no outcome: it no longer counts
+    assert retry_after(throttle, "jane", 100.0) is None
+    for _ in range(4):
+        throttle.failed("jane", 100.5)
+    throttle.check("jane", 100.5)
+    assert retry_after(throttle, "jane", 100.5) == 1.0, "four failed and one in flight"
+
+
+def test_after_a_long_quiet_only_one_attempt_goes_through_per_wait() -> None:
+    """An hour after the last failure every wait is over; of attempts sent together then, the first is let
+    through and the wait runs from it for the others."""
+    throttle = LoginThrottle(free_attempts=5, max_delay=60.0)
+    fail(throttle, "jane", 5, now=100.0)
+    fail(throttle, "jane", 1, now=101.0)
+    fail(throttle, "jane", 1, now=103.0)
+    throttle.check("jane", 3_700.0)
+    assert retry_after(throttle, "jane", 3_700.0) == 8.0  # 2 ** (7 + 1 in flight - 5)
+    throttle.failed("jane", 3_700.5)
+    assert retry_after(throttle, "jane", 3_700.5) == 8.0, "8 failures: the wait runs from the last"
+
+
+def test_an_abandoned_attempt_neither_counts_nor_restarts_the_wait() -> None:
+    throttle = LoginThrottle(free_attempts=5)
+    fail(throttle, "jane", 5, now=100.0)
+    throttle.check("jane", 101.0)
+    assert retry_after(throttle, "jane", 101.0) == 2.0, "five failures and one in flight, let through just now"
+    throttle.abandoned("jane")
+    assert retry_after(throttle, "jane", 101.0) is None, "five failures, the last a second ago"
+
+
+def test_a_success_while_others_are_in_flight_forgets_the_failures_not_them() -> None:
+    throttle = LoginThrottle(free_attempts=2)
+    fail(throttle, "jane", 1, now=100.0)
+    throttle.check("jane", 100.0)
+    assert retry_after(throttle, "jane", 100.0) == 1.0
+    throttle.succeeded("jane")
+    assert retry_after(throttle, "jane", 100.0) is None
+    throttle.check("jane", 100.0)
+    throttle.check("jane", 100.0)
+    assert retry_after(throttle, "jane", 100.0) == 1.0, "the two in flight still count"
+
+
+def test_an_attempt_ended_after_its_login_was_forgotten_is_still_counted() -> None:
+    throttle = LoginThrottle(free_attempts=1, capacity=1)
+    throttle.check("jane", 100.0)
+    throttle.check("john", 100.0)  # jane is forgotten past the capacity
+    throttle.failed("jane", 100.0)
+    assert retry_after(throttle, "jane", 100.0) == 1.0
 
 
 def test_the_throttle_error_is_a_429_with_its_retry_after() -> None:

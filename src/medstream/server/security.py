@@ -105,33 +105,78 @@ class TokenIssuer:
         return actor
 
 
+@dataclass
+class _Attempts:
+    failures: int = 0  # failed logins in a row
+    last_failure: float = 0.0
+    in_flight: int = 0  # attempts let through whose outcome is not known yet
+    last_started: float = 0.0  # when the newest of them was let through
+
+
 class LoginThrottle:
     """Slows down repeated failed logins for one login: after `free_attempts` failures in a row, each
-    attempt must wait 2**(excess failures) seconds after the last failure, up to `max_delay`."""
+    attempt must wait 2**(excess failures) seconds after the last failure, up to `max_delay`.
+
+    An attempt counts from the moment `check` lets it through until its outcome (`failed`, `succeeded`, or
+    `abandoned` when there is none): meanwhile it counts as a failure, and the wait runs from the newest one let
+    through. So attempts sent all at once get no more guesses than attempts one after another (the free ones,
+    then one per wait); counted only once their password was found wrong, any number of them got through
+    together."""
 
     def __init__(self, *, free_attempts: int = 5, max_delay: float = 60.0, capacity: int = 100_000) -> None:
         self.free_attempts = free_attempts
         self.max_delay = max_delay
         self.capacity = capacity
-        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._attempts: OrderedDict[str, _Attempts] = OrderedDict()
 
     def check(self, login: str, now: float | None = None) -> None:
+        """Let an attempt for `login` through, or raise TooManyAttemptsError with how long to wait. An attempt
+        let through must be ended by `failed`, `succeeded` or `abandoned`."""
         now = time.monotonic() if now is None else now
-        count, last = self._failures.get(login, (0, 0.0))
-        if count < self.free_attempts:
-            return
-        wait = min(2.0 ** (count - self.free_attempts), self.max_delay) - (now - last)
-        if wait > 0:
-            raise TooManyAttemptsError(
-                f"too many failed logins for this login; retry in {wait:.1f} s", retry_after=wait
-            )
+        attempts = self._record(login)
+        count = attempts.failures + attempts.in_flight
+        if count >= self.free_attempts:
+            since = max(attempts.last_failure, attempts.last_started) if attempts.in_flight else attempts.last_failure
+            wait = min(2.0 ** (count - self.free_attempts), self.max_delay) - (now - since)
+            if wait > 0:
+                raise TooManyAttemptsError(
+                    f"too many failed logins for this login; retry in {wait:.1f} s", retry_after=wait
+                )
+        attempts.in_flight += 1
+        attempts.last_started = now
+        self._attempts.move_to_end(login)
 
     def failed(self, login: str, now: float | None = None) -> None:
+        """The attempt let through for `login` failed."""
         now = time.monotonic() if now is None else now
-        count, _ = self._failures.pop(login, (0, 0.0))
-        self._failures[login] = (count + 1, now)
-        while len(self._failures) > self.capacity:
-            self._failures.popitem(last=False)
+        attempts = self._ended(login)
+        attempts.failures += 1
+        attempts.last_failure = now
 
     def succeeded(self, login: str) -> None:
-        self._failures.pop(login, None)
+        """The attempt let through for `login` succeeded: its failures are forgotten."""
+        attempts = self._ended(login)
+        attempts.failures = 0
+        self._forget_if_idle(login, attempts)
+
+    def abandoned(self, login: str) -> None:
+        """The attempt let through for `login` ended with no outcome (an error, a cancelled request)."""
+        self._forget_if_idle(login, self._ended(login))
+
+    def _record(self, login: str) -> _Attempts:
+        """`login`'s record, a new one if it has none (or it was forgotten past the capacity meanwhile)."""
+        attempts = self._attempts.get(login)
+        if attempts is None:
+            attempts = self._attempts[login] = _Attempts()
+            while len(self._attempts) > self.capacity:
+                self._attempts.popitem(last=False)
+        return attempts
+
+    def _ended(self, login: str) -> _Attempts:
+        attempts = self._record(login)
+        attempts.in_flight = max(0, attempts.in_flight - 1)
+        return attempts
+
+    def _forget_if_idle(self, login: str, attempts: _Attempts) -> None:
+        if attempts.failures == 0 and attempts.in_flight == 0:
+            self._attempts.pop(login, None)

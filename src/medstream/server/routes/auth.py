@@ -40,13 +40,18 @@ def _json(payload: MedstreamModel) -> Response:
 @router.post("/login", response_model=TokenResponse)
 async def login(credentials: LoginCredentials, state: Annotated[ServerState, Depends(server_state)]) -> Response:
     """Exchange a login and password for an access token and a refresh token."""
-    state.throttle.check(credentials.username)
-    found = await state.repository.find_user_by_login(credentials.username)
-    password_hash = found[1] if found else None
-    if found is None or not await verify_password(password_hash, credentials.password):
-        state.throttle.failed(credentials.username)
+    throttle, login_ = state.throttle, credentials.username
+    throttle.check(login_)  # from here the attempt counts, until one of the three ends below
+    try:
+        found = await state.repository.find_user_by_login(login_)
+        verified = await verify_password(found[1] if found else None, credentials.password)
+    except BaseException:
+        throttle.abandoned(login_)
+        raise
+    if found is None or not verified:
+        throttle.failed(login_)
         raise AuthenticationError("wrong login or password")
-    state.throttle.succeeded(credentials.username)
+    throttle.succeeded(login_)
     pair = state.tokens.issue(found[0])
     return _json(TokenResponse.model_validate(pair.to_json_dict()))
 
