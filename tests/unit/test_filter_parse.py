@@ -44,9 +44,10 @@ def _kind_and_filter(draw: st.DrawFn) -> tuple[str, Filter]:
     return kind, draw(filters_for(kind, pool))
 
 
-# Derandomized: about one random seed in ten made this test take over 120 s (cause not found yet: see the
-# note on the filters issue); a fixed seed keeps CI stable with the same 150 examples every run.
-@settings(max_examples=150, deadline=None, derandomize=True)
+# Random seeds again: the seeds that took minutes drew entities holding a NUL character, whose values the
+# filters then named; the server refuses those (as it must), the property failed, and hypothesis shrank it for
+# minutes. FilterPool now names values of storable entities only (2.0-2.9 s a seed, 60 seeds tried).
+@settings(max_examples=150, deadline=None)
 @given(_kind_and_filter())
 def test_every_generated_filter_round_trips_through_its_wire_form(kind_and_filter: tuple[str, Filter]) -> None:
     kind, tree = kind_and_filter
