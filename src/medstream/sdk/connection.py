@@ -135,10 +135,9 @@ class Connection(Generic[E]):
         self.close_reason: str | None = None
         self.last_error: BaseException | None = None
         self._settled = asyncio.Event()  # set once connected or closed
-        # The awaitables lifecycle handlers returned, run in turn: the last one's task, and every one not yet done
-        # (held here, as the event loop keeps only weak references to tasks).
+        # The awaitables lifecycle handlers returned, run in turn: the last one's task. Held here, as the event loop
+        # keeps only weak references to tasks; each task holds the one before it until that one is done.
         self._handler_tail: asyncio.Task[None] | None = None
-        self._handler_tasks: set[asyncio.Task[None]] = set()
 
     # -- the Medtech interface, chainable ----------------------------------------------------------------
 
@@ -312,11 +311,9 @@ class Connection(Generic[E]):
         """Await `awaitable` once every awaitable of a handler fired before it is done."""
         task = asyncio.ensure_future(_after(self._handler_tail, awaitable))
         self._handler_tail = task
-        self._handler_tasks.add(task)
         task.add_done_callback(self._handler_done)
 
     def _handler_done(self, task: asyncio.Task[None]) -> None:
-        self._handler_tasks.discard(task)
         if self._handler_tail is task:
             self._handler_tail = None
         if not task.cancelled() and task.exception() is not None:
