@@ -46,7 +46,7 @@ def _kind_and_filter(draw: st.DrawFn) -> tuple[str, Filter]:
 
 # Random seeds again: the seeds that took minutes drew entities holding a NUL character, whose values the
 # filters then named; the server refuses those (as it must), the property failed, and hypothesis shrank it for
-# minutes. FilterPool now names values of storable entities only (2.0-2.9 s a seed, 60 seeds tried).
+# minutes. FilterPool now names values of storable entities only (about 2-3 s a seed, 60 seeds tried).
 @settings(max_examples=150, deadline=None)
 @given(_kind_and_filter())
 def test_every_generated_filter_round_trips_through_its_wire_form(kind_and_filter: tuple[str, Filter]) -> None:
