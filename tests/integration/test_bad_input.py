@@ -249,11 +249,14 @@ async def test_a_stale_rev_is_409(targets: Targets) -> None:
     await t.assert_unchanged()
 
 
-async def test_a_wrong_method_is_405(targets: Targets) -> None:
+async def test_a_wrong_method_is_405_naming_every_method_the_path_allows(targets: Targets) -> None:
     t = targets.patient
     response = await t.client.put(t.read_path, json=t.changed(note="changed"))
-    assert_error(response, 405, "validation_error")
-    assert "GET" in response.headers["Allow"]
+    assert_error(response, 405, "method_not_allowed", "PUT", "not allowed", "DELETE, GET, HEAD")
+    assert response.headers["Allow"] == "DELETE, GET, HEAD"
+    collection = await t.client.patch(t.write_path, json=t.changed(note="changed"))
+    assert_error(collection, 405, "method_not_allowed", "PATCH")
+    assert collection.headers["Allow"] == "GET, HEAD, POST"
     await t.assert_unchanged()
 
 

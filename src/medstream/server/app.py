@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
+from urllib.parse import urlsplit
 
-from fastapi import APIRouter, FastAPI, WebSocket
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from fastapi import FastAPI, WebSocket
+from fastapi_offline import FastAPIOffline
+from starlette.middleware.cors import CORSMiddleware
 
 from medstream import __version__
 from medstream.access import Actor
@@ -21,10 +21,13 @@ from medstream.model.user import User
 from medstream.server.actors import ActorValidator
 from medstream.server.dispatcher import Dispatcher
 from medstream.server.errors import BodySizeLimit, install_error_handlers
+from medstream.server.openapi import openapi_document
+from medstream.server.rest import routes_of
 from medstream.server.retention import run_retention
-from medstream.server.routes import auth, health, me
-from medstream.server.routes.entities import all_entity_routers, write_entities
-from medstream.server.routing import DirectRouter
+from medstream.server.routes.auth import auth
+from medstream.server.routes.entities import entity_collections, write_entities
+from medstream.server.routes.health import checks
+from medstream.server.routes.me import me
 from medstream.server.security import LoginThrottle, TokenIssuer
 from medstream.server.settings import Settings
 from medstream.server.state import ServerState, state_of
@@ -89,77 +92,34 @@ async def ensure_admin(state: ServerState, login: str, password: str) -> None:
     log.info("created admin user %s", login)
 
 
-async def events_endpoint(websocket: WebSocket) -> None:
-    """The live-events websocket (docs/protocol.md)."""
-    await state_of(websocket).hub.serve(websocket)
+def origin_allowed(origin: str | None, host: str | None, allowed: Sequence[str]) -> bool:
+    """May a websocket from a page of `origin` connect? Clients that are not browsers send no Origin; a browser
+    page may connect from the server's own origin, or from one of the configured CORS origins."""
+    if origin is None or "*" in allowed or origin in allowed:
+        return True
+    return host is not None and urlsplit(origin).netloc == host
 
 
-def _add_routes(app: FastAPI, router: APIRouter) -> None:
-    """Add `router`'s routes to the app's own list, as they are (their paths and tags already carry the
-    router's prefix and tags). FastAPI's `include_router` instead keeps each router behind a wrapper that
-    re-derives its routes on every match: 10 us per request for the first router's routes, 64 us for the
-    last one's, in a request that costs the server a few hundred."""
-    app.router.routes.extend(router.routes)
-
-
-class MedstreamApp(FastAPI):
-    """FastAPI, but for the requests that go to a DirectRoute: those run straight from here (server/routing.py)
-    with the body limit and the exception handlers the middleware stack would apply, not through its six
-    layers and the router's scan of every route. Off when OpenTelemetry is on: its middleware traces requests."""
-
-    def __init__(self, *, max_body_bytes: int, direct: bool = True, **options: Any) -> None:
-        super().__init__(**options)
-        self.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
-        self._direct_enabled = direct
-        self._direct: DirectRouter | None = None
-        self._direct_limited = BodySizeLimit(self._run_direct, max_bytes=max_body_bytes)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self._direct_enabled:
-            if self._direct is None:  # routes are all added by now: the first request comes after start-up
-                self._direct = DirectRouter(self.router.routes)
-            found = self._direct.match(scope["method"], _route_path(scope))
-            if found is not None:
-                route, path_params = found
-                scope["app"] = self
-                scope.update(route=route, endpoint=route.endpoint, path_params=path_params)
-                await self._direct_limited(scope, receive, send)
-                return
-        await super().__call__(scope, receive, send)
-
-    async def _run_direct(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def watched(message: Any) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
-        try:
-            await scope["route"].app(scope, receive, watched)
-        except Exception as exc:
-            handler = self._handler_for(exc)
-            if started or handler is None:
-                raise
-            response = await handler(Request(scope, receive), exc)
-            await response(scope, receive, send)
-
-    def _handler_for(self, exc: Exception) -> Callable[[Request, Exception], Awaitable[Response]] | None:
-        """The app's handler for `exc`, looked up by class as Starlette's middleware does."""
-        for cls in type(exc).__mro__:
-            if cls in self.exception_handlers:
-                handler: Any = self.exception_handlers[cls]  # every one of ours is a coroutine function
-                return cast(Callable[[Request, Exception], Awaitable[Response]], handler)
-        return None
-
-
-def _route_path(scope: Scope) -> str:
-    """The request's path within the app: without the `root_path` a proxy may mount it under."""
-    path: str = scope["path"]
-    root_path: str = scope.get("root_path", "")
-    if root_path and path.startswith(root_path) and path[len(root_path) : len(root_path) + 1] in ("", "/"):
-        return path[len(root_path) :]
-    return path
+def _docs_app(title: str, version: str, description: str, lifespan: Any, settings: Settings) -> FastAPI:
+    """FastAPI with `/docs` and `/redoc` whose scripts and styles the app serves itself (fastapi-offline's copy
+    of Swagger UI and ReDoc), so that they render without reaching any other host."""
+    return FastAPIOffline(
+        docs_url="/docs",
+        redoc_url="/redoc",
+        static_url="/docs-assets",
+        title=title,
+        version=version,
+        description=description,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        # Swagger UI's default validator badge fetches from the validator's own site; keep the token across reloads.
+        swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True},
+        telemetry={
+            "tracing": settings.opentelemetry,
+            "metrics": settings.opentelemetry,
+            "logs": settings.opentelemetry,
+        },
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -187,26 +147,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.dispatcher.stop()
             await state.database.close()
 
-    app = MedstreamApp(
-        max_body_bytes=settings.max_body_bytes,
-        direct=not settings.opentelemetry,
-        title="Medstream",
-        version=__version__,
-        description="Medical data with live entity events. Authenticate with POST /rest/v1/auth/login.",
-        lifespan=lifespan,
-        docs_url="/docs",
-        openapi_url="/openapi.json",
-        # One schema per model, used by request bodies and answers alike (DataSample, not DataSample-Input and
-        # DataSample-Output): an entity is sent as it is received.
-        separate_input_output_schemas=False,
-        telemetry={
-            "tracing": settings.opentelemetry,
-            "metrics": settings.opentelemetry,
-            "logs": settings.opentelemetry,
-        },
-    )
+    description = "Medical data with live entity events. Authenticate with POST /rest/v1/auth/login."
+    app = _docs_app("Medstream", __version__, description, lifespan, settings)
+    collections = [checks, auth, me, *entity_collections()]
+    app.router.routes.extend(routes_of(collections))
+    document = openapi_document(title=app.title, version=app.version, description=description, collections=collections)
+
+    def openapi() -> dict[str, Any]:
+        return cast(dict[str, Any], document)
+
+    app.openapi = openapi  # type: ignore[method-assign]
     install_error_handlers(app)
-    for router in [health.router, auth.router, me.router, *all_entity_routers()]:
-        _add_routes(app, router)
+    origins = settings.cors_origins
+
+    async def events_endpoint(websocket: WebSocket) -> None:
+        """The live-events websocket (docs/protocol.md); a browser page of an origin not allowed is refused."""
+        origin = websocket.headers.get("origin")
+        if not origin_allowed(origin, websocket.headers.get("host"), origins):
+            await websocket.accept()
+            await websocket.close(4003, f"origin {origin} not allowed"[:120])
+            return
+        await state_of(websocket).hub.serve(websocket)
+
     app.add_api_websocket_route("/ws/v1/events", events_endpoint, name="events")
+    # Pure ASGI middleware only, run on every route: CORS outermost, so that every answer carries its headers.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Refresh-Token"],
+            max_age=600,
+        )
     return app

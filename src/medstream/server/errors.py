@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -45,15 +45,27 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
 
-def validation_error(exc: RequestValidationError) -> ValidationError:
+def validation_error(errors: Sequence[Mapping[str, Any]]) -> ValidationError:
+    """The 400 of pydantic's validation errors, each located (`loc`) under `body`, `path` or `query`."""
     details = [
         {"path": _location(tuple(e.get("loc", ()))), "message": e.get("msg", ""), "type": e.get("type", "")}
-        for e in exc.errors()
+        for e in errors
     ]
     if any(d["type"] == "json_invalid" for d in details):
         return ValidationError("malformed JSON in the request body", details=details)
     summary = "; ".join(f"{d['path']}: {d['message']}" for d in details[:5])
     return ValidationError(f"invalid request: {summary}", details=details)
+
+
+def method_not_allowed(method: str, path: str, headers: Mapping[str, str]) -> Response:
+    """The 405 of a path that exists, with `Allow` naming the methods it does allow."""
+    allowed = ", ".join(sorted(m.strip() for m in headers.get("Allow", "").split(",") if m.strip()))
+    payload = {
+        "error": "method_not_allowed",
+        "message": f"method {method} is not allowed on {path}; allowed: {allowed}",
+        "details": [{"allowed": allowed.split(", ") if allowed else []}],
+    }
+    return Response(orjson.dumps(payload), status_code=405, media_type="application/json", headers={"Allow": allowed})
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -63,11 +75,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return error_response(validation_error(exc))
+        return error_response(validation_error(exc.errors()))
 
-    async def on_http_error(_request: Request, exc: Exception) -> Response:
+    async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        # The framework's own 4xx (404 no such route, 405 wrong method) keep their status and headers (Allow).
+        if exc.status_code == 405:
+            return method_not_allowed(request.method, request.url.path, exc.headers or {})
+        # The framework's own other 4xx (404 no such route) keep their status and headers.
         error = from_payload(exc.status_code, {"message": str(exc.detail)})
         return error_response(error, status=exc.status_code, headers=exc.headers)
 

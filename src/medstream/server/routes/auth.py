@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Header
 from pydantic import Field
 from starlette.responses import Response
 
 from medstream.errors import AuthenticationError
 from medstream.model.base import MedstreamModel
-from medstream.server.routing import DirectRoute
+from medstream.server.rest import Body, Call, Collection, Header, Operation
 from medstream.server.security import verify_password
-from medstream.server.state import ServerState, server_state
-
-router = APIRouter(prefix="/rest/v1/auth", tags=["auth"], route_class=DirectRoute)
 
 
 class LoginCredentials(MedstreamModel):
@@ -37,9 +31,10 @@ def _json(payload: MedstreamModel) -> Response:
     return Response(payload.to_json(), media_type="application/json")
 
 
-@router.post("/login", response_model=TokenResponse)
-async def login(credentials: LoginCredentials, state: Annotated[ServerState, Depends(server_state)]) -> Response:
+async def login(call: Call) -> Response:
     """Exchange a login and password for an access token and a refresh token."""
+    credentials: LoginCredentials = call.body
+    state = call.state
     throttle, login_ = state.throttle, credentials.username
     throttle.check(login_)  # from here the attempt counts, until one of the three ends below
     try:
@@ -56,14 +51,11 @@ async def login(credentials: LoginCredentials, state: Annotated[ServerState, Dep
     return _json(TokenResponse.model_validate(pair.to_json_dict()))
 
 
-@router.post("/refresh", response_model=TokenResponse)
-async def refresh(
-    state: Annotated[ServerState, Depends(server_state)],
-    body: RefreshRequest | None = None,
-    refresh_token_header: Annotated[str | None, Header(alias="Refresh-Token")] = None,
-) -> Response:
+async def refresh(call: Call) -> Response:
     """A new token pair for a valid refresh token (in the body, or the `Refresh-Token` header)."""
-    token = body.refresh_token if body is not None else refresh_token_header
+    body: RefreshRequest | None = call.body
+    state = call.state
+    token = body.refresh_token if body is not None else call.request.headers.get("refresh-token")
     if not token:
         raise AuthenticationError("missing refresh token")
     claims = state.tokens.decode(token, expected_type="refresh")
@@ -71,3 +63,36 @@ async def refresh(
     if user is None:
         raise AuthenticationError("the user of this refresh token no longer exists")
     return _json(TokenResponse.model_validate(state.tokens.issue(user).to_json_dict()))
+
+
+auth = Collection(
+    "/rest/v1/auth",
+    "auth",
+    [
+        Operation(
+            "POST",
+            "/login",
+            login,
+            "Log in",
+            "login",
+            TokenResponse,
+            (400, 401, 413, 429, 503),
+            body=Body(LoginCredentials),
+            authenticated=False,
+            description=login.__doc__,
+        ),
+        Operation(
+            "POST",
+            "/refresh",
+            refresh,
+            "Refresh a token pair",
+            "refresh",
+            TokenResponse,
+            (400, 401, 413, 503),
+            body=Body(RefreshRequest, required=False),
+            headers=(Header("Refresh-Token", "The refresh token, when the body does not carry it"),),
+            authenticated=False,
+            description=refresh.__doc__,
+        ),
+    ],
+)

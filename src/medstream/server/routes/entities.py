@@ -15,11 +15,10 @@ POST   /rest/v1/patients/{id}/data-samples[/batch]   data samples for a patient
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
-from pydantic import Field
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from medstream.access import Actor
@@ -28,15 +27,33 @@ from medstream.model.base import MedstreamModel
 from medstream.model.common import Entity, EntityId
 from medstream.model.entities import ENTITY_KINDS, KIND_BY_NAME, EntityKind
 from medstream.model.user import User
-from medstream.server.routes.queries import query_router
-from medstream.server.routing import DirectRoute
+from medstream.server.rest import Body, Call, Collection, Operation
+from medstream.server.routes.queries import query_operations
 from medstream.server.security import hash_password
-from medstream.server.state import ServerState, current_actor, server_state
+from medstream.server.state import ServerState
 from medstream.store.repository import Stored
 
-Id = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$", description="The entity's id")]
-ActorDep = Annotated[Actor, Depends(current_actor)]
-StateDep = Annotated[ServerState, Depends(server_state)]
+Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$", description="The entity's id")]
+
+# The error statuses of each sort of call (besides 401 without a valid token, and 503 with the database down).
+WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 503)
+READ_ONE_ERRORS = (400, 401, 404, 503)
+READ_MANY_ERRORS = (400, 401, 413, 503)
+
+
+class EntityPath(BaseModel):
+    entity_id: Id
+
+
+class PatientPath(BaseModel):
+    patient_id: Id
+
+
+class PageQuery(BaseModel):
+    """`GET /rest/v1/{collection}`'s page: the entities after `startAfter`, at most `limit`."""
+
+    start_after: str | None = Field(None, alias="startAfter", max_length=128, description="The last id seen")
+    limit: int = Field(1000, ge=1, le=10_000)
 
 
 class IdsRequest(MedstreamModel):
@@ -86,84 +103,122 @@ def _seen(state: ServerState, written: list[Entity]) -> list[Entity]:
     return written
 
 
-def _typed(endpoint: Callable[..., Any], **annotations: Any) -> Callable[..., Any]:
-    """Give a generated endpoint the kind's model as its body type, so FastAPI validates and documents it."""
-    endpoint.__annotations__.update(annotations)
-    return endpoint
+def entity_collection(kind: EntityKind, extra: Sequence[Operation] = ()) -> Collection:
+    """Every call of one kind's collection, `/rest/v1/{collection}`, after `extra`; its filtered reads come
+    first, before `/{entity_id}` could take their paths for ids."""
+    model, name = kind.model, kind.name
+    many: Any = list[model]  # type: ignore[valid-type]
 
+    async def create_or_modify(call: Call) -> Response:
+        return stored_response(await write_entities(call.state, kind, [call.body], call.actor), one=True)
 
-def entity_router(kind: EntityKind) -> APIRouter:
-    router = APIRouter(prefix=f"/rest/v1/{kind.collection}", tags=[kind.name], route_class=DirectRoute)
-    model = kind.model
-    name = kind.name
+    async def create_or_modify_batch(call: Call) -> Response:
+        return stored_response(await write_entities(call.state, kind, call.body, call.actor), one=False)
 
-    async def create_or_modify(actor: ActorDep, state: StateDep, entity: Entity) -> Response:
-        return stored_response(await write_entities(state, kind, [entity], actor), one=True)
+    async def list_entities(call: Call) -> Response:
+        page: PageQuery = call.query
+        found = await call.state.repository.list_readable(
+            kind, call.actor, start_after=page.start_after, limit=page.limit
+        )
+        return entities_response(found)
 
-    async def create_or_modify_batch(actor: ActorDep, state: StateDep, entities: list[Entity]) -> Response:
-        return stored_response(await write_entities(state, kind, entities, actor), one=False)
+    async def get_one(call: Call) -> Response:
+        return entity_response(await call.state.repository.get(kind, call.path.entity_id, call.actor))
 
-    async def list_entities(
-        actor: ActorDep,
-        state: StateDep,
-        start_after: Annotated[str | None, Query(alias="startAfter", max_length=128)] = None,
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    ) -> Response:
-        page = await state.repository.list_readable(kind, actor, start_after=start_after, limit=limit)
-        return entities_response(page)
+    async def get_by_ids(call: Call) -> Response:
+        return entities_response(await call.state.repository.get_many(kind, call.body.ids, call.actor))
 
-    async def get_one(entity_id: Id, actor: ActorDep, state: StateDep) -> Response:
-        return entity_response(await state.repository.get(kind, entity_id, actor))
-
-    async def get_by_ids(request: IdsRequest, actor: ActorDep, state: StateDep) -> Response:
-        return entities_response(await state.repository.get_many(kind, request.ids, actor))
-
-    async def delete_one(entity_id: Id, actor: ActorDep, state: StateDep) -> Response:
-        (tombstone,) = _seen(state, await state.repository.delete(kind, [entity_id], actor))
+    async def delete_one(call: Call) -> Response:
+        (tombstone,) = _seen(call.state, await call.state.repository.delete(kind, [call.path.entity_id], call.actor))
         return entity_response(tombstone)
 
-    async def delete_many(request: IdsRequest, actor: ActorDep, state: StateDep) -> Response:
-        return entities_response(_seen(state, await state.repository.delete(kind, request.ids, actor)))
+    async def delete_many(call: Call) -> Response:
+        return entities_response(_seen(call.state, await call.state.repository.delete(kind, call.body.ids, call.actor)))
 
-    async def give_access(entity_id: Id, request: AccessRequest, actor: ActorDep, state: StateDep) -> Response:
-        return entity_response(await state.repository.give_access(kind, entity_id, request.data_owner_id, actor))
+    async def give_access(call: Call) -> Response:
+        repository, owner = call.state.repository, call.body.data_owner_id
+        return entity_response(await repository.give_access(kind, call.path.entity_id, owner, call.actor))
 
-    list_model: Any = list[model]  # type: ignore[valid-type]
-    one, many = {"model": model}, {"model": list_model}
-    routes: list[tuple[str, str, Callable[..., Any], dict[str, Any], str]] = [
-        ("", "POST", _typed(create_or_modify, entity=model), one, f"Create or modify a {name}"),
-        (
-            "/batch",
-            "POST",
-            _typed(create_or_modify_batch, entities=list_model),
-            many,
-            f"Create or modify many {name}s, all or nothing",
-        ),
-        ("", "GET", list_entities, many, f"Page through the live {name}s you may read, by id"),
-        ("/by-ids", "POST", get_by_ids, many, f"The {name}s with these ids that you may read"),
-        ("/delete", "POST", delete_many, many, f"Soft-delete many {name}s, all or nothing"),
-        ("/{entity_id}", "GET", get_one, one, f"One {name} (a tombstone if deleted)"),
-        ("/{entity_id}", "DELETE", delete_one, one, f"Soft-delete a {name}"),
-        ("/{entity_id}/access", "POST", give_access, one, f"Share a {name} with a data owner"),
-    ]
-    for path, method, endpoint, response, summary in routes:
-        router.add_api_route(
-            path,
-            endpoint,
-            methods=[method],
-            summary=summary,
-            responses={200: {**response, "description": "OK"}},
-            operation_id=f"{method.lower()}_{kind.plural}{path.replace('/', '_').replace('{entity_id}', 'id')}",
-        )
-    return router
+    def op(
+        method: str, path: str, handler: Any, summary: str, answer: Any, errors: tuple[int, ...], **more: Any
+    ) -> Operation:
+        operation_id = f"{method.lower()}_{kind.plural}{path.replace('/', '_').replace('{entity_id}', 'id')}"
+        return Operation(method, path, handler, summary, operation_id, answer, errors, **more)
+
+    one_id = {"path_params": EntityPath}
+    return Collection(
+        f"/rest/v1/{kind.collection}",
+        name,
+        [
+            *extra,
+            *query_operations(kind),
+            op("POST", "", create_or_modify, f"Create or modify a {name}", model, WRITE_ERRORS, body=Body(model)),
+            op(
+                "POST",
+                "/batch",
+                create_or_modify_batch,
+                f"Create or modify many {name}s, all or nothing",
+                many,
+                WRITE_ERRORS,
+                body=Body(many),
+            ),
+            op(
+                "GET",
+                "",
+                list_entities,
+                f"Page through the live {name}s you may read, by id",
+                many,
+                (400, 401, 503),
+                query=PageQuery,
+            ),
+            op(
+                "POST",
+                "/by-ids",
+                get_by_ids,
+                f"The {name}s with these ids that you may read",
+                many,
+                READ_MANY_ERRORS,
+                body=Body(IdsRequest),
+            ),
+            op(
+                "POST",
+                "/delete",
+                delete_many,
+                f"Soft-delete many {name}s, all or nothing",
+                many,
+                WRITE_ERRORS,
+                body=Body(IdsRequest),
+            ),
+            op(
+                "GET", "/{entity_id}", get_one, f"One {name} (a tombstone if deleted)", model, READ_ONE_ERRORS, **one_id
+            ),
+            op(
+                "DELETE",
+                "/{entity_id}",
+                delete_one,
+                f"Soft-delete a {name}",
+                model,
+                (400, 401, 403, 404, 503),
+                **one_id,
+            ),
+            op(
+                "POST",
+                "/{entity_id}/access",
+                give_access,
+                f"Share a {name} with a data owner",
+                model,
+                WRITE_ERRORS,
+                body=Body(AccessRequest),
+                **one_id,
+            ),
+        ],
+    )
 
 
-def data_samples_for_patient_router() -> APIRouter:
-    """`POST /rest/v1/patients/{patient_id}/data-samples`: data samples are created for a patient."""
+def data_samples_for_patient() -> list[Operation]:
+    """`POST /rest/v1/patients/{patient_id}/data-samples[/batch]`: data samples are created for a patient."""
     kind = KIND_BY_NAME["DataSample"]
-    prefix = "/rest/v1/patients/{patient_id}/data-samples"
-    router = APIRouter(prefix=prefix, tags=["DataSample"], route_class=DirectRoute)
-    list_model: Any = list[kind.model]  # type: ignore[name-defined]
+    many: Any = list[kind.model]  # type: ignore[name-defined]
 
     def for_patient(patient_id: str, entities: Sequence[Entity]) -> list[Entity]:
         """Link each sample to the path's patient. The samples are this request's own, just validated from its
@@ -176,35 +231,42 @@ def data_samples_for_patient_router() -> APIRouter:
             entity.patient_id = patient_id  # type: ignore[attr-defined]
         return list(entities)
 
-    async def create_or_modify_for(patient_id: Id, actor: ActorDep, state: StateDep, entity: Entity) -> Response:
-        return stored_response(await write_entities(state, kind, for_patient(patient_id, [entity]), actor), one=True)
+    async def create_or_modify_for(call: Call) -> Response:
+        samples = for_patient(call.path.patient_id, [call.body])
+        return stored_response(await write_entities(call.state, kind, samples, call.actor), one=True)
 
-    async def create_or_modify_many_for(
-        patient_id: Id, actor: ActorDep, state: StateDep, entities: list[Entity]
-    ) -> Response:
-        stored = await write_entities(state, kind, for_patient(patient_id, entities), actor)
-        return stored_response(stored, one=False)
+    async def create_or_modify_many_for(call: Call) -> Response:
+        samples = for_patient(call.path.patient_id, call.body)
+        return stored_response(await write_entities(call.state, kind, samples, call.actor), one=False)
 
-    router.add_api_route(
-        "",
-        _typed(create_or_modify_for, entity=kind.model),
-        methods=["POST"],
-        summary="Create or modify a DataSample of this patient",
-        responses={200: {"model": kind.model, "description": "OK"}},
-    )
-    router.add_api_route(
-        "/batch",
-        _typed(create_or_modify_many_for, entities=list_model),
-        methods=["POST"],
-        summary="Create or modify many DataSamples of this patient, all or nothing",
-        responses={200: {"model": list_model, "description": "OK"}},
-    )
-    return router
-
-
-def all_entity_routers() -> list[APIRouter]:
+    path = "/{patient_id}/data-samples"
     return [
-        data_samples_for_patient_router(),
-        *(query_router(kind) for kind in ENTITY_KINDS),  # before `/{entity_id}` routes could shadow them
-        *(entity_router(kind) for kind in ENTITY_KINDS),
+        Operation(
+            "POST",
+            path,
+            create_or_modify_for,
+            "Create or modify a DataSample of this patient",
+            "post_patient_data_samples",
+            kind.model,
+            WRITE_ERRORS,
+            body=Body(kind.model),
+            path_params=PatientPath,
+        ),
+        Operation(
+            "POST",
+            f"{path}/batch",
+            create_or_modify_many_for,
+            "Create or modify many DataSamples of this patient, all or nothing",
+            "post_patient_data_samples_batch",
+            many,
+            WRITE_ERRORS,
+            body=Body(many),
+            path_params=PatientPath,
+        ),
+    ]
+
+
+def entity_collections() -> list[Collection]:
+    return [
+        entity_collection(kind, data_samples_for_patient() if kind.name == "Patient" else ()) for kind in ENTITY_KINDS
     ]

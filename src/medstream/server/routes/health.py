@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from medstream.errors import MedstreamError
-from medstream.server.routing import DirectRoute
-from medstream.server.state import ServerState, server_state
+from medstream.server.rest import Call, Collection, Operation
 from medstream.store import outbox
 
-router = APIRouter(tags=["health"], route_class=DirectRoute)
+
+class Health(BaseModel):
+    """The server's state: `ok`, or `degraded` (with a 503) when its database cannot be reached."""
+
+    status: Literal["ok", "degraded"]
+    database: dict[str, Any]
+    events: dict[str, Any]
 
 
-@router.get("/health", summary="Server and database state; 503 when the database is unreachable")
-async def health(state: Annotated[ServerState, Depends(server_state)]) -> Response:
+async def health(call: Call) -> Response:
+    state = call.state
     database: dict[str, object] = {"dialect": "sqlite" if state.database.is_sqlite else "postgresql"}
     try:
         head = await state.database.run_read(outbox.head)
@@ -38,3 +43,23 @@ async def health(state: Annotated[ServerState, Depends(server_state)]) -> Respon
     }
     body = {"status": status, "database": database, "events": events}
     return Response(orjson.dumps(body), status_code=status_code, media_type="application/json")
+
+
+checks = Collection(
+    "",
+    "health",
+    [
+        Operation(
+            "GET",
+            "/health",
+            health,
+            "Server and database state; 503 when the database is unreachable",
+            "health",
+            Health,
+            (),
+            authenticated=False,
+            other_answers=((503, Health),),
+        )
+    ],
+    mount=False,
+)

@@ -9,10 +9,9 @@ another kind, is a 400 (413 over its size bounds) naming the bad node and its pa
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
-from fastapi import APIRouter, Body, Depends
 from pydantic import Field
 from starlette.responses import Response
 
@@ -22,15 +21,13 @@ from medstream.filters import Filter, parse_filter
 from medstream.model.base import MedstreamModel
 from medstream.model.common import Entity
 from medstream.model.entities import EntityKind
-from medstream.server.routing import DirectRoute
-from medstream.server.state import ServerState, current_actor, server_state
+from medstream.server.rest import Body, Call, Operation
+from medstream.server.state import ServerState
 from medstream.store.queries import MAX_PAGE, filter_entities, filter_ids
 
 # The most ids one match call answers; past it, the call fails rather than answer part of the ids.
 MAX_MATCH_IDS = 100_000
 
-ActorDep = Annotated[Actor, Depends(current_actor)]
-StateDep = Annotated[ServerState, Depends(server_state)]
 E = TypeVar("E", bound=Entity)
 
 
@@ -69,13 +66,17 @@ async def matching_ids(state: ServerState, kind: EntityKind, filter: Filter, act
             return ids
 
 
-def query_router(kind: EntityKind) -> APIRouter:
-    router = APIRouter(prefix=f"/rest/v1/{kind.collection}", tags=[kind.name], route_class=DirectRoute)
+QUERY_ERRORS = (400, 401, 413, 503)
+
+
+def query_operations(kind: EntityKind) -> list[Operation]:
+    """`/filter` and `/match` of one kind's collection."""
     name = kind.name
 
-    async def filter_by(request: FilterRequest, actor: ActorDep, state: StateDep) -> Response:
+    async def filter_by(call: Call) -> Response:
+        request: FilterRequest = call.body
         filter = parse_filter(request.filter, name)
-        database, limit = state.database, request.limit
+        database, limit, actor = call.state.database, request.limit, call.actor
         rows = await filter_entities(database, kind, filter, actor, start_after=request.next_id, limit=limit)
         next_id = None
         # A full page says nothing of what follows it: look one row further, so the last page says so.
@@ -83,27 +84,30 @@ def query_router(kind: EntityKind) -> APIRouter:
             next_id = rows[-1].id
         return _page_response(rows, next_id)
 
-    async def match_by(
-        actor: ActorDep, state: StateDep, filter: Annotated[Any, Body(description="The filter tree (docs/filters.md)")]
-    ) -> Response:
-        ids = await matching_ids(state, kind, parse_filter(filter, name), actor)
+    async def match_by(call: Call) -> Response:
+        ids = await matching_ids(call.state, kind, parse_filter(call.body, name), call.actor)
         return Response(orjson.dumps(ids), media_type="application/json")
 
     page_model: Any = FilterPage[kind.model]  # type: ignore[name-defined]
-    router.add_api_route(
-        "/filter",
-        filter_by,
-        methods=["POST"],
-        summary=f"A page of the live {name}s a filter matches and you may read, by id",
-        responses={200: {"model": page_model, "description": "OK"}},
-        operation_id=f"filter_{kind.plural}_by",
-    )
-    router.add_api_route(
-        "/match",
-        match_by,
-        methods=["POST"],
-        summary=f"The ids of every live {name} a filter matches and you may read (at most {MAX_MATCH_IDS})",
-        responses={200: {"model": list[str], "description": "OK"}},
-        operation_id=f"match_{kind.plural}_by",
-    )
-    return router
+    return [
+        Operation(
+            "POST",
+            "/filter",
+            filter_by,
+            f"A page of the live {name}s a filter matches and you may read, by id",
+            f"filter_{kind.plural}_by",
+            page_model,
+            QUERY_ERRORS,
+            body=Body(FilterRequest),
+        ),
+        Operation(
+            "POST",
+            "/match",
+            match_by,
+            f"The ids of every live {name} a filter matches and you may read (at most {MAX_MATCH_IDS})",
+            f"match_{kind.plural}_by",
+            list[str],
+            QUERY_ERRORS,
+            body=Body(Any, description="The filter tree (docs/filters.md)"),
+        ),
+    ]
