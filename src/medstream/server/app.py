@@ -149,8 +149,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     description = "Medical data with live entity events. Authenticate with POST /rest/v1/auth/login."
     app = _docs_app("Medstream", __version__, description, lifespan, settings)
-    collections = [checks, auth, me, *entity_collections()]
-    app.router.routes.extend(routes_of(collections))
+    # The router tries routes in order: entity collections first (most requests), `me` before the users
+    # collection (whose Mount would take its paths), the documentation's routes last.
+    entities = entity_collections()
+    users = next(i for i, collection in enumerate(entities) if collection.tag == "User")
+    collections = [*entities[:users], me, *entities[users:], auth, checks]
+    app.router.routes[:0] = routes_of(collections)
     document = openapi_document(title=app.title, version=app.version, description=description, collections=collections)
 
     def openapi() -> dict[str, Any]:
