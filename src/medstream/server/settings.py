@@ -35,6 +35,8 @@ class Settings:
     max_batch_size: int = 10_000
     login_free_attempts: int = 5
     login_max_delay_seconds: float = 60.0
+    # Origins whose browser pages may call the REST routes and open the events websocket (CORS); none by default.
+    # MEDSTREAM_CORS_ORIGINS is a comma-separated list, such as "https://app.example,https://admin.example".
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     # How often the dispatcher polls the outbox tail for other nodes' writes (local commits wake it at once);
     # None: 5 ms on PostgreSQL (several nodes), 50 ms on SQLite (other processes only).
@@ -81,6 +83,7 @@ class Settings:
             "ws_close_timeout_seconds": float(_env("WS_CLOSE_TIMEOUT_SECONDS", str(cls.ws_close_timeout_seconds)) or 0),
             "ws_per_message_deflate": _flag(_env("WS_PER_MESSAGE_DEFLATE"), cls.ws_per_message_deflate),
             "ws_deflate_context_takeover": _flag(_env("WS_DEFLATE_CONTEXT_TAKEOVER"), cls.ws_deflate_context_takeover),
+            "cors_origins": tuple(o.strip() for o in (_env("CORS_ORIGINS") or "").split(",") if o.strip()),
             "opentelemetry": _flag(_env("OPENTELEMETRY"), cls.opentelemetry),
             "retention_seconds": float(_env("RETENTION_SECONDS", str(cls.retention_seconds)) or 0),
             "retention_max_events": int(_env("RETENTION_MAX_EVENTS", str(cls.retention_max_events)) or 0),
