@@ -10,7 +10,6 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, WebSocket
-from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 
 from medstream import __version__
@@ -20,6 +19,7 @@ from medstream.model.entities import KIND_BY_NAME
 from medstream.model.user import User
 from medstream.server.actors import ActorValidator
 from medstream.server.dispatcher import Dispatcher
+from medstream.server.docs import docs_routes
 from medstream.server.errors import BodySizeLimit, install_error_handlers
 from medstream.server.openapi import openapi_document
 from medstream.server.rest import routes_of
@@ -100,28 +100,6 @@ def origin_allowed(origin: str | None, host: str | None, allowed: Sequence[str])
     return host is not None and urlsplit(origin).netloc == host
 
 
-def _docs_app(title: str, version: str, description: str, lifespan: Any, settings: Settings) -> FastAPI:
-    """FastAPI with `/docs` and `/redoc` whose scripts and styles the app serves itself (fastapi-offline's copy
-    of Swagger UI and ReDoc), so that they render without reaching any other host."""
-    return FastAPIOffline(
-        docs_url="/docs",
-        redoc_url="/redoc",
-        static_url="/docs-assets",
-        title=title,
-        version=version,
-        description=description,
-        lifespan=lifespan,
-        openapi_url="/openapi.json",
-        # Swagger UI's default validator badge fetches from the validator's own site; keep the token across reloads.
-        swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True},
-        telemetry={
-            "tracing": settings.opentelemetry,
-            "metrics": settings.opentelemetry,
-            "logs": settings.opentelemetry,
-        },
-    )
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
 
@@ -148,13 +126,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.database.close()
 
     description = "Medical data with live entity events. Authenticate with POST /rest/v1/auth/login."
-    app = _docs_app("Medstream", __version__, description, lifespan, settings)
+    app = FastAPI(
+        title="Medstream",
+        version=__version__,
+        description=description,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url=None,  # server/docs.py serves /docs and /redoc offline
+        redoc_url=None,
+        telemetry={
+            "tracing": settings.opentelemetry,
+            "metrics": settings.opentelemetry,
+            "logs": settings.opentelemetry,
+        },
+    )
     # The router tries routes in order: entity collections first (most requests), `me` before the users
     # collection (whose Mount would take its paths), the documentation's routes last.
     entities = entity_collections()
     users = next(i for i, collection in enumerate(entities) if collection.tag == "User")
     collections = [*entities[:users], me, *entities[users:], auth, checks]
     app.router.routes[:0] = routes_of(collections)
+    app.router.routes.extend(docs_routes(app.title, "/openapi.json"))
     document = openapi_document(title=app.title, version=app.version, description=description, collections=collections)
 
     def openapi() -> dict[str, Any]:
