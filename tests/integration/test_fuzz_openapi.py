@@ -1,0 +1,114 @@
+"""Schemathesis over every operation of the app's own OpenAPI document, against a real server on SQLite: for
+generated requests, as an anonymous caller, a healthcare professional and an admin, no answer is a 5xx, and
+every answer (its status, content type, headers and body) is one the document describes.
+
+A few examples per operation keep this to about a minute of the suite; the PostgreSQL server is left out, since
+what is fuzzed here (routing, validation, error answers, the document) does not depend on the database."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.config import SchemathesisConfig
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from medstream.server.app import create_app
+from medstream.server.runner import start_server
+from medstream.server.settings import Settings
+from tests.conftest import ADMIN_LOGIN, ADMIN_PASSWORD
+
+EXAMPLES_PER_OPERATION = 6
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
+# Schemathesis's coverage phase builds thousands of deterministic cases per entity body before a test starts
+# (minutes for this document): random generation alone, a few examples per operation.
+CONFIG = SchemathesisConfig.from_dict({"phases": {"coverage": {"enabled": False}, "stateful": {"enabled": False}}})
+schema = schemathesis.openapi.from_dict(create_app(Settings()).openapi(), config=CONFIG)
+
+
+def _serve(settings: Settings, ready: queue.Queue[Any], stop: threading.Event) -> None:
+    """Run a server in this thread's own event loop until `stop` is set."""
+
+    async def run() -> None:
+        server, task, url = await start_server(settings)
+        ready.put(url)
+        await asyncio.to_thread(stop.wait)
+        server.should_exit = True
+        await task
+
+    asyncio.run(run())
+
+
+def _token(http: httpx.Client, login: str, password: str) -> str:
+    response = http.post("/rest/v1/auth/login", json={"username": login, "password": password})
+    assert response.status_code == 200, response.text
+    token: str = response.json()["token"]
+    return token
+
+
+@pytest.fixture(scope="module")
+def callers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """The server's URL, and the headers of an anonymous caller, a professional and an admin."""
+    database = tmp_path_factory.mktemp("fuzz") / "fuzz.db"
+    settings = Settings(
+        port=0, database_url=f"sqlite:///{database}", admin_login=ADMIN_LOGIN, admin_password=ADMIN_PASSWORD
+    )
+    ready: queue.Queue[Any] = queue.Queue()
+    stop = threading.Event()
+    thread = threading.Thread(target=_serve, args=(settings, ready, stop), name="fuzzed-server", daemon=True)
+    thread.start()
+    try:
+        url = ready.get(timeout=30)
+        with httpx.Client(base_url=url, timeout=30) as http:
+            admin = _token(http, ADMIN_LOGIN, ADMIN_PASSWORD)
+            as_admin = {"Authorization": f"Bearer {admin}"}
+            hcp = http.post("/rest/v1/healthcare-professionals", json={"lastName": "Fuzz"}, headers=as_admin).json()
+            login, password = f"fuzz-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+            user = {"login": login, "password": password, "healthcarePartyId": hcp["id"]}
+            assert http.post("/rest/v1/users", json=user, headers=as_admin).status_code == 200
+            professional = _token(http, login, password)
+        yield url, [{}, {"Authorization": f"Bearer {professional}"}, as_admin]
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+@schema.parametrize()
+@settings(
+    max_examples=EXAMPLES_PER_OPERATION,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+    database=None,
+)
+def test_no_5xx_and_every_answer_as_documented(case: Any, callers: tuple[str, list[dict[str, str]]]) -> None:
+    url, headers = callers
+    for caller in headers:
+        case.call_and_validate(base_url=url, headers=caller, checks=CHECKS)
+
+
+def test_the_fuzzed_document_is_the_served_one(callers: tuple[str, list[dict[str, str]]]) -> None:
+    url, _headers = callers
+    served = httpx.get(f"{url}/openapi.json", timeout=30).json()
+    assert served == schema.raw_schema
