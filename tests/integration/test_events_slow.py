@@ -1,4 +1,4 @@
-"""Slow consumers (DESIGN section 5): one that cannot keep up is closed with 4429 once its own send queue
+"""Slow consumers (docs/guarantees.md): one that cannot keep up is closed with 4429 once its own send queue
 overflows, and nobody else notices; the SDK, when it is the one closed, reconnects and resumes with nothing lost.
 
 Each test runs its own server with a small send queue (`Settings.ws_send_queue`), so that overflowing it takes
