@@ -106,7 +106,7 @@ def test_a_client_reads_every_event_frame_back_with_its_entity_as_its_types_mode
     assert message is not None
     assert (message.id, message.seq, message.event, message.entity_type) == ("s-1", 42, event_type, kind.name)
     assert type(message.entity) is kind.model and message.entity == entity
-    # The same as reading it as plain JSON and validating the entity, the way it was read before.
+    # The same as reading it as plain JSON and validating the entity in a second step.
     assert message.entity == kind.model.model_validate(orjson.loads(frame)["entity"])
 
 
