@@ -147,8 +147,8 @@ _POSTGRESQL_MISSING: list[str] = []  # why `every_store` has no PostgreSQL store
 @pytest_asyncio.fixture(scope="module")
 async def every_store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[list[FilterStore]]:
     """A SQLite store and a PostgreSQL one, for the property to run each example on both: drawing the
-    entities and filters was half of its time. Without PostgreSQL (never in CI, where that fails), SQLite
-    alone, and `test_the_property_ran_on_postgresql` skips with the reason."""
+    entities and filters is half of its time, done once for the two. Without PostgreSQL (never in CI, where
+    that fails), SQLite alone, and `test_the_property_ran_on_postgresql` skips with the reason."""
     directory = _fast_directory(tmp_path_factory)
     try:
         async with contextlib.AsyncExitStack() as stack:
