@@ -294,7 +294,7 @@ async def test_sql_query_and_matcher_select_the_same_live_entities(
 def test_the_property_ran_on_postgresql(every_store: list[FilterStore]) -> None:
     if _POSTGRESQL_MISSING:
         pytest.skip(f"the filter property ran on SQLite only: {_POSTGRESQL_MISSING[0]}")
-    assert [store.database.is_sqlite for store in every_store] == [True, False]
+    assert [store.database.backend.name for store in every_store] == ["sqlite", "postgresql"]
 
 
 # --- the named edge cases, on both databases ----------------------------------------------------------------

@@ -129,7 +129,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         database = Database(url)
         await database.migrate()
         store = _Store(request.param, database, EntityRepository(database))
-        if database.is_sqlite:
+        if database.backend.name == "sqlite":
 
             @event.listens_for(database.sync_engine, "connect")
             def _trace(dbapi_connection: Any, _record: Any) -> None:

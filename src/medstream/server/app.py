@@ -46,7 +46,7 @@ async def open_state(settings: Settings) -> ServerState:
     tokens = TokenIssuer(
         secret, access_seconds=settings.access_token_seconds, refresh_seconds=settings.refresh_token_seconds
     )
-    poll = settings.dispatcher_poll_seconds or (0.05 if database.is_sqlite else 0.005)
+    poll = settings.dispatcher_poll_seconds or database.backend.dispatcher_poll_seconds
     dispatcher = Dispatcher(database, poll_interval=poll)
     limits = WebSocketLimits(
         heartbeat_interval=settings.ws_heartbeat_seconds,
