@@ -39,6 +39,28 @@ class Settings(BaseSettings):
         description="how often the dispatcher polls the event log for other nodes' and processes' writes (local "
         "commits wake it at once); unset: 5 ms on PostgreSQL, 50 ms on SQLite",
     )
+    http_head_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="a connection that has not sent a complete request head this long after it opened (or after "
+        "its next request began) is closed",
+    )
+    http_keep_alive_seconds: int = Field(
+        5, gt=0, description="an HTTP connection idle this long after a response is closed"
+    )
+    max_connections: int | None = Field(
+        None,
+        gt=0,
+        description="connections held at once, websockets included; past it a new one is answered 503 and closed. "
+        "Unset, or above what the open-file limit allows: that limit (raised to its hard limit at start) less 256 "
+        "kept for the database and the server's own files",
+    )
+    max_connections_per_address: int = Field(
+        1_000,
+        ge=0,
+        description="connections held at once from one peer address, websockets included; past it a new one from "
+        "that address is answered 503 and closed. 0: no cap (behind a reverse proxy every client has its address)",
+    )
     ws_heartbeat_seconds: float = Field(
         20.0,
         gt=0,
