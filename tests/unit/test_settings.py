@@ -11,6 +11,7 @@ import pytest
 
 from medstream.cli import _settings, build_parser
 from medstream.errors import ValidationError
+from medstream.server import settings_doc
 from medstream.server.settings import Settings, env_of, flag_of
 
 MEDSTREAM = str(Path(sys.executable).parent / "medstream")
@@ -89,3 +90,18 @@ def test_serve_help_lists_every_setting_with_its_flag_and_environment_variable()
 def test_every_setting_has_a_description() -> None:
     undescribed = [name for name, field in Settings.model_fields.items() if not field.description]
     assert not undescribed, f"settings without a description (its --help and deploy.md text): {undescribed}"
+
+
+def test_the_deploy_guide_s_settings_table_is_the_model_s() -> None:
+    guide = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
+    text = guide.read_text()
+    assert settings_doc.BEGIN in text and settings_doc.END in text, "docs/deploy.md lost its settings table markers"
+    assert settings_doc.with_table(text) == text, (
+        "docs/deploy.md's settings table differs from the Settings model: regenerate it with "
+        "`.venv/bin/python -m medstream.server.settings_doc docs/deploy.md`"
+    )
+
+
+def test_the_table_has_a_row_per_setting() -> None:
+    rows = settings_doc.table().splitlines()[2:]
+    assert [row.split("`")[1] for row in rows] == [flag_of(name) for name in Settings.model_fields]

@@ -23,8 +23,8 @@ class Settings(BaseSettings):
     admin_login: str | None = Field(None, description="an admin made at start if no user has this login")
     admin_password: str | None = Field(None, description="that admin's password")
     access_token_seconds: int = Field(15 * 60, gt=0, description="access token lifetime")
-    refresh_token_seconds: int = Field(14 * 24 * 3600, gt=0, description="refresh token lifetime")
-    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="request body bound (413 above)")
+    refresh_token_seconds: int = Field(14 * 24 * 3600, gt=0, description="refresh token lifetime (14 days by default)")
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="request body bound, 8 MiB by default (413 above)")
     max_batch_size: int = Field(10_000, gt=0, description="entities in one batch request at most")
     login_free_attempts: int = Field(
         5, ge=0, description="failed logins of one login name before each further attempt is delayed"
@@ -98,7 +98,9 @@ class Settings(BaseSettings):
         "operator who sets up OpenTelemetry providers (for instance with `opentelemetry-instrument`). Off, FastAPI "
         "does not look for providers on every request (7% of a write's time on the event loop)",
     )
-    retention_seconds: float = Field(7 * 24 * 3600, gt=0, description="events older than this are trimmed")
+    retention_seconds: float = Field(
+        7 * 24 * 3600, gt=0, description="events older than this are trimmed (7 days by default)"
+    )
     retention_max_events: int = Field(10_000_000, gt=0, description="and all but this many newest")
     retention_interval_seconds: float = Field(60.0, gt=0, description="how often the outbox is trimmed")
 
