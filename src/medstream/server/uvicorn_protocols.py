@@ -1,8 +1,9 @@
 """Every adaptation of uvicorn's and websockets' protocols that Medstream makes, each for a measured reason.
 
-Tested with uvicorn 0.55, websockets 17.4 (pyproject.toml pins the range; uvicorn 0.35 brought
-`WebSocketsSansIOProtocol`). `missing_attributes()` checks that the installed versions still have every attribute
-listed under "Relies on" below (tests/unit/test_uvicorn_protocols.py runs it).
+Tested with uvicorn 0.55 and websockets 17.4; every attribute listed under "Relies on" below is there from uvicorn
+0.53 and websockets 15 on, which pyproject.toml pins as the range (`WebSocketsSansIOProtocol` came in 0.35, its
+`close_timeout`, `close_timer` and `disconnected` in 0.53). `missing_attributes()` checks the installed versions
+(tests/unit/test_uvicorn_protocols.py runs it).
 
 **One write per response** (`HttpProtocol`, `HeadHeldTransport`). uvicorn writes a response's status line and
 headers as soon as the app starts the response, and the body in a second write: with TCP_NODELAY (uvloop sets it)
