@@ -10,7 +10,7 @@ import os
 import sys
 
 import pydantic
-from pydantic_settings import CliSettingsSource
+from pydantic_settings import CliSettingsSource, SettingsError
 
 from medstream import __version__
 from medstream.errors import MedstreamError, ValidationError
@@ -74,7 +74,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         if source is not None:
             return Settings(_cli_settings_source=source(parsed_args=args))
         return Settings(**({"database_url": args.database} if args.database else {}))
-    except pydantic.ValidationError as exc:
+    except (pydantic.ValidationError, SettingsError) as exc:
         raise ValidationError(describe_settings_error(exc)) from None
 
 

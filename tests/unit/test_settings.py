@@ -62,6 +62,12 @@ def test_a_bad_value_is_a_message_naming_the_setting(monkeypatch: pytest.MonkeyP
     assert "\n" not in message
 
 
+def test_a_list_that_cannot_be_decoded_is_a_message_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDSTREAM_CORS_ORIGINS", "https://a.example,https://b.example")  # not a JSON list
+    with pytest.raises(ValidationError, match=r"cors_origins \(--cors-origins, MEDSTREAM_CORS_ORIGINS\)"):
+        _settings(build_parser().parse_args(["serve"]))
+
+
 def test_a_bad_value_exits_non_zero_with_one_line_and_no_traceback(tmp_path: Path) -> None:
     result = subprocess.run(
         [MEDSTREAM, "serve", "--database", f"sqlite:///{tmp_path / 'x.db'}"],

@@ -4,7 +4,7 @@ that order of precedence. `medstream serve --help` and the table in docs/deploy.
 from __future__ import annotations
 
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from medstream.store.database import DEFAULT_DATABASE_URL
 
@@ -115,8 +115,13 @@ def env_of(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
-def describe_settings_error(error: ValidationError) -> str:
+def describe_settings_error(error: ValidationError | SettingsError) -> str:
     """One line naming each setting that is not valid, its flag and variable, and what is wrong with it."""
+    if isinstance(error, SettingsError):  # a value that could not even be decoded (a list that is not JSON)
+        text = f"{error}: {error.__cause__}" if error.__cause__ else str(error)
+        named = [n for n in Settings.model_fields if f'"{n}"' in text or f" {n}:" in text]
+        where = ", ".join(f"{n} ({flag_of(n)}, {env_of(n)})" for n in named) or "settings"
+        return f"invalid setting {where}: {' '.join(text.split())}"
     problems = []
     for item in error.errors():
         name = str(item["loc"][0]) if item["loc"] else ""
