@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medstream.server.connection_limits import FILE_HEADROOM, ConnectionLimits, connection_cap
+from medstream.server.connection_limits import FILE_HEADROOM, REPORT_EVERY, ConnectionLimits, connection_cap
 
 
 def test_an_address_at_its_cap_is_refused_while_others_are_admitted_until_the_total() -> None:
@@ -38,3 +38,14 @@ def test_the_total_cap_leaves_the_headroom_under_the_open_file_limit() -> None:
     assert connection_cap(500, 20_000) == 500
     assert connection_cap(50_000, 20_000) == 20_000 - FILE_HEADROOM
     assert connection_cap(None, 100) == 1  # a tiny limit still lets the server answer
+
+
+def test_refusals_are_counted_and_reported_once_a_minute_at_most() -> None:
+    limits = ConnectionLimits(total=10, per_address=1)
+    limits.admit(object(), "10.0.0.1")
+    for _ in range(3):
+        assert limits.admit(object(), "10.0.0.1") is not None
+    assert limits.refused == 3
+    assert limits.report_due(100.0)
+    assert not limits.report_due(100.0 + REPORT_EVERY / 2)
+    assert limits.report_due(100.0 + REPORT_EVERY)

@@ -35,14 +35,20 @@ def connection_cap(configured: int | None, open_files: int) -> int:
     return available if configured is None else min(configured, available)
 
 
+# Refusals are logged at most this often (seconds), with how many there were: a flood must not flood the log too.
+REPORT_EVERY = 60.0
+
+
 @dataclass
 class ConnectionLimits:
-    """Counts of admitted connections; `per_address` 0 means no cap per address."""
+    """Counts of admitted connections; `per_address` 0 means no cap per address. `refused` counts refusals."""
 
     total: int
     per_address: int
+    refused: int = 0
     _by_address: dict[str, int] = field(default_factory=dict)
     _admitted: dict[object, str] = field(default_factory=dict)
+    _reported_at: float | None = None
 
     @property
     def open(self) -> int:
@@ -51,13 +57,22 @@ class ConnectionLimits:
     def admit(self, connection: object, address: str) -> str | None:
         """Count `connection` from `address`; or, past a cap, count nothing and say why it is refused."""
         if len(self._admitted) >= self.total:
+            self.refused += 1
             return f"the server holds its most connections ({self.total}); try again shortly"
         held = self._by_address.get(address, 0)
         if self.per_address and held >= self.per_address:
+            self.refused += 1
             return f"too many connections from {address} (at most {self.per_address})"
         self._by_address[address] = held + 1
         self._admitted[connection] = address
         return None
+
+    def report_due(self, now: float) -> bool:
+        """Whether a refusal at `now` (monotonic seconds) should be logged: the first, then one a minute."""
+        if self._reported_at is not None and now - self._reported_at < REPORT_EVERY:
+            return False
+        self._reported_at = now
+        return True
 
     def release(self, connection: object) -> None:
         """`connection` is gone; nothing happens for one that was never admitted or is already released."""

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import re
 from typing import Any, ClassVar, cast
 
@@ -71,6 +72,8 @@ from websockets.server import ServerProtocol
 from medstream.server.connection_limits import ConnectionLimits
 
 SEND_NOW = "medstream.send_now"
+
+log = logging.getLogger("medstream.server")
 
 RELIED_ON: dict[type, tuple[str, ...]] = {
     HttpToolsProtocol: (
@@ -220,6 +223,8 @@ class HttpProtocol(HttpToolsProtocol):
         if self.limits is not None:
             refused = self.limits.admit(transport, _peer_address(transport))
             if refused is not None:
+                if self.limits.report_due(self.loop.time()):
+                    log.warning("refusing connections: %s (%d refused since start)", refused, self.limits.refused)
                 transport.write(_refusal(refused))
                 transport.close()
                 return
