@@ -19,8 +19,8 @@ import pytest_asyncio
 
 from medstream.model import Patient
 from medstream.sdk.connection import SubscriptionEvent, SubscriptionOptions
+from medstream.server.uvicorn_protocols import WebSocketProtocol
 from medstream.server.websocket import ClientConnection
-from medstream.server.ws_protocol import WebSocketProtocol
 from tests.integration.raw_events import (
     WAIT,
     DedicatedServer,

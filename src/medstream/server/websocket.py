@@ -36,7 +36,7 @@ from medstream.model.entities import KIND_BY_NAME
 from medstream.server.actors import ActorValidator
 from medstream.server.dispatcher import Dispatcher
 from medstream.server.security import TokenIssuer
-from medstream.server.ws_protocol import SEND_NOW
+from medstream.server.uvicorn_protocols import SEND_NOW
 
 log = logging.getLogger("medstream.websocket")
 
@@ -73,7 +73,7 @@ class ClientConnection:
         self.close_reason: tuple[int, str] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.last_ping = 0.0
-        # The server's protocol can send a frame at once (server/ws_protocol.py): queued frames then go out in
+        # The server's protocol can send a frame at once (server/uvicorn_protocols.py): queued frames then go out in
         # a callback at the end of this turn of the event loop, all that are waiting in one batched frame,
         # instead of through the writer task and the ASGI send. The writer task takes over whenever the socket
         # cannot take a frame without waiting, and while it holds frames nothing overtakes them.
