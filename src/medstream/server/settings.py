@@ -43,6 +43,13 @@ class Settings:
     ws_heartbeat_timeout_seconds: float = 60.0
     ws_send_queue: int = 10_000
     ws_max_subscriptions: int = 1_000
+    # What one user may hold on the sockets of one node: sockets, subscriptions over all of them, and the weight
+    # of their filters (an estimate of the bytes they hold, filters/weight.py); past one, 4429 or an `error`.
+    ws_max_sockets_per_user: int = 100
+    ws_max_subscriptions_per_user: int = 10_000
+    ws_max_filter_bytes_per_user: int = 64 * 1024 * 1024
+    # Sockets of one peer address that have not authenticated yet (they have no user to count against).
+    ws_max_unauthenticated_per_peer: int = 100
     # After the server sends a close frame, how long the client has to answer it before the connection is
     # dropped (TCP abort): a client that stopped reading never reads the close, and its socket would stay open.
     ws_close_timeout_seconds: float = 10.0
