@@ -327,6 +327,28 @@ async def test_a_duplicate_subscription_id_answers_an_error_and_keeps_the_first(
         assert [f["entity"]["id"] for f in client.events("twice")] == [patient["id"], later], "one subscription, once"
 
 
+# -- resuming ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_epoch", [True, False], ids=["with-epoch", "without-epoch"])
+async def test_a_resume_point_beyond_the_head_answers_a_gap_from_the_head(
+    server: RunningServer, witness: Witness, with_epoch: bool
+) -> None:
+    """No event past the log's head exists yet: such a resume point is answered by a gap, never by silence."""
+    async with RawClient.opened(server.url, witness.token) as client:
+        probe = await client.subscribe("probe")
+        beyond = probe["position"] + 1_000
+        resume = {"after": beyond} | ({"epoch": probe["epoch"]} if with_epoch else {})
+        subscribed = await client.subscribe("ahead", **resume)
+        assert subscribed["type"] == "subscribed", subscribed
+        gap = await client.recv_until(lambda f: f.get("id") == "ahead" and f["type"] != "subscribed")
+        assert gap["type"] == "gap", gap
+        assert (gap["from"], gap["position"], gap["epoch"]) == (beyond, subscribed["position"], probe["epoch"])
+        assert "beyond" in gap["reason"]
+        [patient] = await create_patients(server.url, witness.token)  # events after the head follow
+        assert (await client.event_for("ahead", patient["id"]))["seq"] > subscribed["position"]
+
+
 # -- ping, unsubscribe ----------------------------------------------------------------------------------------
 
 
