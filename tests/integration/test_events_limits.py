@@ -16,6 +16,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from tests.conftest import ADMIN_LOGIN, ADMIN_PASSWORD
 from tests.integration.raw_events import DedicatedServer, Frame, RawClient, create_patients, dedicated_server, login
 from tests.integration.test_events_protocol import assert_closed
 
@@ -26,17 +27,17 @@ async def dedicated(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIter
         yield server
 
 
-async def professional_token(server: DedicatedServer) -> str:
-    """A new professional's user, logged in: the user whose bounds a test reaches."""
-    admin = await server.admin_token()
+async def professional_token(url: str) -> str:
+    """A new professional's user on the server at `url`, logged in: a user whose bounds a test reaches."""
+    admin = (await login(url, ADMIN_LOGIN, ADMIN_PASSWORD))["token"]
     headers = {"Authorization": f"Bearer {admin}"}
     login_name, password = f"bounded-{uuid.uuid4().hex[:8]}", f"pw-{uuid.uuid4().hex}"
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with httpx.AsyncClient(base_url=url) as http:
         hcp = await http.post("/rest/v1/healthcare-professionals", json={"lastName": "Bounded"}, headers=headers)
         assert hcp.status_code == 200, hcp.text
         user = {"login": login_name, "password": password, "healthcarePartyId": hcp.json()["id"]}
         assert (await http.post("/rest/v1/users", json=user, headers=headers)).status_code == 200
-    token: str = (await login(server.url, login_name, password))["token"]
+    token: str = (await login(url, login_name, password))["token"]
     return token
 
 
@@ -76,7 +77,7 @@ def assert_refused(answer: Frame, *words: str) -> None:
 async def test_a_user_past_its_sockets_is_closed_with_4429_until_it_closes_one(
     dedicated: DedicatedServer, other: Other
 ) -> None:
-    token = await professional_token(dedicated)
+    token = await professional_token(dedicated.url)
     async with AsyncExitStack() as stack:
         held = [await stack.enter_async_context(RawClient.opened(dedicated.url, token)) for _ in range(3)]
         for number, client in enumerate(held):
@@ -84,6 +85,8 @@ async def test_a_user_past_its_sockets_is_closed_with_4429_until_it_closes_one(
         async with RawClient.opened(dedicated.url, token) as refused:
             reason = await assert_closed(refused, 4429, "sockets", "user")
             assert "3" in reason
+        async with httpx.AsyncClient(base_url=dedicated.url) as http:
+            assert (await http.get("/health")).json()["events"]["closes"].get("4429") == 1
         await other.still_served()
         await held[0].websocket.close()
         async with RawClient.opened(dedicated.url, token) as accepted:  # the closed socket's place is free again
@@ -97,7 +100,7 @@ async def test_a_user_past_its_sockets_is_closed_with_4429_until_it_closes_one(
 async def test_a_user_past_its_subscriptions_over_its_sockets_gets_an_error_and_keeps_the_others(
     dedicated: DedicatedServer, other: Other
 ) -> None:
-    token = await professional_token(dedicated)
+    token = await professional_token(dedicated.url)
     async with RawClient.opened(dedicated.url, token) as first, RawClient.opened(dedicated.url, token) as second:
         for client, prefix in ((first, "a"), (second, "b")):
             for number in range(2):
@@ -119,7 +122,7 @@ async def test_a_user_past_its_subscriptions_over_its_sockets_gets_an_error_and_
 async def test_a_user_past_the_weight_of_its_filters_gets_an_error_and_keeps_the_others(
     dedicated: DedicatedServer, other: Other
 ) -> None:
-    token = await professional_token(dedicated)
+    token = await professional_token(dedicated.url)
     async with RawClient.opened(dedicated.url, token) as first, RawClient.opened(dedicated.url, token) as second:
         assert (await first.subscribe("heavy", filter=ids_filter(3_000)))["type"] == "subscribed"  # ~1.3 MB
         assert_refused(await second.subscribe("heavier", filter=ids_filter(3_000)), "filters too large", "2000000")
@@ -141,7 +144,7 @@ async def test_a_user_past_the_weight_of_its_filters_gets_an_error_and_keeps_the
 async def test_a_peer_past_its_sockets_waiting_for_auth_is_closed_with_4429(
     dedicated: DedicatedServer, other: Other
 ) -> None:
-    token = await professional_token(dedicated)
+    token = await professional_token(dedicated.url)
     async with RawClient.opened(dedicated.url) as waiting, RawClient.opened(dedicated.url) as also_waiting:
         async with RawClient.opened(dedicated.url) as refused:
             await assert_closed(refused, 4429, "auth", "address")

@@ -25,6 +25,7 @@ import pytest_asyncio
 
 from medstream.errors import TooSlowError
 from medstream.events.protocol import BATCH_MESSAGES, MAX_MESSAGE_BYTES
+from medstream.filters.parse import MAX_DEPTH, MAX_NODES, MAX_VALUES
 from medstream.model import HealthcareProfessional, Patient, User
 from medstream.sdk import MedTechApi
 from medstream.sdk.connection import SubscriptionEvent, SubscriptionOptions
@@ -310,6 +311,51 @@ async def test_an_invalid_filter_answers_an_error_naming_the_bad_node(
         assert answer["code"] == "validation_error"
         assert named in answer["message"], answer["message"]
         await assert_socket_still_usable(client, witness.token, server.url)
+
+
+def _nested(depth: int) -> Frame:
+    tree: Frame = {"$type": "PatientByIdsFilter", "ids": ["x"]}
+    for _ in range(depth - 1):
+        tree = {"$type": "ComplementFilter", "superSet": {"$type": "PatientByIdsFilter", "ids": ["y"]}, "subSet": tree}
+    return tree
+
+
+@pytest.mark.parametrize(
+    ("filter", "named"),
+    [
+        pytest.param(_nested(MAX_DEPTH + 1), f"deeper than {MAX_DEPTH}", id="too-deep"),
+        pytest.param(
+            {"$type": "UnionFilter", "filters": [{"$type": "PatientByIdsFilter", "ids": ["x"]}] * MAX_NODES},
+            f"more than {MAX_NODES} nodes",
+            id="too-many-nodes",
+        ),
+        pytest.param(
+            {
+                "$type": "UnionFilter",
+                "filters": [{"$type": "PatientByIdsFilter", "ids": [f"p{i}" for i in range(3_000)]}] * 4,
+            },
+            f"more than {MAX_VALUES} values",
+            id="too-many-values",
+        ),
+    ],
+)
+async def test_a_filter_over_its_bounds_answers_payload_too_large_and_the_socket_stays_usable(
+    server: RunningServer, witness: Witness, filter: Frame, named: str
+) -> None:
+    async with RawClient.opened(server.url, witness.token) as client:
+        answer = await client.subscribe("too-large", filter=filter)
+        assert (answer["type"], answer["id"], answer["code"]) == ("error", "too-large", "payload_too_large"), answer
+        assert named in answer["message"], answer["message"]
+        await assert_socket_still_usable(client, witness.token, server.url)
+
+
+async def test_a_filter_nested_past_what_the_json_reader_takes_closes_with_4400(
+    server: RunningServer, witness: Witness
+) -> None:
+    message = '{"type":"subscribe","id":"s","entity":"Patient","events":["CREATE"],"filter":{"a":%s}}'
+    async with RawClient.opened(server.url, witness.token) as client:
+        await client.send(message % ("[" * 1_000 + "]" * 1_000))
+        await assert_closed(client, 4400, "malformed", "recursion")
 
 
 async def test_a_duplicate_subscription_id_answers_an_error_and_keeps_the_first(

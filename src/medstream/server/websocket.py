@@ -242,6 +242,7 @@ class EventHub:
                 self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="medstream-ws-heartbeat")
             await self._run(connection)
         except MedstreamError as exc:
+            self.closes[exc.close_code] += 1
             await _close(websocket, exc.close_code, exc.message)
         except WebSocketDisconnect:
             pass
