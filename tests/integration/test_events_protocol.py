@@ -164,6 +164,17 @@ async def test_a_first_message_that_is_not_a_valid_auth_closes_with_4001(
         assert client.frames == [], "nothing is sent to an unauthenticated socket"
 
 
+@pytest.mark.parametrize("authenticated", [False, True], ids=["before-auth", "after-auth"])
+async def test_a_close_reason_quoting_non_ascii_input_still_comes_in_a_close_frame(
+    server: RunningServer, witness: Witness, authenticated: bool
+) -> None:
+    """The reason quotes the bad message type: cut in bytes, it fits a close frame, and the code arrives."""
+    async with RawClient.opened(server.url, witness.token if authenticated else None) as client:
+        await client.send({"type": "é€𐀀" * 40})
+        reason = await assert_closed(client, 4400 if authenticated else 4001)
+        assert len(reason.encode()) <= 123
+
+
 async def test_events_are_not_sent_before_auth(server: RunningServer, witness: Witness) -> None:
     async with RawClient.opened(server.url) as client:
         await client.send({"type": "subscribe", "id": "s", "entity": "Patient", "events": ["CREATE"], "filter": None})

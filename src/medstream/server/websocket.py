@@ -26,6 +26,7 @@ from medstream.events.protocol import (
     UnsubscribeMessage,
     batch_frames,
     error_frame,
+    fit_close_reason,
     parse_client_message,
     unsubscribed_frame,
 )
@@ -112,7 +113,7 @@ class ClientConnection:
         """Ask the writer to close the socket once; frames queued after this are dropped. Frames already queued
         are dropped too (a slow consumer), or sent before the close with `flush` (a client that broke a rule)."""
         if self.close_reason is None:
-            self.close_reason = (code, reason[:120])
+            self.close_reason = (code, fit_close_reason(reason))
             if not flush:
                 self._queue.clear()
             self._ready.set()
@@ -394,7 +395,7 @@ async def _receive(websocket: WebSocket) -> str | bytes:
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
     if websocket.application_state == WebSocketState.CONNECTED and websocket.client_state == WebSocketState.CONNECTED:
         with contextlib.suppress(Exception):
-            await websocket.close(code, reason[:120])
+            await websocket.close(code, fit_close_reason(reason))
 
 
 __all__ = ["ClientConnection", "EventHub", "WebSocketLimits"]
