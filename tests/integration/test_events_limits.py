@@ -16,6 +16,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from medstream.server.settings import Settings
 from tests.conftest import ADMIN_LOGIN, ADMIN_PASSWORD
 from tests.integration.raw_events import DedicatedServer, Frame, RawClient, create_patients, dedicated_server, login
 from tests.integration.test_events_protocol import assert_closed
@@ -155,3 +156,25 @@ async def test_a_peer_past_its_sockets_waiting_for_auth_is_closed_with_4429(
             assert (await next_one.subscribe("next"))["type"] == "subscribed"
         await waiting.send({"type": "ping"})  # still waiting for auth, and refused as ever
         await assert_closed(waiting, 4001, "auth")
+
+
+def _documented_defaults(doc: str, default_column: int) -> dict[str, int]:
+    """Setting -> default, from the rows of a doc's tables that name a MEDSTREAM_WS_ bound."""
+    units = {"MiB": 2**20, "KiB": 2**10}
+    found = {}
+    for line in (Path(__file__).resolve().parents[2] / "docs" / doc).read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        names = [c.strip("`") for c in cells if c.startswith("`MEDSTREAM_WS_MAX") or c == "`MEDSTREAM_WS_SEND_QUEUE`"]
+        if len(names) == 1 and len(cells) > default_column:
+            number, _, unit = cells[default_column].partition(" ")
+            found[names[0]] = int(number.replace(",", "")) * units.get(unit, 1)
+    return found
+
+
+@pytest.mark.parametrize(("doc", "column"), [("protocol.md", 1), ("deploy.md", 2)])
+def test_the_documented_bounds_are_the_defaults(doc: str, column: int) -> None:
+    documented = _documented_defaults(doc, column)
+    assert len(documented) >= 5, documented
+    defaults = Settings()
+    for name, value in documented.items():
+        assert getattr(defaults, name.removeprefix("MEDSTREAM_").lower()) == value, name
