@@ -13,6 +13,8 @@ import uuid
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ADMIN_LOGIN, ADMIN_PASSWORD
 from tests.integration.raw_events import Frame, RawClient, create_patients
 from tests.integration.server_process import ServerProcess
@@ -66,6 +68,7 @@ async def answers(clients: list[RawClient], ids: list[str]) -> dict[str, Frame]:
     return found
 
 
+@pytest.mark.timeout(300)  # a server process of its own, and 23 MB of filters to send
 async def test_one_user_past_every_bound_stays_under_the_memory_ceiling_and_another_is_served(
     tmp_path: Path,
 ) -> None:
