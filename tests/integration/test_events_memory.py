@@ -36,12 +36,19 @@ def heavy_filter() -> Frame:
 
 
 class Other:
+    """Another professional: subscribes anew, and receives an event on every subscription, whenever asked."""
+
     def __init__(self, url: str, token: str, client: RawClient) -> None:
         self.url, self.token, self.client = url, token, client
+        self.subscriptions = ["other"]
 
     async def still_served(self) -> None:
+        subscription_id = f"other-{len(self.subscriptions)}"
+        assert (await self.client.subscribe(subscription_id))["type"] == "subscribed"
+        self.subscriptions.append(subscription_id)
         [patient] = await create_patients(self.url, self.token)
-        await self.client.event_for("other", patient["id"], within=30)
+        for each in self.subscriptions:
+            await self.client.event_for(each, patient["id"], within=30)
         assert self.client.websocket.close_code is None
 
 
