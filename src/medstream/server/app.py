@@ -53,6 +53,10 @@ async def open_state(settings: Settings) -> ServerState:
         heartbeat_timeout=settings.ws_heartbeat_timeout_seconds,
         send_queue=settings.ws_send_queue,
         subscriptions=settings.ws_max_subscriptions,
+        sockets_per_user=settings.ws_max_sockets_per_user,
+        subscriptions_per_user=settings.ws_max_subscriptions_per_user,
+        filter_bytes_per_user=settings.ws_max_filter_bytes_per_user,
+        unauthenticated_per_peer=settings.ws_max_unauthenticated_per_peer,
     )
     repository = EntityRepository(database)
     actors = ActorValidator(repository)

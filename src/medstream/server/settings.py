@@ -74,6 +74,27 @@ class Settings(BaseSettings):
         10_000, gt=0, description="messages queued for one socket before it is closed with 4429 (too slow)"
     )
     ws_max_subscriptions: int = Field(1_000, gt=0, description="subscriptions on one socket at most")
+    ws_max_sockets_per_user: int = Field(
+        100, gt=0, description="event sockets one user holds open on this node; past it a new one is closed with 4429"
+    )
+    ws_max_subscriptions_per_user: int = Field(
+        10_000,
+        gt=0,
+        description="subscriptions one user holds on this node, over all its sockets; past it a subscribe gets an "
+        "`error`",
+    )
+    ws_max_filter_bytes_per_user: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="the weight of one user's subscription filters on this node, an estimate of the bytes they hold "
+        "(64 MiB by default); past it a subscribe gets an `error`",
+    )
+    ws_max_unauthenticated_per_peer: int = Field(
+        100,
+        gt=0,
+        description="event sockets of one peer address that have not authenticated yet; past it a new one is closed "
+        "with 4429",
+    )
     ws_close_timeout_seconds: float = Field(
         10.0,
         gt=0,
