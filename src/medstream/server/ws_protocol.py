@@ -36,6 +36,8 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.exceptions import InvalidState
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 
+from medstream.errors import CloseCode
+
 SEND_NOW = "medstream.send_now"
 
 
@@ -85,7 +87,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             and self.initial_response is None
             and not self.writable.is_set()
         ):
-            self._close_behind_buffer(message.get("code", 1000), message.get("reason", "") or "")
+            self._close_behind_buffer(message.get("code", CloseCode.NORMAL_CLOSURE), message.get("reason", "") or "")
             return
         await super().send(message)
 
