@@ -5,15 +5,41 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import importlib.metadata
 import logging
 import os
+import re
 import sys
+from typing import TYPE_CHECKING
 
 import pydantic
 
 from medstream import __version__
 from medstream.errors import MedstreamError, ValidationError
-from medstream.server.settings import Settings
+
+if TYPE_CHECKING:
+    from medstream.server.settings import Settings
+
+SERVER_MISSING = "medstream: the server is not installed (missing: {}); install it: pip install 'medstream[server]'"
+
+
+def missing_server_requirements() -> list[str]:
+    """The distributions of the `server` extra that are not installed (every command here runs the server or its
+    database; `pip install medstream` alone is the SDK). Empty when medstream itself is not installed."""
+    try:
+        requirements = importlib.metadata.requires("medstream") or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    missing = []
+    for requirement in requirements:
+        name = re.match(r"[A-Za-z0-9._-]+", requirement)
+        if name is None or not re.search(r"""extra\s*==\s*["']server["']""", requirement):
+            continue
+        try:
+            importlib.metadata.version(name.group())
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name.group())
+    return missing
 
 
 def _server_options(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from medstream.server.settings import Settings
+
     return Settings.from_env(
         host=getattr(args, "host", None),
         port=getattr(args, "port", None),
@@ -107,6 +135,9 @@ async def _add_user(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    missing = missing_server_requirements()
+    if missing:
+        sys.exit(SERVER_MISSING.format(", ".join(missing)))
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "alembic"):
