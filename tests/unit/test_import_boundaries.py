@@ -11,10 +11,13 @@ its source with `ast`: it names the module and line of a forbidden import, sees 
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from collections import deque
 from pathlib import Path
+
+import pytest
 
 import medstream
 
@@ -99,3 +102,23 @@ def test_the_scan_follows_imports_through_other_medstream_modules() -> None:
     # And the core's own imports of access.py and errors.py are followed.
     reached = forbidden_imports([PACKAGE / "events" / "subscription.py"], ("dataclasses", "enum"))
     assert any("-> medstream.access imports dataclasses" in p for p in reached), reached
+
+
+@pytest.mark.parametrize("name", ["medstream.filters", "medstream.model", "medstream.errors", "medstream.sdk"])
+def test_each_public_package_exports_exactly_what_it_holds(name: str) -> None:
+    package = importlib.import_module(name)
+    exported = set(package.__all__)
+    assert len(exported) == len(package.__all__), "no name twice"
+    assert [n for n in package.__all__ if not hasattr(package, n)] == []
+    own = {
+        n
+        for n, value in vars(package).items()
+        if not n.startswith("_") and getattr(value, "__module__", "").startswith("medstream")
+    }
+    assert sorted(own - exported) == [], "public Medstream names the package holds but does not export"
+
+
+def test_the_filters_package_no_longer_offers_the_sql_compiler() -> None:
+    import medstream.filters
+
+    assert not {"compile_filter", "FilterTables", "has_driving_constraint"} & set(dir(medstream.filters))
