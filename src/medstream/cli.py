@@ -5,20 +5,51 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import importlib.metadata
 import logging
 import os
+import re
 import sys
+from typing import TYPE_CHECKING
 
 import pydantic
-from pydantic_settings import CliSettingsSource, SettingsError
 
 from medstream import __version__
 from medstream.errors import MedstreamError, ValidationError
-from medstream.server.settings import ENV_PREFIX, Settings, describe_settings_error
+
+if TYPE_CHECKING:  # the server's modules are imported where they run: an SDK-only install has none of them
+    from pydantic_settings import CliSettingsSource
+
+    from medstream.server.settings import Settings
+
+SERVER_MISSING = "medstream: the server is not installed (missing: {}); install it: pip install 'medstream[server]'"
+
+
+def missing_server_requirements() -> list[str]:
+    """The distributions of the `server` extra that are not installed (every command here runs the server or its
+    database; `pip install medstream` alone is the SDK). Empty when medstream itself is not installed."""
+    try:
+        requirements = importlib.metadata.requires("medstream") or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    missing = []
+    for requirement in requirements:
+        name = re.match(r"[A-Za-z0-9._-]+", requirement)
+        if name is None or not re.search(r"""extra\s*==\s*["']server["']""", requirement):
+            continue
+        try:
+            importlib.metadata.version(name.group())
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name.group())
+    return missing
 
 
 def _server_options(parser: argparse.ArgumentParser) -> CliSettingsSource[Settings]:
     """A flag for every setting, generated from the model (name, type, default, description, environment)."""
+    from pydantic_settings import CliSettingsSource
+
+    from medstream.server.settings import Settings
+
     return CliSettingsSource(
         Settings,
         root_parser=parser,
@@ -31,7 +62,7 @@ def _server_options(parser: argparse.ArgumentParser) -> CliSettingsSource[Settin
 
 
 _SETTINGS_HELP = (
-    f"Each option is also an environment variable ({ENV_PREFIX}PORT for --port); an option given here wins over "
+    "Each option is also an environment variable (MEDSTREAM_PORT for --port); an option given here wins over "
     "the environment, which wins over the default."
 )
 
@@ -69,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> Settings:
     """The settings of `serve` and `demo` from their flags over the environment; for `user add`, its --database
     over the environment. A value that is not valid is one line naming the setting, as a MedstreamError."""
+    from pydantic_settings import SettingsError
+
+    from medstream.server.settings import Settings, describe_settings_error
+
     try:
         source: CliSettingsSource[Settings] | None = getattr(args, "settings_source", None)
         if source is not None:
@@ -119,6 +154,9 @@ async def _add_user(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    missing = missing_server_requirements()
+    if missing:
+        sys.exit(SERVER_MISSING.format(", ".join(missing)))
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "alembic"):

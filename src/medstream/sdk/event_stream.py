@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from medstream.errors import AuthenticationError, MedstreamError, UnavailableError, from_payload
+from medstream.errors import AuthenticationError, CloseCode, MedstreamError, UnavailableError, from_payload
 from medstream.events.protocol import EventMessage, parse_event_message
 from medstream.sdk.connection import Connection, Gap, SubscriptionOptions
 from medstream.sdk.event_socket import EventSocket, open_event_socket
@@ -26,7 +26,11 @@ from medstream.sdk.transport import Transport
 log = logging.getLogger("medstream.sdk")
 
 # Close codes after which reconnecting cannot help: the server refused what this client sends.
-_FATAL_CLOSE_CODES = {4003: "forbidden", 4400: "malformed message", 1009: "message too big"}
+_FATAL_CLOSE_CODES: dict[int, str] = {
+    CloseCode.FORBIDDEN: "forbidden",
+    CloseCode.MALFORMED_MESSAGE: "malformed message",
+    CloseCode.MESSAGE_TOO_BIG: "message too big",
+}
 _MAX_FRAME_BYTES = 64 * 1024 * 1024
 # How an event message starts as Medstream servers write it: those are parsed entity and all in one pass; any
 # other message (or an event that does not parse that way) is read as plain JSON.
@@ -89,7 +93,7 @@ class EventStream:
         self._closing = True
         if self._socket is not None:
             with contextlib.suppress(Exception):
-                await self._socket.close(1000, "client closing")
+                await self._socket.close(CloseCode.NORMAL_CLOSURE, "client closing")
         if self._runner is not None and self._runner is not asyncio.current_task():
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -171,7 +175,8 @@ class EventStream:
         if self._closing:
             return
         if code in _FATAL_CLOSE_CODES:
-            raise _Fatal(from_payload(400 if code == 4400 else 403, {"message": reason or _FATAL_CLOSE_CODES[code]}))
+            status = 400 if code == CloseCode.MALFORMED_MESSAGE else 403
+            raise _Fatal(from_payload(status, {"message": reason or _FATAL_CLOSE_CODES[code]}))
         if code == AuthenticationError.close_code:
             await self.transport.access_token()  # renew before the next attempt
         raise socket.close_exc
@@ -288,7 +293,7 @@ class EventStream:
                         continue  # the pong waits behind events a slow callback has not let us read yet
                     # Silent this long, it would not answer a closing handshake either: no wait for one.
                     log.info("event stream to %s silent for %.1f s; reconnecting", self.url, 2 * interval)
-                    socket.abort(4408, "heartbeat timeout")
+                    socket.abort(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
                     return
 
     async def _send_renewed_token(self, socket: EventSocket, within: float) -> None:

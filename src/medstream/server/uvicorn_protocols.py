@@ -69,6 +69,7 @@ from websockets.exceptions import InvalidState
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.server import ServerProtocol
 
+from medstream.errors import CloseCode
 from medstream.server.connection_limits import ConnectionLimits
 
 SEND_NOW = "medstream.send_now"
@@ -320,7 +321,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             and self.initial_response is None
             and not self.writable.is_set()
         ):
-            self._close_behind_buffer(message.get("code", 1000), message.get("reason", "") or "")
+            self._close_behind_buffer(message.get("code", CloseCode.NORMAL_CLOSURE), message.get("reason", "") or "")
             return
         await super().send(message)
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from medstream.access import Actor
-from medstream.errors import AuthenticationError, MedstreamError, TooSlowError, ValidationError
+from medstream.errors import AuthenticationError, CloseCode, MedstreamError, TooSlowError, ValidationError
 from medstream.events.protocol import (
     PING_FRAME,
     PONG_FRAME,
@@ -41,8 +41,6 @@ from medstream.server.uvicorn_protocols import SEND_NOW
 from medstream.server.ws_limits import Quotas, WebSocketLimits
 
 log = logging.getLogger("medstream.websocket")
-
-HEARTBEAT_TIMEOUT_CLOSE = 4408
 
 
 class ClientConnection:
@@ -131,7 +129,7 @@ class ClientConnection:
             self.close_soon(error.close_code, error.message)
         elif error is not None:
             log.error("subscription replay failed", exc_info=error)
-            self.close_soon(1011, "internal error")
+            self.close_soon(CloseCode.INTERNAL_ERROR, "internal error")
 
     async def wait_for_room(self) -> int:
         """Wait until at most half the send queue is in use (or the socket is closing); the free room. A replay
@@ -172,7 +170,7 @@ class ClientConnection:
         if self.close_reason is not None:
             return
         if now - self.last_seen > self.limits.heartbeat_timeout:
-            self.close_soon(HEARTBEAT_TIMEOUT_CLOSE, "no message within the heartbeat timeout")
+            self.close_soon(CloseCode.HEARTBEAT_TIMEOUT, "no message within the heartbeat timeout")
         elif wall_now > self.token_expires:
             self.close_soon(AuthenticationError.close_code, "access token expired: send a fresh auth message")
         elif now - max(self.last_seen, self.last_ping) > self.limits.heartbeat_interval:
@@ -223,7 +221,7 @@ class EventHub:
         except AuthenticationError as exc:
             connection.close_soon(exc.close_code, exc.message)
 
-    def close_all(self, code: int = 1001, reason: str = "server going away") -> None:
+    def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server going away") -> None:
         """Close every socket, and refuse new ones the same way from now on (the node is shutting down)."""
         self._going_away = (code, reason)
         for connection in self.connections:
@@ -311,7 +309,7 @@ class EventHub:
             connection.close_soon(error.close_code, error.message, flush=True)
         elif error is not None and not isinstance(error, WebSocketDisconnect):
             log.error("websocket reader failed", exc_info=error)
-            connection.close_soon(1011, "internal error")
+            connection.close_soon(CloseCode.INTERNAL_ERROR, "internal error")
         if connection.close_reason is not None:
             self.closes[connection.close_reason[0]] += 1
             with contextlib.suppress(TimeoutError):
@@ -387,7 +385,7 @@ class EventHub:
 async def _receive(websocket: WebSocket) -> str | bytes:
     message = await websocket.receive()
     if message["type"] == "websocket.disconnect":
-        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+        raise WebSocketDisconnect(message.get("code", CloseCode.NORMAL_CLOSURE), message.get("reason"))
     text: str | None = message.get("text")
     return text if text is not None else message.get("bytes") or b""
 
