@@ -91,7 +91,8 @@ class Connection(Generic[E]):
         return self
 
     def on_gap(self, callback: AnyCallback) -> Connection[E]:
-        """Called with a `Gap` when missed events cannot be replayed."""
+        """Called with a `Gap` when missed events cannot be replayed; the first handler added also hears at once of
+        the gaps that came before it (one found at subscribing comes with the acknowledgement)."""
         self._delivery.add_handler("gap", callback)
         return self
 

@@ -96,6 +96,9 @@ class Delivery(Generic[E]):
         # The last event through the callback, or a position reached without one (the start, a gap): `position`.
         self._reached: SubscriptionEvent[E] | Position | None = subscription.start
         self._settled = asyncio.Event()  # set once connected or closed
+        # Gaps that came before any `gap` handler was added: one found at subscribing (a `resume_from` past the
+        # retention, or of another event log) comes with the acknowledgement, before the caller can add one.
+        self._unheard_gaps: list[Gap] = []
         # The awaitables lifecycle handlers returned, run in turn: the last one's task. Held here, as the event loop
         # keeps only weak references to tasks; each task holds the one before it until that one is done.
         self._handler_tail: asyncio.Task[None] | None = None
@@ -107,9 +110,14 @@ class Delivery(Generic[E]):
         return reached.position if isinstance(reached, SubscriptionEvent) else reached
 
     def add_handler(self, name: str, handler: AnyCallback) -> None:
-        """Add a lifecycle handler; `connected` and `closed` fire at once if their moment has come."""
+        """Add a lifecycle handler; `connected` and `closed` fire at once if their moment has come, and the first
+        `gap` handler at once with each gap that came before it."""
         self._handlers[name].append(handler)
-        if name == "connected" and self.is_connected:
+        if name == "gap":
+            unheard, self._unheard_gaps = self._unheard_gaps, []
+            for gap in unheard:
+                self._fire_one(handler, gap)
+        elif name == "connected" and self.is_connected:
             self._fire_one(handler)
         elif name == "closed" and self.is_closed:
             self._fire_one(handler, self.close_reason)
@@ -161,6 +169,8 @@ class Delivery(Generic[E]):
             self._queue.put_nowait(_Reached(gap.resume_from))  # after the events of before the gap
         else:
             self._reached = gap.resume_from
+        if not self._handlers["gap"]:
+            self._unheard_gaps.append(gap)
         self._fire("gap", gap)
 
     def disconnected(self) -> None:
