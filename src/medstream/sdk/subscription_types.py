@@ -37,7 +37,7 @@ class SubscriptionOptions:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # not slots=True: with Generic, that makes each event slower to build
 class SubscriptionEvent(Generic[E]):
     """What happened: the event type, its place in the event log (`seq` of the log `epoch`: `position`, to store
     for resuming after it), and the entity after the write."""
