@@ -123,12 +123,12 @@ class EventStream:
                 self._socket = None
                 for delivery in self.deliveries.values():
                     delivery.disconnected()
+            if self._closing or not self.deliveries:
+                return
             retry = self.state.on_lost(random.random())
             log.info("event stream to %s lost (%s); retry %s", self.url, error, retry and retry.attempt)
             if retry is None:
                 self._give_up(error)
-                return
-            if self._closing or not self.deliveries:
                 return
             for delivery in list(self.deliveries.values()):
                 delivery.reconnecting(retry.attempt, retry.delay)
