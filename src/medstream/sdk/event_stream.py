@@ -29,7 +29,7 @@ from medstream.events.client_state import (
     ServerError,
     Subscribed,
 )
-from medstream.events.protocol import EventMessage, parse_event_message
+from medstream.events.protocol import parse_event_message
 from medstream.sdk.delivery import Delivery
 from medstream.sdk.event_socket import EventSocket, open_event_socket
 from medstream.sdk.subscription_types import SubscriptionOptions
@@ -182,11 +182,14 @@ class EventStream:
         """Handle one message of the socket, as `data_received` reads it."""
         if self._closing:
             return  # the client is closing every subscription: what comes now is for nobody
+        deliveries = self.deliveries
         # Batched frames (asked for at auth) hold several messages, one per line.
         for line in text.split("\n") if "\n" in text else (text,):
             event = parse_event_message(line) if line.startswith(_EVENT_PREFIX) else None
-            if event is not None:
-                self._handle_event(event)
+            if event is not None:  # handled here, with no call more than it needs: this is the path of every event
+                delivery = deliveries.get(event.id)
+                if delivery is not None:
+                    delivery.parsed_event(event.seq, event.event, event.entity_type, event.entity)
                 continue
             try:
                 self._handle(orjson.loads(line))
@@ -204,11 +207,6 @@ class EventStream:
             return False
         delivery.unreadable_event(found[1], error)
         return True
-
-    def _handle_event(self, event: EventMessage) -> None:
-        delivery = self.deliveries.get(event.id)
-        if delivery is not None:
-            delivery.parsed_event(event.seq, event.event, event.entity_type, event.entity)
 
     def _handle(self, message: dict[str, Any]) -> None:
         if message.get("type") == "event":
