@@ -9,8 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from medstream.events.resume import DeliveryTracker, StartKind, plan_start
-from medstream.sdk.connection import SubscriptionOptions
-from medstream.sdk.event_stream import retry_delay
+from medstream.sdk.subscription_types import SubscriptionOptions
 
 
 def test_no_resume_point_starts_live_at_the_dispatcher_position() -> None:
@@ -82,7 +81,7 @@ def test_tracker_accepts_each_seq_at_most_once_and_in_increasing_order(arrivals:
 def test_retry_delay_doubles_with_jitter_and_is_capped() -> None:
     options = SubscriptionOptions(connection_retry_interval_ms=1000, connection_retry_max_interval_ms=5000)
     rng = random.Random(1)
-    delays = [retry_delay(n, options, rng) for n in range(1, 7)]
+    delays = [options.retry_policy().delay(n, rng.random()) for n in range(1, 7)]
     for attempt, delay in enumerate(delays, start=1):
         nominal = min(2 ** (attempt - 1), 5.0)
         assert 0.75 * nominal <= delay <= 1.25 * nominal
