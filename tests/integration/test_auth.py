@@ -66,7 +66,7 @@ async def test_login_gives_an_access_and_a_refresh_token_that_work(
     me = await client.get("/rest/v1/users/current", headers=bearer(refreshed.json()["token"]))
     assert me.status_code == 200 and me.json()["login"] == doctor.login
 
-    by_header = await client.post(REFRESH, headers={"Refresh-Token": pair["refreshToken"]})
+    by_header = await client.post(REFRESH, headers={"Refresh-Token": refreshed.json()["refreshToken"]})
     assert by_header.status_code == 200, by_header.text
 
 

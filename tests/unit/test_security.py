@@ -17,7 +17,8 @@ from starlette.requests import Request
 from medstream.access import Actor
 from medstream.errors import AuthenticationError, TooManyAttemptsError
 from medstream.model import User
-from medstream.server.security import LoginThrottle, TokenIssuer, hash_password, verify_password
+from medstream.server.login_throttle import LoginThrottle
+from medstream.server.security import TokenIssuer, hash_password, verify_password
 from medstream.server.state import bearer_token
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"

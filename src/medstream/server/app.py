@@ -21,17 +21,19 @@ from medstream.model.user import User
 from medstream.server.actors import ActorValidator
 from medstream.server.dispatcher import Dispatcher
 from medstream.server.errors import BodySizeLimit, install_error_handlers
+from medstream.server.login_throttle import LoginThrottle, PasswordCheckGate
 from medstream.server.retention import run_retention
 from medstream.server.routes import auth, health, me
 from medstream.server.routes.entities import all_entity_routers, write_entities
 from medstream.server.routing import DirectRouter
-from medstream.server.security import LoginThrottle, TokenIssuer
+from medstream.server.security import TokenIssuer
 from medstream.server.settings import Settings
 from medstream.server.state import ServerState, state_of
 from medstream.server.websocket import EventHub, WebSocketLimits
 from medstream.store.database import Database
 from medstream.store.keys import read_key
 from medstream.store.repository import EntityRepository
+from medstream.store.sessions import SessionStore
 
 log = logging.getLogger("medstream.server")
 
@@ -55,13 +57,21 @@ async def open_state(settings: Settings) -> ServerState:
         subscriptions=settings.ws_max_subscriptions,
     )
     repository = EntityRepository(database)
-    actors = ActorValidator(repository)
+    sessions = SessionStore(database)
+    actors = ActorValidator(repository, sessions)
     state = ServerState(
         settings=settings,
         database=database,
         repository=repository,
         tokens=tokens,
         throttle=LoginThrottle(free_attempts=settings.login_free_attempts, max_delay=settings.login_max_delay_seconds),
+        peer_throttle=LoginThrottle(
+            free_attempts=settings.login_peer_free_attempts, max_delay=settings.login_max_delay_seconds
+        ),
+        password_checks=PasswordCheckGate(
+            concurrency=settings.login_password_checks, queue=settings.login_password_check_queue
+        ),
+        sessions=sessions,
         dispatcher=dispatcher,
         hub=EventHub(dispatcher, tokens, actors, limits),
         actors=actors,

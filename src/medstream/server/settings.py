@@ -35,6 +35,16 @@ class Settings:
     max_batch_size: int = 10_000
     login_free_attempts: int = 5
     login_max_delay_seconds: float = 60.0
+    # Failed logins in a row from one peer address (whatever the logins) before its attempts are slowed down as
+    # one login's are; a success from the address starts its count again.
+    login_peer_free_attempts: int = 20
+    # How long a login attempt beyond the free ones may wait for the attempts in flight of its login or address
+    # to end (if they succeed it goes through) before it is refused with 429.
+    login_wait_seconds: float = 10.0
+    # Password checks (argon2, ~0.1 s of a core each) run at once, and how many more may wait their turn; a
+    # login beyond them is refused with 429 and Retry-After at once.
+    login_password_checks: int = 1
+    login_password_check_queue: int = 32
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     # How often the dispatcher polls the outbox tail for other nodes' writes (local commits wake it at once);
     # None: 5 ms on PostgreSQL (several nodes), 50 ms on SQLite (other processes only).
@@ -71,6 +81,12 @@ class Settings:
             "admin_login": _env("ADMIN_LOGIN"),
             "admin_password": _env("ADMIN_PASSWORD"),
             "access_token_seconds": int(_env("ACCESS_TOKEN_SECONDS", str(cls.access_token_seconds)) or 0),
+            "login_peer_free_attempts": int(_env("LOGIN_PEER_FREE_ATTEMPTS", str(cls.login_peer_free_attempts)) or 0),
+            "login_wait_seconds": float(_env("LOGIN_WAIT_SECONDS", str(cls.login_wait_seconds)) or 0),
+            "login_password_checks": int(_env("LOGIN_PASSWORD_CHECKS", str(cls.login_password_checks)) or 1),
+            "login_password_check_queue": int(
+                _env("LOGIN_PASSWORD_CHECK_QUEUE", str(cls.login_password_check_queue)) or 0
+            ),
             "max_body_bytes": int(_env("MAX_BODY_BYTES", str(cls.max_body_bytes)) or 0),
             "ws_heartbeat_seconds": float(_env("WS_HEARTBEAT_SECONDS", str(cls.ws_heartbeat_seconds)) or 0),
             "ws_send_queue": int(_env("WS_SEND_QUEUE", str(cls.ws_send_queue)) or 0),

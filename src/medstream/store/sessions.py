@@ -79,19 +79,11 @@ class SessionStore:
     async def generation(self, user_id: str) -> int:
         return await self.database.run_read(lambda conn: generation_in(conn, user_id))
 
-    async def start_family(self, family: str, user_id: str, jti: str, expires: int) -> int:
-        """Record a login's refresh-token family; the user's current generation, which its tokens carry."""
-
-        def transaction(conn: Connection) -> int:
-            generation = generation_in(conn, user_id)
-            conn.execute(
-                refresh_families.insert().values(
-                    family=family, user_id=user_id, generation=generation, current_jti=jti, expires=expires
-                )
-            )
-            return generation
-
-        return await self.database.run_write(transaction)
+    async def start_family(self, family: str, user_id: str, generation: int, jti: str, expires: int) -> None:
+        """Record a login's refresh-token family, whose tokens carry the user's session `generation`."""
+        values = {"family": family, "user_id": user_id, "generation": generation, "current_jti": jti}
+        statement = refresh_families.insert().values(**values, expires=expires)
+        await self.database.run_write(lambda conn: conn.execute(statement))
 
     async def rotate(self, rotation: Rotation, now: int) -> None:
         """Make `rotation.new_jti` the family's current refresh token, or raise AuthenticationError: the family
@@ -105,6 +97,9 @@ class SessionStore:
             if conn.dialect.name != "sqlite":
                 query = query.with_for_update()
             row = conn.execute(query).one_or_none()
+            if row is not None and row.generation != generation_in(conn, rotation.user_id):
+                conn.execute(delete(table).where(table.c.family == rotation.family))
+                row = None  # made in a generation since ended
             if row is None or row.expires < now or row.generation != rotation.generation:
                 return "this refresh token was revoked (logout, or a password or role change): log in again"
             if row.current_jti != rotation.presented_jti:
