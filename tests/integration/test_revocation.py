@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from medstream.errors import AuthenticationError
 from medstream.sdk import MedTechApi
+from medstream.store.database import Database
+from medstream.store.sessions import Rotation, SessionStore
 from tests.conftest import ProfessionalFactory, RunningServer
 
 
@@ -227,3 +233,19 @@ async def _closed_with(socket: ClientConnection) -> int | None:
         while True:
             await asyncio.wait_for(socket.recv(), 10)
     return socket.close_code
+
+
+async def test_expired_sessions_are_dropped_and_live_ones_kept(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'sessions.db'}")
+    await database.migrate()
+    try:
+        sessions = SessionStore(database)
+        now = int(time.time())
+        await sessions.start_family("expired", "user-1", 0, "jti-1", now - 1)
+        await sessions.start_family("live", "user-1", 0, "jti-2", now + 3600)
+        assert await sessions.drop_expired(now) == 1
+        await sessions.rotate(Rotation("live", "user-1", 0, "jti-2", "jti-3", now + 3600), now)
+        with pytest.raises(AuthenticationError, match="revoked"):
+            await sessions.rotate(Rotation("expired", "user-1", 0, "jti-1", "jti-4", now + 3600), now)
+    finally:
+        await database.close()

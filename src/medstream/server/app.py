@@ -27,6 +27,7 @@ from medstream.server.routes import auth, health, me
 from medstream.server.routes.entities import all_entity_routers, write_entities
 from medstream.server.routing import DirectRouter
 from medstream.server.security import TokenIssuer
+from medstream.server.session_expiry import run_session_expiry
 from medstream.server.settings import Settings
 from medstream.server.state import ServerState, state_of
 from medstream.server.websocket import EventHub, WebSocketLimits
@@ -188,10 +189,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             name="medstream-retention",
         )
+        expiry = asyncio.create_task(
+            run_session_expiry(state.sessions, interval=settings.retention_interval_seconds),
+            name="medstream-session-expiry",
+        )
         app.state.medstream = state
         try:
             yield
         finally:
+            expiry.cancel()
             retention.cancel()
             state.hub.close_all()
             await state.dispatcher.stop()
