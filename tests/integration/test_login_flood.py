@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx
 
-from medstream.server.settings import Settings
 from tests.conftest import ADMIN_LOGIN, ADMIN_PASSWORD
 from tests.integration.cluster import running_nodes
 
@@ -28,7 +27,7 @@ WINDOW = 1.0  # seconds of reads per measure
 ROUNDS = 3  # measures before, under and after the flood
 FLOOD_RATE = 10.0  # login attempts a second (the reported attack sent 9)
 FLOOD_PENDING = 200
-PEER_FREE = Settings.login_peer_free_attempts
+PEER_FREE = 20  # failed logins from one address before it is throttled (MEDSTREAM_LOGIN_PEER_FREE_ATTEMPTS)
 USER, PASSWORD = "real-user", "the-real-users-password"
 
 
