@@ -10,22 +10,30 @@ import os
 import sys
 
 import pydantic
+from pydantic_settings import CliSettingsSource, SettingsError
 
 from medstream import __version__
 from medstream.errors import MedstreamError, ValidationError
-from medstream.server.settings import Settings
+from medstream.server.settings import ENV_PREFIX, Settings, describe_settings_error
 
 
-def _server_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default=None, help="address to listen on (MEDSTREAM_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=None, help="port (MEDSTREAM_PORT, default 8080; 0 picks one)")
-    parser.add_argument(
-        "--database",
-        default=None,
-        help="sqlite:///path or postgresql://user@host/db (MEDSTREAM_DATABASE_URL, default sqlite:///./medstream.db)",
+def _server_options(parser: argparse.ArgumentParser) -> CliSettingsSource[Settings]:
+    """A flag for every setting, generated from the model (name, type, default, description, environment)."""
+    return CliSettingsSource(
+        Settings,
+        root_parser=parser,
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_hide_none_type=True,
+        cli_show_env_vars=True,
+        cli_shortcuts={"database_url": "database"},
     )
-    parser.add_argument("--admin-login", default=None, help="admin created at start if absent (MEDSTREAM_ADMIN_LOGIN)")
-    parser.add_argument("--admin-password", default=None, help="its password (MEDSTREAM_ADMIN_PASSWORD)")
+
+
+_SETTINGS_HELP = (
+    f"Each option is also an environment variable ({ENV_PREFIX}PORT for --port); an option given here wins over "
+    "the environment, which wins over the default."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,13 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"medstream {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the server")
-    _server_options(serve)
+    serve = commands.add_parser("serve", help="run the server", description=_SETTINGS_HELP)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(settings_source=_server_options(serve))
 
-    demo = commands.add_parser("demo", help="run the server and drive the seed scenario through the SDK")
-    _server_options(demo)
+    demo = commands.add_parser(
+        "demo", help="run the server and drive the seed scenario through the SDK", description=_SETTINGS_HELP
+    )
     demo.add_argument("--exit", action="store_true", help="stop the server once the scenario is done")
+    demo.set_defaults(settings_source=_server_options(demo))
 
     user = commands.add_parser("user", help="manage users directly in the database")
     user_commands = user.add_subparsers(dest="user_command", required=True)
@@ -57,13 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
-        host=getattr(args, "host", None),
-        port=getattr(args, "port", None),
-        database_url=args.database,
-        admin_login=getattr(args, "admin_login", None),
-        admin_password=getattr(args, "admin_password", None),
-    )
+    """The settings of `serve` and `demo` from their flags over the environment; for `user add`, its --database
+    over the environment. A value that is not valid is one line naming the setting, as a MedstreamError."""
+    try:
+        source: CliSettingsSource[Settings] | None = getattr(args, "settings_source", None)
+        if source is not None:
+            return Settings(_cli_settings_source=source(parsed_args=args))
+        return Settings(**({"database_url": args.database} if args.database else {}))
+    except (pydantic.ValidationError, SettingsError) as exc:
+        raise ValidationError(describe_settings_error(exc)) from None
 
 
 def _serve(args: argparse.Namespace) -> None:

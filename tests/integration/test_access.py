@@ -1,4 +1,4 @@
-"""Who may read what (DESIGN section 3) and who may write users.
+"""Who may read what (docs/architecture.md, "The access rule") and who may write users.
 
 A data owner reads an entity only once it is shared with them; everything else answers as if the entity did not
 exist. Admins read everything; a patient user reads their own record. Only admins create users or change roles,

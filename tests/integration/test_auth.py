@@ -210,7 +210,7 @@ async def test_many_correct_logins_of_one_user_sent_at_once_all_succeed(
 async def test_an_unknown_login_costs_a_password_check_as_a_wrong_password_does(
     client: httpx.AsyncClient, new_professional: ProfessionalFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without the check an unknown login was answered sooner than a known one, which told who has an account."""
+    """Without the check an unknown login would be answered sooner than a known one, telling who has an account."""
     checked: list[str] = []
     real = security._hasher
 

@@ -63,7 +63,7 @@ async def test_every_benchmark_prints_its_table_and_json(tmp_path: Path) -> None
 @pytest.mark.parametrize("name", ["validate", "prepare", "rows", "document", "event"])
 def test_each_step_bench_instructions_counts_runs_on_the_current_code(name: str) -> None:
     # The command itself runs each step under valgrind (a minute or more): here each step runs once, plainly,
-    # so that one the code no longer supports fails here rather than in a session that wants the counts.
+    # so that a step the code no longer supports fails here rather than when someone wants the counts.
     from bench.instructions import step
 
     results = step(name, 5)()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -34,9 +35,16 @@ def test_resume_point_from_another_epoch_is_a_gap_never_a_replay() -> None:
     assert "another event log" in start.reason
 
 
-def test_resume_point_ahead_of_this_node_waits_for_it() -> None:
-    start = plan_start(70, "e", log_epoch="e", floor_seq=0, position=50)
-    assert (start.kind, start.after) == (StartKind.REPLAY, 70)
+@pytest.mark.parametrize("epoch", ["e", None])
+def test_resume_point_beyond_the_head_is_a_gap_from_the_head(epoch: str | None) -> None:
+    start = plan_start(70, epoch, log_epoch="e", floor_seq=0, position=50)
+    assert (start.kind, start.after) == (StartKind.GAP, 50)
+    assert "beyond the log's head" in start.reason
+
+
+def test_resume_point_at_the_head_replays_nothing_missing() -> None:
+    start = plan_start(50, "e", log_epoch="e", floor_seq=0, position=50)
+    assert (start.kind, start.after) == (StartKind.REPLAY, 50)
 
 
 def test_tracker_drops_duplicates_and_replays_already_delivered() -> None:

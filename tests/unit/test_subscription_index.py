@@ -1,5 +1,5 @@
 """SubscriptionIndex: every subscription that wants an event is among its candidates, removed ones never are, and
-the candidates of an event do not grow with subscriptions it cannot match (DESIGN section 5).
+the candidates of an event do not grow with subscriptions it cannot match.
 
 Real filters (medstream.filters), real entities (tests/strategies.py), and the dispatcher's own view of an event
 (`_EventView.values_of`, which reads the entity back from the stored JSON as the dispatcher does).

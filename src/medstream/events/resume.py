@@ -27,10 +27,11 @@ def plan_start(after: int | None, epoch: str | None, *, log_epoch: str, floor_se
     if epoch is not None and epoch != log_epoch:
         return Start(StartKind.GAP, position, f"resume point is from another event log (epoch {epoch})")
     if after > position:
-        # A position ahead of ours: from a log that was restored to an earlier state, or from another node
-        # that is ahead. Replaying from `after` is only safe for the second; the epoch tells them apart, so
-        # with a matching epoch we wait for the events to arrive rather than invent a gap.
-        return Start(StartKind.REPLAY, after)
+        # `position` is the log's committed head, which every node reads alike: no event past it exists yet. A
+        # client that delivered one resumes from a log restored to an earlier state (whose `seq`s will be given
+        # to other events) or made its resume point up. Waiting for `after` would be silence, and would skip
+        # the events numbered up to it: the client re-syncs from the head instead.
+        return Start(StartKind.GAP, position, f"resume point {after} is beyond the log's head ({position})")
     if after < floor_seq - 1:
         return Start(StartKind.GAP, position, f"events after {after} are past the retention (kept from {floor_seq})")
     return Start(StartKind.REPLAY, after)

@@ -49,13 +49,17 @@ async def open_state(settings: Settings) -> ServerState:
     tokens = TokenIssuer(
         secret, access_seconds=settings.access_token_seconds, refresh_seconds=settings.refresh_token_seconds
     )
-    poll = settings.dispatcher_poll_seconds or (0.05 if database.is_sqlite else 0.005)
+    poll = settings.dispatcher_poll_seconds or database.backend.dispatcher_poll_seconds
     dispatcher = Dispatcher(database, poll_interval=poll)
     limits = WebSocketLimits(
         heartbeat_interval=settings.ws_heartbeat_seconds,
         heartbeat_timeout=settings.ws_heartbeat_timeout_seconds,
         send_queue=settings.ws_send_queue,
         subscriptions=settings.ws_max_subscriptions,
+        sockets_per_user=settings.ws_max_sockets_per_user,
+        subscriptions_per_user=settings.ws_max_subscriptions_per_user,
+        filter_bytes_per_user=settings.ws_max_filter_bytes_per_user,
+        unauthenticated_per_peer=settings.ws_max_unauthenticated_per_peer,
     )
     repository = EntityRepository(database)
     sessions = SessionStore(database)
@@ -174,7 +178,7 @@ def _route_path(scope: Scope) -> str:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings.from_env()
+    settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -126,10 +126,8 @@ class Dispatcher:
         """The log's head and, when it is past `position`, the next page of events: one snapshot, one hop (a
         thread hop on SQLite; on PostgreSQL, polled every few ms, one statement in autocommit through the
         driver, which first runs a numbering round: the events committed since the last get their positions)."""
-        if self.database.is_sqlite:
-            return await self.database.run_read(partial(outbox.tail_and_page, after_seq=self.position, limit=_PAGE))
-        numbered, head, events = await outbox.pg_number_and_page(self.database, self.position, _PAGE)
-        if numbered == outbox.NUMBER_ROUND:
+        head, events, more = await self.database.backend.tail_and_page(self.position, _PAGE)
+        if more:
             self._read_wanted = True  # more events wait for their positions: another round after this page
         return head, events
 

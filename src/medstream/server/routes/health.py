@@ -18,7 +18,7 @@ router = APIRouter(tags=["health"], route_class=DirectRoute)
 
 @router.get("/health", summary="Server and database state; 503 when the database is unreachable")
 async def health(state: Annotated[ServerState, Depends(server_state)]) -> Response:
-    database: dict[str, object] = {"dialect": "sqlite" if state.database.is_sqlite else "postgresql"}
+    database: dict[str, object] = {"dialect": state.database.backend.name}
     try:
         head = await state.database.run_read(outbox.head)
         database.update(status="ok", lastSeq=head.last_seq, epoch=head.epoch)
