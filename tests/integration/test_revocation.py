@@ -249,3 +249,14 @@ async def test_expired_sessions_are_dropped_and_live_ones_kept(tmp_path: Path) -
             await sessions.rotate(Rotation("expired", "user-1", 0, "jti-1", "jti-4", now + 3600), now)
     finally:
         await database.close()
+
+
+async def test_an_sdk_that_changes_its_own_password_goes_on_with_the_new_one(
+    server: RunningServer, new_professional: ProfessionalFactory
+) -> None:
+    doctor = await new_professional()
+    me = await doctor.api.user_api.get_logged_user()
+    await doctor.api.user_api.create_or_modify_user(me.model_copy(update={"password": "a-new-password-3"}))
+    assert (await doctor.api.user_api.get_logged_user()).login == doctor.login  # logged in again, with the new one
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        assert await _refused(client, await _login(client, doctor.login, "a-new-password-3")) == (200, 200)

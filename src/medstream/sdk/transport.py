@@ -75,6 +75,12 @@ class Transport:
                     await self._renew()
             return await self._send(method, path, body, params, token=await self.access_token())
 
+    def password_changed(self, login: str, password: str) -> None:
+        """A user's password was set: if it is this transport's user, its next login uses it (the change ended
+        the sessions of that user on the server)."""
+        if login == self._username:
+            self._password = password
+
     async def logout(self) -> None:
         """End every session of this user on the server (all its tokens, wherever issued); a later call logs in
         again."""
