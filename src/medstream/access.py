@@ -21,6 +21,9 @@ class Actor:
     user_id: str
     data_owner_id: str | None
     is_admin: bool = False
+    # The user's session generation its token was issued in: ending a user's sessions (a password, role or
+    # data-owner change, a logout) moves the generation on, and tokens of an older one no longer stand.
+    session: int = 0
 
     def can_read(self, readers: Collection[str]) -> bool:
         """An entity is readable by the data owners it is shared with, and by admins."""

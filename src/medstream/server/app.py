@@ -21,17 +21,20 @@ from medstream.model.user import User
 from medstream.server.actors import ActorValidator
 from medstream.server.dispatcher import Dispatcher
 from medstream.server.errors import BodySizeLimit, install_error_handlers
+from medstream.server.login_throttle import LoginThrottle, PasswordCheckGate
 from medstream.server.retention import run_retention
 from medstream.server.routes import auth, health, me
 from medstream.server.routes.entities import all_entity_routers, write_entities
 from medstream.server.routing import DirectRouter
-from medstream.server.security import LoginThrottle, TokenIssuer
+from medstream.server.security import TokenIssuer
+from medstream.server.session_expiry import run_session_expiry
 from medstream.server.settings import Settings
 from medstream.server.state import ServerState, state_of
 from medstream.server.websocket import EventHub, WebSocketLimits
 from medstream.store.database import Database
 from medstream.store.keys import read_key
 from medstream.store.repository import EntityRepository
+from medstream.store.sessions import SessionStore
 
 log = logging.getLogger("medstream.server")
 
@@ -59,13 +62,21 @@ async def open_state(settings: Settings) -> ServerState:
         unauthenticated_per_peer=settings.ws_max_unauthenticated_per_peer,
     )
     repository = EntityRepository(database)
-    actors = ActorValidator(repository)
+    sessions = SessionStore(database)
+    actors = ActorValidator(repository, sessions)
     state = ServerState(
         settings=settings,
         database=database,
         repository=repository,
         tokens=tokens,
         throttle=LoginThrottle(free_attempts=settings.login_free_attempts, max_delay=settings.login_max_delay_seconds),
+        peer_throttle=LoginThrottle(
+            free_attempts=settings.login_peer_free_attempts, max_delay=settings.login_max_delay_seconds
+        ),
+        password_checks=PasswordCheckGate(
+            concurrency=settings.login_password_checks, queue=settings.login_password_check_queue
+        ),
+        sessions=sessions,
         dispatcher=dispatcher,
         hub=EventHub(dispatcher, tokens, actors, limits),
         actors=actors,
@@ -182,10 +193,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             name="medstream-retention",
         )
+        expiry = asyncio.create_task(
+            run_session_expiry(state.sessions, interval=settings.retention_interval_seconds),
+            name="medstream-session-expiry",
+        )
         app.state.medstream = state
         try:
             yield
         finally:
+            expiry.cancel()
             retention.cancel()
             state.hub.close_all()
             await state.dispatcher.stop()

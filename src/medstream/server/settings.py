@@ -30,6 +30,30 @@ class Settings(BaseSettings):
         5, ge=0, description="failed logins of one login name before each further attempt is delayed"
     )
     login_max_delay_seconds: float = Field(60.0, ge=0, description="the longest delay of a throttled login")
+    login_peer_free_attempts: int = Field(
+        20,
+        ge=0,
+        description="failed logins in a row from one client address (whatever the logins) before its further "
+        "attempts are delayed as one login's are; a success from the address starts the count again",
+    )
+    login_wait_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="how long a login attempt beyond the free ones waits for the attempts in flight of its login "
+        "or address (if they succeed it goes through) before it is answered 429",
+    )
+    login_password_checks: int = Field(
+        1,
+        gt=0,
+        description="password checks (argon2, about 0.1 s of a core each) a node runs at once: a login flood costs "
+        "the node at most these, not the other requests' CPU",
+    )
+    login_password_check_queue: int = Field(
+        32,
+        ge=0,
+        description="logins that may wait for a password check; beyond them a login is answered 429 with "
+        "`Retry-After: 1` at once",
+    )
     cors_origins: tuple[str, ...] = Field(
         (), description='origins a browser may call the API from (a JSON list: `["https://app.example"]`)'
     )

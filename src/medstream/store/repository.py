@@ -36,6 +36,7 @@ from medstream.store.revisions import (
     with_reader,
 )
 from medstream.store.schema import ENTITY_TABLES
+from medstream.store.user_changes import UserChange, apply_user_changes
 
 _DATA_OWNER_KINDS = ("HealthcareProfessional", "Patient", "MedicalDevice")
 
@@ -112,6 +113,8 @@ class EntityRepository:
             backend = self.database.backend
             check_links(conn, kind, [w.write.entity for w in writes], actor, backend)
             store_rows(conn, kind, writes, backend)
+            if kind.name == "User":
+                apply_user_changes(conn, _user_changes(existing, [w.write for w in writes]))
             return [Stored(w.write.entity, w.document) for w in writes]
 
         return await self.database.run_write(transaction)
@@ -146,6 +149,8 @@ class EntityRepository:
                 writes.append(Write(tombstone, EventType.DELETE, is_new=False))
                 results.append(tombstone)
             self._store(conn, kind, writes)
+            if kind.name == "User":
+                apply_user_changes(conn, _user_changes(rows, writes))
             return results
 
         return await self.database.run_write(transaction)
@@ -261,6 +266,17 @@ class EntityRepository:
     def _store(self, conn: Connection, kind: EntityKind, writes: list[Write]) -> None:
         """Write rows, terms, readers and events for `writes`."""
         store_rows(conn, kind, [rows_of(kind, w) for w in writes], self.database.backend)
+
+
+def _user_changes(rows: dict[str, EntityRow], writes: Sequence[Write]) -> list[UserChange]:
+    """The users among `writes` that existed (in `rows`), as they were and as the writes leave them."""
+    changes: list[UserChange] = []
+    for write in writes:
+        row = rows.get(str(write.entity.id))
+        if row is not None and isinstance(write.entity, User):
+            current = User.model_validate_json(row.document)
+            changes.append(UserChange(current, write.entity, new_password=write.password_hash is not None))
+    return changes
 
 
 __all__ = ["EntityRepository", "Stored", "now_ms"]

@@ -111,8 +111,8 @@ def prepare_update(
 ) -> Write:
     current = kind.model.model_validate_json(row.document)
     if not actor.can_read(current.readers):
-        if entity.rev is None:
-            raise ConflictError(f"a {kind.name} with id {row.id} already exists")
+        # With or without a rev, the answer for an entity the actor may not read, as for every read or write of
+        # it: nothing tells what it is, and it is never overwritten.
         raise NotFoundError(f"no {kind.name} with id {row.id}")
     if entity.rev is None:
         raise ConflictError(f"a {kind.name} with id {row.id} already exists; send its rev to modify it")

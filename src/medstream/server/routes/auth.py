@@ -1,18 +1,22 @@
-"""POST /rest/v1/auth/login and /rest/v1/auth/refresh."""
+"""POST /rest/v1/auth/login, /rest/v1/auth/refresh and /rest/v1/auth/logout."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Request
 from pydantic import Field
 from starlette.responses import Response
 
+from medstream.access import Actor
 from medstream.errors import AuthenticationError
 from medstream.model.base import MedstreamModel
+from medstream.model.user import User
 from medstream.server.routing import DirectRoute
-from medstream.server.security import verify_password
-from medstream.server.state import ServerState, server_state
+from medstream.server.security import TokenPair, verify_password
+from medstream.server.state import ServerState, current_actor, server_state
+from medstream.store.sessions import Rotation
 
 router = APIRouter(prefix="/rest/v1/auth", tags=["auth"], route_class=DirectRoute)
 
@@ -37,23 +41,48 @@ def _json(payload: MedstreamModel) -> Response:
     return Response(payload.to_json(), media_type="application/json")
 
 
+def _tokens(pair: TokenPair) -> Response:
+    return _json(TokenResponse.model_validate(pair.to_json_dict()))
+
+
 @router.post("/login", response_model=TokenResponse)
-async def login(credentials: LoginCredentials, state: Annotated[ServerState, Depends(server_state)]) -> Response:
-    """Exchange a login and password for an access token and a refresh token."""
-    throttle, login_ = state.throttle, credentials.username
-    throttle.check(login_)  # from here the attempt counts, until one of the three ends below
+async def login(
+    credentials: LoginCredentials, request: Request, state: Annotated[ServerState, Depends(server_state)]
+) -> Response:
+    """Exchange a login and password for an access token and a refresh token (a new session)."""
+    user = await _check_credentials(state, credentials, request.client.host if request.client else "")
+    user_id = str(user.id)
+    generation = await state.sessions.generation(user_id)
+    pair = state.tokens.issue(user, generation=generation)
+    await state.sessions.start_family(pair.family, user_id, generation, pair.refresh_jti, pair.refresh_expires)
+    return _tokens(pair)
+
+
+async def _check_credentials(state: ServerState, credentials: LoginCredentials, peer: str) -> User:
+    """The user these credentials log in, or AuthenticationError; TooManyAttemptsError (429) when the login or the
+    peer address failed too often, or too many password checks are in progress."""
+    settings, login_ = state.settings, credentials.username
+    await state.throttle.admit(login_, max_wait=settings.login_wait_seconds)
     try:
-        found = await state.repository.find_user_by_login(login_)
-        verified = await verify_password(found[1] if found else None, credentials.password)
+        await state.peer_throttle.admit(peer, max_wait=settings.login_wait_seconds)
     except BaseException:
-        throttle.abandoned(login_)
+        state.throttle.abandoned(login_)
+        raise
+    try:  # from here the attempt counts for both, until one of the three ends below
+        async with state.password_checks.turn():
+            found = await state.repository.find_user_by_login(login_)
+            verified = await verify_password(found[1] if found else None, credentials.password)
+    except BaseException:
+        state.throttle.abandoned(login_)
+        state.peer_throttle.abandoned(peer)
         raise
     if found is None or not verified:
-        throttle.failed(login_)
+        state.throttle.failed(login_)
+        state.peer_throttle.failed(peer)
         raise AuthenticationError("wrong login or password")
-    throttle.succeeded(login_)
-    pair = state.tokens.issue(found[0])
-    return _json(TokenResponse.model_validate(pair.to_json_dict()))
+    state.throttle.succeeded(login_)
+    state.peer_throttle.succeeded(peer)
+    return found[0]
 
 
 @router.post("/refresh", response_model=TokenResponse)
@@ -62,12 +91,31 @@ async def refresh(
     body: RefreshRequest | None = None,
     refresh_token_header: Annotated[str | None, Header(alias="Refresh-Token")] = None,
 ) -> Response:
-    """A new token pair for a valid refresh token (in the body, or the `Refresh-Token` header)."""
+    """A new token pair for a valid refresh token (in the body, or the `Refresh-Token` header). The refresh token
+    is used up: the answer carries the one to use next. A refresh token used twice ends its session."""
     token = body.refresh_token if body is not None else refresh_token_header
     if not token:
         raise AuthenticationError("missing refresh token")
     claims = state.tokens.decode(token, expected_type="refresh")
+    if not isinstance(claims.get("fam"), str) or not isinstance(claims.get("jti"), str):
+        raise AuthenticationError("this refresh token was revoked: log in again")
     user = await state.repository.find_user(str(claims["sub"]))
     if user is None:
         raise AuthenticationError("the user of this refresh token no longer exists")
-    return _json(TokenResponse.model_validate(state.tokens.issue(user).to_json_dict()))
+    generation = int(claims.get("gen") or 0)
+    pair = state.tokens.issue(user, generation=generation, family=claims["fam"])
+    rotation = Rotation(claims["fam"], str(user.id), generation, claims["jti"], pair.refresh_jti, pair.refresh_expires)
+    await state.sessions.rotate(rotation, int(time.time()))
+    return _tokens(pair)
+
+
+@router.post("/logout", status_code=204)
+async def logout(
+    actor: Annotated[Actor, Depends(current_actor)], state: Annotated[ServerState, Depends(server_state)]
+) -> Response:
+    """End every session of the logged-in user: its access and refresh tokens stop working, its event sockets
+    close (4001). At once on this node; on the other nodes of a deployment, within `ttl` of their user cache."""
+    await state.sessions.end_sessions(actor.user_id)
+    state.actors.forget(actor.user_id)
+    state.hub.revalidate_user(actor.user_id)
+    return Response(status_code=204)
