@@ -1,4 +1,4 @@
-"""Who may read what (DESIGN section 3): the one rule used by queries, REST and event dispatch."""
+"""Who may read what (docs/architecture.md, "The access rule"): the one rule used by queries, REST and event dispatch."""
 
 from __future__ import annotations
 

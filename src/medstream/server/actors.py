@@ -6,11 +6,10 @@ the old ones until the token expires; on each node, a request
 waits for a new read of its user when the last one is more than `ttl` seconds old, so the change takes effect
 within seconds at the cost of two primary-key reads (the user, its generation) per active user every few seconds.
 
-One read per user at a time, whoever asks: when a busy user's entry went stale, every request that arrived
-before the read came back read the user again, each on a database connection of its own (on PostgreSQL,
-beyond the pool, a new one every time), and the herd every `ttl` seconds set PostgreSQL's p99 latency.
-A user whose requests keep coming is read again in the background once half of `ttl` has passed, so they
-never wait for it.
+One read per user at a time, whoever asks: without it, every request that arrives while a busy user's entry is
+stale reads the user again, each on a database connection of its own (on PostgreSQL, beyond the pool, a new one
+every time), a herd every `ttl` seconds that sets PostgreSQL's tail latency. A user whose requests keep coming
+is read again in the background once half of `ttl` has passed, so they never wait for it.
 """
 
 from __future__ import annotations
