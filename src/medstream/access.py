@@ -48,6 +48,6 @@ def check_user_write(actor: Actor, new: User, current: User | None) -> None:
         raise ForbiddenError("only an admin may create users")
     if current.id != actor.user_id:
         raise ForbiddenError("only an admin may modify another user")
-    for field in ("login", "roles", "healthcare_party_id", "patient_id", "device_id"):
+    for field in ("login", "roles", "healthcare_party_id", "patient_id", "device_id", "disabled"):
         if getattr(new, field) != getattr(current, field):
             raise ForbiddenError(f"only an admin may change a user's {field}")

@@ -1,19 +1,26 @@
-"""`medstream serve | demo | user add`: the command line (also `python -m medstream`)."""
+"""`medstream serve | demo | user ... | backup | check`: the command line (also `python -m medstream`)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import logging
 import os
 import sys
+import traceback
+from typing import NoReturn
 
 import pydantic
 from pydantic_settings import CliSettingsSource, SettingsError
 
 from medstream import __version__
-from medstream.errors import MedstreamError, ValidationError
+from medstream.admin.commands import add_commands as add_admin_commands
+from medstream.admin.commands import run as run_admin
+from medstream.admin.environment import check_environment
+from medstream.admin.exits import CommandError, Exit
+from medstream.admin.listening import bind
+from medstream.admin.opening import open_database
+from medstream.errors import MedstreamError
 from medstream.server.settings import ENV_PREFIX, Settings, describe_settings_error
 
 
@@ -36,103 +43,123 @@ _SETTINGS_HELP = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error (an unknown option, a missing argument) is one line, exit code 2 (admin.exits.Exit.USAGE)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(Exit.USAGE, f"{self.prog}: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medstream", description="Medical data with live entity events.")
+    parser = _Parser(prog="medstream", description="Medical data with live entity events.")
     parser.add_argument("--version", action="version", version=f"medstream {__version__}")
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="debug also prints the traceback of an error",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the server", description=_SETTINGS_HELP)
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve = commands.add_parser("serve", help="run the server", description=_SETTINGS_HELP, parents=[common])
     serve.set_defaults(settings_source=_server_options(serve))
 
     demo = commands.add_parser(
-        "demo", help="run the server and drive the seed scenario through the SDK", description=_SETTINGS_HELP
+        "demo",
+        help="run the server and drive the seed scenario through the SDK",
+        description=_SETTINGS_HELP,
+        parents=[common],
     )
     demo.add_argument("--exit", action="store_true", help="stop the server once the scenario is done")
     demo.set_defaults(settings_source=_server_options(demo))
 
-    user = commands.add_parser("user", help="manage users directly in the database")
-    user_commands = user.add_subparsers(dest="user_command", required=True)
-    add = user_commands.add_parser("add", help="create a user")
-    add.add_argument("--database", default=None, help="as for serve")
-    add.add_argument("--login", required=True)
-    add.add_argument("--password", default=None, help="prompted for when absent (or MEDSTREAM_USER_PASSWORD)")
-    add.add_argument("--name", default=None)
-    add.add_argument("--admin", action="store_true", help="give the ADMIN role")
-    owner = add.add_mutually_exclusive_group()
-    owner.add_argument("--healthcare-party-id", default=None, help="the professional the user acts as")
-    owner.add_argument("--patient-id", default=None, help="the patient the user acts as")
-    owner.add_argument("--device-id", default=None, help="the medical device the user acts as")
+    add_admin_commands(commands, common)
+    check = commands.add_parser(
+        "check",
+        help="check the configuration, the database, its migrations and its event log (changes nothing)",
+        description=_SETTINGS_HELP,
+        parents=[common],
+    )
+    check.set_defaults(settings_source=_server_options(check))
     return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    """The settings of `serve` and `demo` from their flags over the environment; for `user add`, its --database
-    over the environment. A value that is not valid is one line naming the setting, as a MedstreamError."""
+    """The settings of `serve`, `demo` and `check` from their flags over the environment; for the other admin
+    commands, their --database over the environment. A value that is not valid is one line naming the setting."""
     try:
         source: CliSettingsSource[Settings] | None = getattr(args, "settings_source", None)
         if source is not None:
             return Settings(_cli_settings_source=source(parsed_args=args))
         return Settings(**({"database_url": args.database} if args.database else {}))
     except (pydantic.ValidationError, SettingsError) as exc:
-        raise ValidationError(describe_settings_error(exc)) from None
+        raise CommandError(Exit.INVALID_SETTING, describe_settings_error(exc)) from None
 
 
 def _serve(args: argparse.Namespace) -> None:
     from medstream.server.runner import make_server
 
-    server = make_server(_settings(args), log_level=args.log_level, freeze_gc=True)
+    settings = _settings(args)
+    sock = bind(settings.host, settings.port)
     try:
-        import uvloop  # uvicorn[standard] brings it on Linux and macOS
-    except ImportError:  # pragma: no cover - Windows
-        asyncio.run(server.serve())
-    else:
-        uvloop.run(server.serve())
-
-
-async def _add_user(args: argparse.Namespace) -> None:
-    from medstream.model.entities import KIND_BY_NAME
-    from medstream.model.user import User
-    from medstream.server.app import SYSTEM_ACTOR, open_state
-    from medstream.server.routes.entities import write_entities
-
-    password = args.password or os.environ.get("MEDSTREAM_USER_PASSWORD") or getpass.getpass("password: ")
-    try:
-        user = User(
-            login=args.login,
-            name=args.name,
-            password=password,
-            roles={"ADMIN"} if args.admin else set(),
-            healthcare_party_id=args.healthcare_party_id,
-            patient_id=args.patient_id,
-            device_id=args.device_id,
-        )
-    except pydantic.ValidationError as exc:  # the User hides its input: no password is echoed
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'user'}: {e['msg']}" for e in exc.errors())
-        raise ValidationError(f"invalid user: {problems}") from None
-    state = await open_state(_settings(args))
-    try:
-        (stored,) = await write_entities(state, KIND_BY_NAME["User"], [user], SYSTEM_ACTOR)
-        print(f"created user {args.login} ({stored.entity.id})")
+        asyncio.run(_prepare_database(settings))
+        server = make_server(settings, log_level=args.log_level, freeze_gc=True)
+        try:
+            import uvloop  # uvicorn[standard] brings it on Linux and macOS
+        except ImportError:  # pragma: no cover - Windows
+            asyncio.run(server.serve(sockets=[sock]))
+        else:
+            uvloop.run(server.serve(sockets=[sock]))
     finally:
-        await state.database.close()
+        sock.close()
+
+
+async def _prepare_database(settings: Settings) -> None:
+    """Open the database (creating a SQLite file that is not there, and saying so) and migrate it, so that a
+    database that cannot be used is one line before the server starts."""
+    database = await open_database(settings.database_url, create=True)
+    await database.close()
+
+
+async def _demo(args: argparse.Namespace) -> None:
+    from medstream.demo import run_demo
+
+    settings = _settings(args)
+    await _prepare_database(settings)
+    await run_demo(settings, keep_serving=not args.exit)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    debug = args.log_level == "debug"
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
+        check_environment(os.environ)
         if args.command == "serve":
             _serve(args)
         elif args.command == "demo":
-            from medstream.demo import run_demo
-
-            asyncio.run(run_demo(_settings(args), keep_serving=not args.exit))
-        elif args.command == "user":
-            asyncio.run(_add_user(args))
-    except MedstreamError as exc:
-        sys.exit(f"medstream: {exc.message}")
+            asyncio.run(_demo(args))
+        else:
+            asyncio.run(run_admin(args, _settings(args)))
     except KeyboardInterrupt:
         pass
+    except Exception as exc:
+        if debug:
+            traceback.print_exception(exc)
+        sys.exit(_report(exc))
+
+
+def _report(exc: Exception) -> int:
+    """Print the one line that says what went wrong; the exit code of its kind (admin.exits.Exit)."""
+    if isinstance(exc, CommandError):
+        code, message = exc.exit, exc.message
+    elif isinstance(exc, MedstreamError):
+        code, message = Exit.FAILED, exc.message
+    else:
+        code = Exit.INTERNAL
+        message = f"unexpected error: {type(exc).__name__}: {exc} (`--log-level debug` prints its traceback)"
+    print(f"medstream: {message}", file=sys.stderr)
+    return int(code)
