@@ -13,6 +13,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from sqlalchemy.engine import make_url
 
@@ -50,7 +51,12 @@ def _copy(source: Path, target: Path) -> int:
     with closing(_connect(source)) as origin, closing(sqlite3.connect(target)) as copy:
         try:
             with Progress(
-                TextColumn("backing up"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(), transient=True
+                TextColumn("backing up"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
             ) as progress:
                 task = progress.add_task("backup", total=None)
                 restarts = 0
