@@ -17,7 +17,7 @@ from medstream import __version__
 from medstream.admin.commands import add_commands as add_admin_commands
 from medstream.admin.commands import run as run_admin
 from medstream.admin.environment import check_environment
-from medstream.admin.exits import CommandError, Exit
+from medstream.admin.exits import CommandError, Exit, InvalidSettingError
 from medstream.admin.listening import bind
 from medstream.admin.opening import open_database
 from medstream.errors import MedstreamError
@@ -94,7 +94,7 @@ def _settings(args: argparse.Namespace) -> Settings:
             return Settings(_cli_settings_source=source(parsed_args=args))
         return Settings(**({"database_url": args.database} if args.database else {}))
     except (pydantic.ValidationError, SettingsError) as exc:
-        raise CommandError(Exit.INVALID_SETTING, describe_settings_error(exc)) from None
+        raise InvalidSettingError(describe_settings_error(exc)) from None
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _report(exc: Exception) -> int:
     """Print the one line that says what went wrong; the exit code of its kind (admin.exits.Exit)."""
-    if isinstance(exc, CommandError):
+    if isinstance(exc, CommandError | InvalidSettingError):
         code, message = exc.exit, exc.message
     elif isinstance(exc, MedstreamError):
         code, message = Exit.FAILED, exc.message

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from medstream.errors import MedstreamError
+from medstream.errors import MedstreamError, ValidationError
 
 
 class Exit(IntEnum):
@@ -34,3 +34,9 @@ class CommandError(MedstreamError):
     def __init__(self, exit_code: Exit, message: str) -> None:
         super().__init__(message)
         self.exit = exit_code
+
+
+class InvalidSettingError(ValidationError):
+    """A setting's value is not valid (a ValidationError, as for settings given in code)."""
+
+    exit = Exit.INVALID_SETTING
