@@ -6,14 +6,17 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
 from medstream.admin.exits import Exit
-from medstream.errors import AuthenticationError
+from medstream.errors import AuthenticationError, ForbiddenError
 from medstream.model import HealthcareProfessional
 from medstream.sdk import MedTechApi
-from tests.conftest import RunningServer
+from medstream.server.runner import start_server
+from medstream.server.settings import Settings
+from tests.conftest import ProfessionalFactory, RunningServer
 from tests.integration.cli_support import medstream, one_line
 
 
@@ -131,3 +134,28 @@ async def test_a_command_on_an_unknown_login_says_so(server: RunningServer, comm
 
     assert code == Exit.FAILED
     assert "no user with login 'nobody-has-this-login'" in one_line(err)
+
+
+async def test_only_an_admin_disables_or_enables_a_user(new_professional: ProfessionalFactory) -> None:
+    professional = await new_professional()
+    me = await professional.api.user_api.get_logged_user()
+
+    with pytest.raises(ForbiddenError, match="disabled"):
+        await professional.api.user_api.create_or_modify_user(me.model_copy(update={"disabled": True}))
+
+
+async def test_a_server_starts_with_its_admin_login_held_by_a_disabled_user(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    assert (await medstream("user", "add", "--database", url, "--login", "boss", "--password", "pw-12345678"))[0] == 0
+    assert (await medstream("user", "disable", "--database", url, "boss"))[0] == 0
+
+    settings = Settings(host="127.0.0.1", port=0, database_url=url, admin_login="boss", admin_password="pw-other-1")
+    uvicorn_server, task, base = await start_server(settings)
+    try:
+        with pytest.raises(AuthenticationError):
+            await MedTechApi.builder().with_url(base).with_username("boss").with_password("pw-12345678").build()
+    finally:
+        uvicorn_server.should_exit = True
+        await task
+    _code, listed, _err = await medstream("user", "list", "--database", url)
+    assert [line.split("\t")[1] for line in listed.splitlines()[1:]] == ["boss"], "no second user was made"
