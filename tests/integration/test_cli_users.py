@@ -18,6 +18,8 @@ from medstream.server.runner import start_server
 from medstream.server.settings import Settings
 from tests.conftest import ProfessionalFactory, RunningServer
 from tests.integration.cli_support import medstream, one_line
+from tests.integration.raw_events import RawClient
+from tests.integration.raw_events import login as raw_login
 
 
 async def _user(server: RunningServer, *args: str) -> tuple[int, str, str]:
@@ -73,13 +75,16 @@ async def test_disable_ends_the_users_session_and_refuses_login_until_enabled(se
     login, password = f"cli-{uuid.uuid4().hex[:8]}", "pw-12345678"
     assert (await _user(server, "add", "--login", login, "--password", password))[0] == 0
     api = await server.api(login, password)
+    pair = await raw_login(server.url, login, password)
     try:
-        await api.user_api.get_logged_user()
+        async with RawClient.opened(server.url, pair["token"]) as socket:
+            assert (await socket.subscribe("s", "Patient"))["type"] == "subscribed"
 
-        code, out, err = await _user(server, "disable", login)
+            code, out, err = await _user(server, "disable", login)
 
-        assert code == 0, err
-        assert f"disabled user {login}" in out
+            assert code == 0, err
+            assert f"disabled user {login}" in out
+            assert (await socket.closed(within=30))[0] == AuthenticationError.close_code
         await _refused_within(30, api.user_api.get_logged_user)
         with pytest.raises(AuthenticationError):
             await server.api(login, password)
