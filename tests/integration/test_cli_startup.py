@@ -115,3 +115,14 @@ async def test_check_never_creates_a_missing_sqlite_database(tmp_path: Path) -> 
     assert exit_code == Exit.DATABASE_MISSING
     assert f"no SQLite database at {path}" in one_line(err)
     assert not path.exists()
+
+
+async def test_a_file_that_is_not_a_database_is_left_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("not a database, but an operator's notes\n" * 200)
+
+    exit_code, _out, err = await medstream("serve", "--port", "0", "--database", f"sqlite:///{path}")
+
+    assert exit_code == Exit.DATABASE_UNREACHABLE
+    assert "file is not a database" in one_line(err)
+    assert path.read_text() == "not a database, but an operator's notes\n" * 200

@@ -74,8 +74,10 @@ def unreachable(url: str, exc: BaseException) -> CommandError:
             cause = cause.__cause__
         else:
             break
-    if isinstance(cause, OSError) and cause.errno:
+    if isinstance(cause, OSError) and cause.errno and cause.errno > 0:  # "Connect call failed" says less
         reason = os.strerror(cause.errno)
+    elif isinstance(cause, OSError) and cause.strerror:  # a name that does not resolve (socket.gaierror)
+        reason = cause.strerror
     else:
         reason = " ".join(str(cause).split()) or type(cause).__name__
     return CommandError(Exit.DATABASE_UNREACHABLE, f"cannot open the database {shown_url(url)}: {reason} {_WHERE}")
