@@ -1,4 +1,5 @@
-"""Who may read what (docs/architecture.md, "The access rule"): the one rule used by queries, REST and event dispatch."""
+"""Who may read what: the one rule used by queries, REST and event dispatch (docs/architecture.md, "The access
+rule")."""
 
 from __future__ import annotations
 
@@ -51,6 +52,6 @@ def check_user_write(actor: Actor, new: User, current: User | None) -> None:
         raise ForbiddenError("only an admin may create users")
     if current.id != actor.user_id:
         raise ForbiddenError("only an admin may modify another user")
-    for field in ("login", "roles", "healthcare_party_id", "patient_id", "device_id"):
+    for field in ("login", "roles", "healthcare_party_id", "patient_id", "device_id", "disabled"):
         if getattr(new, field) != getattr(current, field):
             raise ForbiddenError(f"only an admin may change a user's {field}")

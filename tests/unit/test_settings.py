@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from medstream.cli import _settings, build_parser
+from medstream.admin.cli import _settings, build_parser
 from medstream.errors import ValidationError
 from medstream.server import settings_doc
 from medstream.server.settings import Settings, env_of, flag_of

@@ -90,7 +90,7 @@ async def open_state(settings: Settings) -> ServerState:
 
 async def ensure_admin(state: ServerState, login: str, password: str) -> None:
     """Create the admin user if no user has this login; an existing one is left as it is."""
-    if await state.repository.find_user_by_login(login) is not None:
+    if await state.repository.find_user_by_login(login, with_disabled=True) is not None:
         return
     admin = User(login=login, name="Administrator", roles={"ADMIN"}, password=password)
     try:
@@ -98,7 +98,7 @@ async def ensure_admin(state: ServerState, login: str, password: str) -> None:
     except ConflictError:
         # Nodes starting together on one new database all find no admin; one creates it, the others' inserts
         # hit the unique login and must not fail their start.
-        if await state.repository.find_user_by_login(login) is None:
+        if await state.repository.find_user_by_login(login, with_disabled=True) is None:
             raise
         return
     log.info("created admin user %s", login)

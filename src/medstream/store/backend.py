@@ -99,6 +99,15 @@ class Backend(Protocol):
     def hold_off_patient_links(self, conn: Connection) -> None:
         """In a patient delete, before it writes: wait for the writes linking to patients in progress and hold
         off new ones until this transaction ends."""
+        ...
+
+    def take_turns(self, conn: Connection, key: int) -> None:
+        """Wait until no other transaction holds `key`, then hold it until this transaction ends: transactions
+        that check a condition over many rows before they write (no admin left) run one after the other."""
+        ...
+
+    def upsert(self, table: Table) -> Any:
+        """An INSERT into `table` that takes `on_conflict_do_update` (the database's own INSERT construct)."""
 
 
 def attach(engine: Engine, backend: Backend) -> None:

@@ -219,22 +219,25 @@ class EntityRepository:
         documents = await self.database.run_read(lambda conn: [document for (document,) in conn.execute(query)])
         return [kind.model.model_validate_json(document) for document in documents]
 
-    async def find_user_by_login(self, login: str) -> tuple[User, str | None] | None:
-        """A live user and its password hash, by login (for authentication only)."""
+    async def find_user_by_login(self, login: str, *, with_disabled: bool = False) -> tuple[User, str | None] | None:
+        """A live user and its password hash, by login (for authentication, which refuses a disabled user: it
+        is left out unless `with_disabled`)."""
         table = ENTITY_TABLES["User"]
         query = select(table.c.document, table.c.password_hash).where(table.c.login == login, table.c.deleted.is_(None))
         row = await self.database.run_read(lambda conn: conn.execute(query).one_or_none())
         if row is None:
             return None
-        return User.model_validate_json(row.document), row.password_hash
+        user = User.model_validate_json(row.document)
+        return None if user.disabled and not with_disabled else (user, row.password_hash)
 
     async def find_user(self, user_id: str) -> User | None:
-        """A live user by id, whatever the caller may read (for authentication only)."""
+        """A live user by id that is not disabled, whatever the caller may read (for authentication only)."""
         rows = await self._read_rows(ENTITY_TABLES["User"], [user_id])
         row = rows.get(user_id)
         if row is None or row.deleted is not None:
             return None
-        return User.model_validate_json(row.document)
+        user = User.model_validate_json(row.document)
+        return None if user.disabled else user
 
     # -- helpers -----------------------------------------------------------------------------------------
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import BigInteger, Column, Connection, Index, String, Table, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from medstream.errors import AuthenticationError
+from medstream.store.backend import backend_of
 from medstream.store.database import Database
 from medstream.store.schema import metadata
 
@@ -48,8 +48,7 @@ def generation_in(conn: Connection, user_id: str) -> int:
 
 def end_sessions_in(conn: Connection, user_id: str) -> None:
     """Within a write transaction: move `user_id`'s generation on and drop its refresh-token families."""
-    insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
-    upsert = insert(user_sessions).values(user_id=user_id, generation=1)
+    upsert = backend_of(conn).upsert(user_sessions).values(user_id=user_id, generation=1)
     conn.execute(
         upsert.on_conflict_do_update(
             index_elements=[user_sessions.c.user_id], set_={"generation": user_sessions.c.generation + 1}
@@ -94,8 +93,7 @@ class SessionStore:
             query = select(table.c.current_jti, table.c.generation, table.c.expires).where(
                 table.c.family == rotation.family, table.c.user_id == rotation.user_id
             )
-            if conn.dialect.name != "sqlite":
-                query = query.with_for_update()
+            query = query.with_for_update()  # SQLite has no FOR UPDATE (its writers are serialised): left out there
             row = conn.execute(query).one_or_none()
             if row is not None and row.generation != generation_in(conn, rotation.user_id):
                 conn.execute(delete(table).where(table.c.family == rotation.family))

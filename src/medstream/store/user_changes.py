@@ -1,5 +1,5 @@
 """What a write to users does beyond storing them: it ends the sessions of a user whose password, roles or data
-owner change (or who is deleted), and it never leaves the database without a live admin."""
+owner change (or who is deleted or disabled), and it never leaves the database without a live admin."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy import Connection, select
 
 from medstream.errors import ConflictError
 from medstream.model.user import User
+from medstream.store.backend import backend_of
 from medstream.store.schema import ENTITY_TABLES
 from medstream.store.sessions import end_sessions_in
 
@@ -33,11 +34,14 @@ class UserChange:
             or new.is_deleted
             or new.roles != current.roles
             or new.data_owner_id != current.data_owner_id
+            or (bool(new.disabled) and not current.disabled)
         )
 
     @property
     def removes_an_admin(self) -> bool:
-        return self.current.is_admin and not self.current.is_deleted and (self.new.is_deleted or not self.new.is_admin)
+        current, new = self.current, self.new
+        was_live = current.is_admin and not current.is_deleted and not current.disabled
+        return was_live and (new.is_deleted or not new.is_admin or bool(new.disabled))
 
 
 def apply_user_changes(conn: Connection, changes: Sequence[UserChange]) -> None:
@@ -52,15 +56,15 @@ def apply_user_changes(conn: Connection, changes: Sequence[UserChange]) -> None:
 
 
 def _check_an_admin_remains(conn: Connection, removed: Sequence[str]) -> None:
-    if conn.dialect.name != "sqlite":
-        # Two transactions that each remove one of two admins must not both see the other still there: the second
-        # waits here for the first to commit, and its next statement's snapshot (READ COMMITTED) sees it.
-        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_ADMIN_CHANGE_LOCK})")
+    # Two transactions that each remove one of two admins must not both see the other still there: the second
+    # waits here for the first to commit, and then sees it.
+    backend_of(conn).take_turns(conn, _ADMIN_CHANGE_LOCK)
     table = ENTITY_TABLES["User"]
     query = select(table.c.id, table.c.document).where(
         table.c.deleted.is_(None), table.c.document.contains('"ADMIN"'), table.c.id.not_in(list(removed))
     )
     for _id, document in conn.execute(query):
-        if User.model_validate_json(document).is_admin:
+        user = User.model_validate_json(document)
+        if user.is_admin and not user.disabled:
             return
     raise ConflictError("this would leave no admin: make another user an admin first")

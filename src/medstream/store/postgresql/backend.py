@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, Table, text
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -184,3 +185,7 @@ class PostgreSQLBackend:
     rows_by_id = staticmethod(entity_locks.rows_by_id)
     patient_access = staticmethod(entity_locks.patient_access)
     hold_off_patient_links = staticmethod(entity_locks.hold_off_patient_links)
+    take_turns = staticmethod(entity_locks.take_turns)
+
+    def upsert(self, table: Table) -> Any:
+        return postgresql_insert(table)

@@ -63,3 +63,9 @@ def hold_off_patient_links(conn: Connection) -> None:
     """A create of one statement locks no patient row (`postgresql.creates`): this waits for those in progress
     and holds off new ones until the delete commits."""
     conn.exec_driver_sql(_HOLD_OFF_PATIENT_LINKS)
+
+
+def take_turns(conn: Connection, key: int) -> None:
+    """A transaction-scoped advisory lock on `key`: the next statement's snapshot (READ COMMITTED) sees what the
+    transaction that held it committed."""
+    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({int(key)})")

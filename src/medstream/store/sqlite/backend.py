@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Dialect, Engine, Table
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 
 from medstream.events.types import EntityEvent
@@ -155,3 +156,9 @@ class SQLiteBackend:
 
     def hold_off_patient_links(self, conn: Connection) -> None:
         """Nothing to do: the writers are serialised."""
+
+    def take_turns(self, conn: Connection, key: int) -> None:
+        """Nothing to do: the writers are serialised."""
+
+    def upsert(self, table: Table) -> Any:
+        return sqlite_insert(table)
