@@ -1,4 +1,5 @@
-"""The database always keeps a live admin: the last one can neither delete itself nor lose its ADMIN role."""
+"""The database always keeps a live admin: the last one can neither delete itself, lose its ADMIN role, nor be
+disabled."""
 
 from __future__ import annotations
 
@@ -42,8 +43,10 @@ async def test_the_last_admin_cannot_delete_itself_or_drop_its_admin_role(lone_a
         await lone_admin.user_api.delete_user(me.id)
     with pytest.raises(ConflictError, match="no admin"):
         await lone_admin.user_api.create_or_modify_user(me.model_copy(update={"roles": {"AUDITOR"}}))
+    with pytest.raises(ConflictError, match="no admin"):  # a disabled admin cannot log in: no live admin either
+        await lone_admin.user_api.create_or_modify_user(me.model_copy(update={"disabled": True}))
     after = await lone_admin.user_api.get_logged_user()
-    assert after.rev == me.rev and after.is_admin and not after.is_deleted
+    assert after.rev == me.rev and after.is_admin and not after.is_deleted and not after.disabled
 
 
 async def test_an_admin_may_go_once_another_admin_remains(lone_admin: MedTechApi) -> None:
