@@ -308,7 +308,7 @@ def pool_targets(rows: list[dict[str, Any]]) -> list[Target]:
         store = by_key[(kind, level, STORE)]
         rate = pool["statements_per_second"] / store["statements_per_second"]
         cpu = pool["client_cpu_us"] / store["client_cpu_us"]
-        name = f"{kind}, {level} callers: pool (no reset) / store"
+        name = f"{kind}, {level} caller{'' if level == 1 else 's'}: pool (no reset) / store"
         targets.append(Target(f"{name}, statements/s", ">= 1.00x", round(rate, 3), "x", rate >= 1))
         targets.append(Target(f"{name}, client CPU/statement", "<= 1.00x", round(cpu, 3), "x", cpu <= 1))
     return targets
