@@ -64,7 +64,7 @@ SAMPLES = KIND_BY_NAME["DataSample"]
 SERVER_SETTINGS = {
     "idle_in_transaction_session_timeout": "60000",
     "lock_timeout": "30000",
-    "application_name": "medstream-bench",
+    "application_name": "medstream",
 }
 
 
