@@ -1,0 +1,352 @@
+"""SDK socket: the client CPU one event stream costs a subscriber, through the SDK's own event socket and through
+websockets' asyncio client, on asyncio and on uvloop.
+
+    .venv/bin/python -m bench.sdk_socket [--frames single,batched] [--events N] [--batched-events N] [--runs R]
+
+A Medstream server on a fresh SQLite database sends one subscriber process a stream of DataSample CREATE events
+that its label filter matches; a writer process creates them through REST: one sample per request, one request
+at a time (each event comes alone in its frame: `single`), or in batches of 64 (frames of up to 64 events, the
+protocol's largest: `batched`). The subscriber receives them either (a) as a user of the SDK does, a `MedTechApi`
+with `subscribe_to_data_sample_events` and a callback, or (b) through `websockets.asyncio.client.connect` with
+`max_queue=16`, speaking the same protocol (auth asking for batched frames as the SDK does, subscribe, split each
+frame on newlines, `parse_event_message` on each event, drop a `seq` already delivered, call the callback).
+Client CPU per event = the subscriber process's CPU time (`time.process_time`) from the moment it is armed to its
+last expected event, over the events; events/s = events / (last received - first received), which the writer
+and server set more than the client. Every combination of frames and loop runs (a, b) alternately, --runs times,
+so that the machine's speed drifting hits both; medians are reported, and the ratio (b)/(a) of CPU per event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing
+import signal
+import sys
+import threading
+import time
+import traceback
+import uuid
+from multiprocessing.connection import Connection
+from typing import Any
+
+from bench import clients
+from bench.machine import raise_open_files
+from bench.report import Progress, Report, Table, base_parser, cli, median
+from bench.servers import Identity, ServerProcess, create_patient, make_professional, medstream_on
+from bench.workers import Channel, Worker, WorkerTarget, gather_from, workers_stopped
+
+NAME = "sdk_socket"
+CLIENTS = ("sdk", "websockets")
+LOOPS = ("asyncio", "uvloop")
+FRAMES = {"single": 1, "batched": 64}  # REST samples per request: events per frame, at most
+MAX_QUEUE = 16
+
+
+def parser() -> argparse.ArgumentParser:
+    p = base_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--frames", default="single,batched", help="comma-separated: single, batched (default both)")
+    p.add_argument("--loops", default="asyncio,uvloop", help="comma-separated: asyncio, uvloop (default both)")
+    p.add_argument("--events", type=int, default=None, help="events per run of single frames (default 1,500)")
+    p.add_argument("--batched-events", type=int, default=None, help="events per run of batched frames (default 6,400)")
+    return p
+
+
+# -- subscriber processes --------------------------------------------------------------------------------
+
+
+class _Counter:
+    """What a subscriber's callback records: events, and the CPU and wall time from arming to the last one."""
+
+    def __init__(self) -> None:
+        self.expected = 0
+        self.events = 0
+        self.frames = 0
+        self.cpu_start = self.cpu_end = 0.0
+        self.first = self.last = 0.0
+        self.done = asyncio.Event()
+
+    def arm(self, expected: int) -> None:
+        self.expected, self.events, self.frames = expected, 0, 0
+        self.done.clear()
+        self.cpu_start = time.process_time()
+
+    def on_event(self, entity: object) -> None:
+        now = time.perf_counter()
+        if not self.events:
+            self.first = now
+        self.events += 1
+        if self.events == self.expected:
+            self.last = now
+            self.cpu_end = time.process_time()
+            self.done.set()
+
+    def tally(self) -> dict[str, Any]:
+        complete = self.done.is_set()
+        return {
+            "events": self.events,
+            "complete": complete,
+            "cpu_seconds": self.cpu_end - self.cpu_start if complete else None,
+            "seconds": self.last - self.first if complete else None,
+            "frames": self.frames,
+        }
+
+
+async def _serve(channel: Channel, counter: _Counter) -> None:
+    """Answer the benchmark: `arm` {expected}, `collect` {within} (answers `tally`), `stop`."""
+    channel.send("ready")
+    while True:
+        kind, data = await channel.recv()
+        if kind == "stop":
+            return
+        if kind == "arm":
+            counter.arm(data["expected"])
+            channel.send("armed")
+        elif kind == "collect":
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(data["within"]):
+                    await counter.done.wait()
+            channel.send("tally", **counter.tally())
+
+
+async def sdk_subscriber(channel: Channel, url: str, login: str, password: str, hcp_id: str, label_code: str) -> None:
+    """(a) The SDK, as a user runs it: one subscription with a callback."""
+    from medstream.filters import DataSampleFilter
+    from medstream.sdk import MedTechApi
+
+    counter = _Counter()
+    api = await MedTechApi.builder().with_url(url).with_username(login).with_password(password).build()
+    try:
+        event_filter = (
+            await DataSampleFilter(api).for_self().by_label_code_filter(clients.LABEL_TYPE, label_code).build()
+        )
+        connection = await api.data_sample_api.subscribe_to_data_sample_events(
+            ["CREATE"], event_filter, counter.on_event
+        )
+        await connection.wait_established()
+        await _serve(channel, counter)
+    finally:
+        await api.close()
+
+
+async def websockets_subscriber(channel: Channel, ws_url: str, token: str, hcp_id: str, label_code: str) -> None:
+    """(b) websockets' asyncio client with `max_queue`, speaking the protocol as the SDK does."""
+    import orjson
+    from websockets.asyncio.client import connect
+
+    from medstream.events.protocol import parse_event_message
+
+    counter = _Counter()
+    subscribe = {
+        "type": "subscribe",
+        "id": "s1",
+        "entity": "DataSample",
+        "events": ["CREATE"],
+        "filter": clients.subscription_filter("match", 0, hcp_id, label_code),
+    }
+    async with connect(ws_url, max_queue=MAX_QUEUE, max_size=64 * 1024 * 1024, close_timeout=5) as ws:
+        await ws.send(orjson.dumps({"type": "auth", "token": token, "batch": True}).decode())
+        await ws.send(orjson.dumps(subscribe).decode())
+        while orjson.loads(await ws.recv()).get("type") != "subscribed":
+            pass
+        last_seq = 0
+
+        async def read() -> None:
+            nonlocal last_seq
+            async for frame in ws:
+                assert isinstance(frame, str)
+                counter.frames += 1
+                for line in frame.split("\n") if "\n" in frame else (frame,):
+                    event = parse_event_message(line) if line.startswith('{"type":"event"') else None
+                    if event is not None:
+                        if event.seq > last_seq:
+                            last_seq = event.seq
+                            counter.on_event(event.entity)
+                    elif orjson.loads(line).get("type") == "ping":
+                        await ws.send('{"type":"pong"}')
+
+        reader = asyncio.create_task(read())
+        try:
+            await _serve(channel, counter)
+        finally:
+            reader.cancel()
+
+
+def _loop_main(loop: str, target: WorkerTarget, conn: Connection, kwargs: dict[str, Any]) -> None:
+    """A subscriber process's main, as `workers.Worker`'s but on the event loop `loop` (uvloop or asyncio)."""
+    raise_open_files()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the benchmark's to handle
+    channel = Channel(conn)
+
+    async def main() -> None:
+        await target(channel, **kwargs)
+
+    try:
+        if loop == "uvloop":
+            import uvloop
+
+            uvloop.run(main())
+        else:
+            asyncio.run(main())
+    except BaseException:
+        with contextlib.suppress(Exception):
+            channel.send("error", traceback=traceback.format_exc())
+        raise SystemExit(1) from None
+
+
+class LoopWorker(Worker):
+    """A `Worker` whose process runs on the event loop `loop`."""
+
+    def __init__(self, loop: str, target: WorkerTarget, name: str, **kwargs: Any) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self.name = name
+        self.process = context.Process(target=_loop_main, args=(loop, target, child, kwargs), name=name, daemon=True)
+        self.process.start()
+        child.close()
+        self._abandoned = threading.Event()
+
+
+async def labelled_writer(channel: Channel, url: str, token: str, patient_id: str) -> None:
+    """A REST writer (`clients.rest_writer`) for several subscribers: each `write` names the label its samples
+    carry, that is, the subscriber that receives them."""
+    channel.send("ready")
+    while True:
+        kind, data = await channel.recv()
+        if kind == "stop":
+            return
+        if kind == "write":
+            label = data.pop("label")
+            channel.send("written", **(await clients._write(url, token, patient_id, label, **data)))
+
+
+# -- the benchmark ---------------------------------------------------------------------------------------
+
+
+async def measure(subscriber: Worker, writer: Worker, label: str, events: int, batch: int) -> dict[str, Any]:
+    """Arm the subscriber, have the writer create `events` events for it, and wait for them all."""
+    subscriber.send("arm", expected=events)
+    await subscriber.arecv("armed")
+    writer.send("write", run=uuid.uuid4().hex[:8], label=label, batch=batch, count=events // batch)
+    written = await writer.arecv("written", within=600)
+    if written["errors"]:
+        raise RuntimeError(f"the writer failed: {written['first_error']}")
+    subscriber.send("collect", within=60 + events / 200)
+    tally = await subscriber.arecv("tally", within=120 + events / 200)
+    complete = tally["complete"]
+    return {
+        "events": tally["events"],
+        "expected": events,
+        "frames": tally["frames"],
+        "cpu_us_per_event": tally["cpu_seconds"] / events * 1e6 if complete else None,
+        "events_per_second": events / tally["seconds"] if complete and tally["seconds"] else None,
+    }
+
+
+def subscribers(
+    server: ServerProcess, identity: Identity, loops: list[str]
+) -> dict[tuple[str, str], tuple[Worker, str]]:
+    """One subscriber process per client and loop, each with the label of its own that it subscribes to (so
+    only the measured one gets the events)."""
+    workers: dict[tuple[str, str], tuple[Worker, str]] = {}
+    for loop in loops:
+        for client in CLIENTS:
+            label = f"{client}-{loop}-{uuid.uuid4().hex[:6]}"
+            if client == "sdk":
+                worker = LoopWorker(
+                    loop, sdk_subscriber, f"sdk-{loop}", url=server.url, login=identity.login,
+                    password=identity.password, hcp_id=identity.hcp_id, label_code=label,
+                )  # fmt: skip
+            else:
+                worker = LoopWorker(
+                    loop, websockets_subscriber, f"websockets-{loop}", ws_url=server.ws_base + "/ws/v1/events",
+                    token=identity.token, hcp_id=identity.hcp_id, label_code=label,
+                )  # fmt: skip
+            workers[(client, loop)] = (worker, label)
+    return workers
+
+
+def summarise(frames: str, loop: str, measured: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    sdk, ws = measured["sdk"], measured["websockets"]
+    sdk_cpu = median(m["cpu_us_per_event"] for m in sdk)
+    ws_cpu = median(m["cpu_us_per_event"] for m in ws)
+    frames_seen = sum(m["frames"] for m in ws)
+    return {
+        "frames": frames,
+        "loop": loop,
+        "events": sdk[0]["expected"],
+        "events_per_frame": sum(m["events"] for m in ws) / frames_seen if frames_seen else None,
+        "sdk_cpu_us_per_event": sdk_cpu,
+        "websockets_cpu_us_per_event": ws_cpu,
+        "ratio": ws_cpu / sdk_cpu if sdk_cpu and ws_cpu else None,
+        "sdk_events_per_second": median(m["events_per_second"] for m in sdk),
+        "websockets_events_per_second": median(m["events_per_second"] for m in ws),
+        "sdk_runs_cpu_us_per_event": [m["cpu_us_per_event"] for m in sdk],
+        "websockets_runs_cpu_us_per_event": [m["cpu_us_per_event"] for m in ws],
+        "lost": sum(m["expected"] - m["events"] for m in [*sdk, *ws]),
+    }
+
+
+async def run(args: argparse.Namespace) -> Report:
+    frames = [f for f in args.frames.split(",") if f]
+    loops = [loop for loop in args.loops.split(",") if loop]
+    if not set(frames) <= set(FRAMES) or not set(loops) <= set(LOOPS) or not frames or not loops:
+        raise SystemExit(f"--frames is a list of {', '.join(FRAMES)}; --loops of {', '.join(LOOPS)}")
+    runs = args.runs or (1 if args.quick else 3)
+    counts = {
+        "single": args.events or (40 if args.quick else 1500),
+        "batched": args.batched_events or (128 if args.quick else 6400),
+    }
+    progress = Progress(len(frames) * runs * len(loops) * len(CLIENTS), NAME)
+    rows = []
+    async with medstream_on("sqlite", args.pg_url) as server:
+        identity = await make_professional(server.url)
+        patient = await create_patient(server.url, identity.token)
+        workers = subscribers(server, identity, loops)
+        processes = [worker for worker, _ in workers.values()]
+        writer = Worker(labelled_writer, name="writer", url=server.url, token=identity.token, patient_id=patient)
+        with workers_stopped([*processes, writer]):
+            await gather_from([*processes, writer], "ready", within=180)
+            progress.note("warming up")
+            for worker, label in workers.values():  # the first events of a process pay for imports and caches
+                await measure(worker, writer, label, 64, 64)
+            for shape in frames:
+                batch = FRAMES[shape]
+                events = max(batch, counts[shape] - counts[shape] % batch)
+                measured: dict[str, dict[str, list[dict[str, Any]]]] = {
+                    loop: {c: [] for c in CLIENTS} for loop in loops
+                }
+                for _ in range(runs):
+                    for loop in loops:
+                        for client in CLIENTS:  # (a) then (b), alternately, run after run
+                            progress.note(f"{shape} frames, {loop}, {client}")
+                            worker, label = workers[(client, loop)]
+                            result = await measure(worker, writer, label, events, batch)
+                            measured[loop][client].append(result)
+                            progress.advance()
+                rows += [summarise(shape, loop, measured[loop]) for loop in loops]
+    progress.close()
+    table = Table(
+        f"SDK socket: client CPU per event of one event stream (SQLite server, median of {runs} run(s))",
+        ["frames", "loop", "events", "events/frame", "(a) SDK us/event",
+         f"(b) websockets max_queue={MAX_QUEUE} us/event", "(b)/(a)", "(a) events/s", "(b) events/s", "lost"],
+        [
+            [r["frames"], r["loop"], r["events"], r["events_per_frame"], r["sdk_cpu_us_per_event"],
+             r["websockets_cpu_us_per_event"], r["ratio"], r["sdk_events_per_second"],
+             r["websockets_events_per_second"], r["lost"]]
+            for r in rows
+        ],
+        ["(a): the SDK's event socket, subscribe_to_data_sample_events with a callback; (b): "
+         "websockets.asyncio.client.connect, the same protocol and parse; CPU = the subscriber process's time; "
+         "events/s is set by the writer and server more than by the client"],
+    )  # fmt: skip
+    return Report({"runs": runs, "max_queue": MAX_QUEUE, "rows": rows}, [table])
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli(NAME, parser(), run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
