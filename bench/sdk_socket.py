@@ -90,6 +90,7 @@ class _Counter:
             "cpu_seconds": self.cpu_end - self.cpu_start if complete else None,
             "seconds": self.last - self.first if complete else None,
             "frames": self.frames,
+            "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],  # "asyncio" or "uvloop"
         }
 
 
@@ -239,6 +240,7 @@ async def measure(subscriber: Worker, writer: Worker, label: str, events: int, b
         "events": tally["events"],
         "expected": events,
         "frames": tally["frames"],
+        "loop": tally["loop"],
         "cpu_us_per_event": tally["cpu_seconds"] / events * 1e6 if complete else None,
         "events_per_second": events / tally["seconds"] if complete and tally["seconds"] else None,
     }
@@ -285,6 +287,7 @@ def summarise(frames: str, loop: str, measured: dict[str, list[dict[str, Any]]])
         "sdk_runs_cpu_us_per_event": [m["cpu_us_per_event"] for m in sdk],
         "websockets_runs_cpu_us_per_event": [m["cpu_us_per_event"] for m in ws],
         "lost": sum(m["expected"] - m["events"] for m in [*sdk, *ws]),
+        "loops_seen": sorted({m["loop"] for m in [*sdk, *ws]}),
     }
 
 
