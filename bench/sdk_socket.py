@@ -33,7 +33,7 @@ from typing import Any
 
 from bench import clients
 from bench.machine import raise_open_files
-from bench.report import Progress, Report, Table, base_parser, cli, median
+from bench.report import Progress, Report, Table, base_parser, cli, fmt, median
 from bench.servers import Identity, ServerProcess, create_patient, make_professional, medstream_on
 from bench.workers import Channel, Worker, WorkerTarget, gather_from, workers_stopped
 
@@ -291,6 +291,12 @@ def summarise(frames: str, loop: str, measured: dict[str, list[dict[str, Any]]])
     }
 
 
+def spread(values: list[float | None]) -> str:
+    """The lowest and highest of the runs' figures: the noise that a ratio is to be read against."""
+    present = [v for v in values if v is not None]
+    return f"{fmt(min(present))}-{fmt(max(present))}" if present else "-"
+
+
 async def run(args: argparse.Namespace) -> Report:
     frames = [f for f in args.frames.split(",") if f]
     loops = [loop for loop in args.loops.split(",") if loop]
@@ -332,11 +338,13 @@ async def run(args: argparse.Namespace) -> Report:
     progress.close()
     table = Table(
         f"SDK socket: client CPU per event of one event stream (SQLite server, median of {runs} run(s))",
-        ["frames", "loop", "events", "events/frame", "(a) SDK us/event",
-         f"(b) websockets max_queue={MAX_QUEUE} us/event", "(b)/(a)", "(a) events/s", "(b) events/s", "lost"],
+        ["frames", "loop", "events", "events/frame", "(a) SDK us/event", "(a) runs",
+         f"(b) websockets max_queue={MAX_QUEUE} us/event", "(b) runs", "(b)/(a)", "(a) events/s", "(b) events/s",
+         "lost"],
         [
             [r["frames"], r["loop"], r["events"], r["events_per_frame"], r["sdk_cpu_us_per_event"],
-             r["websockets_cpu_us_per_event"], r["ratio"], r["sdk_events_per_second"],
+             spread(r["sdk_runs_cpu_us_per_event"]), r["websockets_cpu_us_per_event"],
+             spread(r["websockets_runs_cpu_us_per_event"]), r["ratio"], r["sdk_events_per_second"],
              r["websockets_events_per_second"], r["lost"]]
             for r in rows
         ],
