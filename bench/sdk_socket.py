@@ -6,14 +6,16 @@ websockets' asyncio client, on asyncio and on uvloop.
 A Medstream server on a fresh SQLite database sends one subscriber process a stream of DataSample CREATE events
 that its label filter matches; a writer process creates them through REST: one sample per request, one request
 at a time (each event comes alone in its frame: `single`), or in batches of 64 (frames of up to 64 events, the
-protocol's largest: `batched`). The subscriber receives them either (a) as a user of the SDK does, a `MedTechApi`
-with `subscribe_to_data_sample_events` and a callback, or (b) through `websockets.asyncio.client.connect` with
+protocol's largest: `batched`). The subscriber receives them (a) as a user of the SDK does, a `MedTechApi` with
+`subscribe_to_data_sample_events` and a callback; (b) through `websockets.asyncio.client.connect` with
 `max_queue=16`, speaking the same protocol (auth asking for batched frames as the SDK does, subscribe, split each
-frame on newlines, `parse_event_message` on each event, drop a `seq` already delivered, call the callback).
+frame on newlines, `parse_event_message` on each event, drop a `seq` already delivered, call the callback); and
+(a') through the SDK's `open_event_socket` alone under that same reading, so that (b)/(a') compares the sockets
+and nothing else ((a) also pays for the SDK's delivery: its position tracking and callback queue).
 Client CPU per event = the subscriber process's CPU time (`time.process_time`) from the moment it is armed to its
 last expected event, over the events; events/s = events / (last received - first received), which the writer
-and server set more than the client. Every combination of frames and loop runs (a, b) alternately, --runs times,
-so that the machine's speed drifting hits both; medians are reported, and the ratio (b)/(a) of CPU per event.
+and server set more than the client. Every combination of frames and loop runs (a), (a'), (b) in turn, --runs times,
+so that the machine's speed drifting hits them all; medians are reported, and the ratios (b)/(a) and (b)/(a').
 """
 
 from __future__ import annotations
@@ -38,17 +40,19 @@ from bench.servers import Identity, ServerProcess, create_patient, make_professi
 from bench.workers import Channel, Worker, WorkerTarget, gather_from, workers_stopped
 
 NAME = "sdk_socket"
-CLIENTS = ("sdk", "websockets")
+CLIENTS = ("sdk", "event_socket", "websockets")
 LOOPS = ("asyncio", "uvloop")
 FRAMES = {"single": 1, "batched": 64}  # REST samples per request: events per frame, at most
 MAX_QUEUE = 16
+MAX_SIZE = 64 * 1024 * 1024
+EVENT_PREFIX = '{"type":"event"'
 
 
 def parser() -> argparse.ArgumentParser:
     p = base_parser(__doc__.split("\n\n")[0])
     p.add_argument("--frames", default="single,batched", help="comma-separated: single, batched (default both)")
     p.add_argument("--loops", default="asyncio,uvloop", help="comma-separated: asyncio, uvloop (default both)")
-    p.add_argument("--events", type=int, default=None, help="events per run of single frames (default 1,500)")
+    p.add_argument("--events", type=int, default=None, help="events per run of single frames (default 1,000)")
     p.add_argument("--batched-events", type=int, default=None, help="events per run of batched frames (default 6,400)")
     return p
 
@@ -131,14 +135,36 @@ async def sdk_subscriber(channel: Channel, url: str, login: str, password: str, 
         await api.close()
 
 
-async def websockets_subscriber(channel: Channel, ws_url: str, token: str, hcp_id: str, label_code: str) -> None:
-    """(b) websockets' asyncio client with `max_queue`, speaking the protocol as the SDK does."""
+class _Reader:
+    """The protocol as the SDK reads it, for the clients that are not the SDK: split a frame into its messages,
+    parse each event with `parse_event_message`, drop a `seq` already delivered, call the callback; answers a
+    `ping` through `reply`."""
+
+    def __init__(self, counter: _Counter) -> None:
+        self.counter = counter
+        self.last_seq = 0
+        self.pings = 0
+
+    def frame(self, text: str) -> None:
+        from medstream.events.protocol import parse_event_message
+
+        counter = self.counter
+        if text.startswith(EVENT_PREFIX):
+            counter.frames += 1
+        for line in text.split("\n") if "\n" in text else (text,):
+            event = parse_event_message(line) if line.startswith(EVENT_PREFIX) else None
+            if event is not None:
+                if event.seq > self.last_seq:
+                    self.last_seq = event.seq
+                    counter.on_event(event.entity)
+            elif line.startswith('{"type":"ping"'):
+                self.pings += 1
+
+
+def _opening(token: str, hcp_id: str, label_code: str) -> list[str]:
+    """The first messages, as the SDK sends them: auth asking for batched frames, one subscribe."""
     import orjson
-    from websockets.asyncio.client import connect
 
-    from medstream.events.protocol import parse_event_message
-
-    counter = _Counter()
     subscribe = {
         "type": "subscribe",
         "id": "s1",
@@ -146,32 +172,62 @@ async def websockets_subscriber(channel: Channel, ws_url: str, token: str, hcp_i
         "events": ["CREATE"],
         "filter": clients.subscription_filter("match", 0, hcp_id, label_code),
     }
-    async with connect(ws_url, max_queue=MAX_QUEUE, max_size=64 * 1024 * 1024, close_timeout=5) as ws:
-        await ws.send(orjson.dumps({"type": "auth", "token": token, "batch": True}).decode())
-        await ws.send(orjson.dumps(subscribe).decode())
-        while orjson.loads(await ws.recv()).get("type") != "subscribed":
+    return [orjson.dumps({"type": "auth", "token": token, "batch": True}).decode(), orjson.dumps(subscribe).decode()]
+
+
+async def websockets_subscriber(channel: Channel, ws_url: str, token: str, hcp_id: str, label_code: str) -> None:
+    """(b) websockets' asyncio client with `max_queue`, speaking the protocol as the SDK does."""
+    from websockets.asyncio.client import connect
+
+    counter = _Counter()
+    reader = _Reader(counter)
+    async with connect(ws_url, max_queue=MAX_QUEUE, max_size=MAX_SIZE, close_timeout=5) as ws:
+        for message in _opening(token, hcp_id, label_code):
+            await ws.send(message)
+        while '"type":"subscribed"' not in str(await ws.recv()):
             pass
-        last_seq = 0
 
         async def read() -> None:
-            nonlocal last_seq
             async for frame in ws:
-                assert isinstance(frame, str)
-                counter.frames += 1
-                for line in frame.split("\n") if "\n" in frame else (frame,):
-                    event = parse_event_message(line) if line.startswith('{"type":"event"') else None
-                    if event is not None:
-                        if event.seq > last_seq:
-                            last_seq = event.seq
-                            counter.on_event(event.entity)
-                    elif orjson.loads(line).get("type") == "ping":
-                        await ws.send('{"type":"pong"}')
+                pings = reader.pings
+                reader.frame(str(frame))
+                if reader.pings > pings:
+                    await ws.send('{"type":"pong"}')
 
-        reader = asyncio.create_task(read())
+        task = asyncio.create_task(read())
         try:
             await _serve(channel, counter)
         finally:
-            reader.cancel()
+            task.cancel()
+
+
+async def event_socket_subscriber(channel: Channel, ws_url: str, token: str, hcp_id: str, label_code: str) -> None:
+    """(a') The SDK's event socket alone (`open_event_socket`) under the same reading as (b): the two differ
+    only in the socket."""
+    from medstream.sdk.event_socket import open_event_socket
+
+    counter = _Counter()
+    reader = _Reader(counter)
+    subscribed = asyncio.Event()
+
+    def on_message(text: str) -> None:
+        if not subscribed.is_set():
+            if '"type":"subscribed"' in text:
+                subscribed.set()
+            return
+        pings = reader.pings
+        reader.frame(text)
+        if reader.pings > pings:
+            socket.send('{"type":"pong"}')
+
+    socket = await open_event_socket(ws_url, on_message, max_size=MAX_SIZE, open_timeout=10, close_timeout=5)
+    try:
+        for message in _opening(token, hcp_id, label_code):
+            socket.send(message)
+        await subscribed.wait()
+        await _serve(channel, counter)
+    finally:
+        await socket.close()
 
 
 def _loop_main(loop: str, target: WorkerTarget, conn: Connection, kwargs: dict[str, Any]) -> None:
@@ -261,8 +317,9 @@ def subscribers(
                     password=identity.password, hcp_id=identity.hcp_id, label_code=label,
                 )  # fmt: skip
             else:
+                target = websockets_subscriber if client == "websockets" else event_socket_subscriber
                 worker = LoopWorker(
-                    loop, websockets_subscriber, f"websockets-{loop}", ws_url=server.ws_base + "/ws/v1/events",
+                    loop, target, f"{client}-{loop}", ws_url=server.ws_base + "/ws/v1/events",
                     token=identity.token, hcp_id=identity.hcp_id, label_code=label,
                 )  # fmt: skip
             workers[(client, loop)] = (worker, label)
@@ -270,25 +327,27 @@ def subscribers(
 
 
 def summarise(frames: str, loop: str, measured: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    sdk, ws = measured["sdk"], measured["websockets"]
-    sdk_cpu = median(m["cpu_us_per_event"] for m in sdk)
-    ws_cpu = median(m["cpu_us_per_event"] for m in ws)
+    every = [m for client in CLIENTS for m in measured[client]]
+    cpu = {c: median(m["cpu_us_per_event"] for m in measured[c]) for c in CLIENTS}
+    ws = measured["websockets"]
     frames_seen = sum(m["frames"] for m in ws)
-    return {
+    row: dict[str, Any] = {
         "frames": frames,
         "loop": loop,
-        "events": sdk[0]["expected"],
+        "events": ws[0]["expected"],
         "events_per_frame": sum(m["events"] for m in ws) / frames_seen if frames_seen else None,
-        "sdk_cpu_us_per_event": sdk_cpu,
-        "websockets_cpu_us_per_event": ws_cpu,
-        "ratio": ws_cpu / sdk_cpu if sdk_cpu and ws_cpu else None,
-        "sdk_events_per_second": median(m["events_per_second"] for m in sdk),
-        "websockets_events_per_second": median(m["events_per_second"] for m in ws),
-        "sdk_runs_cpu_us_per_event": [m["cpu_us_per_event"] for m in sdk],
-        "websockets_runs_cpu_us_per_event": [m["cpu_us_per_event"] for m in ws],
-        "lost": sum(m["expected"] - m["events"] for m in [*sdk, *ws]),
-        "loops_seen": sorted({m["loop"] for m in [*sdk, *ws]}),
+        "ratio": cpu["websockets"] / cpu["sdk"] if cpu["sdk"] and cpu["websockets"] else None,
+        "ratio_to_event_socket": (
+            cpu["websockets"] / cpu["event_socket"] if cpu["event_socket"] and cpu["websockets"] else None
+        ),
+        "lost": sum(m["expected"] - m["events"] for m in every),
+        "loops_seen": sorted({m["loop"] for m in every}),
     }
+    for client in CLIENTS:
+        row[f"{client}_cpu_us_per_event"] = cpu[client]
+        row[f"{client}_runs_cpu_us_per_event"] = [m["cpu_us_per_event"] for m in measured[client]]
+        row[f"{client}_events_per_second"] = median(m["events_per_second"] for m in measured[client])
+    return row
 
 
 def spread(values: list[float | None]) -> str:
@@ -304,7 +363,7 @@ async def run(args: argparse.Namespace) -> Report:
         raise SystemExit(f"--frames is a list of {', '.join(FRAMES)}; --loops of {', '.join(LOOPS)}")
     runs = args.runs or (1 if args.quick else 3)
     counts = {
-        "single": args.events or (40 if args.quick else 1500),
+        "single": args.events or (40 if args.quick else 1000),
         "batched": args.batched_events or (128 if args.quick else 6400),
     }
     progress = Progress(len(frames) * runs * len(loops) * len(CLIENTS), NAME)
@@ -328,7 +387,7 @@ async def run(args: argparse.Namespace) -> Report:
                 }
                 for _ in range(runs):
                     for loop in loops:
-                        for client in CLIENTS:  # (a) then (b), alternately, run after run
+                        for client in CLIENTS:  # (a), (a'), (b) in turn, run after run
                             progress.note(f"{shape} frames, {loop}, {client}")
                             worker, label = workers[(client, loop)]
                             result = await measure(worker, writer, label, events, batch)
@@ -338,19 +397,19 @@ async def run(args: argparse.Namespace) -> Report:
     progress.close()
     table = Table(
         f"SDK socket: client CPU per event of one event stream (SQLite server, median of {runs} run(s))",
-        ["frames", "loop", "events", "events/frame", "(a) SDK us/event", "(a) runs",
-         f"(b) websockets max_queue={MAX_QUEUE} us/event", "(b) runs", "(b)/(a)", "(a) events/s", "(b) events/s",
-         "lost"],
+        ["frames", "loop", "events/frame", "(a) SDK us/event", "(a') event socket", "(b) websockets",
+         "(b)/(a)", "(b)/(a')", "(a) events/s", "(b) events/s", "lost"],
         [
-            [r["frames"], r["loop"], r["events"], r["events_per_frame"], r["sdk_cpu_us_per_event"],
-             spread(r["sdk_runs_cpu_us_per_event"]), r["websockets_cpu_us_per_event"],
-             spread(r["websockets_runs_cpu_us_per_event"]), r["ratio"], r["sdk_events_per_second"],
-             r["websockets_events_per_second"], r["lost"]]
+            [r["frames"], r["loop"], r["events_per_frame"],
+             *(f"{fmt(r[f'{c}_cpu_us_per_event'])} ({spread(r[f'{c}_runs_cpu_us_per_event'])})" for c in CLIENTS),
+             r["ratio"], r["ratio_to_event_socket"], r["sdk_events_per_second"], r["websockets_events_per_second"],
+             r["lost"]]
             for r in rows
         ],
-        ["(a): the SDK's event socket, subscribe_to_data_sample_events with a callback; (b): "
-         "websockets.asyncio.client.connect, the same protocol and parse; CPU = the subscriber process's time; "
-         "events/s is set by the writer and server more than by the client"],
+        ["us/event: the subscriber process's CPU time per event, median (lowest-highest) of the runs",
+         "(a): the SDK, subscribe_to_data_sample_events with a callback; (a'): the SDK's open_event_socket alone and "
+         f"(b): websockets.asyncio.client.connect(max_queue={MAX_QUEUE}), both under the same reading of the protocol",
+         "events/s is set by the writer and the server more than by the client"],
     )  # fmt: skip
     return Report({"runs": runs, "max_queue": MAX_QUEUE, "rows": rows}, [table])
 
