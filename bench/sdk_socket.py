@@ -115,7 +115,7 @@ async def _serve(channel: Channel, counter: _Counter) -> None:
             channel.send("tally", **counter.tally())
 
 
-async def sdk_subscriber(channel: Channel, url: str, login: str, password: str, hcp_id: str, label_code: str) -> None:
+async def sdk_subscriber(channel: Channel, url: str, login: str, password: str, label_code: str) -> None:
     """(a) The SDK, as a user runs it: one subscription with a callback."""
     from medstream.filters import DataSampleFilter
     from medstream.sdk import MedTechApi
@@ -314,7 +314,7 @@ def subscribers(
             if client == "sdk":
                 worker = LoopWorker(
                     loop, sdk_subscriber, f"sdk-{loop}", url=server.url, login=identity.login,
-                    password=identity.password, hcp_id=identity.hcp_id, label_code=label,
+                    password=identity.password, label_code=label,
                 )  # fmt: skip
             else:
                 target = websockets_subscriber if client == "websockets" else event_socket_subscriber
@@ -356,6 +356,25 @@ def spread(values: list[float | None]) -> str:
     return f"{fmt(min(present))}-{fmt(max(present))}" if present else "-"
 
 
+def table_of(rows: list[dict[str, Any]], runs: int) -> Table:
+    return Table(
+        f"SDK socket: client CPU per event of one event stream (SQLite server, median of {runs} run(s))",
+        ["frames", "loop", "events/frame", "(a) SDK us/event", "(a') event socket", "(b) websockets",
+         "(b)/(a)", "(b)/(a')", "(a) events/s", "(b) events/s", "lost"],
+        [
+            [r["frames"], r["loop"], r["events_per_frame"],
+             *(f"{fmt(r[f'{c}_cpu_us_per_event'])} ({spread(r[f'{c}_runs_cpu_us_per_event'])})" for c in CLIENTS),
+             r["ratio"], r["ratio_to_event_socket"], r["sdk_events_per_second"], r["websockets_events_per_second"],
+             r["lost"]]
+            for r in rows
+        ],
+        ["us/event: the subscriber process's CPU time per event, median (lowest-highest) of the runs",
+         "(a): the SDK, subscribe_to_data_sample_events with a callback; (a'): the SDK's open_event_socket alone and "
+         f"(b): websockets.asyncio.client.connect(max_queue={MAX_QUEUE}), both under the same reading of the protocol",
+         "events/s is set by the writer and the server more than by the client"],
+    )  # fmt: skip
+
+
 async def run(args: argparse.Namespace) -> Report:
     frames = [f for f in args.frames.split(",") if f]
     loops = [loop for loop in args.loops.split(",") if loop]
@@ -395,23 +414,7 @@ async def run(args: argparse.Namespace) -> Report:
                             progress.advance()
                 rows += [summarise(shape, loop, measured[loop]) for loop in loops]
     progress.close()
-    table = Table(
-        f"SDK socket: client CPU per event of one event stream (SQLite server, median of {runs} run(s))",
-        ["frames", "loop", "events/frame", "(a) SDK us/event", "(a') event socket", "(b) websockets",
-         "(b)/(a)", "(b)/(a')", "(a) events/s", "(b) events/s", "lost"],
-        [
-            [r["frames"], r["loop"], r["events_per_frame"],
-             *(f"{fmt(r[f'{c}_cpu_us_per_event'])} ({spread(r[f'{c}_runs_cpu_us_per_event'])})" for c in CLIENTS),
-             r["ratio"], r["ratio_to_event_socket"], r["sdk_events_per_second"], r["websockets_events_per_second"],
-             r["lost"]]
-            for r in rows
-        ],
-        ["us/event: the subscriber process's CPU time per event, median (lowest-highest) of the runs",
-         "(a): the SDK, subscribe_to_data_sample_events with a callback; (a'): the SDK's open_event_socket alone and "
-         f"(b): websockets.asyncio.client.connect(max_queue={MAX_QUEUE}), both under the same reading of the protocol",
-         "events/s is set by the writer and the server more than by the client"],
-    )  # fmt: skip
-    return Report({"runs": runs, "max_queue": MAX_QUEUE, "rows": rows}, [table])
+    return Report({"runs": runs, "max_queue": MAX_QUEUE, "rows": rows}, [table_of(rows, runs)])
 
 
 def main(argv: list[str] | None = None) -> int:
