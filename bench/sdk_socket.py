@@ -3,19 +3,20 @@ websockets' asyncio client, on asyncio and on uvloop.
 
     .venv/bin/python -m bench.sdk_socket [--frames single,batched] [--events N] [--batched-events N] [--runs R]
 
-A Medstream server on a fresh SQLite database sends one subscriber process a stream of DataSample CREATE events
-that its label filter matches; a writer process creates them through REST: one sample per request, one request
-at a time (each event comes alone in its frame: `single`), or in batches of 64 (frames of up to 64 events, the
-protocol's largest: `batched`). The subscriber receives them (a) as a user of the SDK does, a `MedTechApi` with
-`subscribe_to_data_sample_events` and a callback; (b) through `websockets.asyncio.client.connect` with
-`max_queue=16`, speaking the same protocol (auth asking for batched frames as the SDK does, subscribe, split each
-frame on newlines, `parse_event_message` on each event, drop a `seq` already delivered, call the callback); and
-(a') through the SDK's `open_event_socket` alone under that same reading, so that (b)/(a') compares the sockets
-and nothing else ((a) also pays for the SDK's delivery: its position tracking and callback queue).
-Client CPU per event = the subscriber process's CPU time (`time.process_time`) from the moment it is armed to its
-last expected event, over the events; events/s = events / (last received - first received), which the writer
-and server set more than the client. Every combination of frames and loop runs (a), (a'), (b) in turn, --runs times,
-so that the machine's speed drifting hits them all; medians are reported, and the ratios (b)/(a) and (b)/(a').
+A Medstream server on a fresh SQLite database (`--database postgresql` for PostgreSQL) sends one subscriber process
+a stream of DataSample CREATE events that its label filter matches; a writer process creates them through REST: one
+sample per request, one request at a time (each event comes alone in its frame: `single`), or in batches of 64
+(frames of up to 64 events, the protocol's largest: `batched`). The subscriber receives them (a) as a user of the
+SDK does, a `MedTechApi` with `subscribe_to_data_sample_events` and a callback; (b) through
+`websockets.asyncio.client.connect` with `max_queue=16`, speaking the same protocol (auth asking for batched frames
+as the SDK does, subscribe, split each frame on newlines, `parse_event_message` on each event, drop a `seq` already
+delivered, call the callback); and (a') through the SDK's `open_event_socket` alone under that same reading, so
+that (b)/(a') compares the sockets and nothing else ((a) also pays for the SDK's delivery: its position tracking
+and callback queue). Client CPU per event = the subscriber process's CPU time (`time.process_time`) from the moment
+it is armed to its last expected event, over the events; events/s = events / (last received - first received),
+which the writer and server set more than the client. Every combination of frames and loop runs (a), (a'), (b) in
+turn, --runs times, so that the machine's speed drifting hits them all; medians are reported, and the ratios
+(b)/(a) and (b)/(a').
 """
 
 from __future__ import annotations
@@ -356,9 +357,9 @@ def spread(values: list[float | None]) -> str:
     return f"{fmt(min(present))}-{fmt(max(present))}" if present else "-"
 
 
-def table_of(rows: list[dict[str, Any]], runs: int) -> Table:
+def table_of(rows: list[dict[str, Any]], runs: int, database: str) -> Table:
     return Table(
-        f"SDK socket: client CPU per event of one event stream (SQLite server, median of {runs} run(s))",
+        f"SDK socket: client CPU per event of one event stream ({database} server, median of {runs} run(s))",
         ["frames", "loop", "events/frame", "(a) SDK us/event", "(a') event socket", "(b) websockets",
          "(b)/(a)", "(b)/(a')", "(a) events/s", "(b) events/s", "lost"],
         [
@@ -380,6 +381,8 @@ async def run(args: argparse.Namespace) -> Report:
     loops = [loop for loop in args.loops.split(",") if loop]
     if not set(frames) <= set(FRAMES) or not set(loops) <= set(LOOPS) or not frames or not loops:
         raise SystemExit(f"--frames is a list of {', '.join(FRAMES)}; --loops of {', '.join(LOOPS)}")
+    if args.database == "both":
+        args.database = "sqlite"
     runs = args.runs or (1 if args.quick else 3)
     counts = {
         "single": args.events or (40 if args.quick else 1000),
@@ -387,7 +390,7 @@ async def run(args: argparse.Namespace) -> Report:
     }
     progress = Progress(len(frames) * runs * len(loops) * len(CLIENTS), NAME)
     rows = []
-    async with medstream_on("sqlite", args.pg_url) as server:
+    async with medstream_on(args.database, args.pg_url) as server:
         identity = await make_professional(server.url)
         patient = await create_patient(server.url, identity.token)
         workers = subscribers(server, identity, loops)
@@ -414,7 +417,8 @@ async def run(args: argparse.Namespace) -> Report:
                             progress.advance()
                 rows += [summarise(shape, loop, measured[loop]) for loop in loops]
     progress.close()
-    return Report({"runs": runs, "max_queue": MAX_QUEUE, "rows": rows}, [table_of(rows, runs)])
+    report = {"runs": runs, "database": args.database, "max_queue": MAX_QUEUE, "rows": rows}
+    return Report(report, [table_of(rows, runs, args.database)])
 
 
 def main(argv: list[str] | None = None) -> int:
