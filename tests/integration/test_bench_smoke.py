@@ -98,3 +98,23 @@ def test_each_step_bench_instructions_counts_runs_on_the_current_code(name: str)
 
     results = step(name, 5)()
     assert isinstance(results, list) and len(results) == 5 and all(r is not None for r in results)
+
+
+@pytest.mark.timeout(300)
+async def test_bench_sdk_socket_measures_each_client_on_both_loops(tmp_path: Path) -> None:
+    code, out, err = await _run("sdk_socket", ["--events", "20", "--batched-events", "64"], tmp_path / "sdk.json")
+
+    assert code == 0, f"bench.sdk_socket exited {code}:\n{err[-3000:]}"
+    assert "SDK socket:" in out and "\n=====" in out, f"bench.sdk_socket printed no table:\n{out[-2000:]}"
+    report = json.loads((tmp_path / "sdk.json").read_text())
+    assert report["benchmark"] == "sdk_socket" and report["machine"]["python_loop_ns"] > 0
+    rows = report["results"]["rows"]
+    assert {(r["frames"], r["loop"]) for r in rows} == {
+        (f, loop) for f in ("single", "batched") for loop in ("asyncio", "uvloop")
+    }
+    for row in rows:  # every client got every event, and each measured its CPU
+        assert row["lost"] == 0, row
+        assert row["loops_seen"] == [row["loop"]], row  # each subscriber process ran on the loop it names
+        assert all(row[f"{c}_cpu_us_per_event"] > 0 for c in ("sdk", "event_socket", "websockets")), row
+        assert row["ratio"] > 0 and row["ratio_to_event_socket"] > 0
+    assert max(r["events_per_frame"] for r in rows if r["frames"] == "batched") > 1  # the server batched them
