@@ -29,7 +29,7 @@ def _run(*args: str | Path) -> None:
 
 
 def ensure_environment() -> None:
-    """Create .venv and install the package with its dev extras when pyproject.toml changed."""
+    """Create .venv and install the package with the server and the dev tools when pyproject.toml changed."""
     if sys.version_info < (3, 11):  # noqa: UP036 - dev.py runs under whatever python3 the user has
         sys.exit(f"Medstream needs Python 3.11 or newer, this is {sys.version.split()[0]}")
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
@@ -40,7 +40,7 @@ def ensure_environment() -> None:
         venv.create(VENV, with_pip=True)
     print("installing medstream and its dev tools into .venv", flush=True)
     _run(BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-    _run(BIN / "python", "-m", "pip", "install", "--quiet", "-e", ".[dev]")
+    _run(BIN / "python", "-m", "pip", "install", "--quiet", "-e", ".[server,dev]")
     STAMP.write_text(wanted)
 
 

@@ -1,5 +1,5 @@
 """The transport alone: a minimal websocket broadcast on Medstream's server stack (Starlette under uvicorn,
-with the same uvicorn settings as `medstream serve`) and no Medstream code.
+with `medstream serve`'s message size and deflate settings) and no Medstream code.
 
     python -m bench.baseline_server --port 8090 [--no-per-message-deflate]
 
@@ -109,7 +109,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--no-per-message-deflate", action="store_true", help="as MEDSTREAM_WS_PER_MESSAGE_DEFLATE=0")
     args = parser.parse_args()
-    # The same uvicorn settings as medstream.server.runner.make_server.
+    # uvicorn configured as medstream.server.runner.make_server configures it for what is measured here (message
+    # size, deflate, shutdown), with uvicorn's own HTTP and websocket protocols and its keepalive pings.
     config = uvicorn.Config(
         app,
         host=args.host,

@@ -1,6 +1,6 @@
 """The client processes of the benchmarks: REST writers, SDK subscribers and holders of raw websockets.
 
-Each is the target of a `common.Worker` (a spawned process); it answers the benchmark's commands on its pipe.
+Each is the target of a `workers.Worker` (a spawned process); it answers the benchmark's commands on its pipe.
 Timestamps: a writer puts its send time (time.time_ns) in the data sample's `comment` as "<run>:<ns>", and the
 receiving process compares with its own clock (one machine, one clock).
 """
@@ -292,8 +292,8 @@ class _Holder:
             if self.batched:
                 auth["batch"] = True
             await ws.send(orjson.dumps(auth).decode())
-            # At most SUBSCRIBE_WINDOW subscribes unanswered: the server reads a socket's frames in order, so a
-            # pong queued behind thousands of subscribes would miss uvicorn's keepalive (closed with 1011).
+            # At most SUBSCRIBE_WINDOW subscribes unanswered: the server handles a socket's messages one at a
+            # time (each subscribe reads the log's head), so the next ones go as answers come, not all at once.
             pending = iter(subscriptions)
             for frame in itertools.islice(pending, SUBSCRIBE_WINDOW):
                 await ws.send(orjson.dumps(frame).decode())

@@ -50,7 +50,7 @@ def step(name: str, samples: int) -> Callable[[], object]:
     from medstream.events.types import EventType
     from medstream.model.entities import KIND_BY_NAME
     from medstream.model.ids import new_entity_id
-    from medstream.store.entity_writes import now_ms, prepare_create, rows_of
+    from medstream.store.revisions import now_ms, prepare_create, rows_of
 
     kind = KIND_BY_NAME["DataSample"]
     adapter: TypeAdapter[Any] = TypeAdapter(list[kind.model])  # type: ignore[name-defined]

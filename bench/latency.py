@@ -116,7 +116,7 @@ class Bench:
 def combine(database: str, subscribers: int, kind: str, measured: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians over runs of each figure; sustainable when most runs were, as the medians judge every other
     figure: one stalled run of three at 200 writes/s must not make the rate unsustainable and send the search
-    for the highest rate below it (session 10's full run reported 128 writes/s that way)."""
+    for the highest rate below it."""
     row: dict[str, Any] = {"database": database, "subscribers": subscribers, "kind": kind, "runs": len(measured)}
     for key in ("rate", "achieved_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms", "rest_p50_ms", "rest_p99_ms"):
         row[key] = median(m[key] for m in measured)

@@ -96,7 +96,7 @@ class FilterPool:
     def of(cls, entities: Iterable[Entity], *, data_owners: Iterable[str] = ()) -> FilterPool:
         # Values of storable entities only: the stores refuse text holding a NUL character (U+0000), so no filter
         # a client sends names one, and the server refuses a filter holding one (tested on its own). Named, such
-        # a value made the round-trip property fail, and hypothesis then shrank for minutes (83 s for one seed).
+        # a value would fail the round-trip property, and hypothesis would shrink it for minutes.
         entities = [e for e in entities if b"\\u0000" not in e.to_json()]
         attrs: Callable[[str], list[Any]] = lambda name: [getattr(e, name, None) for e in entities]  # noqa: E731
         # Not deduplicated: how many dates there are must not depend on their values, which the server sets

@@ -1,4 +1,5 @@
-"""Who may read what (DESIGN section 3): the one rule used by queries, REST and event dispatch."""
+"""Who may read what: the one rule used by queries, REST and event dispatch (docs/architecture.md, "The access
+rule")."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ class Actor:
     user_id: str
     data_owner_id: str | None
     is_admin: bool = False
+    # The user's session generation its token was issued in: ending a user's sessions (a password, role or
+    # data-owner change, a logout) moves the generation on, and tokens of an older one no longer stand.
+    session: int = 0
 
     def can_read(self, readers: Collection[str]) -> bool:
         """An entity is readable by the data owners it is shared with, and by admins."""
@@ -48,6 +52,6 @@ def check_user_write(actor: Actor, new: User, current: User | None) -> None:
         raise ForbiddenError("only an admin may create users")
     if current.id != actor.user_id:
         raise ForbiddenError("only an admin may modify another user")
-    for field in ("login", "roles", "healthcare_party_id", "patient_id", "device_id"):
+    for field in ("login", "roles", "healthcare_party_id", "patient_id", "device_id", "disabled"):
         if getattr(new, field) != getattr(current, field):
             raise ForbiddenError(f"only an admin may change a user's {field}")

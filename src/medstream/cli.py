@@ -1,126 +1,39 @@
-"""`medstream serve | demo | user add`: the command line (also `python -m medstream`)."""
+"""`medstream`: the command line (also `python -m medstream`). Every command runs the server or its database, so
+this module first checks that the server's packages are installed (`pip install medstream` alone is the SDK) and
+says how to install them if not; the commands themselves are in `medstream.admin.cli`."""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import getpass
-import logging
-import os
+import importlib.metadata
+import re
 import sys
 
-import pydantic
-
-from medstream import __version__
-from medstream.errors import MedstreamError, ValidationError
-from medstream.server.settings import Settings
+SERVER_MISSING = "medstream: the server is not installed (missing: {}); install it: pip install 'medstream[server]'"
 
 
-def _server_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default=None, help="address to listen on (MEDSTREAM_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=None, help="port (MEDSTREAM_PORT, default 8080; 0 picks one)")
-    parser.add_argument(
-        "--database",
-        default=None,
-        help="sqlite:///path or postgresql://user@host/db (MEDSTREAM_DATABASE_URL, default sqlite:///./medstream.db)",
-    )
-    parser.add_argument("--admin-login", default=None, help="admin created at start if absent (MEDSTREAM_ADMIN_LOGIN)")
-    parser.add_argument("--admin-password", default=None, help="its password (MEDSTREAM_ADMIN_PASSWORD)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medstream", description="Medical data with live entity events.")
-    parser.add_argument("--version", action="version", version=f"medstream {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    serve = commands.add_parser("serve", help="run the server")
-    _server_options(serve)
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-
-    demo = commands.add_parser("demo", help="run the server and drive the seed scenario through the SDK")
-    _server_options(demo)
-    demo.add_argument("--exit", action="store_true", help="stop the server once the scenario is done")
-
-    user = commands.add_parser("user", help="manage users directly in the database")
-    user_commands = user.add_subparsers(dest="user_command", required=True)
-    add = user_commands.add_parser("add", help="create a user")
-    add.add_argument("--database", default=None, help="as for serve")
-    add.add_argument("--login", required=True)
-    add.add_argument("--password", default=None, help="prompted for when absent (or MEDSTREAM_USER_PASSWORD)")
-    add.add_argument("--name", default=None)
-    add.add_argument("--admin", action="store_true", help="give the ADMIN role")
-    owner = add.add_mutually_exclusive_group()
-    owner.add_argument("--healthcare-party-id", default=None, help="the professional the user acts as")
-    owner.add_argument("--patient-id", default=None, help="the patient the user acts as")
-    owner.add_argument("--device-id", default=None, help="the medical device the user acts as")
-    return parser
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
-        host=getattr(args, "host", None),
-        port=getattr(args, "port", None),
-        database_url=args.database,
-        admin_login=getattr(args, "admin_login", None),
-        admin_password=getattr(args, "admin_password", None),
-    )
-
-
-def _serve(args: argparse.Namespace) -> None:
-    from medstream.server.runner import make_server
-
-    server = make_server(_settings(args), log_level=args.log_level, freeze_gc=True)
+def missing_server_requirements() -> list[str]:
+    """The distributions of the `server` extra that are not installed. Empty when medstream itself is not
+    installed (run from a source tree)."""
     try:
-        import uvloop  # uvicorn[standard] brings it on Linux and macOS
-    except ImportError:  # pragma: no cover - Windows
-        asyncio.run(server.serve())
-    else:
-        uvloop.run(server.serve())
-
-
-async def _add_user(args: argparse.Namespace) -> None:
-    from medstream.model.entities import KIND_BY_NAME
-    from medstream.model.user import User
-    from medstream.server.app import SYSTEM_ACTOR, open_state
-    from medstream.server.routes.entities import write_entities
-
-    password = args.password or os.environ.get("MEDSTREAM_USER_PASSWORD") or getpass.getpass("password: ")
-    try:
-        user = User(
-            login=args.login,
-            name=args.name,
-            password=password,
-            roles={"ADMIN"} if args.admin else set(),
-            healthcare_party_id=args.healthcare_party_id,
-            patient_id=args.patient_id,
-            device_id=args.device_id,
-        )
-    except pydantic.ValidationError as exc:  # the User hides its input: no password is echoed
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'user'}: {e['msg']}" for e in exc.errors())
-        raise ValidationError(f"invalid user: {problems}") from None
-    state = await open_state(_settings(args))
-    try:
-        (stored,) = await write_entities(state, KIND_BY_NAME["User"], [user], SYSTEM_ACTOR)
-        print(f"created user {args.login} ({stored.entity.id})")
-    finally:
-        await state.database.close()
+        requirements = importlib.metadata.requires("medstream") or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    missing = []
+    for requirement in requirements:
+        name = re.match(r"[A-Za-z0-9._-]+", requirement)
+        if name is None or not re.search(r"""extra\s*==\s*["']server["']""", requirement):
+            continue
+        try:
+            importlib.metadata.version(name.group())
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name.group())
+    return missing
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        if args.command == "serve":
-            _serve(args)
-        elif args.command == "demo":
-            from medstream.demo import run_demo
+    missing = missing_server_requirements()
+    if missing:
+        sys.exit(SERVER_MISSING.format(", ".join(missing)))
+    from medstream.admin.cli import run
 
-            asyncio.run(run_demo(_settings(args), keep_serving=not args.exit))
-        elif args.command == "user":
-            asyncio.run(_add_user(args))
-    except MedstreamError as exc:
-        sys.exit(f"medstream: {exc.message}")
-    except KeyboardInterrupt:
-        pass
+    run(argv)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import secrets
 
 from medstream import __version__
@@ -93,7 +92,7 @@ async def subscribe_and_write(api: MedTechApi) -> None:
 async def run_demo(settings: Settings, *, keep_serving: bool) -> None:
     admin_login = settings.admin_login or DEMO_ADMIN_LOGIN
     admin_password = settings.admin_password or DEMO_ADMIN_PASSWORD
-    settings = dataclasses.replace(settings, admin_login=admin_login, admin_password=admin_password)
+    settings = settings.model_copy(update={"admin_login": admin_login, "admin_password": admin_password})
     server, task, url = await start_server(settings)
     say("server", f"Medstream {__version__} at {url} on {settings.database_url}; API docs at {url}/docs")
     try:

@@ -12,13 +12,39 @@
     +-- UnavailableError             503  (1013)  the database or a dependency is down
     +-- ServerGoingAway              503  (1001)  the server is shutting down
 
-The HTTP status and websocket close code of every error live here and nowhere else. On the wire an error is
+The HTTP status and websocket close code of every error live here and nowhere else, and so does every other
+close code (`CloseCode`): server, SDK and event code name them, never spell them. On the wire an error is
 `{"error": <code>, "message": <text>, "details": [...]}`; `from_payload` rebuilds the same class in the SDK.
 """
 
 from __future__ import annotations
 
+from enum import IntEnum, unique
 from typing import Any, ClassVar
+
+
+@unique
+class CloseCode(IntEnum):
+    """Every websocket close code Medstream sends, or meets and acts on (docs/protocol.md lists them).
+
+    Below 4000 they are RFC 6455's; 4000-4999 are Medstream's own, each an HTTP status plus 4000.
+    """
+
+    NORMAL_CLOSURE = 1000  # either side is done
+    GOING_AWAY = 1001  # the server is shutting down
+    ABNORMAL_CLOSURE = 1006  # never sent: the connection ended without a close frame
+    INVALID_DATA = 1007  # a text frame that is not UTF-8
+    MESSAGE_TOO_BIG = 1009  # a frame over the websocket layer's size bound
+    INTERNAL_ERROR = 1011  # something unexpected
+    SERVICE_RESTART = 1012  # sent by the HTTP server itself when it stops first
+    TRY_AGAIN_LATER = 1013  # the database or a dependency is down
+    UNAUTHORIZED = 4001  # no valid `auth`, or its token expired or was revoked
+    FORBIDDEN = 4003  # an authenticated action not allowed, or a browser page of an origin not allowed (CORS)
+    MALFORMED_MESSAGE = 4400  # a message that does not parse or is over its bound
+    NOT_FOUND = 4404
+    HEARTBEAT_TIMEOUT = 4408  # nothing received within the heartbeat timeout
+    CONFLICT = 4409
+    TOO_SLOW = 4429  # the send queue overflowed, or too many subscriptions
 
 
 class MedstreamError(Exception):
@@ -26,7 +52,7 @@ class MedstreamError(Exception):
 
     code: ClassVar[str] = "internal_error"
     http_status: ClassVar[int] = 500
-    close_code: ClassVar[int] = 1011
+    close_code: ClassVar[int] = CloseCode.INTERNAL_ERROR
 
     def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
@@ -43,7 +69,7 @@ class MedstreamError(Exception):
 class ValidationError(MedstreamError):
     code = "validation_error"
     http_status = 400
-    close_code = 4400
+    close_code = CloseCode.MALFORMED_MESSAGE
 
 
 class PayloadTooLargeError(ValidationError):
@@ -54,7 +80,7 @@ class PayloadTooLargeError(ValidationError):
 class AuthenticationError(MedstreamError):
     code = "unauthorized"
     http_status = 401
-    close_code = 4001
+    close_code = CloseCode.UNAUTHORIZED
 
 
 class TooManyAttemptsError(AuthenticationError):
@@ -69,37 +95,37 @@ class TooManyAttemptsError(AuthenticationError):
 class ForbiddenError(MedstreamError):
     code = "forbidden"
     http_status = 403
-    close_code = 4003
+    close_code = CloseCode.FORBIDDEN
 
 
 class NotFoundError(MedstreamError):
     code = "not_found"
     http_status = 404
-    close_code = 4404
+    close_code = CloseCode.NOT_FOUND
 
 
 class ConflictError(MedstreamError):
     code = "conflict"
     http_status = 409
-    close_code = 4409
+    close_code = CloseCode.CONFLICT
 
 
 class TooSlowError(MedstreamError):
     code = "too_slow"
     http_status = 429
-    close_code = 4429
+    close_code = CloseCode.TOO_SLOW
 
 
 class UnavailableError(MedstreamError):
     code = "unavailable"
     http_status = 503
-    close_code = 1013
+    close_code = CloseCode.TRY_AGAIN_LATER
 
 
 class ServerGoingAway(MedstreamError):
     code = "going_away"
     http_status = 503
-    close_code = 1001
+    close_code = CloseCode.GOING_AWAY
 
 
 _BY_CODE: dict[str, type[MedstreamError]] = {
@@ -150,6 +176,7 @@ def from_payload(status: int, payload: Any) -> MedstreamError:
 
 __all__ = [
     "AuthenticationError",
+    "CloseCode",
     "ConflictError",
     "ForbiddenError",
     "MedstreamError",

@@ -1,4 +1,4 @@
-"""The scale-out stress harness (research/pg-event-log.md section 9): concurrent writers on every node and
+"""The scale-out stress harness: concurrent writers on every node and
 straight into PostgreSQL, a reader on every node, and an audit of what each reader received against the
 outbox once everything is quiet.
 

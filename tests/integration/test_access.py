@@ -1,4 +1,4 @@
-"""Who may read what (DESIGN section 3) and who may write users.
+"""Who may read what (docs/architecture.md, "The access rule") and who may write users.
 
 A data owner reads an entity only once it is shared with them; everything else answers as if the entity did not
 exist. Admins read everything; a patient user reads their own record. Only admins create users or change roles,
@@ -38,7 +38,7 @@ async def test_another_professional_cannot_read_list_modify_delete_or_share_what
     assert created.id not in await theirs.listed_ids()
     with pytest.raises(NotFoundError):
         await theirs.write(relabel(created, "stranger"))  # with the current rev
-    with pytest.raises((NotFoundError, ConflictError)):
+    with pytest.raises(NotFoundError):
         await theirs.write(theirs.new(entity_id=created.id))
     with pytest.raises(NotFoundError):
         await theirs.write_many([theirs.new(), relabel(created, "stranger")])
@@ -233,3 +233,26 @@ async def test_a_deleted_users_login_can_be_taken_again(admin_api: MedTechApi, s
     await api.close()
     tombstone = await admin_api.user_api.get_user(str(first.id))
     assert tombstone.login == login and tombstone.deletion_date is not None
+
+
+@pytest.mark.parametrize("kind", NON_USER_KINDS)
+async def test_creating_with_the_id_of_an_entity_one_cannot_read_answers_as_any_use_of_it_and_changes_nothing(
+    kind: EntityKind, new_professional: ProfessionalFactory, server: RunningServer
+) -> None:
+    """The answer is the 404 a read, a modification or a deletion of that id gets: a 409 "already exists" told
+    the caller that an entity it may not read is there."""
+    owner = await new_professional("Owner", "Doctor")
+    ops = await ops_for(kind, owner, owner.api)
+    created = await ops.create()
+    assert created.id is not None
+    stranger = await new_professional("Stranger", "Doctor")
+    theirs = KindOps(kind, stranger.api, patient_id=ops.patient_id)
+    path = f"/rest/v1/{kind.collection}"
+    headers = {"Authorization": f"Bearer {stranger.api.transport._token}"}
+    async with httpx.AsyncClient(base_url=server.url, headers=headers) as client:
+        as_new = await client.post(path, json=theirs.new(entity_id=created.id).to_json_dict())
+        with_rev = await client.post(path, json=relabel(created, "stranger").to_json_dict())
+        read = await client.get(f"{path}/{created.id}")
+    assert as_new.status_code == with_rev.status_code == read.status_code == 404
+    assert as_new.json() == with_rev.json() == read.json()
+    assert await ops.get(created.id) == created

@@ -17,6 +17,7 @@ from medstream.model import KIND_BY_NAME, User
 from medstream.server.actors import ActorValidator
 from medstream.store.database import Database
 from medstream.store.repository import EntityRepository
+from medstream.store.sessions import SessionStore
 
 ADMIN = Actor("admin", None, is_admin=True)
 USERS = KIND_BY_NAME["User"]
@@ -58,7 +59,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 async def test_many_requests_that_find_a_user_unchecked_read_it_once(store: Store) -> None:
-    validator = ActorValidator(store.repository, ttl=60)
+    validator = ActorValidator(store.repository, SessionStore(store.database), ttl=60)
     await asyncio.gather(*(validator.check(ACTOR) for _ in range(50)))
     assert store.reads == 1
     assert validator.stands(ACTOR)
@@ -75,7 +76,7 @@ async def _reads_done(validator: ActorValidator) -> None:
 
 
 async def test_a_busy_user_is_read_again_before_their_entry_goes_stale(store: Store) -> None:
-    validator = ActorValidator(store.repository, ttl=2.0)
+    validator = ActorValidator(store.repository, SessionStore(store.database), ttl=2.0)
     await validator.check(ACTOR)
     assert store.reads == 1
     await asyncio.sleep(0.1)
@@ -98,7 +99,7 @@ async def test_a_busy_user_is_read_again_before_their_entry_goes_stale(store: St
 
 
 async def test_a_read_in_progress_when_the_user_is_written_is_not_kept(store: Store) -> None:
-    validator = ActorValidator(store.repository, ttl=60)
+    validator = ActorValidator(store.repository, SessionStore(store.database), ttl=60)
     store.gate.clear()
     waiting = asyncio.create_task(validator.check(ACTOR))
     await store.started.wait()  # the read has started, and waits
@@ -111,7 +112,7 @@ async def test_a_read_in_progress_when_the_user_is_written_is_not_kept(store: St
 
 
 async def test_a_caller_that_gives_up_leaves_the_read_to_the_others(store: Store) -> None:
-    validator = ActorValidator(store.repository, ttl=60)
+    validator = ActorValidator(store.repository, SessionStore(store.database), ttl=60)
     store.gate.clear()
     first = asyncio.create_task(validator.check(ACTOR))
     second = asyncio.create_task(validator.check(ACTOR))

@@ -1,5 +1,6 @@
-"""The benchmark commands keep working: each runs at its quickest (SQLite, smallest sizes) and prints its table
-and a valid JSON report. No timing is asserted: the figures are the benchmarks' business (bench/README.md)."""
+"""The benchmark commands keep working: each runs at its quickest (SQLite where it can, smallest sizes) and prints
+its table and a valid JSON report. No timing is asserted: the figures are the benchmarks' business
+(bench/README.md)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, database_url_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,6 +31,7 @@ TITLES = {
     "fanout": "Fan-out:",
     "subscription_scale": "Subscription scale:",
     "connections": "Connections:",
+    "pg_pool": "PostgreSQL connections:",
 }
 
 
@@ -47,24 +52,69 @@ async def test_every_benchmark_prints_its_table_and_json(tmp_path: Path) -> None
     results = await asyncio.gather(*(_run(n, COMMANDS[n], tmp_path / f"{n}.json") for n in names))
 
     for name, (code, out, err) in zip(names, results, strict=True):
-        assert code == 0, f"bench.{name} exited {code}:\n{err[-3000:]}"
-        assert TITLES[name] in out and "\n=====" in out, f"bench.{name} printed no table:\n{out[-2000:]}"
-        report = json.loads((tmp_path / f"{name}.json").read_text())
-        assert report["benchmark"] == name
-        assert report["command"].startswith(f".venv/bin/python -m bench.{name} --quick")
-        assert report["results"] and {"loadavg_start", "cpus", "commit", "python_loop_ns"} <= set(report["machine"])
-        assert report["machine"]["python_loop_ns"] > 0 and report["machine"]["python_loop_ns_start"] > 0
-        assert all({"name", "target", "measured", "met"} <= set(t) for t in report["targets"])
+        report = _checked_report(name, code, out, err, tmp_path / f"{name}.json")
         if name == "subscription_scale":  # each of the 3 matching subscriptions got each event
             (matching,) = [row for row in report["results"]["rows"] if row["matching"]]
             assert matching["delivered_per_event"] == 3
 
 
+@pytest.mark.timeout(300)
+async def test_bench_pg_pool_runs_every_statement_through_every_way(tmp_path: Path) -> None:
+    # Only on PostgreSQL (it skips, or fails in CI, when PostgreSQL is down); the benchmark makes its own database.
+    async with database_url_for("postgresql", tmp_path):
+        pg_url = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}"
+        code, out, err = await _run("pg_pool", ["--pg-url", pg_url], tmp_path / "pg_pool.json")
+
+    report = _checked_report("pg_pool", code, out, err, tmp_path / "pg_pool.json")
+    rows = report["results"]["rows"]
+    measured = {(r["kind"], r["concurrency"], r["way"]) for r in rows}
+    ways = ("store", "pool, default reset", "pool, no reset")
+    assert measured == {(k, c, w) for k in ("create", "read", "select1") for c in (1, 16) for w in ways}
+    assert all(r["statements_per_second"] > 0 and r["client_cpu_us"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in rows)
+    # The decision rule: the pool without a reset against the store, statements/s and CPU, per statement and level.
+    assert len(report["targets"]) == 8 and all(isinstance(t["met"], bool) for t in report["targets"])
+    assert report["results"]["pool_no_slower"] == all(t["met"] for t in report["targets"])
+    assert "decision: asyncpg's pool (no reset) is" in out
+
+
+def _checked_report(name: str, code: int, out: str, err: str, json_path: Path) -> dict[str, Any]:
+    """The JSON report of a run that exited 0 and printed its table, with the fields every report has."""
+    assert code == 0, f"bench.{name} exited {code}:\n{err[-3000:]}"
+    assert TITLES[name] in out and "\n=====" in out, f"bench.{name} printed no table:\n{out[-2000:]}"
+    report: dict[str, Any] = json.loads(json_path.read_text())
+    assert report["benchmark"] == name
+    assert report["command"].startswith(f".venv/bin/python -m bench.{name} --quick")
+    assert report["results"] and {"loadavg_start", "cpus", "commit", "python_loop_ns"} <= set(report["machine"])
+    assert report["machine"]["python_loop_ns"] > 0 and report["machine"]["python_loop_ns_start"] > 0
+    assert all({"name", "target", "measured", "met"} <= set(t) for t in report["targets"])
+    return report
+
+
 @pytest.mark.parametrize("name", ["validate", "prepare", "rows", "document", "event"])
 def test_each_step_bench_instructions_counts_runs_on_the_current_code(name: str) -> None:
     # The command itself runs each step under valgrind (a minute or more): here each step runs once, plainly,
-    # so that one the code no longer supports fails here rather than in a session that wants the counts.
+    # so that a step the code no longer supports fails here rather than when someone wants the counts.
     from bench.instructions import step
 
     results = step(name, 5)()
     assert isinstance(results, list) and len(results) == 5 and all(r is not None for r in results)
+
+
+@pytest.mark.timeout(300)
+async def test_bench_sdk_socket_measures_each_client_on_both_loops(tmp_path: Path) -> None:
+    code, out, err = await _run("sdk_socket", ["--events", "20", "--batched-events", "64"], tmp_path / "sdk.json")
+
+    assert code == 0, f"bench.sdk_socket exited {code}:\n{err[-3000:]}"
+    assert "SDK socket:" in out and "\n=====" in out, f"bench.sdk_socket printed no table:\n{out[-2000:]}"
+    report = json.loads((tmp_path / "sdk.json").read_text())
+    assert report["benchmark"] == "sdk_socket" and report["machine"]["python_loop_ns"] > 0
+    rows = report["results"]["rows"]
+    assert {(r["frames"], r["loop"]) for r in rows} == {
+        (f, loop) for f in ("single", "batched") for loop in ("asyncio", "uvloop")
+    }
+    for row in rows:  # every client got every event, and each measured its CPU
+        assert row["lost"] == 0, row
+        assert row["loops_seen"] == [row["loop"]], row  # each subscriber process ran on the loop it names
+        assert all(row[f"{c}_cpu_us_per_event"] > 0 for c in ("sdk", "event_socket", "websockets")), row
+        assert row["ratio"] > 0 and row["ratio_to_event_socket"] > 0
+    assert max(r["events_per_frame"] for r in rows if r["frames"] == "batched") > 1  # the server batched them

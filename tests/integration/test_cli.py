@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,22 +12,7 @@ from medstream.errors import AuthenticationError
 from medstream.model import HealthcareProfessional
 from medstream.sdk import MedTechApi
 from medstream.server.settings import Settings
-
-MEDSTREAM = str(Path(sys.executable).parent / "medstream")
-
-
-def _env() -> dict[str, str]:
-    """This environment without MEDSTREAM_* settings, so that only the command line decides."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("MEDSTREAM_")}
-
-
-async def medstream(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        MEDSTREAM, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_env()
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
+from tests.integration.cli_support import MEDSTREAM, cli_env, medstream
 
 
 async def test_user_add_makes_an_admin_who_logs_in_through_a_server_on_that_database(tmp_path: Path) -> None:
@@ -80,7 +62,7 @@ def test_demo_runs_the_scenario_and_exits_0(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        env=_env(),
+        env=cli_env(),
         check=False,
     )
 

@@ -1,4 +1,4 @@
-"""createOrModify's conflict rules and soft delete, for every entity kind (DESIGN section 2).
+"""createOrModify's conflict rules and soft delete, for every entity kind (docs/protocol.md).
 
 No `rev` for an id that exists, a stale `rev`, or a `rev` on a tombstone is a ConflictError that changes
 nothing; a batch is all or nothing; deleting a tombstone again returns it and writes nothing.

@@ -118,6 +118,7 @@ async def test_without_cors_origins_only_clients_without_origin_and_the_servers_
         (None, ()),
         ("", ()),
         (f"{ALLOWED}, https://second.example ,", (ALLOWED, "https://second.example")),
+        (f'["{ALLOWED}"]', (ALLOWED,)),
     ],
 )
 def test_cors_origins_come_from_a_comma_separated_variable(
@@ -127,4 +128,4 @@ def test_cors_origins_come_from_a_comma_separated_variable(
         monkeypatch.delenv("MEDSTREAM_CORS_ORIGINS", raising=False)
     else:
         monkeypatch.setenv("MEDSTREAM_CORS_ORIGINS", value)
-    assert Settings.from_env().cors_origins == expected
+    assert Settings().cors_origins == expected

@@ -1,4 +1,4 @@
-"""Who receives which events (DESIGN section 3): whatever the filter says, never an event for an entity the
+"""Who receives which events (docs/guarantees.md): whatever the filter says, never an event for an entity the
 subscriber's data owner cannot read; the next write after it is shared arrives; admins receive everything.
 
 Each test has two professionals (the owner who writes, a colleague who watches) and a patient user (a User

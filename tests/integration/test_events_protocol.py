@@ -25,6 +25,7 @@ import pytest_asyncio
 
 from medstream.errors import TooSlowError
 from medstream.events.protocol import BATCH_MESSAGES, MAX_MESSAGE_BYTES
+from medstream.filters.parse import MAX_DEPTH, MAX_NODES, MAX_VALUES
 from medstream.model import HealthcareProfessional, Patient, User
 from medstream.sdk import MedTechApi
 from medstream.sdk.connection import SubscriptionEvent, SubscriptionOptions
@@ -161,6 +162,17 @@ async def test_a_first_message_that_is_not_a_valid_auth_closes_with_4001(
         await client.send(first)
         await assert_closed(client, 4001, "auth")
         assert client.frames == [], "nothing is sent to an unauthenticated socket"
+
+
+@pytest.mark.parametrize("authenticated", [False, True], ids=["before-auth", "after-auth"])
+async def test_a_close_reason_quoting_non_ascii_input_still_comes_in_a_close_frame(
+    server: RunningServer, witness: Witness, authenticated: bool
+) -> None:
+    """The reason quotes the bad message type: cut in bytes, it fits a close frame, and the code arrives."""
+    async with RawClient.opened(server.url, witness.token if authenticated else None) as client:
+        await client.send({"type": "é€𐀀" * 40})
+        reason = await assert_closed(client, 4400 if authenticated else 4001)
+        assert len(reason.encode()) <= 123
 
 
 async def test_events_are_not_sent_before_auth(server: RunningServer, witness: Witness) -> None:
@@ -312,6 +324,51 @@ async def test_an_invalid_filter_answers_an_error_naming_the_bad_node(
         await assert_socket_still_usable(client, witness.token, server.url)
 
 
+def _nested(depth: int) -> Frame:
+    tree: Frame = {"$type": "PatientByIdsFilter", "ids": ["x"]}
+    for _ in range(depth - 1):
+        tree = {"$type": "ComplementFilter", "superSet": {"$type": "PatientByIdsFilter", "ids": ["y"]}, "subSet": tree}
+    return tree
+
+
+@pytest.mark.parametrize(
+    ("filter", "named"),
+    [
+        pytest.param(_nested(MAX_DEPTH + 1), f"deeper than {MAX_DEPTH}", id="too-deep"),
+        pytest.param(
+            {"$type": "UnionFilter", "filters": [{"$type": "PatientByIdsFilter", "ids": ["x"]}] * MAX_NODES},
+            f"more than {MAX_NODES} nodes",
+            id="too-many-nodes",
+        ),
+        pytest.param(
+            {
+                "$type": "UnionFilter",
+                "filters": [{"$type": "PatientByIdsFilter", "ids": [f"p{i}" for i in range(3_000)]}] * 4,
+            },
+            f"more than {MAX_VALUES} values",
+            id="too-many-values",
+        ),
+    ],
+)
+async def test_a_filter_over_its_bounds_answers_payload_too_large_and_the_socket_stays_usable(
+    server: RunningServer, witness: Witness, filter: Frame, named: str
+) -> None:
+    async with RawClient.opened(server.url, witness.token) as client:
+        answer = await client.subscribe("too-large", filter=filter)
+        assert (answer["type"], answer["id"], answer["code"]) == ("error", "too-large", "payload_too_large"), answer
+        assert named in answer["message"], answer["message"]
+        await assert_socket_still_usable(client, witness.token, server.url)
+
+
+async def test_a_filter_nested_past_what_the_json_reader_takes_closes_with_4400(
+    server: RunningServer, witness: Witness
+) -> None:
+    message = '{"type":"subscribe","id":"s","entity":"Patient","events":["CREATE"],"filter":{"a":%s}}'
+    async with RawClient.opened(server.url, witness.token) as client:
+        await client.send(message % ("[" * 1_000 + "]" * 1_000))
+        await assert_closed(client, 4400, "malformed", "recursion")
+
+
 async def test_a_duplicate_subscription_id_answers_an_error_and_keeps_the_first(
     server: RunningServer, witness: Witness
 ) -> None:
@@ -325,6 +382,28 @@ async def test_a_duplicate_subscription_id_answers_an_error_and_keeps_the_first(
         later = await assert_socket_still_usable(client, witness.token, server.url)
         await client.event_for("twice", later)
         assert [f["entity"]["id"] for f in client.events("twice")] == [patient["id"], later], "one subscription, once"
+
+
+# -- resuming ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_epoch", [True, False], ids=["with-epoch", "without-epoch"])
+async def test_a_resume_point_beyond_the_head_answers_a_gap_from_the_head(
+    server: RunningServer, witness: Witness, with_epoch: bool
+) -> None:
+    """No event past the log's head exists yet: such a resume point is answered by a gap, never by silence."""
+    async with RawClient.opened(server.url, witness.token) as client:
+        probe = await client.subscribe("probe")
+        beyond = probe["position"] + 1_000
+        resume = {"after": beyond} | ({"epoch": probe["epoch"]} if with_epoch else {})
+        subscribed = await client.subscribe("ahead", **resume)
+        assert subscribed["type"] == "subscribed", subscribed
+        gap = await client.recv_until(lambda f: f.get("id") == "ahead" and f["type"] != "subscribed")
+        assert gap["type"] == "gap", gap
+        assert (gap["from"], gap["position"], gap["epoch"]) == (beyond, subscribed["position"], probe["epoch"])
+        assert "beyond" in gap["reason"]
+        [patient] = await create_patients(server.url, witness.token)  # events after the head follow
+        assert (await client.event_for("ahead", patient["id"]))["seq"] > subscribed["position"]
 
 
 # -- ping, unsubscribe ----------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Nothing lost (DESIGN section 7): across a server killed mid-stream and restarted, every committed event reaches
+"""Nothing lost (docs/guarantees.md): across a server killed mid-stream and restarted, every committed event reaches
 the subscriber exactly once and in seq order; a resume point the server cannot honour (another event log, or
 below the retention floor) is a `gap`, never a silent hole; one it can honour replays exactly what was missed.
 """

@@ -1,4 +1,4 @@
-"""Slow consumers (DESIGN section 5): one that cannot keep up is closed with 4429 once its own send queue
+"""Slow consumers (docs/guarantees.md): one that cannot keep up is closed with 4429 once its own send queue
 overflows, and nobody else notices; the SDK, when it is the one closed, reconnects and resumes with nothing lost.
 
 Each test runs its own server with a small send queue (`Settings.ws_send_queue`), so that overflowing it takes
@@ -19,8 +19,8 @@ import pytest_asyncio
 
 from medstream.model import Patient
 from medstream.sdk.connection import SubscriptionEvent, SubscriptionOptions
+from medstream.server.uvicorn_protocols import WebSocketProtocol
 from medstream.server.websocket import ClientConnection
-from medstream.server.ws_protocol import WebSocketProtocol
 from tests.integration.raw_events import (
     WAIT,
     DedicatedServer,
@@ -167,7 +167,7 @@ async def test_a_client_that_reads_nothing_more_is_dropped_at_the_close_timeout(
 
 async def test_an_idle_socket_has_no_keepalive_timer_but_medstreams_heartbeat(tmp_path: Path) -> None:
     # uvicorn's protocol-level keepalive would ping each socket every 20 s beside Medstream's heartbeat: a timer
-    # per socket and twice the pings (bench.connections: idle CPU at 10,000 sockets 19-20% -> 15-16% without it).
+    # per socket and twice the pings (bench.connections: idle CPU at 10,000 sockets 19-20% with it, 15-16% without).
     async with dedicated_server(tmp_path) as server:
         token = await server.admin_token()
         async with RawClient.opened(server.url, token) as client:

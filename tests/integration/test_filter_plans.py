@@ -111,7 +111,7 @@ async def planned(
         # The store stamps `created` itself; spread it so that a date range is selective.
         spread = text(f"UPDATE notifications SET created = {BASE_TIME} + CAST(substr(id, 11) AS BIGINT) * 1000")
         await database.run_write(lambda conn: conn.execute(spread))
-        if not database.is_sqlite:
+        if database.backend.name != "sqlite":
 
             def analyze(conn: Connection) -> None:
                 for table in (*(t.name for t in ENTITY_TABLES.values()), "entity_terms", "entity_readers"):
@@ -190,7 +190,7 @@ async def _plan(planned: PlanDatabase, tree: Filter, actor: Actor) -> str:
 
     def explain(conn: Connection) -> list[Any]:
         sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
-        prefix = "EXPLAIN QUERY PLAN " if planned.database.is_sqlite else "EXPLAIN "
+        prefix = "EXPLAIN QUERY PLAN " if planned.database.backend.name == "sqlite" else "EXPLAIN "
         return list(conn.execute(text(prefix + sql)).all())
 
     rows = await planned.database.run_read(explain)
@@ -198,7 +198,7 @@ async def _plan(planned: PlanDatabase, tree: Filter, actor: Actor) -> str:
 
 
 def _check(planned: PlanDatabase, plan: str, table: str, index: str) -> None:
-    if planned.database.is_sqlite:
+    if planned.database.backend.name == "sqlite":
         # "SCAN t" (or "SCAN t USING INDEX i") reads every row of t; "SEARCH t USING ..." looks rows up.
         assert f"SCAN {table}" not in plan, plan
         if index == table:  # the primary key
@@ -223,7 +223,7 @@ async def test_each_constraint_reads_its_index_and_never_scans_the_entity_table(
     table = ENTITY_TABLES[tree.entity_type].name
     for actor in (ADMIN, Actor("plan-owner-user", OWNER)):
         _check(planned, await _plan(planned, tree, actor), table, index)
-    if planned.database.is_sqlite:
+    if planned.database.backend.name == "sqlite":
         await planned.database.run_write(lambda conn: conn.execute(text("ANALYZE")))
         _check(planned, await _plan(planned, tree, ADMIN), table, index)
         await planned.database.run_write(lambda conn: conn.execute(text("DROP TABLE IF EXISTS sqlite_stat1")))

@@ -1,4 +1,4 @@
-"""The server's HTTP protocol (server/http_protocol.py) sends a response's head and body in one write: one TCP
+"""The server's HTTP protocol (server/uvicorn_protocols.py) sends a response's head and body in one write: one TCP
 segment per response instead of two, and a held head never waits past the end of the loop's iteration."""
 
 from __future__ import annotations

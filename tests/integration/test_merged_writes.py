@@ -1,5 +1,5 @@
 """Creates that wait at the same time run merged: one patient check and one INSERT per table for all of them
-(in a SQLite group, or in one PostgreSQL transaction when the ones before them are busy), and when they cannot
+(in a SQLite group, or in one PostgreSQL statement when those in flight for their kind are busy), and when they cannot
 all succeed together, each runs again alone and only the failing one fails."""
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         database = Database(url)
         await database.migrate()
         store = _Store(request.param, database, EntityRepository(database))
-        if database.is_sqlite:
+        if database.backend.name == "sqlite":
 
             @event.listens_for(database.sync_engine, "connect")
             def _trace(dbapi_connection: Any, _record: Any) -> None:
@@ -235,7 +235,8 @@ async def test_a_create_waits_for_a_delete_of_its_patient_in_progress_and_is_ref
 ) -> None:
     # A create checks its patient and then inserts; a delete of the patient must not commit in between, or the
     # data sample would be stored for a deleted patient. (On PostgreSQL a create without an id of its own is one
-    # statement, with one its own a transaction: both lock the patient until they commit.)
+    # statement, which the delete's table lock holds off; one with an id of its own is a transaction that locks
+    # the patient until it commits.)
     patient = await _patient(store, ANN, "Ann's patient")
     sample = _sample(patient, "late")
     if chosen_id:

@@ -1,6 +1,6 @@
 """On PostgreSQL events get their positions after their writers commit, in numbering rounds (migration 0004,
-`outbox.pg_number`), not inside each writer's commit: writers take no shared lock, and positions stay dense,
-in the order the writes became visible, and never below what a reader has already read (docs/guarantees.md).
+`PostgreSQLBackend.number_round`), not inside each writer's commit: writers take no shared lock, and positions
+stay dense, in the order the writes became visible, and never below what a reader has already read (docs/guarantees.md).
 
 Each test drives the rounds itself on a fresh database, with its own connections standing in for writers that
 insert an event as the store does and commit (or not) when the test says.
@@ -27,6 +27,7 @@ from medstream.model.entities import KIND_BY_NAME
 from medstream.server.dispatcher import Dispatcher
 from medstream.store import outbox
 from medstream.store.database import Database
+from medstream.store.postgresql.backend import PostgreSQLBackend
 from medstream.store.repository import EntityRepository
 from medstream.store.upgrade import MIGRATIONS_DIR
 from tests.conftest import database_url_for
@@ -35,6 +36,11 @@ _INSERT_EVENT = (
     "INSERT INTO outbox (entity_type, entity_id, rev, event_type, document, readers, created)"
     " VALUES ('MedicalDevice', $1, '1-a', 'CREATE', '{}', '[]', 0) RETURNING id"
 )
+
+
+def _postgresql(database: Database) -> PostgreSQLBackend:
+    assert isinstance(database.backend, PostgreSQLBackend)
+    return database.backend
 
 
 class _Log:
@@ -82,12 +88,12 @@ async def test_an_event_is_numbered_once_its_writer_commits_in_the_order_writes_
             second_id = await log.insert(late, "committed-first")
         assert first_id < second_id
 
-        assert await outbox.pg_number(log.database) == 1  # the uncommitted event is not seen, so not numbered
+        assert await _postgresql(log.database).number_round() == 1  # the uncommitted event is not seen, so not numbered
         assert await log.positions() == {"committed-first": 1}
         assert await log.last_seq() == 1
 
         await slow.commit()
-        assert await outbox.pg_number(log.database) == 1
+        assert await _postgresql(log.database).number_round() == 1
         assert await log.positions() == {"inserted-first": 2, "committed-first": 1}
         assert await log.last_seq() == 2
     finally:
@@ -107,9 +113,9 @@ async def test_a_rolled_back_event_is_never_numbered_and_leaves_no_hole(log: _Lo
     finally:
         await conn.close()
 
-    assert await outbox.pg_number(log.database) == 1
+    assert await _postgresql(log.database).number_round() == 1
     assert await log.positions() == {"kept": 1}
-    assert await outbox.pg_number(log.database) == 0
+    assert await _postgresql(log.database).number_round() == 0
 
 
 async def test_concurrent_rounds_from_many_connections_keep_positions_dense_and_in_insert_order(log: _Log) -> None:
@@ -138,7 +144,7 @@ async def test_concurrent_rounds_from_many_connections_keep_positions_dense_and_
         await asyncio.gather(*(write(conn, f"w{n}") for n, conn in enumerate(writers)))
         writing = False
         numbered = sum(await asyncio.gather(*numbering))
-        numbered += await outbox.pg_number(log.database)  # what the last rounds left
+        numbered += await _postgresql(log.database).number_round()  # what the last rounds left
     finally:
         for conn in writers + rounds:
             await conn.close()
@@ -163,11 +169,11 @@ async def test_a_round_with_nothing_to_number_does_not_wait_for_the_tail_and_one
         await holder.execute("SELECT last_seq FROM outbox_tail WHERE id = 1 FOR UPDATE")  # a round in progress
 
         async with asyncio.timeout(2):
-            assert await outbox.pg_number(log.database) == 0
+            assert await _postgresql(log.database).number_round() == 0
 
         async with writer.transaction():
             await log.insert(writer, "waits")
-        waiting = asyncio.create_task(outbox.pg_number(log.database))
+        waiting = asyncio.create_task(_postgresql(log.database).number_round())
         await asyncio.sleep(0.3)
         assert not waiting.done(), "a round numbered while another held the tail"
         await holding.commit()
@@ -243,7 +249,7 @@ async def test_the_migration_keeps_every_position_both_ways(tmp_path: Path) -> N
             await database.migrate()
             async with conn.transaction():
                 await log.insert(conn, "numbered-by-a-round")
-            assert await outbox.pg_number(database) == 1
+            assert await _postgresql(database).number_round() == 1
             async with conn.transaction():
                 await log.insert(conn, "waiting-at-the-downgrade")
 
@@ -270,7 +276,8 @@ async def test_a_commit_while_the_dispatcher_reads_is_dispatched_at_once_not_at_
     repository = EntityRepository(log.database)
     dispatcher = Dispatcher(log.database, poll_interval=60.0)
     read_done, release = asyncio.Event(), asyncio.Event()
-    real = outbox.pg_number_and_page
+    backend = _postgresql(log.database)
+    real = backend.tail_and_page
 
     async def held_after_reading(*args: object, **kwargs: object) -> object:
         result = await real(*args, **kwargs)  # type: ignore[arg-type]
@@ -285,7 +292,7 @@ async def test_a_commit_while_the_dispatcher_reads_is_dispatched_at_once_not_at_
         subscription = Subscription("s", "MedicalDevice", frozenset({EventType.CREATE}), None, admin, sink, cursor=0)
         assert not await dispatcher.register(subscription, None, None)
         await asyncio.sleep(0.1)  # the start-up read is done
-        monkeypatch.setattr(outbox, "pg_number_and_page", held_after_reading)
+        monkeypatch.setattr(backend, "tail_and_page", held_after_reading)
         await repository.create_or_modify(KIND_BY_NAME["MedicalDevice"], [MedicalDevice(name="first")], admin)
         await asyncio.wait_for(read_done.wait(), 5)  # the read for the first write is done, not yet returned
         await repository.create_or_modify(KIND_BY_NAME["MedicalDevice"], [MedicalDevice(name="second")], admin)

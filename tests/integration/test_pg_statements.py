@@ -1,5 +1,5 @@
-"""On PostgreSQL, a create of new entities is one statement in autocommit (store/pg_creates.py, run by
-store/pg_writes.py): the patient check and every insert in one round trip, with the outcome the transaction
+"""On PostgreSQL, a create of new entities is one statement in autocommit (store/postgresql/creates.py, run on
+store/postgresql/connections.py): the patient check and every insert in one round trip, with the outcome the transaction
 gave (tests/integration/test_merged_writes.py covers merging and per-write errors on both databases)."""
 
 from __future__ import annotations
@@ -15,11 +15,17 @@ from medstream.errors import ConflictError, NotFoundError
 from medstream.model import DataSample, Patient, User
 from medstream.model.entities import KIND_BY_NAME
 from medstream.store.database import Database
+from medstream.store.postgresql.backend import PostgreSQLBackend
 from medstream.store.repository import EntityRepository
 from tests.conftest import database_url_for, terminate_medstream_backends
 
 ANN = Actor(user_id="user-ann", data_owner_id="hcp-ann")
 ADMIN = Actor(user_id="admin", data_owner_id=None, is_admin=True)
+
+
+def _postgresql(database: Database) -> PostgreSQLBackend:
+    assert isinstance(database.backend, PostgreSQLBackend)
+    return database.backend
 
 
 class _Traced:
@@ -35,7 +41,7 @@ async def pg(tmp_path: Path) -> AsyncIterator[_Traced]:
         database = Database(url, pool_size=2)
         await database.migrate()
         traced = _Traced(database)
-        database.autocommit.add_query_logger(lambda q: traced.queries.append(q.query))
+        _postgresql(database).connections.add_query_logger(lambda q: traced.queries.append(q.query))
         try:
             yield traced
         finally:

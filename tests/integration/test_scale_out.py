@@ -1,6 +1,6 @@
 """Scale-out: three `medstream serve` processes on one PostgreSQL give a subscriber on any node every event
 written through any node, exactly once, in commit order, at dense positions, whatever the concurrency
-(DESIGN sections 5 and 7; research/pg-event-log.md section 9, "Stress test: what to assert").
+(docs/guarantees.md).
 
 PostgreSQL only: skipped when it is unreachable, failed when CI=true (as tests/conftest.py does). The figures
 (events written, what each reader received, lag) are printed into the test log; no timing is asserted.
@@ -270,7 +270,7 @@ async def _use_plain_sequence(conn: asyncpg.Connection) -> None:
 
 
 async def test_negative_control_plain_sequence_positions_lose_events(tmp_path: Path, show: Show) -> None:
-    """The same harness on an outbox numbered at insert by a plain sequence finds what DESIGN section 5 says
+    """The same harness on an outbox numbered at insert by a plain sequence finds what docs/guarantees.md says
     goes wrong: a transaction that took seq N and commits after N+1 was read is never delivered."""
     async with running_cluster(tmp_path, prepare=_use_plain_sequence) as plain:
         run = await run_stress(

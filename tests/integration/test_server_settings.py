@@ -70,13 +70,13 @@ def test_permessage_deflate_setting_from_the_environment(
         monkeypatch.delenv("MEDSTREAM_WS_PER_MESSAGE_DEFLATE", raising=False)
     else:
         monkeypatch.setenv("MEDSTREAM_WS_PER_MESSAGE_DEFLATE", value)
-    assert Settings.from_env().ws_per_message_deflate is expected
+    assert Settings().ws_per_message_deflate is expected
 
 
 def test_a_permessage_deflate_setting_that_is_not_a_boolean_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDSTREAM_WS_PER_MESSAGE_DEFLATE", "maybe")
     with pytest.raises(ValueError, match="boolean"):
-        Settings.from_env()
+        Settings()
 
 
 async def test_health_counts_the_time_spent_dispatching(
@@ -126,7 +126,7 @@ def test_fastapi_telemetry_follows_the_opentelemetry_setting(monkeypatch: pytest
 
     monkeypatch.setattr("opentelemetry.trace.get_tracer_provider", ConfiguredProvider)
     monkeypatch.setenv("MEDSTREAM_OPENTELEMETRY", "1" if on else "0")
-    settings = Settings.from_env()
+    settings = Settings()
     assert settings.opentelemetry is on
     # Off: FastAPI does not even look for a provider on a request. On: it instruments once one is configured.
     assert create_app(settings)._native_telemetry.enabled() is on

@@ -16,7 +16,9 @@ from sqlalchemy import Connection, event, func, select, text
 from medstream.errors import UnavailableError
 from medstream.store.database import Database
 from medstream.store.schema import server_keys
-from medstream.store.statements import insert_rows, publish
+from medstream.store.sqlite.backend import SQLiteBackend
+from medstream.store.sqlite.driver import insert_rows
+from medstream.store.transactions import publish
 
 
 @pytest.fixture
@@ -35,6 +37,11 @@ async def database(tmp_path: Path) -> Any:
         yield database
     finally:
         await database.close()
+
+
+def _sqlite(database: Database) -> SQLiteBackend:
+    assert isinstance(database.backend, SQLiteBackend)
+    return database.backend
 
 
 def _insert(name: str) -> Any:
@@ -75,7 +82,7 @@ async def _queue_behind_gate(database: Database, works: list[Any]) -> tuple[_Gat
 
 
 async def test_concurrent_writes_commit_in_groups_and_never_meet_the_busy_handler(database: Database) -> None:
-    before = database.commit_groups
+    before = _sqlite(database).commit_groups
     gate, tasks = await _queue_behind_gate(database, [_insert(f"k-{i}") for i in range(20)])
     gate.release.set()
     results = await asyncio.gather(*tasks)
@@ -83,7 +90,7 @@ async def test_concurrent_writes_commit_in_groups_and_never_meet_the_busy_handle
     assert results == ["k-gate"] + [f"k-{i}" for i in range(20)]
     assert await database.run_read(_names) == {"k-gate"} | {f"k-{i}" for i in range(20)}
     # The gate's write commits alone; the twenty that queued behind it commit together.
-    assert database.commit_groups - before == 2
+    assert _sqlite(database).commit_groups - before == 2
 
 
 async def test_a_failing_write_leaves_the_others_of_its_group_whole(database: Database) -> None:
@@ -225,13 +232,13 @@ async def test_the_log_is_copied_into_the_database_file_beside_the_writer_not_by
             lambda conn: conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
         )
         assert autocheckpoint == 0  # commits never checkpoint
-        before = database.checkpoints
+        before = _sqlite(database).checkpoints
         for i in range(50):
             await database.run_write(_insert(f"k-{i}"))
         deadline = asyncio.get_running_loop().time() + 10
         # The checkpointer counts a checkpoint once it has returned its connection: the rows can be in the file
         # a moment before the count moves.
-        while in_the_file_alone() < 50 or database.checkpoints == before:
+        while in_the_file_alone() < 50 or _sqlite(database).checkpoints == before:
             assert asyncio.get_running_loop().time() < deadline, "the checkpointer never copied the writes"
             await asyncio.sleep(0.1)
     finally:
@@ -244,8 +251,7 @@ async def test_a_steady_stream_of_writes_does_not_grow_the_log_without_end(tmp_p
     path = tmp_path / "steady.db"
     database = Database(f"sqlite:///{path}")
     await database.migrate()
-    assert database._sqlite is not None
-    database._sqlite.wal_restart_frames = 64
+    _sqlite(database).runner.wal_restart_frames = 64
     payload = "x" * 3000  # about a page per row
     stop = asyncio.Event()
     written = 0
@@ -264,12 +270,12 @@ async def test_a_steady_stream_of_writes_does_not_grow_the_log_without_end(tmp_p
     try:
         tasks = [asyncio.create_task(writer(n)) for n in range(8)]
         for _ in range(200):  # 20 s at most
-            if database.log_restarts >= 3:
+            if _sqlite(database).log_restarts >= 3:
                 break
             await asyncio.sleep(0.1)
         stop.set()
         await asyncio.gather(*tasks)
-        assert database.log_restarts >= 3, f"the log never started over in 20 s of writes ({written} of them)"
+        assert _sqlite(database).log_restarts >= 3, f"the log never started over in 20 s of writes ({written} of them)"
         count = await database.run_read(
             lambda conn: conn.execute(select(func.count()).where(server_keys.c.name.like("s-%"))).scalar_one()
         )

@@ -1,5 +1,5 @@
-"""`insert_tables`: a write's rows of several tables in one statement on PostgreSQL (unnested arrays in one
-WITH clause), table by table on SQLite; either way every row whole, and all or nothing."""
+"""The backends' `insert_tables`: a write's rows of several tables in one statement on PostgreSQL (unnested
+arrays in one WITH clause), table by table on SQLite; either way every row whole, and all or nothing."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from sqlalchemy.exc import IntegrityError
 
 from medstream.store.database import Database
 from medstream.store.schema import entity_readers, entity_terms, server_keys
-from medstream.store.statements import insert_tables
 from tests.conftest import database_url_for
 
 
@@ -32,11 +31,11 @@ async def test_rows_of_several_tables_go_in_together_and_fail_together(backend: 
             readers = [{"entity_type": "Patient", "data_owner_id": "hcp", "entity_id": "p0000"}]
 
             def work(conn: Connection) -> None:
-                insert_tables(
+                database.backend.insert_tables(
                     conn,
                     [(server_keys, keys), (entity_terms, terms), (server_keys, reordered), (entity_readers, readers)],
                 )
-                insert_tables(conn, [(entity_readers, [])])  # nothing to insert is no statement at all
+                database.backend.insert_tables(conn, [(entity_readers, [])])  # nothing to insert is no statement at all
 
             statements: list[str] = []
             listener = lambda *args: statements.append(args[2])  # noqa: E731 - (conn, cursor, statement, ...)
@@ -60,7 +59,7 @@ async def test_rows_of_several_tables_go_in_together_and_fail_together(backend: 
             assert readers_count == 1
 
             def duplicate(conn: Connection) -> None:
-                insert_tables(conn, [(entity_terms, [_term("p-new", "x")]), (server_keys, [keys[0]])])
+                database.backend.insert_tables(conn, [(entity_terms, [_term("p-new", "x")]), (server_keys, [keys[0]])])
 
             with pytest.raises(IntegrityError):
                 await database.run_write(duplicate)

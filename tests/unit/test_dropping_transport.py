@@ -1,11 +1,11 @@
-"""The event socket's transport wrapper (server/ws_protocol.py): a close that cannot finish becomes an abort."""
+"""The event socket's transport wrapper (server/uvicorn_protocols.py): a close that cannot finish becomes an abort."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 
-from medstream.server.ws_protocol import _DroppingTransport
+from medstream.server.uvicorn_protocols import _DroppingTransport
 
 
 class _Lost(asyncio.Protocol):

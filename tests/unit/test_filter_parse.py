@@ -44,9 +44,9 @@ def _kind_and_filter(draw: st.DrawFn) -> tuple[str, Filter]:
     return kind, draw(filters_for(kind, pool))
 
 
-# Random seeds again: the seeds that took minutes drew entities holding a NUL character, whose values the
-# filters then named; the server refuses those (as it must), the property failed, and hypothesis shrank it for
-# minutes. FilterPool now names values of storable entities only (about 2-3 s a seed, 60 seeds tried).
+# FilterPool names values of storable entities only: a filter naming a value with a NUL character (which no
+# stored text holds) is refused, as it must be, so drawing one would fail the property and leave hypothesis
+# shrinking it for minutes.
 @settings(max_examples=150, deadline=None)
 @given(_kind_and_filter())
 def test_every_generated_filter_round_trips_through_its_wire_form(kind_and_filter: tuple[str, Filter]) -> None:

@@ -21,6 +21,7 @@ from medstream.events.protocol import (
     UnsubscribeMessage,
     batch_frames,
     error_frame,
+    fit_close_reason,
     gap_frame,
     parse_client_message,
     parse_event_message,
@@ -106,7 +107,7 @@ def test_a_client_reads_every_event_frame_back_with_its_entity_as_its_types_mode
     assert message is not None
     assert (message.id, message.seq, message.event, message.entity_type) == ("s-1", 42, event_type, kind.name)
     assert type(message.entity) is kind.model and message.entity == entity
-    # The same as reading it as plain JSON and validating the entity, the way it was read before.
+    # The same as reading it as plain JSON and validating the entity in a second step.
     assert message.entity == kind.model.model_validate(orjson.loads(frame)["entity"])
 
 
@@ -143,3 +144,12 @@ def test_a_batch_takes_what_waits_up_to_its_message_and_byte_bounds() -> None:
     queue = deque([huge, b"after"])
     assert batch_frames(queue) == huge  # a message over the bound goes alone
     assert batch_frames(queue) == b"after"
+
+
+@given(st.text(max_size=200))
+def test_a_close_reason_fits_a_close_frame_and_keeps_what_fits(reason: str) -> None:
+    cut = fit_close_reason(reason)
+    encoded = cut.encode("utf-8", "replace")
+    assert len(encoded) <= 123
+    assert reason.encode("utf-8", "replace").startswith(encoded)
+    assert cut == reason or len(encoded) >= 123 - 3, "cut at most one character short of the bound"

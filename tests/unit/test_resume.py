@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from medstream.events.resume import DeliveryTracker, StartKind, plan_start
-from medstream.sdk.connection import SubscriptionOptions
-from medstream.sdk.event_stream import retry_delay
+from medstream.sdk.subscription_types import SubscriptionOptions
 
 
 def test_no_resume_point_starts_live_at_the_dispatcher_position() -> None:
@@ -34,9 +34,16 @@ def test_resume_point_from_another_epoch_is_a_gap_never_a_replay() -> None:
     assert "another event log" in start.reason
 
 
-def test_resume_point_ahead_of_this_node_waits_for_it() -> None:
-    start = plan_start(70, "e", log_epoch="e", floor_seq=0, position=50)
-    assert (start.kind, start.after) == (StartKind.REPLAY, 70)
+@pytest.mark.parametrize("epoch", ["e", None])
+def test_resume_point_beyond_the_head_is_a_gap_from_the_head(epoch: str | None) -> None:
+    start = plan_start(70, epoch, log_epoch="e", floor_seq=0, position=50)
+    assert (start.kind, start.after) == (StartKind.GAP, 50)
+    assert "beyond the log's head" in start.reason
+
+
+def test_resume_point_at_the_head_replays_nothing_missing() -> None:
+    start = plan_start(50, "e", log_epoch="e", floor_seq=0, position=50)
+    assert (start.kind, start.after) == (StartKind.REPLAY, 50)
 
 
 def test_tracker_drops_duplicates_and_replays_already_delivered() -> None:
@@ -74,7 +81,7 @@ def test_tracker_accepts_each_seq_at_most_once_and_in_increasing_order(arrivals:
 def test_retry_delay_doubles_with_jitter_and_is_capped() -> None:
     options = SubscriptionOptions(connection_retry_interval_ms=1000, connection_retry_max_interval_ms=5000)
     rng = random.Random(1)
-    delays = [retry_delay(n, options, rng) for n in range(1, 7)]
+    delays = [options.retry_policy().delay(n, rng.random()) for n in range(1, 7)]
     for attempt, delay in enumerate(delays, start=1):
         nominal = min(2 ** (attempt - 1), 5.0)
         assert 0.75 * nominal <= delay <= 1.25 * nominal

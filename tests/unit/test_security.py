@@ -17,7 +17,8 @@ from starlette.requests import Request
 from medstream.access import Actor
 from medstream.errors import AuthenticationError, TooManyAttemptsError
 from medstream.model import User
-from medstream.server.security import LoginThrottle, TokenIssuer, hash_password, verify_password
+from medstream.server.login_throttle import LoginThrottle, PasswordCheckGate
+from medstream.server.security import TokenIssuer, hash_password, verify_password
 from medstream.server.state import bearer_token
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
@@ -324,3 +325,70 @@ def test_a_request_bearer_token_is_read_as_fastapi_reads_it(header: str | None, 
     assert bearer_token(request) == token
     credentials = asyncio.run(HTTPBearer(auto_error=False)(request))
     assert (credentials.credentials if credentials is not None else None) == token
+
+
+async def test_attempts_beyond_the_free_ones_wait_for_those_in_flight_and_pass_when_they_succeed() -> None:
+    throttle = LoginThrottle(free_attempts=2)
+    for _ in range(2):
+        await throttle.admit("jane", max_wait=5)
+    held = [asyncio.create_task(throttle.admit("jane", max_wait=5)) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    assert not any(task.done() for task in held), "held back, not refused"
+    throttle.succeeded("jane")
+    throttle.succeeded("jane")
+    await asyncio.sleep(0.01)
+    assert sum(task.done() for task in held) == 2, "two let through, as many as are free"
+    throttle.succeeded("jane")
+    await asyncio.wait_for(asyncio.gather(*held), 1)
+
+
+async def test_attempts_held_back_are_refused_when_those_in_flight_fail() -> None:
+    throttle = LoginThrottle(free_attempts=2)
+    for _ in range(2):
+        await throttle.admit("jane", max_wait=5)
+    held = asyncio.create_task(throttle.admit("jane", max_wait=5))
+    await asyncio.sleep(0.01)
+    throttle.failed("jane")
+    await asyncio.sleep(0.01)
+    assert not held.done(), "one failure: the other in flight may still succeed"
+    throttle.failed("jane")
+    with pytest.raises(TooManyAttemptsError):
+        await asyncio.wait_for(held, 1)
+
+
+async def test_an_attempt_held_back_too_long_is_refused() -> None:
+    throttle = LoginThrottle(free_attempts=1)
+    await throttle.admit("jane", max_wait=5)
+    with pytest.raises(TooManyAttemptsError):
+        await throttle.admit("jane", max_wait=0.05)
+
+
+async def test_password_checks_beyond_the_running_and_queued_ones_are_refused_with_a_retry_after() -> None:
+    gate = PasswordCheckGate(concurrency=1, queue=2)
+    release = asyncio.Event()
+    entered: list[int] = []
+
+    async def check(n: int) -> None:
+        async with gate.turn():
+            entered.append(n)
+            await release.wait()
+
+    running = [asyncio.create_task(check(n)) for n in range(3)]  # one runs, two wait
+    await asyncio.sleep(0.01)
+    assert entered == [0]
+    with pytest.raises(TooManyAttemptsError) as refused:
+        await check(3)
+    assert refused.value.http_status == 429 and refused.value.retry_after >= 1
+    release.set()
+    await asyncio.gather(*running)
+    assert entered == [0, 1, 2]
+
+
+def test_both_tokens_carry_the_session_generation_and_the_refresh_token_its_family() -> None:
+    tokens = issuer()
+    pair = tokens.issue(make_user(), generation=7)
+    assert tokens.actor(pair.token).session == 7
+    refresh = tokens.decode(pair.refresh_token, expected_type="refresh")
+    assert (refresh["gen"], refresh["fam"], refresh["jti"]) == (7, pair.family, pair.refresh_jti)
+    again = tokens.issue(make_user(), generation=7, family=pair.family)
+    assert again.family == pair.family and again.refresh_jti != pair.refresh_jti

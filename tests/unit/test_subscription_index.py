@@ -1,8 +1,8 @@
 """SubscriptionIndex: every subscription that wants an event is among its candidates, removed ones never are, and
-the candidates of an event do not grow with subscriptions it cannot match (DESIGN section 5).
+the candidates of an event do not grow with subscriptions it cannot match.
 
 Real filters (medstream.filters), real entities (tests/strategies.py), and the dispatcher's own view of an event
-(`_EventView.values_of`, which reads the entity back from the stored JSON as the dispatcher does).
+(`EventView.values_of`, which reads the entity back from the stored JSON as the dispatcher does).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from medstream.access import Actor
 from medstream.events.index import SubscriptionIndex
+from medstream.events.matching import EventView
 from medstream.events.subscription import Subscription
 from medstream.events.types import EntityEvent, EventType
 from medstream.filters import (
@@ -27,7 +28,6 @@ from medstream.filters import (
     matches,
 )
 from medstream.model import ENTITY_KINDS, CodingReference, DataSample, Delegation, Entity, SystemMetaData
-from medstream.server.dispatcher import _EventView
 from tests.filter_strategies import DATA_OWNERS, FilterPool, entities_for_filters, filters_for
 
 KIND_NAMES = [kind.name for kind in ENTITY_KINDS]
@@ -59,10 +59,10 @@ def subscription(
     )
 
 
-def event_view(entity: Entity, event_type: EventType) -> _EventView:
+def event_view(entity: Entity, event_type: EventType) -> EventView:
     """The event as the dispatcher sees it: the entity's stored JSON and its readers."""
     assert entity.id is not None
-    return _EventView(
+    return EventView(
         EntityEvent(
             seq=1,
             entity_type=entity.entity_type,

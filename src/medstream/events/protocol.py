@@ -88,6 +88,19 @@ def _size_over(data: str | bytes, limit: int) -> bool:
     return isinstance(data, str) and len(data) * 4 > limit and len(data.encode("utf-8", "surrogatepass")) > limit
 
 
+MAX_CLOSE_REASON_BYTES = 123  # RFC 6455 5.5: a close frame's payload is at most 125 bytes, 2 of them the code
+
+
+def fit_close_reason(reason: str) -> str:
+    """`reason` cut to what a close frame holds, in UTF-8 bytes and at a character's boundary: a longer one
+    makes the websocket layer drop the connection without a close frame (the client sees 1006). Reasons may
+    quote what a client sent, in any script."""
+    encoded = reason.encode("utf-8", "replace")
+    if len(encoded) <= MAX_CLOSE_REASON_BYTES:
+        return reason
+    return encoded[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")
+
+
 # -- server messages -------------------------------------------------------------------------------------
 
 

@@ -27,21 +27,52 @@ def plan_start(after: int | None, epoch: str | None, *, log_epoch: str, floor_se
     if epoch is not None and epoch != log_epoch:
         return Start(StartKind.GAP, position, f"resume point is from another event log (epoch {epoch})")
     if after > position:
-        # A position ahead of ours: from a log that was restored to an earlier state, or from another node
-        # that is ahead. Replaying from `after` is only safe for the second; the epoch tells them apart, so
-        # with a matching epoch we wait for the events to arrive rather than invent a gap.
-        return Start(StartKind.REPLAY, after)
+        # `position` is the log's committed head, which every node reads alike: no event past it exists yet. A
+        # client that delivered one resumes from a log restored to an earlier state (whose `seq`s will be given
+        # to other events) or made its resume point up. Waiting for `after` would be silence, and would skip
+        # the events numbered up to it: the client re-syncs from the head instead.
+        return Start(StartKind.GAP, position, f"resume point {after} is beyond the log's head ({position})")
     if after < floor_seq - 1:
         return Start(StartKind.GAP, position, f"events after {after} are past the retention (kept from {floor_seq})")
     return Start(StartKind.REPLAY, after)
 
 
-class DeliveryTracker:
-    """Client side of "no duplicate, no hole": remembers the last `seq` accepted and the log's epoch."""
+MAX_EPOCH_LENGTH = 64  # as a subscribe message may carry it
 
-    def __init__(self) -> None:
-        self.last_seq: int | None = None
-        self.epoch: str | None = None
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A place in one event log: every event up to `seq` of the log `epoch`. What a client stores to resume from
+    after a restart; its text form, `str(position)`, is `"<seq>@<epoch>"`, read back by `Position.parse`."""
+
+    seq: int
+    epoch: str
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seq, bool) or not isinstance(self.seq, int) or self.seq < 0:
+            raise ValueError(f"a position's seq is an integer from 0 up, not {self.seq!r}")
+        if not isinstance(self.epoch, str) or not 0 < len(self.epoch) <= MAX_EPOCH_LENGTH:
+            raise ValueError(f"a position's epoch is 1 to {MAX_EPOCH_LENGTH} characters, not {self.epoch!r}")
+
+    def __str__(self) -> str:
+        return f"{self.seq}@{self.epoch}"
+
+    @classmethod
+    def parse(cls, text: str) -> Position:
+        """The position `str(position)` wrote; ValueError saying what is wrong for any other text."""
+        seq, at, epoch = text.partition("@")
+        if not at or not seq.isascii() or not seq.isdigit():
+            raise ValueError(f"a position reads <seq>@<epoch>, not {text!r}")
+        return cls(int(seq), epoch)
+
+
+class DeliveryTracker:
+    """Client side of "no duplicate, no hole": remembers the last `seq` accepted and the log's epoch, from
+    `start` (a position stored by an earlier run) if there is one."""
+
+    def __init__(self, start: Position | None = None) -> None:
+        self.last_seq: int | None = None if start is None else start.seq
+        self.epoch: str | None = None if start is None else start.epoch
 
     def on_subscribed(self, position: int, epoch: str) -> None:
         if self.epoch != epoch:

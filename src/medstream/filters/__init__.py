@@ -1,8 +1,9 @@
 """One filter language for listings, searches and subscriptions (docs/filters.md).
 
 A filter is a tree of nodes with a `$type`; `parse_filter` validates one from JSON. `matches` evaluates it on an
-entity in memory (events), `compile_filter` turns it into a SQL WHERE clause (queries), with identical meaning;
-`index_constraint` gives its most selective indexable constraint (the subscription index).
+entity in memory (events); `index_constraint` gives its most selective indexable constraint (the subscription
+index). Queries compile the same tree to SQL with identical meaning (`medstream.store.filter_sql`): this package
+does no I/O and imports no database library.
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ from medstream.filters.nodes import (
     UsersByPatientIdFilter,
 )
 from medstream.filters.parse import parse_filter
-from medstream.filters.sql import FilterTables, compile_filter
 from medstream.filters.tree import ComplementFilter, Filter, IntersectionFilter, UnionFilter
 
 __all__ = [
@@ -70,7 +70,6 @@ __all__ = [
     "DataSampleFilter",
     "Filter",
     "FilterComposition",
-    "FilterTables",
     "HealthcareElementByHealthcarePartyFilter",
     "HealthcareElementByHealthcarePartyIdentifiersFilter",
     "HealthcareElementByHealthcarePartyLabelCodeFilter",
@@ -102,7 +101,6 @@ __all__ = [
     "UserByIdsFilter",
     "UserFilter",
     "UsersByPatientIdFilter",
-    "compile_filter",
     "entity_index_values",
     "index_constraint",
     "matches",

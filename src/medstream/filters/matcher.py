@@ -1,8 +1,8 @@
 """The in-memory evaluator: does a filter select an entity? Pure, for the event dispatcher's hot path.
 
-It implements each constraint atom exactly as `sql.py` does in SQL (a missing field never matches, an empty
-set matches nothing, bounds are inclusive). It looks at content only: a tombstone matches as the entity did,
-and who may read the entity is the caller's concern (queries add the access rule, dispatch checks readers).
+It implements each constraint atom exactly as `store/filter_sql.py` does in SQL (a missing field never matches,
+an empty set matches nothing, bounds are inclusive). It looks at content only: a tombstone matches as the entity
+did, and who may read the entity is the caller's concern (queries add the access rule, dispatch checks readers).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The leaf filter nodes, one per Medtech filter `$type`, each lowered to its constraint atoms.
 
-Wire names follow the Medtech SDK (`research/icure.md` section 3). "ByHealthcareParty" nodes restrict to the
+Wire names are the Medtech SDK's filter `$type`s (docs/filters.md). "ByHealthcareParty" nodes restrict to the
 entities shared with the data owner `healthcarePartyId` (`hcpId` in the two nodes Medtech names so).
 """
 

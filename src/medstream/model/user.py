@@ -40,6 +40,9 @@ class User(Entity):
     device_id: EntityId | None = None
     sharing_data_with: dict[SharedDataType, StringSet] = Field(default_factory=dict)
     properties: list[Property] = Field(default_factory=list)
+    # True when an admin disabled the user (`medstream user disable`): it cannot log in and its tokens stop
+    # working, as for a deleted user, but it keeps its login and can be enabled again. Absent otherwise.
+    disabled: bool | None = None
     # Write-only: sent by the SDK to set a new password, never serialised, never returned by the server.
     password: str | None = Field(default=None, exclude=True, repr=False, min_length=8, max_length=1024)
 

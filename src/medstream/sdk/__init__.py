@@ -27,9 +27,10 @@ from medstream.sdk.apis import (
     PatientApi,
     UserApi,
 )
-from medstream.sdk.connection import Connection, Gap, SubscriptionEvent, SubscriptionOptions
+from medstream.sdk.connection import Connection
 from medstream.sdk.entity_api import PaginatedList
 from medstream.sdk.medtech_api import DataOwnerWithType, MedTechApi, MedTechApiBuilder
+from medstream.sdk.subscription_types import Gap, Position, SubscriptionEvent, SubscriptionOptions
 
 __all__ = [
     "AuthenticationError",
@@ -56,6 +57,7 @@ __all__ = [
     "PaginatedList",
     "PatientApi",
     "PatientFilter",
+    "Position",
     "SubscriptionEvent",
     "SubscriptionOptions",
     "UserApi",

@@ -106,8 +106,24 @@ class NotificationApi(EntityApi[Notification]):
 
 class UserApi(EntityApi[User]):
     kind = KIND_BY_NAME["User"]
-    create_or_modify_user = EntityApi.create_or_modify
-    create_or_modify_users = EntityApi.create_or_modify_many
+
+    async def create_or_modify_user(self, user: User) -> User:
+        """Create or modify a user. A new password for the logged-in user ends its sessions on the server: this
+        API logs in again with it."""
+        stored = await self.create_or_modify(user)
+        self._keep_own_password([user])
+        return stored
+
+    async def create_or_modify_users(self, users: Sequence[User]) -> list[User]:
+        stored = await self.create_or_modify_many(users)
+        self._keep_own_password(users)
+        return stored
+
+    def _keep_own_password(self, users: Sequence[User]) -> None:
+        for user in users:
+            if user.password is not None and user.login is not None:
+                self._transport.password_changed(user.login, user.password)
+
     get_user = EntityApi.get
     subscribe_to_user_events = EntityApi.subscribe_to_events
     get_users = EntityApi.get_many

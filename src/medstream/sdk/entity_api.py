@@ -10,14 +10,18 @@ from typing import Any, ClassVar, Generic, TypeVar, cast, overload
 import orjson
 
 from medstream.errors import ValidationError
+from medstream.events.client_state import SubscriptionState
 from medstream.events.protocol import MAX_MESSAGE_BYTES
+from medstream.events.resume import Position
 from medstream.events.types import EventType
 from medstream.filters import Filter
 from medstream.model.base import MedstreamModel
 from medstream.model.common import Entity
 from medstream.model.entities import EntityKind
-from medstream.sdk.connection import Connection, SubscriptionOptions
+from medstream.sdk.connection import Connection
+from medstream.sdk.delivery import Delivery
 from medstream.sdk.event_stream import EventStreams
+from medstream.sdk.subscription_types import SubscriptionOptions
 from medstream.sdk.transport import Transport
 
 E = TypeVar("E", bound=Entity)
@@ -131,39 +135,60 @@ class EntityApi(Generic[E]):
         filter: MedstreamModel | dict[str, Any] | None,
         callback: Callable[..., Awaitable[None] | None],
         options: SubscriptionOptions | None = None,
+        *,
+        resume_from: Position | str | None = None,
     ) -> Connection[E]:
         """Call `callback(entity)` or `callback(entity, event)` for each matching CREATE, UPDATE or DELETE.
 
         Returns once the server has acknowledged the subscription: every write committed after that reaches
-        the callback, across reconnections, exactly once and in order."""
+        the callback, across reconnections, exactly once and in order. With `resume_from` (a `Position`, or its
+        text form, stored by an earlier run from `event.position` or `connection.position`), the events after it
+        come first, each once; when the server no longer has them (past retention, or another event log),
+        `on_gap` says so and delivery goes on from the present."""
         try:
             types = [EventType(str(t).upper()) for t in event_types]
         except ValueError:
             raise ValidationError(f"event types are CREATE, UPDATE, DELETE; got {list(event_types)}") from None
         if not types:
             raise ValidationError("subscribe to at least one event type")
+        start = _position(resume_from)
         filter_json = _filter_json(filter)
         if filter_json is not None and len(orjson.dumps(filter_json)) > MAX_MESSAGE_BYTES - 1024:
             # The server would close the whole socket (4400) for an oversized subscribe: refuse it here instead.
             raise ValidationError(f"this filter is over the {MAX_MESSAGE_BYTES // 1024} KiB a subscription may send")
         stream = self._streams.stream_for(options or SubscriptionOptions())
-        connection: Connection[E] = Connection(
-            stream,
-            uuid.uuid4().hex[:16],
-            self.kind.name,
-            cast(type[E], self.kind.model),
-            types,
-            filter_json,
-            callback,
+        subscription = SubscriptionState(
+            uuid.uuid4().hex[:16], self.kind.name, [str(t) for t in types], filter_json, start=start
         )
+        delivery: Delivery[E] = Delivery(
+            subscription,
+            cast(type[E], self.kind.model),
+            callback,
+            max_pending=stream.options.max_pending_events,
+            hold=stream.hold,
+            release=stream.release,
+        )
+        connection = Connection(stream, delivery)
         try:
-            await stream.subscribe(connection)
+            await stream.subscribe(delivery)
             await connection.wait_established()
         except BaseException:  # refused, or cancelled (a timeout around this call): leave nothing subscribed
             if not connection.is_closed:
                 await connection.close()
             raise
         return connection
+
+
+def _position(resume_from: Position | str | None) -> Position | None:
+    """`resume_from` as a Position; ValidationError for one that is neither a Position nor its text form."""
+    if resume_from is None or isinstance(resume_from, Position):
+        return resume_from
+    if not isinstance(resume_from, str):
+        raise ValidationError(f"resume_from is a Position or its text form, not {type(resume_from).__name__}")
+    try:
+        return Position.parse(resume_from)
+    except ValueError as exc:
+        raise ValidationError(f"resume_from: {exc}") from None
 
 
 @overload

@@ -26,6 +26,8 @@ from websockets.protocol import CLOSED, CONNECTING, OPEN
 from websockets.proxy import Proxy, get_proxy, parse_proxy
 from websockets.uri import WebSocketURI, parse_uri
 
+from medstream.errors import CloseCode
+
 log = logging.getLogger("medstream.sdk")
 
 _TEXT, _BINARY, _CONT, _PONG = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PONG
@@ -156,7 +158,7 @@ class EventSocket(asyncio.Protocol):
         self._flush()
         return pong
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """The closing handshake: send a close frame, then wait for the server to close the connection, at most
         the close timeout (after which the connection is dropped)."""
         if self._protocol.state is OPEN and self._transport is not None:
@@ -269,14 +271,14 @@ class EventSocket(asyncio.Protocol):
         try:
             text = str(data, "utf-8")
         except UnicodeDecodeError as exc:
-            self._fail(1007, f"invalid UTF-8 at position {exc.start}")
+            self._fail(CloseCode.INVALID_DATA, f"invalid UTF-8 at position {exc.start}")
             return
         try:
             self._on_message(text)
         except Exception:
             # The message is not lost quietly: the connection ends, as lost, and the SDK resumes before it.
             log.exception("event socket: a message could not be handled; closing the connection")
-            self._fail(1011, "client error")
+            self._fail(CloseCode.INTERNAL_ERROR, "client error")
 
     def _fail(self, code: int, reason: str) -> None:
         """Close with `code` and handle no more messages; the server's answer ends the connection."""

@@ -61,8 +61,18 @@ class MedTechApi:
         assert isinstance(owner, HealthcareProfessional | Patient | MedicalDevice)
         return DataOwnerWithType(type=payload["type"], data_owner=owner)
 
+    async def logout(self) -> None:
+        """End every session of the logged-in user on the server, then close: the user's tokens stop working
+        everywhere (other MedTechApi instances of the user log in again on their next call), and its event
+        sockets are closed."""
+        try:
+            await self.transport.logout()
+        finally:
+            await self.close()
+
     async def close(self) -> None:
-        """Close every subscription, then the HTTP connections."""
+        """Close every subscription, then the HTTP connections. The user's sessions stay open (`logout` ends
+        them): other instances logged in as the same user keep working."""
         await self.event_streams.close()
         await self.transport.close()
 

@@ -75,6 +75,20 @@ class Transport:
                     await self._renew()
             return await self._send(method, path, body, params, token=await self.access_token())
 
+    def password_changed(self, login: str, password: str) -> None:
+        """A user's password was set: if it is this transport's user, its next login uses it (the change ended
+        the sessions of that user on the server)."""
+        if login == self._username:
+            self._password = password
+
+    async def logout(self) -> None:
+        """End every session of this user on the server (all its tokens, wherever issued); a later call logs in
+        again."""
+        async with self._lock:
+            token, self._token, self._refresh_token = self._token, None, None
+            if token is not None:
+                await self._send("POST", "/rest/v1/auth/logout", token=token)
+
     async def close(self) -> None:
         await self._client.aclose()
 
@@ -106,6 +120,8 @@ class Transport:
         await self.login()
 
     def _store_tokens(self, payload: Any) -> None:
+        # Each refresh uses its refresh token up and answers with the next one: the server ends the session
+        # when one is sent twice.
         self._token = str(payload["token"])
         self._refresh_token = str(payload["refreshToken"])
         self._expires_at = time.monotonic() + float(payload.get("expiresIn", 60))

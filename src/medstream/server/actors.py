@@ -1,15 +1,15 @@
 """Whether a token's actor still stands: its user exists, with the same data owner and admin role.
 
-A token carries the user's data owner and role when it was issued. A user who is deleted, or whose data owner
-or admin role changes, must not keep acting on the old ones until the token expires; on each node, a request
+A token carries the user's data owner, role and session generation when it was issued. A user who is deleted,
+whose data owner or admin role changes, or whose sessions were ended (store/sessions.py) must not keep acting on
+the old ones until the token expires; on each node, a request
 waits for a new read of its user when the last one is more than `ttl` seconds old, so the change takes effect
-within seconds at the cost of one primary-key read per active user every few seconds.
+within seconds at the cost of two primary-key reads (the user, its generation) per active user every few seconds.
 
-One read per user at a time, whoever asks: when a busy user's entry went stale, every request that arrived
-before the read came back read the user again, each on a database connection of its own (on PostgreSQL,
-beyond the pool, a new one every time), and the herd every `ttl` seconds set PostgreSQL's p99 latency.
-A user whose requests keep coming is read again in the background once half of `ttl` has passed, so they
-never wait for it.
+One read per user at a time, whoever asks: without it, every request that arrives while a busy user's entry is
+stale reads the user again, each on a database connection of its own (on PostgreSQL, beyond the pool, a new one
+every time), a herd every `ttl` seconds that sets PostgreSQL's tail latency. A user whose requests keep coming
+is read again in the background once half of `ttl` has passed, so they never wait for it.
 """
 
 from __future__ import annotations
@@ -21,11 +21,15 @@ import time
 from medstream.access import Actor
 from medstream.errors import AuthenticationError
 from medstream.store.repository import EntityRepository
+from medstream.store.sessions import SessionStore
 
 
 class ActorValidator:
-    def __init__(self, repository: EntityRepository, *, ttl: float = 5.0, capacity: int = 100_000) -> None:
+    def __init__(
+        self, repository: EntityRepository, sessions: SessionStore, *, ttl: float = 5.0, capacity: int = 100_000
+    ) -> None:
         self.repository = repository
+        self.sessions = sessions
         self.ttl = ttl
         self.capacity = capacity
         self._checked: dict[str, tuple[float, Actor | None]] = {}
@@ -54,6 +58,8 @@ class ActorValidator:
             current = cached[1]
         if current is None:
             raise AuthenticationError("the user of this token no longer exists")
+        if current.session != actor.session:
+            raise AuthenticationError("this session was ended (a logout, or a password or role change): log in again")
         if current != actor:
             raise AuthenticationError("this user's data owner or roles changed: log in again")
 
@@ -73,7 +79,8 @@ class ActorValidator:
         user = await self.repository.find_user(user_id)
         if user is None:
             return None
-        return Actor(user_id=user_id, data_owner_id=user.data_owner_id, is_admin=user.is_admin)
+        session = await self.sessions.generation(user_id)
+        return Actor(user_id=user_id, data_owner_id=user.data_owner_id, is_admin=user.is_admin, session=session)
 
     def _keep(self, user_id: str, started: float, task: asyncio.Task[Actor | None]) -> None:
         """The read is done: keep what it found, as of when it started, unless the user was forgotten since."""

@@ -14,13 +14,14 @@ from starlette.middleware.cors import CORSMiddleware
 
 from medstream import __version__
 from medstream.access import Actor
-from medstream.errors import ConflictError
+from medstream.errors import CloseCode, ConflictError
 from medstream.model.entities import KIND_BY_NAME
 from medstream.model.user import User
 from medstream.server.actors import ActorValidator
 from medstream.server.dispatcher import Dispatcher
 from medstream.server.docs import docs_routes
 from medstream.server.errors import BodySizeLimit, install_error_handlers
+from medstream.server.login_throttle import LoginThrottle, PasswordCheckGate
 from medstream.server.openapi import openapi_document
 from medstream.server.rest import routes_of
 from medstream.server.retention import run_retention
@@ -28,13 +29,15 @@ from medstream.server.routes.auth import auth
 from medstream.server.routes.entities import entity_collections, write_entities
 from medstream.server.routes.health import checks
 from medstream.server.routes.me import me
-from medstream.server.security import LoginThrottle, TokenIssuer
+from medstream.server.security import TokenIssuer
+from medstream.server.session_expiry import run_session_expiry
 from medstream.server.settings import Settings
 from medstream.server.state import ServerState, state_of
 from medstream.server.websocket import EventHub, WebSocketLimits
 from medstream.store.database import Database
 from medstream.store.keys import read_key
 from medstream.store.repository import EntityRepository
+from medstream.store.sessions import SessionStore
 
 log = logging.getLogger("medstream.server")
 
@@ -49,22 +52,34 @@ async def open_state(settings: Settings) -> ServerState:
     tokens = TokenIssuer(
         secret, access_seconds=settings.access_token_seconds, refresh_seconds=settings.refresh_token_seconds
     )
-    poll = settings.dispatcher_poll_seconds or (0.05 if database.is_sqlite else 0.005)
+    poll = settings.dispatcher_poll_seconds or database.backend.dispatcher_poll_seconds
     dispatcher = Dispatcher(database, poll_interval=poll)
     limits = WebSocketLimits(
         heartbeat_interval=settings.ws_heartbeat_seconds,
         heartbeat_timeout=settings.ws_heartbeat_timeout_seconds,
         send_queue=settings.ws_send_queue,
         subscriptions=settings.ws_max_subscriptions,
+        sockets_per_user=settings.ws_max_sockets_per_user,
+        subscriptions_per_user=settings.ws_max_subscriptions_per_user,
+        filter_bytes_per_user=settings.ws_max_filter_bytes_per_user,
+        unauthenticated_per_peer=settings.ws_max_unauthenticated_per_peer,
     )
     repository = EntityRepository(database)
-    actors = ActorValidator(repository)
+    sessions = SessionStore(database)
+    actors = ActorValidator(repository, sessions)
     state = ServerState(
         settings=settings,
         database=database,
         repository=repository,
         tokens=tokens,
         throttle=LoginThrottle(free_attempts=settings.login_free_attempts, max_delay=settings.login_max_delay_seconds),
+        peer_throttle=LoginThrottle(
+            free_attempts=settings.login_peer_free_attempts, max_delay=settings.login_max_delay_seconds
+        ),
+        password_checks=PasswordCheckGate(
+            concurrency=settings.login_password_checks, queue=settings.login_password_check_queue
+        ),
+        sessions=sessions,
         dispatcher=dispatcher,
         hub=EventHub(dispatcher, tokens, actors, limits),
         actors=actors,
@@ -78,7 +93,7 @@ async def open_state(settings: Settings) -> ServerState:
 
 async def ensure_admin(state: ServerState, login: str, password: str) -> None:
     """Create the admin user if no user has this login; an existing one is left as it is."""
-    if await state.repository.find_user_by_login(login) is not None:
+    if await state.repository.find_user_by_login(login, with_disabled=True) is not None:
         return
     admin = User(login=login, name="Administrator", roles={"ADMIN"}, password=password)
     try:
@@ -86,7 +101,7 @@ async def ensure_admin(state: ServerState, login: str, password: str) -> None:
     except ConflictError:
         # Nodes starting together on one new database all find no admin; one creates it, the others' inserts
         # hit the unique login and must not fail their start.
-        if await state.repository.find_user_by_login(login) is None:
+        if await state.repository.find_user_by_login(login, with_disabled=True) is None:
             raise
         return
     log.info("created admin user %s", login)
@@ -101,7 +116,7 @@ def origin_allowed(origin: str | None, host: str | None, allowed: Sequence[str])
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings.from_env()
+    settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -116,10 +131,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             name="medstream-retention",
         )
+        expiry = asyncio.create_task(
+            run_session_expiry(state.sessions, interval=settings.retention_interval_seconds),
+            name="medstream-session-expiry",
+        )
         app.state.medstream = state
         try:
             yield
         finally:
+            expiry.cancel()
             retention.cancel()
             state.hub.close_all()
             await state.dispatcher.stop()
@@ -161,7 +181,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         origin = websocket.headers.get("origin")
         if not origin_allowed(origin, websocket.headers.get("host"), origins):
             await websocket.accept()
-            await websocket.close(4003, f"origin {origin} not allowed"[:120])
+            await websocket.close(CloseCode.FORBIDDEN, f"origin {origin} not allowed"[:120])
             return
         await state_of(websocket).hub.serve(websocket)
 

@@ -1,4 +1,5 @@
-"""The dispatcher: reads the outbox in `seq` order and hands each event to the subscriptions that match it.
+"""The dispatcher: reads the outbox in `seq` order and hands each event to the subscriptions that match it
+(which ones, and what each receives, is `events.matching`'s to decide).
 
 One per server node. On SQLite, what this process commits comes to it straight from the commit, events
 with their positions and parsed entities (`outbox.WrittenEvent`): because positions are dense, an event
@@ -22,64 +23,19 @@ from functools import partial
 from typing import Any
 
 from medstream.errors import MedstreamError
-from medstream.events.index import IndexKey, SubscriptionIndex
-from medstream.events.protocol import EventFrameTemplate, gap_frame, subscribed_frame
+from medstream.events.index import SubscriptionIndex
+from medstream.events.matching import dispatch_event, replay_event, skip_live_to, skip_to
+from medstream.events.protocol import gap_frame, subscribed_frame
 from medstream.events.resume import StartKind, plan_start
 from medstream.events.subscription import Subscription
 from medstream.events.types import EntityEvent
-from medstream.filters.index import entity_index_values
-from medstream.filters.matcher import matches
 from medstream.model.common import Entity
-from medstream.model.entities import KIND_BY_NAME
 from medstream.store import outbox
 from medstream.store.database import Database
 
 log = logging.getLogger("medstream.dispatcher")
 
 _PAGE = 1000
-
-
-class _EventView:
-    """An event plus what matching needs, computed at most once however many subscriptions look at it."""
-
-    __slots__ = ("_entity", "_frame", "event")
-
-    def __init__(self, event: EntityEvent, entity: Entity | None = None) -> None:
-        self.event = event
-        self._entity = entity
-        self._frame: EventFrameTemplate | None = None
-
-    @property
-    def entity(self) -> Entity:
-        if self._entity is None:
-            self._entity = KIND_BY_NAME[self.event.entity_type].model.model_validate_json(self.event.document)
-        return self._entity
-
-    def values_of(self, key: IndexKey) -> frozenset[object]:
-        if key == "id":
-            return frozenset({self.event.entity_id})
-        if key == "reader":
-            return frozenset(self.event.readers)
-        return entity_index_values(self.entity, key)
-
-    def frame_for(self, subscription: Subscription) -> bytes | None:
-        """The frame to send, or None when the subscription does not want this event."""
-        event = self.event
-        if event.seq <= subscription.cursor or not subscription.wants(event.event_type, event.readers):
-            return None
-        if subscription.filter is not None and not matches(subscription.filter, self.entity):
-            return None
-        if self._frame is None:
-            self._frame = EventFrameTemplate(event.seq, event.event_type, event.entity_type, event.document)
-        return self._frame.for_subscription(subscription.id)
-
-
-def deliver(view: _EventView, subscription: Subscription) -> None:
-    frame = view.frame_for(subscription)
-    if frame is not None:
-        subscription.sink.deliver(frame)
-        subscription.cursor = view.event.seq
-        subscription.delivered += 1
 
 
 class Dispatcher:
@@ -126,10 +82,8 @@ class Dispatcher:
         """The log's head and, when it is past `position`, the next page of events: one snapshot, one hop (a
         thread hop on SQLite; on PostgreSQL, polled every few ms, one statement in autocommit through the
         driver, which first runs a numbering round: the events committed since the last get their positions)."""
-        if self.database.is_sqlite:
-            return await self.database.run_read(partial(outbox.tail_and_page, after_seq=self.position, limit=_PAGE))
-        numbered, head, events = await outbox.pg_number_and_page(self.database, self.position, _PAGE)
-        if numbered == outbox.NUMBER_ROUND:
+        head, events, more = await self.database.backend.tail_and_page(self.position, _PAGE)
+        if more:
             self._read_wanted = True  # more events wait for their positions: another round after this page
         return head, events
 
@@ -187,7 +141,10 @@ class Dispatcher:
 
     def _dispatch_timed(self, event: EntityEvent, entity: Entity | None) -> None:
         started = time.perf_counter_ns()
-        self._dispatch(event, entity)
+        if event.entity_type == "User":
+            for listener in self._user_listeners:
+                listener(event.entity_id)
+        dispatch_event(self.index, event, entity)
         self.dispatch_nanos += time.perf_counter_ns() - started
         self.position = event.seq
         self.dispatched += 1
@@ -195,15 +152,6 @@ class Dispatcher:
     def on_user_write(self, listener: Callable[[str], None]) -> None:
         """Call `listener(user_id)` for every write to a user, made through any node (access revocation)."""
         self._user_listeners.append(listener)
-
-    def _dispatch(self, event: EntityEvent, entity: Entity | None = None) -> None:
-        if event.entity_type == "User":
-            for listener in self._user_listeners:
-                listener(event.entity_id)
-        view = _EventView(event, entity)
-        for subscription in self.index.candidates(event.entity_type, event.event_type, view.values_of):
-            if subscription.live:
-                deliver(view, subscription)
 
     async def register(self, subscription: Subscription, after: int | None, epoch: str | None) -> bool:
         """Acknowledge a subscription and index it; True when it must `replay` before it goes live."""
@@ -246,20 +194,12 @@ class Dispatcher:
             if first > subscription.cursor + 1:
                 # Positions are dense: a hole means retention trimmed what this subscription still needed.
                 reason = f"events after {subscription.cursor} were trimmed by retention"
-                subscription.sink.deliver(
-                    gap_frame(subscription.id, subscription.cursor, first - 1, self.epoch, reason)
-                )
-                subscription.cursor = first - 1
+                skip_to(subscription, first - 1, self.epoch, reason)
             for event in events:
-                if event.entity_type == subscription.entity_type:
-                    deliver(_EventView(event), subscription)
-                subscription.cursor = max(subscription.cursor, event.seq)
+                replay_event(event, subscription)
 
     def _gap_for_live(self, position: int, reason: str) -> None:
-        for subscription in self.index.subscriptions():
-            if subscription.live and subscription.cursor < position:
-                subscription.sink.deliver(gap_frame(subscription.id, subscription.cursor, position, self.epoch, reason))
-                subscription.cursor = position
+        skip_live_to(self.index.subscriptions(), position, self.epoch, reason)
 
     def remove(self, subscription: Subscription) -> None:
         subscription.live = False

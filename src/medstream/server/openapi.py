@@ -54,7 +54,7 @@ def openapi_document(*, title: str, version: str, description: str, collections:
 
 
 def _types(operation: Operation) -> list[Any]:
-    found = [operation.answer, *(answer for _status, answer in operation.other_answers)]
+    found = [*([operation.answer] if operation.answer is not None else []), *(a for _s, a in operation.other_answers)]
     if operation.body is not None:
         found.append(operation.body.type)
     return found
@@ -92,7 +92,10 @@ def _operation(tag: str, operation: Operation, schemas: dict[Hashable, Any]) -> 
         if operation.body.description:
             body["description"] = operation.body.description
         described["requestBody"] = body
-    responses: dict[str, Any] = {"200": {"description": "OK", "content": _json(schemas[operation.answer])}}
+    success: dict[str, Any] = {"description": "OK" if operation.status == 200 else "Done, nothing to answer"}
+    if operation.answer is not None:
+        success["content"] = _json(schemas[operation.answer])
+    responses: dict[str, Any] = {str(operation.status): success}
     for status, answer in operation.other_answers:
         responses[str(status)] = {"description": ERROR_DESCRIPTIONS[status], "content": _json(schemas[answer])}
     for status in operation.errors:

@@ -88,7 +88,7 @@ class Operation:
     handler: Handler
     summary: str
     operation_id: str
-    answer: Any  # the type of the 200 answer's body, for the OpenAPI document
+    answer: Any  # the type of the success answer's body, for the OpenAPI document; None: no body
     errors: tuple[int, ...]  # every error status the operation answers, besides 500
     body: Body | None = None
     path_params: type[BaseModel] | None = None
@@ -96,7 +96,8 @@ class Operation:
     headers: tuple[Header, ...] = ()
     authenticated: bool = True
     description: str | None = None
-    # Statuses besides 200 that answer a body of their own (not the error body), with its type.
+    status: int = 200  # the success answer's status
+    # Statuses besides the success's that answer a body of their own (not the error body), with its type.
     other_answers: tuple[tuple[int, Any], ...] = ()
 
 

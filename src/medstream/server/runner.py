@@ -12,9 +12,9 @@ from fastapi import FastAPI
 
 from medstream.errors import ServerGoingAway
 from medstream.server.app import create_app
-from medstream.server.http_protocol import HttpProtocol
+from medstream.server.connection_limits import ConnectionLimits, connection_cap, raise_open_file_limit
 from medstream.server.settings import Settings
-from medstream.server.ws_protocol import WebSocketProtocol
+from medstream.server.uvicorn_protocols import HttpProtocol, WebSocketProtocol
 
 # Middle-generation collections per full one, once start-up is frozen (CPython's default is 10).
 FULL_COLLECTION_EVERY = 100
@@ -56,8 +56,14 @@ class MedstreamServer(uvicorn.Server):
 
 def make_server(settings: Settings, *, log_level: str = "info", freeze_gc: bool = False) -> MedstreamServer:
     """`freeze_gc`: freeze what start-up allocated out of the cyclic collector (for a server process of its
-    own, as `medstream serve`; not for servers started inside another program, such as tests)."""
+    own, as `medstream serve`; not for servers started inside another program, such as tests).
+
+    Raises the process's soft open-file limit to its hard one: connections are capped below it."""
     app = create_app(settings)
+    limits = ConnectionLimits(
+        total=connection_cap(settings.max_connections, raise_open_file_limit()),
+        per_address=settings.max_connections_per_address,
+    )
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -65,16 +71,21 @@ def make_server(settings: Settings, *, log_level: str = "info", freeze_gc: bool 
         log_level=log_level,
         access_log=log_level in {"debug", "info"},  # below "info" uvicorn would build each line, then drop it
         lifespan="on",
-        http=HttpProtocol,  # a response's head and body in one write
+        # server/uvicorn_protocols.py: a response's head and body in one write, request heads timed out,
+        # connections counted in all and per address.
+        http=HttpProtocol.configured(limits, settings.http_head_timeout_seconds),
+        timeout_keep_alive=settings.http_keep_alive_seconds,
         ws_max_size=1 << 20,
         # Medstream's own heartbeat (server/websocket.py) pings a silent client and drops one silent too long;
         # uvicorn's protocol-level keepalive would ping every socket every 20 s on top of it.
         ws_ping_interval=None,
         ws_per_message_deflate=settings.ws_per_message_deflate,
         # uvicorn's own protocol keeps a compression context per socket; ours does not, unless asked to.
-        ws="auto"
-        if settings.ws_deflate_context_takeover
-        else WebSocketProtocol.with_close_timeout(settings.ws_close_timeout_seconds),
+        ws=WebSocketProtocol.configured(
+            close_timeout=settings.ws_close_timeout_seconds,
+            context_takeover=settings.ws_deflate_context_takeover,
+            limits=limits,
+        ),
         timeout_graceful_shutdown=5,
     )
     return MedstreamServer(config, app, freeze_gc=freeze_gc)

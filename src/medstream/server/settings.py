@@ -1,92 +1,193 @@
-"""Server settings: command-line options override MEDSTREAM_* environment variables, which override defaults."""
+"""Server settings: one model, read from command-line options, MEDSTREAM_* environment variables and defaults, in
+that order of precedence. `medstream serve --help` and the table in docs/deploy.md are generated from it."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+import json
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from medstream.store.database import DEFAULT_DATABASE_URL
 
-
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"MEDSTREAM_{name}", default)
+ENV_PREFIX = "MEDSTREAM_"
 
 
-def _flag(value: str | None, default: bool) -> bool:
-    if value is None or not value.strip():
-        return default
-    if value.strip().lower() in {"1", "true", "yes", "on"}:
-        return True
-    if value.strip().lower() in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"expected a boolean (1/0, true/false, on/off), got {value!r}")
+class Settings(BaseSettings):
+    """Every field is a flag of `medstream serve` and `demo` (`--ws-send-queue`) and an environment variable
+    (`MEDSTREAM_WS_SEND_QUEUE`); `Settings(port=0, ...)` sets fields in code, over both."""
 
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, frozen=True, extra="forbid")
 
-@dataclass(frozen=True)
-class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    database_url: str = DEFAULT_DATABASE_URL
-    admin_login: str | None = None
-    admin_password: str | None = None
-    access_token_seconds: int = 15 * 60
-    refresh_token_seconds: int = 14 * 24 * 3600
-    max_body_bytes: int = 8 * 1024 * 1024
-    max_batch_size: int = 10_000
-    login_free_attempts: int = 5
-    login_max_delay_seconds: float = 60.0
-    # Origins whose browser pages may call the REST routes and open the events websocket (CORS); none by default.
-    # MEDSTREAM_CORS_ORIGINS is a comma-separated list, such as "https://app.example,https://admin.example".
-    cors_origins: tuple[str, ...] = field(default_factory=tuple)
-    # How often the dispatcher polls the outbox tail for other nodes' writes (local commits wake it at once);
-    # None: 5 ms on PostgreSQL (several nodes), 50 ms on SQLite (other processes only).
-    dispatcher_poll_seconds: float | None = None
-    ws_heartbeat_seconds: float = 20.0
-    ws_heartbeat_timeout_seconds: float = 60.0
-    ws_send_queue: int = 10_000
-    ws_max_subscriptions: int = 1_000
-    # After the server sends a close frame, how long the client has to answer it before the connection is
-    # dropped (TCP abort): a client that stopped reading never reads the close, and its socket would stay open.
-    ws_close_timeout_seconds: float = 10.0
-    # permessage-deflate on event sockets: frames up to 3-4x smaller, but the server compresses every frame once
-    # per socket: off by default (bench/README.md has the figures).
-    ws_per_message_deflate: bool = False
-    # With deflate on: keep each socket's compression context between messages (RFC 7692 context takeover), for
-    # the best ratio on small frames, at ~40 KB per connection. Off, no zlib state outlives a message.
-    ws_deflate_context_takeover: bool = False
-    # FastAPI's own OpenTelemetry spans and metrics, for an operator who sets up OpenTelemetry providers (for
-    # instance with opentelemetry-instrument). Off, FastAPI does not look for providers on every request: that
-    # look-up was 7% of a write's time on the event loop.
-    opentelemetry: bool = False
-    # Outbox retention: events older than this, or beyond this many, are trimmed every interval.
-    retention_seconds: float = 7 * 24 * 3600
-    retention_max_events: int = 10_000_000
-    retention_interval_seconds: float = 60.0
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8080, ge=0, le=65535, description="port to listen on (0 picks a free one)")
+    database_url: str = Field(DEFAULT_DATABASE_URL, description="`sqlite:///path` or `postgresql://user@host:port/db`")
+    admin_login: str | None = Field(None, description="an admin made at start if no user has this login")
+    admin_password: str | None = Field(None, description="that admin's password")
+    access_token_seconds: int = Field(15 * 60, gt=0, description="access token lifetime")
+    refresh_token_seconds: int = Field(14 * 24 * 3600, gt=0, description="refresh token lifetime (14 days by default)")
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="request body bound, 8 MiB by default (413 above)")
+    max_batch_size: int = Field(10_000, gt=0, description="entities in one batch request at most")
+    login_free_attempts: int = Field(
+        5, ge=0, description="failed logins of one login name before each further attempt is delayed"
+    )
+    login_max_delay_seconds: float = Field(60.0, ge=0, description="the longest delay of a throttled login")
+    login_peer_free_attempts: int = Field(
+        20,
+        ge=0,
+        description="failed logins in a row from one client address (whatever the logins) before its further "
+        "attempts are delayed as one login's are; a success from the address starts the count again",
+    )
+    login_wait_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="how long a login attempt beyond the free ones waits for the attempts in flight of its login "
+        "or address (if they succeed it goes through) before it is answered 429",
+    )
+    login_password_checks: int = Field(
+        1,
+        gt=0,
+        description="password checks (argon2, about 0.1 s of a core each) a node runs at once: a login flood costs "
+        "the node at most these, not the other requests' CPU",
+    )
+    login_password_check_queue: int = Field(
+        32,
+        ge=0,
+        description="logins that may wait for a password check; beyond them a login is answered 429 with "
+        "`Retry-After: 1` at once",
+    )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="origins whose browser pages may call the REST routes and open the events websocket (CORS), "
+        "comma-separated: `https://app.example,https://admin.example` (a JSON list works too); none by default",
+    )
+    dispatcher_poll_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="how often the dispatcher polls the event log for other nodes' and processes' writes (local "
+        "commits wake it at once); unset: 5 ms on PostgreSQL, 50 ms on SQLite",
+    )
+    http_head_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="a connection that has not sent a complete request head this long after it opened (or after "
+        "its next request began) is closed",
+    )
+    http_keep_alive_seconds: int = Field(
+        5, gt=0, description="an HTTP connection idle this long after a response is closed"
+    )
+    max_connections: int | None = Field(
+        None,
+        gt=0,
+        description="connections held at once, websockets included; past it a new one is answered 503 and closed. "
+        "Unset, or above what the open-file limit allows: that limit (raised to its hard limit at start) less 256 "
+        "kept for the database and the server's own files",
+    )
+    max_connections_per_address: int = Field(
+        1_000,
+        ge=0,
+        description="connections held at once from one peer address, websockets included; past it a new one from "
+        "that address is answered 503 and closed. 0: no cap (behind a reverse proxy every client has its address)",
+    )
+    ws_heartbeat_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="the server pings an event socket silent this long (a `ping` message; uvicorn's own "
+        "protocol-level keepalive is off)",
+    )
+    ws_heartbeat_timeout_seconds: float = Field(
+        60.0, gt=0, description="an event socket silent this long is closed with 4408"
+    )
+    ws_send_queue: int = Field(
+        10_000, gt=0, description="messages queued for one socket before it is closed with 4429 (too slow)"
+    )
+    ws_max_subscriptions: int = Field(1_000, gt=0, description="subscriptions on one socket at most")
+    ws_max_sockets_per_user: int = Field(
+        100, gt=0, description="event sockets one user holds open on this node; past it a new one is closed with 4429"
+    )
+    ws_max_subscriptions_per_user: int = Field(
+        10_000,
+        gt=0,
+        description="subscriptions one user holds on this node, over all its sockets; past it a subscribe gets an "
+        "`error`",
+    )
+    ws_max_filter_bytes_per_user: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="the weight of one user's subscription filters on this node, an estimate of the bytes they hold "
+        "(64 MiB by default); past it a subscribe gets an `error`",
+    )
+    ws_max_unauthenticated_per_peer: int = Field(
+        100,
+        gt=0,
+        description="event sockets of one peer address that have not authenticated yet; past it a new one is closed "
+        "with 4429",
+    )
+    ws_close_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="how long a client has to answer the server's close frame (or to read what is buffered "
+        "before it) before its connection is dropped: a client that stopped reading never reads the close",
+    )
+    ws_per_message_deflate: bool = Field(
+        False,
+        description="negotiate permessage-deflate on event sockets, for slow links. By default without context "
+        "takeover (RFC 7692): each message is compressed on its own and no zlib state outlives it, so an idle "
+        "socket costs no more memory than without compression; an event frame shrinks about 1.5x alone, 3.5x in a "
+        "batched frame. The server compresses every frame once per socket, which costs fan-out throughput",
+    )
+    ws_deflate_context_takeover: bool = Field(
+        False,
+        description="with deflate on, keep each socket's compression context between messages: about 3.4x "
+        "smaller single event frames, for about 40 KB more server memory per connection",
+    )
+    opentelemetry: bool = Field(
+        False,
+        description="FastAPI's OpenTelemetry spans, metrics and logs for HTTP requests and sockets, for an "
+        "operator who sets up OpenTelemetry providers (for instance with `opentelemetry-instrument`). Off, FastAPI "
+        "does not look for providers on every request (7% of a write's time on the event loop)",
+    )
+    retention_seconds: float = Field(
+        7 * 24 * 3600, gt=0, description="events older than this are trimmed (7 days by default)"
+    )
+    retention_max_events: int = Field(10_000_000, gt=0, description="and all but this many newest")
+    retention_interval_seconds: float = Field(60.0, gt=0, description="how often the outbox is trimmed")
 
+    @field_validator("cors_origins", mode="before")
     @classmethod
-    def from_env(cls, **overrides: object) -> Settings:
-        """Settings from MEDSTREAM_* variables; keyword arguments that are not None win."""
-        values: dict[str, object] = {
-            "host": _env("HOST", cls.host),
-            "port": int(_env("PORT", str(cls.port)) or cls.port),
-            "database_url": _env("DATABASE_URL", DEFAULT_DATABASE_URL),
-            "admin_login": _env("ADMIN_LOGIN"),
-            "admin_password": _env("ADMIN_PASSWORD"),
-            "access_token_seconds": int(_env("ACCESS_TOKEN_SECONDS", str(cls.access_token_seconds)) or 0),
-            "max_body_bytes": int(_env("MAX_BODY_BYTES", str(cls.max_body_bytes)) or 0),
-            "ws_heartbeat_seconds": float(_env("WS_HEARTBEAT_SECONDS", str(cls.ws_heartbeat_seconds)) or 0),
-            "ws_send_queue": int(_env("WS_SEND_QUEUE", str(cls.ws_send_queue)) or 0),
-            "ws_heartbeat_timeout_seconds": float(
-                _env("WS_HEARTBEAT_TIMEOUT_SECONDS", str(cls.ws_heartbeat_timeout_seconds)) or 0
-            ),
-            "ws_max_subscriptions": int(_env("WS_MAX_SUBSCRIPTIONS", str(cls.ws_max_subscriptions)) or 0),
-            "ws_close_timeout_seconds": float(_env("WS_CLOSE_TIMEOUT_SECONDS", str(cls.ws_close_timeout_seconds)) or 0),
-            "ws_per_message_deflate": _flag(_env("WS_PER_MESSAGE_DEFLATE"), cls.ws_per_message_deflate),
-            "ws_deflate_context_takeover": _flag(_env("WS_DEFLATE_CONTEXT_TAKEOVER"), cls.ws_deflate_context_takeover),
-            "cors_origins": tuple(o.strip() for o in (_env("CORS_ORIGINS") or "").split(",") if o.strip()),
-            "opentelemetry": _flag(_env("OPENTELEMETRY"), cls.opentelemetry),
-            "retention_seconds": float(_env("RETENTION_SECONDS", str(cls.retention_seconds)) or 0),
-            "retention_max_events": int(_env("RETENTION_MAX_EVENTS", str(cls.retention_max_events)) or 0),
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
+    def _origins_list(cls, value: Any) -> Any:
+        """A comma-separated string of origins (or a JSON list) is the tuple of its origins."""
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else tuple(o.strip() for o in text.split(",") if o.strip())
+        return value
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a field: `ws_send_queue` is `--ws-send-queue`."""
+    return "--" + name.replace("_", "-")
+
+
+def env_of(name: str) -> str:
+    """The environment variable of a field: `ws_send_queue` is `MEDSTREAM_WS_SEND_QUEUE`."""
+    return ENV_PREFIX + name.upper()
+
+
+def describe_settings_error(error: ValidationError | SettingsError) -> str:
+    """One line naming each setting that is not valid, its flag and variable, and what is wrong with it."""
+    if isinstance(error, SettingsError):  # a value that could not even be decoded (a list that is not JSON)
+        text = f"{error}: {error.__cause__}" if error.__cause__ else str(error)
+        named = [n for n in Settings.model_fields if f'"{n}"' in text or f" {n}:" in text]
+        where = ", ".join(f"{n} ({flag_of(n)}, {env_of(n)})" for n in named) or "settings"
+        return f"invalid setting {where}: {' '.join(text.split())}"
+    problems = []
+    for item in error.errors():
+        name = str(item["loc"][0]) if item["loc"] else ""
+        if name in Settings.model_fields:
+            where = f"{name} ({flag_of(name)}, {env_of(name)})"
+            shown = "" if "password" in name else f", got {item['input']!r}"
+        else:
+            where, shown = name or "settings", ""
+        problems.append(f"{where}: {item['msg']}{shown}")
+    return "invalid setting " + "; ".join(problems)

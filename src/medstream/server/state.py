@@ -1,4 +1,4 @@
-"""What a running server holds: settings, database, repository, token issuer, login throttle."""
+"""What a running server holds: settings, database, repository, tokens and their state, login limits."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from medstream.access import Actor
 from medstream.errors import AuthenticationError
 from medstream.server.actors import ActorValidator
 from medstream.server.dispatcher import Dispatcher
-from medstream.server.security import LoginThrottle, TokenIssuer
+from medstream.server.login_throttle import LoginThrottle, PasswordCheckGate
+from medstream.server.security import TokenIssuer
 from medstream.server.settings import Settings
 from medstream.server.websocket import EventHub
 from medstream.store.database import Database
 from medstream.store.repository import EntityRepository
+from medstream.store.sessions import SessionStore
 
 
 @dataclass
@@ -24,7 +26,10 @@ class ServerState:
     database: Database
     repository: EntityRepository
     tokens: TokenIssuer
-    throttle: LoginThrottle
+    throttle: LoginThrottle  # per login
+    peer_throttle: LoginThrottle  # per peer address
+    password_checks: PasswordCheckGate
+    sessions: SessionStore
     dispatcher: Dispatcher
     hub: EventHub
     actors: ActorValidator

@@ -12,12 +12,11 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from medstream.access import Actor
-from medstream.errors import AuthenticationError, MedstreamError, TooSlowError, ValidationError
+from medstream.errors import AuthenticationError, CloseCode, MedstreamError, TooSlowError, ValidationError
 from medstream.events.protocol import (
     PING_FRAME,
     PONG_FRAME,
@@ -27,29 +26,21 @@ from medstream.events.protocol import (
     UnsubscribeMessage,
     batch_frames,
     error_frame,
+    fit_close_reason,
     parse_client_message,
     unsubscribed_frame,
 )
 from medstream.events.subscription import Subscription
 from medstream.filters.parse import parse_filter
+from medstream.filters.weight import filter_weight
 from medstream.model.entities import KIND_BY_NAME
 from medstream.server.actors import ActorValidator
 from medstream.server.dispatcher import Dispatcher
 from medstream.server.security import TokenIssuer
-from medstream.server.ws_protocol import SEND_NOW
+from medstream.server.uvicorn_protocols import SEND_NOW
+from medstream.server.ws_limits import Quotas, WebSocketLimits
 
 log = logging.getLogger("medstream.websocket")
-
-HEARTBEAT_TIMEOUT_CLOSE = 4408
-
-
-@dataclass(frozen=True)
-class WebSocketLimits:
-    auth_timeout: float = 10.0
-    heartbeat_interval: float = 20.0
-    heartbeat_timeout: float = 60.0
-    send_queue: int = 10_000  # messages waiting for one slow socket before it is closed with 4429
-    subscriptions: int = 1_000  # per connection
 
 
 class ClientConnection:
@@ -64,6 +55,7 @@ class ClientConnection:
         self.token_expires = token_expires
         self.limits = limits
         self.subscriptions: dict[str, Subscription] = {}
+        self.filter_bytes: dict[str, int] = {}  # each subscription's filter weight, counted against the user
         self.last_seen = time.monotonic()
         self._queue: deque[bytes] = deque()
         self._ready = asyncio.Event()
@@ -73,7 +65,7 @@ class ClientConnection:
         self.close_reason: tuple[int, str] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.last_ping = 0.0
-        # The server's protocol can send a frame at once (server/ws_protocol.py): queued frames then go out in
+        # The server's protocol can send a frame at once (server/uvicorn_protocols.py): queued frames then go out in
         # a callback at the end of this turn of the event loop, all that are waiting in one batched frame,
         # instead of through the writer task and the ASGI send. The writer task takes over whenever the socket
         # cannot take a frame without waiting, and while it holds frames nothing overtakes them.
@@ -119,7 +111,7 @@ class ClientConnection:
         """Ask the writer to close the socket once; frames queued after this are dropped. Frames already queued
         are dropped too (a slow consumer), or sent before the close with `flush` (a client that broke a rule)."""
         if self.close_reason is None:
-            self.close_reason = (code, reason[:120])
+            self.close_reason = (code, fit_close_reason(reason))
             if not flush:
                 self._queue.clear()
             self._ready.set()
@@ -137,7 +129,7 @@ class ClientConnection:
             self.close_soon(error.close_code, error.message)
         elif error is not None:
             log.error("subscription replay failed", exc_info=error)
-            self.close_soon(1011, "internal error")
+            self.close_soon(CloseCode.INTERNAL_ERROR, "internal error")
 
     async def wait_for_room(self) -> int:
         """Wait until at most half the send queue is in use (or the socket is closing); the free room. A replay
@@ -178,7 +170,7 @@ class ClientConnection:
         if self.close_reason is not None:
             return
         if now - self.last_seen > self.limits.heartbeat_timeout:
-            self.close_soon(HEARTBEAT_TIMEOUT_CLOSE, "no message within the heartbeat timeout")
+            self.close_soon(CloseCode.HEARTBEAT_TIMEOUT, "no message within the heartbeat timeout")
         elif wall_now > self.token_expires:
             self.close_soon(AuthenticationError.close_code, "access token expired: send a fresh auth message")
         elif now - max(self.last_seen, self.last_ping) > self.limits.heartbeat_interval:
@@ -196,6 +188,7 @@ class EventHub:
         self.tokens = tokens
         self.actors = actors
         self.limits = limits
+        self.quotas = Quotas(limits)
         self.connections: set[ClientConnection] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._going_away: tuple[int, str] | None = None
@@ -228,7 +221,7 @@ class EventHub:
         except AuthenticationError as exc:
             connection.close_soon(exc.close_code, exc.message)
 
-    def close_all(self, code: int = 1001, reason: str = "server going away") -> None:
+    def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server going away") -> None:
         """Close every socket, and refuse new ones the same way from now on (the node is shutting down)."""
         self._going_away = (code, reason)
         for connection in self.connections:
@@ -241,23 +234,42 @@ class EventHub:
             return
         connection: ClientConnection | None = None
         try:
-            connection = await self._authenticate(websocket)
+            connection = await self._authenticate_counted(websocket)
+            self.quotas.open_socket(connection.actor.user_id)
             self.connections.add(connection)
             if self._heartbeat is None or self._heartbeat.done():
                 self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="medstream-ws-heartbeat")
             await self._run(connection)
         except MedstreamError as exc:
+            self.closes[exc.close_code] += 1
             await _close(websocket, exc.close_code, exc.message)
         except WebSocketDisconnect:
             pass
         finally:
-            if connection is not None:
+            if connection is not None and connection in self.connections:
                 self.connections.discard(connection)
-                for subscription in connection.subscriptions.values():
-                    self.dispatcher.remove(subscription)
-                connection.subscriptions.clear()
+                for subscription_id in list(connection.subscriptions):
+                    self._drop(connection, subscription_id)
+                self.quotas.close_socket(connection.actor.user_id)
                 for task in list(connection.tasks):
                     task.cancel()
+
+    async def _authenticate_counted(self, websocket: WebSocket) -> ClientConnection:
+        """`_authenticate`, counted against the peer's address while it waits: the bound on sockets that hold
+        the server's memory without a user to count it against."""
+        peer = websocket.client.host if websocket.client is not None else ""
+        self.quotas.open_unauthenticated(peer)
+        try:
+            return await self._authenticate(websocket)
+        finally:
+            self.quotas.close_unauthenticated(peer)
+
+    def _drop(self, connection: ClientConnection, subscription_id: str) -> None:
+        """Remove a subscription of `connection`, if it has one of that id, and uncount it."""
+        subscription = connection.subscriptions.pop(subscription_id, None)
+        if subscription is not None:
+            self.dispatcher.remove(subscription)
+            self.quotas.remove_subscription(connection.actor.user_id, connection.filter_bytes.pop(subscription_id))
 
     async def _authenticate(self, websocket: WebSocket) -> ClientConnection:
         try:
@@ -297,7 +309,7 @@ class EventHub:
             connection.close_soon(error.close_code, error.message, flush=True)
         elif error is not None and not isinstance(error, WebSocketDisconnect):
             log.error("websocket reader failed", exc_info=error)
-            connection.close_soon(1011, "internal error")
+            connection.close_soon(CloseCode.INTERNAL_ERROR, "internal error")
         if connection.close_reason is not None:
             self.closes[connection.close_reason[0]] += 1
             with contextlib.suppress(TimeoutError):
@@ -314,9 +326,7 @@ class EventHub:
             if isinstance(message, SubscribeMessage):
                 await self._subscribe(connection, message)
             elif isinstance(message, UnsubscribeMessage):
-                subscription = connection.subscriptions.pop(message.id, None)
-                if subscription is not None:
-                    self.dispatcher.remove(subscription)
+                self._drop(connection, message.id)
                 connection.deliver(unsubscribed_frame(message.id))
             elif isinstance(message, PingMessage):
                 connection.deliver(PONG_FRAME)
@@ -347,6 +357,13 @@ class EventHub:
         except ValidationError as exc:
             connection.deliver(error_frame(exc.code, exc.message, message.id))
             return
+        weight = filter_weight(event_filter, len(set(message.events)))
+        try:
+            self.quotas.add_subscription(connection.actor.user_id, weight)
+        except TooSlowError as exc:  # the user's other subscriptions go on: only this one is refused
+            connection.deliver(error_frame(exc.code, exc.message, message.id))
+            return
+        connection.filter_bytes[message.id] = weight
         subscription = Subscription(
             id=message.id,
             entity_type=kind.name,
@@ -368,7 +385,7 @@ class EventHub:
 async def _receive(websocket: WebSocket) -> str | bytes:
     message = await websocket.receive()
     if message["type"] == "websocket.disconnect":
-        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+        raise WebSocketDisconnect(message.get("code", CloseCode.NORMAL_CLOSURE), message.get("reason"))
     text: str | None = message.get("text")
     return text if text is not None else message.get("bytes") or b""
 
@@ -376,7 +393,7 @@ async def _receive(websocket: WebSocket) -> str | bytes:
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
     if websocket.application_state == WebSocketState.CONNECTED and websocket.client_state == WebSocketState.CONNECTED:
         with contextlib.suppress(Exception):
-            await websocket.close(code, reason[:120])
+            await websocket.close(code, fit_close_reason(reason))
 
 
 __all__ = ["ClientConnection", "EventHub", "WebSocketLimits"]

@@ -1,1 +1,2 @@
-"""Storage: SQL schema, migrations, repositories and the outbox (SQLAlchemy Core, aiosqlite and asyncpg)."""
+"""Storage: SQL schema, migrations, the entity repository and the outbox (SQLAlchemy Core), over one backend
+per database: `sqlite` (the standard library's sqlite3) and `postgresql` (asyncpg)."""

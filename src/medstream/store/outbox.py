@@ -1,27 +1,26 @@
-"""The outbox: every committed write appends its event here, in the same transaction (DESIGN section 5).
+"""The outbox: every committed write appends its event here, in the same transaction.
 
-Positions (`seq`) are dense and follow commit order (docs/guarantees.md). On SQLite the database serialises
-writers, so the tail counter is advanced inside the transaction, and the transaction also publishes its events,
-positions and all, to the process's commit listeners (the dispatcher then need not read them back). On PostgreSQL
-rows are inserted with `seq` NULL, and writers take no shared lock: after they commit, a numbering round
-(`pg_number`, migration 0004) gives every committed event still without a position the next ones, in insert
-order, and moves the tail past them. There the log is the only source.
+Positions (`seq`) are dense and follow commit order (docs/guarantees.md). The backend gives them: SQLite in the
+write's transaction, which also publishes the events, positions and all, to the process's commit listeners;
+PostgreSQL in numbering rounds after commits (`medstream.store.postgresql.numbering`), where the log is the only
+source. This module holds the log's rows and events, and reads it through the connection's backend.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import Connection, Integer, bindparam, delete, func, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
 from medstream.events.types import EntityEvent, EventType
 from medstream.model.common import Entity
-from medstream.store.database import Database
+from medstream.store.backend import backend_of
 from medstream.store.schema import outbox, outbox_tail
-from medstream.store.statements import publish, sqlite_execute
+
+if TYPE_CHECKING:
+    from medstream.store.database import Database
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,31 +54,7 @@ class LogHead:
 
 
 # Plain SQL: the log's head, for either driver.
-_HEAD_SQL = "SELECT last_seq, epoch, floor_seq FROM outbox_tail WHERE id = 1"
-# On SQLite these run through the driver itself (statements.sqlite_execute). _ADVANCE_SQLITE numbers the events
-# there; on PostgreSQL numbering rounds do (pg_number).
-_ADVANCE_SQLITE = "UPDATE outbox_tail SET last_seq = last_seq + ? WHERE id = 1 RETURNING last_seq"
-_AFTER_SQLITE = (
-    "SELECT seq, entity_type, entity_id, rev, event_type, document, readers, created FROM outbox"
-    " WHERE seq > ? ORDER BY seq LIMIT ?"
-)
-
-
-def event_rows(conn: Connection, events: Sequence[PendingEvent], *, assign_seq: bool) -> list[dict[str, Any]]:
-    """The outbox rows of `events`, in order, for the caller to insert in this transaction with the write's
-    other rows (statements.insert_tables). With `assign_seq` (SQLite) their positions are taken from the tail
-    counter here, and the events are published (`WrittenEvent`s) for when the transaction commits; on
-    PostgreSQL a numbering round does, after the commit (`pg_number`)."""
-    if not events:
-        return []
-    rows = [event_row(e) for e in events]
-    if assign_seq:  # SQLite
-        (last,) = sqlite_execute(conn, _ADVANCE_SQLITE, (len(rows),)).fetchone()
-        first = last - len(rows) + 1
-        for offset, row in enumerate(rows):
-            row["seq"] = first + offset
-        publish(conn, [_written(first + offset, e) for offset, e in enumerate(events)])
-    return rows
+HEAD_SQL = "SELECT last_seq, epoch, floor_seq FROM outbox_tail WHERE id = 1"
 
 
 def event_row(e: PendingEvent) -> dict[str, Any]:
@@ -96,46 +71,22 @@ def event_row(e: PendingEvent) -> dict[str, Any]:
     }
 
 
-def _written(seq: int, e: PendingEvent) -> WrittenEvent:
+def written(seq: int, e: PendingEvent) -> WrittenEvent:
+    """`e` as committed at position `seq`, for the commit listeners."""
     event = EntityEvent(seq, e.entity_type, e.entity_id, e.rev, e.event_type, e.document.encode(), e.readers, e.created)
     return WrittenEvent(event, e.entity)
 
 
 def head(conn: Connection) -> LogHead:
-    if conn.dialect.name == "sqlite":
-        last_seq, epoch, floor_seq = sqlite_execute(conn, _HEAD_SQL).fetchone()
-    else:
-        last_seq, epoch, floor_seq = conn.exec_driver_sql(_HEAD_SQL).one()
-    return LogHead(last_seq=last_seq, epoch=epoch, floor_seq=floor_seq)
-
-
-_AFTER = (
-    select(
-        outbox.c.seq,
-        outbox.c.entity_type,
-        outbox.c.entity_id,
-        outbox.c.rev,
-        outbox.c.event_type,
-        outbox.c.document,
-        outbox.c.readers,
-        outbox.c.created,
-    )
-    .where(outbox.c.seq > bindparam("after_seq"))
-    .order_by(outbox.c.seq)
-    .limit(bindparam("limit", type_=Integer))
-)
+    return backend_of(conn).head(conn)
 
 
 def read_after(conn: Connection, after_seq: int, limit: int = 1000) -> list[EntityEvent]:
     """Committed events with `seq` > `after_seq`, in `seq` order."""
-    if conn.dialect.name == "sqlite":
-        rows: Iterable[Sequence[Any]] = sqlite_execute(conn, _AFTER_SQLITE, (after_seq, limit))
-    else:
-        rows = conn.execute(_AFTER, {"after_seq": after_seq, "limit": limit})
-    return [_event(*row) for row in rows]
+    return backend_of(conn).read_after(conn, after_seq, limit)
 
 
-def _event(
+def log_event(
     seq: int, entity_type: str, entity_id: str, rev: str, event_type: str, document: str, readers: str, created: int
 ) -> EntityEvent:
     return EntityEvent(
@@ -150,48 +101,9 @@ def _event(
     )
 
 
-# Migration 0004's function: one round, at most $1 events, in a transaction of its own.
-_NUMBER_PG = "SELECT outbox_number($1)"
-NUMBER_ROUND = 5_000
-
-
-async def pg_number(database: Database, limit: int = NUMBER_ROUND) -> int:
-    """PostgreSQL: give the committed events that have no position yet theirs, in one round (at most `limit`);
-    how many it numbered. Rounds take turns on the tail's row lock, so any node may run one at any time: each
-    numbers what the one before left. Nothing is locked or written when there is nothing to number."""
-    rows = await database.autocommit.fetch(_NUMBER_PG, (limit,))
-    return int(rows[0][0])
-
-
 async def number_committed(database: Database) -> None:
-    """Every event committed before the call has its position once this returns: on PostgreSQL, rounds until
-    one numbers less than a full round; on SQLite, where positions are taken at insert, nothing to do."""
-    if not database.is_sqlite:
-        while await pg_number(database) == NUMBER_ROUND:
-            pass
-
-
-_NUMBER_AND_READ_PG = "SELECT * FROM outbox_number_and_read($1, $2, $3)"
-
-
-async def pg_number_and_page(
-    database: Database, after_seq: int, limit: int = 1000
-) -> tuple[int, LogHead, list[EntityEvent]]:
-    """`tail_and_page` on PostgreSQL, after a numbering round, as one statement in autocommit (migration 0004):
-    how many events the round numbered, the log's head and the page after `after_seq`. The page's snapshot,
-    taken after the round, sees every event up to the head it reads, since an event gets its `seq` in the round
-    that moves the head past it. The rows come back once the round has committed: asyncpg hands a statement's
-    rows over at ReadyForQuery, which PostgreSQL sends after the implicit transaction's commit."""
-    rows = await database.autocommit.fetch(_NUMBER_AND_READ_PG, (after_seq, NUMBER_ROUND, limit))
-    first = rows[0]
-    tail = LogHead(last_seq=first["last_seq"], epoch=first["epoch"], floor_seq=first["floor_seq"])
-    events = [
-        _event(r["seq"], r["entity_type"], r["entity_id"], r["rev"], r["event_type"], r["document"], r["readers"],
-               r["created"])
-        for r in rows
-        if r["seq"] is not None
-    ]  # fmt: skip
-    return int(first["numbered"]), tail, events
+    """Every event committed before the call has its position once this returns."""
+    await database.backend.number_committed()
 
 
 def tail_and_page(conn: Connection, after_seq: int, limit: int = 1000) -> tuple[LogHead, list[EntityEvent]]:

@@ -4,7 +4,6 @@ writer can read and that is not deleted."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy import Connection
 
@@ -12,17 +11,10 @@ from medstream.access import Actor
 from medstream.errors import ConflictError, NotFoundError, ValidationError
 from medstream.model.common import Entity
 from medstream.model.entities import EntityKind
-from medstream.store.entity_rows import PATIENT_ACCESS, PATIENT_ACCESS_ONE, patient_access_sqlite
-from medstream.store.schema import ENTITY_TABLES
-from medstream.store.statements import sqlite_execute
+from medstream.store.backend import Backend
 
 # Kinds whose `patient_id` links to a patient the writer must be able to read; True when the link is required.
 PATIENT_LINKS = {"DataSample": True, "HealthcareElement": False}
-# A patient delete's lock on the tables of the kinds that link to patients (PostgreSQL): it conflicts with the
-# ROW EXCLUSIVE lock of every write to them, and with itself, so two patient deletes take turns.
-HOLD_OFF_PATIENT_LINKS = (
-    f"LOCK TABLE {', '.join(ENTITY_TABLES[name].name for name in sorted(PATIENT_LINKS))} IN SHARE ROW EXCLUSIVE MODE"
-)
 
 
 def linked_patients(kind: EntityKind, entities: Sequence[Entity]) -> list[str]:
@@ -47,17 +39,15 @@ def raise_for_links(wanted: list[str], found: dict[str, tuple[int | None, bool]]
             raise ConflictError(f"patient {patient_id} was deleted")
 
 
-def check_links(
-    conn: Connection, kind: EntityKind, entities: Sequence[Entity], actor: Actor, *, is_sqlite: bool
-) -> None:
+def check_links(conn: Connection, kind: EntityKind, entities: Sequence[Entity], actor: Actor, backend: Backend) -> None:
     """A data sample (or a healthcare element that names one) must link to a patient the writer can read."""
     wanted = linked_patients(kind, entities)
     if wanted:
-        raise_for_links(wanted, _patients_for(conn, wanted, actor, is_sqlite=is_sqlite))
+        raise_for_links(wanted, _patients_for(conn, wanted, actor, backend))
 
 
 def _patients_for(
-    conn: Connection, ids: list[str], actor: Actor, *, is_sqlite: bool
+    conn: Connection, ids: list[str], actor: Actor, backend: Backend
 ) -> dict[str, tuple[int | None, bool]]:
     """Per existing patient among `ids`: when it was deleted (None if not), and whether `actor` may read it,
     from its readers rows (kept with its document in every write) rather than by parsing the document."""
@@ -66,14 +56,5 @@ def _patients_for(
     owner = None if actor.is_admin else actor.data_owner_id
     if owner is None and not actor.is_admin:
         return {}
-    rows: list[Any]
-    if is_sqlite:
-        rows = []
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            rows.extend(sqlite_execute(conn, patient_access_sqlite(len(chunk)), (owner, *chunk)))
-    elif len(ids) > 1:
-        rows = list(conn.execute(PATIENT_ACCESS, {"owner": owner, "ids": ids}))
-    else:  # one id: a plain equality, compiled once (an expanding IN is compiled again at every call)
-        rows = list(conn.execute(PATIENT_ACCESS_ONE, {"owner": owner, "id": ids[0]}))
+    rows = backend.patient_access(conn, ids, owner)
     return {patient_id: (deleted, actor.is_admin or bool(readable)) for patient_id, deleted, readable in rows}

@@ -13,11 +13,11 @@ from sqlalchemy import ColumnElement, Select, select
 
 from medstream.access import Actor
 from medstream.errors import ValidationError
-from medstream.filters import Filter, FilterTables, compile_filter
-from medstream.filters.sql import has_driving_constraint
+from medstream.filters import Filter
 from medstream.model.common import Entity
 from medstream.model.entities import EntityKind
 from medstream.store.database import Database
+from medstream.store.filter_sql import FilterTables, compile_filter, has_driving_constraint
 from medstream.store.schema import ENTITY_TABLES, entity_readers, entity_terms
 
 MAX_PAGE = 10_000

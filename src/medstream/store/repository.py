@@ -7,8 +7,7 @@ a NotFoundError, exactly as if it did not exist.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from sqlalchemy import Connection, Table, select
 
@@ -19,10 +18,12 @@ from medstream.model.common import Entity, SystemMetaData
 from medstream.model.entities import EntityKind
 from medstream.model.ids import new_entity_id
 from medstream.model.user import User
-from medstream.store.creates import Creates
 from medstream.store.database import Database
-from medstream.store.entity_rows import EntityRow, row_query, row_sql, rows_query
-from medstream.store.entity_writes import (
+from medstream.store.entity_rows import EntityRow
+from medstream.store.new_entities import Creates
+from medstream.store.patient_links import check_links
+from medstream.store.queries import readable_clause
+from medstream.store.revisions import (
     Stored,
     Write,
     WriteRows,
@@ -34,10 +35,8 @@ from medstream.store.entity_writes import (
     store_rows,
     with_reader,
 )
-from medstream.store.patient_links import HOLD_OFF_PATIENT_LINKS, check_links
-from medstream.store.queries import readable_clause
 from medstream.store.schema import ENTITY_TABLES
-from medstream.store.statements import sqlite_execute
+from medstream.store.user_changes import UserChange, apply_user_changes
 
 _DATA_OWNER_KINDS = ("HealthcareProfessional", "Patient", "MedicalDevice")
 
@@ -111,8 +110,11 @@ class EntityRepository:
                 else:
                     write = prepare_update(kind, row, entity, actor, now, password_hash)
                 writes.append(rows_of(kind, write))
-            check_links(conn, kind, [w.write.entity for w in writes], actor, is_sqlite=self.database.is_sqlite)
-            store_rows(conn, kind, writes, is_sqlite=self.database.is_sqlite)
+            backend = self.database.backend
+            check_links(conn, kind, [w.write.entity for w in writes], actor, backend)
+            store_rows(conn, kind, writes, backend)
+            if kind.name == "User":
+                apply_user_changes(conn, _user_changes(existing, [w.write for w in writes]))
             return [Stored(w.write.entity, w.document) for w in writes]
 
         return await self.database.run_write(transaction)
@@ -129,12 +131,11 @@ class EntityRepository:
 
         def transaction(conn: Connection) -> list[Entity]:
             rows = self._rows_by_id(conn, table, ids, lock=True)
-            if kind.name == "Patient" and not self.database.is_sqlite:
-                # A create of one statement locks no patient row (store/pg_creates.py): this waits for those in
-                # progress and holds off new ones until the delete commits. Taken after the patients' row locks:
-                # a write in a transaction holds its patient's share lock while it goes on to write its table, so
-                # a delete that held this lock while waiting for that row would deadlock with it.
-                conn.exec_driver_sql(HOLD_OFF_PATIENT_LINKS)
+            if kind.name == "Patient":
+                # Taken after the patients' row locks: a write in a transaction holds its patient's share lock
+                # while it goes on to write its table, so a delete that held this lock while waiting for that
+                # row would deadlock with it.
+                self.database.backend.hold_off_patient_links(conn)
             results: list[Entity] = []
             writes: list[Write] = []
             for entity_id in ids:
@@ -148,6 +149,8 @@ class EntityRepository:
                 writes.append(Write(tombstone, EventType.DELETE, is_new=False))
                 results.append(tombstone)
             self._store(conn, kind, writes)
+            if kind.name == "User":
+                apply_user_changes(conn, _user_changes(rows, writes))
             return results
 
         return await self.database.run_write(transaction)
@@ -216,22 +219,25 @@ class EntityRepository:
         documents = await self.database.run_read(lambda conn: [document for (document,) in conn.execute(query)])
         return [kind.model.model_validate_json(document) for document in documents]
 
-    async def find_user_by_login(self, login: str) -> tuple[User, str | None] | None:
-        """A live user and its password hash, by login (for authentication only)."""
+    async def find_user_by_login(self, login: str, *, with_disabled: bool = False) -> tuple[User, str | None] | None:
+        """A live user and its password hash, by login (for authentication, which refuses a disabled user: it
+        is left out unless `with_disabled`)."""
         table = ENTITY_TABLES["User"]
         query = select(table.c.document, table.c.password_hash).where(table.c.login == login, table.c.deleted.is_(None))
         row = await self.database.run_read(lambda conn: conn.execute(query).one_or_none())
         if row is None:
             return None
-        return User.model_validate_json(row.document), row.password_hash
+        user = User.model_validate_json(row.document)
+        return None if user.disabled and not with_disabled else (user, row.password_hash)
 
     async def find_user(self, user_id: str) -> User | None:
-        """A live user by id, whatever the caller may read (for authentication only)."""
+        """A live user by id that is not disabled, whatever the caller may read (for authentication only)."""
         rows = await self._read_rows(ENTITY_TABLES["User"], [user_id])
         row = rows.get(user_id)
         if row is None or row.deleted is not None:
             return None
-        return User.model_validate_json(row.document)
+        user = User.model_validate_json(row.document)
+        return None if user.disabled else user
 
     # -- helpers -----------------------------------------------------------------------------------------
 
@@ -248,27 +254,9 @@ class EntityRepository:
     def _rows_by_id(
         self, conn: Connection, table: Table, ids: Sequence[str], *, lock: bool = False
     ) -> dict[str, EntityRow]:
-        """The rows with these ids. With `lock`, for a write that checks then replaces them: on PostgreSQL
-        (READ COMMITTED) they are locked until the transaction ends, so that a concurrent writer waits and
-        then sees the new rev (else both pass the rev check and one update is lost), and always in id byte
-        order, so that two batches never deadlock. SQLite's writers are already serialised."""
-        lock = lock and not self.database.is_sqlite
-        if lock:
-            ids = sorted(ids)
-        rows: dict[str, EntityRow] = {}
-        if len(ids) == 1:  # the common case, and a plain equality is cheaper to run than an expanding IN
-            found: Iterable[Sequence[Any]]
-            if self.database.is_sqlite:
-                found = sqlite_execute(conn, row_sql(conn.dialect, table), (ids[0],))
-            else:
-                found = conn.execute(row_query(table, lock), {"id": ids[0]})
-            rows.update((row[0], EntityRow(*row)) for row in found)
-            return rows
-        query = rows_query(table, lock)
-        for start in range(0, len(ids), 500):
-            result = conn.execute(query, {"ids": ids[start : start + 500]})
-            rows.update((row[0], EntityRow(*row)) for row in result)
-        return rows
+        """The rows with these ids. With `lock`, for a write that checks then replaces them: no concurrent
+        writer changes them until the transaction ends (else both pass the rev check and one update is lost)."""
+        return self.database.backend.rows_by_id(conn, table, ids, lock=lock)
 
     def _data_owner_exists(self, conn: Connection, data_owner_id: str) -> bool:
         for name in _DATA_OWNER_KINDS:
@@ -280,7 +268,18 @@ class EntityRepository:
 
     def _store(self, conn: Connection, kind: EntityKind, writes: list[Write]) -> None:
         """Write rows, terms, readers and events for `writes`."""
-        store_rows(conn, kind, [rows_of(kind, w) for w in writes], is_sqlite=self.database.is_sqlite)
+        store_rows(conn, kind, [rows_of(kind, w) for w in writes], self.database.backend)
+
+
+def _user_changes(rows: dict[str, EntityRow], writes: Sequence[Write]) -> list[UserChange]:
+    """The users among `writes` that existed (in `rows`), as they were and as the writes leave them."""
+    changes: list[UserChange] = []
+    for write in writes:
+        row = rows.get(str(write.entity.id))
+        if row is not None and isinstance(write.entity, User):
+            current = User.model_validate_json(row.document)
+            changes.append(UserChange(current, write.entity, new_password=write.password_hash is not None))
+    return changes
 
 
 __all__ = ["EntityRepository", "Stored", "now_ms"]

@@ -2,7 +2,7 @@
 
 Every entity kind has its own table: the JSON document plus the scalar columns filters need. Set-valued
 fields (labels, codes, identifiers, linked ids) live in `entity_terms`, readers in `entity_readers`; both are
-shared by all kinds and keyed by entity type. The outbox is the event log (DESIGN section 5).
+shared by all kinds and keyed by entity type. The outbox is the event log (docs/guarantees.md).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ entity_terms = Table(
     Index("ix_entity_terms_covering", "entity_type", "term", "key", "value", "entity_id"),
 )
 
-# Which data owners may read which entity (DESIGN section 3).
+# Which data owners may read which entity (access.py has the rule).
 entity_readers = Table(
     "entity_readers",
     metadata,

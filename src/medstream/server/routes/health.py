@@ -23,7 +23,7 @@ class Health(BaseModel):
 
 async def health(call: Call) -> Response:
     state = call.state
-    database: dict[str, object] = {"dialect": "sqlite" if state.database.is_sqlite else "postgresql"}
+    database: dict[str, object] = {"dialect": state.database.backend.name}
     try:
         head = await state.database.run_read(outbox.head)
         database.update(status="ok", lastSeq=head.last_seq, epoch=head.epoch)

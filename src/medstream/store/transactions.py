@@ -1,5 +1,6 @@
-"""What a write can offer the database beyond being a transaction function: to run merged with others of its
-kind (both dialects), and to be one statement on PostgreSQL. No I/O here; `database` runs them."""
+"""What a transaction is: a function of a SQLAlchemy `Connection` (`Work`), what it publishes for the commit
+listeners (`Database.on_commit`), and what a write can offer beyond that: to run merged with others of its
+kind, and to be one statement in autocommit. No I/O here; the database's backend runs them."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class Statement(Generic[T]):
 
 class MergeableWrite(ABC, Generic[T]):
     """A write transaction that can also run merged with others of the same class and `merge_key` (see
-    `database`'s docstring). Called with a connection, it runs alone, as any `Work`."""
+    `medstream.store.backend`). Called with a connection, it runs alone, as any `Work`."""
 
     @property
     @abstractmethod
@@ -49,8 +50,9 @@ class MergeableWrite(ABC, Generic[T]):
 
     @classmethod
     def pg_statement(cls, writes: Sequence[Self], dialect: Any) -> Statement[list[T]] | None:
-        """On PostgreSQL, `writes` (one or more) as one statement with the same outcome as `run_merged`, or None
-        to run them as a transaction. `dialect` is the engine's, for compiling names and types."""
+        """For the PostgreSQL backend: `writes` (one or more) as one statement with the same outcome as
+        `run_merged`, or None to run them as a transaction. `dialect` is the engine's, for compiling names and
+        types."""
         return None
 
 
@@ -60,3 +62,26 @@ def merge_key(work: Work[Any]) -> Hashable | None:
         key = work.merge_key
         return None if key is None else (type(work), key)
     return None
+
+
+_PUBLISHED = "medstream_published"
+
+
+def publish(conn: Connection, items: Sequence[Any]) -> None:
+    """Hand `items` to the `on_commit` listeners once the write transaction running on `conn` commits; they
+    are dropped if it rolls back (or, in a group commit, if this write's savepoint does)."""
+    conn.info.setdefault(_PUBLISHED, []).extend(items)
+
+
+def take_published(conn: Connection) -> list[Any]:
+    published: list[Any] = conn.info.pop(_PUBLISHED, None) or []
+    return published
+
+
+def with_published(conn: Connection, work: Work[T]) -> tuple[T, list[Any]]:
+    """Run `work`, and take what it published; nothing it published outlives it on the pooled connection."""
+    try:
+        return work(conn), take_published(conn)
+    finally:
+        if not conn.invalidated:  # an invalidated connection leaves the pool, and what it held with it
+            conn.info.pop(_PUBLISHED, None)

@@ -1,5 +1,5 @@
-"""PostgreSQL's side of mergeable writes: writes of one kind that find their connections busy wait and then
-run together, and writes that are one statement run in autocommit through the driver.
+"""asyncpg connections of this node's own, for statements in autocommit (creates, the numbering rounds, the
+dispatcher's reads of the log), and running a write that is one statement on them.
 
 A create through SQLAlchemy's transaction costs four round trips (BEGIN, the patient check, the inserts,
 COMMIT), each one a pass through SQLAlchemy's async adaptation and a wait for the event loop's next turn; as
@@ -12,104 +12,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 
 from medstream.errors import UnavailableError
-from medstream.store.writes import MergeableWrite, Statement
+from medstream.store.transactions import Statement
 
 log = logging.getLogger("medstream.store")
 
 T = TypeVar("T")
 Failure = Callable[[Exception], BaseException | None]
 
-_SLOTS = 4  # writes of one merge key in flight at once; writes that find all of them busy wait
-_MERGE_LIMIT = 64  # and then run as one, this many at most
 # SQLSTATEs after which the statement did not run for want of a usable server: class 08 (connection
 # exception), 57P (operator intervention: shutdown, terminated backend), 53300 (too many connections).
 _UNAVAILABLE_SQLSTATES = ("08", "57P", "53300")
-
-
-class Merger:
-    """Runs mergeable writes. While fewer than `_SLOTS` writes of a merge key are in flight, a write runs at
-    once, alone (`write_one`); otherwise it waits, and the next slot to come free takes every write waiting
-    (up to `_MERGE_LIMIT`) as one (`write_merged`). If that fails, each of them runs again alone and gets its
-    own outcome. A caller cancelled while its write waits or runs does not take the write back (as a SQLite
-    group's): it commits or fails with the others."""
-
-    def __init__(
-        self,
-        write_one: Callable[[MergeableWrite[Any]], Awaitable[Any]],
-        write_merged: Callable[[list[MergeableWrite[Any]]], Awaitable[list[Any]]],
-    ) -> None:
-        self._write_one = write_one
-        self._write_merged = write_merged
-        self._waiting: dict[Hashable, deque[tuple[MergeableWrite[Any], asyncio.Future[Any]]]] = {}
-        self._busy: dict[Hashable, int] = {}
-        self._drains: set[asyncio.Task[None]] = set()
-        self.merged = 0
-
-    async def write(self, key: Hashable, work: MergeableWrite[T]) -> T:
-        waiting = self._waiting.setdefault(key, deque())
-        if self._busy.get(key, 0) < _SLOTS and not waiting:
-            self._busy[key] = self._busy.get(key, 0) + 1
-            try:
-                result: T = await self._write_one(work)
-                return result
-            finally:
-                self._free(key)
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        waiting.append((work, future))
-        return await future
-
-    def _free(self, key: Hashable) -> None:
-        """A slot of `key` is done: it goes on with the writes that wait, if any."""
-        if self._waiting[key]:
-            task = asyncio.get_running_loop().create_task(self._drain(key))
-            self._drains.add(task)
-            task.add_done_callback(self._drains.discard)
-        else:
-            self._busy[key] -= 1
-
-    async def _drain(self, key: Hashable) -> None:
-        waiting = self._waiting[key]
-        try:
-            while waiting:
-                batch = [waiting.popleft() for _ in range(min(len(waiting), _MERGE_LIMIT))]
-                await self._run(batch)
-        finally:
-            self._busy[key] -= 1
-
-    async def _run(self, batch: list[tuple[MergeableWrite[Any], asyncio.Future[Any]]]) -> None:
-        works = [work for work, _future in batch]
-        if len(works) > 1:
-            try:
-                results = await self._write_merged(works)
-            except Exception:  # they cannot all succeed together: each runs alone next, and gets its own outcome
-                pass
-            else:
-                self.merged += len(works)
-                for (_work, future), result in zip(batch, results, strict=True):
-                    if not future.done():
-                        future.set_result(result)
-                return
-        outcomes = await asyncio.gather(*(self._write_one(work) for work in works), return_exceptions=True)
-        for (_work, future), outcome in zip(batch, outcomes, strict=True):
-            if future.done():
-                continue
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
 
 
 class Autocommit:
     """asyncpg connections of this node's own, for statements in autocommit (creates, the dispatcher's reads of
     the log): taken and given back without SQLAlchemy's pool, whose check-out and check-in cost ~0.1 ms of CPU,
     more than the round trip itself. At most `size` are open; a caller waits for one to come free.
+
+    Not asyncpg's own pool either: even with a reset that does nothing (its default sends a reset query, one
+    more round trip per statement), its acquire and release, the release a task of its own, cost twice the
+    client CPU per statement (`SELECT 1`: 56-88 us against 31-45 us here) and more wall time.
 
     A connection the driver already knows is closed (PostgreSQL restarted, a proxy dropped it) is thrown away
     for the next, or a new one, before anything is sent on it. One that fails while a statement runs is thrown

@@ -1,5 +1,6 @@
-"""Creates of new entities as one PostgreSQL statement (`writes.Statement`): the check of the patients they link
-to and every table's inserts together, the inserts made only if every check passes.
+"""PostgreSQL's create of new entities as one statement (`transactions.Statement`, for `new_entities.Creates`):
+the check of the patients they link to and every table's inserts together, the inserts made only if every
+check passes.
 
 The check is the one `patient_links.check_links` runs in a transaction: per (patient, writer's data
 owner), whether the patient exists, when it was deleted, and whether the writer may read it (from the
@@ -13,10 +14,20 @@ import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import asyncpg
 from sqlalchemy import Dialect, Table
 
+from medstream.access import Actor
+from medstream.errors import ConflictError
+from medstream.model.common import Entity
+from medstream.model.entities import EntityKind
+from medstream.store import outbox
+from medstream.store.patient_links import linked_patients, raise_for_links
+from medstream.store.postgresql.inserts import unnest_insert, unnest_inserts
+from medstream.store.revisions import Stored, WriteRows, inserts
 from medstream.store.schema import ENTITY_TABLES
-from medstream.store.statements import unnest_insert, unnest_inserts
+from medstream.store.storable import integrity_message
+from medstream.store.transactions import Statement
 
 _PATIENTS = ENTITY_TABLES["Patient"].name
 
@@ -52,6 +63,47 @@ _CHECK = (
     f" LEFT JOIN {_PATIENTS} p ON p.id = c.patient_id),"
     " ok AS (SELECT coalesce(bool_and(found AND readable AND deleted IS NULL), true) AS ok FROM link)"
 )
+
+
+def creates_statement(
+    dialect: Dialect, kind: EntityKind, readers: Sequence[tuple[Actor, list[Entity]]], groups: Sequence[list[WriteRows]]
+) -> Statement[list[list[Stored]]] | None:
+    """Writes of new entities of `kind`, a group of rows each, as one statement with the outcome of running them
+    in a transaction: the entities as stored, per group, or the error of the first patient that `readers`
+    (each data owner's entities that link to patients, in order) may not link to. None when the rows cannot
+    make one statement (`create_statement`)."""
+    checks: list[tuple[list[str], list[Link]]] = []  # per data owner, as a transaction checks them
+    for actor, entities in readers:
+        wanted = linked_patients(kind, entities)
+        owner = None if actor.is_admin else actor.data_owner_id
+        checks.append((wanted, [Link(patient_id, owner, actor.is_admin) for patient_id in wanted]))
+    rows = [w for group in groups for w in group]
+    built = create_statement(
+        dialect,
+        inserts(kind, rows, [outbox.event_row(w.event) for w in rows]),
+        [link for _wanted, links in checks for link in links],
+    )
+    if built is None:
+        return None
+
+    def result(returned: list[Any]) -> list[list[Stored]]:
+        states = link_states(returned)
+        for wanted, links in checks:
+            found = {
+                link.patient_id: (state.deleted, state.readable)
+                for link in links
+                if (state := states.get(link)) is not None and state.found
+            }
+            raise_for_links(wanted, found)
+        return [[Stored(w.write.entity, w.document) for w in group] for group in groups]
+
+    def failure(error: Exception) -> BaseException | None:
+        if isinstance(error, asyncpg.IntegrityConstraintViolationError):
+            return ConflictError(integrity_message(kind, error))
+        return None
+
+    sql, args = built
+    return Statement(sql, args, result, failure)
 
 
 def create_statement(

@@ -1,5 +1,6 @@
-"""What a write stores, built without the database (the entity as stored, its row, terms, readers and
-event), and the statements that store it."""
+"""An entity's next revision as a write makes it (`prepare_create`, `prepare_update`), what the write stores,
+built without the database (`rows_of`: the entity's row, terms, readers and event), and storing it
+(`store_rows`, through the database's backend)."""
 
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from medstream.model.entities import EntityKind
 from medstream.model.ids import random_hex
 from medstream.model.user import User
 from medstream.store import outbox
+from medstream.store.backend import Backend
 from medstream.store.entity_rows import EntityRow
 from medstream.store.schema import ENTITY_TABLES, KIND_COLUMNS, entity_readers, entity_terms, terms_of
 from medstream.store.schema import outbox as outbox_table
-from medstream.store.statements import insert_tables
 from medstream.store.storable import TERM_FIELDS, check_storable, integrity_message
 
 
@@ -110,8 +111,8 @@ def prepare_update(
 ) -> Write:
     current = kind.model.model_validate_json(row.document)
     if not actor.can_read(current.readers):
-        if entity.rev is None:
-            raise ConflictError(f"a {kind.name} with id {row.id} already exists")
+        # With or without a rev, the answer for an entity the actor may not read, as for every read or write of
+        # it: nothing tells what it is, and it is never overwritten.
         raise NotFoundError(f"no {kind.name} with id {row.id}")
     if entity.rev is None:
         raise ConflictError(f"a {kind.name} with id {row.id} already exists; send its rev to modify it")
@@ -186,8 +187,9 @@ def _row(kind: EntityKind, write: Write) -> dict[str, Any]:
     return row
 
 
-def store_rows(conn: Connection, kind: EntityKind, writes: list[WriteRows], *, is_sqlite: bool) -> None:
-    """Write what `rows_of` built (the inserts in one statement on PostgreSQL, one per table on SQLite)."""
+def store_rows(conn: Connection, kind: EntityKind, writes: list[WriteRows], backend: Backend) -> None:
+    """Write what `rows_of` built: updates and deletes through SQLAlchemy, the inserts (with their events'
+    positions) as `backend` makes them."""
     if not writes:
         return
     table = ENTITY_TABLES[kind.name]
@@ -207,8 +209,8 @@ def store_rows(conn: Connection, kind: EntityKind, writes: list[WriteRows], *, i
                 )
             )
         # After the deletes: a modified entity's terms and readers are replaced, not added to.
-        event_rows = outbox.event_rows(conn, [w.event for w in writes], assign_seq=is_sqlite)
-        insert_tables(conn, inserts(kind, writes, event_rows))
+        event_rows = backend.event_rows(conn, [w.event for w in writes])
+        backend.insert_tables(conn, inserts(kind, writes, event_rows))
     except IntegrityError as exc:
         raise ConflictError(integrity_message(kind, exc)) from exc
 

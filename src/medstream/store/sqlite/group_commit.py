@@ -1,4 +1,4 @@
-"""SQLite: transactions in threads, writes committed in groups (see `medstream.store.database`).
+"""SQLite's transactions in threads, its writes committed in groups (see `medstream.store.sqlite.backend`).
 
 One writer thread with its own connection takes the writes that queued up while it was busy and commits them
 together, each in its own SAVEPOINT, under one COMMIT and one fsync; reads run in a small pool of reader
@@ -18,14 +18,9 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event
 
 from medstream.errors import UnavailableError
-from medstream.store.statements import (
-    driver_execute,
-    refuse_if_abandoned,
-    sqlite_execute,
-    take_published,
-)
+from medstream.store.sqlite.driver import driver_execute, refuse_if_abandoned, sqlite_execute
+from medstream.store.transactions import MergeableWrite, Work, merge_key, take_published
 from medstream.store.upgrade import upgrade_to_head
-from medstream.store.writes import MergeableWrite, Work, merge_key
 
 _SQLITE_READERS = 4
 _CHECKPOINT_SECONDS = 0.5  # how often the checkpointer looks for new writes
