@@ -57,6 +57,7 @@ from medstream.model import (
     Notification,
     Patient,
     PersonName,
+    User,
 )
 from medstream.store.database import Database
 from medstream.store.queries import filter_entities, filter_ids
@@ -125,6 +126,8 @@ async def _filter_store(backend: str, directory: Path) -> AsyncIterator[FilterSt
         for patient_id in POOL_PATIENTS:
             for hcp in POOL_HCPS:
                 await repository.give_access(patient_kind, patient_id, hcp, ADMIN)
+        # The store keeps a live admin whatever a batch deletes (it refuses to delete the last one).
+        await repository.create_or_modify(KIND_BY_NAME["User"], [User(id="pool-admin", roles={"ADMIN"})], ADMIN)
         try:
             yield FilterStore(database, repository)
         finally:
