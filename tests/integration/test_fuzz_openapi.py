@@ -1,6 +1,7 @@
 """Schemathesis over every operation of the app's own OpenAPI document, against a real server on SQLite: for
 generated requests, as an anonymous caller, a healthcare professional and an admin, no answer is a 5xx, and
-every answer (its status, content type, headers and body) is one the document describes.
+every answer (its status, content type, headers and body) is one the document describes; and what another data owner
+stored is unchanged after it all.
 
 A few examples per operation keep this to about a minute of the suite; the PostgreSQL server is left out, since
 what is fuzzed here (routing, validation, error answers, the document) does not depend on the database."""
@@ -67,9 +68,35 @@ def _token(http: httpx.Client, login: str, password: str) -> str:
     return token
 
 
+Callers = tuple[str, list[dict[str, str]], "Bystander"]
+
+
+class Bystander:
+    """A professional who is not among the fuzzing callers, with a patient and a data sample of its own."""
+
+    def __init__(self, http: httpx.Client, as_admin: dict[str, str]) -> None:
+        hcp = http.post("/rest/v1/healthcare-professionals", json={"lastName": "Bystander"}, headers=as_admin).json()
+        login, password = f"bystander-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+        user = {"login": login, "password": password, "healthcarePartyId": hcp["id"]}
+        assert http.post("/rest/v1/users", json=user, headers=as_admin).status_code == 200
+        self.login, self.password = login, password
+        headers = {"Authorization": f"Bearer {_token(http, login, password)}"}
+        patient = http.post("/rest/v1/patients", json={"lastName": "Untouched"}, headers=headers).json()
+        sample = {"content": {"en": {"stringValue": "untouched"}}}
+        sample = http.post(f"/rest/v1/patients/{patient['id']}/data-samples", json=sample, headers=headers).json()
+        self.stored = {"patients": patient, "data-samples": sample, "healthcare-professionals": hcp}
+
+    def read_back(self, http: httpx.Client) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {_token(http, self.login, self.password)}"}
+        return {
+            collection: http.get(f"/rest/v1/{collection}/{entity['id']}", headers=headers).json()
+            for collection, entity in self.stored.items()
+        }
+
+
 @pytest.fixture(scope="module")
-def callers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[dict[str, str]]]]:
-    """The server's URL, and the headers of an anonymous caller, a professional and an admin."""
+def callers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callers]:
+    """The server's URL, the headers of an anonymous caller, a professional and an admin, and a bystander."""
     database = tmp_path_factory.mktemp("fuzz") / "fuzz.db"
     settings = Settings(
         port=0, database_url=f"sqlite:///{database}", admin_login=ADMIN_LOGIN, admin_password=ADMIN_PASSWORD
@@ -88,7 +115,8 @@ def callers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, lis
             user = {"login": login, "password": password, "healthcarePartyId": hcp["id"]}
             assert http.post("/rest/v1/users", json=user, headers=as_admin).status_code == 200
             professional = _token(http, login, password)
-        yield url, [{}, {"Authorization": f"Bearer {professional}"}, as_admin]
+            bystander = Bystander(http, as_admin)
+        yield url, [{}, {"Authorization": f"Bearer {professional}"}, as_admin], bystander
     finally:
         stop.set()
         thread.join(timeout=30)
@@ -102,13 +130,20 @@ def callers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, lis
     suppress_health_check=list(HealthCheck),
     database=None,
 )
-def test_no_5xx_and_every_answer_as_documented(case: Any, callers: tuple[str, list[dict[str, str]]]) -> None:
-    url, headers = callers
+def test_no_5xx_and_every_answer_as_documented(case: Any, callers: Callers) -> None:
+    url, headers, _bystander = callers
     for caller in headers:
         case.call_and_validate(base_url=url, headers=caller, checks=CHECKS)
 
 
-def test_the_fuzzed_document_is_the_served_one(callers: tuple[str, list[dict[str, str]]]) -> None:
-    url, _headers = callers
+def test_the_fuzzed_document_is_the_served_one(callers: Callers) -> None:
+    url, _headers, _bystander = callers
     served = httpx.get(f"{url}/openapi.json", timeout=30).json()
     assert served == schema.raw_schema
+
+
+def test_what_another_data_owner_stored_is_unchanged_after_the_fuzzing(callers: Callers) -> None:
+    """Runs after the fuzzing (tests run in file order): the bystander reads each of its entities back as stored."""
+    url, _headers, bystander = callers
+    with httpx.Client(base_url=url, timeout=30) as http:
+        assert bystander.read_back(http) == bystander.stored
