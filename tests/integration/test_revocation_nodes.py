@@ -1,6 +1,6 @@
 """Ending a user's sessions on one node ends them on the others: a refresh token at once (the sessions are in
-the shared database), an access token as soon as the other node learns of the user write from its event (or,
-for a logout, which writes no user, when its cache of the user is next read again, within 5 s)."""
+the shared database), an access token and the sockets as soon as the other node learns of the user write from its
+event, or, for a logout, which writes no user, from its watch of ended sessions (every 5 s)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pathlib import Path
 
 import httpx
 
+from medstream.errors import CloseCode
 from tests.integration.cluster import Cluster, running_cluster
+from tests.integration.raw_events import RawClient
 
 LOGIN = "/rest/v1/auth/login"
 REFRESH = "/rest/v1/auth/refresh"
@@ -67,10 +69,14 @@ async def test_a_password_change_or_a_logout_on_one_node_ends_the_sessions_on_an
         await _user(cluster, client, "logged-out-user")
         on_b = await _session_on(client, node_b, "logged-out-user")
         on_a = await _session_on(client, node_a, "logged-out-user")
-        logout = await client.post(
-            f"{node_a}/rest/v1/auth/logout", headers={"Authorization": f"Bearer {on_a['token']}"}
-        )
-        assert logout.status_code == 204, logout.text
-        refreshed = await client.post(f"{node_b}{REFRESH}", json={"refreshToken": on_b["refreshToken"]})
-        assert refreshed.status_code == 401, refreshed.text
-        assert await _refused_within(client, node_b, on_b["token"], 10), "node B still takes the old token"
+        async with RawClient.opened(node_b, on_b["token"]) as socket_on_b:
+            assert (await socket_on_b.subscribe("s"))["type"] == "subscribed"
+            logout = await client.post(
+                f"{node_a}/rest/v1/auth/logout", headers={"Authorization": f"Bearer {on_a['token']}"}
+            )
+            assert logout.status_code == 204, logout.text
+            refreshed = await client.post(f"{node_b}{REFRESH}", json={"refreshToken": on_b["refreshToken"]})
+            assert refreshed.status_code == 401, refreshed.text
+            assert await _refused_within(client, node_b, on_b["token"], 10), "node B still takes the old token"
+            code, reason = await socket_on_b.closed(within=15)
+        assert code == CloseCode.UNAUTHORIZED, (code, reason)

@@ -63,6 +63,13 @@ class ActorValidator:
         if current != actor:
             raise AuthenticationError("this user's data owner or roles changed: log in again")
 
+    def session_moved_on(self, user_id: str, generation: int) -> None:
+        """Another node ended this user's sessions (they are at `generation` now): re-read the user at its next
+        check if what is cached is of an older generation."""
+        cached = self._checked.get(user_id)
+        if cached is not None and cached[1] is not None and cached[1].session < generation:
+            self.forget(user_id)
+
     def forget(self, user_id: str) -> None:
         """Re-read this user on the next check (called when a write to the user is seen). A read already in
         progress may have read the user before the write: its result is not kept."""

@@ -30,7 +30,7 @@ from medstream.server.routes.entities import entity_collections, write_entities
 from medstream.server.routes.health import checks
 from medstream.server.routes.me import me
 from medstream.server.security import TokenIssuer
-from medstream.server.session_expiry import run_session_expiry
+from medstream.server.session_expiry import run_session_expiry, run_session_watch
 from medstream.server.settings import Settings
 from medstream.server.state import ServerState, state_of
 from medstream.server.websocket import EventHub, WebSocketLimits
@@ -135,10 +135,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             run_session_expiry(state.sessions, interval=settings.retention_interval_seconds),
             name="medstream-session-expiry",
         )
+        # Session ends made on other nodes reach this one's sockets as soon as its cache of users would see them.
+        watch = asyncio.create_task(
+            run_session_watch(state.sessions, state.hub, state.actors, interval=state.actors.ttl),
+            name="medstream-session-watch",
+        )
         app.state.medstream = state
         try:
             yield
         finally:
+            watch.cancel()
             expiry.cancel()
             retention.cancel()
             state.hub.close_all()

@@ -215,6 +215,15 @@ class EventHub:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
+    def end_sessions(self, user_id: str, generation: int) -> None:
+        """The user's sessions were ended (they are at `generation` now): its sockets of older ones close with 4001."""
+        for connection in self.connections:
+            if connection.actor.user_id == user_id and connection.actor.session < generation:
+                connection.close_soon(
+                    AuthenticationError.close_code,
+                    "this session was ended (a logout, or a password or role change): log in again",
+                )
+
     async def _revalidate(self, connection: ClientConnection) -> None:
         try:
             await self.actors.check(connection.actor)

@@ -12,6 +12,7 @@ is dropped, so neither the thief nor the owner can refresh with it again (the ow
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import BigInteger, Column, Connection, Index, String, Table, delete, select, update
@@ -26,6 +27,10 @@ user_sessions = Table(
     metadata,
     Column("user_id", String(128), primary_key=True),
     Column("generation", BigInteger(), nullable=False),
+    # When the sessions were last ended (unix ms, by the clock of the node that ended them): every node reads the
+    # recent ones to close the sockets it holds for them.
+    Column("ended", BigInteger(), nullable=False, server_default="0"),
+    Index("ix_user_sessions_ended", "ended"),
 )
 
 refresh_families = Table(
@@ -48,10 +53,12 @@ def generation_in(conn: Connection, user_id: str) -> int:
 
 def end_sessions_in(conn: Connection, user_id: str) -> None:
     """Within a write transaction: move `user_id`'s generation on and drop its refresh-token families."""
-    upsert = backend_of(conn).upsert(user_sessions).values(user_id=user_id, generation=1)
+    ended = int(time.time() * 1000)
+    upsert = backend_of(conn).upsert(user_sessions).values(user_id=user_id, generation=1, ended=ended)
     conn.execute(
         upsert.on_conflict_do_update(
-            index_elements=[user_sessions.c.user_id], set_={"generation": user_sessions.c.generation + 1}
+            index_elements=[user_sessions.c.user_id],
+            set_={"generation": user_sessions.c.generation + 1, "ended": ended},
         )
     )
     conn.execute(delete(refresh_families).where(refresh_families.c.user_id == user_id))
@@ -116,6 +123,12 @@ class SessionStore:
 
     async def end_sessions(self, user_id: str) -> None:
         await self.database.run_write(lambda conn: end_sessions_in(conn, user_id))
+
+    async def ended_since(self, since_ms: int) -> list[tuple[str, int]]:
+        """(user id, generation) of the users whose sessions were ended at or after `since_ms` (unix ms)."""
+        query = select(user_sessions.c.user_id, user_sessions.c.generation).where(user_sessions.c.ended >= since_ms)
+        rows = await self.database.run_read(lambda conn: conn.execute(query).all())
+        return [(str(user_id), int(generation)) for user_id, generation in rows]
 
     async def drop_expired(self, now: int) -> int:
         """Drop the families whose newest refresh token has expired; how many."""

@@ -21,7 +21,9 @@ def upgrade() -> None:
         "user_sessions",
         sa.Column("user_id", sa.String(128), primary_key=True),
         sa.Column("generation", sa.BigInteger(), nullable=False),
+        sa.Column("ended", sa.BigInteger(), nullable=False, server_default="0"),
     )
+    op.create_index("ix_user_sessions_ended", "user_sessions", ["ended"])
     op.create_table(
         "refresh_families",
         sa.Column("family", sa.String(64), primary_key=True),
@@ -36,4 +38,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_refresh_families_user", "refresh_families")
     op.drop_table("refresh_families")
+    op.drop_index("ix_user_sessions_ended", "user_sessions")
     op.drop_table("user_sessions")
