@@ -30,7 +30,7 @@ from medstream.server.routes.entities import entity_collections, write_entities
 from medstream.server.routes.health import checks
 from medstream.server.routes.me import me
 from medstream.server.security import TokenIssuer
-from medstream.server.session_expiry import run_session_expiry, run_session_watch
+from medstream.server.session_upkeep import run_session_expiry, run_session_watch
 from medstream.server.settings import Settings
 from medstream.server.state import ServerState, state_of
 from medstream.server.websocket import EventHub, WebSocketLimits
