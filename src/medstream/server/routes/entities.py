@@ -1,4 +1,4 @@
-"""The REST collection of every entity kind, generated from the kinds table (DESIGN section 6).
+"""The REST collection of every entity kind, generated from the kinds table (docs/protocol.md).
 
 POST   /rest/v1/{collection}               create or modify one
 POST   /rest/v1/{collection}/batch         create or modify many, all or nothing

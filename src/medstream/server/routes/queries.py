@@ -1,4 +1,4 @@
-"""Filtered reads of every entity kind, generated from the kinds table (DESIGN sections 4 and 6; docs/filters.md).
+"""Filtered reads of every entity kind, generated from the kinds table (docs/protocol.md, docs/filters.md).
 
 POST /rest/v1/{collection}/filter   {"filter": <tree>, "nextId"?, "limit"?} -> {"rows": [...], "nextId": id | null}
 POST /rest/v1/{collection}/match    <tree> -> [id, ...], every matching id (at most MAX_MATCH_IDS)
