@@ -23,6 +23,8 @@ from medstream.errors import AuthenticationError
 from medstream.store.repository import EntityRepository
 from medstream.store.sessions import SessionStore
 
+SESSION_ENDED = "this session was ended (a logout, or a password or role change): log in again"
+
 
 class ActorValidator:
     def __init__(
@@ -59,7 +61,7 @@ class ActorValidator:
         if current is None:
             raise AuthenticationError("the user of this token no longer exists")
         if current.session != actor.session:
-            raise AuthenticationError("this session was ended (a logout, or a password or role change): log in again")
+            raise AuthenticationError(SESSION_ENDED)
         if current != actor:
             raise AuthenticationError("this user's data owner or roles changed: log in again")
 

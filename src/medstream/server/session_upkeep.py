@@ -49,7 +49,8 @@ async def run_session_watch(sessions: SessionStore, hub: EventHub, actors: Actor
         except Exception as exc:  # a passing database failure must not end the watch for good
             log.warning("session watch round failed: %s", exc)
             continue
-        for user_id, generation in ended:
-            actors.session_moved_on(user_id, generation)
-            hub.end_sessions(user_id, generation)
+        if ended:
+            for user_id, generation in ended.items():
+                actors.session_moved_on(user_id, generation)
+            hub.end_sessions(ended)
         since = started - CLOCK_SKEW_MS

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -34,7 +34,7 @@ from medstream.events.subscription import Subscription
 from medstream.filters.parse import parse_filter
 from medstream.filters.weight import filter_weight
 from medstream.model.entities import KIND_BY_NAME
-from medstream.server.actors import ActorValidator
+from medstream.server.actors import SESSION_ENDED, ActorValidator
 from medstream.server.dispatcher import Dispatcher
 from medstream.server.security import TokenIssuer
 from medstream.server.uvicorn_protocols import SEND_NOW
@@ -215,14 +215,14 @@ class EventHub:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    def end_sessions(self, user_id: str, generation: int) -> None:
-        """The user's sessions were ended (they are at `generation` now): its sockets of older ones close with 4001."""
+    def end_sessions(self, generations: Mapping[str, int]) -> None:
+        """These users' sessions were ended (each is at its generation now): their sockets of older sessions close
+        with 4001. One pass over the sockets, however many users."""
         for connection in self.connections:
-            if connection.actor.user_id == user_id and connection.actor.session < generation:
-                connection.close_soon(
-                    AuthenticationError.close_code,
-                    "this session was ended (a logout, or a password or role change): log in again",
-                )
+            actor = connection.actor
+            generation = generations.get(actor.user_id)
+            if generation is not None and actor.session < generation:
+                connection.close_soon(AuthenticationError.close_code, SESSION_ENDED)
 
     async def _revalidate(self, connection: ClientConnection) -> None:
         try:

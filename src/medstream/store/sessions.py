@@ -124,11 +124,11 @@ class SessionStore:
     async def end_sessions(self, user_id: str) -> None:
         await self.database.run_write(lambda conn: end_sessions_in(conn, user_id))
 
-    async def ended_since(self, since_ms: int) -> list[tuple[str, int]]:
-        """(user id, generation) of the users whose sessions were ended at or after `since_ms` (unix ms)."""
+    async def ended_since(self, since_ms: int) -> dict[str, int]:
+        """The generation of each user whose sessions were ended at or after `since_ms` (unix ms), by user id."""
         query = select(user_sessions.c.user_id, user_sessions.c.generation).where(user_sessions.c.ended >= since_ms)
         rows = await self.database.run_read(lambda conn: conn.execute(query).all())
-        return [(str(user_id), int(generation)) for user_id, generation in rows]
+        return {str(user_id): int(generation) for user_id, generation in rows}
 
     async def drop_expired(self, now: int) -> int:
         """Drop the families whose newest refresh token has expired; how many."""
