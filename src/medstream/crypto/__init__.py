@@ -15,6 +15,7 @@ from medstream.crypto.exchange_data import (
     add_wraps,
     create_exchange_data,
     open_exchange_data,
+    sign_exchange_data,
     verify_exchange_data,
 )
 from medstream.crypto.key_store_format import (
@@ -81,6 +82,7 @@ __all__ = [
     "seal_recovery_blob",
     "secure_delegation",
     "server_delegation_key",
+    "sign_exchange_data",
     "token",
     "unwrap_entity_key",
     "verify_exchange_data",

@@ -80,7 +80,8 @@ def signed_content(wire: Mapping[str, Any]) -> bytes:
     return ctx("exchange-data-signature") + orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
 
 
-def _sign(wire: dict[str, Any], delegator_keys: Iterable[DataOwnerKeyPair]) -> dict[str, str]:
+def sign_exchange_data(wire: Mapping[str, Any], delegator_keys: Iterable[DataOwnerKeyPair]) -> dict[str, str]:
+    """The `delegatorSignature` map of `wire`: one signature per key pair of the delegator given."""
     content = signed_content(wire)
     signatures = {keys.id: frame(keys.signing_private.sign(content)) for keys in delegator_keys}
     if not signatures:
@@ -105,7 +106,7 @@ def create_exchange_data(
     wire: dict[str, Any] = {"id": exchange_data_id, "delegator": delegator, "delegate": delegate}
     for field_name, secret in zip(WRAPPED_FIELDS, (secrets.exchange_key, secrets.access_control_secret), strict=True):
         wire[field_name] = {kid: wrap_secret(secret, exchange_data_id, field_name, r) for kid, r in active.items()}
-    wire["delegatorSignature"] = _sign(wire, delegator_keys)
+    wire["delegatorSignature"] = sign_exchange_data(wire, delegator_keys)
     return wire, secrets
 
 
@@ -125,7 +126,7 @@ def add_wraps(
             if record.is_active and record.id not in wraps:
                 wraps[record.id] = wrap_secret(secret, exchange_data_id, field_name, record)
         updated[field_name] = wraps
-    updated["delegatorSignature"] = _sign(updated, delegator_keys)
+    updated["delegatorSignature"] = sign_exchange_data(updated, delegator_keys)
     return updated
 
 
