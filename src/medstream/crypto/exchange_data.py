@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hpke
 
 from medstream.crypto.owner_keys import DataOwnerKeyPair, PublicKeyRecord
@@ -67,7 +67,7 @@ def unwrap_secret(blob: object, exchange_data_id: str, field_name: str, own: Dat
     sealed = unframe(blob, what, length=_WRAP_SIZE)
     try:
         secret = HPKE_SUITE.decrypt(sealed, own.encryption_private, _info(exchange_data_id, field_name, own.id))
-    except Exception:  # the binding raises InvalidTag, or ValueError for an encapsulated key it refuses
+    except (InvalidTag, ValueError):  # InvalidTag for any wrong or changed byte (the all-zero point included)
         raise DecryptionError(f"{what}: authentication failed (wrong key, wrong place, or altered)") from None
     if len(secret) != KEY_SIZE:
         raise DecryptionError(f"{what}: {len(secret)}-byte secret, expected {KEY_SIZE}")
