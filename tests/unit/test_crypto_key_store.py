@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from medstream.crypto import Argon2Parameters, DataOwnerKeyPair, KeyStore, decode_key_store, encode_key_store
+from medstream.crypto.key_store_format import is_sealed
 from medstream.errors import DecryptionError, ValidationError
 from medstream.sdk.key_store import default_key_store_path, load_key_store, save_key_store
 from tests.unit.crypto_fixtures import HCP_KEYS, PATIENT_KEYS
@@ -141,3 +142,12 @@ def test_the_default_path_is_under_the_data_home_per_server_host() -> None:
     )
     with pytest.raises(ValueError, match="data owner id"):
         default_key_store_path("http://localhost", "../escape", {"HOME": "/home/u"})
+
+
+def test_a_key_entry_that_does_not_match_its_id_is_refused_and_sealing_is_told() -> None:
+    document = orjson.loads(encode_key_store(store()))
+    document["keys"][0]["id"] = PATIENT_KEYS.id
+    with pytest.raises(ValidationError, match="does not match its private keys"):
+        decode_key_store(orjson.dumps(document))
+    assert is_sealed(encode_key_store(store(), "pw", parameters=FAST))
+    assert not is_sealed(encode_key_store(store())) and not is_sealed(b"not json")

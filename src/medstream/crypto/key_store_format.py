@@ -113,14 +113,19 @@ def _key_pair(entry: Any, what: str) -> DataOwnerKeyPair:
     return keys
 
 
+def _key_pairs(entries: Any, what: str) -> list[DataOwnerKeyPair]:
+    if not isinstance(entries, list):
+        raise ValidationError(f"{what}: no key list")
+    return [_key_pair(entry, what) for entry in entries]
+
+
 def decode_private_part(data: bytes, what: str = "key store") -> list[DataOwnerKeyPair]:
+    """The key pairs of a private part (`encode_private_part`'s output, once unsealed)."""
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise ValidationError(f"{what}: the private part is not JSON") from None
-    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise ValidationError(f"{what}: the private part has no key list")
-    return [_key_pair(entry, what) for entry in document["keys"]]
+    return _key_pairs(document.get("keys") if isinstance(document, dict) else None, what)
 
 
 def encode_key_store(
@@ -156,8 +161,11 @@ def encode_key_store(
 
 
 def is_sealed(data: bytes) -> bool:
-    """Whether a key store document needs a passphrase."""
-    document = orjson.loads(data)
+    """Whether a key store document needs a passphrase to open."""
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
     return isinstance(document, dict) and "sealed" in document
 
 
@@ -202,7 +210,7 @@ def decode_key_store(data: bytes, passphrase: str | None = None) -> KeyStore:
     if "sealed" in document:
         key_pairs = decode_private_part(_unseal(document, passphrase, what), what)
     else:
-        key_pairs = decode_private_part(orjson.dumps({"keys": document.get("keys")}), what)
+        key_pairs = _key_pairs(document.get("keys"), what)
     pins: dict[str, dict[str, PinnedKey]] = {}
     raw_pins = document.get("pins") or {}
     if not isinstance(raw_pins, dict):

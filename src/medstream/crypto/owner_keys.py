@@ -82,7 +82,7 @@ def _raw_public(key: X25519PublicKey | Ed25519PublicKey) -> bytes:
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # private key objects do not compare: compare `public` or `id`
 class DataOwnerKeyPair:
     """A data owner's private keys: X25519 (HPKE wraps are opened with it) and Ed25519 (it signs exchange data)."""
 
@@ -135,7 +135,7 @@ class DataOwnerKeyPair:
 
 def _field(record: Mapping[str, Any], name: str, kind: type) -> Any:
     value = record.get(name)
-    if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
+    if not isinstance(value, kind) or isinstance(value, bool):  # JSON true is not the integer 1
         raise ValidationError(
             f"public key record: {name!r} must be {kind.__name__}, got {type(value).__name__}",
             details=[{"path": name, "message": f"expected {kind.__name__}"}],
