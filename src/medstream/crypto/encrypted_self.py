@@ -44,7 +44,7 @@ def encrypt_fields(
     nonce: bytes | None = None,
 ) -> dict[str, Any]:
     """`wire` with `fields` taken out and put, encrypted, in `encryptedSelf` (always set, even when none of the
-    fields is present, so that the ciphertext says nothing about which are)."""
+    fields is present). An `encryptedSelf` already in `wire` is replaced: `wire` is the decrypted entity."""
     entity_id = _entity_id(wire, entity_type)
     clear = {name: value for name, value in wire.items() if name not in fields and name != ENCRYPTED_SELF}
     hidden = {name: wire[name] for name in fields if name in wire and wire[name] is not None}
@@ -59,9 +59,8 @@ def encrypted_self_kid(wire: Mapping[str, Any], entity_type: str = "entity") -> 
     blob = wire.get(ENCRYPTED_SELF)
     if blob is None:
         return None
-    return unframe(blob, f"{entity_type} {wire.get('id')}: encryptedSelf", min_length=KID_SIZE + NONCE_SIZE + TAG_SIZE)[
-        :KID_SIZE
-    ]
+    what = f"{entity_type} {wire.get('id')}: encryptedSelf"
+    return unframe(blob, what, min_length=KID_SIZE + NONCE_SIZE + TAG_SIZE)[:KID_SIZE]
 
 
 def decrypt_fields(

@@ -5,7 +5,7 @@ are each wrapped with HPKE for every ACTIVE public key of both parties:
 
     blob = b64(0x01 || enc(32) || ct)   info = ctx("exchange-data", id, fieldName, publicKeyId)
 
-and the delegator signs the record with each of its key pairs it holds:
+and the delegator signs the record with each of its key pairs at hand:
 
     delegatorSignature[keyId] = b64(0x01 || Ed25519(ctx("exchange-data-signature") + canonical_json(
         {"id", "delegator", "delegate", "exchangeKey", "accessControlSecret"})))
