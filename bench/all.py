@@ -17,7 +17,7 @@ import traceback
 from types import ModuleType
 from typing import Any
 
-from bench import connections, fanout, latency, subscription_scale, write_path
+from bench import connections, crypto, fanout, latency, subscription_scale, write_path
 from bench.machine import MachineLoad, raise_open_files
 from bench.report import Report, command_line, print_tables, report_document, targets_table, write_json
 from bench.servers import DEFAULT_PG
@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "fanout": fanout,
     "subscription_scale": subscription_scale,
     "connections": connections,
+    "crypto": crypto,
 }
 
 

@@ -10,11 +10,14 @@
     +-- ConflictError                409  (4409)  stale or missing `rev`, or an id or login that exists
     +-- TooSlowError                 429  (4429)  a websocket consumer that cannot keep up, or too many subscriptions
     +-- UnavailableError             503  (1013)  the database or a dependency is down
+    +-- DecryptionError              422  (4400)  content the SDK cannot decrypt or verify: which, and why (`seq`)
     +-- ServerGoingAway              503  (1001)  the server is shutting down
 
 The HTTP status and websocket close code of every error live here and nowhere else, and so does every other
 close code (`CloseCode`): server, SDK and event code name them, never spell them. On the wire an error is
 `{"error": <code>, "message": <text>, "details": [...]}`; `from_payload` rebuilds the same class in the SDK.
+A `DecryptionError` is raised by the SDK itself (the server never holds a key); its status and close code only
+say where it would stand among the others.
 """
 
 from __future__ import annotations
@@ -122,6 +125,20 @@ class UnavailableError(MedstreamError):
     close_code = CloseCode.TRY_AGAIN_LATER
 
 
+class DecryptionError(MedstreamError):
+    """Encrypted content that could not be decrypted or verified: what it was and why, never key material.
+
+    `seq` is the position of the event whose entity could not be decrypted, when it came in an event."""
+
+    code = "decryption_error"
+    http_status = 422
+    close_code = CloseCode.MALFORMED_MESSAGE
+
+    def __init__(self, message: str, *, seq: int | None = None, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message, details=details or ([{"seq": seq}] if seq is not None else None))
+        self.seq = seq
+
+
 class ServerGoingAway(MedstreamError):
     code = "going_away"
     http_status = 503
@@ -140,6 +157,7 @@ _BY_CODE: dict[str, type[MedstreamError]] = {
         ConflictError,
         TooSlowError,
         UnavailableError,
+        DecryptionError,
         ServerGoingAway,
     )
 }
@@ -170,6 +188,9 @@ def from_payload(status: int, payload: Any) -> MedstreamError:
         except (AttributeError, TypeError, ValueError):  # a malformed answer still rebuilds the error
             retry_after = 1.0
         return TooManyAttemptsError(message, retry_after=retry_after)
+    if code == DecryptionError.code:
+        seq = (details or [{}])[0].get("seq") if details and isinstance(details[0], dict) else None
+        return DecryptionError(message, seq=seq if isinstance(seq, int) else None, details=details)
     cls = _BY_CODE.get(code) or _BY_STATUS.get(status) or (ValidationError if 400 <= status < 500 else MedstreamError)
     return cls(message, details=details)
 
@@ -178,6 +199,7 @@ __all__ = [
     "AuthenticationError",
     "CloseCode",
     "ConflictError",
+    "DecryptionError",
     "ForbiddenError",
     "MedstreamError",
     "NotFoundError",

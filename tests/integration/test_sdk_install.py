@@ -20,7 +20,8 @@ import pytest
 from tests.conftest import IN_CI, RunningServer
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVER_MODULES = ("sqlalchemy", "starlette", "fastapi", "uvicorn", "alembic", "asyncpg", "argon2", "jwt")
+# argon2-cffi is not among them: the SDK seals its key store under a passphrase with Argon2id.
+SERVER_MODULES = ("sqlalchemy", "starlette", "fastapi", "uvicorn", "alembic", "asyncpg", "jwt")
 # pip's own words when it could not reach an index or find a distribution there.
 _UNREACHABLE = (
     "No matching distribution found",
@@ -130,6 +131,8 @@ async def test_the_sdk_installed_without_the_server_extra_receives_events(
     probe = f"import importlib.util as u; print([m for m in {SERVER_MODULES!r} if u.find_spec(m)])"
     code, output = await run(python, "-c", probe, cwd=tmp_path)
     assert (code, output.strip()) == (0, "[]"), "the SDK-only install holds server libraries"
+    code, output = await run(python, "-c", "import medstream.crypto, medstream.sdk.key_store", cwd=tmp_path)
+    assert code == 0, f"the SDK-only install cannot load its encryption: {output}"
 
     code, output = await run(medstream, "serve", "--port", "0", cwd=tmp_path, seconds=60)
     assert code != 0 and "Traceback" not in output, output

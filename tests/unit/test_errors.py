@@ -7,6 +7,7 @@ import pytest
 from medstream.errors import (
     AuthenticationError,
     ConflictError,
+    DecryptionError,
     ForbiddenError,
     MedstreamError,
     NotFoundError,
@@ -30,6 +31,7 @@ ALL = [
     ConflictError,
     TooSlowError,
     UnavailableError,
+    DecryptionError,
     ServerGoingAway,
 ]
 SIMPLE = [cls for cls in ALL if cls is not TooManyAttemptsError]
@@ -52,6 +54,7 @@ def test_each_error_has_its_own_code() -> None:
         (ConflictError, 409, 4409),
         (TooSlowError, 429, 4429),
         (UnavailableError, 503, 1013),
+        (DecryptionError, 422, 4400),
         (ServerGoingAway, 503, 1001),
     ],
 )
@@ -88,6 +91,17 @@ def test_from_payload_rebuilds_too_many_attempts_with_its_retry_after() -> None:
     assert type(rebuilt) is TooManyAttemptsError
     assert rebuilt.retry_after == 2.5 and rebuilt.message == "slow down"
     assert type(from_payload(429, {"error": "too_many_attempts", "message": "m"})) is TooManyAttemptsError
+
+
+def test_a_decryption_error_names_its_event_and_keeps_it_through_the_wire() -> None:
+    error = DecryptionError("DataSample d1: encryptedSelf: no key for kid 0011223344556677", seq=42)
+    assert error.seq == 42 and error.details == [{"seq": 42}]
+
+    rebuilt = from_payload(422, error.to_payload())
+
+    assert type(rebuilt) is DecryptionError and rebuilt.seq == 42 and rebuilt.message == error.message
+    assert DecryptionError("no seq").seq is None and DecryptionError("no seq").to_payload().get("details") is None
+    assert from_payload(422, {"error": "decryption_error", "message": "m", "details": [{"seq": "x"}]}).seq is None
 
 
 @pytest.mark.parametrize(

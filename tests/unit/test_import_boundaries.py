@@ -1,5 +1,5 @@
 """The layers' import rules: the SDK needs none of the server's libraries, and the sans-I/O core (`model/`,
-`filters/`, `events/`) imports no I/O library at all.
+`filters/`, `events/`, `crypto/`) imports no I/O library at all.
 
 The SDK is checked in a fresh interpreter (what `import medstream.sdk` really loads, third-party libraries'
 own imports included: that is what an SDK-only install must be able to load). The core is checked by reading
@@ -22,9 +22,10 @@ import pytest
 import medstream
 
 PACKAGE = Path(medstream.__file__).parent
-SERVER_LIBRARIES = ("sqlalchemy", "starlette", "fastapi", "uvicorn", "alembic", "asyncpg", "argon2", "jwt")
+# argon2-cffi is not among them: the SDK's key store seals private keys under a passphrase with Argon2id.
+SERVER_LIBRARIES = ("sqlalchemy", "starlette", "fastapi", "uvicorn", "alembic", "asyncpg", "jwt")
 IO_LIBRARIES = ("asyncio", "sqlalchemy", "starlette", "fastapi", "uvicorn", "httpx", "websockets")
-CORE = ("model", "filters", "events")
+CORE = ("model", "filters", "events", "crypto")
 
 
 def test_importing_the_sdk_loads_none_of_the_servers_libraries() -> None:
@@ -90,6 +91,7 @@ def forbidden_imports(roots: list[Path], forbidden: tuple[str, ...]) -> list[str
 def test_the_sans_io_core_imports_no_io_library() -> None:
     roots = sorted(path for layer in CORE for path in (PACKAGE / layer).rglob("*.py"))
     assert len(roots) > 20, "the core's modules are found"
+    assert PACKAGE / "crypto" / "encrypted_self.py" in roots, "the crypto core is checked"
     problems = forbidden_imports(roots, IO_LIBRARIES)
     assert problems == [], "the sans-I/O core imports I/O libraries:\n" + "\n".join(problems)
 
@@ -104,7 +106,9 @@ def test_the_scan_follows_imports_through_other_medstream_modules() -> None:
     assert any("-> medstream.access imports dataclasses" in p for p in reached), reached
 
 
-@pytest.mark.parametrize("name", ["medstream.filters", "medstream.model", "medstream.errors", "medstream.sdk"])
+@pytest.mark.parametrize(
+    "name", ["medstream.filters", "medstream.model", "medstream.errors", "medstream.sdk", "medstream.crypto"]
+)
 def test_each_public_package_exports_exactly_what_it_holds(name: str) -> None:
     package = importlib.import_module(name)
     exported = set(package.__all__)

@@ -1,0 +1,228 @@
+"""The key store document (bytes in, bytes out): a data owner's private keys, all of them with their status,
+and the public keys it has pinned for its counterparties.
+
+    {"format": "medstream-key-store", "version": 1, "dataOwnerId": ...,
+     "keys": [{"id", "suite": 1, "encryptionPrivateKey": b64, "signingPrivateKey": b64, "created", "status"}],
+     "pins": {dataOwnerId: {keyId: {...public record, "verified": bool}}}}
+
+Sealed under a passphrase, "keys" gives way to "sealed": the private part (`{"keys": [...]}` as canonical JSON)
+encrypted with AES-256-GCM under a key from Argon2id (its parameters and salt stored beside it), with
+aad = ctx("key-store", dataOwnerId). The pins stay in clear: they are public keys, and adding one needs no
+passphrase.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from argon2.low_level import Type, hash_secret_raw
+
+from medstream.crypto.aead import open_sealed, seal
+from medstream.crypto.owner_keys import DataOwnerKeyPair, PublicKeyRecord, parse_public_record
+from medstream.crypto.suite import KEY_SIZE, SUITE_1, b64decode, b64encode, ctx
+from medstream.errors import DecryptionError, ValidationError
+
+FORMAT = "medstream-key-store"
+VERSION = 1
+_SALT_SIZE = 16
+# What a file may ask of Argon2id before it is refused (a file could otherwise ask for any time and memory).
+_COST_BOUNDS = {"timeCost": 64, "memoryCost": 4 * 1024 * 1024, "parallelism": 64}
+
+
+@dataclass(frozen=True)
+class Argon2Parameters:
+    """Argon2id's costs: `time_cost` passes over `memory_cost` KiB with `parallelism` lanes (t=3, 64 MiB, p=4)."""
+
+    time_cost: int = 3
+    memory_cost: int = 65536
+    parallelism: int = 4
+
+    def derive(self, passphrase: str, salt: bytes) -> bytes:
+        return hash_secret_raw(
+            passphrase.encode(), salt, self.time_cost, self.memory_cost, self.parallelism, KEY_SIZE, Type.ID
+        )
+
+
+@dataclass(frozen=True)
+class PinnedKey:
+    """A counterparty's public key as this data owner knows it; `verified` once a person compared fingerprints."""
+
+    record: PublicKeyRecord
+    verified: bool = False
+
+
+@dataclass
+class KeyStore:
+    """A data owner's key pairs, ACTIVE and RETIRED, and the public keys it pinned for its counterparties."""
+
+    data_owner_id: str
+    key_pairs: list[DataOwnerKeyPair] = field(default_factory=list)
+    pins: dict[str, dict[str, PinnedKey]] = field(default_factory=dict)
+
+    def active_key_pairs(self) -> list[DataOwnerKeyPair]:
+        return [keys for keys in self.key_pairs if keys.status == "ACTIVE"]
+
+    def pin(self, data_owner_id: str, record: PublicKeyRecord, *, verified: bool = False) -> None:
+        """Pin `record` for `data_owner_id`; a key already pinned keeps `verified` if it was."""
+        known = self.pins.setdefault(data_owner_id, {}).get(record.id)
+        self.pins[data_owner_id][record.id] = PinnedKey(record, verified or (known is not None and known.verified))
+
+    def pinned_records(self) -> dict[str, dict[str, PublicKeyRecord]]:
+        """The pins as `open_exchange_data` takes them; a data owner's own public keys are always included."""
+        pins = {owner: {kid: pin.record for kid, pin in keys.items()} for owner, keys in self.pins.items()}
+        own = pins.setdefault(self.data_owner_id, {})
+        own.update({keys.id: keys.public for keys in self.key_pairs})
+        return pins
+
+
+def encode_private_part(key_pairs: list[DataOwnerKeyPair]) -> bytes:
+    """The private keys as canonical JSON: what a passphrase or a recovery code seals."""
+    entries = []
+    for keys in key_pairs:
+        encryption, signing = keys.private_bytes()
+        entries.append(
+            {
+                "id": keys.id,
+                "suite": SUITE_1,
+                "encryptionPrivateKey": b64encode(encryption),
+                "signingPrivateKey": b64encode(signing),
+                "created": keys.created,
+                "status": keys.status,
+            }
+        )
+    return orjson.dumps({"keys": entries}, option=orjson.OPT_SORT_KEYS)
+
+
+def _key_pair(entry: Any, what: str) -> DataOwnerKeyPair:
+    if not isinstance(entry, dict) or entry.get("suite") != SUITE_1:
+        raise ValidationError(f"{what}: a key entry of an unknown form or suite")
+    created, status = entry.get("created"), entry.get("status")
+    if not isinstance(created, int) or status not in ("ACTIVE", "RETIRED"):
+        raise ValidationError(f"{what}: key {entry.get('id')!r} has no valid created time or status")
+    keys = DataOwnerKeyPair.from_private_bytes(
+        b64decode(entry.get("encryptionPrivateKey"), f"{what}: encryptionPrivateKey"),
+        b64decode(entry.get("signingPrivateKey"), f"{what}: signingPrivateKey"),
+        created,
+        status,
+    )
+    if keys.id != entry.get("id"):
+        raise ValidationError(f"{what}: key {entry.get('id')!r} does not match its private keys")
+    return keys
+
+
+def _key_pairs(entries: Any, what: str) -> list[DataOwnerKeyPair]:
+    if not isinstance(entries, list):
+        raise ValidationError(f"{what}: no key list")
+    return [_key_pair(entry, what) for entry in entries]
+
+
+def decode_private_part(data: bytes, what: str = "key store") -> list[DataOwnerKeyPair]:
+    """The key pairs of a private part (`encode_private_part`'s output, once unsealed)."""
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ValidationError(f"{what}: the private part is not JSON") from None
+    return _key_pairs(document.get("keys") if isinstance(document, dict) else None, what)
+
+
+def encode_key_store(
+    store: KeyStore,
+    passphrase: str | None = None,
+    *,
+    parameters: Argon2Parameters | None = None,
+    salt: bytes | None = None,
+    nonce: bytes | None = None,
+) -> bytes:
+    """The key store as JSON bytes, its private part sealed when a passphrase is given."""
+    document: dict[str, Any] = {"format": FORMAT, "version": VERSION, "dataOwnerId": store.data_owner_id}
+    private = encode_private_part(store.key_pairs)
+    if passphrase is None:
+        document["keys"] = orjson.loads(private)["keys"]
+    else:
+        parameters = parameters or Argon2Parameters()
+        salt = salt if salt is not None else os.urandom(_SALT_SIZE)
+        key = parameters.derive(passphrase, salt)
+        document["sealed"] = {
+            "kdf": "argon2id",
+            "salt": b64encode(salt),
+            "timeCost": parameters.time_cost,
+            "memoryCost": parameters.memory_cost,
+            "parallelism": parameters.parallelism,
+            "data": b64encode(seal(key, private, ctx("key-store", store.data_owner_id), nonce=nonce)),
+        }
+    document["pins"] = {
+        owner: {kid: {**pin.record.to_wire(), "verified": pin.verified} for kid, pin in keys.items()}
+        for owner, keys in store.pins.items()
+    }
+    return orjson.dumps(document, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
+
+
+def is_sealed(data: bytes) -> bool:
+    """Whether a key store document needs a passphrase to open."""
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(document, dict) and "sealed" in document
+
+
+def _unseal(document: dict[str, Any], passphrase: str | None, what: str) -> bytes:
+    sealed = document["sealed"]
+    if passphrase is None:
+        raise DecryptionError(f"{what}: its private keys are sealed under a passphrase, and none was given")
+    if not isinstance(sealed, dict) or sealed.get("kdf") != "argon2id":
+        raise ValidationError(
+            f"{what}: unknown sealing (kdf {sealed.get('kdf') if isinstance(sealed, dict) else None!r})"
+        )
+    costs: list[int] = []
+    for name, bound in _COST_BOUNDS.items():
+        cost = sealed.get(name)
+        if not isinstance(cost, int) or isinstance(cost, bool) or not 0 < cost <= bound:
+            raise ValidationError(f"{what}: Argon2id parameter {name} missing or out of range (1..{bound})")
+        costs.append(cost)
+    parameters = Argon2Parameters(*costs)
+    key = parameters.derive(passphrase, b64decode(sealed.get("salt"), f"{what}: salt"))
+    data = b64decode(sealed.get("data"), f"{what}: sealed data")
+    try:
+        return open_sealed(key, data, ctx("key-store", document["dataOwnerId"]), what)
+    except DecryptionError:
+        raise DecryptionError(f"{what}: wrong passphrase, or the file was altered") from None
+
+
+def decode_key_store(data: bytes, passphrase: str | None = None) -> KeyStore:
+    """A key store from its JSON bytes; DecryptionError for a wrong or missing passphrase, ValidationError for
+    a document that is not a key store."""
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ValidationError("key store: not JSON") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise ValidationError("key store: not a Medstream key store document")
+    if document.get("version") != VERSION:
+        raise ValidationError(f"key store: version {document.get('version')!r}, this SDK reads {VERSION}")
+    owner = document.get("dataOwnerId")
+    if not isinstance(owner, str) or not owner:
+        raise ValidationError("key store: no dataOwnerId")
+    what = f"key store of {owner}"
+    if "sealed" in document:
+        key_pairs = decode_private_part(_unseal(document, passphrase, what), what)
+    else:
+        key_pairs = _key_pairs(document.get("keys"), what)
+    pins: dict[str, dict[str, PinnedKey]] = {}
+    raw_pins = document.get("pins") or {}
+    if not isinstance(raw_pins, dict):
+        raise ValidationError(f"{what}: pins must be an object")
+    for pinned_owner, records in raw_pins.items():
+        if not isinstance(records, dict):
+            raise ValidationError(f"{what}: pins of {pinned_owner} must be an object")
+        for kid, entry in records.items():
+            if not isinstance(entry, dict):
+                raise ValidationError(f"{what}: pin {kid} of {pinned_owner} must be an object")
+            record = parse_public_record({k: v for k, v in entry.items() if k != "verified"})
+            if record.id != kid:
+                raise ValidationError(f"{what}: pin {kid} of {pinned_owner} holds key {record.id}")
+            pins.setdefault(pinned_owner, {})[kid] = PinnedKey(record, entry.get("verified") is True)
+    return KeyStore(owner, key_pairs, pins)

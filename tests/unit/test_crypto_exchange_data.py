@@ -1,0 +1,154 @@
+"""crypto/exchange_data.py: HPKE wraps of K_ex and S_ac, the delegator's signature and its verification."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+import pytest
+from cryptography.hazmat.primitives import hpke
+
+from medstream.crypto import (
+    DataOwnerKeyPair,
+    ExchangeSecrets,
+    PublicKeyRecord,
+    add_wraps,
+    create_exchange_data,
+    open_exchange_data,
+    sign_exchange_data,
+    verify_exchange_data,
+)
+from medstream.crypto.exchange_data import unwrap_secret
+from medstream.errors import DecryptionError
+from tests.unit.crypto_fixtures import ACCESS_CONTROL_SECRET, EXCHANGE_KEY, HCP_KEYS, PATIENT_KEYS, context
+
+# Frozen: HPKE (base mode, X25519 / HKDF-SHA256 / AES-256-GCM) wrap of EXCHANGE_KEY for the patient's key, with
+# info = ctx("exchange-data", "ed-1", "exchangeKey", <patient key id>). HPKE is randomised: this one ciphertext
+# and the patient's fixed private key freeze the format through decryption.
+FROZEN_WRAP = (
+    "AfOHQCAoEt6V1X14cMUW6MyY0vOg/Ca7Ae6iNubkGV5xzGHjpwqJonIs/P1NugAvYffng3oTyuIygpzn6afuG1hHLYLDcZZdF4EfIJjUwVZY"
+)
+# Frozen: Ed25519 (deterministic) over ctx("exchange-data-signature") + canonical JSON of the five fields.
+SIGNED_WIRE: dict[str, Any] = {
+    "id": "ed-1",
+    "delegator": "hcp-a",
+    "delegate": "pat-b",
+    "exchangeKey": {PATIENT_KEYS.id: "AQ=="},
+    "accessControlSecret": {PATIENT_KEYS.id: "AQ=="},
+}
+FROZEN_SIGNATURE = {
+    HCP_KEYS.id: "AcKi57gTFWqCgxMAAv+dgHBOxBKxvlO5nNjffJSToUD6g5PHrG1ro76PF+YvYV1arWnegW/WHf061QpZz5UVywY="
+}
+SECRETS = ExchangeSecrets(EXCHANGE_KEY, ACCESS_CONTROL_SECRET)
+PINS = {"hcp-a": {HCP_KEYS.id: HCP_KEYS.public}, "pat-b": {PATIENT_KEYS.id: PATIENT_KEYS.public}}
+
+
+def exchange_data() -> dict[str, Any]:
+    wire, _ = create_exchange_data(
+        "ed-1", "hcp-a", "pat-b", [HCP_KEYS], [HCP_KEYS.public, PATIENT_KEYS.public], SECRETS
+    )
+    return wire
+
+
+def test_a_frozen_hpke_wrap_opens_with_the_recipients_private_key() -> None:
+    assert unwrap_secret(FROZEN_WRAP, "ed-1", "exchangeKey", PATIENT_KEYS) == EXCHANGE_KEY
+    # The same bytes opened straight with HPKE and the spec's info string: the format is the library's HPKE.
+    suite = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+    raw = base64.b64decode(FROZEN_WRAP)
+    assert raw[0] == 1 and len(raw) == 1 + 32 + 32 + 16
+    info = context("exchange-data", "ed-1", "exchangeKey", PATIENT_KEYS.id)
+    assert suite.decrypt(raw[1:], PATIENT_KEYS.encryption_private, info) == EXCHANGE_KEY
+
+
+@pytest.mark.parametrize(
+    ("exchange_data_id", "field", "keys"),
+    [
+        ("ed-2", "exchangeKey", PATIENT_KEYS),
+        ("ed-1", "accessControlSecret", PATIENT_KEYS),
+        ("ed-1", "exchangeKey", HCP_KEYS),
+    ],
+)
+def test_a_wrap_opens_only_where_it_belongs(exchange_data_id: str, field: str, keys: DataOwnerKeyPair) -> None:
+    with pytest.raises(DecryptionError, match="authentication failed"):
+        unwrap_secret(FROZEN_WRAP, exchange_data_id, field, keys)
+
+
+def test_the_delegator_signature_is_frozen_and_covers_the_spec_content() -> None:
+    assert sign_exchange_data(SIGNED_WIRE, [HCP_KEYS]) == FROZEN_SIGNATURE
+    content = context("exchange-data-signature") + orjson.dumps(SIGNED_WIRE, option=orjson.OPT_SORT_KEYS)
+    signature = base64.b64decode(FROZEN_SIGNATURE[HCP_KEYS.id])
+    assert signature[0] == 1
+    HCP_KEYS.public.signing_public_key().verify(signature[1:], content)  # raises if not
+    # Fields outside the five are not signed: the server's own fields may change.
+    assert verify_exchange_data({**SIGNED_WIRE, "rev": "3-x", "delegatorSignature": FROZEN_SIGNATURE}, PINS)
+
+
+def test_both_parties_open_the_same_secrets() -> None:
+    wire = exchange_data()
+    assert set(wire["exchangeKey"]) == set(wire["accessControlSecret"]) == {HCP_KEYS.id, PATIENT_KEYS.id}
+    assert open_exchange_data(wire, [PATIENT_KEYS], PINS) == SECRETS
+    assert open_exchange_data(wire, [HCP_KEYS], PINS) == SECRETS
+    fresh, secrets = create_exchange_data("ed-9", "hcp-a", "hcp-a", [HCP_KEYS], [HCP_KEYS.public])
+    assert open_exchange_data(fresh, [HCP_KEYS], PINS) == secrets and secrets != SECRETS
+
+
+def test_retired_keys_get_no_wrap() -> None:
+    retired = DataOwnerKeyPair.generate(created=1).with_status("RETIRED")
+    wire, _ = create_exchange_data("ed-3", "hcp-a", "pat-b", [HCP_KEYS], [HCP_KEYS.public, retired.public])
+    assert set(wire["exchangeKey"]) == {HCP_KEYS.id}
+
+
+def test_exchange_data_signed_by_an_unpinned_key_is_refused() -> None:
+    stranger = DataOwnerKeyPair.generate(created=1)
+    wire, _ = create_exchange_data("ed-4", "hcp-a", "pat-b", [stranger], [stranger.public, PATIENT_KEYS.public])
+    with pytest.raises(DecryptionError, match="not pinned"):
+        open_exchange_data(wire, [PATIENT_KEYS], PINS)
+
+
+def test_a_signature_under_a_pinned_key_id_by_a_substituted_key_is_refused() -> None:
+    # The server (or anyone between) makes exchange data of its own and labels its signature with the pinned id.
+    attacker = DataOwnerKeyPair.generate(created=1)
+    wire, _ = create_exchange_data("ed-5", "hcp-a", "pat-b", [attacker], [PATIENT_KEYS.public])
+    wire["delegatorSignature"] = {HCP_KEYS.id: next(iter(wire["delegatorSignature"].values()))}
+    with pytest.raises(DecryptionError, match="does not verify"):
+        open_exchange_data(wire, [PATIENT_KEYS], PINS)
+
+
+def test_a_changed_wrap_or_party_breaks_the_signature() -> None:
+    other, _ = create_exchange_data("ed-1", "hcp-a", "pat-b", [HCP_KEYS], [PATIENT_KEYS.public])
+    swapped = {**exchange_data(), "exchangeKey": other["exchangeKey"]}  # the server swaps in its own K_ex wraps
+    with pytest.raises(DecryptionError, match="does not verify"):
+        open_exchange_data(swapped, [PATIENT_KEYS], PINS)
+    with pytest.raises(DecryptionError, match="does not verify"):
+        open_exchange_data({**exchange_data(), "delegate": "pat-c"}, [PATIENT_KEYS], PINS)
+    # Signed by the patient's key but naming the professional as delegator: the professional's pins decide.
+    forged, _ = create_exchange_data("ed-6", "hcp-a", "pat-b", [PATIENT_KEYS], [PATIENT_KEYS.public])
+    with pytest.raises(DecryptionError, match="not pinned"):
+        open_exchange_data(forged, [PATIENT_KEYS], PINS)
+
+
+def test_no_wrap_for_the_readers_keys_is_a_clear_error() -> None:
+    with pytest.raises(DecryptionError, match="no wrap for any of this data owner's keys"):
+        open_exchange_data(exchange_data(), [DataOwnerKeyPair.generate(created=1)], PINS)
+
+
+def test_the_delegator_adds_wraps_for_a_new_key_and_re_signs() -> None:
+    new_patient_key = DataOwnerKeyPair.generate(created=2)
+    updated = add_wraps(exchange_data(), SECRETS, [new_patient_key.public], [HCP_KEYS])
+    assert set(updated["exchangeKey"]) == {HCP_KEYS.id, PATIENT_KEYS.id, new_patient_key.id}
+    assert open_exchange_data(updated, [new_patient_key], PINS) == SECRETS
+    assert open_exchange_data(updated, [PATIENT_KEYS], PINS) == SECRETS
+
+
+def test_a_delegate_cannot_add_wraps_the_readers_would_trust() -> None:
+    new_patient_key = DataOwnerKeyPair.generate(created=2)
+    by_delegate = add_wraps(exchange_data(), SECRETS, [new_patient_key.public], [PATIENT_KEYS])
+    with pytest.raises(DecryptionError, match="not pinned"):
+        open_exchange_data(by_delegate, [new_patient_key], PINS)
+
+
+def test_pins_only_trust_the_exact_public_record() -> None:
+    substituted = PublicKeyRecord(HCP_KEYS.id, HCP_KEYS.public.encryption_key, PATIENT_KEYS.public.signing_key, 0)
+    with pytest.raises(DecryptionError, match="does not verify"):
+        open_exchange_data(exchange_data(), [PATIENT_KEYS], {"hcp-a": {HCP_KEYS.id: substituted}})

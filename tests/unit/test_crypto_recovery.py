@@ -1,0 +1,69 @@
+"""crypto/recovery.py: recovery codes, ids and blobs."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from medstream.crypto import (
+    decode_private_part,
+    encode_private_part,
+    new_recovery_key,
+    open_recovery_blob,
+    parse_recovery_code,
+    recovery_code,
+    recovery_id,
+    seal_recovery_blob,
+)
+from medstream.errors import DecryptionError, ValidationError
+from tests.unit.crypto_fixtures import HCP_KEYS, context
+
+KEY = bytes(range(200, 232))
+# Frozen: base32(key || SHA-256(ctx("recovery-check") + key)[:3]) in groups of 4; the id; a blob (nonce 0*12).
+CODE = "ZDE4-VS6M-ZXHM-7UGR-2LJ5-JVOW-27MN-TWW3-3TO5-5X7A-4HRO-HZHF-43T5-DRHW"
+ID = "491f85e24a82bb2706fdd4e8ce0f42a6e910725c1a8259c26ed489c4b9f75fae"
+BLOB = "AQAAAAAAAAAAAAAAAGILt/IgQ/Sxq/YT+QYDKTCAT+4d3cDYV5rKWQ=="
+
+
+def test_the_code_id_and_blob_are_frozen_and_follow_the_spec() -> None:
+    assert recovery_code(KEY) == CODE
+    assert base64.b32decode(CODE.replace("-", ""))[:32] == KEY
+    assert recovery_id(KEY) == ID == hashlib.sha256(context("recovery-id") + KEY).hexdigest()
+    assert seal_recovery_blob(KEY, b'{"keys":[]}', nonce=bytes(12)) == BLOB
+    blob_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=context("recovery-key")).derive(KEY)
+    raw = base64.b64decode(BLOB)
+    assert raw[0] == 1
+    assert AESGCM(blob_key).decrypt(raw[1:13], raw[13:], context("recovery", ID)) == b'{"keys":[]}'
+
+
+def test_a_code_reads_back_whatever_its_spacing_dashes_and_case() -> None:
+    for typed in (CODE, CODE.lower(), CODE.replace("-", " "), CODE.replace("-", ""), f"  {CODE.replace('-', ' - ')} "):
+        assert parse_recovery_code(typed) == KEY
+
+
+def test_a_mistyped_code_fails_clearly() -> None:
+    typo = CODE[:5] + ("A" if CODE[5] != "A" else "B") + CODE[6:]
+    with pytest.raises(ValidationError, match="mistyped"):
+        parse_recovery_code(typo)
+    with pytest.raises(ValidationError, match="'0'"):
+        parse_recovery_code(CODE.replace("Z", "0"))
+    with pytest.raises(ValidationError, match="55 characters, expected 56"):
+        parse_recovery_code(CODE[:-1])
+
+
+def test_the_blob_returns_the_private_part_for_its_code_only() -> None:
+    key = new_recovery_key()
+    blob = seal_recovery_blob(key, encode_private_part([HCP_KEYS]))
+    restored = decode_private_part(open_recovery_blob(parse_recovery_code(recovery_code(key)), blob))
+    assert [k.private_bytes() for k in restored] == [HCP_KEYS.private_bytes()]
+    with pytest.raises(DecryptionError, match="authentication failed"):
+        open_recovery_blob(new_recovery_key(), blob)
+    raw = bytearray(base64.b64decode(blob))
+    raw[-1] ^= 1
+    with pytest.raises(DecryptionError):
+        open_recovery_blob(key, base64.b64encode(raw).decode())
