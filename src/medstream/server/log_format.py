@@ -6,12 +6,15 @@ Text:  `2026-01-31T09:15:02.481Z INFO uvicorn.access [5f0c2a9be1d47a36] 10.0.0.7
 JSON:  `{"time": "2026-01-31T09:15:02.481Z", "level": "INFO", "logger": "uvicorn.access", "requestId": "5f0c...",
         "message": "...", "client": "10.0.0.7:51234", "method": "GET", "path": "/health", "status": 200}`
 
-Secrets: Medstream logs no password, token or key, and uvicorn's lines show no headers or bodies; what remains
-is the query string of a path, which a client may have put a token in: the value of a query parameter named
-like a secret (`token`, `access_token`, `password`, `api_key`, `signature` ...), or shaped like a JWT, is shown
-as `REDACTED` (`RedactQueries`). Other libraries log at `warning` and above only, whatever the level: at debug,
-SQLAlchemy would log statements with their parameters and websockets every frame, the `auth` frame's token
-among them.
+Secrets: Medstream logs no password, token or key, and uvicorn's HTTP lines show no headers or bodies. What
+remains:
+- the query string of a path, which a client may have put a token in: the value of a query parameter named like
+  a secret (`token`, `access_token`, `password`, `api_key`, `signature` ...), or shaped like a JWT, is shown as
+  `REDACTED` (`RedactQueries`);
+- at `debug`, the websockets library logs (as `uvicorn.error`) each handshake's headers and each frame, with the
+  `Authorization` header or the `auth` frame's token: those lines are dropped (`NoWebSocketWire`);
+- other libraries log at `warning` and above only, whatever the level: at `debug` SQLAlchemy would log
+  statements with their parameters.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from __future__ import annotations
 import logging
 import re
 import time
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote_plus
 
 import orjson
+import websockets
 
 from medstream.server.request_ids import current_request_id
 
@@ -36,6 +41,8 @@ _SECRET_NAME = re.compile(
 )
 # A JWT: three base64url parts, the first a JSON object's (`{"` is `eyJ`).
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
+# Where the websockets library's own records come from (its handshake and frame lines at debug).
+_WEBSOCKETS_PACKAGE = str(Path(websockets.__file__).parent)
 # The arguments of uvicorn's access line: '%s - "%s %s HTTP/%s" %d' (client, method, path, HTTP version, status).
 _ACCESS_ARGS = 5
 
@@ -81,6 +88,14 @@ class RedactQueries(logging.Filter):
         return True
 
 
+class NoWebSocketWire(logging.Filter):
+    """Drops the websockets library's debug lines: the headers of each handshake and the content of each frame
+    (uvicorn hands it its `uvicorn.error` logger), where a client's token is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.DEBUG and record.pathname.startswith(_WEBSOCKETS_PACKAGE))
+
+
 class TextFormatter(logging.Formatter):
     """`<time> <LEVEL> <logger> [<request id>|-] <message>`, then the traceback of an exception, if any."""
 
@@ -124,14 +139,18 @@ def logging_config(level: LogLevel, log_format: LogFormat) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"request_id": {"()": RequestIdFilter}, "redact_queries": {"()": RedactQueries}},
+        "filters": {
+            "request_id": {"()": RequestIdFilter},
+            "redact_queries": {"()": RedactQueries},
+            "no_websocket_wire": {"()": NoWebSocketWire},
+        },
         "formatters": {"line": {"()": JsonFormatter if log_format == "json" else TextFormatter}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stderr",
                 "formatter": "line",
-                "filters": ["request_id", "redact_queries"],
+                "filters": ["no_websocket_wire", "request_id", "redact_queries"],
             }
         },
         "loggers": {
