@@ -4,7 +4,9 @@ access line and an error's body, the access log hidden below `info`, and no secr
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 import sqlite3
 from pathlib import Path
@@ -13,9 +15,14 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from medstream.server.app import create_app
+from medstream.server.log_format import RequestIdFilter
+from medstream.server.settings import Settings
 from tests.integration.cli_support import cli_env
 from tests.integration.logged_server import serving
 
@@ -96,6 +103,42 @@ async def test_below_info_the_access_log_is_hidden(tmp_path: Path) -> None:
     assert answer.status_code == 200 and answer.headers["X-Request-ID"] == "quiet-request-1"
     assert "quiet-request-1" not in server.output
     assert "uvicorn.access" not in server.output and " INFO " not in server.output
+
+
+class Collected(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        self.addFilter(RequestIdFilter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def test_an_unexpected_error_names_its_request_in_its_answer_and_its_log_line(tmp_path: Path) -> None:
+    """The 500 is answered outside every middleware (Starlette's handler of any exception): it still carries the
+    request's id, and so does the line that logs the error."""
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}"))
+
+    async def broken(_request: Request) -> Response:
+        raise RuntimeError("a defect")
+
+    app.add_route("/broken", broken)
+    collected = Collected()
+    logging.getLogger("medstream.server").addHandler(collected)
+    try:
+        transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+            # A task of its own, as uvicorn runs each request: the request's id ends with it.
+            answer = await asyncio.create_task(client.get("/broken", headers={"X-Request-ID": "bug-report-1"}))
+    finally:
+        logging.getLogger("medstream.server").removeHandler(collected)
+
+    assert answer.status_code == 500
+    assert answer.headers["X-Request-ID"] == "bug-report-1"
+    assert answer.json()["requestId"] == "bug-report-1"
+    logged = [(r.getMessage(), getattr(r, "request_id", None)) for r in collected.records]
+    assert logged == [("unexpected error", "bug-report-1")]
 
 
 PASSWORD = 'Pässwörd "quoted" \\ back/slash & more=7f3a'

@@ -162,8 +162,8 @@ class Settings(BaseSettings):
     )
     log_format: LogFormat = Field(
         "text",
-        description="`text`, one line per record; or `json`, one JSON object per line for log collectors (both: "
-        "docs/deploy.md, Logs)",
+        description='`text`, one line per record; or `json`, one JSON object per line for log collectors ("Logs" '
+        "in docs/deploy.md)",
     )
 
     @field_validator("log_level", "log_format", mode="before")
