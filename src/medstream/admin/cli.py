@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import logging.config
 import os
 import sys
 import traceback
-from typing import NoReturn
+from typing import NoReturn, get_args
 
 import pydantic
 from pydantic_settings import CliSettingsSource, SettingsError
@@ -22,7 +22,8 @@ from medstream.admin.exits import CommandError, Exit, InvalidSettingError
 from medstream.admin.listening import bind
 from medstream.admin.opening import open_database
 from medstream.errors import MedstreamError
-from medstream.server.settings import ENV_PREFIX, Settings, describe_settings_error
+from medstream.server.log_format import logging_config
+from medstream.server.settings import ENV_PREFIX, Settings, describe_settings_error, env_of, flag_of
 
 
 def _server_options(parser: argparse.ArgumentParser) -> CliSettingsSource[Settings]:
@@ -51,36 +52,44 @@ class _Parser(argparse.ArgumentParser):
         self.exit(Exit.USAGE, f"{self.prog}: {message} (`{self.prog} --help` lists the options)\n")
 
 
+# The settings the admin commands without the server's options (`user ...`, `backup`) take as options too.
+_LOGGING_SETTINGS = ("log_level", "log_format")
+
+
+def _logging_options() -> argparse.ArgumentParser:
+    """`--log-level` and `--log-format` of the commands that do not take every setting, from the same fields of
+    the settings model as `serve`'s (choices, meaning, environment variable)."""
+    options = _Parser(add_help=False)
+    for name in _LOGGING_SETTINGS:
+        field = Settings.model_fields[name]
+        options.add_argument(
+            flag_of(name),
+            choices=get_args(field.annotation),
+            default=None,
+            help=f"{field.description} (default: {env_of(name)}, else {field.default})",
+        )
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="medstream", description="Medical data with live entity events.")
     parser.add_argument("--version", action="version", version=f"medstream {__version__}")
-    common = _Parser(add_help=False)
-    common.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="debug also prints the traceback of an error",
-    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the server", description=_SETTINGS_HELP, parents=[common])
+    serve = commands.add_parser("serve", help="run the server", description=_SETTINGS_HELP)
     serve.set_defaults(settings_source=_server_options(serve))
 
     demo = commands.add_parser(
-        "demo",
-        help="run the server and drive the seed scenario through the SDK",
-        description=_SETTINGS_HELP,
-        parents=[common],
+        "demo", help="run the server and drive the seed scenario through the SDK", description=_SETTINGS_HELP
     )
     demo.add_argument("--exit", action="store_true", help="stop the server once the scenario is done")
     demo.set_defaults(settings_source=_server_options(demo))
 
-    add_admin_commands(commands, common)
+    add_admin_commands(commands, _logging_options())
     check = commands.add_parser(
         "check",
         help="check the configuration, the database, its migrations and its event log (changes nothing)",
         description=_SETTINGS_HELP,
-        parents=[common],
     )
     check.set_defaults(settings_source=_server_options(check))
     return parser
@@ -88,24 +97,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     """The settings of `serve`, `demo` and `check` from their flags over the environment; for the other admin
-    commands, their --database over the environment. A value that is not valid is one line naming the setting."""
+    commands, their --database, --log-level and --log-format over the environment. A value that is not valid is
+    one line naming the setting."""
     try:
         source: CliSettingsSource[Settings] | None = getattr(args, "settings_source", None)
         if source is not None:
             return Settings(_cli_settings_source=source(parsed_args=args))
-        return Settings(**({"database_url": args.database} if args.database else {}))
+        given = {"database_url": args.database} | {name: getattr(args, name) for name in _LOGGING_SETTINGS}
+        return Settings(**{name: value for name, value in given.items() if value is not None})
     except (pydantic.ValidationError, SettingsError) as exc:
         raise InvalidSettingError(describe_settings_error(exc)) from None
 
 
-def _serve(args: argparse.Namespace) -> None:
+def _serve(settings: Settings) -> None:
     from medstream.server.runner import make_server
 
-    settings = _settings(args)
     sock = bind(settings.host, settings.port)
     try:
         asyncio.run(_prepare_database(settings))
-        server = make_server(settings, log_level=args.log_level, freeze_gc=True)
+        server = make_server(settings, freeze_gc=True)
         try:
             import uvloop  # uvicorn[standard] brings it on Linux and macOS
         except ImportError:  # pragma: no cover - Windows
@@ -123,28 +133,28 @@ async def _prepare_database(settings: Settings) -> None:
     await database.close()
 
 
-async def _demo(args: argparse.Namespace) -> None:
+async def _demo(args: argparse.Namespace, settings: Settings) -> None:
     from medstream.demo import run_demo
 
-    settings = _settings(args)
     await _prepare_database(settings)
     await run_demo(settings, keep_serving=not args.exit)
 
 
 def run(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    debug = args.log_level == "debug"
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "alembic"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    debug = False
     try:
         check_environment(os.environ)
+        settings = _settings(args)
+        # Every line the command logs, the server's and uvicorn's included, in the one format (server/log_format.py).
+        logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
+        debug = settings.log_level == "debug"
         if args.command == "serve":
-            _serve(args)
+            _serve(settings)
         elif args.command == "demo":
-            asyncio.run(_demo(args))
+            asyncio.run(_demo(args, settings))
         else:
-            asyncio.run(run_admin(args, _settings(args)))
+            asyncio.run(run_admin(args, settings))
     except KeyboardInterrupt:
         pass
     except Exception as exc:

@@ -15,7 +15,8 @@ _DATABASE_HELP = "the database, as for serve (default: MEDSTREAM_DATABASE_URL, e
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     """Add `user`, `backup` and `check` to `commands` (the subparsers of `medstream`); `common` holds the options
-    every command has. `check` gets the settings' options from `medstream` itself (as `serve` does)."""
+    of the logging settings (`--log-level`, `--log-format`), which every command has. `check` gets the settings'
+    options from `medstream` itself (as `serve` does)."""
     user = commands.add_parser("user", help="manage users directly in the database")
     user_commands = user.add_subparsers(dest="user_command", required=True)
 

@@ -23,6 +23,7 @@ from medstream.server.docs import docs_routes
 from medstream.server.errors import BodySizeLimit, install_error_handlers
 from medstream.server.login_throttle import LoginThrottle, PasswordCheckGate
 from medstream.server.openapi import openapi_document
+from medstream.server.request_ids import RequestIds
 from medstream.server.rest import routes_of
 from medstream.server.retention import run_retention
 from medstream.server.routes.auth import auth
@@ -202,4 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Refresh-Token"],
             max_age=600,
         )
+    # Outermost of all: every answer, CORS's and the 413's included, carries its request's id, and so does every
+    # line logged while serving it (server/request_ids.py).
+    app.add_middleware(RequestIds)
     return app

@@ -1,4 +1,5 @@
-"""Every error a route raises becomes JSON `{"error", "message", "details"}` with its status (errors.py)."""
+"""Every error a route raises becomes JSON `{"error", "message", "details", "requestId"}` with its status
+(errors.py); `requestId` is the request's id, as in its `X-Request-ID` header and its log lines."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from medstream.errors import (
     ValidationError,
     from_payload,
 )
+from medstream.server.request_ids import HEADER as REQUEST_ID_HEADER
+from medstream.server.request_ids import current_request_id
 
 log = logging.getLogger("medstream.server")
 
@@ -34,11 +37,18 @@ def error_response(
     if isinstance(error, TooManyAttemptsError):
         headers["Retry-After"] = str(max(1, round(error.retry_after)))
     return Response(
-        orjson.dumps(error.to_payload()),
+        orjson.dumps(_with_request_id(error.to_payload())),
         status_code=status or error.http_status,
         media_type="application/json",
         headers=headers,
     )
+
+
+def _with_request_id(payload: dict[str, Any]) -> dict[str, Any]:
+    request_id = current_request_id.get()
+    if request_id is not None:
+        payload["requestId"] = request_id
+    return payload
 
 
 def _location(loc: tuple[Any, ...]) -> str:
@@ -65,7 +75,8 @@ def method_not_allowed(method: str, path: str, headers: Mapping[str, str]) -> Re
         "message": f"method {method} is not allowed on {path}; allowed: {allowed}",
         "details": [{"allowed": allowed.split(", ") if allowed else []}],
     }
-    return Response(orjson.dumps(payload), status_code=405, media_type="application/json", headers={"Allow": allowed})
+    body = orjson.dumps(_with_request_id(payload))
+    return Response(body, status_code=405, media_type="application/json", headers={"Allow": allowed})
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -87,7 +98,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_unexpected(_request: Request, exc: Exception) -> Response:
         log.exception("unexpected error", exc_info=exc)
-        return error_response(MedstreamError("internal server error"))
+        # This handler answers outside every middleware (Starlette's), so it names the request itself.
+        request_id = current_request_id.get()
+        headers = {REQUEST_ID_HEADER: request_id} if request_id is not None else None
+        return error_response(MedstreamError("internal server error"), headers=headers)
 
     app.add_exception_handler(MedstreamError, on_medstream_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

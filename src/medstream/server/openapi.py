@@ -35,6 +35,9 @@ class Error(BaseModel):
     error: str = Field(description="A stable code: validation_error, unauthorized, not_found, conflict...")
     message: str = Field(description="What is wrong, for people")
     details: list[dict[str, Any]] | None = Field(None, description="Per-field problems, when there are any")
+    requestId: str | None = Field(
+        None, description="The request's id, as in its `X-Request-ID` answer header and the server's log lines"
+    )
 
 
 def openapi_document(*, title: str, version: str, description: str, collections: Sequence[Collection]) -> Any:

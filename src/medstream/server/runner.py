@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from medstream.errors import ServerGoingAway
 from medstream.server.app import create_app
 from medstream.server.connection_limits import ConnectionLimits, connection_cap, raise_open_file_limit
+from medstream.server.log_format import LogLevel
 from medstream.server.settings import Settings
 from medstream.server.uvicorn_protocols import HttpProtocol, WebSocketProtocol
 
@@ -54,11 +55,16 @@ class MedstreamServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def make_server(settings: Settings, *, log_level: str = "info", freeze_gc: bool = False) -> MedstreamServer:
+def make_server(settings: Settings, *, log_level: LogLevel | None = None, freeze_gc: bool = False) -> MedstreamServer:
     """`freeze_gc`: freeze what start-up allocated out of the cyclic collector (for a server process of its
     own, as `medstream serve`; not for servers started inside another program, such as tests).
 
+    uvicorn's lines are logged from `log_level` up (`settings.log_level` when None). Where they go and in which
+    format is the process's logging configuration, left as it is: `medstream` configures it from the settings
+    (server/log_format.py) before anything logs; a program that starts a server inside it keeps its own.
+
     Raises the process's soft open-file limit to its hard one: connections are capped below it."""
+    level = log_level or settings.log_level
     app = create_app(settings)
     limits = ConnectionLimits(
         total=connection_cap(settings.max_connections, raise_open_file_limit()),
@@ -68,8 +74,9 @@ def make_server(settings: Settings, *, log_level: str = "info", freeze_gc: bool 
         app,
         host=settings.host,
         port=settings.port,
-        log_level=log_level,
-        access_log=log_level in {"debug", "info"},  # below "info" uvicorn would build each line, then drop it
+        log_config=None,
+        log_level=level,
+        access_log=level in {"debug", "info"},  # below "info" uvicorn would build each line, then drop it
         lifespan="on",
         # server/uvicorn_protocols.py: a response's head and body in one write, request heads timed out,
         # connections counted in all and per address.
@@ -92,9 +99,11 @@ def make_server(settings: Settings, *, log_level: str = "info", freeze_gc: bool 
 
 
 async def start_server(
-    settings: Settings, *, log_level: str = "warning"
+    settings: Settings, *, log_level: LogLevel | None = "warning"
 ) -> tuple[MedstreamServer, asyncio.Task[None], str]:
-    """Start a server in this event loop; returns it, the task serving, and its base URL."""
+    """Start a server in this event loop; returns it, the task serving, and its base URL. uvicorn's lines are
+    logged from `log_level` up: warnings by default, so that a test's requests are not each an access line
+    (None: `settings.log_level`)."""
     server = make_server(settings, log_level=log_level)
     task = asyncio.create_task(server.serve())
     while not server.started:

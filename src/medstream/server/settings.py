@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from medstream.server.log_format import LogFormat, LogLevel
 from medstream.store.database import DEFAULT_DATABASE_URL
 
 ENV_PREFIX = "MEDSTREAM_"
@@ -153,6 +154,23 @@ class Settings(BaseSettings):
     )
     retention_max_events: int = Field(10_000_000, gt=0, description="and all but this many newest")
     retention_interval_seconds: float = Field(60.0, gt=0, description="how often the outbox is trimmed")
+    log_level: LogLevel = Field(
+        "info",
+        description="the lowest level of Medstream's and uvicorn's log lines: `debug`, `info` (with an access line "
+        "per request), `warning` (no access lines), `error`; other libraries log warnings and errors only. `debug` "
+        "also prints the traceback of a command's error",
+    )
+    log_format: LogFormat = Field(
+        "text",
+        description='`text`, one line per record; or `json`, one JSON object per line for log collectors ("Logs" '
+        "in docs/deploy.md)",
+    )
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, value: Any) -> Any:
+        """`INFO` is `info`, as operators often spell a level."""
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("cors_origins", mode="before")
     @classmethod

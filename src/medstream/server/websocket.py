@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections import Counter, deque
@@ -247,7 +248,11 @@ class EventHub:
             self.quotas.open_socket(connection.actor.user_id)
             self.connections.add(connection)
             if self._heartbeat is None or self._heartbeat.done():
-                self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="medstream-ws-heartbeat")
+                # The hub's task, not the socket's that happens to start it: none of that socket's context (its
+                # connection id on log lines, server/request_ids.py).
+                self._heartbeat = asyncio.create_task(
+                    self._heartbeat_loop(), name="medstream-ws-heartbeat", context=contextvars.Context()
+                )
             await self._run(connection)
         except MedstreamError as exc:
             self.closes[exc.close_code] += 1

@@ -67,6 +67,8 @@ class PostgreSQLBackend:
             pool_pre_ping=False,
             isolation_level="READ COMMITTED",
             connect_args={"server_settings": server_settings},
+            # A database error, should one be logged, shows no statement parameters (password hashes, keys).
+            hide_parameters=True,
         )
         attach(self.engine.sync_engine, self)
         dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)

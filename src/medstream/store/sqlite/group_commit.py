@@ -119,7 +119,11 @@ class SQLiteRunner:
         translate: Callable[[BaseException], BaseException],
         committed: Callable[[Sequence[Any]], None],
     ) -> None:
-        self.engine = create_engine(url, pool_size=_SQLITE_READERS + 1, max_overflow=_SQLITE_READERS)
+        # hide_parameters: a database error, should one be logged, shows no statement parameters (password
+        # hashes, keys, tokens' ids).
+        self.engine = create_engine(
+            url, pool_size=_SQLITE_READERS + 1, max_overflow=_SQLITE_READERS, hide_parameters=True
+        )
         _configure_sqlite(self.engine)
         self._translate = translate
         self._committed = committed
