@@ -4,7 +4,10 @@ connection that is cut off catches up on what it missed once it is back, and an 
 handful of transactions a second, not one every few milliseconds.
 
 Real `medstream serve` processes on a fresh database each. The polls are set far longer than the waits here,
-so an event that arrives came through a notice or a catch-up, not through a poll.
+so an event that arrives came through a notice or a catch-up, not through a poll. The last tests drive one
+node's notices and listening connection in this process: a burst's notices coalesced, a node's own notices
+ignored, and a listening connection that stops answering without closing (through a relay that stalls it)
+found by its check and replaced.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from medstream.model import MedicalDevice
 from medstream.model.entities import KIND_BY_NAME
 from medstream.store.database import Database
 from medstream.store.postgresql.backend import PostgreSQLBackend
-from medstream.store.postgresql.wakeups import APPLICATION_NAME, CHANNEL
+from medstream.store.postgresql.connections import Autocommit
+from medstream.store.postgresql.wakeups import APPLICATION_NAME, CHANNEL, Wakeups
 from medstream.store.repository import EntityRepository
 from tests.conftest import ADMIN_LOGIN, ADMIN_PASSWORD, PG_HOST, PG_PORT, PG_USER, database_url_for
 from tests.integration.cluster import Cluster, EventReader, Node, login, open_readers, running_cluster, running_nodes
@@ -216,3 +220,108 @@ async def _wait_until(condition: Callable[[], bool]) -> None:
     while not condition():
         assert time.monotonic() < deadline, "not within the wait"
         await asyncio.sleep(0.02)
+
+
+async def test_a_node_is_woken_by_the_other_nodes_notices_not_by_its_own(tmp_path: Path) -> None:
+    async with database_url_for("postgresql", tmp_path) as url:
+        database = Database(url, pool_size=2)
+        await database.migrate()
+        backend = database.backend
+        assert isinstance(backend, PostgreSQLBackend)
+        heard: list[int] = []
+        witness = await asyncpg.connect(url)  # another listener: the node's own notice has gone out to all
+        await witness.add_listener(CHANNEL, lambda _conn, pid, _channel, _payload: heard.append(pid))
+        woken: list[float] = []
+        try:
+            backend.listen(lambda: woken.append(time.monotonic()))
+            await _wait_until(lambda: len(woken) == 1)  # connected: the catch-up read
+            backend.wakeups.committed()
+            await _wait_until(lambda: len(heard) == 1)
+            await asyncio.sleep(0.3)  # the node's listener got its own notice too
+            assert len(woken) == 1
+
+            await witness.execute("SELECT pg_notify($1, '')", CHANNEL)  # another node's
+            await _wait_until(lambda: len(woken) == 2)
+        finally:
+            await witness.close()
+            await database.close()
+
+
+class _StallingProxy:
+    """A TCP relay to PostgreSQL whose connections made so far can be stalled: bytes stop flowing both ways
+    while the sockets stay open, as on a link that died without a word (a half-open connection)."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._connections = 0
+        self._stalled: set[int] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+        self._never = asyncio.Event()
+
+    async def __aenter__(self) -> _StallingProxy:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+
+    def stall_all(self) -> None:
+        self._stalled = set(range(self._connections))
+
+    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        number = self._connections
+        self._connections += 1
+        server_reader, server_writer = await asyncio.open_connection(PG_HOST, PG_PORT)
+        self._writers += [client_writer, server_writer]
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            while data := await source.read(65536):
+                if number in self._stalled:
+                    await self._never.wait()  # held for good
+                sink.write(data)
+                await sink.drain()
+            sink.close()
+
+        await asyncio.gather(
+            pump(client_reader, server_writer), pump(server_reader, client_writer), return_exceptions=True
+        )
+
+
+async def test_a_listening_connection_that_dies_without_a_word_is_found_by_its_check_and_replaced(
+    tmp_path: Path,
+) -> None:
+    async with database_url_for("postgresql", tmp_path) as url, _StallingProxy() as proxy:
+        database = url.rsplit("/", 1)[1]
+        through_proxy = f"postgresql://{PG_USER}@127.0.0.1:{proxy.port}/{database}"
+        connections = Autocommit(url, size=1, server_settings={})
+        wakeups = Wakeups(
+            through_proxy,
+            connections,
+            server_settings={},
+            notify_interval=0.005,
+            check_interval=0.2,
+            statement_timeout=1.0,
+        )
+        woken: list[float] = []
+        notifier = await asyncpg.connect(url)
+        try:
+            wakeups.start(lambda: woken.append(time.monotonic()))
+            await _wait_until(lambda: len(woken) == 1)
+            (first,) = await _listeners(database)
+
+            proxy.stall_all()  # no end is heard: only the check can tell
+            await _wait_until(lambda: len(woken) == 2)  # listening again, and the catch-up read
+            (second,) = [pid for pid in await _listeners(database) if pid != first]
+
+            await notifier.execute("SELECT pg_notify($1, '')", CHANNEL)
+            await _wait_until(lambda: len(woken) == 3)
+            assert second != first
+        finally:
+            await notifier.close()
+            await wakeups.close()
+            await connections.close()

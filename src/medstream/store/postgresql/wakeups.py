@@ -37,7 +37,6 @@ log = logging.getLogger("medstream.store")
 CHANNEL = "medstream_outbox"
 APPLICATION_NAME = "medstream-listen"  # the listening connection's, in pg_stat_activity
 _NOTIFY = "SELECT pg_notify($1, '')"
-_STATEMENT_TIMEOUT = 10.0  # a notice or a check not answered by then: the connection is taken for dead
 _MAX_BACKOFF = 2.0  # seconds between attempts to reconnect, at most
 
 
@@ -53,13 +52,16 @@ class Wakeups:
         notify_interval: float,
         check_interval: float,
         connect_timeout: float = 10.0,
+        statement_timeout: float = 10.0,
     ) -> None:
+        """`statement_timeout`: a notice or a check not answered by then takes the listening connection for dead."""
         self._dsn = dsn
         self._connections = connections
         self._server_settings = {**server_settings, "application_name": APPLICATION_NAME}
         self._notify_interval = notify_interval
         self._check_interval = check_interval
         self._connect_timeout = connect_timeout
+        self._statement_timeout = statement_timeout
         self._conn: asyncpg.Connection | None = None  # the listening connection, while LISTEN holds
         self._conn_busy = asyncio.Lock()  # one statement at a time on it: a notice or a check
         self._pid = 0  # its backend's, to tell the node's own notices from the others'
@@ -101,7 +103,7 @@ class Wakeups:
         if conn is not None and not conn.is_closed():
             try:
                 async with self._conn_busy:
-                    await conn.execute(_NOTIFY, CHANNEL, timeout=_STATEMENT_TIMEOUT)
+                    await conn.execute(_NOTIFY, CHANNEL, timeout=self._statement_timeout)
                 return
             except (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresError) as exc:
                 log.info("the listening connection failed to send a notice (%r); reconnecting", exc)
@@ -145,7 +147,7 @@ class Wakeups:
                     await asyncio.wait_for(ended.wait(), self._check_interval)
                 if not ended.is_set():
                     async with self._conn_busy:
-                        await conn.fetchval("SELECT 1", timeout=_STATEMENT_TIMEOUT)
+                        await conn.fetchval("SELECT 1", timeout=self._statement_timeout)
             log.warning("the connection listening for other nodes' commits was closed; reconnecting")
         finally:
             self._conn = None
