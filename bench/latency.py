@@ -2,6 +2,7 @@
 rates and at the highest sustainable one, with 1 and 10 subscribers that each match every write.
 
     .venv/bin/python -m bench.latency [--database sqlite|postgresql|both] [--rates 200,1000] [--subscribers 1,10]
+        [--nodes N]
 
 Writers: --writers processes creating data samples through REST (the lean client of bench/http.py) on an open
 loop schedule (each request sent at its time, at most --in-flight outstanding per writer), each stamping its
@@ -10,7 +11,9 @@ with one `subscribe_to_data_sample_events(["CREATE"], <label filter>, callback)`
 send time. Percentiles pool every subscriber's deliveries; medians over --runs runs. A rate is sustainable when
 the writers achieved at least 95% of it, every subscriber got every event, and p99 stayed under --max-p99-ms,
 in most of its runs; the highest sustainable rate is searched upwards from the highest sustainable --rates by
-steps of x1.25 (a step that fails is run once more before the search stops).
+steps of x1.25 (a step that fails is run once more before the search stops). With --nodes N (PostgreSQL) N
+servers share the database: the writers write through the first, the subscribers are spread over the others,
+so every event crosses from one node to another.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ from typing import Any
 
 from bench import clients
 from bench.report import Progress, Report, Table, Target, base_parser, cli, databases_of, latency_summary, median
-from bench.servers import Identity, ServerProcess, create_patient, make_professional, medstream_on, wait_dispatched
+from bench.servers import (
+    Identity,
+    ServerProcess,
+    create_patient,
+    make_professional,
+    medstream_nodes_on,
+    wait_dispatched,
+)
 from bench.workers import Worker, gather_from
 
 NAME = "latency"
@@ -38,13 +48,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-max", action="store_true", help="skip the search for the highest sustainable rate")
     p.add_argument("--max-p99-ms", type=float, default=100.0, help="p99 bound of a sustainable rate (default 100)")
     p.add_argument("--max-rate", type=float, default=20_000, help="stop the search here (default 20,000)")
+    p.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="servers on one PostgreSQL database: writers on the first, subscribers on the others (default 1)",
+    )
     return p
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, server: ServerProcess, identity: Identity, patient: str) -> None:
+    def __init__(
+        self, args: argparse.Namespace, servers: list[ServerProcess], identity: Identity, patient: str
+    ) -> None:
         self.args = args
-        self.server = server
+        self.servers = servers
+        self.server = servers[0]  # the writers'
+        self.subscriber_servers = servers[1:] or servers
         self.identity = identity
         self.patient = patient
         self.label = f"LAT-{uuid.uuid4().hex[:6]}"
@@ -61,9 +81,10 @@ class Bench:
 
     async def grow_subscribers(self, count: int) -> None:
         new = [
-            Worker(clients.sdk_subscriber, name=f"subscriber-{len(self.subscribers) + i}", url=self.server.url,
+            Worker(clients.sdk_subscriber, name=f"subscriber-{i}",
+                   url=self.subscriber_servers[i % len(self.subscriber_servers)].url,
                    login=self.identity.login, password=self.identity.password, label_code=self.label)
-            for i in range(count - len(self.subscribers))
+            for i in range(len(self.subscribers), count)
         ]  # fmt: skip
         self.subscribers += new
         await gather_from(new, "ready", within=180)
@@ -87,7 +108,8 @@ class Bench:
         received = [len(c["latencies"]) for c in collected]
         summary = latency_summary(latencies)
         lost = stored * len(self.subscribers) - sum(received)
-        await wait_dispatched(self.server.url)
+        for server in self.servers:
+            await wait_dispatched(server.url)
         sustainable = (
             achieved >= 0.95 * rate
             and lost == 0
@@ -138,10 +160,11 @@ async def run(args: argparse.Namespace) -> Report:
     progress = Progress(steps, "latency")
     rows: list[dict[str, Any]] = []
     for database in databases:
-        async with medstream_on(database, args.pg_url) as server:
-            identity = await make_professional(server.url)
-            patient = await create_patient(server.url, identity.token)
-            bench = Bench(args, server, identity, patient)
+        nodes = args.nodes if database == "postgresql" else 1
+        async with medstream_nodes_on(database, args.pg_url, nodes) as servers:
+            identity = await make_professional(servers[0].url)
+            patient = await create_patient(servers[0].url, identity.token)
+            bench = Bench(args, servers, identity, patient)
             try:
                 await bench.start_writers()
                 for count in counts:
@@ -208,7 +231,9 @@ def report(rows: list[dict[str, Any]], runs: int, duration: float, args: argpars
              r.get("sustainable")]
             for r in rows
         ],
-        [f"sustainable: achieved >= 95% of the rate, nothing lost, p99 <= {args.max_p99_ms:g} ms, in most runs"],
+        [f"sustainable: achieved >= 95% of the rate, nothing lost, p99 <= {args.max_p99_ms:g} ms, in most runs"]
+        + ([f"PostgreSQL: {args.nodes} nodes, writers on the first, subscribers on the others"]
+           if args.nodes > 1 else []),
     )  # fmt: skip
     targets = []
     for database, p50_bound, p99_bound in (("sqlite", 5.0, 25.0), ("postgresql", None, 50.0)):
@@ -227,7 +252,7 @@ def report(rows: list[dict[str, Any]], runs: int, duration: float, args: argpars
         targets.append(Target(f"{name}: p99", f"< {p99_bound:g} ms", row["p99_ms"], "ms", met))
         if row["achieved_rate"] is not None and row["achieved_rate"] < 950:
             targets.append(Target(f"{name}: rate achieved", ">= 950 /s", row["achieved_rate"], "/s", False))
-    return Report({"runs": runs, "duration": duration, "rows": rows}, [table], targets)
+    return Report({"runs": runs, "duration": duration, "nodes": args.nodes, "rows": rows}, [table], targets)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,9 @@ import httpx
 from bench.machine import ROOT, cpu_seconds, rss_kib
 
 BIN = Path(sys.executable).parent
-MEDSTREAM = BIN / "medstream"
+# The server measured: this checkout's, or another's (`MEDSTREAM_BENCH_SERVER=/other/checkout/.venv/bin/medstream`)
+# to compare a change with the code before it through the same benchmark.
+MEDSTREAM = Path(os.environ.get("MEDSTREAM_BENCH_SERVER") or BIN / "medstream")
 ADMIN_LOGIN = "bench-admin"
 ADMIN_PASSWORD = "bench-admin-password"
 DEFAULT_PG = os.environ.get("MEDSTREAM_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
@@ -197,6 +199,18 @@ async def medstream_on(kind: str, pg_url: str, env: dict[str, str] | None = None
     """A Medstream server on a fresh database of `kind`, stopped (and its database dropped) afterwards."""
     async with database_url(kind, pg_url) as url, running(medstream_server(url, env=env)) as server:
         yield server
+
+
+@contextlib.asynccontextmanager
+async def medstream_nodes_on(
+    kind: str, pg_url: str, count: int, env: dict[str, str] | None = None
+) -> AsyncIterator[list[ServerProcess]]:
+    """`count` Medstream servers on one fresh database of `kind` (several only on PostgreSQL), started one after
+    the other, all stopped (and the database dropped) afterwards."""
+    if count > 1 and kind != "postgresql":
+        raise ValueError("several nodes share a PostgreSQL database only")
+    async with database_url(kind, pg_url) as url, contextlib.AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(running(medstream_server(url, env=env))) for _ in range(count)]
 
 
 # -- REST set-up, as any client would do it --------------------------------------------------------------

@@ -55,10 +55,15 @@ def _serve_command() -> list[str]:
 
 @contextlib.asynccontextmanager
 async def running_nodes(
-    database_url: str, count: int, log_dir: Path, admin_login: str, admin_password: str
+    database_url: str,
+    count: int,
+    log_dir: Path,
+    admin_login: str,
+    admin_password: str,
+    extra_args: Sequence[str] = (),
 ) -> AsyncIterator[list[Node]]:
-    """`count` `medstream serve` processes on `database_url`, all started at once with the same admin, each
-    answering GET /health 200; killed on the way out whatever happened."""
+    """`count` `medstream serve` processes on `database_url`, all started at once with the same admin and
+    `extra_args`, each answering GET /health 200; killed on the way out whatever happened."""
     nodes: list[Node] = []
     # Only the command line configures the nodes: no MEDSTREAM_* variable of the caller's shell.
     node_environment = {k: v for k, v in os.environ.items() if not k.startswith("MEDSTREAM_")}
@@ -74,6 +79,7 @@ async def running_nodes(
                     *("--host", "127.0.0.1", "--port", str(port), "--database", database_url),
                     *("--admin-login", admin_login, "--admin-password", admin_password),
                     *("--log-level", "warning"),
+                    *extra_args,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     env=node_environment,
@@ -118,11 +124,14 @@ class Cluster:
 
 @contextlib.asynccontextmanager
 async def running_cluster(
-    directory: Path, count: int = 3, prepare: Callable[[asyncpg.Connection], Awaitable[None]] | None = None
+    directory: Path,
+    count: int = 3,
+    prepare: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    extra_args: Sequence[str] = (),
 ) -> AsyncIterator[Cluster]:
-    """`count` nodes on a fresh PostgreSQL database (skipped, or failed in CI, when PostgreSQL is down).
-    Without `prepare` the nodes migrate the new database themselves, all at once; with it, the database is
-    migrated first and `prepare` may change it before any node starts."""
+    """`count` nodes on a fresh PostgreSQL database (skipped, or failed in CI, when PostgreSQL is down), each
+    started with `extra_args`. Without `prepare` the nodes migrate the new database themselves, all at once;
+    with it, the database is migrated first and `prepare` may change it before any node starts."""
     async with database_url_for("postgresql", directory) as url:
         if prepare is not None:
             database = Database(url)
@@ -135,7 +144,7 @@ async def running_cluster(
                 await prepare(conn)
             finally:
                 await conn.close()
-        async with running_nodes(url, count, directory, ADMIN_LOGIN, ADMIN_PASSWORD) as nodes:
+        async with running_nodes(url, count, directory, ADMIN_LOGIN, ADMIN_PASSWORD, extra_args) as nodes:
             yield Cluster(url, nodes, await login(nodes[0].url, ADMIN_LOGIN, ADMIN_PASSWORD))
 
 

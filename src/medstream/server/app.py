@@ -47,7 +47,11 @@ SYSTEM_ACTOR = Actor(user_id="system", data_owner_id=None, is_admin=True)
 
 
 async def open_state(settings: Settings) -> ServerState:
-    database = Database(settings.database_url)
+    database = Database(
+        settings.database_url,
+        notify_interval=settings.pg_notify_interval_seconds,
+        listen_check_interval=settings.pg_listen_check_seconds,
+    )
     await database.migrate()
     secret = await read_key(database, "jwt_secret")
     tokens = TokenIssuer(

@@ -4,9 +4,11 @@
 One per server node. On SQLite, what this process commits comes to it straight from the commit, events
 with their positions and parsed entities (`outbox.WrittenEvent`): because positions are dense, an event
 whose `seq` follows on from the dispatcher's position is the next event of the log, and needs no read. The
-log itself is read when something else wrote in between (a gap in those positions), after a commit that
-published nothing (PostgreSQL, where positions are assigned at commit), and at every poll of its tail, every
-few milliseconds, for writes made by other nodes or processes. New subscriptions catch up from the outbox
+log itself is read when something else wrote in between (a gap in those positions), after a commit whose
+events are in the log only (PostgreSQL, where positions are given after commit), when the backend says that
+other nodes committed (PostgreSQL's notices, `Backend.listen`), and at every poll of its tail, the safety net
+for writes it was not told of (every 50 ms on SQLite, for other processes; every second on PostgreSQL, for a
+notice lost with the listening connection). New subscriptions catch up from the outbox
 (replay) and then join the live stream with no gap and no duplicate at the seam: the dispatcher skips a
 subscription until it is live, and delivers only `seq` above its cursor.
 """
@@ -57,6 +59,11 @@ class Dispatcher:
         self._user_listeners: list[Callable[[str], None]] = []
         database.on_commit(self._committed)
 
+    def wake(self) -> None:
+        """Read the log soon: events committed elsewhere may be in it."""
+        self._read_wanted = True
+        self._wake.set()
+
     def _committed(self, published: Sequence[Any]) -> None:
         written = [item for item in published if isinstance(item, outbox.WrittenEvent)]
         if written:
@@ -70,6 +77,7 @@ class Dispatcher:
         head = await self.database.run_read(outbox.head)
         self.position, self.epoch, self.floor_seq = head.last_seq, head.epoch, head.floor_seq
         self._task = asyncio.create_task(self._run(), name="medstream-dispatcher")
+        self.database.backend.listen(self.wake)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -80,8 +88,8 @@ class Dispatcher:
 
     async def _tail_and_page(self) -> tuple[outbox.LogHead, list[EntityEvent]]:
         """The log's head and, when it is past `position`, the next page of events: one snapshot, one hop (a
-        thread hop on SQLite; on PostgreSQL, polled every few ms, one statement in autocommit through the
-        driver, which first runs a numbering round: the events committed since the last get their positions)."""
+        thread hop on SQLite; on PostgreSQL one statement in autocommit through the driver, which first runs a
+        numbering round: the events committed since the last get their positions)."""
         head, events, more = await self.database.backend.tail_and_page(self.position, _PAGE)
         if more:
             self._read_wanted = True  # more events wait for their positions: another round after this page

@@ -66,8 +66,22 @@ class Settings(BaseSettings):
     dispatcher_poll_seconds: float | None = Field(
         None,
         gt=0,
-        description="how often the dispatcher polls the event log for other nodes' and processes' writes (local "
-        "commits wake it at once); unset: 5 ms on PostgreSQL, 50 ms on SQLite",
+        description="how often the dispatcher polls the event log for writes it was not told of (local commits "
+        "wake it at once, and on PostgreSQL other nodes' commits too, through `LISTEN`/`NOTIFY`: the poll is the "
+        "safety net for a notice lost while the listening connection was down); unset: 1 s on PostgreSQL, 50 ms "
+        "on SQLite (for other processes' writes)",
+    )
+    pg_notify_interval_seconds: float = Field(
+        0.005,
+        ge=0,
+        description="PostgreSQL: the shortest time between two notices (`NOTIFY`) by which a node tells the others "
+        "that it committed events; the commits of a burst share one notice, sent after them",
+    )
+    pg_listen_check_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="PostgreSQL: how often a node checks (`SELECT 1`) its connection listening for other nodes' "
+        "notices, so that one that died without a word is replaced (its end is noticed at once otherwise)",
     )
     http_head_timeout_seconds: float = Field(
         10.0,

@@ -17,7 +17,7 @@ alone, so that only the failing one fails, with its own error.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, Table, event
@@ -43,7 +43,7 @@ class Backend(Protocol):
     """One database's way of running the store."""
 
     name: str  # "sqlite" or "postgresql", as /health reports it
-    dispatcher_poll_seconds: float  # how often the dispatcher looks for events it was not told of
+    dispatcher_poll_seconds: float  # how often the dispatcher looks for events it was not told of (the safety net)
     run_write: RunWork  # a write transaction: an exception from `work` rolls it back and is raised
     run_read: RunWork  # a read-only transaction over one consistent snapshot
 
@@ -59,6 +59,11 @@ class Backend(Protocol):
 
     async def migrate(self) -> None:
         """Bring the schema to the newest migration; safe when several nodes start at once."""
+
+    def listen(self, wake: Callable[[], None]) -> None:
+        """From now on, call `wake` whenever other nodes may have committed events, and whenever their word of it
+        may have been missed (PostgreSQL: `LISTEN`/`NOTIFY`). SQLite: never (one process; the dispatcher's poll
+        finds another process's writes)."""
 
     async def close(self) -> None: ...
 

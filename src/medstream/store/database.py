@@ -40,14 +40,30 @@ def engine_url(url: str) -> str:
 class Database:
     """The store's connection: runs transactions, and tells listeners after every committed write."""
 
-    def __init__(self, url: str = DEFAULT_DATABASE_URL, *, pool_size: int = 10) -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_DATABASE_URL,
+        *,
+        pool_size: int = 10,
+        notify_interval: float = 0.005,
+        listen_check_interval: float = 30.0,
+    ) -> None:
+        """`notify_interval` and `listen_check_interval` are PostgreSQL's: the shortest time between two notices
+        of this node's commits to the others, and how often its listening connection is checked
+        (`medstream.store.postgresql.wakeups`)."""
         self.url = engine_url(url)
         self._commit_listeners: list[Callable[[Sequence[Any]], None]] = []
         backend: Backend
         if make_url(self.url).get_backend_name() == "sqlite":
             backend = SQLiteBackend(self.url, self._committed)
         else:
-            backend = PostgreSQLBackend(self.url, self._committed, pool_size=pool_size)
+            backend = PostgreSQLBackend(
+                self.url,
+                self._committed,
+                pool_size=pool_size,
+                notify_interval=notify_interval,
+                listen_check_interval=listen_check_interval,
+            )
         self.backend = backend
         # The backend's own: every transaction goes there, with no call in between.
         self.run_write: RunWork = backend.run_write

@@ -46,6 +46,11 @@ class WrittenEvent:
     entity: Entity
 
 
+EVENTS_IN_LOG = "events in the log"
+"""Published by a write whose events are in the log only, without positions yet (PostgreSQL): the dispatcher
+reads them there."""
+
+
 @dataclass(frozen=True, slots=True)
 class LogHead:
     last_seq: int

@@ -5,7 +5,8 @@ COMMITTED with bounded lock and idle-in-transaction waits; concurrent writers ea
 connection, and the rows a write checks then replaces are locked (`entity_locks`). A mergeable write that is
 one statement (`transactions.Statement`: creates, `creates`) runs in autocommit on this node's own asyncpg
 connections (`connections`), and writes of one kind queued while their slots are busy run as one (`merging`).
-Events get their positions after commits, in numbering rounds (`numbering`).
+Events get their positions after commits, in numbering rounds (`numbering`). A write with events tells the
+other nodes after it commits, and the node listens for theirs (`wakeups`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from medstream.store.connection_errors import is_connection_error
 from medstream.store.postgresql import entity_locks, inserts, numbering
 from medstream.store.postgresql.connections import Autocommit, run_statement
 from medstream.store.postgresql.merging import Merger
-from medstream.store.transactions import MergeableWrite, Work, merge_key, with_published
+from medstream.store.postgresql.wakeups import Wakeups
+from medstream.store.transactions import MergeableWrite, Work, merge_key, publish, with_published
 from medstream.store.upgrade import upgrade_to_head
 
 _MIGRATION_LOCK_KEY = 0x6D656473  # "meds": serialises nodes migrating one PostgreSQL at the same time
@@ -48,9 +50,17 @@ class PostgreSQLBackend:
     """PostgreSQL's transactions, positions and statements."""
 
     name = "postgresql"
-    dispatcher_poll_seconds = 0.005
+    dispatcher_poll_seconds = 1.0  # the safety net: other nodes' commits wake the dispatcher (`wakeups`)
 
-    def __init__(self, url: str, committed: Callable[[Sequence[Any]], None], *, pool_size: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        committed: Callable[[Sequence[Any]], None],
+        *,
+        pool_size: int,
+        notify_interval: float,
+        listen_check_interval: float,
+    ) -> None:
         self._committed = committed
         self._merger = Merger(self._write_one, self._write_merged)
         server_settings = {
@@ -73,6 +83,13 @@ class PostgreSQLBackend:
         attach(self.engine.sync_engine, self)
         dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         self.connections = Autocommit(dsn, size=pool_size, server_settings=server_settings)
+        self.wakeups = Wakeups(
+            dsn,
+            self.connections,
+            server_settings=server_settings,
+            notify_interval=notify_interval,
+            check_interval=listen_check_interval,
+        )
         self.run_write: RunWork = self._run_write
         self.run_read: RunWork = self._run_read
 
@@ -95,6 +112,8 @@ class PostgreSQLBackend:
 
     async def _write(self, work: Work[T]) -> T:
         result, published = await self._run(work, write=True)
+        if outbox.EVENTS_IN_LOG in published:
+            self.wakeups.committed()
         self._committed(published)
         return result
 
@@ -103,7 +122,8 @@ class PostgreSQLBackend:
         if statement is None:
             return await self._write(work)
         (result,) = await run_statement(self.connections, statement)
-        self._committed(())  # its events are in the log only: the dispatcher reads them there
+        self.wakeups.committed()
+        self._committed((outbox.EVENTS_IN_LOG,))  # the dispatcher reads its events in the log
         return result
 
     async def _write_merged(self, works: list[MergeableWrite[T]]) -> list[T]:
@@ -112,7 +132,8 @@ class PostgreSQLBackend:
         if statement is None:
             return await self._write(functools.partial(kind.run_merged, writes=works))
         results = await run_statement(self.connections, statement)
-        self._committed(())
+        self.wakeups.committed()
+        self._committed((outbox.EVENTS_IN_LOG,))
         return results
 
     async def _run_read(self, work: Work[T]) -> T:
@@ -156,14 +177,22 @@ class PostgreSQLBackend:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
             await conn.run_sync(upgrade_to_head)
 
+    def listen(self, wake: Callable[[], None]) -> None:
+        """Call `wake` on other nodes' notices, and after the listening connection (re)connects (`wakeups`)."""
+        self.wakeups.start(wake)
+
     async def close(self) -> None:
+        await self.wakeups.close()
         await self.connections.close()
         await self.engine.dispose()
 
     # -- the outbox --
 
     def event_rows(self, conn: Connection, events: Sequence[outbox.PendingEvent]) -> list[dict[str, Any]]:
-        """The rows, with no positions: numbering rounds give them after the commit."""
+        """The rows, with no positions: numbering rounds give them after the commit, and the other nodes are told
+        of it (`wakeups`)."""
+        if events:
+            publish(conn, (outbox.EVENTS_IN_LOG,))
         return [outbox.event_row(e) for e in events]
 
     async def number_round(self, limit: int = numbering.NUMBER_ROUND) -> int:

@@ -75,6 +75,10 @@ class SQLiteBackend:
     def merged_writes(self) -> int:
         return self.runner.merged
 
+    def listen(self, wake: Callable[[], None]) -> None:
+        """Nothing to listen to: this process's commits reach its dispatcher directly, and another process's
+        (`medstream user add`) are found by the dispatcher's poll."""
+
     @property
     def sync_engine(self) -> Engine:
         return self.runner.engine
