@@ -120,6 +120,7 @@ class SQLiteRunner:
         committed: Callable[[Sequence[Any]], None],
     ) -> None:
         self.engine = create_engine(url, pool_size=_SQLITE_READERS + 1, max_overflow=_SQLITE_READERS)
+        self.max_connections = 2 * _SQLITE_READERS + 1  # what the engine's pool opens at most
         _configure_sqlite(self.engine)
         self._translate = translate
         self._committed = committed
