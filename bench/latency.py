@@ -22,7 +22,16 @@ from typing import Any
 
 from bench import clients
 from bench.report import Progress, Report, Table, Target, base_parser, cli, databases_of, latency_summary, median
-from bench.servers import Identity, ServerProcess, create_patient, make_professional, medstream_on, wait_dispatched
+from bench.servers import (
+    Identity,
+    ServerProcess,
+    add_metrics_option,
+    create_patient,
+    make_professional,
+    medstream_on,
+    metrics_env,
+    wait_dispatched,
+)
 from bench.workers import Worker, gather_from
 
 NAME = "latency"
@@ -38,6 +47,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-max", action="store_true", help="skip the search for the highest sustainable rate")
     p.add_argument("--max-p99-ms", type=float, default=100.0, help="p99 bound of a sustainable rate (default 100)")
     p.add_argument("--max-rate", type=float, default=20_000, help="stop the search here (default 20,000)")
+    add_metrics_option(p)
     return p
 
 
@@ -138,7 +148,7 @@ async def run(args: argparse.Namespace) -> Report:
     progress = Progress(steps, "latency")
     rows: list[dict[str, Any]] = []
     for database in databases:
-        async with medstream_on(database, args.pg_url) as server:
+        async with medstream_on(database, args.pg_url, metrics_env(args.metrics)) as server:
             identity = await make_professional(server.url)
             patient = await create_patient(server.url, identity.token)
             bench = Bench(args, server, identity, patient)
@@ -198,8 +208,8 @@ async def find_max(
 
 def report(rows: list[dict[str, Any]], runs: int, duration: float, args: argparse.Namespace) -> Report:
     table = Table(
-        f"Latency: REST write to SDK callback (each subscriber matches every write; median of {runs} run(s) of "
-        f"{duration:g} s; highest sustainable: one run per step, a failing one twice)",
+        f"Latency: REST write to SDK callback (metrics {args.metrics}; each subscriber matches every write; median of "
+        f"{runs} run(s) of {duration:g} s; highest sustainable: one run per step, a failing one twice)",
         ["database", "subs", "rate", "writes/s", "achieved/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "lost",
          "REST p50 ms", "sustainable"],
         [
