@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
 from medstream.server.metrics import SEND_DELAY_SECONDS
@@ -233,3 +234,15 @@ async def test_a_request_answered_before_routing_is_counted_under_its_route(tmp_
             assert (await http.post("/rest/v1/patients", json=body, headers=headers)).status_code == 413
         samples = await scrape(server.url)
     assert value(samples, "medstream_http_requests_total", route="/rest/v1/patients", method="POST", status="413") == 1
+
+
+async def test_a_scraper_that_asks_for_openmetrics_gets_it(tmp_path: Path) -> None:
+    async with dedicated_server(tmp_path) as server, httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http:
+        await server.admin_token()
+        answer = await http.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("application/openmetrics-text")
+    families = {family.name: family for family in openmetrics_families(answer.text)}
+    assert families["medstream_http_requests"].type == "counter"
+    assert families["medstream_events_commit_to_send_seconds"].type == "histogram"
+    assert answer.text.endswith("# EOF\n")

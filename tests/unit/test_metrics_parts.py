@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import pydantic
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,6 +18,7 @@ from medstream.server.loop_histogram import LoopHistogram
 from medstream.server.metrics import SEND_DELAY_SECONDS
 from medstream.server.metrics_middleware import close_code_label, route_templates
 from medstream.server.routes.metrics import on_loopback
+from medstream.server.settings import Settings, describe_settings_error
 
 values = st.floats(min_value=-1.0, max_value=100.0, allow_nan=False)
 
@@ -89,3 +91,11 @@ def test_close_codes_outside_medstream_s_are_one_label() -> None:
         "other",
         "other",
     ]
+
+
+def test_a_short_metrics_token_is_refused_without_being_shown() -> None:
+    with pytest.raises(pydantic.ValidationError) as caught:
+        Settings(metrics_token="short-secret")
+    message = describe_settings_error(caught.value)
+    assert "metrics_token (--metrics-token, MEDSTREAM_METRICS_TOKEN)" in message
+    assert "short-secret" not in message
