@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from medstream.server.metrics import SEND_DELAY_SECONDS
 from medstream.server.metrics_middleware import route_templates
 from tests.conftest import ADMIN_LOGIN, RunningServer
+from tests.integration.cli_support import medstream
 from tests.integration.events_support import eventually
 from tests.integration.raw_events import (
     WAIT,
@@ -246,3 +247,21 @@ async def test_a_scraper_that_asks_for_openmetrics_gets_it(tmp_path: Path) -> No
     assert families["medstream_http_requests"].type == "counter"
     assert families["medstream_events_commit_to_send_seconds"].type == "histogram"
     assert answer.text.endswith("# EOF\n")
+
+
+async def test_a_write_through_another_process_is_lag_until_the_dispatcher_reads_it(tmp_path: Path) -> None:
+    # A dispatcher that polls the log every minute: what another process writes waits for that poll.
+    async with dedicated_server(tmp_path, dispatcher_poll_seconds=60) as server:
+        before = await scrape(server.url)
+        code, _out, err = await medstream(
+            "user", "add", "--database", server.database_url, "--login", "written-elsewhere", "--password",
+            "a-password-long-enough",
+        )  # fmt: skip
+        assert code == 0, err
+        during = await scrape(server.url)
+        async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http:
+            assert (await http.get("/health")).json()["events"]["lag"] == 1  # /health reads the head as well
+    assert value(before, "medstream_dispatcher_lag_events") == 0
+    assert value(during, "medstream_dispatcher_lag_events") == 1
+    assert value(during, "medstream_database_up") == 1
+    assert value(during, "medstream_dispatcher_position") == value(before, "medstream_dispatcher_position")

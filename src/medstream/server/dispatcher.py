@@ -49,7 +49,7 @@ class Dispatcher:
         self.position = 0
         self.epoch = ""
         self.floor_seq = 0
-        self.log_head = 0  # the log's last position when this node last read its head
+        self.log_head = 0  # the log's last position as this node last read it, or committed it (SQLite)
         self.dispatched = 0
         self.dispatch_nanos = 0  # time spent matching and handing out events (for /health and the benchmarks)
         self.delivered_live = 0  # events handed to live subscriptions' sockets, one per subscription (metrics)
@@ -67,6 +67,7 @@ class Dispatcher:
         written = [item for item in published if isinstance(item, outbox.WrittenEvent)]
         if written:
             self._written.extend(written)
+            self.log_head = max(self.log_head, written[-1].event.seq)
         else:  # its events, if any, are in the log only (PostgreSQL)
             self._read_wanted = True
         self._wake.set()
@@ -163,8 +164,12 @@ class Dispatcher:
 
     @property
     def lag(self) -> int:
-        """Events of the log (as of its last read head) that this node has not dispatched yet."""
+        """Events of the log (as of `log_head`) that this node has not dispatched yet."""
         return max(0, self.log_head - self.position)
+
+    def saw_head(self, last_seq: int) -> None:
+        """The log's head was read elsewhere (the metrics' scrape): `lag` counts up to it."""
+        self.log_head = max(self.log_head, last_seq)
 
     def on_user_write(self, listener: Callable[[str], None]) -> None:
         """Call `listener(user_id)` for every write to a user, made through any node (access revocation)."""

@@ -16,6 +16,7 @@ lock or looks a label up.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Iterator
 
@@ -25,9 +26,11 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from medstream import __version__
+from medstream.errors import MedstreamError
 from medstream.model.entities import KIND_BY_NAME
 from medstream.server.loop_histogram import LoopHistogram
 from medstream.server.state import ServerState
+from medstream.store import outbox
 
 # Upper bounds, in seconds: a request answers in a millisecond or two when all is well, a batch in a second.
 HTTP_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -35,6 +38,8 @@ HTTP_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 TRANSACTION_SECONDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 # From an event's write to its first delivery: a few milliseconds on a node that keeps up.
 SEND_DELAY_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# A scrape waits this long at most for the log's head; past it the database is reported down.
+HEAD_TIMEOUT_SECONDS = 2.0
 
 
 class Metrics:
@@ -78,6 +83,7 @@ class Metrics:
         self._request_counts: dict[tuple[str, str, int], Counter] = {}
         self._request_times: dict[tuple[str, str], Histogram] = {}
         self._collector: NodeCollector | None = None
+        self.database_up = True  # whether the last scrape could read the log's head
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count an HTTP request answered (labels bounded by the caller: a route template, a known method)."""
@@ -105,6 +111,22 @@ class Metrics:
         else:
             self._collector.state = state
 
+    async def read_log_head(self) -> None:
+        """Before a scrape: read the log's head, so that the dispatcher's lag counts the events written through
+        other nodes and processes that it has not read yet (between its polls); the database is down if it
+        cannot be read."""
+        if self._collector is None:
+            return
+        state = self._collector.state
+        try:
+            async with asyncio.timeout(HEAD_TIMEOUT_SECONDS):
+                head = await state.database.run_read(outbox.head)
+        except (MedstreamError, OSError, TimeoutError):
+            self.database_up = False
+            return
+        self.database_up = True
+        state.dispatcher.saw_head(head.last_seq)
+
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The scrape's body in the format `accept` asks for (Prometheus' text format, or OpenMetrics), and its
         content type."""
@@ -122,6 +144,7 @@ class NodeCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         state = self.state
         yield from self._info(state)
+        yield from self._health()
         yield from self._events(state)
         yield from self._sockets(state)
         yield from self._database(state)
@@ -134,6 +157,14 @@ class NodeCollector(Collector):
         )
         info.add_metric([__version__, state.database.backend.name], 1)
         yield info
+
+    def _health(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "medstream_database_up",
+            "1 when this scrape read the event log's head from the database, 0 when it could not (within "
+            f"{HEAD_TIMEOUT_SECONDS:g} s)",
+            value=1 if self.metrics.database_up else 0,
+        )
 
     @staticmethod
     def _events(state: ServerState) -> Iterator[Metric]:
@@ -160,8 +191,7 @@ class NodeCollector(Collector):
         yield dropped
         yield GaugeMetricFamily(
             "medstream_dispatcher_lag_events",
-            "Events of the log (as of its head at this node's last read, every few milliseconds) that this node "
-            "has not dispatched yet",
+            "Events of the log (its head read for this scrape) that this node has not dispatched yet",
             value=dispatcher.lag,
         )
         yield GaugeMetricFamily(

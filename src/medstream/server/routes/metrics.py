@@ -59,6 +59,7 @@ def metrics_route(metrics: Metrics, settings: Settings) -> Route:
 
     async def scrape(request: Request) -> Response:
         check_scraper(request, token=token, loopback=loopback)
+        await metrics.read_log_head()
         body, content_type = metrics.exposition(request.headers.get("accept"))
         return Response(body, headers={"Content-Type": content_type})
 
