@@ -215,8 +215,11 @@ async def test_every_database_s_scrape_names_its_pools_and_times_its_transaction
         after = await scrape(server.url)
     assert value(after, "medstream_build_info", version=_version(after), database=server.backend) == 1
     assert label_values(after, "medstream_db_connections_max", "pool") == pools
-    for pool in pools:
-        assert value(after, "medstream_db_connections_max", pool=pool) > 0
+    for pool in pools:  # taken and given back in step: never below none nor above the most it opens
+        most = value(after, "medstream_db_connections_max", pool=pool)
+        assert most > 0
+        assert 0 <= value(after, "medstream_db_connections", pool=pool, state="in_use") <= most
+        assert 0 <= value(after, "medstream_db_connections", pool=pool, state="idle") <= most
     write_count = "medstream_db_transaction_duration_seconds_count"
     assert value(after, write_count, kind="write") > value(before, write_count, kind="write")
     requests: dict[str, Any] = {"route": "/rest/v1/patients/batch", "method": "POST", "status": "200"}
