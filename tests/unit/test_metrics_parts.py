@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import Mount, Route, Router, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from medstream.server.loop_histogram import LoopHistogram
@@ -73,13 +73,15 @@ def test_route_templates_walk_into_mounts_and_keep_their_parameters() -> None:
     root = Route("/", lambda r: None, methods=["POST"])
     health = Route("/health", lambda r: None)
     socket = WebSocketRoute("/ws/v1/events", _endpoint)
-    routes = [Mount("/rest/v1/patients", routes=[item, root]), health, socket]
+    assets = Mount("/docs-assets", app=Router())
+    routes = [Mount("/rest/v1/patients", routes=[item, root]), health, socket, assets]
 
     assert route_templates(routes) == {
         id(item): "/rest/v1/patients/{entity_id}",
         id(root): "/rest/v1/patients",
         id(health): "/health",
         id(socket): "/ws/v1/events",
+        id(assets): "/docs-assets/{path}",
     }
 
 

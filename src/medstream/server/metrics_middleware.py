@@ -31,8 +31,10 @@ def route_templates(routes: Sequence[BaseRoute], prefix: str = "") -> dict[int, 
     """The path template of every route (by the route's id), Mounts walked into."""
     templates: dict[int, str] = {}
     for route in routes:
-        if isinstance(route, Mount):
+        if isinstance(route, Mount) and route.routes:
             templates |= route_templates(route.routes, prefix + route.path)
+        elif isinstance(route, Mount):  # an app of its own (the docs' static files): one template for all it serves
+            templates[id(route)] = prefix + route.path + "/{path}"
         elif hasattr(route, "path"):
             templates[id(route)] = prefix + route.path if route.path != "/" or not prefix else prefix
     return templates
@@ -88,7 +90,7 @@ class MetricsMiddleware:
             match, child = route.matches(scope)
             if match is Match.NONE:
                 continue
-            if isinstance(route, Mount):
+            if isinstance(route, Mount) and route.routes:
                 found = self._match(route.routes, {**scope, **child})
                 if found is not None:
                     return found
