@@ -25,11 +25,14 @@ from bench import clients
 from bench.report import Progress, Report, Table, Target, base_parser, cli, judged, median
 from bench.servers import (
     ServerProcess,
+    add_metrics_option,
     baseline_server,
     create_patient,
     make_professional,
     medstream_on,
+    metrics_env,
     running,
+    scrape_ms,
     wait_dispatched,
 )
 from bench.workers import Worker, gather_from, split, workers_stopped
@@ -55,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
                         "still sends one message per frame")  # fmt: skip
     p.add_argument("--per-message-deflate", choices=["server-default", "on", "off"], default="server-default",
                    help="MEDSTREAM_WS_PER_MESSAGE_DEFLATE for the server (and the baseline's setting)")  # fmt: skip
+    add_metrics_option(p)
     return p
 
 
@@ -131,7 +135,7 @@ async def medstream_runs(
     args: argparse.Namespace, counts: list[int], runs: int, progress: Progress
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    env = deflate_env(args.per_message_deflate)
+    env = deflate_env(args.per_message_deflate) | metrics_env(args.metrics)
     for sockets in counts:
         async with medstream_on(args.database, args.pg_url, env) as server:
             identity = await make_professional(server.url)
@@ -161,7 +165,10 @@ async def medstream_runs(
                     await wait_dispatched(server.url)
                     measured.append(result)
                     progress.advance()
-            rows.append(summarise("medstream", sockets, measured, deflate))
+                scrape = await scrape_ms(server.url)  # with every socket still open
+            rows.append(
+                summarise("medstream", sockets, measured, deflate) | {"metrics": args.metrics, "scrape_ms": scrape}
+            )
     return rows
 
 
@@ -241,7 +248,7 @@ async def run(args: argparse.Namespace) -> Report:
     table = Table(
         f"Fan-out: one event stream to N matching sockets ({args.database}, permessage-deflate "
         f"{'on' if rows and rows[0]['per_message_deflate'] else 'off'}, "
-        f"{'batched frames, ' if args.batched_frames else ''}median of {runs} run(s))",
+        f"{'batched frames, ' if args.batched_frames else ''}metrics {args.metrics}, median of {runs} run(s))",
         ["sockets", "events", "frame bytes", "deliveries/s", "baseline/s", "ratio", "server CPU us/delivery",
          "baseline CPU us/delivery", "lost", "closed"],
         [
@@ -251,7 +258,11 @@ async def run(args: argparse.Namespace) -> Report:
              r["expected"] - r["delivered"], r["closed_sockets"]]
             for r in rows
         ],
-        ["baseline: bench/baseline_server.py, Starlette + uvicorn, same sockets and message size, no Medstream code"],
+        [
+            "baseline: bench/baseline_server.py, Starlette + uvicorn, same sockets and message size, no Medstream code",
+            *(f"GET /metrics with {r['sockets']:,} sockets open: {r['scrape_ms']:.1f} ms" for r in rows
+              if r.get("scrape_ms") is not None),
+        ],
     )  # fmt: skip
     targets = []
     top = max(rows, key=lambda r: r["sockets"]) if rows else None

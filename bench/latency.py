@@ -28,9 +28,11 @@ from bench.report import Progress, Report, Table, Target, base_parser, cli, data
 from bench.servers import (
     Identity,
     ServerProcess,
+    add_metrics_option,
     create_patient,
     make_professional,
     medstream_nodes_on,
+    metrics_env,
     wait_dispatched,
 )
 from bench.workers import Worker, gather_from
@@ -54,6 +56,7 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help="servers on one PostgreSQL database: writers on the first, subscribers on the others (default 1)",
     )
+    add_metrics_option(p)
     return p
 
 
@@ -96,9 +99,12 @@ class Bench:
     async def measure(self, rate: float, duration: float) -> dict[str, Any]:
         run = uuid.uuid4().hex[:8]
         per_writer = rate / len(self.writers)
+        cpu_before = sum(server.cpu_seconds() for server in self.servers)
         for writer in self.writers:
             writer.send("write", run=run, rate=per_writer, duration=duration, concurrency=self.args.in_flight, batch=1)
         written = await gather_from(self.writers, "written", within=duration * 3 + 120)
+        # writes, their dispatch and their deliveries, on every node
+        server_cpu = sum(server.cpu_seconds() for server in self.servers) - cpu_before
         stored = sum(w["requests"] - w["errors"] for w in written)
         achieved = sum(w["requests"] for w in written) / max(w["elapsed"] for w in written)
         for subscriber in self.subscribers:
@@ -131,6 +137,7 @@ class Bench:
             "max_ms": summary["max"],
             "rest_p50_ms": median(w["rest_latency_ms"]["p50"] for w in written),
             "rest_p99_ms": max((w["rest_latency_ms"]["p99"] or 0) for w in written),
+            "server_cpu_us_per_write": server_cpu / stored * 1e6 if stored else None,
             "sustainable": sustainable,
         }
 
@@ -140,7 +147,8 @@ def combine(database: str, subscribers: int, kind: str, measured: list[dict[str,
     figure: one stalled run of three at 200 writes/s must not make the rate unsustainable and send the search
     for the highest rate below it."""
     row: dict[str, Any] = {"database": database, "subscribers": subscribers, "kind": kind, "runs": len(measured)}
-    for key in ("rate", "achieved_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms", "rest_p50_ms", "rest_p99_ms"):
+    for key in ("rate", "achieved_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms", "rest_p50_ms", "rest_p99_ms",
+                "server_cpu_us_per_write"):  # fmt: skip
         row[key] = median(m[key] for m in measured)
     row["lost"] = sum(m["lost"] for m in measured)
     row["write_errors"] = sum(m["write_errors"] for m in measured)
@@ -161,7 +169,7 @@ async def run(args: argparse.Namespace) -> Report:
     rows: list[dict[str, Any]] = []
     for database in databases:
         nodes = args.nodes if database == "postgresql" else 1
-        async with medstream_nodes_on(database, args.pg_url, nodes) as servers:
+        async with medstream_nodes_on(database, args.pg_url, nodes, metrics_env(args.metrics)) as servers:
             identity = await make_professional(servers[0].url)
             patient = await create_patient(servers[0].url, identity.token)
             bench = Bench(args, servers, identity, patient)
@@ -221,14 +229,14 @@ async def find_max(
 
 def report(rows: list[dict[str, Any]], runs: int, duration: float, args: argparse.Namespace) -> Report:
     table = Table(
-        f"Latency: REST write to SDK callback (each subscriber matches every write; median of {runs} run(s) of "
-        f"{duration:g} s; highest sustainable: one run per step, a failing one twice)",
+        f"Latency: REST write to SDK callback (metrics {args.metrics}; each subscriber matches every write; median of "
+        f"{runs} run(s) of {duration:g} s; highest sustainable: one run per step, a failing one twice)",
         ["database", "subs", "rate", "writes/s", "achieved/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "lost",
-         "REST p50 ms", "sustainable"],
+         "REST p50 ms", "server CPU us/write", "sustainable"],
         [
             [r["database"], r["subscribers"], r["kind"], r.get("rate"), r.get("achieved_rate"), r.get("p50_ms"),
              r.get("p95_ms"), r.get("p99_ms"), r.get("max_ms"), r.get("lost"), r.get("rest_p50_ms"),
-             r.get("sustainable")]
+             r.get("server_cpu_us_per_write"), r.get("sustainable")]
             for r in rows
         ],
         [f"sustainable: achieved >= 95% of the rate, nothing lost, p99 <= {args.max_p99_ms:g} ms, in most runs"]

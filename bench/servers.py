@@ -7,6 +7,7 @@ subprocess and the clients are other processes, so what is measured is what a us
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -163,6 +164,29 @@ def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         env[f"MEDSTREAM_WS_MAX_{bound}"] = str(2**40)
     env.update(extra or {})
     return env
+
+
+def add_metrics_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics",
+        choices=["on", "off"],
+        default="on",
+        help="the server's Prometheus metrics (MEDSTREAM_METRICS: GET /metrics and the counting behind it); on by "
+        "default, as in the server",
+    )
+
+
+def metrics_env(choice: str) -> dict[str, str]:
+    return {"MEDSTREAM_METRICS": "1" if choice == "on" else "0"}
+
+
+async def scrape_ms(url: str) -> float | None:
+    """The time one GET /metrics takes, in milliseconds (None when the server serves no metrics)."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        started = time.perf_counter()
+        response = await http.get(url + "/metrics")
+        elapsed = (time.perf_counter() - started) * 1000
+    return elapsed if response.status_code == 200 else None
 
 
 def medstream_server(database: str, *, env: dict[str, str] | None = None) -> ServerProcess:

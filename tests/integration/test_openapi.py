@@ -14,8 +14,8 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from medstream.server.app import create_app
 from medstream.server.settings import Settings
 
-# The documentation's own routes, which are not part of the API it documents.
-DOCS_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+# The documentation's own routes, and the operator's scrape of metrics, which are not part of the API it documents.
+DOCS_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/metrics"}
 DOCS_MOUNT = "/docs-assets"
 
 

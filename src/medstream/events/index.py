@@ -9,7 +9,7 @@ does not grow with subscriptions the event cannot match.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 
 from medstream.events.subscription import Subscription
@@ -27,6 +27,7 @@ class SubscriptionIndex:
         self._keys_in_use: dict[_Bucket, dict[IndexKey, int]] = defaultdict(dict)
         self._catch_all: dict[_Bucket, set[Subscription]] = defaultdict(set)
         self._placement: dict[Subscription, tuple[IndexKey | None, frozenset[object]]] = {}
+        self.by_entity_type: Counter[str] = Counter()  # subscriptions held, by the entity type they want
 
     def __len__(self) -> int:
         return len(self._placement)
@@ -36,6 +37,8 @@ class SubscriptionIndex:
 
     def add(self, subscription: Subscription) -> None:
         key, values = self._key_of(subscription)
+        if subscription not in self._placement:
+            self.by_entity_type[subscription.entity_type] += 1
         self._placement[subscription] = (key, values)
         for event_type in subscription.event_types:
             bucket = (subscription.entity_type, event_type)
@@ -51,6 +54,7 @@ class SubscriptionIndex:
         placement = self._placement.pop(subscription, None)
         if placement is None:
             return
+        self.by_entity_type[subscription.entity_type] -= 1
         key, values = placement
         for event_type in subscription.event_types:
             bucket = (subscription.entity_type, event_type)

@@ -58,30 +58,35 @@ class EventView:
         return self._frame.for_subscription(subscription.id)
 
 
-def deliver(view: EventView, subscription: Subscription) -> None:
-    """Hand the event to `subscription`'s sink if it wants it, and move its cursor past it."""
+def deliver(view: EventView, subscription: Subscription) -> bool:
+    """Hand the event to `subscription`'s sink if it wants it, and move its cursor past it; whether it did."""
     frame = view.frame_for(subscription)
-    if frame is not None:
-        subscription.sink.deliver(frame)
-        subscription.cursor = view.event.seq
-        subscription.delivered += 1
+    if frame is None:
+        return False
+    subscription.sink.deliver(frame)
+    subscription.cursor = view.event.seq
+    subscription.delivered += 1
+    return True
 
 
-def dispatch_event(index: SubscriptionIndex, event: EntityEvent, entity: Entity | None = None) -> None:
-    """Hand a live event to every live subscription of `index` that wants it. `entity` is the event's entity
-    when the caller already holds it parsed (a write committed by this process), else it is parsed on demand."""
+def dispatch_event(index: SubscriptionIndex, event: EntityEvent, entity: Entity | None = None) -> int:
+    """Hand a live event to every live subscription of `index` that wants it; to how many. `entity` is the event's
+    entity when the caller already holds it parsed (a write committed by this process), else it is parsed on
+    demand."""
     view = EventView(event, entity)
+    delivered = 0
     for subscription in index.candidates(event.entity_type, event.event_type, view.values_of):
-        if subscription.live:
-            deliver(view, subscription)
+        if subscription.live and deliver(view, subscription):
+            delivered += 1
+    return delivered
 
 
-def replay_event(event: EntityEvent, subscription: Subscription) -> None:
+def replay_event(event: EntityEvent, subscription: Subscription) -> bool:
     """Hand one event of the log to a subscription catching up, which has seen the log up to it: the log holds
-    every entity type, the subscription wants one."""
-    if event.entity_type == subscription.entity_type:
-        deliver(EventView(event), subscription)
+    every entity type, the subscription wants one. Whether it was delivered."""
+    delivered = event.entity_type == subscription.entity_type and deliver(EventView(event), subscription)
     subscription.cursor = max(subscription.cursor, event.seq)
+    return delivered
 
 
 def skip_to(subscription: Subscription, position: int, epoch: str, reason: str) -> None:

@@ -129,13 +129,21 @@ PING_FRAME = orjson.dumps({"type": "ping"})
 PONG_FRAME = orjson.dumps({"type": "pong"})
 
 
+EVENT_FRAME_HEAD = b'{"type":"event","id":'
+
+
+def is_event_frame(frame: bytes) -> bool:
+    """Is this server frame (not batched) an event message?"""
+    return frame.startswith(EVENT_FRAME_HEAD)
+
+
 class EventFrameTemplate:
     """An event serialised once; `for_subscription` only splices in the subscription id."""
 
     __slots__ = ("_head", "_tail")
 
     def __init__(self, seq: int, event_type: EventType, entity_type: str, document: bytes) -> None:
-        self._head = b'{"type":"event","id":'
+        self._head = EVENT_FRAME_HEAD
         self._tail = (
             b',"seq":'
             + str(seq).encode()

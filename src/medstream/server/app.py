@@ -22,6 +22,8 @@ from medstream.server.dispatcher import Dispatcher
 from medstream.server.docs import docs_routes
 from medstream.server.errors import BodySizeLimit, install_error_handlers
 from medstream.server.login_throttle import LoginThrottle, PasswordCheckGate
+from medstream.server.metrics import Metrics
+from medstream.server.metrics_middleware import MetricsMiddleware
 from medstream.server.openapi import openapi_document
 from medstream.server.request_ids import RequestIds
 from medstream.server.rest import routes_of
@@ -30,6 +32,7 @@ from medstream.server.routes.auth import auth
 from medstream.server.routes.entities import entity_collections, write_entities
 from medstream.server.routes.health import checks
 from medstream.server.routes.me import me
+from medstream.server.routes.metrics import metrics_route
 from medstream.server.security import TokenIssuer
 from medstream.server.session_upkeep import run_session_expiry, run_session_watch
 from medstream.server.settings import Settings
@@ -122,10 +125,13 @@ def origin_allowed(origin: str | None, host: str | None, allowed: Sequence[str])
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    metrics = Metrics() if settings.metrics else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = await open_state(settings)
+        if metrics is not None:
+            metrics.bind(state)
         await state.dispatcher.start()
         retention = asyncio.create_task(
             run_retention(
@@ -177,6 +183,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     users = next(i for i, collection in enumerate(entities) if collection.tag == "User")
     collections = [*entities[:users], me, *entities[users:], auth, checks]
     app.router.routes[:0] = routes_of(collections)
+    if metrics is not None:
+        app.router.routes.append(metrics_route(metrics, settings))
     app.router.routes.extend(docs_routes(app.title, "/openapi.json"))
     document = openapi_document(title=app.title, version=app.version, description=description, collections=collections)
 
@@ -197,7 +205,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await state_of(websocket).hub.serve(websocket)
 
     app.add_api_websocket_route("/ws/v1/events", events_endpoint, name="events")
-    # Pure ASGI middleware only, run on every route: CORS outermost, so that every answer carries its headers.
+    # Pure ASGI middleware only, run on every route, added innermost first: CORS outside the body bound, so that
+    # its 413 carries CORS's headers.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if origins:
         app.add_middleware(
@@ -207,6 +216,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Refresh-Token"],
             max_age=600,
         )
+    if metrics is not None:  # outside CORS and the body bound: a request they answer is counted too
+        app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
     # Outermost of all: every answer, CORS's and the 413's included, carries its request's id, and so does every
     # line logged while serving it (server/request_ids.py).
     app.add_middleware(RequestIds)

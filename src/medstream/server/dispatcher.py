@@ -32,6 +32,7 @@ from medstream.events.resume import StartKind, plan_start
 from medstream.events.subscription import Subscription
 from medstream.events.types import EntityEvent
 from medstream.model.common import Entity
+from medstream.server.loop_histogram import LoopHistogram
 from medstream.store import outbox
 from medstream.store.database import Database
 
@@ -50,8 +51,13 @@ class Dispatcher:
         self.position = 0
         self.epoch = ""
         self.floor_seq = 0
+        self.log_head = 0  # the log's last position as this node last read it, or committed it (SQLite)
         self.dispatched = 0
         self.dispatch_nanos = 0  # time spent matching and handing out events (for /health and the benchmarks)
+        self.delivered_live = 0  # events handed to live subscriptions' sockets, one per subscription (metrics)
+        self.delivered_replay = 0  # and to subscriptions catching up from the log
+        # Set by the metrics: the time from each event's write to its first delivery, in seconds.
+        self.send_delays: LoopHistogram | None = None
         self._wake = asyncio.Event()
         self._written: deque[outbox.WrittenEvent] = deque()  # committed here, not dispatched yet
         self._read_wanted = True  # the log must be read before the dispatcher is up to date
@@ -68,6 +74,7 @@ class Dispatcher:
         written = [item for item in published if isinstance(item, outbox.WrittenEvent)]
         if written:
             self._written.extend(written)
+            self.log_head = max(self.log_head, written[-1].event.seq)
         else:  # its events, if any, are in the log only (PostgreSQL)
             self._read_wanted = True
         self._wake.set()
@@ -76,6 +83,7 @@ class Dispatcher:
         """Start live from the log's current head: earlier events are there for replay."""
         head = await self.database.run_read(outbox.head)
         self.position, self.epoch, self.floor_seq = head.last_seq, head.epoch, head.floor_seq
+        self.log_head = head.last_seq
         self._task = asyncio.create_task(self._run(), name="medstream-dispatcher")
         self.database.backend.listen(self.wake)
 
@@ -122,7 +130,7 @@ class Dispatcher:
                 return
             self._read_wanted = False
             head, events = await self._tail_and_page()
-            self.epoch, self.floor_seq = head.epoch, head.floor_seq
+            self.epoch, self.floor_seq, self.log_head = head.epoch, head.floor_seq, head.last_seq
             if head.last_seq <= self.position:
                 continue
             if events and events[0].seq > self.position + 1:
@@ -152,10 +160,24 @@ class Dispatcher:
         if event.entity_type == "User":
             for listener in self._user_listeners:
                 listener(event.entity_id)
-        dispatch_event(self.index, event, entity)
+        delivered = dispatch_event(self.index, event, entity)
         self.dispatch_nanos += time.perf_counter_ns() - started
         self.position = event.seq
         self.dispatched += 1
+        if delivered:
+            self.delivered_live += delivered
+            if self.send_delays is not None:
+                # `created` is the write's time (epoch ms), stamped as the server built it, before its commit.
+                self.send_delays.observe(time.time() - event.created / 1000)
+
+    @property
+    def lag(self) -> int:
+        """Events of the log (as of `log_head`) that this node has not dispatched yet."""
+        return max(0, self.log_head - self.position)
+
+    def saw_head(self, last_seq: int) -> None:
+        """The log's head was read elsewhere (the metrics' scrape): `lag` counts up to it."""
+        self.log_head = max(self.log_head, last_seq)
 
     def on_user_write(self, listener: Callable[[str], None]) -> None:
         """Call `listener(user_id)` for every write to a user, made through any node (access revocation)."""
@@ -204,7 +226,8 @@ class Dispatcher:
                 reason = f"events after {subscription.cursor} were trimmed by retention"
                 skip_to(subscription, first - 1, self.epoch, reason)
             for event in events:
-                replay_event(event, subscription)
+                if replay_event(event, subscription):
+                    self.delivered_replay += 1
 
     def _gap_for_live(self, position: int, reason: str) -> None:
         skip_live_to(self.index.subscriptions(), position, self.epoch, reason)

@@ -39,6 +39,8 @@ class LoginThrottle:
         self.max_delay = max_delay
         self.capacity = capacity
         self._attempts: OrderedDict[str, _Attempts] = OrderedDict()
+        self.failures = 0  # failed attempts since start, and attempts refused (429), for the metrics
+        self.refused = 0
 
     async def admit(self, key: str, *, max_wait: float) -> None:
         """Let an attempt for `key` through, waiting at most `max_wait` seconds for attempts in flight to end;
@@ -66,6 +68,7 @@ class LoginThrottle:
             since = max(attempts.last_failure, attempts.last_started) if attempts.in_flight else attempts.last_failure
             wait = min(2.0 ** (count - self.free_attempts), self.max_delay) - (now - since)
             if wait > 0:
+                self.refused += 1
                 raise TooManyAttemptsError(f"too many failed logins; retry in {wait:.1f} s", retry_after=wait)
         attempts.in_flight += 1
         attempts.last_started = now
@@ -74,6 +77,7 @@ class LoginThrottle:
     def failed(self, key: str, now: float | None = None) -> None:
         """The attempt let through for `key` failed."""
         now = time.monotonic() if now is None else now
+        self.failures += 1
         attempts = self._record(key)
         attempts.failures += 1
         attempts.last_failure = now
@@ -125,11 +129,13 @@ class PasswordCheckGate:
         self.queue = queue
         self._slots = asyncio.Semaphore(concurrency)
         self._waiting = 0
+        self.refused = 0  # logins refused for want of room, since start (metrics)
 
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
         if self._slots.locked():
             if self._waiting >= self.queue:
+                self.refused += 1
                 raise TooManyAttemptsError("too many logins in progress; retry in 1 s", retry_after=1.0)
             self._waiting += 1
             try:

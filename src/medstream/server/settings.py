@@ -163,6 +163,23 @@ class Settings(BaseSettings):
         "operator who sets up OpenTelemetry providers (for instance with `opentelemetry-instrument`). Off, FastAPI "
         "does not look for providers on every request (7% of a write's time on the event loop)",
     )
+    metrics: bool = Field(
+        True,
+        description="serve Prometheus metrics at `GET /metrics` (HTTP requests, event sockets, events, the database, "
+        'logins: docs/deploy.md, "Metrics"). Off: no `/metrics` route, and requests and transactions are not '
+        "timed",
+    )
+    metrics_token: str | None = Field(
+        None,
+        min_length=16,
+        description="the bearer token that lets a client scrape `/metrics` from another host (`Authorization: Bearer "
+        "...`; 16 characters at least). Unset: only clients on loopback may scrape",
+    )
+    metrics_loopback: bool = Field(
+        True,
+        description="clients on loopback (127.0.0.0/8, ::1) may scrape `/metrics` without the token. Turn it off "
+        "when a proxy on this host forwards requests without `X-Forwarded-For` (every client would be on loopback)",
+    )
     retention_seconds: float = Field(
         7 * 24 * 3600, gt=0, description="events older than this are trimmed (7 days by default)"
     )
@@ -218,7 +235,7 @@ def describe_settings_error(error: ValidationError | SettingsError) -> str:
         name = str(item["loc"][0]) if item["loc"] else ""
         if name in Settings.model_fields:
             where = f"{name} ({flag_of(name)}, {env_of(name)})"
-            shown = "" if "password" in name else f", got {item['input']!r}"
+            shown = "" if "password" in name or "token" in name else f", got {item['input']!r}"
         else:
             where, shown = name or "settings", ""
         problems.append(f"{where}: {item['msg']}{shown}")

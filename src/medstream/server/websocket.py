@@ -12,7 +12,7 @@ import contextvars
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -28,6 +28,7 @@ from medstream.events.protocol import (
     batch_frames,
     error_frame,
     fit_close_reason,
+    is_event_frame,
     parse_client_message,
     unsubscribed_frame,
 )
@@ -48,7 +49,14 @@ class ClientConnection:
     """One authenticated socket: its subscriptions, its send queue and its writer."""
 
     def __init__(
-        self, websocket: WebSocket, actor: Actor, token_expires: float, limits: WebSocketLimits, *, batch: bool = False
+        self,
+        websocket: WebSocket,
+        actor: Actor,
+        token_expires: float,
+        limits: WebSocketLimits,
+        *,
+        batch: bool = False,
+        dropped: Counter[str] | None = None,
     ) -> None:
         self.websocket = websocket
         self.batch = batch  # the client reads several messages per frame (docs/protocol.md)
@@ -64,6 +72,8 @@ class ClientConnection:
         # Done once the socket is to close: a future rather than an Event waited on by a task of its own.
         self.closing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.close_reason: tuple[int, str] | None = None
+        # Event messages never sent, by why: "too_slow" (this socket closed with 4429), "closed" (any other close)
+        self.dropped: Counter[str] = Counter() if dropped is None else dropped
         self.tasks: set[asyncio.Task[None]] = set()
         self.last_ping = 0.0
         # The server's protocol can send a frame at once (server/uvicorn_protocols.py): queued frames then go out in
@@ -75,8 +85,14 @@ class ClientConnection:
         self._flush_soon = False
         self._writing = False
 
+    @property
+    def queued(self) -> int:
+        """Messages waiting in the send queue."""
+        return len(self._queue)
+
     def deliver(self, frame: bytes) -> None:
         if self.close_reason is not None:
+            self._count_dropped((frame,))
             return
         if len(self._queue) >= self.limits.send_queue and self._send_now is not None and not self._writing:
             # A burst (a batch whose events reach this socket once per matching subscription) fills the queue in
@@ -85,6 +101,7 @@ class ClientConnection:
             self._flush()
         if len(self._queue) >= self.limits.send_queue:
             self.close_soon(TooSlowError.close_code, "too slow: send queue full; resume from your last seq")
+            self._count_dropped((frame,))
             return
         self._queue.append(frame)
         if self._send_now is None or self._writing:
@@ -114,11 +131,22 @@ class ClientConnection:
         if self.close_reason is None:
             self.close_reason = (code, fit_close_reason(reason))
             if not flush:
-                self._queue.clear()
+                self.discard_queue()
             self._ready.set()
             self._drained.set()
             if not self.closing.done():
                 self.closing.set_result(None)
+
+    def discard_queue(self) -> None:
+        """Drop what waits in the send queue (the socket is closing, or gone), counting the events among it."""
+        self._count_dropped(self._queue)
+        self._queue.clear()
+
+    def _count_dropped(self, frames: Iterable[bytes]) -> None:
+        events = sum(1 for frame in frames if is_event_frame(frame))
+        if events:
+            too_slow = self.close_reason is not None and self.close_reason[0] == TooSlowError.close_code
+            self.dropped["too_slow" if too_slow else "closed"] += events
 
     def on_task_done(self, task: asyncio.Task[None]) -> None:
         """A subscription's replay ended; if it failed (the database is down), close the socket."""
@@ -195,6 +223,7 @@ class EventHub:
         self._going_away: tuple[int, str] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self.closes: Counter[int] = Counter()  # sockets this node closed, by close code (/health)
+        self.dropped: Counter[str] = Counter()  # event messages never sent, by why (ClientConnection.dropped)
 
     async def _heartbeat_loop(self) -> None:
         """One task ticks every connection's heartbeat: a task per connection, each waking every second, cost
@@ -261,6 +290,7 @@ class EventHub:
             pass
         finally:
             if connection is not None and connection in self.connections:
+                connection.discard_queue()
                 self.connections.discard(connection)
                 for subscription_id in list(connection.subscriptions):
                     self._drop(connection, subscription_id)
@@ -298,7 +328,7 @@ class EventHub:
         if not isinstance(message, AuthMessage):
             raise AuthenticationError("the first message must be auth")
         actor, expires = await self._check_token(message.token)
-        return ClientConnection(websocket, actor, expires, self.limits, batch=message.batch)
+        return ClientConnection(websocket, actor, expires, self.limits, batch=message.batch, dropped=self.dropped)
 
     async def _check_token(self, token: str) -> tuple[Actor, float]:
         claims = self.tokens.decode(token, expected_type="access")

@@ -18,9 +18,10 @@ alone, so that only the failing one fails, with its own error.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from sqlalchemy import Connection, Engine, Table, event
+from sqlalchemy import Connection, Engine, QueuePool, Table, event
 
 from medstream.store.transactions import Work
 
@@ -31,6 +32,17 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _BACKEND = "medstream_backend"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolUse:
+    """One of a backend's sets of database connections at one moment: how many are taken, how many are open and
+    waiting to be, and how many it may open at most."""
+
+    name: str
+    in_use: int
+    idle: int
+    capacity: int
 
 
 class RunWork(Protocol):
@@ -55,6 +67,10 @@ class Backend(Protocol):
     @property
     def sync_engine(self) -> Engine:
         """The SQLAlchemy engine that transaction functions' connections come from."""
+        ...
+
+    def pools(self) -> list[PoolUse]:
+        """Its sets of connections as they are now (for the metrics)."""
         ...
 
     async def migrate(self) -> None:
@@ -121,6 +137,13 @@ def attach(engine: Engine, backend: Backend) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(_dbapi_connection: Any, record: Any) -> None:
         record.info[_BACKEND] = backend
+
+
+def queue_pool_use(name: str, engine: Engine, capacity: int) -> PoolUse:
+    """The use of `engine`'s pool (a QueuePool, as both backends' engines have), which opens `capacity` at most."""
+    pool = engine.pool
+    assert isinstance(pool, QueuePool)
+    return PoolUse(name, pool.checkedout(), pool.checkedin(), capacity)
 
 
 def backend_of(conn: Connection) -> Backend:

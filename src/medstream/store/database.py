@@ -11,16 +11,19 @@ the `on_commit` listeners receive it once the transaction has committed, and nev
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from medstream.store.backend import Backend, RunWork
+from medstream.store.backend import Backend, PoolUse, RunWork
 from medstream.store.postgresql.backend import PostgreSQLBackend
 from medstream.store.sqlite.backend import SQLiteBackend
+from medstream.store.transactions import Work
 
+T = TypeVar("T")
 DEFAULT_DATABASE_URL = "sqlite:///./medstream.db"
 
 
@@ -72,6 +75,33 @@ class Database:
         raised here."""
         self.run_read: RunWork = backend.run_read
         """Run `work` in a read-only transaction over one consistent snapshot."""
+        self.in_flight = {"read": 0, "write": 0}  # transactions under way, once `time_transactions` is on
+
+    def time_transactions(self, observe: Callable[[str, float], None]) -> None:
+        """From now on, call `observe(kind, seconds)` when a transaction ends ("read" or "write", its time from
+        the call to its end, the wait for a connection or for the writer thread included), and count the
+        transactions under way in `in_flight`. Off until called: then no call stands between a caller and the
+        backend."""
+        self.run_write = self._timed(self.backend.run_write, "write", observe)
+        self.run_read = self._timed(self.backend.run_read, "read", observe)
+
+    def _timed(self, run: RunWork, kind: str, observe: Callable[[str, float], None]) -> RunWork:
+        in_flight = self.in_flight
+
+        async def timed(work: Work[T]) -> T:
+            in_flight[kind] += 1
+            started = time.perf_counter()
+            try:
+                return await run(work)
+            finally:
+                in_flight[kind] -= 1
+                observe(kind, time.perf_counter() - started)
+
+        return timed
+
+    def pools(self) -> list[PoolUse]:
+        """The backend's sets of connections as they are now."""
+        return self.backend.pools()
 
     @property
     def merged_writes(self) -> int:

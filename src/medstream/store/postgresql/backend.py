@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from medstream.errors import UnavailableError
 from medstream.events.types import EntityEvent
 from medstream.store import outbox
-from medstream.store.backend import RunWork, attach
+from medstream.store.backend import PoolUse, RunWork, attach, queue_pool_use
 from medstream.store.connection_errors import is_connection_error
 from medstream.store.postgresql import entity_locks, inserts, numbering
 from medstream.store.postgresql.connections import Autocommit, run_statement
@@ -68,6 +68,7 @@ class PostgreSQLBackend:
             "lock_timeout": "30000",
             "application_name": "medstream",
         }
+        self._pool_capacity = 2 * pool_size  # pool_size, and as many more under load
         self.engine: AsyncEngine = create_async_engine(
             url,
             pool_size=pool_size,
@@ -100,6 +101,13 @@ class PostgreSQLBackend:
     @property
     def sync_engine(self) -> Engine:
         return self.engine.sync_engine
+
+    def pools(self) -> list[PoolUse]:
+        """SQLAlchemy's pool (transactions) and this node's own connections for statements in autocommit."""
+        return [
+            queue_pool_use("transactions", self.engine.sync_engine, self._pool_capacity),
+            self.connections.use("autocommit"),
+        ]
 
     # -- transactions --
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from medstream.errors import UnavailableError
+from medstream.store.backend import PoolUse
 from medstream.store.transactions import Statement
 
 log = logging.getLogger("medstream.store")
@@ -47,10 +48,16 @@ class Autocommit:
         self._dsn = dsn
         self._server_settings = server_settings
         self._connect_timeout = connect_timeout
+        self._size = size
         self._slots = asyncio.Semaphore(size)
         self._idle: list[asyncpg.Connection] = []
+        self._in_use = 0
         self._closed = False
         self._query_loggers: list[Callable[[Any], None]] = []
+
+    def use(self, name: str) -> PoolUse:
+        """How many connections run a statement now, how many wait idle, and how many may be open at most."""
+        return PoolUse(name, self._in_use, len(self._idle), self._size)
 
     def add_query_logger(self, callback: Callable[[Any], None]) -> None:
         """Call `callback` with each query the connections made from now on run (asyncpg's `LoggedQuery`)."""
@@ -65,11 +72,11 @@ class Autocommit:
             try:
                 rows: list[Any] = await conn.fetch(sql, *args)
             except (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
-                conn.terminate()
+                self._discard(conn)
                 raise UnavailableError(f"database unavailable: {exc!r}") from exc
             except asyncpg.PostgresError as exc:
                 if str(getattr(exc, "sqlstate", "")).startswith(_UNAVAILABLE_SQLSTATES):
-                    conn.terminate()
+                    self._discard(conn)
                     raise UnavailableError(f"database unavailable: {exc}") from exc
                 self._give_back(conn)  # the statement failed whole: the connection is as it was
                 meaning = failure(exc) if failure is not None else None
@@ -77,7 +84,7 @@ class Autocommit:
                     raise meaning from exc
                 raise
             except BaseException:  # cancelled mid-statement: the connection's state is unknown
-                conn.terminate()
+                self._discard(conn)
                 raise
             self._give_back(conn)
             return rows
@@ -86,6 +93,7 @@ class Autocommit:
         while self._idle:
             conn = self._idle.pop()
             if not conn.is_closed():
+                self._in_use += 1
                 return conn
             log.info("a PostgreSQL connection was closed; taking another")
         try:
@@ -96,9 +104,16 @@ class Autocommit:
             raise UnavailableError(f"database unavailable: {exc!r}") from exc
         for callback in self._query_loggers:
             conn.add_query_logger(callback)
+        self._in_use += 1
         return conn
 
+    def _discard(self, conn: asyncpg.Connection) -> None:
+        """Throw away a taken connection whose state is unknown."""
+        self._in_use -= 1
+        conn.terminate()
+
     def _give_back(self, conn: asyncpg.Connection) -> None:
+        self._in_use -= 1
         if self._closed or conn.is_closed():
             conn.terminate()
         else:

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 from medstream.events.types import EntityEvent
 from medstream.store import outbox
-from medstream.store.backend import RunWork, attach
+from medstream.store.backend import PoolUse, RunWork, attach, queue_pool_use
 from medstream.store.connection_errors import translate
 from medstream.store.entity_rows import EntityRow, rows_in_chunks
 from medstream.store.sqlite.driver import insert_rows, sqlite_execute
@@ -97,6 +97,10 @@ class SQLiteBackend:
     def log_restarts(self) -> int:
         """How often the checkpointer has found the write-ahead log restarted from its beginning."""
         return self.runner.log_restarts
+
+    def pools(self) -> list[PoolUse]:
+        """The engine's pool: the writer thread's connection and the reader threads'."""
+        return [queue_pool_use("sqlite", self.runner.engine, self.runner.max_connections)]
 
     async def migrate(self) -> None:
         path = make_url(self.url).database

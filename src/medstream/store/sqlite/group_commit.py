@@ -124,6 +124,7 @@ class SQLiteRunner:
         self.engine = create_engine(
             url, pool_size=_SQLITE_READERS + 1, max_overflow=_SQLITE_READERS, hide_parameters=True
         )
+        self.max_connections = 2 * _SQLITE_READERS + 1  # what the engine's pool opens at most
         _configure_sqlite(self.engine)
         self._translate = translate
         self._committed = committed
