@@ -37,8 +37,10 @@ from medstream.errors import CloseCode
 log = logging.getLogger("medstream.sdk")
 
 # Frames websockets' client keeps read ahead of `recv()` before it stops reading the TCP socket (it reads again
-# once the queue is down to a quarter). A batched frame holds up to 64 events.
-MAX_QUEUE = 16
+# once one is left). Few, because a frame may hold up to 64 events (batched) and each one read ahead is one more a
+# held subscription waits behind, and one more that a socket closed as too slow hands over before the SDK resumes:
+# at 16 (websockets' default) a slow callback's backlog could grow by a thousand events.
+MAX_QUEUE = 4
 
 # A callback's answer to one message: the messages to send back, if any.
 Replies = Iterable[str] | None
