@@ -26,6 +26,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 from websockets.http11 import Request, Response
 
+from medstream.errors import UnavailableError
 from medstream.model import Patient
 from medstream.sdk import MedTechApi
 from medstream.sdk.connection import SubscriptionEvent, SubscriptionOptions
@@ -607,3 +608,20 @@ async def test_the_sdk_reaches_the_server_through_the_proxy_the_environment_name
             url = f"{'https' if secure else 'http'}://127.0.0.1:{relay.port}"
             await _one_event_through(url, server, "the event through the proxy")
             assert proxy.targets == [f"127.0.0.1:{relay.port}"], "the socket, and only it, went by the proxy"
+
+
+async def test_a_proxy_the_environment_names_that_is_not_valid_fails_the_subscription_with_a_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("NO_PROXY", "no_proxy", "WS_PROXY", "ws_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WS_PROXY", "ftp://127.0.0.1:21")  # no websocket goes through an FTP proxy
+    async with dedicated_server(tmp_path) as server:
+        api = await server.admin_api()
+        try:
+            # Not retried (it cannot get better), and not left hanging: the subscribe call says why at once.
+            with pytest.raises(UnavailableError, match="proxy") as raised:
+                await asyncio.wait_for(api.patient_api.subscribe_to_patient_events(["CREATE"], None, Recorder()), WAIT)
+            assert "ftp" in str(raised.value)
+        finally:
+            await api.close()
