@@ -113,8 +113,10 @@ class EventSocket:
         return not self._readable.is_set()
 
     def hold(self) -> None:
-        """Hand over no more messages until `release()` (the one being handled is the last)."""
-        self._readable.clear()
+        """Hand over no more messages until `release()` (the one being handled is the last). No-op once closing,
+        as the server's answer must be read."""
+        if self._closing is None:
+            self._readable.clear()
 
     def release(self) -> None:
         self._readable.set()

@@ -188,6 +188,8 @@ class EventStream:
                 raise TimeoutError(f"no answer from the server for {seconds:.1f} s")
         finally:
             if not socket.is_closed:  # after an error, a cancellation or a silence, nothing is left open
+                if self._closing:
+                    leaving = (CloseCode.NORMAL_CLOSURE, "client closing")
                 closing = socket.begin_close(*leaving)
                 self._leaving.add(closing)
                 closing.add_done_callback(self._leaving.discard)
