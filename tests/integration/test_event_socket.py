@@ -151,6 +151,35 @@ async def test_the_socket_is_not_read_while_paused_and_nothing_is_lost_when_it_r
         await client.close()
 
 
+async def test_a_held_socket_closes_with_the_server_answer_read_behind_what_nobody_waits_for() -> None:
+    count, size = 1000, 4096
+
+    async def handler(websocket: ServerConnection) -> None:
+        await websocket.recv()
+        with contextlib.suppress(ConnectionClosed):
+            for i in range(count):
+                await websocket.send(f"{i:08d}" + "x" * size)
+        await websocket.wait_closed()
+
+    async with peer(handler, compression=None) as (url, server):
+        for listening in server.sockets:
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+        holder: list[EventSocket] = []
+        received = Received(then=lambda text: holder[0].hold() if not received.messages else None)
+        client = await opened(url, received)
+        holder.append(client)
+        assert await client.send("go")
+        await received.wait_count(1)
+        await asyncio.sleep(SETTLE)  # websockets' queue is full, and the TCP socket is not read
+        assert client.held
+
+        await asyncio.wait_for(client.close(), WAIT)
+        # The messages in the way were read and dropped, so the server's close frame came through: a closing
+        # handshake, not a connection dropped after the close timeout (1006).
+        assert (client.close_code, client.close_reason) == (1000, "")
+        assert len(received.messages) == 1, "nothing is handed over once closing"
+
+
 async def test_a_connection_dropped_without_a_close_frame_ends_as_lost() -> None:
     async def handler(websocket: ServerConnection) -> None:
         await websocket.send("bye")
