@@ -13,13 +13,12 @@ speaking the same protocol (auth asking for batched frames as the SDK does, subs
 newlines, `parse_event_message` on each event, drop a `seq` already delivered, call the callback); and (b) through
 the raw baseline under that same reading: websockets' sans-I/O `ClientProtocol` on an `asyncio.Protocol`, each
 text frame handed over straight from `data_received`, with no queue and no task switch (the cheapest way to read
-the socket, and what the SDK read with before it moved to websockets' client). So (a')/(b) is what websockets'
-asyncio client costs over the raw reading, and (a)/(b) what the whole SDK path costs over it ((a) also pays for
-the SDK's delivery: its position tracking and callback queue). Client CPU per event = the subscriber process's CPU
-time (`time.process_time`) from the moment it is armed to its last expected event, over the events; events/s =
-events / (last received - first received), which the writer and server set more than the client. Every
-combination of frames and loop runs (a), (a'), (b) in turn, --runs times, so that the machine's speed drifting
-hits them all; medians are reported, and the ratios (a)/(b) and (a')/(b).
+the socket). So (a')/(b) is what websockets' asyncio client costs over the raw reading, and (a)/(b) what the whole
+SDK path costs over it ((a) also pays for the SDK's delivery: its position tracking and callback queue). Client
+CPU per event = the subscriber process's CPU time (`time.process_time`) from the moment it is armed to its last
+expected event, over the events; events/s = events / (last received - first received), which the writer and
+server set more than the client. Every combination of frames and loop runs (a), (a'), (b) in turn, --runs times,
+so that the machine's speed drifting hits them all; medians are reported, and the ratios (a)/(b) and (a')/(b).
 """
 
 from __future__ import annotations

@@ -3,15 +3,16 @@ a callback in the order the server sent them.
 
 What the SDK asks of `websockets.asyncio.client.connect` (`open_event_socket`):
 - **Back-pressure** (`max_queue`). While the SDK holds the socket (a subscription's callback is `max_pending_events`
-  behind, `hold()`), the reader stops calling `recv()`; websockets' receive queue then fills up to `MAX_QUEUE`
-  frames and stops reading the TCP socket, so the server's sends back up instead of memory here, until
-  `release()`.
+  behind, `hold()`), the reader stops calling `recv()`; websockets' receive queue then fills past `MAX_QUEUE`
+  frames (with what its last read brought) and stops reading the TCP socket, so the server's sends back up
+  instead of memory here, until `release()`.
 - **No keepalive pings** (`ping_interval=None`): liveness is Medstream's own heartbeat (docs/protocol.md), which
   the event stream runs with `send` and `ping`.
 - **Proxy** (`proxy=True`): the one the environment names for the URL, as websockets finds it (`WSS_PROXY` or
   `WS_PROXY`, then SOCKS, `HTTPS_PROXY`, `HTTP_PROXY`; `NO_PROXY` honoured). An HTTP(S) proxy is asked for a tunnel
   (CONNECT); a SOCKS proxy needs the python-socks package.
 - **Compression**: permessage-deflate is offered (`compression="deflate"`); a server that has it on gets it.
+- **Redirects** of the opening handshake are followed as websockets follows them (never from wss:// to ws://).
 - **Close**: `close()` is websockets' closing handshake, given up after `close_timeout` seconds (the connection
   is then dropped). While it runs the reader goes on reading, and drops what it reads, so that the server's answer
   is not stuck behind messages nobody waits for any more. `close_code` and `close_reason` are the server's (1006
