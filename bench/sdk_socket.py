@@ -1,5 +1,5 @@
-"""SDK socket: the client CPU one event stream costs a subscriber, through the SDK's own event socket and through
-websockets' asyncio client, on asyncio and on uvloop.
+"""SDK socket: the client CPU one event stream costs a subscriber, through the SDK and its event socket (websockets'
+asyncio client) and through a raw baseline (websockets' sans-I/O protocol driven by hand), on asyncio and on uvloop.
 
     .venv/bin/python -m bench.sdk_socket [--frames single,batched] [--events N] [--batched-events N] [--runs R]
 
@@ -7,16 +7,18 @@ A Medstream server on a fresh SQLite database (`--database postgresql` for Postg
 a stream of DataSample CREATE events that its label filter matches; a writer process creates them through REST: one
 sample per request, one request at a time (each event comes alone in its frame: `single`), or in batches of 64
 (frames of up to 64 events, the protocol's largest: `batched`). The subscriber receives them (a) as a user of the
-SDK does, a `MedTechApi` with `subscribe_to_data_sample_events` and a callback; (b) through
-`websockets.asyncio.client.connect` with `max_queue=16`, speaking the same protocol (auth asking for batched frames
-as the SDK does, subscribe, split each frame on newlines, `parse_event_message` on each event, drop a `seq` already
-delivered, call the callback); and (a') through the SDK's `open_event_socket` alone under that same reading, so
-that (b)/(a') compares the sockets and nothing else ((a) also pays for the SDK's delivery: its position tracking
-and callback queue). Client CPU per event = the subscriber process's CPU time (`time.process_time`) from the moment
-it is armed to its last expected event, over the events; events/s = events / (last received - first received),
-which the writer and server set more than the client. Every combination of frames and loop runs (a), (a'), (b) in
-turn, --runs times, so that the machine's speed drifting hits them all; medians are reported, and the ratios
-(b)/(a) and (b)/(a').
+SDK does, a `MedTechApi` with `subscribe_to_data_sample_events` and a callback; (a') through the SDK's event socket
+alone (`open_event_socket`, websockets' asyncio client with the SDK's settings, read by `EventSocket.run`),
+speaking the same protocol (auth asking for batched frames as the SDK does, subscribe, split each frame on
+newlines, `parse_event_message` on each event, drop a `seq` already delivered, call the callback); and (b) through
+the raw baseline under that same reading: websockets' sans-I/O `ClientProtocol` on an `asyncio.Protocol`, each
+text frame handed over straight from `data_received`, with no queue and no task switch (the cheapest way to read
+the socket). So (a')/(b) is what websockets' asyncio client costs over the raw reading, and (a)/(b) what the whole
+SDK path costs over it ((a) also pays for the SDK's delivery: its position tracking and callback queue). Client
+CPU per event = the subscriber process's CPU time (`time.process_time`) from the moment it is armed to its last
+expected event, over the events; events/s = events / (last received - first received), which the writer and
+server set more than the client. Every combination of frames and loop runs (a), (a'), (b) in turn, --runs times,
+so that the machine's speed drifting hits them all; medians are reported, and the ratios (a)/(b) and (a')/(b).
 """
 
 from __future__ import annotations
@@ -32,19 +34,19 @@ import time
 import traceback
 import uuid
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, cast
 
 from bench import clients
 from bench.machine import raise_open_files
 from bench.report import Progress, Report, Table, base_parser, cli, fmt, median
 from bench.servers import Identity, ServerProcess, create_patient, make_professional, medstream_on
 from bench.workers import Channel, Worker, WorkerTarget, gather_from, workers_stopped
+from medstream.sdk.event_socket import MAX_QUEUE
 
 NAME = "sdk_socket"
-CLIENTS = ("sdk", "event_socket", "websockets")
+CLIENTS = ("sdk", "event_socket", "sansio")
 LOOPS = ("asyncio", "uvloop")
 FRAMES = {"single": 1, "batched": 64}  # REST samples per request: events per frame, at most
-MAX_QUEUE = 16
 MAX_SIZE = 64 * 1024 * 1024
 EVENT_PREFIX = '{"type":"event"'
 
@@ -176,42 +178,110 @@ def _opening(token: str, hcp_id: str, label_code: str) -> list[str]:
     return [orjson.dumps({"type": "auth", "token": token, "batch": True}).decode(), orjson.dumps(subscribe).decode()]
 
 
-async def websockets_subscriber(channel: Channel, ws_url: str, token: str, hcp_id: str, label_code: str) -> None:
-    """(b) websockets' asyncio client with `max_queue`, speaking the protocol as the SDK does."""
-    from websockets.asyncio.client import connect
-
-    counter = _Counter()
-    reader = _Reader(counter)
-    async with connect(ws_url, max_queue=MAX_QUEUE, max_size=MAX_SIZE, close_timeout=5) as ws:
-        for message in _opening(token, hcp_id, label_code):
-            await ws.send(message)
-        while '"type":"subscribed"' not in str(await ws.recv()):
-            pass
-
-        async def read() -> None:
-            async for frame in ws:
-                pings = reader.pings
-                reader.frame(str(frame))
-                if reader.pings > pings:
-                    await ws.send('{"type":"pong"}')
-
-        task = asyncio.create_task(read())
-        try:
-            await _serve(channel, counter)
-        finally:
-            task.cancel()
-
-
 async def event_socket_subscriber(channel: Channel, ws_url: str, token: str, hcp_id: str, label_code: str) -> None:
-    """(a') The SDK's event socket alone (`open_event_socket`) under the same reading as (b): the two differ
-    only in the socket."""
+    """(a') The SDK's event socket alone (`open_event_socket`, read by `EventSocket.run`) under the same reading
+    as (b): the two differ only in the socket."""
     from medstream.sdk.event_socket import open_event_socket
 
     counter = _Counter()
     reader = _Reader(counter)
     subscribed = asyncio.Event()
 
-    def on_message(text: str) -> None:
+    def on_message(text: str) -> list[str] | None:
+        if not subscribed.is_set():
+            if '"type":"subscribed"' in text:
+                subscribed.set()
+            return None
+        pings = reader.pings
+        reader.frame(text)
+        return ['{"type":"pong"}'] if reader.pings > pings else None
+
+    socket = await open_event_socket(ws_url, on_message, max_size=MAX_SIZE, open_timeout=10, close_timeout=5)
+    task = asyncio.create_task(socket.run())
+    try:
+        for message in _opening(token, hcp_id, label_code):
+            await socket.send(message)
+        await subscribed.wait()
+        await _serve(channel, counter)
+    finally:
+        await socket.close()
+        task.cancel()
+
+
+class _SansIO(asyncio.Protocol):
+    """(b)'s socket: websockets' sans-I/O `ClientProtocol` on an `asyncio.Protocol` (ws:// only, no proxy), each
+    whole text frame handed to `on_text` from `data_received` as it is read, offering permessage-deflate as the
+    SDK does. Enough for the benchmark: it does not reassemble fragmented messages (the server sends none)."""
+
+    def __init__(self, url: str, on_text: Any) -> None:
+        from websockets.client import ClientProtocol
+        from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
+        from websockets.uri import parse_uri
+
+        self.uri = parse_uri(url)
+        self.protocol = ClientProtocol(self.uri, extensions=enable_client_permessage_deflate(None), max_size=MAX_SIZE)
+        self.on_text = on_text
+        self.transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's classes
+        self.protocol.send_request(self.protocol.connect())
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        from websockets.frames import Frame, Opcode
+        from websockets.protocol import CONNECTING
+
+        self.protocol.receive_data(data)
+        events = self.protocol.events_received()
+        self.flush()
+        if not self.opened.done():
+            if self.protocol.handshake_exc is not None:
+                self.opened.set_exception(self.protocol.handshake_exc)
+            elif self.protocol.state is not CONNECTING:
+                self.opened.set_result(None)
+        for event in events:
+            if isinstance(event, Frame) and event.opcode is Opcode.TEXT and event.fin:
+                self.on_text(str(event.data, "utf-8"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.protocol.receive_eof()
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError("connection lost during the opening handshake"))
+        self.closed.set_result(None)
+
+    def send(self, text: str) -> None:
+        self.protocol.send_text(text.encode())
+        self.flush()
+
+    async def close(self) -> None:
+        self.protocol.send_close(1000)
+        self.flush()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await asyncio.shield(self.closed)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def flush(self) -> None:
+        assert self.transport is not None
+        for data in self.protocol.data_to_send():
+            if data:
+                self.transport.write(data)
+            elif self.transport.can_write_eof():
+                with contextlib.suppress(OSError, RuntimeError):
+                    self.transport.write_eof()
+
+
+async def sansio_subscriber(channel: Channel, ws_url: str, token: str, hcp_id: str, label_code: str) -> None:
+    """(b) The raw baseline, `_SansIO`, speaking the protocol as the SDK does."""
+    counter = _Counter()
+    reader = _Reader(counter)
+    subscribed = asyncio.Event()
+
+    def on_text(text: str) -> None:
         if not subscribed.is_set():
             if '"type":"subscribed"' in text:
                 subscribed.set()
@@ -221,8 +291,10 @@ async def event_socket_subscriber(channel: Channel, ws_url: str, token: str, hcp
         if reader.pings > pings:
             socket.send('{"type":"pong"}')
 
-    socket = await open_event_socket(ws_url, on_message, max_size=MAX_SIZE, open_timeout=10, close_timeout=5)
+    socket = _SansIO(ws_url, on_text)
+    await asyncio.get_running_loop().create_connection(lambda: socket, socket.uri.host, socket.uri.port)
     try:
+        await asyncio.wait_for(socket.opened, 10)
         for message in _opening(token, hcp_id, label_code):
             socket.send(message)
         await subscribed.wait()
@@ -318,7 +390,7 @@ def subscribers(
                     password=identity.password, label_code=label,
                 )  # fmt: skip
             else:
-                target = websockets_subscriber if client == "websockets" else event_socket_subscriber
+                target = sansio_subscriber if client == "sansio" else event_socket_subscriber
                 worker = LoopWorker(
                     loop, target, f"{client}-{loop}", ws_url=server.ws_base + "/ws/v1/events",
                     token=identity.token, hcp_id=identity.hcp_id, label_code=label,
@@ -330,17 +402,15 @@ def subscribers(
 def summarise(frames: str, loop: str, measured: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     every = [m for client in CLIENTS for m in measured[client]]
     cpu = {c: median(m["cpu_us_per_event"] for m in measured[c]) for c in CLIENTS}
-    ws = measured["websockets"]
-    frames_seen = sum(m["frames"] for m in ws)
+    raw = measured["sansio"]
+    frames_seen = sum(m["frames"] for m in raw)
     row: dict[str, Any] = {
         "frames": frames,
         "loop": loop,
-        "events": ws[0]["expected"],
-        "events_per_frame": sum(m["events"] for m in ws) / frames_seen if frames_seen else None,
-        "ratio": cpu["websockets"] / cpu["sdk"] if cpu["sdk"] and cpu["websockets"] else None,
-        "ratio_to_event_socket": (
-            cpu["websockets"] / cpu["event_socket"] if cpu["event_socket"] and cpu["websockets"] else None
-        ),
+        "events": raw[0]["expected"],
+        "events_per_frame": sum(m["events"] for m in raw) / frames_seen if frames_seen else None,
+        "sdk_ratio": cpu["sdk"] / cpu["sansio"] if cpu["sdk"] and cpu["sansio"] else None,
+        "event_socket_ratio": cpu["event_socket"] / cpu["sansio"] if cpu["event_socket"] and cpu["sansio"] else None,
         "lost": sum(m["expected"] - m["events"] for m in every),
         "loops_seen": sorted({m["loop"] for m in every}),
     }
@@ -360,18 +430,19 @@ def spread(values: list[float | None]) -> str:
 def table_of(rows: list[dict[str, Any]], runs: int, database: str) -> Table:
     return Table(
         f"SDK socket: client CPU per event of one event stream ({database} server, median of {runs} run(s))",
-        ["frames", "loop", "events/frame", "(a) SDK us/event", "(a') event socket", "(b) websockets",
-         "(b)/(a)", "(b)/(a')", "(a) events/s", "(b) events/s", "lost"],
+        ["frames", "loop", "events/frame", "(a) SDK us/event", "(a') event socket", "(b) sans-I/O",
+         "(a)/(b)", "(a')/(b)", "(a) events/s", "(b) events/s", "lost"],
         [
             [r["frames"], r["loop"], r["events_per_frame"],
              *(f"{fmt(r[f'{c}_cpu_us_per_event'])} ({spread(r[f'{c}_runs_cpu_us_per_event'])})" for c in CLIENTS),
-             r["ratio"], r["ratio_to_event_socket"], r["sdk_events_per_second"], r["websockets_events_per_second"],
+             r["sdk_ratio"], r["event_socket_ratio"], r["sdk_events_per_second"], r["sansio_events_per_second"],
              r["lost"]]
             for r in rows
         ],
         ["us/event: the subscriber process's CPU time per event, median (lowest-highest) of the runs",
-         "(a): the SDK, subscribe_to_data_sample_events with a callback; (a'): the SDK's open_event_socket alone and "
-         f"(b): websockets.asyncio.client.connect(max_queue={MAX_QUEUE}), both under the same reading of the protocol",
+         "(a): the SDK, subscribe_to_data_sample_events with a callback; (a'): the SDK's open_event_socket alone "
+         f"(websockets.asyncio.client.connect, max_queue={MAX_QUEUE}) and (b): websockets' sans-I/O protocol driven "
+         "by hand, both under the same reading of the protocol",
          "events/s is set by the writer and the server more than by the client"],
     )  # fmt: skip
 

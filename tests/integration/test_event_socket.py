@@ -1,4 +1,4 @@
-"""The SDK's event socket (websockets' sans-I/O protocol on an asyncio.Protocol), against real peers on real sockets.
+"""The SDK's event socket (websockets' asyncio client read by one task), against real peers on real sockets.
 
 What the Medstream server never does (fragmented frames, binary frames, no answer to a close) is played by a
 websockets server or a bare TCP server; the rest runs against a real Medstream server: reading stops while a
@@ -26,6 +26,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 from websockets.http11 import Request, Response
 
+from medstream.errors import UnavailableError
 from medstream.model import Patient
 from medstream.sdk import MedTechApi
 from medstream.sdk.connection import SubscriptionEvent, SubscriptionOptions
@@ -64,9 +65,21 @@ async def peer(handler: Handler, **options: Any) -> AsyncIterator[tuple[str, Ser
         yield f"ws://127.0.0.1:{port}/", server
 
 
+_READERS: set[asyncio.Task[None]] = set()
+
+
 async def opened(url: str, on_message: Callable[[str], None], **options: Any) -> EventSocket:
+    """An event socket to `url`, read by its own task (as the SDK's event stream reads it)."""
     settings: dict[str, Any] = {"max_size": 1 << 20, "open_timeout": WAIT, "close_timeout": 2.0} | options
-    return await open_event_socket(url, on_message, **settings)
+    socket = await open_event_socket(url, on_message, **settings)
+    reader = asyncio.create_task(socket.run())
+    _READERS.add(reader)
+    reader.add_done_callback(_READERS.discard)
+    return socket
+
+
+async def closed(socket: EventSocket) -> None:
+    await asyncio.wait_for(socket.connection.wait_closed(), WAIT)
 
 
 @pytest.mark.parametrize("compression", [None, "deflate"])
@@ -98,7 +111,7 @@ async def test_a_ping_of_the_server_is_answered_and_a_ping_of_the_client_gets_it
         socket = await opened(url, received)
         await received.wait_count(1)
         assert received.messages == ["pong received"]
-        await asyncio.wait_for(socket.ping(), WAIT)
+        await asyncio.wait_for(await socket.ping(), WAIT)
         await socket.close()
 
 
@@ -117,24 +130,54 @@ async def test_the_socket_is_not_read_while_paused_and_nothing_is_lost_when_it_r
         for listening in server.sockets:  # a small send buffer: a client that stops reading backs the peer up
             listening.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
         holder: list[EventSocket] = []
-        received = Received(then=lambda text: holder[0].pause_reading() if not received.messages else None)
+        received = Received(then=lambda text: holder[0].hold() if not received.messages else None)
         client = await opened(url, received)
         holder.append(client)
-        client.send("go")
+        assert await client.send("go")
         await received.wait_count(1)
         await asyncio.sleep(SETTLE)
-        assert client.reading_paused
-        stalled_at = len(received.messages)
-        # What one read had already brought in is delivered; nothing after it is read.
-        assert stalled_at < count // 4, stalled_at
-        assert len(sent) < count, "the peer is held back: the client's receive window is full"
+        assert client.held
+        # Nothing after the message that asked to hold is handed over; websockets' queue takes a few frames,
+        # then the TCP socket is not read any more and the peer backs up.
+        assert received.messages == [received.messages[0]] and received.messages[0].startswith("00000000")
+        assert len(sent) < count // 2, "the peer is held back: the client's receive window is full"
+        stalled_at = len(sent)
         await asyncio.sleep(SETTLE)
-        assert len(received.messages) == stalled_at
+        assert len(received.messages) == 1 and len(sent) == stalled_at
 
-        client.resume_reading()
+        client.release()
         await received.wait_count(count)
         assert [int(m[:8]) for m in received.messages] == list(range(count))
         await client.close()
+
+
+async def test_a_held_socket_closes_with_the_server_answer_read_behind_what_nobody_waits_for() -> None:
+    count, size = 1000, 4096
+
+    async def handler(websocket: ServerConnection) -> None:
+        await websocket.recv()
+        with contextlib.suppress(ConnectionClosed):
+            for i in range(count):
+                await websocket.send(f"{i:08d}" + "x" * size)
+        await websocket.wait_closed()
+
+    async with peer(handler, compression=None) as (url, server):
+        for listening in server.sockets:
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+        holder: list[EventSocket] = []
+        received = Received(then=lambda text: holder[0].hold() if not received.messages else None)
+        client = await opened(url, received)
+        holder.append(client)
+        assert await client.send("go")
+        await received.wait_count(1)
+        await asyncio.sleep(SETTLE)  # websockets' queue is full, and the TCP socket is not read
+        assert client.held
+
+        await asyncio.wait_for(client.close(), WAIT)
+        # The messages in the way were read and dropped, so the server's close frame came through: a closing
+        # handshake, not a connection dropped after the close timeout (1006).
+        assert (client.close_code, client.close_reason) == (1000, "")
+        assert len(received.messages) == 1, "nothing is handed over once closing"
 
 
 async def test_a_connection_dropped_without_a_close_frame_ends_as_lost() -> None:
@@ -145,12 +188,13 @@ async def test_a_connection_dropped_without_a_close_frame_ends_as_lost() -> None
     async with peer(handler) as (url, _):
         received = Received()
         client = await opened(url, received)
-        await asyncio.wait_for(client.wait_closed(), WAIT)
+        await closed(client)
         assert received.messages == ["bye"]
         assert (client.close_code, client.close_reason) == (1006, "")
         assert isinstance(client.close_exc, ConnectionClosedError)
+        assert not await client.send("anything"), "nothing is sent on a closed socket"
         with pytest.raises(ConnectionClosed):
-            client.send("anything")
+            await client.ping()
 
 
 async def test_the_close_of_the_server_gives_its_code_reason_and_exception() -> None:
@@ -159,7 +203,7 @@ async def test_the_close_of_the_server_gives_its_code_reason_and_exception() -> 
 
     async with peer(handler) as (url, _):
         client = await opened(url, Received())
-        await asyncio.wait_for(client.wait_closed(), WAIT)
+        await closed(client)
         assert (client.close_code, client.close_reason) == (4429, "too slow")
         assert isinstance(client.close_exc, ConnectionClosedError)
         assert client.close_exc.rcvd is not None and client.close_exc.rcvd.code == 4429
@@ -225,7 +269,7 @@ async def test_a_message_over_max_size_closes_the_socket_with_1009() -> None:
     async with peer(handler, compression=None) as (url, _):
         received = Received()
         client = await opened(url, received, max_size=1024)
-        await asyncio.wait_for(client.wait_closed(), WAIT)
+        await closed(client)
         assert received.messages == ["small"]
         # The client fails the connection: its close frame says 1009, and it reads nothing after, not even the
         # answer, so the code it reports is 1006 (as websockets' own client does).
@@ -244,7 +288,7 @@ async def test_a_binary_message_is_ignored_and_the_socket_stays_open() -> None:
         client = await opened(url, received)
         await received.wait_count(1)
         assert received.messages == ["text"]
-        client.send("still open")
+        assert await client.send("still open")
         await client.close()
         assert client.close_code == 1000
 
@@ -266,7 +310,7 @@ async def test_a_message_the_client_cannot_handle_closes_the_socket_and_stops_th
     async with peer(handler) as (url, _):
         received = Received(then=fragile)
         client = await opened(url, received)
-        await asyncio.wait_for(client.wait_closed(), WAIT)
+        await closed(client)
         assert received.messages == ["one"], "nothing after the failed message is acted on"
         assert isinstance(client.close_exc, ConnectionClosedError)
         assert client.close_exc.sent is not None and client.close_exc.sent.code == 1011
@@ -593,3 +637,20 @@ async def test_the_sdk_reaches_the_server_through_the_proxy_the_environment_name
             url = f"{'https' if secure else 'http'}://127.0.0.1:{relay.port}"
             await _one_event_through(url, server, "the event through the proxy")
             assert proxy.targets == [f"127.0.0.1:{relay.port}"], "the socket, and only it, went by the proxy"
+
+
+async def test_a_proxy_the_environment_names_that_is_not_valid_fails_the_subscription_with_a_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("NO_PROXY", "no_proxy", "WS_PROXY", "ws_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WS_PROXY", "ftp://127.0.0.1:21")  # no websocket goes through an FTP proxy
+    async with dedicated_server(tmp_path) as server:
+        api = await server.admin_api()
+        try:
+            # Not retried (it cannot get better), and not left hanging: the subscribe call says why at once.
+            with pytest.raises(UnavailableError, match="proxy") as raised:
+                await asyncio.wait_for(api.patient_api.subscribe_to_patient_events(["CREATE"], None, Recorder()), WAIT)
+            assert "ftp" in str(raised.value)
+        finally:
+            await api.close()

@@ -15,7 +15,7 @@ import random
 from typing import Any
 
 import orjson
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidProxy, InvalidURI
 
 from medstream.errors import CloseCode, MedstreamError, UnavailableError, from_payload
 from medstream.events.client_state import (
@@ -31,7 +31,7 @@ from medstream.events.client_state import (
 )
 from medstream.events.protocol import parse_event_message
 from medstream.sdk.delivery import Delivery
-from medstream.sdk.event_socket import EventSocket, open_event_socket
+from medstream.sdk.event_socket import EventSocket, Replies, open_event_socket
 from medstream.sdk.subscription_types import SubscriptionOptions
 from medstream.sdk.transport import Transport
 
@@ -58,6 +58,9 @@ class EventStream:
         # Subscribing and closing take turns: a subscribe that comes while the socket is being closed (its last
         # subscription just closed) waits for the close to end, then opens a new socket.
         self._lifecycle = asyncio.Lock()
+        # Closing handshakes of sockets left behind (gone silent, or their session ended by an error): each ends
+        # within the close timeout; closing the stream waits for them.
+        self._leaving: set[asyncio.Task[None]] = set()
 
     @property
     def url(self) -> str:
@@ -70,13 +73,14 @@ class EventStream:
             if self._runner is None or self._runner.done():
                 self._closing = False
                 self._runner = asyncio.create_task(self._run(), name="medstream-event-stream")
-            elif self._socket is not None:
-                with contextlib.suppress(ConnectionClosed):  # the socket is going: the next one subscribes it
-                    self._socket.send(_text(self.state.subscribe_message(delivery.subscription)))
+            elif self._socket is not None:  # a socket that is going sends nothing: the next one subscribes it
+                await self._socket.send(_text(self.state.subscribe_message(delivery.subscription)))
 
     async def unsubscribe(self, subscription_id: str) -> None:
         self.deliveries.pop(subscription_id, None)
-        self._send_quietly(self.state.remove(subscription_id))
+        message = self.state.remove(subscription_id)
+        if self._socket is not None:
+            await self._socket.send(_text(message))
         async with self._lifecycle:
             if not self.deliveries:  # checked again here: a subscribe may have come in meanwhile
                 await self._close()
@@ -95,6 +99,8 @@ class EventStream:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
+        if self._leaving:
+            await asyncio.wait(self._leaving)
         self._end_all(reason)
 
     def _end_all(self, reason: str, error: BaseException | None = None) -> None:
@@ -149,24 +155,44 @@ class EventStream:
             socket = await open_event_socket(
                 self.url, self._on_message, max_size=_MAX_FRAME_BYTES, open_timeout=10, close_timeout=5
             )
-        except InvalidURI as exc:
-            raise _Fatal(UnavailableError(f"bad websocket URL {self.url}: {exc}")) from exc
+        except (InvalidURI, InvalidProxy) as exc:
+            raise _Fatal(UnavailableError(f"bad websocket URL or proxy for {self.url}: {exc}")) from exc
+        leaving = (CloseCode.INTERNAL_ERROR, "client error")  # how the socket is closed if the session fails
         try:
             if self._held:  # a callback is still behind from the last socket
-                socket.pause_reading()
-            # Nothing awaits from here to publishing the socket: a subscription added before is sent by this
-            # loop, one added after by `subscribe()`, and none twice.
-            for message in self.state.opening(token):
-                socket.send(_text(message))
-            self._sent_token = token
+                socket.hold()
+            # Nothing awaits from the opening messages to publishing the socket: a subscription added before is
+            # sent by this loop, one added after by `subscribe()`, and none twice. Each `send` writes its frame
+            # before it awaits anything, so the auth message goes first.
+            opening = self.state.opening(token)
             self._socket = socket
-            heartbeat = asyncio.create_task(self._heartbeat(socket))
+            for message in opening:
+                await socket.send(_text(message))
+            self._sent_token = token
+            reader = asyncio.create_task(socket.run(), name="medstream-event-socket")
+            heartbeat = asyncio.create_task(self._heartbeat(socket), name="medstream-heartbeat")
             try:
-                await socket.wait_closed()  # messages meanwhile go to `_on_message`, as they are read
+                done, _ = await asyncio.wait({reader, heartbeat}, return_when=asyncio.FIRST_COMPLETED)
+                silent = heartbeat in done and heartbeat.result()
+                if not silent:
+                    await reader  # the connection is closed: the reader hands over what it had read before
             finally:
+                reader.cancel()
                 heartbeat.cancel()
+            if silent:
+                # Silent this long, it would not answer a closing handshake either: the next socket opens now,
+                # and this one is dropped when its close timeout is over.
+                leaving = (CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
+                seconds = 2 * self.options.heartbeat_ms / 1000
+                log.info("event stream to %s silent for %.1f s; reconnecting", self.url, seconds)
+                raise TimeoutError(f"no answer from the server for {seconds:.1f} s")
         finally:
-            socket.abort()  # a no-op once closed; after an error or a cancellation, nothing is left open
+            if not socket.is_closed:  # after an error, a cancellation or a silence, nothing is left open
+                if self._closing:
+                    leaving = (CloseCode.NORMAL_CLOSURE, "client closing")
+                closing = socket.begin_close(*leaving)
+                self._leaving.add(closing)
+                closing.add_done_callback(self._leaving.discard)
         code, reason = socket.close_code, socket.close_reason or ""
         if self._closing:
             return
@@ -178,10 +204,11 @@ class EventStream:
             await self.transport.access_token()  # renew before the next attempt
         raise socket.close_exc
 
-    def _on_message(self, text: str) -> None:
-        """Handle one message of the socket, as `data_received` reads it."""
+    def _on_message(self, text: str) -> Replies:
+        """Handle one message of the socket, as it is read; what to answer the server, if anything."""
         if self._closing:
-            return  # the client is closing every subscription: what comes now is for nobody
+            return None  # the client is closing every subscription: what comes now is for nobody
+        replies: list[str] | None = None
         deliveries = self.deliveries
         # Batched frames (asked for at auth) hold several messages, one per line.
         for line in text.split("\n") if "\n" in text else (text,):
@@ -192,10 +219,14 @@ class EventStream:
                     delivery.parsed_event(event.seq, event.event, event.entity_type, event.entity)
                 continue
             try:
-                self._handle(orjson.loads(line))
+                reply = self._handle(orjson.loads(line))
             except Exception as exc:
                 if not self._pass_over_unreadable_event(line, exc):
                     raise  # the socket fails the connection (1011), and the stream resumes before this message
+                continue
+            if reply is not None:
+                replies = [reply] if replies is None else [*replies, reply]
+        return replies
 
     def _pass_over_unreadable_event(self, line: str, error: Exception) -> bool:
         """An event message of one of these subscriptions that this SDK cannot read (not JSON, an event type it
@@ -208,28 +239,28 @@ class EventStream:
         delivery.unreadable_event(found[1], error)
         return True
 
-    def _handle(self, message: dict[str, Any]) -> None:
+    def _handle(self, message: dict[str, Any]) -> str | None:
+        """Act on one message; the reply to send, if any."""
         if message.get("type") == "event":
             delivery = self.deliveries.get(str(message.get("id")))
             if delivery is not None:
                 delivery.event(int(message["seq"]), str(message["event"]), message["entity"])
-            return
+            return None
         action = self.state.on_message(message)
-        if action is not None:
-            self._act(action)
+        return None if action is None else self._act(action)
 
-    def _act(self, action: Action) -> None:
+    def _act(self, action: Action) -> str | None:
+        """Carry out what the connection state decided; the reply to send, if any."""
         if isinstance(action, Reply):
-            self._send_quietly(action.message)
-            return
+            return _text(action.message)
         if isinstance(action, ServerError):
             error = from_payload(400, {"error": action.code, "message": action.message})
             for each in list(self.deliveries.values()):
                 each.failed(error)
-            return
+            return None
         delivery = self.deliveries.get(action.subscription.id)
         if delivery is None:
-            return
+            return None
         if isinstance(action, Subscribed):
             delivery.subscribed(action.position)
         elif isinstance(action, GapFound):
@@ -240,59 +271,54 @@ class EventStream:
             self.deliveries.pop(delivery.subscription.id, None)
             delivery.failed(refusal)
             delivery.closed(refusal.message)
-
-    def _send_quietly(self, message: dict[str, Any]) -> None:
-        if self._socket is not None:
-            with contextlib.suppress(ConnectionClosed):
-                self._socket.send(_text(message))
+        return None
 
     def hold(self, subscription_id: str) -> None:
         """The subscription has `max_pending_events` waiting for its callback: stop reading the socket (the server
         then holds what comes next, or closes the socket as too slow and the SDK resumes) until it catches up."""
         if not self._held and self._socket is not None:
-            self._socket.pause_reading()
+            self._socket.hold()
         self._held.add(subscription_id)
 
     def release(self, subscription_id: str) -> None:
         """The subscription has caught up (or closed): read the socket again unless another is still behind."""
         self._held.discard(subscription_id)
         if not self._held and self._socket is not None:
-            self._socket.resume_reading()
+            self._socket.release()
 
-    async def _heartbeat(self, socket: EventSocket) -> None:
-        """Ping the server, renew the token before it expires, and drop a socket that went silent."""
+    async def _heartbeat(self, socket: EventSocket) -> bool:
+        """Ping the server and renew the token before it expires. Returns True when the socket has gone silent
+        (no pong within two heartbeats while the socket was read), False once it is closed."""
         interval = self.options.heartbeat_ms / 1000
-        with contextlib.suppress(ConnectionClosed):  # the session sees the socket closed, and says why
+        with contextlib.suppress(ConnectionClosed):  # the reader sees the socket closed, and the session says why
             while True:
                 await asyncio.sleep(interval)
-                await self._send_renewed_token(socket, within=interval)
-                socket.send(_text({"type": "ping"}))
-                pong = socket.ping()
+                token = await self._renewed_token(within=interval)
                 try:
+                    # Sending is in the time allowed too: on a dead network the write buffer fills, and stays full.
                     async with asyncio.timeout(2 * interval):
-                        await pong
+                        if token is not None and await socket.send(_text({"type": "auth", "token": token})):
+                            self._sent_token = token
+                        await socket.send(_text({"type": "ping"}))
+                        await (await socket.ping())
                 except TimeoutError:
-                    if socket.reading_paused:
+                    if socket.held:
                         continue  # the pong waits behind events a slow callback has not let us read yet
-                    # Silent this long, it would not answer a closing handshake either: no wait for one.
-                    log.info("event stream to %s silent for %.1f s; reconnecting", self.url, 2 * interval)
-                    socket.abort(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
-                    return
+                    return True
+        return False
 
-    async def _send_renewed_token(self, socket: EventSocket, within: float) -> None:
-        """Send the server a renewed access token when there is one. A renewal that fails or hangs (the
-        server's login route down, the network gone) is logged and tried again at the next beat: the heartbeat
-        goes on meanwhile, to notice a dead socket, and a socket whose token expires is closed by the server,
-        which the reconnection handles (its retries, then `on_error` and `on_closed`)."""
+    async def _renewed_token(self, within: float) -> str | None:
+        """A renewed access token to send the server, if there is one. A renewal that fails or hangs (the server's
+        login route down, the network gone) is logged and tried again at the next beat: the heartbeat goes on
+        meanwhile, to notice a dead socket, and a socket whose token expires is closed by the server, which the
+        reconnection handles (its retries, then `on_error` and `on_closed`)."""
         try:
             async with asyncio.timeout(within):
                 token = await self.transport.access_token()
         except (MedstreamError, TimeoutError) as exc:
             log.warning("event stream to %s: renewing the access token failed (%r); trying again", self.url, exc)
-            return
-        if token != self._sent_token:
-            socket.send(_text({"type": "auth", "token": token}))
-            self._sent_token = token
+            return None
+        return None if token == self._sent_token else token
 
 
 def _text(message: dict[str, Any]) -> str:
