@@ -162,7 +162,6 @@ class EntityRepository:
         it again changes nothing."""
         if kind.name == "User" and not actor.is_admin:
             raise ForbiddenError("only an admin may share users")
-        check_sharable(kind)
 
         def change(conn: Connection, current: Entity) -> SecurityMetadata:
             if not self._data_owner_exists(conn, data_owner_id):
@@ -177,7 +176,6 @@ class EntityRepository:
         given changes nothing."""
         if kind.name == "User" and not actor.is_admin:
             raise ForbiddenError("only an admin may share users")
-        check_sharable(kind)
 
         def change(conn: Connection, current: Entity) -> SecurityMetadata:
             return without_access(current.security_metadata or EMPTY, actor, data_owner_id)
@@ -200,6 +198,7 @@ class EntityRepository:
             current = self._readable(kind, rows.get(entity_id), entity_id, actor)
             if current.is_deleted:
                 raise ConflictError(f"{kind.name} {entity_id} was deleted; it cannot be {verb}")
+            check_sharable(kind)
             metadata = change(conn, current)
             if metadata is current.security_metadata or metadata == (current.security_metadata or EMPTY):
                 return current

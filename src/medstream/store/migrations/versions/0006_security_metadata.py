@@ -2,8 +2,8 @@
 and every stored document and event whose readers were `systemMetaData.delegations` rewritten with the same
 readers as server-made `securityMetadata.secureDelegations`.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-07
 """
 
@@ -16,8 +16,8 @@ import orjson
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
