@@ -89,6 +89,8 @@ FACTORIES: dict[str, Callable[[str | None], Entity]] = {
 assert set(FACTORIES) == {kind.name for kind in ENTITY_KINDS}, "a kind has no factory"
 
 KIND_PARAMS = [pytest.param(kind, id=kind.name) for kind in ENTITY_KINDS]
+# The kinds `give_access_to` shares: exchange data is read by its two parties only.
+SHARABLE_KIND_PARAMS = [pytest.param(kind, id=kind.name) for kind in ENTITY_KINDS if not kind.is_exchange_data]
 
 
 def sub_api(api: MedTechApi, kind: EntityKind) -> EntityApi[Any]:
