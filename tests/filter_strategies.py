@@ -14,7 +14,9 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
+from medstream.delegations import server_metadata
 from medstream.filters import (
+    AllExchangeDataFilter,
     AllHealthcareProfessionalsFilter,
     AllMedicalDevicesFilter,
     AllUsersFilter,
@@ -25,6 +27,9 @@ from medstream.filters import (
     DataSampleByHealthcarePartyPatientFilter,
     DataSampleByHealthcarePartyTagCodeDateFilter,
     DataSampleByIdsFilter,
+    ExchangeDataByDelegateFilter,
+    ExchangeDataByDelegatorFilter,
+    ExchangeDataByIdsFilter,
     Filter,
     HealthcareElementByHealthcarePartyFilter,
     HealthcareElementByHealthcarePartyIdentifiersFilter,
@@ -52,7 +57,7 @@ from medstream.filters import (
     UsersByPatientIdFilter,
 )
 from medstream.filters.names import search_name
-from medstream.model import Delegation, Entity, Gender, Identifier, NotificationType, SystemMetaData
+from medstream.model import Entity, ExchangeData, Gender, Identifier, NotificationType
 from medstream.model.text import normalize_for_search
 from tests.strategies import CODE_TYPES, CODES, EDUCATIONS, PROFESSIONS, entities_of
 
@@ -70,9 +75,10 @@ def entities_for_filters(draw: st.DrawFn, kind: str) -> Entity:
     to a patient."""
     entity = draw(entities_of(kind))
     readers = draw(st.frozensets(st.sampled_from(DATA_OWNERS)))
-    update: dict[str, Any] = {
-        "system_meta_data": SystemMetaData(delegations={r: Delegation(delegated_to=r) for r in sorted(readers)})
-    }
+    update: dict[str, Any] = {"security_metadata": server_metadata(None, readers)}
+    if isinstance(entity, ExchangeData):
+        update["delegator"] = draw(st.sampled_from(DATA_OWNERS))
+        update["delegate"] = draw(st.sampled_from(DATA_OWNERS))
     if getattr(entity, "patient_id", None) is not None:
         update["patient_id"] = draw(st.sampled_from(PATIENTS))
     return entity.model_copy(update=update)
@@ -263,6 +269,12 @@ def _leaves(kind: str, pool: FilterPool) -> list[SearchStrategy[Any]]:
             _node(UserByIdsFilter, ids=ids),
             _node(UsersByPatientIdFilter, patient_id=st.sampled_from(pool.patients)),
             _node(AllUsersFilter),
+        ],
+        "ExchangeData": [
+            _node(ExchangeDataByIdsFilter, ids=ids),
+            _node(ExchangeDataByDelegatorFilter, delegator_id=owner),
+            _node(ExchangeDataByDelegateFilter, delegate_id=owner),
+            _node(AllExchangeDataFilter),
         ],
     }
     return by_kind[kind]

@@ -14,18 +14,21 @@ from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
 from medstream.model import (
+    AccessLevel,
     Address,
     AddressType,
     CodingReference,
     Content,
+    CryptoKey,
     DataSample,
     DeactivationReason,
-    Delegation,
     Entity,
+    ExchangeData,
     Gender,
     HealthcareElement,
     HealthcareProfessional,
     Identifier,
+    KeyStatus,
     Measure,
     MedicalDevice,
     Notification,
@@ -40,8 +43,9 @@ from medstream.model import (
     Property,
     PropertyType,
     PropertyTypeType,
+    SecureDelegation,
+    SecurityMetadata,
     SharedDataType,
-    SystemMetaData,
     Telecom,
     TelecomType,
     TimeSeries,
@@ -156,10 +160,38 @@ properties = st.builds(
     typed_value=optional(typed_values),
     deleted=optional(epoch_ms),
 )
-system_meta_datas = st.dictionaries(entity_ids, optional(entity_ids), max_size=3).map(
-    lambda owners: SystemMetaData(
-        delegations={reader: Delegation(owner=owner, delegated_to=reader) for reader, owner in owners.items()}
-    )
+delegation_keys = st.binary(min_size=32, max_size=32).map(bytes.hex)
+hex_ids = st.binary(min_size=16, max_size=16).map(bytes.hex)
+# Blobs as the crypto suite writes them: a suite byte, then bytes (a wrapped key, a ciphertext).
+blobs = st.binary(min_size=1, max_size=80).map(lambda b: base64.b64encode(b"\x01" + b).decode("ascii"))
+secure_delegations = st.builds(
+    SecureDelegation,
+    delegator=optional(entity_ids),
+    delegate=optional(entity_ids),
+    secret_ids=st.lists(st.uuids().map(str), max_size=1).map(tuple),
+    encryption_keys=st.lists(blobs, max_size=2).map(tuple),
+    owning_entity_ids=st.lists(entity_ids, max_size=1).map(tuple),
+    parent_delegations=st.lists(delegation_keys, max_size=1).map(tuple),
+    exchange_data_id=optional(st.uuids().map(str)),
+    permissions=st.sampled_from(AccessLevel),
+)
+security_metadatas = st.builds(
+    SecurityMetadata, secure_delegations=st.dictionaries(delegation_keys, secure_delegations, max_size=3)
+)
+raw_keys = st.binary(min_size=32, max_size=32).map(lambda b: base64.b64encode(b).decode("ascii"))
+# Built from a dict: hypothesis would otherwise also fill the required fields under their aliases.
+crypto_key_lists = st.lists(
+    st.fixed_dictionaries(
+        {
+            "id": hex_ids,
+            "suite": st.just(1),
+            "encryption_key": raw_keys,
+            "signing_key": raw_keys,
+            "created": epoch_ms,
+            "status": st.sampled_from(KeyStatus),
+        }
+    ).map(lambda fields: CryptoKey(**fields)),
+    max_size=2,
 )
 
 
@@ -175,7 +207,8 @@ def entity_fields() -> dict[str, SearchStrategy[Any]]:
         "labels": coding_sets,
         "codes": coding_sets,
         "deletion_date": optional(epoch_ms),
-        "system_meta_data": optional(system_meta_datas),
+        "security_metadata": optional(security_metadatas),
+        "encrypted_self": optional(blobs),
     }
 
 
@@ -312,6 +345,7 @@ patients = st.builds(
     patient_professions=st.lists(codings, max_size=1),
     parameters=st.dictionaries(words, st.lists(words, max_size=2), max_size=2),
     properties=st.lists(properties, max_size=2),
+    crypto_keys=crypto_key_lists,
 )
 
 healthcare_elements = st.builds(
@@ -348,6 +382,7 @@ healthcare_professionals = st.builds(
     picture=optional(base64_texts),
     notes=optional(words),
     properties=st.lists(properties, max_size=2),
+    crypto_keys=crypto_key_lists,
 )
 
 medical_devices = st.builds(
@@ -364,6 +399,7 @@ medical_devices = st.builds(
     parent_id=optional(entity_ids),
     picture=optional(base64_texts),
     properties=st.lists(properties, max_size=2),
+    crypto_keys=crypto_key_lists,
 )
 
 notifications = st.builds(
@@ -402,6 +438,16 @@ users = _data_owner_links().flatmap(
 # A password as a user would choose it: 8 to 64 printable characters.
 passwords = st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), min_size=8, max_size=64)
 
+exchange_data = st.builds(
+    ExchangeData,
+    **entity_fields(),
+    delegator=entity_ids,
+    delegate=entity_ids,
+    exchange_key=st.dictionaries(hex_ids, blobs, max_size=2),
+    access_control_secret=st.dictionaries(hex_ids, blobs, max_size=2),
+    delegator_signature=st.dictionaries(hex_ids, blobs, max_size=1),
+)
+
 _BY_KIND: dict[str, SearchStrategy[Any]] = {
     "Patient": patients,
     "DataSample": data_samples,
@@ -410,6 +456,7 @@ _BY_KIND: dict[str, SearchStrategy[Any]] = {
     "MedicalDevice": medical_devices,
     "Notification": notifications,
     "User": users,
+    "ExchangeData": exchange_data,
 }
 
 

@@ -31,19 +31,6 @@ class Actor:
         return self.is_admin or (self.data_owner_id is not None and self.data_owner_id in readers)
 
 
-def initial_readers(actor: Actor, entity_id: str, *, is_data_owner: bool, linked_owner: str | None) -> set[str]:
-    """Readers of a new entity: its creator's data owner; a data owner itself (a patient reads their own
-    record); for a user, the data owner it acts as."""
-    readers: set[str] = set()
-    if actor.data_owner_id is not None:
-        readers.add(actor.data_owner_id)
-    if is_data_owner:
-        readers.add(entity_id)
-    if linked_owner is not None:
-        readers.add(linked_owner)
-    return readers
-
-
 def check_user_write(actor: Actor, new: User, current: User | None) -> None:
     """Only admins create users or change who a user is; a user may edit their own profile and password."""
     if actor.is_admin:

@@ -1,4 +1,4 @@
-"""The seven entity kinds as the integration tests drive them: a valid instance of each, and its SDK sub-API.
+"""The entity kinds as the integration tests drive them: a valid instance of each, and its SDK sub-API.
 
 `KindOps` hides the two places where kinds differ in how they are written: data samples are written for a
 patient (`create_or_modify_data_sample[s]_for`), and only an admin writes users.
@@ -24,6 +24,7 @@ from medstream.model import (
     DataSample,
     Entity,
     EntityKind,
+    ExchangeData,
     HealthcareElement,
     HealthcareProfessional,
     MedicalDevice,
@@ -69,6 +70,11 @@ def _user(patient_id: str | None) -> Entity:
     return User(login=f"user-{uuid.uuid4().hex[:12]}", name="Some One", password=f"pw-{uuid.uuid4().hex}")
 
 
+def _exchange_data(patient_id: str | None) -> Entity:
+    # Its delegator and delegate are the writer's data owner (KindOps.new): a data owner's exchange data with itself.
+    return ExchangeData(exchange_key={"0123456789abcdef0123456789abcdef": "AQIDBA=="})
+
+
 # Builds a new valid instance of each kind (no id, no rev); takes the id of a patient it may link to.
 FACTORIES: dict[str, Callable[[str | None], Entity]] = {
     "Patient": _patient,
@@ -78,10 +84,13 @@ FACTORIES: dict[str, Callable[[str | None], Entity]] = {
     "MedicalDevice": _medical_device,
     "Notification": _notification,
     "User": _user,
+    "ExchangeData": _exchange_data,
 }
 assert set(FACTORIES) == {kind.name for kind in ENTITY_KINDS}, "a kind has no factory"
 
 KIND_PARAMS = [pytest.param(kind, id=kind.name) for kind in ENTITY_KINDS]
+# The kinds `give_access_to` shares: exchange data is read by its two parties only.
+SHARABLE_KIND_PARAMS = [pytest.param(kind, id=kind.name) for kind in ENTITY_KINDS if not kind.is_exchange_data]
 
 
 def sub_api(api: MedTechApi, kind: EntityKind) -> EntityApi[Any]:
@@ -103,6 +112,7 @@ class KindOps:
     kind: EntityKind
     api: MedTechApi
     patient_id: str | None = None
+    data_owner_id: str | None = None  # the writer's, for the kinds that name it (exchange data)
 
     @property
     def sub(self) -> EntityApi[Any]:
@@ -113,6 +123,8 @@ class KindOps:
 
     def new(self, *, entity_id: str | None = None) -> Entity:
         entity = FACTORIES[self.kind.name](self.patient_id)
+        if isinstance(entity, ExchangeData):
+            entity = entity.model_copy(update={"delegator": self.data_owner_id, "delegate": self.data_owner_id})
         return entity.model_copy(update={"id": entity_id}) if entity_id else entity
 
     async def write(self, entity: Entity) -> Entity:
@@ -164,7 +176,7 @@ async def ops_for(kind: EntityKind, doctor: Professional, admin_api: MedTechApi)
     if kind.name == "User":
         return KindOps(kind, admin_api)
     patient = await doctor.api.patient_api.create_or_modify_patient(Patient(first_name="Pat", last_name="Ient"))
-    return KindOps(kind, doctor.api, patient_id=patient.id)
+    return KindOps(kind, doctor.api, patient_id=patient.id, data_owner_id=doctor.id)
 
 
 async def raw_get(server_url: str, token: str, kind: EntityKind, entity_id: str) -> bytes:

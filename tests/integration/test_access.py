@@ -12,13 +12,18 @@ import uuid
 import httpx
 import pytest
 
+from medstream.delegations import server_delegation
 from medstream.errors import ConflictError, ForbiddenError, NotFoundError
-from medstream.model import ENTITY_KINDS, Delegation, EntityKind, Patient, SystemMetaData, User
+from medstream.model import ENTITY_KINDS, EntityKind, Patient, SecurityMetadata, User
 from medstream.sdk import MedTechApi
 from tests.conftest import ProfessionalFactory, RunningServer
 from tests.integration.kinds import KindOps, ops_for, relabel
 
 NON_USER_KINDS = [pytest.param(kind, id=kind.name) for kind in ENTITY_KINDS if kind.name != "User"]
+# Exchange data is read by its two parties only: it is never shared.
+SHARABLE_KINDS = [
+    pytest.param(kind, id=kind.name) for kind in ENTITY_KINDS if kind.name not in ("User", "ExchangeData")
+]
 
 
 @pytest.mark.parametrize("kind", NON_USER_KINDS)
@@ -30,7 +35,7 @@ async def test_another_professional_cannot_read_list_modify_delete_or_share_what
     created = await ops.create()
     assert created.id is not None
     stranger = await new_professional("Stranger", "Doctor")
-    theirs = KindOps(kind, stranger.api, patient_id=ops.patient_id)
+    theirs = KindOps(kind, stranger.api, patient_id=ops.patient_id, data_owner_id=stranger.id)
 
     with pytest.raises(NotFoundError):
         await theirs.get(created.id)
@@ -52,7 +57,7 @@ async def test_another_professional_cannot_read_list_modify_delete_or_share_what
     assert await ops.get(created.id) == created, "nothing the stranger tried changed it"
 
 
-@pytest.mark.parametrize("kind", NON_USER_KINDS)
+@pytest.mark.parametrize("kind", SHARABLE_KINDS)
 async def test_once_shared_another_professional_reads_lists_and_modifies_it(
     kind: EntityKind, new_professional: ProfessionalFactory, admin_api: MedTechApi
 ) -> None:
@@ -61,7 +66,7 @@ async def test_once_shared_another_professional_reads_lists_and_modifies_it(
     created = await ops.create()
     assert created.id is not None
     colleague = await new_professional("Colleague", "Doctor")
-    theirs = KindOps(kind, colleague.api, patient_id=ops.patient_id)
+    theirs = KindOps(kind, colleague.api, patient_id=ops.patient_id, data_owner_id=colleague.id)
     if ops.patient_id is not None:
         await owner.api.patient_api.give_access_to(ops.patient_id, colleague.id)  # a data sample links to it
 
@@ -199,21 +204,26 @@ async def test_a_duplicate_login_is_a_conflict_and_changes_nothing(admin_api: Me
     assert f"{login}-3" not in logins
 
 
-async def test_delegations_and_other_server_fields_sent_by_a_client_are_ignored(
+async def test_server_fields_sent_by_a_client_are_ignored_and_a_forged_delegation_is_refused(
     new_professional: ProfessionalFactory,
 ) -> None:
     doctor = await new_professional()
     other = await new_professional()
-    forged = {
-        "system_meta_data": SystemMetaData(delegations={other.id: Delegation(owner=other.id, delegated_to=other.id)}),
-        "author": "someone-else",
-        "created": 1,
-        "deletion_date": 2,
-    }
+    server_fields = {"author": "someone-else", "created": 1, "deletion_date": 2}
+    key, delegation = server_delegation(other.id, other.id)  # made as if by the other professional
+    forged = SecurityMetadata(secure_delegations={key: delegation})
 
-    created = await doctor.api.patient_api.create_or_modify_patient(Patient(first_name="Private", **forged))
+    with pytest.raises(ForbiddenError, match=key):
+        await doctor.api.patient_api.create_or_modify_patient(Patient(first_name="Private", security_metadata=forged))
+    created = await doctor.api.patient_api.create_or_modify_patient(Patient(first_name="Private", **server_fields))
     assert created.id is not None
-    modified = await doctor.api.patient_api.create_or_modify_patient(created.model_copy(update=forged))
+    assert created.security_metadata is not None
+    added = {**created.security_metadata.secure_delegations, key: delegation}
+    with pytest.raises(ForbiddenError, match=key):
+        await doctor.api.patient_api.create_or_modify_patient(
+            created.model_copy(update={"security_metadata": SecurityMetadata(secure_delegations=added)})
+        )
+    modified = await doctor.api.patient_api.create_or_modify_patient(created.model_copy(update=server_fields))
 
     for stored in (created, modified):
         assert other.id not in stored.readers
@@ -246,7 +256,7 @@ async def test_creating_with_the_id_of_an_entity_one_cannot_read_answers_as_any_
     created = await ops.create()
     assert created.id is not None
     stranger = await new_professional("Stranger", "Doctor")
-    theirs = KindOps(kind, stranger.api, patient_id=ops.patient_id)
+    theirs = KindOps(kind, stranger.api, patient_id=ops.patient_id, data_owner_id=stranger.id)
     path = f"/rest/v1/{kind.collection}"
     headers = {"Authorization": f"Bearer {stranger.api.transport._token}"}
     async with httpx.AsyncClient(base_url=server.url, headers=headers) as client:

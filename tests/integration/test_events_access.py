@@ -39,7 +39,7 @@ from medstream.model import CodingReference, Entity, EntityKind, NotificationTyp
 from medstream.sdk import MedTechApi
 from tests.conftest import ProfessionalFactory, RunningServer
 from tests.integration.events_support import ALL_TYPES, SETTLE, WAIT, Recorder, subscribe
-from tests.integration.kinds import KIND_PARAMS, ops_for, relabel
+from tests.integration.kinds import SHARABLE_KIND_PARAMS, ops_for, relabel
 
 LABEL_TYPE = "ACCESS-TEST"
 
@@ -109,7 +109,7 @@ def expect(*events: tuple[str, Entity]) -> dict[str, list[tuple[str, str | None]
     return {name: [(t, e.rev) for t, e in events] for name in ("no filter", "by id", "matching filter")}
 
 
-@pytest.mark.parametrize("kind", KIND_PARAMS)
+@pytest.mark.parametrize("kind", SHARABLE_KIND_PARAMS)
 async def test_nobody_receives_events_for_an_entity_they_cannot_read_until_it_is_shared_with_them(
     kind: EntityKind, server: RunningServer, new_professional: ProfessionalFactory, admin_api: MedTechApi
 ) -> None:
@@ -217,7 +217,7 @@ async def _frames_until(socket: ClientConnection, done: Callable[[list[dict[str,
     return frames
 
 
-@pytest.mark.parametrize("kind", KIND_PARAMS)
+@pytest.mark.parametrize("kind", SHARABLE_KIND_PARAMS)
 async def test_a_resumed_subscription_replays_only_what_its_data_owner_could_read_when_it_was_written(
     kind: EntityKind, server: RunningServer, new_professional: ProfessionalFactory, admin_api: MedTechApi
 ) -> None:

@@ -183,7 +183,9 @@ def _storable(kind_name: str, entity: Entity, data: st.DataObject) -> Entity:
     """The generated entity as a client would send it for creation: no rev or server fields, linked to a
     patient of the pool where the kind needs one, without a login (logins are unique)."""
     fields = _without_nul(entity.to_json_dict())
-    for server_field in ("rev", "created", "modified", "author", "deletionDate", "systemMetaData"):
+    # Generated delegations and key records name other data owners: the write rules refuse them (tested on
+    # their own); the store makes the delegations the access rule needs.
+    for server_field in ("rev", "created", "modified", "author", "deletionDate", "securityMetadata", "cryptoKeys"):
         fields.pop(server_field, None)
     if kind_name == "DataSample":
         fields["patientId"] = data.draw(st.sampled_from(POOL_PATIENTS))
@@ -191,6 +193,8 @@ def _storable(kind_name: str, entity: Entity, data: st.DataObject) -> Entity:
         fields["patientId"] = data.draw(st.none() | st.sampled_from(POOL_PATIENTS))
     elif kind_name == "User":
         fields.pop("login", None)
+    elif kind_name == "ExchangeData":
+        fields["delegate"] = data.draw(st.sampled_from(POOL_HCPS))
     return KIND_BY_NAME[kind_name].model.model_validate(fields)
 
 
@@ -217,14 +221,24 @@ class Batch:
             entity_id = storable.id or f"generated-{index}"
             if entity_id not in batch and not entity_id.startswith("pool-"):
                 batch[entity_id] = storable.model_copy(update={"id": entity_id})
-        creators = (ADMIN,) if kind_name == "User" else (ADMIN, *HCP_ACTORS)
+        creators = (
+            (ADMIN,) if kind_name == "User" else HCP_ACTORS if kind_name == "ExchangeData" else (ADMIN, *HCP_ACTORS)
+        )
         by_creator: dict[Actor, list[Entity]] = {}
         for entity in batch.values():
-            by_creator.setdefault(data.draw(st.sampled_from(creators), label="creator"), []).append(entity)
+            creator = data.draw(st.sampled_from(creators), label="creator")
+            if kind_name == "ExchangeData":  # made by a user of its delegator
+                entity = entity.model_copy(update={"delegator": creator.data_owner_id})
+            by_creator.setdefault(creator, []).append(entity)
         ids = sorted(batch)
         if not ids:
             return cls(kind_name, by_creator, [], [])
-        shares = data.draw(st.lists(st.tuples(st.sampled_from(ids), st.sampled_from(POOL_HCPS)), max_size=2))
+        # Exchange data is read by its two parties only: never shared.
+        shares = (
+            []
+            if kind_name == "ExchangeData"
+            else data.draw(st.lists(st.tuples(st.sampled_from(ids), st.sampled_from(POOL_HCPS)), max_size=2))
+        )
         deleted = data.draw(st.lists(st.sampled_from(ids), max_size=2, unique=True), label="deleted")
         return cls(kind_name, by_creator, shares, deleted)
 

@@ -37,6 +37,7 @@ from medstream.model import (
 )
 from medstream.sdk import (
     DataSampleFilter,
+    ExchangeDataFilter,
     FilterComposition,
     HealthcareElementFilter,
     HealthcareProfessionalFilter,
@@ -59,9 +60,14 @@ BUILDERS: dict[str, Any] = {
     "MedicalDevice": MedicalDeviceFilter,
     "Notification": NotificationFilter,
     "User": UserFilter,
+    "ExchangeData": ExchangeDataFilter,
 }
 KIND_PARAMS = [pytest.param(kind, id=kind.name) for kind in ENTITY_KINDS]
 NON_USER_KINDS = [pytest.param(kind, id=kind.name) for kind in ENTITY_KINDS if kind.name != "User"]
+# The kinds another professional's entities of can be shared: not users (admins only), not exchange data.
+SHARABLE_KINDS = [
+    pytest.param(kind, id=kind.name) for kind in ENTITY_KINDS if kind.name != "User" and not kind.is_exchange_data
+]
 
 FilterBy = Callable[..., Awaitable[PaginatedList[Any]]]
 MatchBy = Callable[[Any], Awaitable[list[str]]]
@@ -395,7 +401,7 @@ async def test_match_past_its_bound_fails_rather_than_answer_part_of_the_ids(
 # --- the access rule and deletions ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", NON_USER_KINDS)
+@pytest.mark.parametrize("kind", SHARABLE_KINDS)
 async def test_another_professionals_unshared_entities_never_appear_even_by_id(
     kind: EntityKind, new_professional: ProfessionalFactory, admin_api: MedTechApi
 ) -> None:

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from medstream.delegations import server_metadata
 from medstream.filters import (
     AllHealthcareProfessionalsFilter,
     ComplementFilter,
@@ -23,7 +24,7 @@ from medstream.filters import (
     index_constraint,
     matches,
 )
-from medstream.model import ENTITY_KINDS, CodingReference, DataSample, Delegation, SystemMetaData, User
+from medstream.model import ENTITY_KINDS, CodingReference, DataSample, User
 from tests.filter_strategies import FilterPool, entities_for_filters, filters_for
 
 KIND_NAMES = [kind.name for kind in ENTITY_KINDS]
@@ -112,7 +113,7 @@ def test_entity_index_values() -> None:
         id="ds",
         patient_id="p",
         labels={CodingReference(type="T", code="c"), CodingReference(type="U"), CodingReference(code="orphan")},
-        system_meta_data=SystemMetaData(delegations={"h": Delegation(delegated_to="h")}),
+        security_metadata=server_metadata(None, frozenset({"h"})),
     )
     assert entity_index_values(sample, "id") == {"ds"}
     assert entity_index_values(sample, "patient") == {"p"}

@@ -6,6 +6,7 @@ import timeit
 
 import pytest
 
+from medstream.delegations import server_metadata
 from medstream.filters import (
     AllHealthcareProfessionalsFilter,
     AllMedicalDevicesFilter,
@@ -47,7 +48,6 @@ from medstream.filters import (
 from medstream.model import (
     CodingReference,
     DataSample,
-    Delegation,
     Entity,
     Gender,
     HealthcareElement,
@@ -58,15 +58,15 @@ from medstream.model import (
     NotificationType,
     Patient,
     PersonName,
-    SystemMetaData,
+    SecurityMetadata,
     User,
 )
 
 HCP = "hcp-1"
 
 
-def shared(*readers: str) -> SystemMetaData:
-    return SystemMetaData(delegations={r: Delegation(owner=HCP, delegated_to=r) for r in readers})
+def shared(*readers: str) -> SecurityMetadata:
+    return server_metadata(HCP, frozenset(readers))
 
 
 def label(type_: str | None, code: str | None) -> CodingReference:
@@ -81,7 +81,7 @@ SAMPLE = DataSample(
     codes={label("LOINC", "8302-2")},
     identifiers=[Identifier(system="urn:lab", value="A1"), Identifier(value="naked")],
     healthcare_element_ids={"he-1", "he-2"},
-    system_meta_data=shared(HCP, "hcp-2"),
+    security_metadata=shared(HCP, "hcp-2"),
 )
 PATIENT = Patient(
     id="pat-1",
@@ -95,14 +95,14 @@ PATIENT = Patient(
     ssin="85073100123",
     date_of_birth=19850731,
     identifiers=[Identifier(system="urn:ssin", value="85073100123")],
-    system_meta_data=shared(HCP, "pat-1"),
+    security_metadata=shared(HCP, "pat-1"),
 )
 ELEMENT = HealthcareElement(
     id="he-1",
     patient_id="pat-1",
     labels={label("ICD", "I10")},
     identifiers=[Identifier(system="urn:he", value="7")],
-    system_meta_data=shared(HCP),
+    security_metadata=shared(HCP),
 )
 PROFESSIONAL = HealthcareProfessional(
     id=HCP,
@@ -112,13 +112,13 @@ PROFESSIONAL = HealthcareProfessional(
     names=[PersonName(first_names=["Bjorn"], last_name="Mueller")],
     labels={label("SPECIALITY", "cardiology")},
     codes={label("CD-HCPARTY", "persphysician")},
-    system_meta_data=shared(HCP),
+    security_metadata=shared(HCP),
 )
-DEVICE = MedicalDevice(id="dev-1", labels={label("KIND", "scale")}, system_meta_data=shared(HCP))
+DEVICE = MedicalDevice(id="dev-1", labels={label("KIND", "scale")}, security_metadata=shared(HCP))
 NOTIFICATION = Notification(
-    id="note-1", type=NotificationType.KEY_PAIR_UPDATE, created=1_700_000_000_000, system_meta_data=shared(HCP)
+    id="note-1", type=NotificationType.KEY_PAIR_UPDATE, created=1_700_000_000_000, security_metadata=shared(HCP)
 )
-USER = User(id="user-1", login="elodie", patient_id="pat-1", system_meta_data=shared("pat-1"))
+USER = User(id="user-1", login="elodie", patient_id="pat-1", security_metadata=shared("pat-1"))
 
 CASES: list[tuple[Filter, Entity, bool]] = [
     # DataSample
@@ -332,13 +332,13 @@ def test_name_search_is_a_plain_substring_with_no_wildcards(search: str) -> None
 
 def test_missing_fields_never_match() -> None:
     bare = DataSample(id="ds-bare")
-    assert not matches(DataSampleByHealthcarePartyFilter(hcp_id=HCP), bare)  # no system_meta_data
+    assert not matches(DataSampleByHealthcarePartyFilter(hcp_id=HCP), bare)  # no security_metadata
     assert not matches(
         DataSampleByHealthcarePartyPatientFilter(healthcare_party_id=HCP, patient_ids=frozenset({""})), bare
     )
     dated = DataSampleByHealthcarePartyTagCodeDateFilter(healthcare_party_id=HCP, tag_type="T", start_value_date=0)
-    assert not matches(dated, bare.model_copy(update={"labels": {label("T", None)}, "system_meta_data": shared(HCP)}))
-    nameless = Patient(id="p", system_meta_data=shared(HCP))
+    assert not matches(dated, bare.model_copy(update={"labels": {label("T", None)}, "security_metadata": shared(HCP)}))
+    nameless = Patient(id="p", security_metadata=shared(HCP))
     assert not matches(
         PatientByHealthcarePartyNameContainsFuzzyFilter(healthcare_party_id=HCP, search_string="a"), nameless
     )

@@ -15,12 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medstream.access import Actor
+from medstream.delegations import server_metadata
 from medstream.events.index import SubscriptionIndex
 from medstream.events.matching import EventView, deliver, dispatch_event, replay_event, skip_live_to, skip_to
 from medstream.events.subscription import Subscription
 from medstream.events.types import EntityEvent, EventType
 from medstream.filters import DataSampleByIdsFilter, Filter, PatientByIdsFilter, matches
-from medstream.model import CodingReference, DataSample, Delegation, Entity, Patient, SystemMetaData
+from medstream.model import CodingReference, DataSample, Entity, Patient
 from tests.filter_strategies import DATA_OWNERS, FilterPool, entities_for_filters, filters_for
 
 _numbers = itertools.count()
@@ -89,7 +90,7 @@ def sample(entity_id: str = "ds-1", readers: tuple[str, ...] = ("hcp-1",)) -> Da
     return DataSample(
         id=entity_id,
         labels={CodingReference(type="T", code="C")},
-        system_meta_data=SystemMetaData(delegations={r: Delegation(delegated_to=r) for r in readers}),
+        security_metadata=server_metadata(None, frozenset(readers)),
     )
 
 
@@ -224,9 +225,7 @@ def test_an_event_reaches_exactly_the_live_subscriptions_that_want_it(kind: str,
 
 def test_a_replay_delivers_its_entity_type_and_moves_past_the_others() -> None:
     sub = subscription("DataSample", live=False)
-    patient = Patient(
-        id="pat-1", system_meta_data=SystemMetaData(delegations={"hcp-1": Delegation(delegated_to="hcp-1")})
-    )
+    patient = Patient(id="pat-1", security_metadata=server_metadata(None, frozenset({"hcp-1"})))
     replay_event(event_of(sample("ds-1"), seq=1), sub)
     replay_event(event_of(patient, seq=2), sub)
     assert [f["seq"] for f in frames_of(sub)] == [1] and sub.cursor == 2

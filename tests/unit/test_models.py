@@ -48,6 +48,7 @@ TWO_WORD_FIELD: dict[str, tuple[str, str, Any]] = {
     "MedicalDevice": ("serial_number", "serialNumber", "SN-0042"),
     "Notification": ("end_of_life", "endOfLife", 1_700_000_000_000),
     "User": ("mobile_phone", "mobilePhone", "+32470123456"),
+    "ExchangeData": ("exchange_key", "exchangeKey", {"0123456789abcdef0123456789abcdef": "AQID"}),
 }
 
 # One free-text field per entity, to check the string bound.
@@ -59,6 +60,7 @@ TEXT_FIELD: dict[str, str] = {
     "MedicalDevice": "brand",
     "Notification": "responsible",
     "User": "login",
+    "ExchangeData": "responsible",
 }
 
 

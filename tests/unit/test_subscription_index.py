@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medstream.access import Actor
+from medstream.delegations import server_metadata
 from medstream.events.index import SubscriptionIndex
 from medstream.events.matching import EventView
 from medstream.events.subscription import Subscription
@@ -27,7 +28,7 @@ from medstream.filters import (
     Filter,
     matches,
 )
-from medstream.model import ENTITY_KINDS, CodingReference, DataSample, Delegation, Entity, SystemMetaData
+from medstream.model import ENTITY_KINDS, CodingReference, DataSample, Entity
 from tests.filter_strategies import DATA_OWNERS, FilterPool, entities_for_filters, filters_for
 
 KIND_NAMES = [kind.name for kind in ENTITY_KINDS]
@@ -177,7 +178,7 @@ def sample(entity_id: str, *, patient: str, label: tuple[str, str], readers: set
         id=entity_id,
         patient_id=patient,
         labels={CodingReference(type=label[0], code=label[1])},
-        system_meta_data=SystemMetaData(delegations={r: Delegation(delegated_to=r) for r in sorted(readers)}),
+        security_metadata=server_metadata(None, frozenset(readers)),
     )
 
 

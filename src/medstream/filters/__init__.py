@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from medstream.filters.builders import (
     DataSampleFilter,
+    ExchangeDataFilter,
     FilterComposition,
     HealthcareElementFilter,
     HealthcareProfessionalFilter,
@@ -21,6 +22,7 @@ from medstream.filters.builders import (
 from medstream.filters.index import IndexConstraint, entity_index_values, index_constraint
 from medstream.filters.matcher import matches
 from medstream.filters.nodes import (
+    AllExchangeDataFilter,
     AllHealthcareProfessionalsFilter,
     AllMedicalDevicesFilter,
     AllUsersFilter,
@@ -30,6 +32,9 @@ from medstream.filters.nodes import (
     DataSampleByHealthcarePartyPatientFilter,
     DataSampleByHealthcarePartyTagCodeDateFilter,
     DataSampleByIdsFilter,
+    ExchangeDataByDelegateFilter,
+    ExchangeDataByDelegatorFilter,
+    ExchangeDataByIdsFilter,
     HealthcareElementByHealthcarePartyFilter,
     HealthcareElementByHealthcarePartyIdentifiersFilter,
     HealthcareElementByHealthcarePartyLabelCodeFilter,
@@ -57,6 +62,7 @@ from medstream.filters.parse import parse_filter
 from medstream.filters.tree import ComplementFilter, Filter, IntersectionFilter, UnionFilter
 
 __all__ = [
+    "AllExchangeDataFilter",
     "AllHealthcareProfessionalsFilter",
     "AllMedicalDevicesFilter",
     "AllUsersFilter",
@@ -68,6 +74,10 @@ __all__ = [
     "DataSampleByHealthcarePartyTagCodeDateFilter",
     "DataSampleByIdsFilter",
     "DataSampleFilter",
+    "ExchangeDataByDelegateFilter",
+    "ExchangeDataByDelegatorFilter",
+    "ExchangeDataByIdsFilter",
+    "ExchangeDataFilter",
     "Filter",
     "FilterComposition",
     "HealthcareElementByHealthcarePartyFilter",

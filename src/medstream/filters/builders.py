@@ -19,6 +19,7 @@ from medstream.errors import ValidationError
 from medstream.filters.base import LeafFilter
 from medstream.filters.builder_base import DataOwnerFilterBuilder, DataOwnerProvider, FilterBuilder, adds_constraint
 from medstream.filters.nodes import (
+    AllExchangeDataFilter,
     AllHealthcareProfessionalsFilter,
     AllMedicalDevicesFilter,
     AllUsersFilter,
@@ -28,6 +29,9 @@ from medstream.filters.nodes import (
     DataSampleByHealthcarePartyPatientFilter,
     DataSampleByHealthcarePartyTagCodeDateFilter,
     DataSampleByIdsFilter,
+    ExchangeDataByDelegateFilter,
+    ExchangeDataByDelegatorFilter,
+    ExchangeDataByIdsFilter,
     HealthcareElementByHealthcarePartyFilter,
     HealthcareElementByHealthcarePartyIdentifiersFilter,
     HealthcareElementByHealthcarePartyLabelCodeFilter,
@@ -346,6 +350,26 @@ class UserFilter(FilterBuilder):
     def by_patient_id(self, patient_id: str) -> Self:
         """The users acting as the patient `patient_id`."""
         return self._add("by_patient_id", UsersByPatientIdFilter, patient_id=patient_id)
+
+
+class ExchangeDataFilter(FilterBuilder):
+    """Exchange data; without constraints, all of it that you may read (yours as delegator or delegate)."""
+
+    _default = AllExchangeDataFilter
+
+    @adds_constraint
+    def by_ids(self, ids: Sequence[str]) -> Self:
+        return self._add("by_ids", ExchangeDataByIdsFilter, ids=self._strings("by_ids", ids))
+
+    @adds_constraint
+    def by_delegator(self, delegator_id: str) -> Self:
+        """The exchange data whose delegator is `delegator_id`."""
+        return self._add("by_delegator", ExchangeDataByDelegatorFilter, delegator_id=delegator_id)
+
+    @adds_constraint
+    def by_delegate(self, delegate_id: str) -> Self:
+        """The exchange data whose delegate is `delegate_id`."""
+        return self._add("by_delegate", ExchangeDataByDelegateFilter, delegate_id=delegate_id)
 
 
 class FilterComposition:

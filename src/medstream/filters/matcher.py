@@ -40,8 +40,8 @@ def matches(filter: Filter, entity: Entity) -> bool:
 
 
 def _shared_with(atom: SharedWith, entity: Entity) -> bool:
-    metadata = entity.system_meta_data
-    return metadata is not None and atom.data_owner_id in metadata.delegations
+    metadata = entity.security_metadata
+    return metadata is not None and atom.data_owner_id in metadata.readers
 
 
 def _id_in(atom: IdIn, entity: Entity) -> bool:

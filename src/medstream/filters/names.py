@@ -11,6 +11,12 @@ from medstream.model.healthcare_professional import HealthcareProfessional
 from medstream.model.patient import Patient
 from medstream.model.text import normalize_for_search
 
+# The fields `search_name` reads, by entity type (wire names).
+SEARCH_NAME_FIELDS: dict[str, frozenset[str]] = {
+    "Patient": frozenset({"firstName", "lastName", "maidenName", "spouseName", "names"}),
+    "HealthcareProfessional": frozenset({"name", "firstName", "lastName", "names"}),
+}
+
 
 def _person_name_parts(names: list[PersonName]) -> list[str | None]:
     parts: list[str | None] = []

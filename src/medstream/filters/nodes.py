@@ -330,6 +330,41 @@ class AllUsersFilter(LeafFilter):
     filter_type: Literal["AllUsersFilter"] = Field("AllUsersFilter", alias="$type")
 
 
+# --- ExchangeData ------------------------------------------------------------------------------------------
+
+
+class ExchangeDataByIdsFilter(ByIds):
+    entity_type: ClassVar[str] = "ExchangeData"
+    filter_type: Literal["ExchangeDataByIdsFilter"] = Field("ExchangeDataByIdsFilter", alias="$type")
+
+
+class ExchangeDataByDelegatorFilter(LeafFilter):
+    """The exchange data whose delegator is `delegatorId` (the data owner that shares its keys)."""
+
+    entity_type: ClassVar[str] = "ExchangeData"
+    filter_type: Literal["ExchangeDataByDelegatorFilter"] = Field("ExchangeDataByDelegatorFilter", alias="$type")
+    delegator_id: NonEmptyText
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield FieldIn("delegator", frozenset({self.delegator_id}))
+
+
+class ExchangeDataByDelegateFilter(LeafFilter):
+    """The exchange data whose delegate is `delegateId` (the data owner the keys are shared with)."""
+
+    entity_type: ClassVar[str] = "ExchangeData"
+    filter_type: Literal["ExchangeDataByDelegateFilter"] = Field("ExchangeDataByDelegateFilter", alias="$type")
+    delegate_id: NonEmptyText
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield FieldIn("delegate", frozenset({self.delegate_id}))
+
+
+class AllExchangeDataFilter(LeafFilter):
+    entity_type: ClassVar[str] = "ExchangeData"
+    filter_type: Literal["AllExchangeDataFilter"] = Field("AllExchangeDataFilter", alias="$type")
+
+
 LEAF_TYPES: tuple[type[LeafFilter], ...] = (
     DataSampleByIdsFilter,
     DataSampleByHealthcarePartyFilter,
@@ -362,4 +397,8 @@ LEAF_TYPES: tuple[type[LeafFilter], ...] = (
     UserByIdsFilter,
     UsersByPatientIdFilter,
     AllUsersFilter,
+    ExchangeDataByIdsFilter,
+    ExchangeDataByDelegatorFilter,
+    ExchangeDataByDelegateFilter,
+    AllExchangeDataFilter,
 )

@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from medstream.filters.base import MAX_LIST_SIZE, FilterNode
 from medstream.filters.nodes import (
     LEAF_TYPES,
+    AllExchangeDataFilter,
     AllHealthcareProfessionalsFilter,
     AllMedicalDevicesFilter,
     AllUsersFilter,
@@ -23,6 +24,9 @@ from medstream.filters.nodes import (
     DataSampleByHealthcarePartyPatientFilter,
     DataSampleByHealthcarePartyTagCodeDateFilter,
     DataSampleByIdsFilter,
+    ExchangeDataByDelegateFilter,
+    ExchangeDataByDelegatorFilter,
+    ExchangeDataByIdsFilter,
     HealthcareElementByHealthcarePartyFilter,
     HealthcareElementByHealthcarePartyIdentifiersFilter,
     HealthcareElementByHealthcarePartyLabelCodeFilter,
@@ -137,6 +141,10 @@ Filter = Annotated[
     | UserByIdsFilter
     | UsersByPatientIdFilter
     | AllUsersFilter
+    | ExchangeDataByIdsFilter
+    | ExchangeDataByDelegatorFilter
+    | ExchangeDataByDelegateFilter
+    | AllExchangeDataFilter
     | IntersectionFilter
     | UnionFilter
     | ComplementFilter,

@@ -1,4 +1,4 @@
-"""The Medstream data model: the seven Medtech entities and the value types they are made of."""
+"""The Medstream data model: the Medtech entities, exchange data and the value types they are made of."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from medstream.model.common import (
     Base64Text,
     CodingReference,
     CodingSet,
-    Delegation,
     Entity,
     EntityId,
     FuzzyDateTime,
@@ -20,13 +19,13 @@ from medstream.model.common import (
     PropertyType,
     PropertyTypeType,
     StringSet,
-    SystemMetaData,
     Telecom,
     TelecomType,
     TypedValue,
 )
 from medstream.model.data_sample import Content, DataSample, Measure, TimeSeries
 from medstream.model.entities import ENTITY_KINDS, KIND_BY_MODEL, KIND_BY_NAME, EntityKind, kind_of
+from medstream.model.exchange_data import ExchangeData
 from medstream.model.healthcare_element import HealthcareElement
 from medstream.model.healthcare_professional import HealthcareProfessional
 from medstream.model.medical_device import MedicalDevice
@@ -40,6 +39,14 @@ from medstream.model.patient import (
     PatientHealthCareParty,
     PersonalStatus,
 )
+from medstream.model.security import (
+    AccessLevel,
+    CryptoKey,
+    KeyStatus,
+    SecureDelegation,
+    SecurityMetadata,
+    server_delegation_key,
+)
 from medstream.model.user import SharedDataType, User
 
 __all__ = [
@@ -47,24 +54,27 @@ __all__ = [
     "KIND_BY_MODEL",
     "KIND_BY_NAME",
     "MAX_STRING_LENGTH",
+    "AccessLevel",
     "Address",
     "AddressType",
     "Base64Text",
     "CodingReference",
     "CodingSet",
     "Content",
+    "CryptoKey",
     "DataSample",
     "DeactivationReason",
-    "Delegation",
     "Entity",
     "EntityId",
     "EntityKind",
+    "ExchangeData",
     "FuzzyDate",
     "FuzzyDateTime",
     "Gender",
     "HealthcareElement",
     "HealthcareProfessional",
     "Identifier",
+    "KeyStatus",
     "Measure",
     "MedicalDevice",
     "MedstreamModel",
@@ -80,13 +90,15 @@ __all__ = [
     "Property",
     "PropertyType",
     "PropertyTypeType",
+    "SecureDelegation",
+    "SecurityMetadata",
     "SharedDataType",
     "StringSet",
-    "SystemMetaData",
     "Telecom",
     "TelecomType",
     "TimeSeries",
     "TypedValue",
     "User",
     "kind_of",
+    "server_delegation_key",
 ]

@@ -8,6 +8,9 @@ from typing import Annotated, Any, ClassVar
 from pydantic import ConfigDict, Field, PlainSerializer
 
 from medstream.model.base import MedstreamModel
+from medstream.model.scalars import Base64Text as Base64Text
+from medstream.model.scalars import Int64 as Int64
+from medstream.model.security import SecurityMetadata
 
 # An entity id travels in URL paths: a UUID by default, any short URL-safe token when the client supplies one.
 EntityId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")]
@@ -49,12 +52,6 @@ CodingSet = Annotated[set[CodingReference], PlainSerializer(_sorted_codings, ret
 # A set of strings (ids, roles); serialised sorted for the same reason.
 StringSet = Annotated[set[str], PlainSerializer(sorted, return_type=list[str])]
 
-# Binary data (a picture, a file) as standard padded base64 text, the way JSON carries it.
-Base64Text = Annotated[str, Field(pattern=r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
-
-# An integer as entities carry it: signed 64-bit (a Kotlin Long in iCure), so that every stored document is JSON
-# that any client parses to the same number, and fits a BIGINT column when the field is indexed.
-Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
 # A date and time as iCure writes it: the integer YYYYMMDDhhmmss (20240131143000), or YYYYMMDD for a date.
 FuzzyDateTime = Int64
@@ -176,23 +173,11 @@ class Property(MedstreamModel):
     deleted: Int64 | None = None
 
 
-class Delegation(MedstreamModel):
-    """One data owner's access to an entity: who granted it (`owner`) and to whom (`delegated_to`)."""
-
-    owner: str | None = None
-    delegated_to: str
-
-
-class SystemMetaData(MedstreamModel):
-    """Server-managed metadata. `delegations` is keyed by the data owner id it gives read access to."""
-
-    delegations: dict[str, Delegation] = Field(default_factory=dict)
-
-
 class Entity(MedstreamModel):
-    """The fields of every stored entity. The server owns everything but `id`, `rev`, `labels` and `codes`:
-    what a client sends for `created`, `modified`, `author`, `deletion_date` or `system_meta_data` is replaced
-    by the stored values, so an entity read from the server can be sent back as it is."""
+    """The fields of every stored entity. The server owns `created`, `modified`, `author` and `deletion_date`:
+    what a client sends for them is replaced by the stored values, so an entity read from the server can be sent
+    back as it is. `security_metadata` says who reads the entity (its delegations, checked by the server's
+    write rules) and `encrypted_self` holds its encrypted fields, which the server stores as given."""
 
     entity_type: ClassVar[str]
 
@@ -205,7 +190,8 @@ class Entity(MedstreamModel):
     labels: CodingSet = Field(default_factory=set)
     codes: CodingSet = Field(default_factory=set)
     deletion_date: Int64 | None = None
-    system_meta_data: SystemMetaData | None = None
+    security_metadata: SecurityMetadata | None = None
+    encrypted_self: Base64Text | None = None
 
     def to_write_dict(self) -> dict[str, Any]:
         """The form sent to the server when writing."""
@@ -217,7 +203,7 @@ class Entity(MedstreamModel):
 
     @property
     def readers(self) -> frozenset[str]:
-        """The data owners this entity is shared with."""
-        if self.system_meta_data is None:
+        """The data owners this entity is shared with: the delegates of its secure delegations."""
+        if self.security_metadata is None:
             return frozenset()
-        return frozenset(self.system_meta_data.delegations)
+        return self.security_metadata.readers

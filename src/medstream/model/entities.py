@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from medstream.model.common import Entity
 from medstream.model.data_sample import DataSample
+from medstream.model.exchange_data import ExchangeData
 from medstream.model.healthcare_element import HealthcareElement
 from medstream.model.healthcare_professional import HealthcareProfessional
 from medstream.model.medical_device import MedicalDevice
@@ -24,6 +25,7 @@ class EntityKind:
     plural: str  # snake_case plural: "data_samples"
     collection: str  # REST collection: "data-samples"
     is_data_owner: bool = False  # its instances are data owners (readable by themselves)
+    is_exchange_data: bool = False  # read by its delegator and delegate only (model/exchange_data.py)
 
 
 ENTITY_KINDS: tuple[EntityKind, ...] = (
@@ -54,6 +56,9 @@ ENTITY_KINDS: tuple[EntityKind, ...] = (
     ),
     EntityKind("Notification", Notification, "notification", "notifications", "notifications"),
     EntityKind("User", User, "user", "users", "users"),
+    EntityKind(
+        "ExchangeData", ExchangeData, "exchange_data", "exchange_data_records", "exchange-data", is_exchange_data=True
+    ),
 )
 
 KIND_BY_NAME: dict[str, EntityKind] = {kind.name: kind for kind in ENTITY_KINDS}

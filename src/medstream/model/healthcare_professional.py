@@ -8,6 +8,7 @@ from pydantic import Field
 
 from medstream.model.common import Address, Base64Text, CodingSet, Entity, EntityId, PersonName, Property
 from medstream.model.patient import Gender
+from medstream.model.security import CryptoKey
 
 
 class HealthcareProfessional(Entity):
@@ -29,3 +30,4 @@ class HealthcareProfessional(Entity):
     picture: Base64Text | None = None
     notes: str | None = None
     properties: list[Property] = Field(default_factory=list)
+    crypto_keys: list[CryptoKey] = Field(default_factory=list)  # its public keys (end-to-end encryption)

@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from medstream.model.common import Base64Text, Entity, EntityId, Identifier, Int64, Property
+from medstream.model.security import CryptoKey
 
 
 class MedicalDevice(Entity):
@@ -25,3 +26,4 @@ class MedicalDevice(Entity):
     parent_id: EntityId | None = None  # the healthcare professional responsible for it
     picture: Base64Text | None = None
     properties: list[Property] = Field(default_factory=list)
+    crypto_keys: list[CryptoKey] = Field(default_factory=list)  # its public keys (end-to-end encryption)

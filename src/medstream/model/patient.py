@@ -18,6 +18,7 @@ from medstream.model.common import (
     Property,
     StringSet,
 )
+from medstream.model.security import CryptoKey
 
 
 class Gender(StrEnum):
@@ -112,3 +113,4 @@ class Patient(Entity):
     patient_professions: list[CodingReference] = Field(default_factory=list)
     parameters: dict[str, list[str]] = Field(default_factory=dict)
     properties: list[Property] = Field(default_factory=list)
+    crypto_keys: list[CryptoKey] = Field(default_factory=list)  # its public keys (end-to-end encryption)

@@ -10,6 +10,7 @@ from medstream.errors import (
 )
 from medstream.filters.builders import (
     DataSampleFilter,
+    ExchangeDataFilter,
     FilterComposition,
     HealthcareElementFilter,
     HealthcareProfessionalFilter,
@@ -20,6 +21,7 @@ from medstream.filters.builders import (
 )
 from medstream.sdk.apis import (
     DataSampleApi,
+    ExchangeDataApi,
     HealthcareElementApi,
     HealthcareProfessionalApi,
     MedicalDeviceApi,
@@ -39,6 +41,8 @@ __all__ = [
     "DataOwnerWithType",
     "DataSampleApi",
     "DataSampleFilter",
+    "ExchangeDataApi",
+    "ExchangeDataFilter",
     "FilterComposition",
     "ForbiddenError",
     "Gap",

@@ -1,4 +1,4 @@
-"""The seven entity sub-APIs, with the method names of the Medtech SDK in snake_case."""
+"""The entity sub-APIs, with the method names of the Medtech SDK in snake_case."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from medstream.model.data_sample import DataSample
 from medstream.model.entities import KIND_BY_NAME
+from medstream.model.exchange_data import ExchangeData
 from medstream.model.healthcare_element import HealthcareElement
 from medstream.model.healthcare_professional import HealthcareProfessional
 from medstream.model.medical_device import MedicalDevice
@@ -135,3 +136,18 @@ class UserApi(EntityApi[User]):
     async def get_logged_user(self) -> User:
         """The user you are logged in as."""
         return self._one(await self._transport.request("GET", "/rest/v1/users/current"))
+
+
+class ExchangeDataApi(EntityApi[ExchangeData]):
+    """The exchange data you are the delegator or the delegate of (the keys data owners share)."""
+
+    kind = KIND_BY_NAME["ExchangeData"]
+    create_or_modify_exchange_data = EntityApi.create_or_modify
+    create_or_modify_exchange_data_records = EntityApi.create_or_modify_many
+    get_exchange_data = EntityApi.get
+    subscribe_to_exchange_data_events = EntityApi.subscribe_to_events
+    get_exchange_data_records = EntityApi.get_many
+    delete_exchange_data = EntityApi.delete
+    delete_exchange_data_records = EntityApi.delete_many
+    filter_exchange_data_by = EntityApi.filter_by
+    match_exchange_data_by = EntityApi.match_by

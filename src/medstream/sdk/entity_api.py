@@ -98,6 +98,12 @@ class EntityApi(Generic[E]):
         body = {"dataOwnerId": data_owner_id}
         return self._one(await self._transport.request("POST", f"{self._path}/{entity_id}/access", body))
 
+    async def revoke_access_from(self, entity: E | str, data_owner_id: str) -> E:
+        """Remove your delegations of the entity to a data owner: unless someone else shared it with them too,
+        they no longer read it nor receive its events."""
+        entity_id = entity if isinstance(entity, str) else entity.id
+        return self._one(await self._transport.request("DELETE", f"{self._path}/{entity_id}/access/{data_owner_id}"))
+
     async def list_page(self, start_after: str | None = None, limit: int = 1000) -> list[E]:
         """One page of the live entities you may read, ordered by id, after `start_after`."""
         params: dict[str, Any] = {"limit": limit}

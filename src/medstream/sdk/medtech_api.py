@@ -14,6 +14,7 @@ from medstream.model.medical_device import MedicalDevice
 from medstream.model.patient import Patient
 from medstream.sdk.apis import (
     DataSampleApi,
+    ExchangeDataApi,
     HealthcareElementApi,
     HealthcareProfessionalApi,
     MedicalDeviceApi,
@@ -48,6 +49,7 @@ class MedTechApi:
         self.medical_device_api = MedicalDeviceApi(transport, self.event_streams)
         self.notification_api = NotificationApi(transport, self.event_streams)
         self.user_api = UserApi(transport, self.event_streams)
+        self.exchange_data_api = ExchangeDataApi(transport, self.event_streams)
 
     @staticmethod
     def builder() -> MedTechApiBuilder:

@@ -29,6 +29,7 @@ from medstream.server.request_ids import RequestIds
 from medstream.server.rest import routes_of
 from medstream.server.retention import run_retention
 from medstream.server.routes.auth import auth
+from medstream.server.routes.crypto import crypto
 from medstream.server.routes.entities import entity_collections, write_entities
 from medstream.server.routes.health import checks
 from medstream.server.routes.me import me
@@ -89,7 +90,7 @@ async def open_state(settings: Settings) -> ServerState:
         ),
         sessions=sessions,
         dispatcher=dispatcher,
-        hub=EventHub(dispatcher, tokens, actors, limits),
+        hub=EventHub(dispatcher, tokens, actors, limits, require_encryption=settings.require_encryption),
         actors=actors,
     )
     dispatcher.on_user_write(state.actors.forget)
@@ -181,7 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # collection (whose Mount would take its paths), the documentation's routes last.
     entities = entity_collections()
     users = next(i for i, collection in enumerate(entities) if collection.tag == "User")
-    collections = [*entities[:users], me, *entities[users:], auth, checks]
+    collections = [*entities[:users], me, *entities[users:], auth, crypto, checks]
     app.router.routes[:0] = routes_of(collections)
     if metrics is not None:
         app.router.routes.append(metrics_route(metrics, settings))

@@ -58,6 +58,12 @@ class Settings(BaseSettings):
         description="logins that may wait for a password check; beyond them a login is answered 429 with "
         "`Retry-After: 1` at once",
     )
+    require_encryption: bool = Field(
+        False,
+        description="refuse a write that carries an encrypted field (GET /rest/v1/crypto/configuration lists them) "
+        "in clear, and a filter or subscription that reads one: end-to-end encryption becomes mandatory for every "
+        "client",
+    )
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
         description="origins whose browser pages may call the REST routes and open the events websocket (CORS), "

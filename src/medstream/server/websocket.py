@@ -33,6 +33,7 @@ from medstream.events.protocol import (
     unsubscribed_frame,
 )
 from medstream.events.subscription import Subscription
+from medstream.filters.fields import refuse_encrypted_fields
 from medstream.filters.parse import parse_filter
 from medstream.filters.weight import filter_weight
 from medstream.model.entities import KIND_BY_NAME
@@ -211,9 +212,16 @@ class EventHub:
     """Every open connection of this node, for counting and for closing them all on shutdown."""
 
     def __init__(
-        self, dispatcher: Dispatcher, tokens: TokenIssuer, actors: ActorValidator, limits: WebSocketLimits
+        self,
+        dispatcher: Dispatcher,
+        tokens: TokenIssuer,
+        actors: ActorValidator,
+        limits: WebSocketLimits,
+        *,
+        require_encryption: bool = False,
     ) -> None:
         self.dispatcher = dispatcher
+        self.require_encryption = require_encryption  # subscriptions may not filter on encrypted fields
         self.tokens = tokens
         self.actors = actors
         self.limits = limits
@@ -398,6 +406,8 @@ class EventHub:
             return
         try:
             event_filter = parse_filter(message.filter, kind.name) if message.filter is not None else None
+            if event_filter is not None and self.require_encryption:
+                refuse_encrypted_fields(event_filter)
         except ValidationError as exc:
             connection.deliver(error_frame(exc.code, exc.message, message.id))
             return

@@ -7,16 +7,18 @@ a NotFoundError, exactly as if it did not exist.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import Connection, Table, select
 
 from medstream.access import Actor
+from medstream.delegations import EMPTY, check_can_write, check_sharable, with_access, without_access
 from medstream.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from medstream.events.types import EventType
-from medstream.model.common import Entity, SystemMetaData
+from medstream.model.common import Entity
 from medstream.model.entities import EntityKind
 from medstream.model.ids import new_entity_id
+from medstream.model.security import SecurityMetadata
 from medstream.model.user import User
 from medstream.store.database import Database
 from medstream.store.entity_rows import EntityRow
@@ -33,7 +35,6 @@ from medstream.store.revisions import (
     prepare_update,
     rows_of,
     store_rows,
-    with_reader,
 )
 from medstream.store.schema import ENTITY_TABLES
 from medstream.store.user_changes import UserChange, apply_user_changes
@@ -143,6 +144,7 @@ class EntityRepository:
                 if current.is_deleted:
                     results.append(current)
                     continue
+                check_can_write(kind, current, actor)
                 tombstone = current.model_copy(
                     update={"rev": next_rev(current.rev), "modified": now, "deletion_date": now}
                 )
@@ -156,31 +158,55 @@ class EntityRepository:
         return await self.database.run_write(transaction)
 
     async def give_access(self, kind: EntityKind, entity_id: str, data_owner_id: str, actor: Actor) -> Entity:
-        """Share an entity with another data owner; sharing it again changes nothing."""
+        """Share an entity with another data owner (a server delegation from the actor's data owner); sharing
+        it again changes nothing."""
         if kind.name == "User" and not actor.is_admin:
             raise ForbiddenError("only an admin may share users")
+
+        def change(conn: Connection, current: Entity) -> SecurityMetadata:
+            if not self._data_owner_exists(conn, data_owner_id):
+                raise NotFoundError(f"no data owner with id {data_owner_id}")
+            return with_access(current.security_metadata or EMPTY, actor, data_owner_id)
+
+        return await self._change_access(kind, entity_id, actor, change, "shared")
+
+    async def revoke_access(self, kind: EntityKind, entity_id: str, data_owner_id: str, actor: Actor) -> Entity:
+        """Remove the actor's delegations to `data_owner_id` (an admin's: all of them). The entity and its
+        events are no longer served to that data owner once no delegation names it; revoking what was never
+        given changes nothing."""
+        if kind.name == "User" and not actor.is_admin:
+            raise ForbiddenError("only an admin may share users")
+
+        def change(conn: Connection, current: Entity) -> SecurityMetadata:
+            return without_access(current.security_metadata or EMPTY, actor, data_owner_id)
+
+        return await self._change_access(kind, entity_id, actor, change, "unshared")
+
+    async def _change_access(
+        self,
+        kind: EntityKind,
+        entity_id: str,
+        actor: Actor,
+        change: Callable[[Connection, Entity], SecurityMetadata],
+        verb: str,
+    ) -> Entity:
+        """A new revision of the entity with the metadata `change` makes (none when it makes no change)."""
         table = ENTITY_TABLES[kind.name]
 
         def transaction(conn: Connection) -> Entity:
             rows = self._rows_by_id(conn, table, [entity_id], lock=True)
             current = self._readable(kind, rows.get(entity_id), entity_id, actor)
             if current.is_deleted:
-                raise ConflictError(f"{kind.name} {entity_id} was deleted; it cannot be shared")
-            if not self._data_owner_exists(conn, data_owner_id):
-                raise NotFoundError(f"no data owner with id {data_owner_id}")
-            if data_owner_id in current.readers:
+                raise ConflictError(f"{kind.name} {entity_id} was deleted; it cannot be {verb}")
+            check_sharable(kind)
+            metadata = change(conn, current)
+            if metadata is current.security_metadata or metadata == (current.security_metadata or EMPTY):
                 return current
-            shared = current.model_copy(
-                update={
-                    "rev": next_rev(current.rev),
-                    "modified": now_ms(),
-                    "system_meta_data": with_reader(
-                        current.system_meta_data or SystemMetaData(), data_owner_id, actor.data_owner_id
-                    ),
-                }
+            changed = current.model_copy(
+                update={"rev": next_rev(current.rev), "modified": now_ms(), "security_metadata": metadata}
             )
-            self._store(conn, kind, [Write(shared, EventType.UPDATE, is_new=False)])
-            return shared
+            self._store(conn, kind, [Write(changed, EventType.UPDATE, is_new=False)])
+            return changed
 
         return await self.database.run_write(transaction)
 

@@ -4,7 +4,6 @@ built without the database (`rows_of`: the entity's row, terms, readers and even
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,11 +13,20 @@ from typing import Any
 from sqlalchemy import Connection, Table, and_, delete, update
 from sqlalchemy.exc import IntegrityError
 
-from medstream.access import Actor, check_user_write, initial_readers
+from medstream.access import Actor, check_user_write
+from medstream.delegations import (
+    check_can_write,
+    check_crypto_keys,
+    check_exchange_data,
+    key_records,
+    metadata_for_create,
+    metadata_for_update,
+)
 from medstream.errors import ConflictError, NotFoundError
 from medstream.events.types import EventType
-from medstream.model.common import Delegation, Entity, SystemMetaData
+from medstream.model.common import Entity
 from medstream.model.entities import EntityKind
+from medstream.model.exchange_data import ExchangeData
 from medstream.model.ids import random_hex
 from medstream.model.user import User
 from medstream.store import outbox
@@ -82,10 +90,12 @@ def prepare_create(
 ) -> Write:
     if entity.rev is not None:
         raise NotFoundError(f"no {kind.name} with id {entity_id} to update")
-    linked_owner = entity.data_owner_id if isinstance(entity, User) else None
     if isinstance(entity, User):
         check_user_write(actor, entity, None)
-    readers = initial_readers(actor, entity_id, is_data_owner=kind.is_data_owner, linked_owner=linked_owner)
+    elif isinstance(entity, ExchangeData):
+        check_exchange_data(entity, None, actor)
+    elif kind.is_data_owner:
+        check_crypto_keys(entity_id, key_records(entity), [], actor)
     stored = entity.model_copy(
         update={
             "id": entity_id,
@@ -95,7 +105,7 @@ def prepare_create(
             "author": actor.user_id,
             "responsible": entity.responsible or actor.data_owner_id,
             "deletion_date": None,
-            "system_meta_data": _delegations(frozenset(readers), granted_by=actor.data_owner_id),
+            "security_metadata": metadata_for_create(kind, entity_id, entity, actor),
         }
     )
     return Write(stored, EventType.CREATE, is_new=True, password_hash=password_hash)
@@ -120,12 +130,16 @@ def prepare_update(
         raise ConflictError(f"stale rev for {kind.name} {row.id}: sent {entity.rev}, current is {row.rev}")
     if row.deleted is not None:
         raise ConflictError(f"{kind.name} {row.id} was deleted; it cannot be modified")
-    metadata = current.system_meta_data or SystemMetaData()
+    check_can_write(kind, current, actor)
     if isinstance(entity, User):
         assert isinstance(current, User)
         check_user_write(actor, entity, current)
-        if entity.data_owner_id is not None and entity.data_owner_id not in metadata.delegations:
-            metadata = with_reader(metadata, entity.data_owner_id, granted_by=actor.data_owner_id)
+    elif isinstance(entity, ExchangeData):
+        assert isinstance(current, ExchangeData)
+        check_exchange_data(entity, current, actor)
+    elif kind.is_data_owner:
+        check_crypto_keys(row.id, key_records(entity), key_records(current), actor)
+    metadata = metadata_for_update(kind, entity, current, actor)
     stored = entity.model_copy(
         update={
             "rev": next_rev(row.rev),
@@ -134,7 +148,7 @@ def prepare_update(
             "author": current.author,
             "responsible": entity.responsible or current.responsible,
             "deletion_date": None,
-            "system_meta_data": metadata,
+            "security_metadata": metadata,
         }
     )
     return Write(stored, EventType.UPDATE, is_new=False, password_hash=password_hash)
@@ -230,16 +244,3 @@ def inserts(
         (entity_readers, [reader for w in in_id_order for reader in w.readers]),
         (outbox_table, event_rows),
     ]
-
-
-@functools.lru_cache(maxsize=1024)
-def _delegations(readers: frozenset[str], granted_by: str | None) -> SystemMetaData:
-    """Shared by the entities of a batch (and beyond): building it was a sixth of a batch write's time. Never
-    mutated: `with_reader` builds a new one."""
-    return SystemMetaData(delegations={r: Delegation(owner=granted_by, delegated_to=r) for r in sorted(readers)})
-
-
-def with_reader(metadata: SystemMetaData, data_owner_id: str, granted_by: str | None) -> SystemMetaData:
-    delegations = dict(metadata.delegations)
-    delegations[data_owner_id] = Delegation(owner=granted_by, delegated_to=data_owner_id)
-    return SystemMetaData(delegations=delegations)

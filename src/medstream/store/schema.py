@@ -17,6 +17,7 @@ from medstream.filters.names import search_name
 from medstream.model.common import Entity
 from medstream.model.data_sample import DataSample
 from medstream.model.entities import ENTITY_KINDS, EntityKind
+from medstream.model.exchange_data import ExchangeData
 from medstream.model.healthcare_element import HealthcareElement
 from medstream.model.notification import Notification
 from medstream.model.patient import Patient
@@ -61,6 +62,10 @@ KIND_COLUMNS: dict[str, tuple[IndexedColumn, ...]] = {
     "Notification": (
         IndexedColumn("type", String(32), lambda e: cast(Notification, e).type),
         IndexedColumn("status", String(32), lambda e: cast(Notification, e).status),
+    ),
+    "ExchangeData": (
+        IndexedColumn("delegator", String(128), lambda e: cast(ExchangeData, e).delegator),
+        IndexedColumn("delegate", String(128), lambda e: cast(ExchangeData, e).delegate),
     ),
     "User": (
         IndexedColumn("patient_id", String(128), lambda e: cast(User, e).patient_id),

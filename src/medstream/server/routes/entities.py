@@ -8,6 +8,7 @@ POST   /rest/v1/{collection}/by-ids        many
 DELETE /rest/v1/{collection}/{id}          soft-delete one
 POST   /rest/v1/{collection}/delete        soft-delete many, all or nothing
 POST   /rest/v1/{collection}/{id}/access   share with a data owner
+DELETE /rest/v1/{collection}/{id}/access/{dataOwnerId}   remove your delegations to a data owner
 POST   /rest/v1/{collection}/filter        a page of what a filter selects (routes/queries.py)
 POST   /rest/v1/{collection}/match         the ids a filter selects (routes/queries.py)
 POST   /rest/v1/patients/{id}/data-samples[/batch]   data samples for a patient
@@ -25,6 +26,7 @@ from medstream.access import Actor
 from medstream.errors import ValidationError
 from medstream.model.base import MedstreamModel
 from medstream.model.common import Entity, EntityId
+from medstream.model.encrypted_fields import refuse_clear_fields
 from medstream.model.entities import ENTITY_KINDS, KIND_BY_NAME, EntityKind
 from medstream.model.user import User
 from medstream.server.rest import Body, Call, Collection, Operation
@@ -64,6 +66,13 @@ class AccessRequest(MedstreamModel):
     data_owner_id: EntityId
 
 
+class AccessPath(BaseModel):
+    entity_id: Id
+    data_owner_id: Annotated[
+        str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$", description="The data owner's id")
+    ]
+
+
 def entity_response(entity: Entity) -> Response:
     return Response(entity.to_json(), media_type="application/json")
 
@@ -82,6 +91,8 @@ async def write_entities(
 ) -> list[Stored]:
     if len(entities) > state.settings.max_batch_size:
         raise ValidationError(f"a batch holds at most {state.settings.max_batch_size} entities")
+    if state.settings.require_encryption:
+        refuse_clear_fields(entities)
     # Only users carry passwords: other kinds skip the coroutine (every write of them comes here).
     hashes = await _password_hashes(entities) if entities and isinstance(entities[0], User) else None
     stored = await state.repository.create_or_modify_stored(kind, entities, actor, password_hashes=hashes)
@@ -139,10 +150,15 @@ def entity_collection(kind: EntityKind, extra: Sequence[Operation] = ()) -> Coll
         repository, owner = call.state.repository, call.body.data_owner_id
         return entity_response(await repository.give_access(kind, call.path.entity_id, owner, call.actor))
 
+    async def revoke_access(call: Call) -> Response:
+        repository, path = call.state.repository, call.path
+        return entity_response(await repository.revoke_access(kind, path.entity_id, path.data_owner_id, call.actor))
+
     def op(
         method: str, path: str, handler: Any, summary: str, answer: Any, errors: tuple[int, ...], **more: Any
     ) -> Operation:
         operation_id = f"{method.lower()}_{kind.plural}{path.replace('/', '_').replace('{entity_id}', 'id')}"
+        operation_id = operation_id.replace("{data_owner_id}", "data_owner_id")
         return Operation(method, path, handler, summary, operation_id, answer, errors, **more)
 
     one_id = {"path_params": EntityPath}
@@ -210,6 +226,15 @@ def entity_collection(kind: EntityKind, extra: Sequence[Operation] = ()) -> Coll
                 WRITE_ERRORS,
                 body=Body(AccessRequest),
                 **one_id,
+            ),
+            op(
+                "DELETE",
+                "/{entity_id}/access/{data_owner_id}",
+                revoke_access,
+                f"Remove your delegations of a {name} to a data owner (an admin's: every delegation to it)",
+                model,
+                WRITE_ERRORS,
+                path_params=AccessPath,
             ),
         ],
     )

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from medstream.access import Actor
 from medstream.errors import ValidationError
 from medstream.filters import Filter, parse_filter
+from medstream.filters.fields import refuse_encrypted_fields
 from medstream.model.base import MedstreamModel
 from medstream.model.common import Entity
 from medstream.model.entities import EntityKind
@@ -69,13 +70,21 @@ async def matching_ids(state: ServerState, kind: EntityKind, filter: Filter, act
 QUERY_ERRORS = (400, 401, 413, 503)
 
 
+def _parsed(state: ServerState, data: Any, entity_type: str) -> Filter:
+    """The filter in a request; with encryption required, one that reads no encrypted field."""
+    filter = parse_filter(data, entity_type)
+    if state.settings.require_encryption:
+        refuse_encrypted_fields(filter)
+    return filter
+
+
 def query_operations(kind: EntityKind) -> list[Operation]:
     """`/filter` and `/match` of one kind's collection."""
     name = kind.name
 
     async def filter_by(call: Call) -> Response:
         request: FilterRequest = call.body
-        filter = parse_filter(request.filter, name)
+        filter = _parsed(call.state, request.filter, name)
         database, limit, actor = call.state.database, request.limit, call.actor
         rows = await filter_entities(database, kind, filter, actor, start_after=request.next_id, limit=limit)
         next_id = None
@@ -85,7 +94,7 @@ def query_operations(kind: EntityKind) -> list[Operation]:
         return _page_response(rows, next_id)
 
     async def match_by(call: Call) -> Response:
-        ids = await matching_ids(call.state, kind, parse_filter(call.body, name), call.actor)
+        ids = await matching_ids(call.state, kind, _parsed(call.state, call.body, name), call.actor)
         return Response(orjson.dumps(ids), media_type="application/json")
 
     page_model: Any = FilterPage[kind.model]  # type: ignore[name-defined]

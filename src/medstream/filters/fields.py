@@ -1,0 +1,73 @@
+"""The entity fields a filter reads (wire names): what a server that requires encryption checks, since a filter
+on a field that travels encrypted could never match what the server stores, and would tell what it searched."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic.alias_generators import to_camel
+
+from medstream.errors import ValidationError
+from medstream.filters.base import LeafFilter
+from medstream.filters.constraints import (
+    Constraint,
+    FieldBetween,
+    FieldIn,
+    HasCoding,
+    HasHealthcareElement,
+    HasIdentifier,
+    IdIn,
+    NameContains,
+    SharedWith,
+)
+from medstream.filters.names import SEARCH_NAME_FIELDS
+from medstream.filters.tree import ComplementFilter, Filter, IntersectionFilter, UnionFilter
+from medstream.model.encrypted_fields import ENCRYPTED_FIELDS
+
+
+def _atom_fields(entity_type: str, atom: Constraint) -> Iterator[str]:
+    if isinstance(atom, FieldIn | FieldBetween):
+        yield to_camel(atom.field)
+    elif isinstance(atom, HasCoding):
+        yield "labels" if atom.term == "label" else "codes"
+    elif isinstance(atom, HasIdentifier):
+        yield "identifiers"
+    elif isinstance(atom, HasHealthcareElement):
+        yield "healthcareElementIds"
+    elif isinstance(atom, IdIn):
+        yield "id"
+    elif isinstance(atom, SharedWith):
+        yield "securityMetadata"
+    elif isinstance(atom, NameContains):
+        yield from sorted(SEARCH_NAME_FIELDS.get(entity_type, ()))
+
+
+def fields_read(filter: Filter) -> frozenset[str]:
+    """The wire names of the fields of `filter.entity_type` that `filter` reads, in any of its nodes."""
+    found: set[str] = set()
+    _collect(filter, found)
+    return frozenset(found)
+
+
+def _collect(node: Any, found: set[str]) -> None:
+    if isinstance(node, LeafFilter):
+        for atom in node.constraints:
+            found.update(_atom_fields(node.entity_type, atom))
+    elif isinstance(node, IntersectionFilter | UnionFilter):
+        for child in node.filters:
+            _collect(child, found)
+    elif isinstance(node, ComplementFilter):
+        _collect(node.super_set, found)
+        _collect(node.sub_set, found)
+
+
+def refuse_encrypted_fields(filter: Filter) -> None:
+    """ValidationError naming the encrypted fields `filter` reads: with encryption required, the server holds
+    them only inside `encryptedSelf`."""
+    encrypted = fields_read(filter) & frozenset(ENCRYPTED_FIELDS.get(filter.entity_type, ()))
+    if encrypted:
+        raise ValidationError(
+            f"this server requires encryption: a {filter.entity_type} filter cannot read the encrypted field(s) "
+            f"{', '.join(sorted(encrypted))}"
+        )

@@ -1,0 +1,25 @@
+"""ExchangeData: the keys one data owner (the delegator) shares with another (the delegate), wrapped for the
+public keys of both and signed by the delegator. The server stores it as given; its readers are the two."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from medstream.model.common import Entity, EntityId
+from medstream.model.scalars import Base64Text
+
+
+class ExchangeData(Entity):
+    """iCure's field names. `exchange_key` and `access_control_secret` map a public key id to that secret wrapped
+    for the key; `delegator_signature` maps the delegator's signing key id to its signature."""
+
+    entity_type: ClassVar[str] = "ExchangeData"
+
+    # Both are required by every write (the store refuses one without them); optional here like every field.
+    delegator: EntityId | None = None
+    delegate: EntityId | None = None
+    exchange_key: dict[str, Base64Text] = Field(default_factory=dict)
+    access_control_secret: dict[str, Base64Text] = Field(default_factory=dict)
+    delegator_signature: dict[str, Base64Text] = Field(default_factory=dict)
