@@ -23,16 +23,21 @@ writes that carried the secret. Run it on both databases (`"sqlite"` and `"postg
 What `server.captures` holds once the `async with` block is left (each entry a name and the bytes it holds):
 
 - **the ASGI tap** (`AsgiTap`), a wrapper around the app that uvicorn serves on a real socket: each HTTP request
-  (method, path, query string, headers, body) and each response (status, headers, body), and every websocket
+  (method, path, query string, headers, body) and each response (headers, body), and every websocket
   message in both directions (the bytes and texts of the ASGI `receive` and `send` messages, and the frames the
   server's protocol sends at once through its `send_now` extension, past the ASGI `send`);
 - **the server's logs** at debug (`ServerLogs`): every record of every logger, libraries' included, except the
   loggers of the test's own clients in the same process (`CLIENT_LOGGERS`), each written as the server writes its
   lines, as text and as JSON;
 - **the database**, read while the server runs (at each `collect()` and at the end of the block) and once it has
-  stopped. SQLite: the bytes of the database file and of its `-wal` and `-journal` files (deleted rows and old
-  pages included), and every table read with `SELECT *`. PostgreSQL: `pg_dump --inserts` of the database and every
-  table read with `SELECT *`, the outbox included.
+  stopped. SQLite: the bytes of the database file and of its `-wal` and `-journal` files (rows deleted or
+  rewritten stay there until SQLite reuses their pages), and every table read with `SELECT *` (a value longer
+  than a page is split across pages in the file, not in a table's read). PostgreSQL: `pg_dump --inserts` of the
+  database and every table read with `SELECT *`, the outbox included.
+
+Not read: PostgreSQL's own files (the row versions an update or delete left behind, its WAL), which belong to the
+database server's user and hold what was once visible to `SELECT`; and the server's stdout and stderr, which in
+the test's process are the test's own (Medstream writes its lines through logging only).
 
 `forms(marker)` lists the encodings looked for (UTF-8, UTF-16, JSON escapes, base64 at the three byte alignments,
 hex); `find(marker, captures)` names each capture and form where the marker was found. A marker is at least 12
@@ -180,7 +185,8 @@ class AsgiTap:
             return
         self._connections += 1
         title = f"tap {self._connections:04d} {scope.get('method', 'WEBSOCKET')} {scope['path']}"
-        self._record(f"{title} request", [scope["path"], scope.get("query_string", b""), scope.get("headers", [])])
+        head = [scope.get("method", ""), scope["path"], scope.get("query_string", b""), scope.get("headers", [])]
+        self._record(f"{title} request", head)
         if kind == "http":
             self._captures.setdefault(f"{title} response", bytearray())
             received, sent = f"{title} request", f"{title} response"

@@ -4,6 +4,7 @@ only inside base64 is found by its base64 form at its alignment; a marker never 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -13,9 +14,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import uvicorn
+from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import connect
 
-from tests.integration.canary import MIN_MARKER_BYTES, canary_server, find, forms, new_marker
+from tests.integration.canary import MIN_MARKER_BYTES, AsgiTap, canary_server, find, forms, new_marker
 from tests.integration.raw_events import WAIT, login, ws_url
 
 # Its base64 has "+" and "/" at every alignment, so its URL-safe base64 differs.
@@ -86,6 +89,48 @@ def test_find_names_each_capture_and_form_and_nothing_for_an_absent_marker() -> 
     ]
     assert marker_forms["base64+1"] in aligned and marker_forms["base64+0"] not in aligned
     assert find(new_marker("absent") + UNICODE_TEXT, captures) == []
+
+
+async def _echo(scope: Scope, receive: Receive, send: Send) -> None:
+    """A websocket app that answers each message with the same text or bytes, through the ASGI `send`."""
+    assert scope["type"] == "websocket"
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.accept"})
+        elif message["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message.get("text"), "bytes": message.get("bytes")})
+        else:
+            return
+
+
+async def test_the_tap_records_websocket_messages_both_ways_through_the_asgi_receive_and_send() -> None:
+    text, data = new_marker("text"), new_marker("bytes")
+    tap = AsgiTap(_echo)
+    server = uvicorn.Server(uvicorn.Config(tap, host="127.0.0.1", port=0, log_config=None, lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not task.done(), "the echo server did not start"
+            await asyncio.sleep(0.02)
+        host, port = server.servers[0].sockets[0].getsockname()[:2]
+        async with connect(f"ws://{host}:{port}/echo", proxy=None, open_timeout=WAIT) as websocket:
+            await websocket.send(text)
+            assert await websocket.recv() == text
+            await websocket.send(data.encode("utf-16-le"))
+            assert await websocket.recv() == data.encode("utf-16-le")
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, WAIT)
+
+    assert find(text, tap.captures()) == [
+        "tap 0001 WEBSOCKET /echo received: utf-8",
+        "tap 0001 WEBSOCKET /echo sent: utf-8",
+    ]
+    assert find(data, tap.captures()) == [
+        "tap 0001 WEBSOCKET /echo received: utf-16-le",
+        "tap 0001 WEBSOCKET /echo sent: utf-16-le",
+    ]
 
 
 def _places(marker: str, captures: dict[str, bytes]) -> set[str]:
