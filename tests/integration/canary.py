@@ -99,9 +99,10 @@ def forms(marker: str) -> dict[str, bytes]:
 
     - `utf-8`, `utf-16-le`, `utf-16-be`: the text as it is;
     - `json`: inside a JSON string as Python's `json.dumps` writes it (ASCII: `\\uXXXX` for anything else);
-      `json utf-8`: as orjson (or `json.dumps(ensure_ascii=False)`) writes it (UTF-8, only quotes, backslashes
-      and control characters escaped); `json \\u` and `json \\U`: every character as a `\\uXXXX` escape (UTF-16
-      code units, surrogate pairs beyond the BMP), with lower and upper case hex digits;
+      `json utf-8`: as orjson or `json.dumps(ensure_ascii=False)` writes it (UTF-8, only quotes, backslashes and
+      control characters escaped; `json utf-8 (python)` where `json.dumps` writes it otherwise); `json \\u` and
+      `json \\U`: every character as a `\\uXXXX` escape (UTF-16 code units, surrogate pairs beyond the BMP), with
+      lower and upper case hex digits;
     - `base64+0`, `base64+1`, `base64+2`: within standard base64 of a byte string where the marker's UTF-8 bytes
       start at an offset of 0, 1 or 2 modulo 3, the characters that depend on the marker only (whatever comes
       before or after it); `base64url+0`... the same in the URL-safe alphabet;
