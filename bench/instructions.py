@@ -10,7 +10,9 @@ not for comparing with other machines. Needs valgrind (`apt-get install valgrind
 
 Steps: `validate` (a batch body, JSON to models, as the batch route does), `prepare` (`_prepare_create`: id,
 rev, readers, the stored copy), `rows` (`_rows_of`: row, terms, readers, JSON document, event), `document`
-(an entity's JSON alone), `event` (the SDK's parse of an event message).
+(an entity's JSON alone), `event` (the SDK's parse of an event message). Asked for by name only (`--steps
+rest-write,rest-read`): whole REST requests, one per "sample", through the app in the process (bench.request_cpu's
+write and read); every thread is counted, the SQLite writer thread's statements and COMMIT included.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ from bench.report import Progress, Report, Table, base_parser, cli
 
 NAME = "instructions"
 STEPS = ("validate", "prepare", "rows", "document", "event")
+# Whole REST requests through the app (bench.request_cpu's), counted only when asked for: their set-up (the app,
+# its database, a login) takes minutes under valgrind.
+REST_STEPS = ("rest-write", "rest-read")
+_CLOSE: list[Callable[[], object]] = []
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
@@ -42,6 +48,8 @@ def parser() -> argparse.ArgumentParser:
 
 def step(name: str, samples: int) -> Callable[[], object]:
     """One pass of step `name` over `samples` data samples, set up (the set-up is not part of the pass)."""
+    if name in REST_STEPS:
+        return _rest_step(name, samples)
     import orjson
     from pydantic import TypeAdapter
 
@@ -73,10 +81,56 @@ def step(name: str, samples: int) -> Callable[[], object]:
     return passes[name]
 
 
+def _rest_step(name: str, requests: int) -> Callable[[], object]:
+    """`requests` REST requests through the app, one at a time, on an app started (and, after the passes, stopped)
+    in this process, on uvloop: every thread's instructions are counted, the SQLite writer thread's too."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import uvloop
+
+    from bench.clients import sample_body
+    from bench.request_cpu import ADMIN, AsgiClient, Lifespan, set_up
+    from medstream.server.app import create_app
+    from medstream.server.settings import Settings
+
+    folder = tempfile.mkdtemp(prefix="medstream-instructions-")
+    settings = Settings(
+        database_url=f"sqlite:///{Path(folder) / 'bench.db'}", admin_login=ADMIN[0], admin_password=ADMIN[1]
+    )
+    loop = uvloop.new_event_loop()
+    app = create_app(settings)
+    lifespan = Lifespan(app)
+    loop.run_until_complete(lifespan.__aenter__())
+    http = AsgiClient(app, lifespan.state)
+    patient, sample = loop.run_until_complete(set_up(http))
+    body = sample_body("INSTRUCTIONS", "rest")
+
+    async def writes() -> None:
+        for _ in range(requests):
+            await http.ok("POST", f"/rest/v1/patients/{patient}/data-samples", body)
+
+    async def reads() -> None:
+        for _ in range(requests):
+            await http.ok("GET", f"/rest/v1/data-samples/{sample}")
+
+    def close() -> None:
+        loop.run_until_complete(lifespan.__aexit__())
+        loop.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    _CLOSE.append(close)
+    run = writes if name == "rest-write" else reads
+    return lambda: loop.run_until_complete(run())
+
+
 def _child(name: str, samples: int, passes: int) -> None:
     run = step(name, samples)
     for _ in range(passes):
         run()
+    while _CLOSE:
+        _CLOSE.pop()()
 
 
 async def _count(name: str, samples: int, passes: int) -> int:
@@ -99,9 +153,9 @@ async def run(args: argparse.Namespace) -> Report:
     if shutil.which("valgrind") is None:
         raise SystemExit("bench.instructions needs valgrind (apt-get install valgrind)")
     steps = [s for s in args.steps.split(",") if s]
-    unknown = sorted(set(steps) - set(STEPS))
+    unknown = sorted(set(steps) - {*STEPS, *REST_STEPS})
     if unknown:
-        raise SystemExit(f"unknown step(s) {', '.join(unknown)}; known: {', '.join(STEPS)}")
+        raise SystemExit(f"unknown step(s) {', '.join(unknown)}; known: {', '.join((*STEPS, *REST_STEPS))}")
     samples = 20 if args.quick else args.samples
     repeat = 1 if args.quick else args.repeat
     progress = Progress(len(steps), NAME)

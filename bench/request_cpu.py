@@ -167,7 +167,7 @@ def _calls(run: Callable[[], Awaitable[None]], top: bool) -> Callable[[], Awaita
     return counted
 
 
-async def _set_up(http: AsgiClient) -> tuple[str, str]:
+async def set_up(http: AsgiClient) -> tuple[str, str]:
     """A professional's token and one of their patients; the admin's token is dropped."""
     http.token = (await http.ok("POST", "/rest/v1/auth/login", {"username": ADMIN[0], "password": ADMIN[1]}))["token"]
     hcp = await http.ok("POST", "/rest/v1/healthcare-professionals", {"firstName": "Bench", "lastName": "Mark"})
@@ -193,7 +193,7 @@ async def run(args: argparse.Namespace) -> Report:
         app = create_app(settings)
         async with Lifespan(app) as lifespan:
             http = AsgiClient(app, lifespan.state)
-            patient, sample = await _set_up(http)
+            patient, sample = await set_up(http)
             write_path = f"/rest/v1/patients/{patient}/data-samples"
             body = sample_body("CPU", "write")
 
