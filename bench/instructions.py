@@ -23,7 +23,9 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bench.clients import sample_body
@@ -36,6 +38,7 @@ STEPS = ("validate", "prepare", "rows", "document", "event")
 REST_STEPS = ("rest-write", "rest-read")
 _CLOSE: list[Callable[[], object]] = []
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+_TOTALS = re.compile(r"^(?:totals|summary):\s*(\d+)", re.MULTILINE)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -84,9 +87,6 @@ def step(name: str, samples: int) -> Callable[[], object]:
 def _rest_step(name: str, requests: int) -> Callable[[], object]:
     """`requests` REST requests through the app, one at a time, on an app started (and, after the passes, stopped)
     in this process, on uvloop: every thread's instructions are counted, the SQLite writer thread's too."""
-    import shutil
-    import tempfile
-    from pathlib import Path
 
     import uvloop
 
@@ -140,20 +140,28 @@ def _child(name: str, samples: int, passes: int) -> None:
         _CLOSE.pop()()
 
 
-async def _count(name: str, samples: int, passes: int) -> int:
+async def _count(name: str, samples: int, passes: int) -> tuple[int, int | None]:
+    """All the instructions of a child running `passes` passes of step `name`, and for the REST steps those of its
+    main thread alone (the event loop's), from callgrind's output of that thread."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    command = [
-        "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-        sys.executable, "-m", "bench.instructions", "--child", name, str(samples), str(passes),
-    ]  # fmt: skip
-    process = await asyncio.create_subprocess_exec(
-        *command, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    _out, err = await process.communicate()
-    found = _COLLECTED.search(err.decode(errors="replace"))
-    if process.returncode != 0 or found is None:
-        raise RuntimeError(f"valgrind on step {name} failed ({process.returncode}):\n{err.decode()[-2000:]}")
-    return int(found.group(1))
+    with tempfile.TemporaryDirectory(prefix="medstream-callgrind-") as folder:
+        output = ["--separate-threads=yes", f"--callgrind-out-file={folder}/out"] if name in REST_STEPS else []
+        command = [
+            "valgrind", "--tool=callgrind", *(output or ["--callgrind-out-file=/dev/null"]),
+            sys.executable, "-m", "bench.instructions", "--child", name, str(samples), str(passes),
+        ]  # fmt: skip
+        process = await asyncio.create_subprocess_exec(
+            *command, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+        _out, err = await process.communicate()
+        found = _COLLECTED.search(err.decode(errors="replace"))
+        if process.returncode != 0 or found is None:
+            raise RuntimeError(f"valgrind on step {name} failed ({process.returncode}):\n{err.decode()[-2000:]}")
+        main_thread = None
+        if output:  # the main thread's file ends in -01
+            totals = _TOTALS.search((Path(folder) / "out-01").read_text(errors="replace"))
+            main_thread = int(totals.group(1)) if totals else None
+    return int(found.group(1)), main_thread
 
 
 async def run(args: argparse.Namespace) -> Report:
@@ -170,15 +178,26 @@ async def run(args: argparse.Namespace) -> Report:
     results = []
     for name in steps:
         progress.note(f"{name}: two passes under valgrind")
-        once, more = await asyncio.gather(_count(name, samples, 1), _count(name, samples, 1 + repeat))
+        (once, main_once), (more, main_more) = await asyncio.gather(
+            _count(name, samples, 1), _count(name, samples, 1 + repeat)
+        )
         per_sample = (more - once) / (repeat * samples)
-        rows.append([name, round(per_sample), once, more])
-        results.append({"step": name, "instructions_per_sample": per_sample, "once": once, "more": more})
+        main = (main_more - main_once) / (repeat * samples) if main_once is not None and main_more is not None else None
+        rows.append([name, round(per_sample), round(main) if main is not None else "-", once, more])
+        results.append(
+            {
+                "step": name,
+                "instructions_per_sample": per_sample,
+                "main_thread_per_sample": main,
+                "once": once,
+                "more": more,
+            }
+        )
         progress.advance()
     progress.close()
     table = Table(
         f"Instructions per data sample (callgrind; {samples} samples, 1 pass against {1 + repeat})",
-        ["step", "instructions/sample", "total, 1 pass", f"total, {1 + repeat} passes"],
+        ["step", "instructions/sample", "of which main thread", "total, 1 pass", f"total, {1 + repeat} passes"],
         rows,
     )
     return Report({"samples": samples, "repeat": repeat, "steps": results}, [table], [])
