@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from websockets.asyncio.client import connect
 
+from medstream.errors import MedstreamError
 from medstream.model import DataSample, Patient
 from medstream.server.app import create_app
 from medstream.server.runner import FULL_COLLECTION_EVERY, make_server, start_server
@@ -169,3 +172,11 @@ async def test_opentelemetry_traces_requests_only_when_the_setting_is_on(
     }
     assert statuses == {"GET /health": 200, "GET /rest/v1/patients/some-id": 401}
     assert len(spans.get_finished_spans()) == 2  # no span more per ASGI message
+
+
+def test_opentelemetry_without_its_extra_is_refused_at_start_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As without the `opentelemetry` extra installed: the instrumentation cannot be imported.
+    monkeypatch.setitem(sys.modules, "opentelemetry.instrumentation.asgi", None)
+    with pytest.raises(MedstreamError, match=re.escape('pip install "medstream[opentelemetry]"')):
+        create_app(Settings(opentelemetry=True))
+    create_app(Settings(opentelemetry=False))  # off, it is not needed
