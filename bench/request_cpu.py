@@ -8,10 +8,11 @@ this process with the ASGI messages uvicorn would give it, one request at a time
 measured is the event loop's thread only: its CPU time per request (`time.thread_time`, so the SQLite writer
 thread's statements and COMMIT are left out), and, in a separate pass, the Python functions it calls per
 request (`sys.setprofile`, which sees only the thread that sets it, and counts a coroutine's every resumption
-as a call). The event loop's work per request includes
-what a write sets off besides its answer (the dispatcher's read of its event, with no subscriber). No socket
-and no HTTP parsing: uvicorn's share is the same whatever the app does, and left out so that the app's share
-is not lost in it.
+as a call; the few calls of the benchmark's own client are counted too, the same whatever the app). The event
+loop's work per request includes what a write sets off besides its answer (the dispatcher's read of its
+event, with no subscriber) and its share of the node's periodic work (the dispatcher's poll every 50 ms). No
+socket and no HTTP parsing: uvicorn's share is the same whatever the app does, and left out so that the app's
+share is not lost in it.
 
 CPU is timed in chunks of 200 requests, writes and reads alternating, and each run gives the median of its
 chunks (the lowest chunk is shown too): on a shared machine a burst of other work inflates the chunks it
