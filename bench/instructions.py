@@ -10,7 +10,9 @@ not for comparing with other machines. Needs valgrind (`apt-get install valgrind
 
 Steps: `validate` (a batch body, JSON to models, as the batch route does), `prepare` (`_prepare_create`: id,
 rev, readers, the stored copy), `rows` (`_rows_of`: row, terms, readers, JSON document, event), `document`
-(an entity's JSON alone), `event` (the SDK's parse of an event message).
+(an entity's JSON alone), `event` (the SDK's parse of an event message). Asked for by name only (`--steps
+rest-write,rest-read`): whole REST requests, one per "sample", through the app in the process (bench.request_cpu's
+write and read); every thread is counted, the SQLite writer thread's statements and COMMIT included.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bench.clients import sample_body
@@ -29,7 +33,12 @@ from bench.report import Progress, Report, Table, base_parser, cli
 
 NAME = "instructions"
 STEPS = ("validate", "prepare", "rows", "document", "event")
+# Whole REST requests through the app (bench.request_cpu's), counted only when asked for: their set-up (the app,
+# its database, a login) takes minutes under valgrind.
+REST_STEPS = ("rest-write", "rest-read")
+_CLOSE: list[Callable[[], object]] = []
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+_TOTALS = re.compile(r"^(?:totals|summary):\s*(\d+)", re.MULTILINE)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,6 +51,8 @@ def parser() -> argparse.ArgumentParser:
 
 def step(name: str, samples: int) -> Callable[[], object]:
     """One pass of step `name` over `samples` data samples, set up (the set-up is not part of the pass)."""
+    if name in REST_STEPS:
+        return _rest_step(name, samples)
     import orjson
     from pydantic import TypeAdapter
 
@@ -73,35 +84,93 @@ def step(name: str, samples: int) -> Callable[[], object]:
     return passes[name]
 
 
+def _rest_step(name: str, requests: int) -> Callable[[], object]:
+    """`requests` REST requests through the app, one at a time, on an app started (and, after the passes, stopped)
+    in this process, on uvloop: every thread's instructions are counted, the SQLite writer thread's too."""
+
+    import uvloop
+
+    from bench.clients import sample_body
+    from bench.request_cpu import ADMIN, AsgiClient, Lifespan, set_up
+    from medstream.server.app import create_app
+    from medstream.server.settings import Settings
+
+    folder = tempfile.mkdtemp(prefix="medstream-instructions-")
+    # Under valgrind a pass takes minutes: the node's periodic work (the dispatcher's poll every 50 ms, the
+    # retention, the re-reads of users) would be counted by the wall time it took, not by the requests.
+    settings = Settings(
+        database_url=f"sqlite:///{Path(folder) / 'bench.db'}",
+        admin_login=ADMIN[0],
+        admin_password=ADMIN[1],
+        dispatcher_poll_seconds=3600,
+        retention_interval_seconds=3600,
+    )
+    loop = uvloop.new_event_loop()
+    app = create_app(settings)
+    lifespan = Lifespan(app)
+    loop.run_until_complete(lifespan.__aenter__())
+    app.state.medstream.actors.ttl = 3600.0
+    http = AsgiClient(app, lifespan.state)
+    patient, sample = loop.run_until_complete(set_up(http))
+    body = sample_body("INSTRUCTIONS", "rest")
+
+    async def writes() -> None:
+        for _ in range(requests):
+            await http.ok("POST", f"/rest/v1/patients/{patient}/data-samples", body)
+
+    async def reads() -> None:
+        for _ in range(requests):
+            await http.ok("GET", f"/rest/v1/data-samples/{sample}")
+
+    def close() -> None:
+        loop.run_until_complete(lifespan.__aexit__())
+        loop.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    _CLOSE.append(close)
+    run = writes if name == "rest-write" else reads
+    return lambda: loop.run_until_complete(run())
+
+
 def _child(name: str, samples: int, passes: int) -> None:
     run = step(name, samples)
     for _ in range(passes):
         run()
+    while _CLOSE:
+        _CLOSE.pop()()
 
 
-async def _count(name: str, samples: int, passes: int) -> int:
+async def _count(name: str, samples: int, passes: int) -> tuple[int, int | None]:
+    """All the instructions of a child running `passes` passes of step `name`, and for the REST steps those of its
+    main thread alone (the event loop's), from callgrind's output of that thread."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    command = [
-        "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-        sys.executable, "-m", "bench.instructions", "--child", name, str(samples), str(passes),
-    ]  # fmt: skip
-    process = await asyncio.create_subprocess_exec(
-        *command, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    _out, err = await process.communicate()
-    found = _COLLECTED.search(err.decode(errors="replace"))
-    if process.returncode != 0 or found is None:
-        raise RuntimeError(f"valgrind on step {name} failed ({process.returncode}):\n{err.decode()[-2000:]}")
-    return int(found.group(1))
+    with tempfile.TemporaryDirectory(prefix="medstream-callgrind-") as folder:
+        output = ["--separate-threads=yes", f"--callgrind-out-file={folder}/out"] if name in REST_STEPS else []
+        command = [
+            "valgrind", "--tool=callgrind", *(output or ["--callgrind-out-file=/dev/null"]),
+            sys.executable, "-m", "bench.instructions", "--child", name, str(samples), str(passes),
+        ]  # fmt: skip
+        process = await asyncio.create_subprocess_exec(
+            *command, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+        _out, err = await process.communicate()
+        found = _COLLECTED.search(err.decode(errors="replace"))
+        if process.returncode != 0 or found is None:
+            raise RuntimeError(f"valgrind on step {name} failed ({process.returncode}):\n{err.decode()[-2000:]}")
+        main_thread = None
+        if output:  # the main thread's file ends in -01
+            totals = _TOTALS.search((Path(folder) / "out-01").read_text(errors="replace"))
+            main_thread = int(totals.group(1)) if totals else None
+    return int(found.group(1)), main_thread
 
 
 async def run(args: argparse.Namespace) -> Report:
     if shutil.which("valgrind") is None:
         raise SystemExit("bench.instructions needs valgrind (apt-get install valgrind)")
     steps = [s for s in args.steps.split(",") if s]
-    unknown = sorted(set(steps) - set(STEPS))
+    unknown = sorted(set(steps) - {*STEPS, *REST_STEPS})
     if unknown:
-        raise SystemExit(f"unknown step(s) {', '.join(unknown)}; known: {', '.join(STEPS)}")
+        raise SystemExit(f"unknown step(s) {', '.join(unknown)}; known: {', '.join((*STEPS, *REST_STEPS))}")
     samples = 20 if args.quick else args.samples
     repeat = 1 if args.quick else args.repeat
     progress = Progress(len(steps), NAME)
@@ -109,15 +178,26 @@ async def run(args: argparse.Namespace) -> Report:
     results = []
     for name in steps:
         progress.note(f"{name}: two passes under valgrind")
-        once, more = await asyncio.gather(_count(name, samples, 1), _count(name, samples, 1 + repeat))
+        (once, main_once), (more, main_more) = await asyncio.gather(
+            _count(name, samples, 1), _count(name, samples, 1 + repeat)
+        )
         per_sample = (more - once) / (repeat * samples)
-        rows.append([name, round(per_sample), once, more])
-        results.append({"step": name, "instructions_per_sample": per_sample, "once": once, "more": more})
+        main = (main_more - main_once) / (repeat * samples) if main_once is not None and main_more is not None else None
+        rows.append([name, round(per_sample), round(main) if main is not None else "-", once, more])
+        results.append(
+            {
+                "step": name,
+                "instructions_per_sample": per_sample,
+                "main_thread_per_sample": main,
+                "once": once,
+                "more": more,
+            }
+        )
         progress.advance()
     progress.close()
     table = Table(
         f"Instructions per data sample (callgrind; {samples} samples, 1 pass against {1 + repeat})",
-        ["step", "instructions/sample", "total, 1 pass", f"total, {1 + repeat} passes"],
+        ["step", "instructions/sample", "of which main thread", "total, 1 pass", f"total, {1 + repeat} passes"],
         rows,
     )
     return Report({"samples": samples, "repeat": repeat, "steps": results}, [table], [])

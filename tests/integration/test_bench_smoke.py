@@ -32,6 +32,7 @@ TITLES = {
     "subscription_scale": "Subscription scale:",
     "connections": "Connections:",
     "pg_pool": "PostgreSQL connections:",
+    "request_cpu": "Event-loop CPU and Python calls per REST request",
 }
 
 
@@ -88,6 +89,20 @@ def _checked_report(name: str, code: int, out: str, err: str, json_path: Path) -
     assert report["machine"]["python_loop_ns"] > 0 and report["machine"]["python_loop_ns_start"] > 0
     assert all({"name", "target", "measured", "met"} <= set(t) for t in report["targets"])
     return report
+
+
+@pytest.mark.timeout(300)
+async def test_bench_request_cpu_measures_a_write_and_a_read_and_names_where_their_calls_go(tmp_path: Path) -> None:
+    code, out, err = await _run("request_cpu", ["--top", "300"], tmp_path / "request_cpu.json")
+
+    report = _checked_report("request_cpu", code, out, err, tmp_path / "request_cpu.json")
+    rows = {row["request"]: row for row in report["results"]["rows"]}
+    assert set(rows) == {"write", "read"}
+    for row in rows.values():  # every request answered 200 (the command stops otherwise), and was measured
+        assert row["event_loop_cpu_us"] > 0 and row["calls"] > 0
+    # The calls counted are the app's: its route's handler and the middleware stack it runs behind.
+    for function in ("medstream/server/rest.py:_Served.__call__", "medstream/server/errors.py:BodySizeLimit.__call__"):
+        assert f"{function} " in out, function
 
 
 @pytest.mark.parametrize("name", ["validate", "prepare", "rows", "document", "event"])

@@ -8,10 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
-from medstream.server.app import create_app
+from medstream import __version__
+from medstream.server.app import DESCRIPTION, MedstreamApp, api_collections, create_app
+from medstream.server.openapi import openapi_document
 from medstream.server.settings import Settings
 
 # The documentation's own routes, and the operator's scrape of metrics, which are not part of the API it documents.
@@ -20,7 +21,7 @@ DOCS_MOUNT = "/docs-assets"
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> FastAPI:
+def app(tmp_path: Path) -> MedstreamApp:
     return create_app(Settings(database_url=f"sqlite:///{tmp_path / 'openapi.db'}"))
 
 
@@ -44,7 +45,7 @@ def _documented(document: dict[str, Any]) -> set[tuple[str, str]]:
     return {(path, method.upper()) for path, operations in document["paths"].items() for method in operations}
 
 
-def test_every_served_route_is_documented_and_every_documented_one_served(app: FastAPI) -> None:
+def test_every_served_route_is_documented_and_every_documented_one_served(app: MedstreamApp) -> None:
     served, documented = _served(app.routes), _documented(app.openapi())
 
     assert served == documented, (served - documented, documented - served)
@@ -52,7 +53,7 @@ def test_every_served_route_is_documented_and_every_documented_one_served(app: F
     assert len(served) >= 7 * 10
 
 
-def test_calls_that_need_a_token_say_so_with_the_bearer_scheme(app: FastAPI) -> None:
+def test_calls_that_need_a_token_say_so_with_the_bearer_scheme(app: MedstreamApp) -> None:
     document = app.openapi()
     schemes = document["components"]["securitySchemes"]
     (name,) = schemes
@@ -73,7 +74,7 @@ def test_calls_that_need_a_token_say_so_with_the_bearer_scheme(app: FastAPI) -> 
     }
 
 
-def test_every_route_documents_its_answer_and_its_errors_with_the_error_body(app: FastAPI) -> None:
+def test_every_route_documents_its_answer_and_its_errors_with_the_error_body(app: MedstreamApp) -> None:
     document = app.openapi()
     schemas = document["components"]["schemas"]
     assert set(schemas["Error"]["required"]) == {"error", "message"}
@@ -107,7 +108,7 @@ def test_every_route_documents_its_answer_and_its_errors_with_the_error_body(app
     }
 
 
-def test_parameters_are_documented_as_they_are_validated(app: FastAPI) -> None:
+def test_parameters_are_documented_as_they_are_validated(app: MedstreamApp) -> None:
     document = app.openapi()
     listing = {p["name"]: p for p in document["paths"]["/rest/v1/patients"]["get"]["parameters"]}
     assert listing["limit"]["in"] == "query" and listing["limit"]["schema"]["maximum"] == 10_000
@@ -118,8 +119,24 @@ def test_parameters_are_documented_as_they_are_validated(app: FastAPI) -> None:
     assert refresh["parameters"][0]["name"] == "Refresh-Token" and refresh["requestBody"]["required"] is False
 
 
-async def test_the_document_served_is_the_apps(app: FastAPI) -> None:
+async def test_the_document_served_is_the_apps(app: MedstreamApp) -> None:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://docs") as http:
         served = await http.get("/openapi.json")
     assert served.status_code == 200 and served.json() == app.openapi()
+
+
+async def test_the_app_serves_the_document_of_its_collections_and_names_a_proxys_root_path(app: MedstreamApp) -> None:
+    expected = openapi_document(
+        title="Medstream", version=__version__, description=DESCRIPTION, collections=api_collections()
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://docs") as http:
+        served = await http.get("/openapi.json")
+    proxied = httpx.ASGITransport(app=app, root_path="/medstream")
+    async with httpx.AsyncClient(transport=proxied, base_url="http://docs/medstream") as http:
+        behind_proxy = await http.get("/openapi.json")
+
+    assert served.status_code == 200 and served.headers["content-type"] == "application/json"
+    assert served.json() == expected
+    # Behind a proxy's root path, the same document with that path as its server, so that its calls work there.
+    assert behind_proxy.json() == {**expected, "servers": [{"url": "/medstream"}]}

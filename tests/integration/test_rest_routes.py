@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from medstream.server.app import create_app
+from medstream.server.app import MedstreamApp, create_app
 from medstream.server.settings import Settings
 
 ADMIN = ("admin", "admin-password-for-rest-routes")
@@ -22,7 +22,7 @@ ROOT = "/medstream"
 
 
 @pytest_asyncio.fixture
-async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
+async def app(tmp_path: Path) -> AsyncIterator[MedstreamApp]:
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'routes.db'}", admin_login=ADMIN[0], admin_password=ADMIN[1]
     )
@@ -32,7 +32,7 @@ async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
 
 
 @contextlib.asynccontextmanager
-async def _client(app: FastAPI, root_path: str = "") -> AsyncIterator[httpx.AsyncClient]:
+async def _client(app: MedstreamApp, root_path: str = "") -> AsyncIterator[httpx.AsyncClient]:
     """A client logged in as the admin, of the app mounted under `root_path` by a proxy."""
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False, root_path=root_path)
     async with httpx.AsyncClient(transport=transport, base_url=f"http://rest{root_path}") as http:
@@ -43,12 +43,12 @@ async def _client(app: FastAPI, root_path: str = "") -> AsyncIterator[httpx.Asyn
 
 
 @pytest_asyncio.fixture
-async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+async def http(app: MedstreamApp) -> AsyncIterator[httpx.AsyncClient]:
     async with _client(app) as client:
         yield client
 
 
-async def test_the_routes_answer_under_a_proxys_root_path(app: FastAPI) -> None:
+async def test_the_routes_answer_under_a_proxys_root_path(app: MedstreamApp) -> None:
     async with _client(app, ROOT) as http:
         created = await http.post("/rest/v1/patients", json={"firstName": "Rooted"})
         read = await http.get(f"/rest/v1/patients/{created.json()['id']}")
@@ -102,8 +102,56 @@ async def test_the_middleware_stack_answers_for_every_route(http: httpx.AsyncCli
         assert response.status_code == 404 and response.json()["error"] == "not_found", response.text
 
 
+class Recorder:
+    """A pure ASGI middleware, as an operator would add one: it records each HTTP request and the status answered."""
+
+    def __init__(self, app: ASGIApp, seen: list[tuple[str, str, int]]) -> None:
+        self.app = app
+        self.seen = seen
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def recording(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.seen.append((scope["method"], scope["path"], message["status"]))
+            await send(message)
+
+        await self.app(scope, receive, recording)
+
+
+async def test_a_middleware_added_to_the_app_sees_every_entity_request(tmp_path: Path) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'stack.db'}", admin_login=ADMIN[0], admin_password=ADMIN[1]
+    )
+    app = create_app(settings)
+    seen: list[tuple[str, str, int]] = []
+    app.add_middleware(Recorder, seen=seen)
+    async with app.router.lifespan_context(app), _client(app) as http:
+        created = await http.post("/rest/v1/patients", json={"firstName": "Seen"})
+        patient = created.json()["id"]
+        sample = await http.post(f"/rest/v1/patients/{patient}/data-samples", json={})
+        read = await http.get(f"/rest/v1/data-samples/{sample.json()['id']}")
+        missing = await http.get("/rest/v1/patients/no-such-id")
+        unauthenticated = await http.get(f"/rest/v1/patients/{patient}", headers={"Authorization": ""})
+
+    assert [created.status_code, sample.status_code, read.status_code] == [200, 200, 200]
+    assert [missing.status_code, unauthenticated.status_code] == [404, 401]
+    # Login, then each request: the successes, the handlers' errors, on the Mounts and on the collection roots.
+    assert seen == [
+        ("POST", "/rest/v1/auth/login", 200),
+        ("POST", "/rest/v1/patients", 200),
+        ("POST", f"/rest/v1/patients/{patient}/data-samples", 200),
+        ("GET", f"/rest/v1/data-samples/{sample.json()['id']}", 200),
+        ("GET", "/rest/v1/patients/no-such-id", 404),
+        ("GET", f"/rest/v1/patients/{patient}", 401),
+    ]
+
+
 async def test_an_unexpected_error_is_a_json_500_without_its_text(
-    app: FastAPI, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    app: MedstreamApp, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("the disk caught fire")

@@ -1,4 +1,4 @@
-"""The ASGI application: `create_app(settings)` wires store, auth, routes and error handling."""
+"""The ASGI application: `create_app(settings)` wires store, auth, routes, middleware and error handling."""
 
 from __future__ import annotations
 
@@ -6,15 +6,21 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, WebSocket
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import Lifespan
+from starlette.websockets import WebSocket
 
 from medstream import __version__
 from medstream.access import Actor
-from medstream.errors import CloseCode, ConflictError
+from medstream.errors import CloseCode, ConflictError, ValidationError
 from medstream.model.entities import KIND_BY_NAME
 from medstream.model.user import User
 from medstream.server.actors import ActorValidator
@@ -26,7 +32,7 @@ from medstream.server.metrics import Metrics
 from medstream.server.metrics_middleware import MetricsMiddleware
 from medstream.server.openapi import openapi_document
 from medstream.server.request_ids import RequestIds
-from medstream.server.rest import routes_of
+from medstream.server.rest import Collection, routes_of
 from medstream.server.retention import run_retention
 from medstream.server.routes.auth import auth
 from medstream.server.routes.crypto import crypto
@@ -124,12 +130,75 @@ def origin_allowed(origin: str | None, host: str | None, allowed: Sequence[str])
     return host is not None and urlsplit(origin).netloc == host
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+DESCRIPTION = "Medical data with live entity events. Authenticate with POST /rest/v1/auth/login."
+OPENAPI_URL = "/openapi.json"
+
+
+def api_collections() -> list[Collection]:
+    """The REST API's collections, in the order the router tries them: entity collections first (most requests),
+    `me` before the users collection (whose Mount would take its paths), then login, the encryption
+    configuration and health."""
+    entities = entity_collections()
+    users = next(i for i, collection in enumerate(entities) if collection.tag == "User")
+    return [*entities[:users], me, *entities[users:], auth, crypto, checks]
+
+
+class MedstreamApp(Starlette):
+    """The ASGI application: a plain Starlette app (its middleware stack on every route, its router trying the
+    routes in order), with its title, version and OpenAPI document."""
+
+    def __init__(
+        self,
+        *,
+        title: str,
+        version: str,
+        document: dict[str, Any],
+        routes: Sequence[BaseRoute],
+        middleware: Sequence[Middleware],
+        lifespan: Lifespan[MedstreamApp],
+    ) -> None:
+        super().__init__(routes=routes, middleware=middleware, lifespan=lifespan)
+        self.title = title
+        self.version = version
+        self.document = document
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document of the routes served (server/openapi.py), as `/openapi.json` serves it."""
+        return self.document
+
+
+async def serve_openapi(request: Request) -> Response:
+    """`/openapi.json`; behind a proxy's root path, the document names it as its first server, as FastAPI does."""
+    app = request.app
+    assert isinstance(app, MedstreamApp)
+    document = app.openapi()
+    root_path = request.scope.get("root_path", "").rstrip("/")
+    if root_path and root_path not in {server.get("url") for server in document.get("servers", [])}:
+        document = {**document, "servers": [{"url": root_path}, *document.get("servers", [])]}
+    return JSONResponse(document)
+
+
+def telemetry_middleware() -> Middleware:
+    """OpenTelemetry's ASGI middleware (the `opentelemetry` extra): a server span and the HTTP server metrics of
+    every request and socket, through the providers an operator set up (for instance with
+    `opentelemetry-instrument`)."""
+    try:
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    except ImportError as exc:
+        raise ValidationError(
+            "MEDSTREAM_OPENTELEMETRY needs OpenTelemetry's ASGI instrumentation: "
+            'pip install "medstream[opentelemetry]"'
+        ) from exc
+    # One span per request or socket, not one per ASGI message on top of it.
+    return Middleware(OpenTelemetryMiddleware, exclude_spans=["receive", "send"])
+
+
+def create_app(settings: Settings | None = None) -> MedstreamApp:
     settings = settings or Settings()
     metrics = Metrics() if settings.metrics else None
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: MedstreamApp) -> AsyncIterator[None]:
         state = await open_state(settings)
         if metrics is not None:
             metrics.bind(state)
@@ -163,37 +232,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.dispatcher.stop()
             await state.database.close()
 
-    description = "Medical data with live entity events. Authenticate with POST /rest/v1/auth/login."
-    app = FastAPI(
-        title="Medstream",
-        version=__version__,
-        description=description,
-        lifespan=lifespan,
-        openapi_url="/openapi.json",
-        docs_url=None,  # server/docs.py serves /docs and /redoc offline
-        redoc_url=None,
-        telemetry={
-            "tracing": settings.opentelemetry,
-            "metrics": settings.opentelemetry,
-            "logs": settings.opentelemetry,
-        },
-    )
-    # The router tries routes in order: entity collections first (most requests), `me` before the users
-    # collection (whose Mount would take its paths), the documentation's routes last.
-    entities = entity_collections()
-    users = next(i for i, collection in enumerate(entities) if collection.tag == "User")
-    collections = [*entities[:users], me, *entities[users:], auth, crypto, checks]
-    app.router.routes[:0] = routes_of(collections)
-    if metrics is not None:
-        app.router.routes.append(metrics_route(metrics, settings))
-    app.router.routes.extend(docs_routes(app.title, "/openapi.json"))
-    document = openapi_document(title=app.title, version=app.version, description=description, collections=collections)
-
-    def openapi() -> dict[str, Any]:
-        return cast(dict[str, Any], document)
-
-    app.openapi = openapi  # type: ignore[method-assign]
-    install_error_handlers(app)
     origins = settings.cors_origins
 
     async def events_endpoint(websocket: WebSocket) -> None:
@@ -205,21 +243,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return
         await state_of(websocket).hub.serve(websocket)
 
-    app.add_api_websocket_route("/ws/v1/events", events_endpoint, name="events")
-    # Pure ASGI middleware only, run on every route, added innermost first: CORS outside the body bound, so that
-    # its 413 carries CORS's headers.
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    title = "Medstream"
+    collections = api_collections()
+    routes = [
+        *routes_of(collections),
+        WebSocketRoute("/ws/v1/events", events_endpoint, name="events"),
+        *([metrics_route(metrics, settings)] if metrics is not None else []),
+        Route(OPENAPI_URL, serve_openapi, methods=["GET"], name="openapi", include_in_schema=False),
+        *docs_routes(title, OPENAPI_URL),
+    ]
+    # Pure ASGI middleware only, run on every route inside Starlette's own two (server errors outermost, the
+    # exception handlers innermost), outermost first: the request id, so that every answer (CORS's and the
+    # 413's included) carries it and so does every line logged while serving it (server/request_ids.py); the
+    # metrics, so that a request CORS or the body bound answers is counted too; OpenTelemetry when asked for;
+    # CORS, so that every answer carries its headers; the body limit.
+    middleware: list[Middleware] = [Middleware(RequestIds)]
+    if metrics is not None:
+        middleware.append(Middleware(MetricsMiddleware, metrics=metrics, routes=routes))
+    if settings.opentelemetry:
+        middleware.append(telemetry_middleware())
     if origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=list(origins),
-            allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Refresh-Token"],
-            max_age=600,
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(origins),
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=["Authorization", "Content-Type", "Refresh-Token"],
+                max_age=600,
+            )
         )
-    if metrics is not None:  # outside CORS and the body bound: a request they answer is counted too
-        app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
-    # Outermost of all: every answer, CORS's and the 413's included, carries its request's id, and so does every
-    # line logged while serving it (server/request_ids.py).
-    app.add_middleware(RequestIds)
+    middleware.append(Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes))
+    document = openapi_document(title=title, version=__version__, description=DESCRIPTION, collections=collections)
+    app = MedstreamApp(
+        title=title, version=__version__, document=document, routes=routes, middleware=middleware, lifespan=lifespan
+    )
+    install_error_handlers(app)
     return app

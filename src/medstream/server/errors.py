@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -79,14 +79,10 @@ def method_not_allowed(method: str, path: str, headers: Mapping[str, str]) -> Re
     return Response(body, status_code=405, media_type="application/json", headers={"Allow": allowed})
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: Starlette) -> None:
     async def on_medstream_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, MedstreamError)
         return error_response(exc)
-
-    async def on_validation_error(_request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        return error_response(validation_error(exc.errors()))
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -104,7 +100,6 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(MedstreamError("internal server error"), headers=headers)
 
     app.add_exception_handler(MedstreamError, on_medstream_error)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
 

@@ -8,10 +8,9 @@ import socket
 import time
 
 import uvicorn
-from fastapi import FastAPI
 
 from medstream.errors import ServerGoingAway
-from medstream.server.app import create_app
+from medstream.server.app import MedstreamApp, create_app
 from medstream.server.connection_limits import ConnectionLimits, connection_cap, raise_open_file_limit
 from medstream.server.log_format import LogLevel
 from medstream.server.settings import Settings
@@ -24,7 +23,7 @@ FULL_COLLECTION_EVERY = 100
 class MedstreamServer(uvicorn.Server):
     """uvicorn closes open websockets with 1012; we close ours with 1001 and a reason before it does."""
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI, *, freeze_gc: bool = False) -> None:
+    def __init__(self, config: uvicorn.Config, app: MedstreamApp, *, freeze_gc: bool = False) -> None:
         super().__init__(config)
         self.app = app
         self.freeze_gc = freeze_gc

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import Request
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 
 from medstream.access import Actor
 from medstream.errors import AuthenticationError
@@ -39,12 +38,6 @@ def state_of(connection: HTTPConnection) -> ServerState:
     """The running server's state, from a request or a websocket of its app."""
     state: ServerState = connection.app.state.medstream
     return state
-
-
-async def server_state(request: Request) -> ServerState:
-    """`state_of` as a dependency. A coroutine on purpose: FastAPI runs a plain-function dependency in its
-    thread pool, a thread hop on every request."""
-    return state_of(request)
 
 
 def bearer_token(request: Request) -> str | None:
