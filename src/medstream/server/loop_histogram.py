@@ -1,8 +1,10 @@
-"""A histogram counted in place by the event loop's thread, for figures observed once per event.
+"""A histogram counted in place by the event loop's thread, for figures observed once per event, request or
+transaction.
 
 prometheus_client's `Histogram.observe` takes a lock per bucket it touches and per sum, about 1.3 us an
 observation: as much as matching an event to its subscriptions. This one is a bisection and two additions
-(about 0.15 us), with no lock, since only the event loop's thread observes; the metrics' collector turns it into
+(about 0.15 us), with no lock, since only the event loop's thread observes (it serves every request,
+transaction and event); the metrics' collector turns it into
 Prometheus' cumulative buckets when it is scraped (`cumulative`).
 """
 

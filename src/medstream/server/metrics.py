@@ -6,10 +6,11 @@ their series up. `medstream serve` runs no worker processes, so prometheus_clien
 (`PROMETHEUS_MULTIPROC_DIR`) is not used: it writes every increment to a file shared between processes, and it
 cannot serve the values read at scrape time below.
 
-What moves once per request, socket or transaction is counted with prometheus_client's counters and histograms
-(the HTTP and websocket middleware, `server/metrics_middleware.py`; the database's transactions). What moves once
-per event (dispatched, delivered, dropped, the time to the first delivery) is counted in plain integers by the
-dispatcher and the sockets, where they already loop, and what is a level (lag, send queues, subscriptions,
+What moves once per socket is counted with prometheus_client's counters (the websocket middleware,
+`server/metrics_middleware.py`). What moves once per request or transaction (the HTTP middleware; the database's
+transactions) or once per event (dispatched, delivered, dropped, the time to the first delivery, counted by the
+dispatcher and the sockets where they already loop) is counted in plain integers and `LoopHistogram`s by the
+event loop's thread, which serves all of them, and what is a level (lag, send queues, subscriptions,
 connections, pools) is read when Prometheus scrapes, by `NodeCollector`: nothing on the way of an event takes a
 lock or looks a label up.
 """
@@ -20,7 +21,7 @@ import asyncio
 import math
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, PlatformCollector, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
@@ -49,19 +50,6 @@ class Metrics:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes...
         PlatformCollector(registry=self.registry)  # python_info
-        self.requests = Counter(
-            "medstream_http_requests",
-            "HTTP requests answered, by route template (`unmatched`: no route), method and status",
-            ["route", "method", "status"],
-            registry=self.registry,
-        )
-        self.request_seconds = Histogram(
-            "medstream_http_request_duration_seconds",
-            "Time from a request's arrival to the end of its answer, by route template and method",
-            ["route", "method"],
-            buckets=HTTP_SECONDS,
-            registry=self.registry,
-        )
         self.ws_opened = Counter("medstream_ws_connections_opened", "Event sockets accepted", registry=self.registry)
         self.ws_closed = Counter(
             "medstream_ws_connections_closed",
@@ -71,34 +59,26 @@ class Metrics:
             registry=self.registry,
         )
         self.ws_open = 0  # sockets accepted and not closed yet
-        self.transaction_seconds = Histogram(
-            "medstream_db_transaction_duration_seconds",
-            "Database transactions, by kind (`read`, `write`): time from the call to its end, the wait for a "
-            "connection (PostgreSQL) or the writer thread (SQLite) included",
-            ["kind"],
-            buckets=TRANSACTION_SECONDS,
-            registry=self.registry,
-        )
-        self._transactions = {kind: self.transaction_seconds.labels(kind) for kind in ("read", "write")}
-        self._request_counts: dict[tuple[str, str, int], Counter] = {}
-        self._request_times: dict[tuple[str, str], Histogram] = {}
+        # Counted by the event loop's thread (every request and transaction is served there), in plain integers
+        # and LoopHistograms that the collector reads at scrape time: prometheus_client's counters and histograms
+        # take a lock per increment, five of them per request.
+        self.request_counts: dict[tuple[str, str, int], int] = {}
+        self.request_times: dict[tuple[str, str], LoopHistogram] = {}
+        self.transaction_times = {kind: LoopHistogram(TRANSACTION_SECONDS) for kind in ("read", "write")}
         self._collector: NodeCollector | None = None
         self.database_up = True  # whether the last scrape could read the log's head
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count an HTTP request answered (labels bounded by the caller: a route template, a known method)."""
         key = (route, method, status)
-        count = self._request_counts.get(key)
-        if count is None:
-            count = self._request_counts[key] = self.requests.labels(route, method, str(status))
-        count.inc()
-        timing = self._request_times.get((route, method))
+        self.request_counts[key] = self.request_counts.get(key, 0) + 1
+        timing = self.request_times.get((route, method))
         if timing is None:
-            timing = self._request_times[(route, method)] = self.request_seconds.labels(route, method)
+            timing = self.request_times[(route, method)] = LoopHistogram(HTTP_SECONDS)
         timing.observe(seconds)
 
     def transaction(self, kind: str, seconds: float) -> None:
-        self._transactions[kind].observe(seconds)
+        self.transaction_times[kind].observe(seconds)
 
     def bind(self, state: ServerState) -> None:
         """Start counting what the running server's state holds: its transactions, its events' delays, and
@@ -145,6 +125,7 @@ class NodeCollector(Collector):
         state = self.state
         yield from self._info(state)
         yield from self._health()
+        yield from self._requests()
         yield from self._events(state)
         yield from self._sockets(state)
         yield from self._database(state)
@@ -164,6 +145,30 @@ class NodeCollector(Collector):
             "1 when this scrape read the event log's head from the database, 0 when it could not (within "
             f"{HEAD_TIMEOUT_SECONDS:g} s)",
             value=1 if self.metrics.database_up else 0,
+        )
+
+    def _requests(self) -> Iterator[Metric]:
+        metrics = self.metrics
+        requests = CounterMetricFamily(
+            "medstream_http_requests",
+            "HTTP requests answered, by route template (`unmatched`: no route), method and status",
+            labels=["route", "method", "status"],
+        )
+        for (route, method, status), count in metrics.request_counts.items():
+            requests.add_metric([route, method, str(status)], count)
+        yield requests
+        yield _histogram(
+            "medstream_http_request_duration_seconds",
+            "Time from a request's arrival to the end of its answer, by route template and method",
+            ["route", "method"],
+            {(route, method): times for (route, method), times in metrics.request_times.items()},
+        )
+        yield _histogram(
+            "medstream_db_transaction_duration_seconds",
+            "Database transactions, by kind (`read`, `write`): time from the call to its end, the wait for a "
+            "connection (PostgreSQL) or the writer thread (SQLite) included",
+            ["kind"],
+            {(kind,): times for kind, times in metrics.transaction_times.items()},
         )
 
     @staticmethod
@@ -272,6 +277,17 @@ class NodeCollector(Collector):
         throttled.add_metric(["address"], state.peer_throttle.refused)
         throttled.add_metric(["password_checks"], state.password_checks.refused)
         yield throttled
+
+
+def _histogram(
+    name: str, documentation: str, labels: list[str], histograms: dict[tuple[str, ...], LoopHistogram]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation, labels=labels)
+    for values, times in histograms.items():
+        family.add_metric(
+            list(values), [(_bound(bound), count) for bound, count in times.cumulative()], sum_value=times.total
+        )
+    return family
 
 
 def _bound(bound: float) -> str:
