@@ -42,6 +42,19 @@ def cheap_password_hashing() -> Iterator[None]:
     security._hasher = saved
 
 
+@pytest.fixture(scope="session", autouse=True)
+def key_stores_in_a_temporary_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every SDK a test logs in as a data owner makes or opens its key store in the default place
+    (`$XDG_DATA_HOME/medstream/keys/...`): a directory of this run, never the home directory's."""
+    saved = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = saved
+
+
 def unused_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now (for servers a test starts and restarts)."""
     with socket.socket() as probe:
