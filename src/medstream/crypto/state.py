@@ -195,6 +195,29 @@ class CryptoState:
         value = secure_delegation(self.data_owner_id, delegate, exchange_data_id, [blob], permissions, parents)
         return delegation_key(secrets.access_control_secret, entity_type), value
 
+    def carries(
+        self,
+        entity_type: str,
+        entity_id: str,
+        delegation: Mapping[str, Any] | None,
+        key: EntityKey,
+        permissions: Permission,
+    ) -> bool:
+        """Whether `delegation` (this data owner's, made with exchange data it opened) already carries `key`
+        with `permissions`: sharing again would change nothing."""
+        if delegation is None or delegation.get("delegator") != self.data_owner_id:
+            return False
+        secrets = self.secrets.get(str(delegation.get("exchangeDataId")))
+        if secrets is None or delegation.get("permissions", "WRITE") != permissions:
+            return False
+        for blob in delegation.get("encryptionKeys") or ():
+            try:
+                if unwrap_entity_key(secrets.exchange_key, entity_type, entity_id, blob) == key:
+                    return True
+            except DecryptionError:
+                continue
+        return False
+
     def rewrapped(
         self, entity_type: str, entity_id: str, delegations: Mapping[str, Mapping[str, Any]], key: EntityKey
     ) -> dict[str, dict[str, Any]]:

@@ -252,22 +252,21 @@ class CryptoApi:
 
     async def shared(
         self, entity_type: str, stored: Mapping[str, Any], delegate: str, permissions: Permission
-    ) -> dict[str, Any]:
-        """`stored` (as the server has it, `encryptedSelf` untouched) with a delegation of its key to `delegate`."""
+    ) -> dict[str, Any] | None:
+        """`stored` (as the server has it, `encryptedSelf` untouched) with a delegation of its key to `delegate`;
+        None when this data owner already delegates that key to it with these permissions."""
         key = await self.entity_key(entity_type, stored)
         if key is None:
             raise DecryptionError(f"{entity_type} {stored.get('id')}: its key is not shared with you: nothing to share")
         await self.trusted_keys(delegate)
         await self.exchange_with(delegate)
         delegations = delegations_of(stored)
-        parents = [
-            name
-            for name, d in delegations.items()
-            if d.get("delegate") == self.data_owner_id and d.get("exchangeDataId")
-        ]
-        name, delegation = self.state.delegation(
-            entity_type, str(stored["id"]), key, delegate, permissions, parents[:1]
-        )
+        own = self.data_owner_id
+        parents = [name for name, d in delegations.items() if d.get("delegate") == own and d.get("exchangeDataId")]
+        entity_id = str(stored["id"])
+        name, delegation = self.state.delegation(entity_type, entity_id, key, delegate, permissions, parents[:1])
+        if self.state.carries(entity_type, entity_id, delegations.get(name), key, permissions):
+            return None
         delegations[name] = delegation
         return {**stored, SECURITY_METADATA: {SECURE_DELEGATIONS: delegations}}
 

@@ -130,6 +130,8 @@ class EntityApi(Generic[E]):
             stored = await self._stored(entity_id)
             if stored.get(ENCRYPTED_SELF) is not None:
                 body = await self._crypto.shared(self.kind.name, stored, data_owner_id, permissions)
+                if body is None:  # already shared: nothing is written
+                    return await self._one(stored)
                 return await self._one(await self._transport.request("POST", self._path, body))
         body = {"dataOwnerId": data_owner_id}
         return await self._one(await self._transport.request("POST", f"{self._path}/{entity_id}/access", body))
