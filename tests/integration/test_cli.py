@@ -69,4 +69,5 @@ def test_demo_runs_the_scenario_and_exits_0(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "John Snow" in result.stdout
     assert "Hello world" in result.stdout
+    assert "stored the data sample with content {} and encryptedSelf AQ" in result.stdout, "suite 1 ciphertext"
     assert (tmp_path / "demo.db").exists()

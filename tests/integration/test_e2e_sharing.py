@@ -211,3 +211,33 @@ async def test_a_public_key_substituted_on_the_server_is_refused_by_a_counterpar
     await bob.api.crypto.verify_key(alice.id, impostor.id)  # a person compared the fingerprint, and accepts it
     shared = await bob.api.data_sample_api.give_access_to(bobs, alice.id)
     assert alice.id in shared.readers
+
+
+async def test_batches_pages_filters_and_tombstones_come_back_decrypted(
+    server: RunningServer, new_professional: ProfessionalFactory
+) -> None:
+    alice = await new_professional()
+    patient_id = await _patient(alice)
+    samples = await alice.api.data_sample_api.create_or_modify_data_samples_for(
+        patient_id, [DataSample(labels={LABEL}, comment=f"batch {i}") for i in range(3)]
+    )
+    ids = [s.id for s in samples]
+    assert [s.comment for s in samples] == ["batch 0", "batch 1", "batch 2"]
+    for sample_id in ids:
+        assert sample_id is not None
+        assert "comment" not in await read_document(server, "DataSample", sample_id)
+    by_label = await DataSampleFilter(alice.api).for_self().by_label_code_filter("IC-TEST", "TEST").build()
+    page = await alice.api.data_sample_api.filter_data_samples_by(by_label, limit=2)
+    rows = [row async for row in page.all_rows()]
+    assert sorted(r.comment or "" for r in rows) == ["batch 0", "batch 1", "batch 2"]
+    assert sorted(await alice.api.data_sample_api.match_data_samples_by(by_label)) == sorted(ids)  # type: ignore[type-var]
+    assert [s.comment for s in await alice.api.data_sample_api.get_data_samples(ids)] == [
+        "batch 0",
+        "batch 1",
+        "batch 2",
+    ]  # type: ignore[arg-type]
+    listed = {s.id: s.comment for s in await alice.api.data_sample_api.list_page()}
+    assert {listed[i] for i in ids} == {"batch 0", "batch 1", "batch 2"}  # type: ignore[index]
+    assert ids[0] is not None
+    tombstone = await alice.api.data_sample_api.delete_data_sample(ids[0])
+    assert tombstone.is_deleted and tombstone.comment == "batch 0"
