@@ -138,22 +138,34 @@ class RunningServer:
         return await MedTechApi.builder().with_url(self.url).with_username(login).with_password(password).build()
 
 
+@contextlib.asynccontextmanager
+async def serve(backend: str, directory: Path, **settings: object) -> AsyncIterator[RunningServer]:
+    """A server on a new database of `backend`, with the test admin and `settings` beyond the defaults."""
+    async with database_url_for(backend, directory) as database_url:
+        configured = Settings(
+            host="127.0.0.1",
+            port=0,
+            database_url=database_url,
+            admin_login=ADMIN_LOGIN,
+            admin_password=ADMIN_PASSWORD,
+            **settings,  # type: ignore[arg-type]
+        )
+        uvicorn_server, task, url = await start_server(configured)
+        try:
+            yield RunningServer(url=url, database_url=database_url, backend=backend)
+        finally:
+            uvicorn_server.should_exit = True
+            await task
+
+
 @pytest_asyncio.fixture(scope="session", params=["sqlite", "postgresql"])
 async def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[RunningServer]:
     """One server per database backend, shared by every integration test of the session."""
     backend: str = request.param
-    async with database_url_for(backend, tmp_path_factory.mktemp(backend)) as database_url:
-        settings = Settings(
-            host="127.0.0.1", port=0, database_url=database_url, admin_login=ADMIN_LOGIN, admin_password=ADMIN_PASSWORD
-        )
-        uvicorn_server, task, url = await start_server(settings)
-        try:
-            yield RunningServer(url=url, database_url=database_url, backend=backend)
-        finally:
-            uvicorn_server.should_exit = True
-            await task
+    async with serve(backend, tmp_path_factory.mktemp(backend)) as running:
+        yield running
 
 
 @pytest_asyncio.fixture

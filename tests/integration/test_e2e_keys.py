@@ -6,15 +6,28 @@ from __future__ import annotations
 
 import stat
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from medstream.crypto import Argon2Parameters, parse_public_record
 from medstream.errors import DecryptionError, MissingKeysError
 from medstream.model import Content, DataSample, HealthcareProfessional, Patient, User
 from medstream.sdk import MedTechApi
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, serve
+
+
+@pytest_asyncio.fixture(scope="module", params=["sqlite", "postgresql"])
+async def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[RunningServer]:
+    """A server that requires encryption (`MEDSTREAM_REQUIRE_ENCRYPTION` on): every medical field these tests
+    write reaches it encrypted by the SDK, or the write is refused."""
+    async with serve(request.param, tmp_path_factory.mktemp(request.param), require_encryption=True) as running:
+        yield running
+
 
 CHEAP = Argon2Parameters(time_cost=1, memory_cost=1024, parallelism=1)
 

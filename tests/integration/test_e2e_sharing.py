@@ -6,18 +6,31 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import AsyncIterator
 
 import pytest
+import pytest_asyncio
 
 from medstream.crypto import DataOwnerKeyPair
-from medstream.errors import DecryptionError, KeyVerificationError, NotFoundError
+from medstream.errors import DecryptionError, KeyVerificationError, NotFoundError, ValidationError
 from medstream.filters import DataSampleFilter
 from medstream.model import CodingReference, Content, DataSample, Patient
 from medstream.sdk import MedTechApi
 from medstream.sdk.connection import SubscriptionEvent
-from tests.conftest import Professional, ProfessionalFactory, RunningServer
+from tests.conftest import Professional, ProfessionalFactory, RunningServer, serve
 from tests.integration.events_support import Calls, Recorder
 from tests.integration.stored_rows import read_document, write_document
+
+
+@pytest_asyncio.fixture(scope="module", params=["sqlite", "postgresql"])
+async def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[RunningServer]:
+    """A server that requires encryption (`MEDSTREAM_REQUIRE_ENCRYPTION` on): every medical field these tests
+    write reaches it encrypted by the SDK, or the write is refused."""
+    async with serve(request.param, tmp_path_factory.mktemp(request.param), require_encryption=True) as running:
+        yield running
+
 
 LABEL = CodingReference(type="IC-TEST", code="TEST")
 
@@ -74,6 +87,8 @@ async def test_the_guide_scenario_decrypts_in_the_callback_while_the_server_stor
     assert stored["labels"] == [{"type": "IC-TEST", "code": "TEST"}], "labels stay in clear, for filters"
     patient = await read_document(server, "Patient", patient_id)
     assert "lastName" not in patient and "note" not in patient and "Snow" not in str(patient)
+    with pytest.raises(ValidationError, match="lastName"):  # this server refuses what the SDK did not encrypt
+        await api.transport.request("POST", "/rest/v1/patients", {"lastName": "Snow"})
     await connection.close()
 
 
