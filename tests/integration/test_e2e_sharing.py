@@ -187,6 +187,8 @@ async def test_after_a_revoke_the_key_rotates_and_the_revoked_data_owner_cannot_
         await bob.api.crypto.decrypt("DataSample", new)
     assert (await carol.api.data_sample_api.get_data_sample(sample.id)).comment == "after revoke", "re-wrapped"
     assert changed.comment == "after revoke"
+    again = await alice.api.data_sample_api.revoke_access(changed, bob.id)
+    assert again.rev == changed.rev, "nothing to revoke: no write, no rotation"
 
 
 async def test_a_flipped_byte_in_the_stored_encrypted_self_fails_to_decrypt(

@@ -145,7 +145,8 @@ class EntityApi(Generic[E]):
         assert entity_id is not None, "an entity is unshared once it has an id"
         path = f"{self._path}/{entity_id}/access/{data_owner_id}"
         revoked: dict[str, Any] = await self._transport.request("DELETE", path)
-        if self._crypto is None or revoked.get(ENCRYPTED_SELF) is None:
+        unchanged = not isinstance(entity, str) and revoked.get("rev") == entity.rev  # it had no such delegation
+        if self._crypto is None or revoked.get(ENCRYPTED_SELF) is None or unchanged:
             return await self._one(revoked)
         body = await self._crypto.rotated(self.kind.name, revoked)
         return await self._one(await self._transport.request("POST", self._path, body))
