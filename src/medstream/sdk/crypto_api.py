@@ -20,10 +20,10 @@ from medstream.crypto.encrypted_self import ENCRYPTED_SELF
 from medstream.crypto.entity_keys import EntityKey
 from medstream.crypto.exchange_data import ExchangeSecrets, create_exchange_data
 from medstream.crypto.key_store_format import Argon2Parameters, encode_private_part
-from medstream.crypto.owner_keys import PublicKeyRecord, parse_crypto_keys
+from medstream.crypto.owner_keys import PublicKeyRecord, parse_public_record
 from medstream.crypto.recovery import new_recovery_key, recovery_code, seal_recovery_blob
 from medstream.crypto.state import SECURE_DELEGATIONS, SECURITY_METADATA, CryptoState, delegations_of
-from medstream.errors import DecryptionError, KeyVerificationError, NotFoundError
+from medstream.errors import DecryptionError, KeyVerificationError, NotFoundError, ValidationError
 from medstream.model.common import Entity
 from medstream.model.entities import KIND_BY_NAME
 from medstream.sdk.key_store import save_key_store
@@ -90,9 +90,15 @@ class CryptoApi:
         )
 
     async def published_keys(self, data_owner_id: str) -> list[PublicKeyRecord]:
-        """The public key records `data_owner_id` publishes, each checked (`parse_public_record`)."""
+        """The public key records `data_owner_id` publishes that pass `parse_public_record`'s checks."""
         payload = await self._transport.request("GET", f"/rest/v1/data-owners/{data_owner_id}/keys")
-        return parse_crypto_keys(payload.get("cryptoKeys") or [])
+        records = []
+        for entry in payload.get("cryptoKeys") or []:
+            try:
+                records.append(parse_public_record(entry))
+            except ValidationError:
+                continue  # a record whose id is not its keys' (or otherwise malformed) is never trusted
+        return records
 
     async def trusted_keys(self, data_owner_id: str) -> list[PublicKeyRecord]:
         """`data_owner_id`'s ACTIVE published keys, pinned on first use; KeyVerificationError when they are not
