@@ -9,11 +9,12 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 import pytest_asyncio
 
 from medstream.crypto import Argon2Parameters, parse_public_record
-from medstream.errors import DecryptionError, MissingKeysError
+from medstream.errors import DecryptionError, MissingKeysError, NotFoundError
 from medstream.model import Content, DataSample, HealthcareProfessional, Patient, User
 from medstream.sdk import MedTechApi
 from tests.conftest import RunningServer, serve
@@ -108,3 +109,24 @@ async def test_a_passphrase_seals_the_private_keys_and_a_wrong_one_is_refused(
         await _login(server, login, password, path, passphrase="battery staple", argon2=CHEAP)
     async with await _login(server, login, password, path, passphrase="correct horse", argon2=CHEAP) as again:
         assert (await again.get_data_owner()).data_owner.crypto_keys == owner.crypto_keys  # type: ignore[union-attr]
+
+
+async def test_any_authenticated_user_reads_a_data_owners_public_keys_and_nothing_else_of_it(
+    server: RunningServer, admin_api: MedTechApi, tmp_path: Path
+) -> None:
+    hcp_id, login, password = await _user(admin_api)
+    async with await _login(server, login, password, tmp_path / "owner.json") as owner:
+        published = (await owner.get_data_owner()).data_owner.crypto_keys
+    _other_id, other_login, other_password = await _user(admin_api)
+    async with await _login(server, other_login, other_password, tmp_path / "other.json") as other:
+        answer = await other.transport.request("GET", f"/rest/v1/data-owners/{hcp_id}/keys")
+        assert answer == {
+            "dataOwnerId": hcp_id,
+            "type": "HealthcareProfessional",
+            "cryptoKeys": [key.to_json_dict() for key in published],
+        }
+        assert [record.id for record in await other.crypto.published_keys(hcp_id)] == [published[0].id]
+        with pytest.raises(NotFoundError, match="no-such-owner"):
+            await other.transport.request("GET", "/rest/v1/data-owners/no-such-owner/keys")
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        assert (await http.get(f"/rest/v1/data-owners/{hcp_id}/keys")).status_code == 401
