@@ -42,6 +42,19 @@ def cheap_password_hashing() -> Iterator[None]:
     security._hasher = saved
 
 
+@pytest.fixture(scope="session", autouse=True)
+def key_stores_in_a_temporary_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every SDK a test logs in as a data owner makes or opens its key store in the default place
+    (`$XDG_DATA_HOME/medstream/keys/...`): a directory of this run, never the home directory's."""
+    saved = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = saved
+
+
 def unused_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now (for servers a test starts and restarts)."""
     with socket.socket() as probe:
@@ -125,22 +138,34 @@ class RunningServer:
         return await MedTechApi.builder().with_url(self.url).with_username(login).with_password(password).build()
 
 
+@contextlib.asynccontextmanager
+async def serve(backend: str, directory: Path, **settings: object) -> AsyncIterator[RunningServer]:
+    """A server on a new database of `backend`, with the test admin and `settings` beyond the defaults."""
+    async with database_url_for(backend, directory) as database_url:
+        configured = Settings(
+            host="127.0.0.1",
+            port=0,
+            database_url=database_url,
+            admin_login=ADMIN_LOGIN,
+            admin_password=ADMIN_PASSWORD,
+            **settings,  # type: ignore[arg-type]
+        )
+        uvicorn_server, task, url = await start_server(configured)
+        try:
+            yield RunningServer(url=url, database_url=database_url, backend=backend)
+        finally:
+            uvicorn_server.should_exit = True
+            await task
+
+
 @pytest_asyncio.fixture(scope="session", params=["sqlite", "postgresql"])
 async def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[RunningServer]:
     """One server per database backend, shared by every integration test of the session."""
     backend: str = request.param
-    async with database_url_for(backend, tmp_path_factory.mktemp(backend)) as database_url:
-        settings = Settings(
-            host="127.0.0.1", port=0, database_url=database_url, admin_login=ADMIN_LOGIN, admin_password=ADMIN_PASSWORD
-        )
-        uvicorn_server, task, url = await start_server(settings)
-        try:
-            yield RunningServer(url=url, database_url=database_url, backend=backend)
-        finally:
-            uvicorn_server.should_exit = True
-            await task
+    async with serve(backend, tmp_path_factory.mktemp(backend)) as running:
+        yield running
 
 
 @pytest_asyncio.fixture

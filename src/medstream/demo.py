@@ -1,4 +1,5 @@
-"""The seed scenario: a server on the embedded SQLite default, driven through the SDK, printing what happens."""
+"""The seed scenario: a server on the embedded SQLite default, driven through the SDK, printing what happens,
+and what the server stored of the data sample (ciphertext) next to what the callback received."""
 
 from __future__ import annotations
 
@@ -86,6 +87,13 @@ async def subscribe_and_write(api: MedTechApi) -> None:
     )
     say("sdk", f"created data sample labelled IC-TEST/TEST, content 'Hello world' ({sample.id}, rev {sample.rev})")
     await asyncio.wait_for(arrived.wait(), timeout=10)
+    # What the server holds: the document as stored, read past the SDK's decryption.
+    stored = await api.transport.request("GET", f"/rest/v1/data-samples/{sample.id}")
+    ciphertext = str(stored.get("encryptedSelf"))
+    say(
+        "server",
+        f"stored the data sample with content {stored.get('content')!r} and encryptedSelf {ciphertext[:44]}...",
+    )
     await connection.close()
 
 

@@ -139,6 +139,23 @@ class DecryptionError(MedstreamError):
         self.seq = seq
 
 
+class KeyVerificationError(MedstreamError):
+    """A counterparty's published keys are not the ones this data owner pinned: refused until the application
+    verifies the new key (`api.crypto.verify_key`). Names the data owner and the new key's fingerprint."""
+
+    code = "key_verification_error"
+    http_status = 422
+    close_code = CloseCode.MALFORMED_MESSAGE
+
+
+class MissingKeysError(MedstreamError):
+    """The logged-in data owner has published keys, and the key store at hand holds none of them."""
+
+    code = "missing_keys"
+    http_status = 422
+    close_code = CloseCode.MALFORMED_MESSAGE
+
+
 class ServerGoingAway(MedstreamError):
     code = "going_away"
     http_status = 503
@@ -158,6 +175,8 @@ _BY_CODE: dict[str, type[MedstreamError]] = {
         TooSlowError,
         UnavailableError,
         DecryptionError,
+        KeyVerificationError,
+        MissingKeysError,
         ServerGoingAway,
     )
 }
@@ -201,7 +220,9 @@ __all__ = [
     "ConflictError",
     "DecryptionError",
     "ForbiddenError",
+    "KeyVerificationError",
     "MedstreamError",
+    "MissingKeysError",
     "NotFoundError",
     "PayloadTooLargeError",
     "ServerGoingAway",

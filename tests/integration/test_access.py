@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from medstream.delegations import server_delegation
-from medstream.errors import ConflictError, ForbiddenError, NotFoundError
+from medstream.errors import ConflictError, DecryptionError, ForbiddenError, NotFoundError
 from medstream.model import ENTITY_KINDS, EntityKind, Patient, SecurityMetadata, User
+from medstream.model.encrypted_fields import ENCRYPTED_FIELDS
 from medstream.sdk import MedTechApi
 from tests.conftest import ProfessionalFactory, RunningServer
 from tests.integration.kinds import KindOps, ops_for, relabel
@@ -93,9 +94,23 @@ async def test_an_admin_reads_and_lists_everything(
     assert created.id is not None
     admin_ops = KindOps(kind, admin_api)
 
+    if ENCRYPTED_FIELDS[kind.name]:
+        # An admin acts as no data owner and holds no key: it reads the entity as stored, its content encrypted.
+        stored = await admin_ops.get(created.id)
+        assert stored.encrypted_self is not None and created.encrypted_self is None
+        assert (stored.rev, stored.security_metadata) == (created.rev, created.security_metadata)
+        fresh = kind.model()
+        assert all(getattr(stored, name) == getattr(fresh, name) for name in _encrypted(kind)), "none in clear"
+        created = stored
     assert await admin_ops.get(created.id) == created
     assert await admin_ops.get_many([created.id]) == [created]
     assert created.id in await admin_ops.listed_ids()
+
+
+def _encrypted(kind: EntityKind) -> list[str]:
+    """The Python names of a kind's encrypted fields."""
+    by_alias = {field.alias or name: name for name, field in kind.model.model_fields.items()}
+    return [by_alias[wire] for wire in ENCRYPTED_FIELDS[kind.name]]
 
 
 async def test_a_patient_user_reads_their_own_patient_record_and_nothing_else(
@@ -109,6 +124,10 @@ async def test_a_patient_user_reads_their_own_patient_record_and_nothing_else(
     await admin_api.user_api.create_or_modify_user(User(login=login, patient_id=patient.id, password=password))
 
     async with await server.api(login, password) as patient_api:
+        # The patient's first login publishes its keys; the doctor then shares the record's key with it.
+        with pytest.raises(DecryptionError, match=patient.id):
+            await patient_api.patient_api.get_patient(patient.id)
+        patient = await doctor.api.patient_api.give_access_to(patient, patient.id)
         assert await patient_api.patient_api.get_patient(patient.id) == patient
         assert await patient_api.patient_api.list_page() == [patient]
         owner = await patient_api.get_data_owner()

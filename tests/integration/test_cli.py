@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import re
 import subprocess
 from pathlib import Path
 
@@ -69,4 +71,7 @@ def test_demo_runs_the_scenario_and_exits_0(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "John Snow" in result.stdout
     assert "Hello world" in result.stdout
+    stored = re.search(r"stored the data sample with content \{\} and encryptedSelf ([A-Za-z0-9+/]{4})", result.stdout)
+    assert stored is not None, result.stdout
+    assert base64.b64decode(stored.group(1))[0] == 1, "the server holds suite 1 ciphertext"
     assert (tmp_path / "demo.db").exists()

@@ -178,6 +178,8 @@ async def test_a_patient_user_receives_events_for_their_own_record_but_not_for_o
     login, password = f"patient-{uuid.uuid4().hex[:10]}", f"pw-{uuid.uuid4().hex}"
     await admin_api.user_api.create_or_modify_user(User(login=login, patient_id=mine.id, password=password))
     async with await server.api(login, password) as patient_api:
+        # The patient's first login published its keys: the doctor gives it its record's key.
+        mine = await doctor.api.patient_api.give_access_to(mine, mine.id)
         received = Recorder()
         await patient_api.patient_api.subscribe_to_patient_events(ALL_TYPES, None, received)
 
@@ -187,6 +189,7 @@ async def test_a_patient_user_receives_events_for_their_own_record_but_not_for_o
         await asyncio.sleep(SETTLE)
 
         assert received.summary() == [("UPDATE", mine.id, updated.rev)]
+        assert received.events[0].entity.note == "yours", "decrypted with the key it was given"
 
 
 async def test_an_admin_subscribed_for_one_data_owner_receives_only_that_owners_entities(

@@ -56,8 +56,13 @@ FAST_RETRY = SubscriptionOptions(
 
 
 async def login(url: str, who: Professional | None = None) -> MedTechApi:
+    """An SDK on the node at `url`; a professional's uses the key store its first login made (through the shared
+    server's URL: the default place is named after the URL the SDK is given)."""
     login_, password = (who.login, who.password) if who is not None else (ADMIN_LOGIN, ADMIN_PASSWORD)
-    return await MedTechApi.builder().with_url(url).with_username(login_).with_password(password).build()
+    builder = MedTechApi.builder().with_url(url).with_username(login_).with_password(password)
+    if who is not None:
+        builder.with_key_store(who.api.crypto.key_store_path)
+    return await builder.build()
 
 
 def server_state(running: Node) -> Any:

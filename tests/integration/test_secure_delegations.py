@@ -31,6 +31,7 @@ from medstream.model import (
     SecureDelegation,
     SecurityMetadata,
 )
+from medstream.model.security import server_delegation_key
 from medstream.sdk import MedTechApi
 from tests.conftest import Professional, ProfessionalFactory, RunningServer
 from tests.integration.events_support import ALL_TYPES, Recorder
@@ -76,30 +77,30 @@ async def test_a_client_delegation_makes_its_delegate_a_reader_and_removing_it_s
     received = Recorder()
     connection = await subscribe_elements(colleague.api, received)
     try:
-        key = delegation_key()
-        delegation = SecureDelegation(
-            delegator=owner.id, delegate=colleague.id, encryption_keys=(BLOB,), permissions=AccessLevel.READ
-        )
         created = await owner.api.healthcare_element_api.create_or_modify_healthcare_element(
-            with_delegation(HealthcareElement(description="Asthma"), key, delegation)
+            HealthcareElement(description="Asthma")
         )
-        assert created.id is not None and created.readers == {owner.id, colleague.id}
-        assert created.security_metadata is not None
-        assert created.security_metadata.secure_delegations[key] == delegation, "stored as the client gave it"
-        assert await colleague.api.healthcare_element_api.get_healthcare_element(created.id) == created
-        await received.wait_until(lambda events: bool([e for e in events if e.entity.id == created.id]), "CREATE")
+        assert created.id is not None and created.readers == {owner.id}
+        shared = await owner.api.healthcare_element_api.give_access_to(created, colleague.id, "READ")
+        assert shared.security_metadata is not None and shared.readers == {owner.id, colleague.id}
+        (key,) = [k for k, d in shared.security_metadata.secure_delegations.items() if d.delegate == colleague.id]
+        delegation = shared.security_metadata.secure_delegations[key]
+        assert (delegation.delegator, delegation.permissions) == (owner.id, AccessLevel.READ)
+        assert len(delegation.encryption_keys) == 1, "the client's delegation carries the wrapped key"
+        assert await colleague.api.healthcare_element_api.get_healthcare_element(created.id) == shared
+        await received.wait_until(lambda events: bool([e for e in events if e.entity.id == created.id]), "UPDATE")
         with pytest.raises(ForbiddenError, match="reading only"):
             await colleague.api.healthcare_element_api.create_or_modify_healthcare_element(
-                created.model_copy(update={"note": "by the colleague"})
+                shared.model_copy(update={"note": "by the colleague"})
             )
 
         if revoke == "by-update":
             revoked = await owner.api.healthcare_element_api.create_or_modify_healthcare_element(
-                with_delegation(created, key, None)
+                with_delegation(shared, key, None)
             )
         else:
-            revoked = await owner.api.healthcare_element_api.revoke_access_from(created, colleague.id)
-        assert colleague.id not in revoked.readers and revoked.rev != created.rev
+            revoked = await owner.api.healthcare_element_api.revoke_access_from(shared, colleague.id)
+        assert colleague.id not in revoked.readers and revoked.rev != shared.rev
         with pytest.raises(NotFoundError):
             await colleague.api.healthcare_element_api.get_healthcare_element(created.id)
         found = await colleague.api.healthcare_element_api.filter_healthcare_elements_by(
@@ -110,7 +111,7 @@ async def test_a_client_delegation_makes_its_delegate_a_reader_and_removing_it_s
             revoked.model_copy(update={"note": "after the revocation"})
         )
         await marker_for(owner, colleague, received)
-        assert [e.entity.rev for e in received.of(created.id)] == [created.rev], "nothing after the revocation"
+        assert [e.entity.rev for e in received.of(created.id)] == [shared.rev], "nothing after the revocation"
     finally:
         await connection.close()
 
@@ -119,22 +120,28 @@ async def test_a_delegator_cannot_remove_anothers_delegation_nor_a_server_made_o
     new_professional: ProfessionalFactory,
 ) -> None:
     owner, colleague = await new_professional("Owner", "Doctor"), await new_professional("Colleague", "Doctor")
+    third = await new_professional("Third", "Doctor")
     key = delegation_key()
     delegation = SecureDelegation(delegator=owner.id, delegate=colleague.id, permissions=AccessLevel.WRITE)
-    created = await owner.api.healthcare_element_api.create_or_modify_healthcare_element(
+    made = await owner.api.healthcare_element_api.create_or_modify_healthcare_element(
         with_delegation(HealthcareElement(description="Asthma"), key, delegation)
     )
+    assert made.id is not None
+    # The server's access route (what a client that does not encrypt uses) makes a key-less delegation.
+    await owner.api.transport.request(
+        "POST", f"/rest/v1/healthcare-elements/{made.id}/access", {"dataOwnerId": third.id}
+    )
+    created = await owner.api.healthcare_element_api.get_healthcare_element(made.id)
     with pytest.raises(ForbiddenError, match=key):
         await colleague.api.healthcare_element_api.create_or_modify_healthcare_element(
             with_delegation(created, key, None)
         )
-    assert created.security_metadata is not None
-    (server_key,) = set(created.security_metadata.secure_delegations) - {key}
+    server_key = server_delegation_key(owner.id, third.id)
+    assert created.security_metadata is not None and server_key in created.security_metadata.secure_delegations
     with pytest.raises(ForbiddenError, match=server_key):
         await owner.api.healthcare_element_api.create_or_modify_healthcare_element(
             with_delegation(created, server_key, None)
         )
-    assert created.id is not None
     assert await owner.api.healthcare_element_api.get_healthcare_element(created.id) == created
 
 
@@ -149,21 +156,25 @@ async def test_only_a_data_owner_publishes_its_keys_and_a_published_key_only_ret
     doctor = await new_professional()
     hcp_api = doctor.api.healthcare_professional_api
     mine = await hcp_api.get_healthcare_professional(doctor.id)
+    own = list(mine.crypto_keys)  # published by the SDK at its first login
+    assert len(own) == 1
     published = key_record()
 
     with_key = await hcp_api.create_or_modify_healthcare_professional(
-        mine.model_copy(update={"crypto_keys": [published]})
+        mine.model_copy(update={"crypto_keys": [*own, published]})
     )
-    assert with_key.crypto_keys == [published]
+    assert with_key.crypto_keys == [*own, published]
     with pytest.raises(ForbiddenError, match=doctor.id):
         await admin_api.healthcare_professional_api.create_or_modify_healthcare_professional(
-            with_key.model_copy(update={"crypto_keys": [published, key_record()]})
+            with_key.model_copy(update={"crypto_keys": [*own, published, key_record()]})
         )
     with pytest.raises(ValidationError, match=published.id):
-        await hcp_api.create_or_modify_healthcare_professional(with_key.model_copy(update={"crypto_keys": []}))
+        await hcp_api.create_or_modify_healthcare_professional(with_key.model_copy(update={"crypto_keys": own}))
     changed = published.model_copy(update={"created": 2})
     with pytest.raises(ValidationError, match=published.id):
-        await hcp_api.create_or_modify_healthcare_professional(with_key.model_copy(update={"crypto_keys": [changed]}))
+        await hcp_api.create_or_modify_healthcare_professional(
+            with_key.model_copy(update={"crypto_keys": [*own, changed]})
+        )
     with pytest.raises(ForbiddenError, match="cryptoKeys"):
         await admin_api.healthcare_professional_api.create_or_modify_healthcare_professional(
             HealthcareProfessional(last_name="Keyed", crypto_keys=[key_record()])
@@ -171,13 +182,13 @@ async def test_only_a_data_owner_publishes_its_keys_and_a_published_key_only_ret
 
     retired = published.model_copy(update={"status": KeyStatus.RETIRED})
     rotated = await hcp_api.create_or_modify_healthcare_professional(
-        with_key.model_copy(update={"crypto_keys": [retired, new := key_record()]})
+        with_key.model_copy(update={"crypto_keys": [*own, retired, new := key_record()]})
     )
-    assert rotated.crypto_keys == [retired, new]
+    assert rotated.crypto_keys == [*own, retired, new]
     renamed = await admin_api.healthcare_professional_api.create_or_modify_healthcare_professional(
         rotated.model_copy(update={"speciality": "cardiology"})
     )
-    assert renamed.crypto_keys == [retired, new], "keys sent back unchanged are anyone's to send"
+    assert renamed.crypto_keys == [*own, retired, new], "keys sent back unchanged are anyone's to send"
 
 
 async def test_exchange_data_is_made_by_its_delegator_read_by_both_parties_and_found_by_them(

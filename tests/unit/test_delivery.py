@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from medstream.crypto import EntityKey, decrypt_fields, encrypt_fields, encrypted_self_kid
 from medstream.events.client_state import ClientState, Gap, GapFound, RetryPolicy, Subscribed, SubscriptionState
 from medstream.events.resume import Position
 from medstream.events.types import EventType
 from medstream.model import Patient
+from medstream.model.common import Entity
 from medstream.sdk.delivery import Delivery
 from medstream.sdk.subscription_types import SubscriptionEvent
 
@@ -89,4 +91,61 @@ async def test_a_gap_before_any_handler_is_heard_by_the_first_one_added_only() -
     delivery.add_handler("gap", first.append)
     delivery.add_handler("gap", second.append)
     assert first == [Gap(5, 20, "another event log", "new")] and second == []
+    delivery.closed("done")
+
+
+class _GatedKeys:
+    """Decrypts with real AES-GCM: the `now` keys at once, the `later` keys once `gate` is set (as keys the SDK
+    must first fetch), no others."""
+
+    def __init__(self, now: EntityKey, later: EntityKey) -> None:
+        self.known = {now.kid: now.key}
+        self.later = {later.kid: later.key}
+        self.gate = asyncio.Event()
+
+    def decrypt_now(self, entity: Entity) -> Entity | None:
+        wire = entity.to_json_dict()
+        if encrypted_self_kid(wire, "Patient") in self.later and not self.gate.is_set():
+            return None
+        return Patient.model_validate(decrypt_fields(wire, "Patient", {**self.known, **self.later}))
+
+    async def decrypt(self, entity: Entity) -> Entity:
+        await self.gate.wait()
+        decrypted = self.decrypt_now(entity)
+        assert decrypted is not None
+        return decrypted
+
+
+def _encrypted(seq: int, key: EntityKey) -> Patient:
+    wire = encrypt_fields({"id": f"p{seq}", "firstName": f"name {seq}"}, "Patient", ("firstName",), key)
+    return Patient.model_validate(wire)
+
+
+async def test_encrypted_events_are_decrypted_in_seq_order_and_one_that_fails_is_an_error_naming_its_seq() -> None:
+    now, later, unknown = EntityKey.generate(), EntityKey.generate(), EntityKey.generate()
+    keys = _GatedKeys(now, later)
+    seen: list[str] = []
+    state = ClientState(RetryPolicy())
+    subscription = SubscriptionState("s1", "Patient", ["CREATE"], None)
+    state.add(subscription)
+    delivery: Delivery[Patient] = Delivery(
+        subscription,
+        Patient,
+        lambda patient: seen.append(str(patient.first_name)),
+        max_pending=100,
+        hold=lambda _id: None,
+        release=lambda _id: None,
+        decryptor=keys,
+    )
+    delivery.add_handler("error", lambda error: seen.append(f"error {error.seq}: {error}"))
+    _feed(state, delivery, {"type": "subscribed", "position": 10, "epoch": "e"})
+    for seq, key in ((11, later), (12, now), (13, unknown), (14, now)):
+        delivery.parsed_event(seq, EventType.CREATE, "Patient", _encrypted(seq, key))
+    await asyncio.sleep(0)
+    assert seen == [], "12 waits behind 11, whose keys are being fetched"
+    keys.gate.set()
+    await delivery.wait_delivered()
+    assert seen[:2] == ["name 11", "name 12"] and seen[3] == "name 14"
+    assert seen[2].startswith("error 13: event 13: Patient p13: encryptedSelf: no key for kid")
+    assert delivery.position == Position(14, "e")
     delivery.closed("done")

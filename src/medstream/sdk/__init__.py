@@ -3,8 +3,11 @@
 from medstream.errors import (
     AuthenticationError,
     ConflictError,
+    DecryptionError,
     ForbiddenError,
+    KeyVerificationError,
     MedstreamError,
+    MissingKeysError,
     NotFoundError,
     ValidationError,
 )
@@ -30,6 +33,7 @@ from medstream.sdk.apis import (
     UserApi,
 )
 from medstream.sdk.connection import Connection
+from medstream.sdk.crypto_api import CryptoApi
 from medstream.sdk.entity_api import PaginatedList
 from medstream.sdk.medtech_api import DataOwnerWithType, MedTechApi, MedTechApiBuilder
 from medstream.sdk.subscription_types import Gap, Position, SubscriptionEvent, SubscriptionOptions
@@ -38,9 +42,11 @@ __all__ = [
     "AuthenticationError",
     "ConflictError",
     "Connection",
+    "CryptoApi",
     "DataOwnerWithType",
     "DataSampleApi",
     "DataSampleFilter",
+    "DecryptionError",
     "ExchangeDataApi",
     "ExchangeDataFilter",
     "FilterComposition",
@@ -50,11 +56,13 @@ __all__ = [
     "HealthcareElementFilter",
     "HealthcareProfessionalApi",
     "HealthcareProfessionalFilter",
+    "KeyVerificationError",
     "MedTechApi",
     "MedTechApiBuilder",
     "MedicalDeviceApi",
     "MedicalDeviceFilter",
     "MedstreamError",
+    "MissingKeysError",
     "NotFoundError",
     "NotificationApi",
     "NotificationFilter",

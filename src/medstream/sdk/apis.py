@@ -42,15 +42,15 @@ class DataSampleApi(EntityApi[DataSample]):
     async def create_or_modify_data_sample_for(self, patient_id: str, data_sample: DataSample) -> DataSample:
         """Create or modify a data sample of the patient `patient_id` (which you must be able to read)."""
         path = f"/rest/v1/patients/{patient_id}/data-samples"
-        return self._one(await self._transport.request("POST", path, data_sample.to_write_dict()))
+        return await self._one(await self._transport.request("POST", path, await self._write_body(data_sample)))
 
     async def create_or_modify_data_samples_for(
         self, patient_id: str, data_samples: Sequence[DataSample]
     ) -> list[DataSample]:
         """Create or modify several data samples of one patient, all or none."""
         path = f"/rest/v1/patients/{patient_id}/data-samples/batch"
-        body = [sample.to_write_dict() for sample in data_samples]
-        return self._many(await self._transport.request("POST", path, body))
+        body = [await self._write_body(sample) for sample in data_samples]
+        return await self._many(await self._transport.request("POST", path, body))
 
 
 class HealthcareElementApi(EntityApi[HealthcareElement]):
@@ -135,7 +135,7 @@ class UserApi(EntityApi[User]):
 
     async def get_logged_user(self) -> User:
         """The user you are logged in as."""
-        return self._one(await self._transport.request("GET", "/rest/v1/users/current"))
+        return await self._one(await self._transport.request("GET", "/rest/v1/users/current"))
 
 
 class ExchangeDataApi(EntityApi[ExchangeData]):

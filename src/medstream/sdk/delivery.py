@@ -4,6 +4,11 @@ The event stream hands it what the socket brings (events, acknowledgements, gaps
 one event at a time, in `seq` order, and the handlers (`connected`, `closed`, `error`, `reconnecting`, `gap`).
 An exception in the callback goes to the `error` handlers and the log, and delivery goes on.
 
+An encrypted entity is decrypted before the callback (`decryptor`): at once when the keys at hand suffice,
+otherwise while the event waits its turn in the queue (the exchange data it needs is fetched). An event that
+cannot be decrypted goes, in its turn, to the `error` handlers as a `DecryptionError` naming its `seq`, and
+delivery goes on.
+
 A lifecycle handler may be a plain function, which runs as its moment comes, or a coroutine function, whose
 coroutines run one after the other, in the order their moments came: an async `closed` handler never starts
 before the async `connected` handler fired ahead of it has finished.
@@ -16,9 +21,9 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from medstream.errors import MedstreamError
+from medstream.errors import DecryptionError, MedstreamError
 from medstream.events.client_state import Gap, SubscriptionState
 from medstream.events.resume import Position
 from medstream.events.types import EventType
@@ -38,6 +43,36 @@ class _Started:
 
     awaitable: Awaitable[Any]
     event: SubscriptionEvent[Any]
+
+
+@dataclass(frozen=True)
+class _Decrypting:
+    """An event whose entity is being decrypted (its keys fetched): delivered in its turn once that is done."""
+
+    task: asyncio.Future[Entity]
+    seq: int
+    event_type: EventType
+    entity_type: str
+    epoch: str
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """An event that could not be decrypted: its error goes to the `error` handlers in its turn."""
+
+    error: DecryptionError
+
+
+class Decryptor(Protocol):
+    """What a subscription of a kind with encrypted fields decrypts its events with."""
+
+    def decrypt_now(self, entity: Entity) -> Entity | None:
+        """The decrypted entity, None when keys must be fetched first; DecryptionError when it cannot be."""
+        ...
+
+    async def decrypt(self, entity: Entity) -> Entity:
+        """The decrypted entity, fetching the keys it needs; DecryptionError when it cannot be."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -71,16 +106,18 @@ class Delivery(Generic[E]):
         max_pending: int,
         hold: Callable[[str], None],
         release: Callable[[str], None],
+        decryptor: Decryptor | None = None,
     ) -> None:
         self.subscription = subscription
         self.tracker = subscription.tracker
         self.entity_type = subscription.entity_type
         self._model = model
         self._callback = callback
+        self._decryptor = decryptor
         self._callback_arity = arity(callback)  # once: inspecting it for every event was a tenth of the SDK's CPU
         self._handlers: dict[str, list[AnyCallback]] = {name: [] for name in HANDLER_NAMES}
         # Unbounded: the bound is kept by the stream, which stops reading the socket while this is full (`hold`).
-        self._queue: asyncio.Queue[SubscriptionEvent[E] | _Started | _Reached] = asyncio.Queue()
+        self._queue: asyncio.Queue[SubscriptionEvent[E] | _Started | _Reached | _Decrypting | _Failed] = asyncio.Queue()
         # A plain function runs as the event is read when nothing is ahead of it; a coroutine function always
         # runs in the delivery task.
         self._inline = not inspect.iscoroutinefunction(callback)
@@ -155,11 +192,34 @@ class Delivery(Generic[E]):
         if self.is_closed or not tracker.accept(seq):
             return
         queue = self._queue
-        event = SubscriptionEvent(event_type, seq, entity_type, entity, tracker.epoch or "")
+        if self._decryptor is not None and entity.encrypted_self is not None:
+            try:
+                decrypted = self._decryptor.decrypt_now(entity)
+            except DecryptionError as exc:
+                self._undecryptable(seq, exc)
+                return
+            if decrypted is None:
+                task = asyncio.ensure_future(self._decryptor.decrypt(entity))
+                queue.put_nowait(_Decrypting(task, seq, event_type, entity_type, tracker.epoch or ""))
+                self._hold_if_full()
+                return
+            entity = decrypted
+        event: SubscriptionEvent[E] = SubscriptionEvent(event_type, seq, entity_type, entity, tracker.epoch or "")  # type: ignore[arg-type]
         if self._inline and not self._busy and queue.empty():
             self._deliver_now(event)
             return
         queue.put_nowait(event)
+        self._hold_if_full()
+
+    def _undecryptable(self, seq: int, exc: DecryptionError) -> None:
+        error = DecryptionError(f"event {seq}: {exc.message}", seq=seq)
+        if not self._busy and self._queue.empty():
+            self._fire("error", error)
+        else:
+            self._queue.put_nowait(_Failed(error))
+
+    def _hold_if_full(self) -> None:
+        queue = self._queue
         if not self._holding and queue.qsize() >= self._max_pending:
             self._holding = True
             self._hold(self.subscription.id)
@@ -196,6 +256,8 @@ class Delivery(Generic[E]):
             item = self._queue.get_nowait()
             if isinstance(item, _Started) and inspect.iscoroutine(item.awaitable):
                 item.awaitable.close()  # never to be awaited: said so, rather than warned about when collected
+            elif isinstance(item, _Decrypting):
+                item.task.cancel()
             self._queue.task_done()
         if self._holding:
             self._holding = False
@@ -232,10 +294,23 @@ class Delivery(Generic[E]):
                 self._holding = False
                 self._release(self.subscription.id)
 
-    async def _deliver(self, item: SubscriptionEvent[E] | _Started | _Reached) -> None:
+    async def _deliver(self, item: SubscriptionEvent[E] | _Started | _Reached | _Decrypting | _Failed) -> None:
         if isinstance(item, _Reached):
             self._reached = item.position
             return
+        if isinstance(item, _Failed):
+            self._fire("error", item.error)
+            return
+        if isinstance(item, _Decrypting):
+            try:
+                entity = await item.task
+            except DecryptionError as exc:
+                self._fire("error", DecryptionError(f"event {item.seq}: {exc.message}", seq=item.seq))
+                return
+            except MedstreamError as exc:  # the keys could not be fetched (the server unreachable...)
+                self._fire("error", DecryptionError(f"event {item.seq}: keys not fetched: {exc}", seq=item.seq))
+                return
+            item = SubscriptionEvent(item.event_type, item.seq, item.entity_type, entity, item.epoch)  # type: ignore[arg-type]
         event = item if isinstance(item, SubscriptionEvent) else item.event
         try:
             if isinstance(item, SubscriptionEvent):

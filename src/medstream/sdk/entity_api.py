@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar, cast, overload
+from typing import Any, ClassVar, Generic, Literal, TypeVar, cast, overload
 
 import orjson
 
+from medstream.crypto.encrypted_self import ENCRYPTED_SELF
 from medstream.errors import ValidationError
 from medstream.events.client_state import SubscriptionState
 from medstream.events.protocol import MAX_MESSAGE_BYTES
@@ -19,6 +20,7 @@ from medstream.model.base import MedstreamModel
 from medstream.model.common import Entity
 from medstream.model.entities import EntityKind
 from medstream.sdk.connection import Connection
+from medstream.sdk.crypto_api import CryptoApi
 from medstream.sdk.delivery import Delivery
 from medstream.sdk.event_stream import EventStreams
 from medstream.sdk.subscription_types import SubscriptionOptions
@@ -52,64 +54,111 @@ class PaginatedList(Generic[E]):
 
 
 class EntityApi(Generic[E]):
-    """CRUD and sharing for one entity type over REST."""
+    """CRUD and sharing for one entity type over REST. For a kind with encrypted fields, and a user acting as a
+    data owner, entities are encrypted before they are sent and decrypted as they are read (`crypto`)."""
 
     kind: ClassVar[EntityKind]
 
-    def __init__(self, transport: Transport, streams: EventStreams) -> None:
+    def __init__(self, transport: Transport, streams: EventStreams, crypto: CryptoApi | None = None) -> None:
         self._transport = transport
         self._streams = streams
         self._path = f"/rest/v1/{self.kind.collection}"
+        self._crypto = crypto if crypto is not None and crypto.encrypts(self.kind.name) else None
 
-    def _one(self, payload: Any) -> E:
+    async def _one(self, payload: Any) -> E:
+        """An entity as the server answered it, decrypted; DecryptionError when it cannot be."""
+        if self._crypto is not None and isinstance(payload, dict):
+            payload = await self._crypto.decrypt(self.kind.name, payload)
         return self.kind.model.model_validate(payload)  # type: ignore[return-value]
 
-    def _many(self, payload: Any) -> list[E]:
-        return [self._one(item) for item in payload]
+    async def _many(self, payload: Any) -> list[E]:
+        return [await self._one(item) for item in payload]
+
+    async def _stored(self, entity_id: str) -> dict[str, Any]:
+        """The entity as the server stores it (encrypted)."""
+        payload: dict[str, Any] = await self._transport.request("GET", f"{self._path}/{entity_id}")
+        return payload
+
+    async def _write_body(self, entity: E) -> dict[str, Any]:
+        """What is sent for `entity`: encrypted for a kind with encrypted fields (an update reuses the key the
+        entity has, read from the server when `entity` does not carry its `security_metadata`)."""
+        wire = entity.to_write_dict()
+        if self._crypto is None:
+            return wire
+        stored: dict[str, Any] | None = None
+        if entity.rev is not None and entity.id is not None:
+            stored = wire if entity.security_metadata is not None else await self._stored(entity.id)
+        return await self._crypto.encrypt_for_write(self.kind.name, wire, stored)
 
     async def create_or_modify(self, entity: E) -> E:
         """Create `entity` (no `rev`) or modify it (its current `rev`); ConflictError if the rev is stale."""
-        return self._one(await self._transport.request("POST", self._path, entity.to_write_dict()))
+        return await self._one(await self._transport.request("POST", self._path, await self._write_body(entity)))
 
     async def create_or_modify_many(self, entities: Sequence[E]) -> list[E]:
         """Create or modify several entities in one transaction: all are stored, or none."""
-        body = [entity.to_write_dict() for entity in entities]
-        return self._many(await self._transport.request("POST", f"{self._path}/batch", body))
+        body = [await self._write_body(entity) for entity in entities]
+        return await self._many(await self._transport.request("POST", f"{self._path}/batch", body))
 
     async def get(self, entity_id: str) -> E:
         """The entity (a tombstone if deleted); NotFoundError if it does not exist or you may not read it."""
-        return self._one(await self._transport.request("GET", f"{self._path}/{entity_id}"))
+        return await self._one(await self._stored(entity_id))
 
     async def get_many(self, entity_ids: Sequence[str]) -> list[E]:
         """The entities among `entity_ids` that exist and that you may read."""
-        return self._many(await self._transport.request("POST", f"{self._path}/by-ids", {"ids": list(entity_ids)}))
+        body = {"ids": list(entity_ids)}
+        return await self._many(await self._transport.request("POST", f"{self._path}/by-ids", body))
 
     async def delete(self, entity_id: str) -> E:
         """Soft-delete; returns the tombstone (with `deletion_date`)."""
-        return self._one(await self._transport.request("DELETE", f"{self._path}/{entity_id}"))
+        return await self._one(await self._transport.request("DELETE", f"{self._path}/{entity_id}"))
 
     async def delete_many(self, entity_ids: Sequence[str]) -> list[E]:
         """Soft-delete several entities, all or none; returns the tombstones."""
-        return self._many(await self._transport.request("POST", f"{self._path}/delete", {"ids": list(entity_ids)}))
+        body = {"ids": list(entity_ids)}
+        return await self._many(await self._transport.request("POST", f"{self._path}/delete", body))
 
-    async def give_access_to(self, entity: E | str, data_owner_id: str) -> E:
-        """Share the entity with another data owner (a healthcare professional, patient or device)."""
+    async def give_access_to(
+        self, entity: E | str, data_owner_id: str, permissions: Literal["READ", "WRITE"] = "WRITE"
+    ) -> E:
+        """Share the entity with another data owner (a healthcare professional, patient or device). For a kind
+        with encrypted fields, its key is wrapped for that data owner (under the exchange data the two share,
+        made and signed on the first share) in a new delegation with `permissions`; the content is not
+        re-encrypted. KeyVerificationError when the data owner's published keys are not the ones pinned."""
         entity_id = entity if isinstance(entity, str) else entity.id
+        assert entity_id is not None, "an entity is shared once it has an id"
+        if self._crypto is not None:
+            stored = await self._stored(entity_id)
+            if stored.get(ENCRYPTED_SELF) is not None:
+                body = await self._crypto.shared(self.kind.name, stored, data_owner_id, permissions)
+                if body is None:  # already shared: nothing is written
+                    return await self._one(stored)
+                return await self._one(await self._transport.request("POST", self._path, body))
         body = {"dataOwnerId": data_owner_id}
-        return self._one(await self._transport.request("POST", f"{self._path}/{entity_id}/access", body))
+        return await self._one(await self._transport.request("POST", f"{self._path}/{entity_id}/access", body))
 
     async def revoke_access_from(self, entity: E | str, data_owner_id: str) -> E:
         """Remove your delegations of the entity to a data owner: unless someone else shared it with them too,
-        they no longer read it nor receive its events."""
+        they no longer read it nor receive its events. For a kind with encrypted fields, the entity's key then
+        rotates in a second write: the content is re-encrypted under a new key, re-wrapped in your other
+        delegations (docs/security.md: what happens to the delegations of others)."""
         entity_id = entity if isinstance(entity, str) else entity.id
-        return self._one(await self._transport.request("DELETE", f"{self._path}/{entity_id}/access/{data_owner_id}"))
+        assert entity_id is not None, "an entity is unshared once it has an id"
+        path = f"{self._path}/{entity_id}/access/{data_owner_id}"
+        revoked: dict[str, Any] = await self._transport.request("DELETE", path)
+        unchanged = not isinstance(entity, str) and revoked.get("rev") == entity.rev  # it had no such delegation
+        if self._crypto is None or revoked.get(ENCRYPTED_SELF) is None or unchanged:
+            return await self._one(revoked)
+        body = await self._crypto.rotated(self.kind.name, revoked)
+        return await self._one(await self._transport.request("POST", self._path, body))
+
+    revoke_access = revoke_access_from
 
     async def list_page(self, start_after: str | None = None, limit: int = 1000) -> list[E]:
         """One page of the live entities you may read, ordered by id, after `start_after`."""
         params: dict[str, Any] = {"limit": limit}
         if start_after is not None:
             params["startAfter"] = start_after
-        return self._many(await self._transport.request("GET", self._path, params=params))
+        return await self._many(await self._transport.request("GET", self._path, params=params))
 
     async def filter_by(
         self, filter: Filter | dict[str, Any], next_id: str | None = None, limit: int = 1000
@@ -125,7 +174,7 @@ class EntityApi(Generic[E]):
         async def next_page(after: str) -> PaginatedList[E]:
             return await self.filter_by(filter_json, after, limit)
 
-        return PaginatedList(self._many(payload["rows"]), payload.get("nextId"), next_page)
+        return PaginatedList(await self._many(payload["rows"]), payload.get("nextId"), next_page)
 
     async def match_by(self, filter: Filter | dict[str, Any]) -> list[str]:
         """The ids of every live entity `filter` matches and you may read, by id (at most 100,000: past that,
@@ -173,6 +222,7 @@ class EntityApi(Generic[E]):
             max_pending=stream.options.max_pending_events,
             hold=stream.hold,
             release=stream.release,
+            decryptor=self._crypto.decryptor(self.kind.name) if self._crypto is not None else None,
         )
         connection = Connection(stream, delivery)
         try:

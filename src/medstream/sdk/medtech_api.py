@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from medstream.errors import ValidationError
+from medstream.crypto.key_store_format import Argon2Parameters
+from medstream.errors import DecryptionError, NotFoundError, ValidationError
 from medstream.model.entities import KIND_BY_NAME
 from medstream.model.healthcare_professional import HealthcareProfessional
 from medstream.model.medical_device import MedicalDevice
@@ -22,7 +25,9 @@ from medstream.sdk.apis import (
     PatientApi,
     UserApi,
 )
+from medstream.sdk.crypto_api import CryptoApi
 from medstream.sdk.event_stream import EventStreams
+from medstream.sdk.key_setup import KeyStoreOptions, open_crypto
 from medstream.sdk.transport import Transport
 
 DataOwnerType = Literal["HealthcareProfessional", "Patient", "MedicalDevice"]
@@ -39,17 +44,27 @@ class DataOwnerWithType:
 class MedTechApi:
     """One logged-in connection to a Medstream server, with a sub-API per entity type."""
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, crypto: CryptoApi | None = None) -> None:
         self.transport = transport
         self.event_streams = EventStreams(transport)
-        self.patient_api = PatientApi(transport, self.event_streams)
-        self.data_sample_api = DataSampleApi(transport, self.event_streams)
-        self.healthcare_element_api = HealthcareElementApi(transport, self.event_streams)
-        self.healthcare_professional_api = HealthcareProfessionalApi(transport, self.event_streams)
-        self.medical_device_api = MedicalDeviceApi(transport, self.event_streams)
-        self.notification_api = NotificationApi(transport, self.event_streams)
-        self.user_api = UserApi(transport, self.event_streams)
-        self.exchange_data_api = ExchangeDataApi(transport, self.event_streams)
+        self._crypto = crypto
+        streams = self.event_streams
+        self.patient_api = PatientApi(transport, streams, crypto)
+        self.data_sample_api = DataSampleApi(transport, streams, crypto)
+        self.healthcare_element_api = HealthcareElementApi(transport, streams, crypto)
+        self.healthcare_professional_api = HealthcareProfessionalApi(transport, streams, crypto)
+        self.medical_device_api = MedicalDeviceApi(transport, streams, crypto)
+        self.notification_api = NotificationApi(transport, streams, crypto)
+        self.user_api = UserApi(transport, streams, crypto)
+        self.exchange_data_api = ExchangeDataApi(transport, streams, crypto)
+
+    @property
+    def crypto(self) -> CryptoApi:
+        """The logged-in data owner's keys: fingerprints, verifying a counterparty's key, recovery codes.
+        ValidationError for a user that acts as no data owner (it has no keys, and encrypts nothing)."""
+        if self._crypto is None:
+            raise ValidationError("this user acts as no data owner: it has no keys")
+        return self._crypto
 
     @staticmethod
     def builder() -> MedTechApiBuilder:
@@ -59,7 +74,12 @@ class MedTechApi:
         """The healthcare professional, patient or device the logged-in user acts as."""
         payload = await self.transport.request("GET", "/rest/v1/data-owners/current")
         kind = KIND_BY_NAME[payload["type"]]
-        owner = kind.model.model_validate(payload["dataOwner"])
+        wire = payload["dataOwner"]
+        if self._crypto is not None and self._crypto.encrypts(kind.name):
+            # A patient's own record it was not given the key of: its clear fields (id, keys...) still serve.
+            with contextlib.suppress(DecryptionError):
+                wire = await self._crypto.decrypt(kind.name, wire)
+        owner = kind.model.model_validate(wire)
         assert isinstance(owner, HealthcareProfessional | Patient | MedicalDevice)
         return DataOwnerWithType(type=payload["type"], data_owner=owner)
 
@@ -95,6 +115,7 @@ class MedTechApiBuilder:
         self._username: str | None = None
         self._password: str | None = None
         self._timeout = 30.0
+        self._key_store = KeyStoreOptions()
 
     def with_url(self, url: str) -> MedTechApiBuilder:
         self._urls = [url]
@@ -117,6 +138,22 @@ class MedTechApiBuilder:
         self._timeout = seconds
         return self
 
+    def with_key_store(
+        self, path: str | Path | None = None, passphrase: str | None = None, *, argon2: Argon2Parameters | None = None
+    ) -> MedTechApiBuilder:
+        """Where the data owner's key store is (default: `$XDG_DATA_HOME/medstream/keys/<host>/<data owner>.json`)
+        and the passphrase its private keys are sealed under (none: the file's mode 0600 protects them)."""
+        self._key_store = replace(
+            self._key_store, path=Path(path) if path is not None else None, passphrase=passphrase, argon2=argon2
+        )
+        return self
+
+    def with_recovery(self, code: str, blob: str) -> MedTechApiBuilder:
+        """A recovery code and the blob `api.crypto.create_recovery_code()` gave with it: when the key store
+        lacks the data owner's published keys, they are restored from it (and saved) at login."""
+        self._key_store = replace(self._key_store, recovery=(code, blob))
+        return self
+
     async def build(self) -> MedTechApi:
         missing = [
             name
@@ -133,7 +170,16 @@ class MedTechApiBuilder:
         transport = Transport(self._urls, self._username, self._password, timeout=self._timeout)
         try:
             await transport.login()
+            crypto = await self._open_crypto(transport)
         except BaseException:
             await transport.close()
             raise
-        return MedTechApi(transport)
+        return MedTechApi(transport, crypto)
+
+    async def _open_crypto(self, transport: Transport) -> CryptoApi | None:
+        """The data owner's keys, opened or made (key_setup.py); None for a user that acts as no data owner."""
+        try:
+            payload = await transport.request("GET", "/rest/v1/data-owners/current")
+        except NotFoundError:
+            return None
+        return await open_crypto(transport, str(payload["type"]), payload["dataOwner"], self._key_store)

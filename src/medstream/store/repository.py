@@ -16,7 +16,7 @@ from medstream.delegations import EMPTY, check_can_write, check_sharable, with_a
 from medstream.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from medstream.events.types import EventType
 from medstream.model.common import Entity
-from medstream.model.entities import EntityKind
+from medstream.model.entities import KIND_BY_NAME, EntityKind
 from medstream.model.ids import new_entity_id
 from medstream.model.security import SecurityMetadata
 from medstream.model.user import User
@@ -244,6 +244,15 @@ class EntityRepository:
             query = query.where(readable)
         documents = await self.database.run_read(lambda conn: [document for (document,) in conn.execute(query)])
         return [kind.model.model_validate_json(document) for document in documents]
+
+    async def published_keys(self, data_owner_id: str) -> tuple[str, Entity] | None:
+        """The live data owner `data_owner_id` and its kind's name, whoever asks: only its public key records
+        leave the server (they are public: clients wrap keys for them and verify signatures with them)."""
+        for name in _DATA_OWNER_KINDS:
+            row = (await self._read_rows(ENTITY_TABLES[name], [data_owner_id])).get(data_owner_id)
+            if row is not None and row.deleted is None:
+                return name, KIND_BY_NAME[name].model.model_validate_json(row.document)
+        return None
 
     async def find_user_by_login(self, login: str, *, with_disabled: bool = False) -> tuple[User, str | None] | None:
         """A live user and its password hash, by login (for authentication, which refuses a disabled user: it

@@ -1,15 +1,16 @@
-"""Who am I: the current user and the data owner it acts as."""
+"""Who am I: the current user and the data owner it acts as; and any data owner's public keys."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from medstream.errors import NotFoundError
 from medstream.model.entities import KIND_BY_NAME
+from medstream.model.security import CryptoKey
 from medstream.model.user import User
 from medstream.server.rest import Call, Collection, Operation
 from medstream.server.routes.entities import entity_response
@@ -43,6 +44,34 @@ async def current_data_owner(call: Call) -> Response:
     raise NotFoundError(f"data owner {actor.data_owner_id} not found")
 
 
+class DataOwnerPath(BaseModel):
+    data_owner_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")]
+
+
+class PublishedKeys(BaseModel):
+    """A data owner's public key records: what a client wraps keys for and verifies signatures with."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    data_owner_id: str = Field(alias="dataOwnerId")
+    type: str = Field(description="HealthcareProfessional, Patient or MedicalDevice")
+    crypto_keys: list[CryptoKey] = Field(alias="cryptoKeys", description="Its public key records, ACTIVE and RETIRED")
+
+
+async def published_keys(call: Call) -> Response:
+    """Any authenticated user reads any data owner's public keys (and nothing else of it): sharing with a data
+    owner, or checking its signature, needs them before it can read anything of that data owner."""
+    data_owner_id = call.path.data_owner_id
+    found = await call.state.repository.published_keys(data_owner_id)
+    if found is None:
+        raise NotFoundError(f"no data owner with id {data_owner_id}")
+    name, owner = found
+    records: list[CryptoKey] = getattr(owner, "crypto_keys", [])
+    keys = [key.to_json_dict() for key in records]
+    body = {"dataOwnerId": data_owner_id, "type": name, "cryptoKeys": keys}
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
 # Not mounted: `/rest/v1/users` is the users collection's Mount, which these paths come before.
 me = Collection(
     "/rest/v1",
@@ -57,6 +86,16 @@ me = Collection(
             "current_data_owner",
             CurrentDataOwner,
             (401, 404, 503),
+        ),
+        Operation(
+            "GET",
+            "/data-owners/{data_owner_id}/keys",
+            published_keys,
+            "A data owner's public key records (any authenticated user may read them)",
+            "published_keys",
+            PublishedKeys,
+            (400, 401, 404, 503),
+            path_params=DataOwnerPath,
         ),
     ],
     mount=False,

@@ -1,0 +1,233 @@
+"""What a logged-in SDK knows of the keys, sans I/O: its own key pairs and pinned counterparties (the key
+store), the exchange data it has seen and opened, and the entity keys it has unwrapped.
+
+The SDK's I/O (`sdk/crypto_api.py`) fetches what this asks for (a counterparty's published keys, an exchange
+data record) and hands it in; everything that decides or computes is here:
+
+- **Pins, trust on first use.** A counterparty's published ACTIVE keys are pinned the first time they are seen;
+  afterwards a published key that is not pinned (a new key, or one substituted on the server) is refused with a
+  `KeyVerificationError` naming the data owner and that key's fingerprint, until `verify` pins it.
+- **Exchange data** is trusted only once its delegator's signature verifies under a pinned key, then opened
+  with one of the own key pairs (`crypto/exchange_data.py`); K_ex and S_ac are kept by exchange data id.
+- **Entity keys**: found through the entity's secure delegations to this data owner, kept by
+  (entity type, entity id, kid).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from medstream.crypto.delegations import Permission, delegation_key, secure_delegation
+from medstream.crypto.encrypted_self import decrypt_fields, encrypt_fields, encrypted_self_kid
+from medstream.crypto.entity_keys import EntityKey, unwrap_entity_key, wrap_entity_key, wrapped_kid
+from medstream.crypto.exchange_data import ExchangeSecrets, open_exchange_data
+from medstream.crypto.key_store_format import KeyStore
+from medstream.crypto.owner_keys import PublicKeyRecord
+from medstream.errors import DecryptionError, KeyVerificationError
+
+SECURITY_METADATA = "securityMetadata"
+SECURE_DELEGATIONS = "secureDelegations"
+
+
+def delegations_of(wire: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The secure delegations of an entity's wire dict, by delegation key (a copy)."""
+    metadata = wire.get(SECURITY_METADATA) or {}
+    return {key: dict(value) for key, value in (metadata.get(SECURE_DELEGATIONS) or {}).items()}
+
+
+@dataclass
+class CryptoState:
+    """The caches of one logged-in data owner; `store` is its key store (saved by the caller when `pin` or
+    `verify` says it changed)."""
+
+    store: KeyStore
+    encrypted_fields: Mapping[str, tuple[str, ...]]
+    exchange_data: dict[str, dict[str, Any]] = field(default_factory=dict)  # by id, as read or written
+    by_pair: dict[tuple[str, str], str] = field(default_factory=dict)  # (delegator, delegate) -> exchange data id
+    secrets: dict[str, ExchangeSecrets] = field(default_factory=dict)  # opened K_ex and S_ac, by exchange data id
+    entity_keys: dict[tuple[str, str, bytes], EntityKey] = field(default_factory=dict)
+
+    @property
+    def data_owner_id(self) -> str:
+        return self.store.data_owner_id
+
+    def fields_of(self, entity_type: str) -> tuple[str, ...]:
+        """The top-level wire names of `entity_type` that travel in `encryptedSelf` (none: not encrypted)."""
+        return tuple(self.encrypted_fields.get(entity_type, ()))
+
+    # -- counterparties' keys -----------------------------------------------------------------------------
+
+    def check_published(self, data_owner_id: str, published: Iterable[PublicKeyRecord]) -> bool:
+        """Pin a counterparty's published ACTIVE keys on first use; True when the key store changed (first
+        pins). KeyVerificationError for a published ACTIVE key that is not pinned while others are."""
+        active = [record for record in published if record.is_active]
+        if data_owner_id == self.data_owner_id:
+            return False
+        if not active:
+            raise KeyVerificationError(f"data owner {data_owner_id} has published no ACTIVE key: nothing to share with")
+        pinned = self.store.pins.get(data_owner_id)
+        if not pinned:
+            for record in active:
+                self.store.pin(data_owner_id, record)
+            return True
+        unknown = [record for record in active if record.id not in pinned]
+        if unknown:
+            new = unknown[0]
+            raise KeyVerificationError(
+                f"data owner {data_owner_id} now publishes key {new.id} (fingerprint {new.fingerprint}), which is not "
+                f"the key pinned for it ({', '.join(sorted(pinned))}): compare this fingerprint with the data owner, "
+                f"then call api.crypto.verify_key({data_owner_id!r}, {new.id!r})"
+            )
+        return False
+
+    def verify(self, data_owner_id: str, record: PublicKeyRecord) -> None:
+        """Pin `record` for `data_owner_id` as verified: a person compared its fingerprint."""
+        self.store.pin(data_owner_id, record, verified=True)
+
+    def pinned_keys(self, data_owner_id: str) -> list[PublicKeyRecord]:
+        return [pin.record for pin in self.store.pins.get(data_owner_id, {}).values()]
+
+    # -- exchange data ------------------------------------------------------------------------------------
+
+    def open(self, wire: Mapping[str, Any]) -> ExchangeSecrets:
+        """K_ex and S_ac of an exchange data record (signature checked against the pins first), kept."""
+        exchange_data_id = str(wire.get("id"))
+        known = self.secrets.get(exchange_data_id)
+        if known is not None and self.exchange_data.get(exchange_data_id) == wire:
+            return known
+        secrets = open_exchange_data(wire, self.store.key_pairs, self.store.pinned_records())
+        self.exchange_data[exchange_data_id] = dict(wire)
+        self.secrets[exchange_data_id] = secrets
+        delegator, delegate = wire.get("delegator"), wire.get("delegate")
+        if isinstance(delegator, str) and isinstance(delegate, str):
+            self.by_pair.setdefault((delegator, delegate), exchange_data_id)
+        return secrets
+
+    def shared_with(self, delegate: str) -> tuple[str, ExchangeSecrets] | None:
+        """The opened exchange data this data owner delegates to `delegate`, if known."""
+        exchange_data_id = self.by_pair.get((self.data_owner_id, delegate))
+        if exchange_data_id is None or exchange_data_id not in self.secrets:
+            return None
+        return exchange_data_id, self.secrets[exchange_data_id]
+
+    # -- entity keys --------------------------------------------------------------------------------------
+
+    def missing_exchange_data(self, wire: Mapping[str, Any]) -> list[str]:
+        """The exchange data ids of the entity's delegations to this data owner that are not opened yet."""
+        missing = []
+        for delegation in delegations_of(wire).values():
+            exchange_data_id = delegation.get("exchangeDataId")
+            if (
+                delegation.get("delegate") == self.data_owner_id
+                and isinstance(exchange_data_id, str)
+                and delegation.get("encryptionKeys")
+                and exchange_data_id not in self.secrets
+                and exchange_data_id not in missing
+            ):
+                missing.append(exchange_data_id)
+        return missing
+
+    def entity_key(self, entity_type: str, wire: Mapping[str, Any], kid: bytes | None = None) -> EntityKey | None:
+        """The entity's key (the one of `kid`, else of its `encryptedSelf`, else the newest its delegations to
+        this data owner carry), from the cache or unwrapped with opened exchange data; None when none opens."""
+        entity_id = str(wire.get("id"))
+        kid = kid or encrypted_self_kid(wire, entity_type)
+        if kid is not None and (entity_type, entity_id, kid) in self.entity_keys:
+            return self.entity_keys[(entity_type, entity_id, kid)]
+        found: EntityKey | None = None
+        for delegation in delegations_of(wire).values():
+            secrets = self.secrets.get(str(delegation.get("exchangeDataId")))
+            if delegation.get("delegate") != self.data_owner_id or secrets is None:
+                continue
+            for blob in delegation.get("encryptionKeys") or ():
+                if kid is not None and wrapped_kid(blob) != kid:
+                    continue
+                key = unwrap_entity_key(secrets.exchange_key, entity_type, entity_id, blob)
+                self.entity_keys[(entity_type, entity_id, key.kid)] = key
+                found = key
+            if found is not None and kid is not None:
+                return found
+        return found
+
+    def remember(self, entity_type: str, entity_id: str, key: EntityKey) -> None:
+        self.entity_keys[(entity_type, entity_id, key.kid)] = key
+
+    # -- content ------------------------------------------------------------------------------------------
+
+    def decrypt(self, entity_type: str, wire: Mapping[str, Any]) -> dict[str, Any]:
+        """The entity with its `encryptedSelf` merged back. DecryptionError when no delegation to this data
+        owner carries its key (after the exchange data `missing_exchange_data` names was opened), or when the
+        content does not decrypt."""
+        kid = encrypted_self_kid(wire, entity_type)
+        if kid is None:
+            return dict(wire)
+        key = self.entity_key(entity_type, wire, kid)
+        if key is None:
+            raise DecryptionError(
+                f"{entity_type} {wire.get('id')}: no delegation to {self.data_owner_id} carries its key "
+                f"(kid {kid.hex()}): it was not shared with this data owner's keys"
+            )
+        return decrypt_fields(wire, entity_type, {kid: key.key})
+
+    def encrypt(self, entity_type: str, wire: Mapping[str, Any], key: EntityKey) -> dict[str, Any]:
+        """The entity's wire dict with its encrypted fields in `encryptedSelf` under `key`."""
+        self.remember(entity_type, str(wire["id"]), key)
+        return encrypt_fields(wire, entity_type, self.fields_of(entity_type), key)
+
+    def delegation(
+        self,
+        entity_type: str,
+        entity_id: str,
+        key: EntityKey,
+        delegate: str,
+        permissions: Permission,
+        parents: Iterable[str] = (),
+    ) -> tuple[str, dict[str, Any]]:
+        """A secure delegation from this data owner to `delegate` carrying `key`, with its delegation key; the
+        exchange data self -> delegate must be opened (`shared_with`)."""
+        shared = self.shared_with(delegate)
+        if shared is None:
+            raise DecryptionError(f"no exchange data of {self.data_owner_id} with {delegate} is open")
+        exchange_data_id, secrets = shared
+        blob = wrap_entity_key(secrets.exchange_key, entity_type, entity_id, key)
+        value = secure_delegation(self.data_owner_id, delegate, exchange_data_id, [blob], permissions, parents)
+        return delegation_key(secrets.access_control_secret, entity_type), value
+
+    def carries(
+        self,
+        entity_type: str,
+        entity_id: str,
+        delegation: Mapping[str, Any] | None,
+        key: EntityKey,
+        permissions: Permission,
+    ) -> bool:
+        """Whether `delegation` (this data owner's, made with exchange data it opened) already carries `key`
+        with `permissions`: sharing again would change nothing."""
+        if delegation is None or delegation.get("delegator") != self.data_owner_id:
+            return False
+        secrets = self.secrets.get(str(delegation.get("exchangeDataId")))
+        if secrets is None or delegation.get("permissions", "WRITE") != permissions:
+            return False
+        for blob in delegation.get("encryptionKeys") or ():
+            try:
+                if unwrap_entity_key(secrets.exchange_key, entity_type, entity_id, blob) == key:
+                    return True
+            except DecryptionError:
+                continue
+        return False
+
+    def rewrapped(
+        self, entity_type: str, entity_id: str, delegations: Mapping[str, Mapping[str, Any]], key: EntityKey
+    ) -> dict[str, dict[str, Any]]:
+        """`delegations` with `key` in place of the keys of every delegation this data owner made with exchange
+        data it holds; the others (another delegator's, the server's) are left as they are."""
+        result: dict[str, dict[str, Any]] = {}
+        for name, delegation in delegations.items():
+            value = dict(delegation)
+            secrets = self.secrets.get(str(value.get("exchangeDataId")))
+            if value.get("delegator") == self.data_owner_id and value.get("encryptionKeys") and secrets is not None:
+                value["encryptionKeys"] = [wrap_entity_key(secrets.exchange_key, entity_type, entity_id, key)]
+            result[name] = value
+        return result
