@@ -199,22 +199,13 @@ def _leaves(kind: str, pool: FilterPool) -> list[SearchStrategy[Any]]:
     names = st.sampled_from(pool.names)
     tags = _coding_parts(pool, ("tag_type", "tag_code"))
     labels = _coding_parts(pool, ("label_type", "label_code"))
-    tokens = _sets(pool.blind_tokens)
-
-    def blind_fields(kind: str) -> SearchStrategy[str]:
-        return st.sampled_from(tuple(BLIND_INDEXED[kind]))
 
     by_kind: dict[str, list[SearchStrategy[Any]]] = {
         "DataSample": [
             _node(DataSampleByIdsFilter, ids=ids),
             _node(DataSampleByHealthcarePartyFilter, hcp_id=owner),
             _node(DataSampleByHealthcarePartyIdentifiersFilter, healthcare_party_id=owner, identifiers=identifiers),
-            _node(
-                DataSampleByHealthcarePartyBlindIndexFilter,
-                healthcare_party_id=owner,
-                field=blind_fields("DataSample"),
-                tokens=tokens,
-            ),
+            blind_index_filters_for("DataSample", pool),
             _node_with_parts(
                 DataSampleByHealthcarePartyTagCodeDateFilter,
                 tags,
@@ -236,12 +227,7 @@ def _leaves(kind: str, pool: FilterPool) -> list[SearchStrategy[Any]]:
             _node(PatientByIdsFilter, ids=ids),
             _node(PatientByHealthcarePartyFilter, healthcare_party_id=owner),
             _node(PatientByHealthcarePartyIdentifiersFilter, healthcare_party_id=owner, identifiers=identifiers),
-            _node(
-                PatientByHealthcarePartyBlindIndexFilter,
-                healthcare_party_id=owner,
-                field=blind_fields("Patient"),
-                tokens=tokens,
-            ),
+            blind_index_filters_for("Patient", pool),
             _node(
                 PatientByHealthcarePartyGenderEducationProfessionFilter,
                 healthcare_party_id=owner,
@@ -264,12 +250,7 @@ def _leaves(kind: str, pool: FilterPool) -> list[SearchStrategy[Any]]:
             _node(
                 HealthcareElementByHealthcarePartyIdentifiersFilter, healthcare_party_id=owner, identifiers=identifiers
             ),
-            _node(
-                HealthcareElementByHealthcarePartyBlindIndexFilter,
-                healthcare_party_id=owner,
-                field=blind_fields("HealthcareElement"),
-                tokens=tokens,
-            ),
+            blind_index_filters_for("HealthcareElement", pool),
             _node_with_parts(
                 HealthcareElementByHealthcarePartyLabelCodeFilter,
                 tags,
@@ -312,6 +293,23 @@ def _leaves(kind: str, pool: FilterPool) -> list[SearchStrategy[Any]]:
         ],
     }
     return by_kind[kind]
+
+
+_BLIND_INDEX_NODES: dict[str, type[Any]] = {
+    "Patient": PatientByHealthcarePartyBlindIndexFilter,
+    "DataSample": DataSampleByHealthcarePartyBlindIndexFilter,
+    "HealthcareElement": HealthcareElementByHealthcarePartyBlindIndexFilter,
+}
+
+
+def blind_index_filters_for(kind: str, pool: FilterPool) -> SearchStrategy[Any]:
+    """A blind-index node of `kind` on one of its blind-index fields, naming pool tokens (held under any field)."""
+    return _node(
+        _BLIND_INDEX_NODES[kind],
+        healthcare_party_id=st.sampled_from(pool.data_owners),
+        field=st.sampled_from(tuple(BLIND_INDEXED[kind])),
+        tokens=_sets(pool.blind_tokens),
+    )
 
 
 def leaf_filters_for(kind: str, pool: FilterPool) -> SearchStrategy[Filter]:

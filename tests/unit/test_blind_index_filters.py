@@ -9,6 +9,8 @@ from typing import Any
 
 import pydantic
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from medstream.crypto.blind_index import name_tokens, token
 from medstream.delegations import server_metadata
@@ -16,17 +18,20 @@ from medstream.errors import ValidationError
 from medstream.filters import (
     DataSampleByHealthcarePartyBlindIndexFilter,
     HealthcareElementByHealthcarePartyBlindIndexFilter,
+    IndexConstraint,
     IntersectionFilter,
     PatientByHealthcarePartyBlindIndexFilter,
     PatientByHealthcarePartyFilter,
+    entity_index_values,
     index_constraint,
     matches,
     parse_filter,
 )
 from medstream.filters.builders import DataSampleFilter, HealthcareElementFilter, PatientFilter
-from medstream.filters.weight import filter_weight
+from medstream.filters.weight import INDEX_BYTES, filter_weight
 from medstream.model import DataSample, HealthcareElement, HealthcareProfessional, Patient
 from medstream.model.blind_index import MAX_BLIND_INDEX_FIELDS, MAX_TOKENS_PER_FIELD
+from tests.filter_strategies import FilterPool, blind_index_filters_for, entities_for_filters
 from tests.unit.test_filter_builders import FakeApi
 
 INDEX_KEY = secrets.token_bytes(32)
@@ -133,6 +138,25 @@ def test_data_samples_and_healthcare_elements_are_found_by_identifier_tokens() -
     assert not matches(node(healthcare_party_id="hcp-1", field="identifiers", tokens={_random_token()}), element)
 
 
+@settings(max_examples=100, deadline=None)
+@given(kind=st.sampled_from(("Patient", "DataSample", "HealthcareElement")), data=st.data())
+def test_a_blind_index_node_matches_exactly_the_shared_entities_holding_a_token_and_indexes_them(
+    kind: str, data: st.DataObject
+) -> None:
+    entities = data.draw(st.lists(entities_for_filters(kind), min_size=1, max_size=6))
+    pool = FilterPool.of(entities)
+    for _ in range(5):
+        node = data.draw(blind_index_filters_for(kind, pool))
+        constraint = index_constraint(node)
+        assert constraint is not None and constraint.key == "blind_index"
+        for entity in entities:
+            held = set((entity.blind_index or {}).get(node.field, ()))
+            expected = node.healthcare_party_id in entity.readers and bool(held & node.tokens)
+            assert matches(node, entity) == expected
+            if expected:
+                assert constraint.values & entity_index_values(entity, "blind_index"), "a candidate for the index"
+
+
 # --- parse, index, weight -------------------------------------------------------------------------------------
 
 
@@ -169,14 +193,19 @@ def test_a_bad_node_is_a_validation_error_naming_the_field(
     assert caught.value.details[0]["node"] == node_type
 
 
-def test_the_subscription_index_keys_it_by_data_owner_and_its_tokens_weigh() -> None:
-    one = _patients("names", _random_token())
-    many = _patients("names", *(_random_token() for _ in range(100)))
+def test_the_subscription_index_keys_it_by_its_tokens_before_labels_patients_and_data_owners() -> None:
+    helene = _helene()
+    search = token(INDEX_KEY, "names", "dup")
+    one = _patients("names", search)
     constraint = index_constraint(
-        IntersectionFilter(filters=(PatientByHealthcarePartyFilter(healthcare_party_id="x"), one))
+        IntersectionFilter(filters=(PatientByHealthcarePartyFilter(healthcare_party_id="hcp-1"), one))
     )
-    assert constraint is not None and constraint.key == "data_owner"
-    assert filter_weight(many) - filter_weight(one) >= 99 * 24
+    assert constraint == IndexConstraint("blind_index", frozenset({("names", search)}))
+    assert constraint.values <= entity_index_values(helene, "blind_index"), "sound: Hélène is a candidate"
+    assert ("ssin", search) not in entity_index_values(helene, "blind_index")
+    assert entity_index_values(Patient(), "blind_index") == frozenset()
+    many = _patients("names", *(_random_token() for _ in range(100)))
+    assert filter_weight(many) - filter_weight(one) >= 99 * (24 + INDEX_BYTES)
 
 
 # --- builders -------------------------------------------------------------------------------------------------
