@@ -21,6 +21,7 @@ from medstream.filters import (
     AllMedicalDevicesFilter,
     AllUsersFilter,
     ComplementFilter,
+    DataSampleByHealthcarePartyBlindIndexFilter,
     DataSampleByHealthcarePartyFilter,
     DataSampleByHealthcarePartyHealthcareElementIdsFilter,
     DataSampleByHealthcarePartyIdentifiersFilter,
@@ -31,6 +32,7 @@ from medstream.filters import (
     ExchangeDataByDelegatorFilter,
     ExchangeDataByIdsFilter,
     Filter,
+    HealthcareElementByHealthcarePartyBlindIndexFilter,
     HealthcareElementByHealthcarePartyFilter,
     HealthcareElementByHealthcarePartyIdentifiersFilter,
     HealthcareElementByHealthcarePartyLabelCodeFilter,
@@ -45,6 +47,7 @@ from medstream.filters import (
     NotificationsAfterDateFilter,
     NotificationsByHcPartyAndTypeFilter,
     NotificationsByIdFilter,
+    PatientByHealthcarePartyBlindIndexFilter,
     PatientByHealthcarePartyDateOfBirthBetweenFilter,
     PatientByHealthcarePartyFilter,
     PatientByHealthcarePartyGenderEducationProfessionFilter,
@@ -58,11 +61,13 @@ from medstream.filters import (
 )
 from medstream.filters.names import search_name
 from medstream.model import Entity, ExchangeData, Gender, Identifier, NotificationType
+from medstream.model.blind_index import BLIND_INDEXED
 from medstream.model.text import normalize_for_search
-from tests.strategies import CODE_TYPES, CODES, EDUCATIONS, PROFESSIONS, entities_of
+from tests.strategies import BLIND_TOKENS, CODE_TYPES, CODES, EDUCATIONS, PROFESSIONS, entities_of
 
 # Values no generated entity has: filters naming them select nothing.
 _NOWHERE = "no-such-value"
+_NOWHERE_TOKEN = "bm8tc3VjaC10b2tlbiEhIQ=="
 # A few data owners and patients shared by the entities of `entities_for_filters`, so that filters naming one
 # select several entities, and some not.
 DATA_OWNERS = ("hcp-a", "hcp-b", "pat-a")
@@ -97,6 +102,7 @@ class FilterPool:
     names: tuple[str, ...]
     ssins: tuple[str, ...]
     codings: tuple[tuple[str, str | None], ...]  # (type, code) of the entities' labels and codes, then others
+    blind_tokens: tuple[str, ...]  # the tokens of the entities' blind indexes (under any field), then others
 
     @classmethod
     def of(cls, entities: Iterable[Entity], *, data_owners: Iterable[str] = ()) -> FilterPool:
@@ -132,6 +138,11 @@ class FilterPool:
             codings=(
                 *sorted({(c.type, c.code) for e in entities for c in (*e.labels, *e.codes) if c.type}, key=repr),
                 *((t, c) for t in CODE_TYPES for c in (*CODES, None)),
+            ),
+            blind_tokens=(
+                *sorted({t for e in entities for tokens in (e.blind_index or {}).values() for t in tokens}),
+                *BLIND_TOKENS[:2],
+                _NOWHERE_TOKEN,
             ),
         )
 
@@ -188,11 +199,13 @@ def _leaves(kind: str, pool: FilterPool) -> list[SearchStrategy[Any]]:
     names = st.sampled_from(pool.names)
     tags = _coding_parts(pool, ("tag_type", "tag_code"))
     labels = _coding_parts(pool, ("label_type", "label_code"))
+
     by_kind: dict[str, list[SearchStrategy[Any]]] = {
         "DataSample": [
             _node(DataSampleByIdsFilter, ids=ids),
             _node(DataSampleByHealthcarePartyFilter, hcp_id=owner),
             _node(DataSampleByHealthcarePartyIdentifiersFilter, healthcare_party_id=owner, identifiers=identifiers),
+            blind_index_filters_for("DataSample", pool),
             _node_with_parts(
                 DataSampleByHealthcarePartyTagCodeDateFilter,
                 tags,
@@ -214,6 +227,7 @@ def _leaves(kind: str, pool: FilterPool) -> list[SearchStrategy[Any]]:
             _node(PatientByIdsFilter, ids=ids),
             _node(PatientByHealthcarePartyFilter, healthcare_party_id=owner),
             _node(PatientByHealthcarePartyIdentifiersFilter, healthcare_party_id=owner, identifiers=identifiers),
+            blind_index_filters_for("Patient", pool),
             _node(
                 PatientByHealthcarePartyGenderEducationProfessionFilter,
                 healthcare_party_id=owner,
@@ -236,6 +250,7 @@ def _leaves(kind: str, pool: FilterPool) -> list[SearchStrategy[Any]]:
             _node(
                 HealthcareElementByHealthcarePartyIdentifiersFilter, healthcare_party_id=owner, identifiers=identifiers
             ),
+            blind_index_filters_for("HealthcareElement", pool),
             _node_with_parts(
                 HealthcareElementByHealthcarePartyLabelCodeFilter,
                 tags,
@@ -278,6 +293,23 @@ def _leaves(kind: str, pool: FilterPool) -> list[SearchStrategy[Any]]:
         ],
     }
     return by_kind[kind]
+
+
+_BLIND_INDEX_NODES: dict[str, type[Any]] = {
+    "Patient": PatientByHealthcarePartyBlindIndexFilter,
+    "DataSample": DataSampleByHealthcarePartyBlindIndexFilter,
+    "HealthcareElement": HealthcareElementByHealthcarePartyBlindIndexFilter,
+}
+
+
+def blind_index_filters_for(kind: str, pool: FilterPool) -> SearchStrategy[Any]:
+    """A blind-index node of `kind` on one of its blind-index fields, naming pool tokens (held under any field)."""
+    return _node(
+        _BLIND_INDEX_NODES[kind],
+        healthcare_party_id=st.sampled_from(pool.data_owners),
+        field=st.sampled_from(tuple(BLIND_INDEXED[kind])),
+        tokens=_sets(pool.blind_tokens),
+    )
 
 
 def leaf_filters_for(kind: str, pool: FilterPool) -> SearchStrategy[Filter]:

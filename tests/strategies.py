@@ -195,6 +195,18 @@ crypto_key_lists = st.lists(
 )
 
 
+# Blind-index tokens from a small pool (as an index key makes them: 16 bytes, base64), so that generated
+# filters name tokens generated entities hold; duplicates within a field are kept, as a client may send them.
+BLIND_TOKENS = tuple(base64.b64encode(bytes([n]) * 16).decode("ascii") for n in range(6))
+
+
+def blind_indexes(fields: tuple[str, ...]) -> SearchStrategy[dict[str, list[str]] | None]:
+    """A blind index over some of `fields` (the kind's blind-index fields), or none."""
+    return optional(
+        st.dictionaries(st.sampled_from(fields), st.lists(st.sampled_from(BLIND_TOKENS), max_size=3), max_size=2)
+    )
+
+
 def entity_fields() -> dict[str, SearchStrategy[Any]]:
     """Strategies for the fields every entity has."""
     return {
@@ -273,6 +285,7 @@ def _data_samples(contents: SearchStrategy[Content]) -> SearchStrategy[DataSampl
         **entity_fields(),
         transaction_id=optional(st.uuids().map(str)),
         identifiers=st.lists(identifiers, max_size=2),
+        blind_index=blind_indexes(("identifiers",)),
         patient_id=optional(entity_ids),
         batch_id=optional(st.uuids().map(str)),
         healthcare_element_ids=string_id_sets,
@@ -308,6 +321,7 @@ patients = st.builds(
     Patient,
     **entity_fields(),
     identifiers=st.lists(identifiers, max_size=2),
+    blind_index=blind_indexes(("ssin", "identifiers", "names")),
     end_of_life=optional(epoch_ms),
     first_name=optional(first_names),
     last_name=optional(last_names),
@@ -352,6 +366,7 @@ healthcare_elements = st.builds(
     HealthcareElement,
     **entity_fields(),
     identifiers=st.lists(identifiers, max_size=2),
+    blind_index=blind_indexes(("identifiers",)),
     patient_id=optional(entity_ids),
     healthcare_element_id=optional(entity_ids),
     medical_location_id=optional(st.uuids().map(str)),

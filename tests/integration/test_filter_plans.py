@@ -18,7 +18,9 @@ import pytest_asyncio
 from sqlalchemy import Connection, text
 
 from medstream.access import Actor
+from medstream.crypto.blind_index import token
 from medstream.filters import (
+    DataSampleByHealthcarePartyBlindIndexFilter,
     DataSampleByHealthcarePartyFilter,
     DataSampleByHealthcarePartyHealthcareElementIdsFilter,
     DataSampleByHealthcarePartyIdentifiersFilter,
@@ -27,6 +29,7 @@ from medstream.filters import (
     DataSampleByIdsFilter,
     Filter,
     NotificationsAfterDateFilter,
+    PatientByHealthcarePartyBlindIndexFilter,
     PatientByHealthcarePartyDateOfBirthBetweenFilter,
     PatientByHealthcarePartyIdentifiersFilter,
     PatientByHealthcarePartySsinsFilter,
@@ -53,6 +56,7 @@ ADMIN = Actor("admin-user", None, is_admin=True)
 OWNER = "plan-hcp-owner"  # reads everything
 RARE_READER = "plan-hcp-rare"  # reads 20 data samples
 BASE_TIME = 1_700_000_000_000  # notifications are spread one second apart from here
+INDEX_KEY = bytes(range(32))  # the blind-index key the tokens are made with
 
 
 def _patient(i: int) -> Patient:
@@ -63,6 +67,7 @@ def _patient(i: int) -> Patient:
         ssin=f"{i:011d}",
         date_of_birth=19000101 + i * 100,
         identifiers=[Identifier(system="urn:mrn", value=f"mrn-{i}")],
+        blind_index={"ssin": [token(INDEX_KEY, "ssin", f"{i:011d}")]},
     )
 
 
@@ -75,6 +80,7 @@ def _sample(i: int) -> DataSample:
         codes={CodingReference(type=f"K{i % 100}", code="x")},
         identifiers=[Identifier(system="urn:lab", value=f"v{i}")],
         healthcare_element_ids={f"plan-he-{i % 300}"},
+        blind_index={"identifiers": [token(INDEX_KEY, "identifiers", f"urn:lab\x00v{i}")]},
     )
 
 
@@ -140,6 +146,22 @@ CASES: list[tuple[str, Filter, str]] = [
         PatientByHealthcarePartyIdentifiersFilter(
             healthcare_party_id=OWNER,
             identifiers=(Identifier(system="urn:mrn", value="mrn-1"), Identifier(system="urn:mrn", value="mrn-2")),
+        ),
+        "ix_entity_terms_covering",
+    ),
+    (
+        "blind index",
+        PatientByHealthcarePartyBlindIndexFilter(
+            healthcare_party_id=OWNER, field="ssin", tokens=frozenset({token(INDEX_KEY, "ssin", "00000000042")})
+        ),
+        "ix_entity_terms_covering",
+    ),
+    (
+        "blind index",
+        DataSampleByHealthcarePartyBlindIndexFilter(
+            healthcare_party_id=OWNER,
+            field="identifiers",
+            tokens=frozenset({token(INDEX_KEY, "identifiers", f"urn:lab\x00v{i}") for i in (10, 20)}),
         ),
         "ix_entity_terms_covering",
     ),

@@ -14,6 +14,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
+from medstream.crypto.blind_index import token
 from medstream.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from medstream.filters import (
     ExchangeDataByDelegateFilter,
@@ -278,12 +279,15 @@ async def test_with_required_encryption_clear_fields_and_filters_on_them_are_ref
             clear_id = f"clear-{uuid.uuid4().hex[:8]}"
             with pytest.raises(ValidationError, match="firstName"):
                 await admin.patient_api.create_or_modify_patient(Patient(id=clear_id, first_name="John"))
-            fine = Patient(ssin="85073003328", date_of_birth=19850730, encrypted_self=BLOB)
+            ssin_token = token(bytes(32), "ssin", "85073003328")
+            fine = Patient(date_of_birth=19850730, encrypted_self=BLOB, blind_index={"ssin": [ssin_token]})
             with pytest.raises(ValidationError, match=r"Patient \[1\]: lastName, note"):
                 await admin.patient_api.create_or_modify_patients([fine, Patient(last_name="Snow", note="x")])
+            with pytest.raises(ValidationError, match="ssin"):
+                await admin.patient_api.create_or_modify_patient(Patient(ssin="85073003328", encrypted_self=BLOB))
             assert await admin.patient_api.list_page() == [], "nothing of the refused writes was stored"
             stored = await admin.patient_api.create_or_modify_patient(fine)
-            assert stored.encrypted_self == BLOB and stored.ssin == "85073003328"
+            assert stored.encrypted_self == BLOB and stored.blind_index == {"ssin": [ssin_token]}
 
             fuzzy = {
                 "$type": "PatientByHealthcarePartyNameContainsFuzzyFilter",
@@ -295,12 +299,22 @@ async def test_with_required_encryption_clear_fields_and_filters_on_them_are_ref
             with pytest.raises(ValidationError, match="lastName"):
                 await admin.patient_api.match_patients_by(fuzzy)
             by_ssin = {"$type": "PatientByHealthcarePartySsinsFilter", "healthcarePartyId": "h", "ssins": ["1"]}
-            assert await admin.patient_api.match_patients_by(by_ssin) == []
+            with pytest.raises(ValidationError, match="ssin"):
+                await admin.patient_api.match_patients_by(by_ssin)
+            by_token = {
+                "$type": "PatientByHealthcarePartyBlindIndexFilter",
+                "healthcarePartyId": "h",
+                "field": "ssin",
+                "tokens": [ssin_token],
+            }
+            assert await admin.patient_api.match_patients_by(by_token) == []  # stored, but not shared with "h"
 
-            token = await admin.transport.access_token()
-            refused = await _subscribe_answer(server.url, token, fuzzy)
+            token_ = await admin.transport.access_token()
+            refused = await _subscribe_answer(server.url, token_, fuzzy)
             assert refused["type"] == "error" and "firstName" in refused["message"], refused
-            accepted = await _subscribe_answer(server.url, token, by_ssin)
+            refused = await _subscribe_answer(server.url, token_, by_ssin)
+            assert refused["type"] == "error" and "ssin" in refused["message"], refused
+            accepted = await _subscribe_answer(server.url, token_, by_token)
             assert accepted["type"] == "subscribed", accepted
         finally:
             await admin.close()

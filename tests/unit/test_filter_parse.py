@@ -60,7 +60,7 @@ def test_every_generated_filter_round_trips_through_its_wire_form(kind_and_filte
 def test_every_node_type_is_registered_under_its_medtech_name() -> None:
     for type_name, cls in NODE_TYPES.items():
         assert cls.__name__ == type_name
-    assert len(NODE_TYPES) == 38
+    assert len(NODE_TYPES) == 41
 
 
 def test_wire_form_is_camel_case_with_type_first_and_sorted_sets() -> None:

@@ -6,7 +6,9 @@ keep allocated once read from JSON, parsed and indexed, divided by three.
 
 from __future__ import annotations
 
+import base64
 import gc
+import secrets
 import tracemalloc
 import uuid
 from collections.abc import Callable
@@ -53,6 +55,12 @@ SHAPES: dict[str, Shape] = {
         "$type": "PatientByHealthcarePartyIdentifiersFilter",
         "healthcarePartyId": _ids(1)[0],
         "identifiers": [{"system": "urn:system", "value": v} for v in _ids(3_000)],
+    },
+    "1,000 blind-index tokens": lambda: {
+        "$type": "PatientByHealthcarePartyBlindIndexFilter",
+        "healthcarePartyId": _ids(1)[0],
+        "field": "names",
+        "tokens": [base64.b64encode(secrets.token_bytes(16)).decode() for _ in range(1_000)],
     },
     "100 KB of text": lambda: {
         "$type": "PatientByHealthcarePartyFilter",

@@ -16,7 +16,8 @@ from medstream.events.subscription import Subscription
 from medstream.events.types import EventType
 from medstream.filters.index import index_constraint
 
-# Keys: "id", "label", "patient", "data_owner" from the filter, and "reader" for the subscriber's data owner.
+# Keys: "id", "blind_index", "label", "patient", "data_owner" from the filter, and "reader" for the subscriber's
+# data owner.
 IndexKey = str
 _Bucket = tuple[str, EventType]
 

@@ -10,10 +10,19 @@ from collections.abc import Callable, Iterator
 from functools import cached_property
 from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import ConfigDict, Field, PlainSerializer, model_serializer, model_validator
+from pydantic import ConfigDict, Field, PlainSerializer, StringConstraints, model_serializer, model_validator
 
-from medstream.filters.constraints import Constraint, FieldIn, HasCoding, HasIdentifier, IdIn, SharedWith
+from medstream.filters.constraints import (
+    Constraint,
+    FieldIn,
+    HasBlindToken,
+    HasCoding,
+    HasIdentifier,
+    IdIn,
+    SharedWith,
+)
 from medstream.model.base import MedstreamModel
+from medstream.model.blind_index import MAX_TOKENS_PER_FIELD, TOKEN_PATTERN, check_blind_index_field
 from medstream.model.common import Identifier
 from medstream.model.text import normalize_for_search
 
@@ -26,6 +35,11 @@ NonEmptyText = Annotated[str, Field(min_length=1)]
 # Dates and instants: bounded to what both databases store (BIGINT).
 Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 Identifiers = Annotated[tuple[Identifier, ...], Field(max_length=MAX_LIST_SIZE)]
+# Blind-index tokens, each of the crypto core's shape; written back sorted, like StringSet.
+Token = Annotated[str, StringConstraints(pattern=TOKEN_PATTERN)]
+TokenSet = Annotated[
+    frozenset[Token], PlainSerializer(sorted, return_type=list[str]), Field(max_length=MAX_TOKENS_PER_FIELD)
+]
 
 
 class FilterNode(MedstreamModel):
@@ -161,6 +175,24 @@ class ByIdentifiers(ForDataOwner):
     def _constraints(self) -> Iterator[Constraint]:
         yield from super()._constraints()
         yield HasIdentifier(identifier_pairs(self.identifiers))
+
+
+class ByBlindIndex(ForDataOwner):
+    """The entities shared with the data owner whose blind index holds, under `field`, one of `tokens`: the
+    equality search over a field that travels encrypted. The SDK computes the tokens from clear values with
+    its index key; the server compares them as they are."""
+
+    field: NonEmptyText
+    tokens: TokenSet
+
+    @model_validator(mode="after")
+    def _check_field(self) -> Self:
+        check_blind_index_field(self.entity_type, self.field)
+        return self
+
+    def _constraints(self) -> Iterator[Constraint]:
+        yield from super()._constraints()
+        yield HasBlindToken(self.field, self.tokens)
 
 
 class ByPatients(ForDataOwner):

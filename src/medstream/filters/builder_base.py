@@ -131,6 +131,12 @@ class FilterBuilder:
             raise ValidationError(f"{self._where(method)} needs at least one {what}")
         return list(values)
 
+    def _blind_index(self, node_type: type[LeafFilter], field: str, tokens: Sequence[str]) -> Self:
+        """A constraint on `tokens` under the blind-index `field`: the tokens the SDK computed from clear values
+        with its index key (`medstream.crypto.blind_index`)."""
+        tokens = self._strings("by_blind_index", tokens, "token")
+        return self._add("by_blind_index", node_type, field=field, tokens=tokens)
+
     def _identifiers(self, identifiers: Sequence[Identifier]) -> list[Identifier]:
         if not identifiers:
             raise ValidationError(f"{self._where('by_identifiers')} needs at least one identifier")

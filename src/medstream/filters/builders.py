@@ -23,6 +23,7 @@ from medstream.filters.nodes import (
     AllHealthcareProfessionalsFilter,
     AllMedicalDevicesFilter,
     AllUsersFilter,
+    DataSampleByHealthcarePartyBlindIndexFilter,
     DataSampleByHealthcarePartyFilter,
     DataSampleByHealthcarePartyHealthcareElementIdsFilter,
     DataSampleByHealthcarePartyIdentifiersFilter,
@@ -32,6 +33,7 @@ from medstream.filters.nodes import (
     ExchangeDataByDelegateFilter,
     ExchangeDataByDelegatorFilter,
     ExchangeDataByIdsFilter,
+    HealthcareElementByHealthcarePartyBlindIndexFilter,
     HealthcareElementByHealthcarePartyFilter,
     HealthcareElementByHealthcarePartyIdentifiersFilter,
     HealthcareElementByHealthcarePartyLabelCodeFilter,
@@ -45,6 +47,7 @@ from medstream.filters.nodes import (
     NotificationsAfterDateFilter,
     NotificationsByHcPartyAndTypeFilter,
     NotificationsByIdFilter,
+    PatientByHealthcarePartyBlindIndexFilter,
     PatientByHealthcarePartyDateOfBirthBetweenFilter,
     PatientByHealthcarePartyFilter,
     PatientByHealthcarePartyGenderEducationProfessionFilter,
@@ -75,6 +78,12 @@ class DataSampleFilter(DataOwnerFilterBuilder):
         """Data samples with one of these identifiers (matched on system and value)."""
         identifiers = self._identifiers(identifiers)
         return self._add("by_identifiers", DataSampleByHealthcarePartyIdentifiersFilter, identifiers=identifiers)
+
+    @adds_constraint
+    def by_blind_index(self, field: str, tokens: Sequence[str]) -> Self:
+        """Data samples whose blind index holds one of `tokens` under `field` (`identifiers`): the search over encrypted
+        values, by the tokens computed from clear values with the index key."""
+        return self._blind_index(DataSampleByHealthcarePartyBlindIndexFilter, field, tokens)
 
     @adds_constraint
     def by_label_code_filter(
@@ -154,6 +163,12 @@ class PatientFilter(DataOwnerFilterBuilder):
         """Patients with one of these identifiers (matched on system and value)."""
         identifiers = self._identifiers(identifiers)
         return self._add("by_identifiers", PatientByHealthcarePartyIdentifiersFilter, identifiers=identifiers)
+
+    @adds_constraint
+    def by_blind_index(self, field: str, tokens: Sequence[str]) -> Self:
+        """Patients whose blind index holds one of `tokens` under `field` (`ssin`, `identifiers` or `names`):
+        the search over encrypted values, by the tokens computed from clear values with the index key."""
+        return self._blind_index(PatientByHealthcarePartyBlindIndexFilter, field, tokens)
 
     @adds_constraint
     def by_gender_education_profession(
@@ -238,6 +253,12 @@ class HealthcareElementFilter(DataOwnerFilterBuilder):
         identifiers = self._identifiers(identifiers)
         node = HealthcareElementByHealthcarePartyIdentifiersFilter
         return self._add("by_identifiers", node, identifiers=identifiers)
+
+    @adds_constraint
+    def by_blind_index(self, field: str, tokens: Sequence[str]) -> Self:
+        """Healthcare elements whose blind index holds one of `tokens` under `field` (`identifiers`): the search
+        over encrypted values, by the tokens computed from clear values with the index key."""
+        return self._blind_index(HealthcareElementByHealthcarePartyBlindIndexFilter, field, tokens)
 
     @adds_constraint
     def by_label_code_filter(

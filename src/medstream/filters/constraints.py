@@ -45,6 +45,14 @@ class HasIdentifier:
 
 
 @dataclass(frozen=True, slots=True)
+class HasBlindToken:
+    """The entity's blind index holds, under `field`, one of `tokens` (opaque: compared, never read)."""
+
+    field: str
+    tokens: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class HasHealthcareElement:
     """The entity (a data sample) is linked to one of these healthcare elements."""
 
@@ -77,5 +85,13 @@ class NameContains:
 
 
 Constraint = (
-    SharedWith | IdIn | HasCoding | HasIdentifier | HasHealthcareElement | FieldIn | FieldBetween | NameContains
+    SharedWith
+    | IdIn
+    | HasCoding
+    | HasIdentifier
+    | HasBlindToken
+    | HasHealthcareElement
+    | FieldIn
+    | FieldBetween
+    | NameContains
 )

@@ -9,11 +9,12 @@ from typing import Any
 from pydantic.alias_generators import to_camel
 
 from medstream.errors import ValidationError
-from medstream.filters.base import LeafFilter
+from medstream.filters.base import ByBlindIndex, LeafFilter
 from medstream.filters.constraints import (
     Constraint,
     FieldBetween,
     FieldIn,
+    HasBlindToken,
     HasCoding,
     HasHealthcareElement,
     HasIdentifier,
@@ -22,8 +23,17 @@ from medstream.filters.constraints import (
     SharedWith,
 )
 from medstream.filters.names import SEARCH_NAME_FIELDS
+from medstream.filters.nodes import LEAF_TYPES
 from medstream.filters.tree import ComplementFilter, Filter, IntersectionFilter, UnionFilter
+from medstream.model.blind_index import blind_index_field_for
 from medstream.model.encrypted_fields import ENCRYPTED_FIELDS
+
+# The blind-index node of each kind that has one: what a filter on an encrypted field should use instead.
+_BLIND_INDEX_NODES: dict[str, str] = {
+    node.entity_type: str(node.model_fields["filter_type"].default)
+    for node in LEAF_TYPES
+    if issubclass(node, ByBlindIndex)
+}
 
 
 def _atom_fields(entity_type: str, atom: Constraint) -> Iterator[str]:
@@ -33,6 +43,8 @@ def _atom_fields(entity_type: str, atom: Constraint) -> Iterator[str]:
         yield "labels" if atom.term == "label" else "codes"
     elif isinstance(atom, HasIdentifier):
         yield "identifiers"
+    elif isinstance(atom, HasBlindToken):
+        yield "blindIndex"
     elif isinstance(atom, HasHealthcareElement):
         yield "healthcareElementIds"
     elif isinstance(atom, IdIn):
@@ -64,10 +76,23 @@ def _collect(node: Any, found: set[str]) -> None:
 
 def refuse_encrypted_fields(filter: Filter) -> None:
     """ValidationError naming the encrypted fields `filter` reads: with encryption required, the server holds
-    them only inside `encryptedSelf`."""
-    encrypted = fields_read(filter) & frozenset(ENCRYPTED_FIELDS.get(filter.entity_type, ()))
-    if encrypted:
-        raise ValidationError(
-            f"this server requires encryption: a {filter.entity_type} filter cannot read the encrypted field(s) "
-            f"{', '.join(sorted(encrypted))}"
-        )
+    them only inside `encryptedSelf`. For a field with a blind index, the message names the filter (and its
+    `field`) that searches it instead."""
+    entity_type = filter.entity_type
+    encrypted = fields_read(filter) & frozenset(ENCRYPTED_FIELDS.get(entity_type, ()))
+    if not encrypted:
+        return
+    instead: dict[str, list[str]] = {}
+    for field in sorted(encrypted):
+        blind_field = blind_index_field_for(entity_type, field)
+        if blind_field is not None:
+            instead.setdefault(blind_field, []).append(field)
+    message = (
+        f"this server requires encryption: a {entity_type} filter cannot read the encrypted field(s) "
+        f"{', '.join(sorted(encrypted))}"
+    )
+    if instead:
+        node = _BLIND_INDEX_NODES[entity_type]
+        searches = "; ".join(f"{', '.join(fields)} with field {name!r}" for name, fields in instead.items())
+        message += f"; search them by blind-index tokens with {node} ({searches})"
+    raise ValidationError(message)

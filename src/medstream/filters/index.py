@@ -11,16 +11,17 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from medstream.filters.base import LeafFilter
-from medstream.filters.constraints import FieldIn, HasCoding, IdIn, SharedWith
+from medstream.filters.constraints import FieldIn, HasBlindToken, HasCoding, IdIn, SharedWith
 from medstream.filters.tree import ComplementFilter, Filter, IntersectionFilter, UnionFilter
 from medstream.model.common import Entity
 
-IndexKey = Literal["id", "label", "patient", "data_owner"]
-# An id, a patient id or a data owner id; or a label as (type, code), or (type, None) for "any code".
+IndexKey = Literal["id", "blind_index", "label", "patient", "data_owner"]
+# An id, a patient id or a data owner id; a label as (type, code), or (type, None) for "any code"; or a
+# blind-index token as (field, token).
 IndexValue = str | tuple[str, str | None]
 
-# Most selective first.
-_PREFERENCE: tuple[IndexKey, ...] = ("id", "label", "patient", "data_owner")
+# Most selective first: a blind-index token stands for one value (an ssin, an identifier, a name word).
+_PREFERENCE: tuple[IndexKey, ...] = ("id", "blind_index", "label", "patient", "data_owner")
 # Keys under which an entity has at most one value: two constraints on them can be intersected.
 _SINGLE_VALUED = frozenset({"id", "patient"})
 
@@ -34,8 +35,8 @@ class IndexConstraint:
 
 
 def index_constraint(filter: Filter) -> IndexConstraint | None:
-    """The most selective indexable constraint (ids, then label, patient, data owner), or None if the filter
-    has none (e.g. "all professionals", or a union whose members share no key)."""
+    """The most selective indexable constraint (ids, then blind-index tokens, label, patient, data owner), or
+    None if the filter has none (e.g. "all professionals", or a union whose members share no key)."""
     found = _constraints(filter)
     for key in _PREFERENCE:
         if key in found:
@@ -47,6 +48,9 @@ def entity_index_values(entity: Entity, key: str) -> frozenset[IndexValue]:
     """The values `entity` has under `key`, as `index_constraint` names them."""
     if key == "id":
         return frozenset({entity.id}) if entity.id is not None else frozenset()
+    if key == "blind_index":
+        blind_index = entity.blind_index or {}
+        return frozenset((field, token) for field, tokens in blind_index.items() for token in tokens)
     if key == "label":
         values: set[IndexValue] = set()
         for label in entity.labels:
@@ -94,6 +98,8 @@ def _leaf_constraints(node: LeafFilter) -> dict[IndexKey, frozenset[IndexValue]]
         key: IndexKey
         if isinstance(atom, IdIn):
             key, values = "id", frozenset[IndexValue](atom.ids)
+        elif isinstance(atom, HasBlindToken):
+            key, values = "blind_index", frozenset((atom.field, token) for token in atom.tokens)
         elif isinstance(atom, HasCoding) and atom.term == "label":
             key, values = "label", frozenset({(atom.type, atom.code)})
         elif isinstance(atom, FieldIn) and atom.field == "patient_id":

@@ -16,6 +16,7 @@ from medstream.filters.constraints import (
     Constraint,
     FieldBetween,
     FieldIn,
+    HasBlindToken,
     HasCoding,
     HasHealthcareElement,
     HasIdentifier,
@@ -64,6 +65,11 @@ def _has_identifier(atom: HasIdentifier, entity: Entity) -> bool:
     return False
 
 
+def _has_blind_token(atom: HasBlindToken, entity: Entity) -> bool:
+    blind_index = entity.blind_index
+    return blind_index is not None and not atom.tokens.isdisjoint(blind_index.get(atom.field, ()))
+
+
 def _has_healthcare_element(atom: HasHealthcareElement, entity: Entity) -> bool:
     return not atom.ids.isdisjoint(getattr(entity, "healthcare_element_ids", ()))
 
@@ -92,6 +98,7 @@ _ATOMS: dict[type[Any], Callable[[Any, Entity], bool]] = {
     IdIn: _id_in,
     HasCoding: _has_coding,
     HasIdentifier: _has_identifier,
+    HasBlindToken: _has_blind_token,
     HasHealthcareElement: _has_healthcare_element,
     FieldIn: _field_in,
     FieldBetween: _field_between,

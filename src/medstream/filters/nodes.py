@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from medstream.filters.base import (
+    ByBlindIndex,
     ByHcpId,
     ByIdentifiers,
     ByIds,
@@ -57,6 +58,15 @@ class DataSampleByHealthcarePartyIdentifiersFilter(ByIdentifiers):
     entity_type: ClassVar[str] = "DataSample"
     filter_type: Literal["DataSampleByHealthcarePartyIdentifiersFilter"] = Field(
         "DataSampleByHealthcarePartyIdentifiersFilter", alias="$type"
+    )
+
+
+class DataSampleByHealthcarePartyBlindIndexFilter(ByBlindIndex):
+    """Data samples whose blind index holds one of `tokens` under `field` (`identifiers`)."""
+
+    entity_type: ClassVar[str] = "DataSample"
+    filter_type: Literal["DataSampleByHealthcarePartyBlindIndexFilter"] = Field(
+        "DataSampleByHealthcarePartyBlindIndexFilter", alias="$type"
     )
 
 
@@ -116,6 +126,15 @@ class PatientByHealthcarePartyIdentifiersFilter(ByIdentifiers):
     entity_type: ClassVar[str] = "Patient"
     filter_type: Literal["PatientByHealthcarePartyIdentifiersFilter"] = Field(
         "PatientByHealthcarePartyIdentifiersFilter", alias="$type"
+    )
+
+
+class PatientByHealthcarePartyBlindIndexFilter(ByBlindIndex):
+    """Patients whose blind index holds one of `tokens` under `field` (`ssin`, `identifiers` or `names`)."""
+
+    entity_type: ClassVar[str] = "Patient"
+    filter_type: Literal["PatientByHealthcarePartyBlindIndexFilter"] = Field(
+        "PatientByHealthcarePartyBlindIndexFilter", alias="$type"
     )
 
 
@@ -202,6 +221,15 @@ class HealthcareElementByHealthcarePartyIdentifiersFilter(ByIdentifiers):
     entity_type: ClassVar[str] = "HealthcareElement"
     filter_type: Literal["HealthcareElementByHealthcarePartyIdentifiersFilter"] = Field(
         "HealthcareElementByHealthcarePartyIdentifiersFilter", alias="$type"
+    )
+
+
+class HealthcareElementByHealthcarePartyBlindIndexFilter(ByBlindIndex):
+    """Healthcare elements whose blind index holds one of `tokens` under `field` (`identifiers`)."""
+
+    entity_type: ClassVar[str] = "HealthcareElement"
+    filter_type: Literal["HealthcareElementByHealthcarePartyBlindIndexFilter"] = Field(
+        "HealthcareElementByHealthcarePartyBlindIndexFilter", alias="$type"
     )
 
 
@@ -369,12 +397,14 @@ LEAF_TYPES: tuple[type[LeafFilter], ...] = (
     DataSampleByIdsFilter,
     DataSampleByHealthcarePartyFilter,
     DataSampleByHealthcarePartyIdentifiersFilter,
+    DataSampleByHealthcarePartyBlindIndexFilter,
     DataSampleByHealthcarePartyTagCodeDateFilter,
     DataSampleByHealthcarePartyPatientFilter,
     DataSampleByHealthcarePartyHealthcareElementIdsFilter,
     PatientByIdsFilter,
     PatientByHealthcarePartyFilter,
     PatientByHealthcarePartyIdentifiersFilter,
+    PatientByHealthcarePartyBlindIndexFilter,
     PatientByHealthcarePartyGenderEducationProfessionFilter,
     PatientByHealthcarePartySsinsFilter,
     PatientByHealthcarePartyDateOfBirthBetweenFilter,
@@ -382,6 +412,7 @@ LEAF_TYPES: tuple[type[LeafFilter], ...] = (
     HealthcareElementByIdsFilter,
     HealthcareElementByHealthcarePartyFilter,
     HealthcareElementByHealthcarePartyIdentifiersFilter,
+    HealthcareElementByHealthcarePartyBlindIndexFilter,
     HealthcareElementByHealthcarePartyLabelCodeFilter,
     HealthcareElementByHealthcarePartyPatientFilter,
     HealthcareProfessionalByIdsFilter,

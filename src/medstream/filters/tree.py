@@ -18,6 +18,7 @@ from medstream.filters.nodes import (
     AllHealthcareProfessionalsFilter,
     AllMedicalDevicesFilter,
     AllUsersFilter,
+    DataSampleByHealthcarePartyBlindIndexFilter,
     DataSampleByHealthcarePartyFilter,
     DataSampleByHealthcarePartyHealthcareElementIdsFilter,
     DataSampleByHealthcarePartyIdentifiersFilter,
@@ -27,6 +28,7 @@ from medstream.filters.nodes import (
     ExchangeDataByDelegateFilter,
     ExchangeDataByDelegatorFilter,
     ExchangeDataByIdsFilter,
+    HealthcareElementByHealthcarePartyBlindIndexFilter,
     HealthcareElementByHealthcarePartyFilter,
     HealthcareElementByHealthcarePartyIdentifiersFilter,
     HealthcareElementByHealthcarePartyLabelCodeFilter,
@@ -40,6 +42,7 @@ from medstream.filters.nodes import (
     NotificationsAfterDateFilter,
     NotificationsByHcPartyAndTypeFilter,
     NotificationsByIdFilter,
+    PatientByHealthcarePartyBlindIndexFilter,
     PatientByHealthcarePartyDateOfBirthBetweenFilter,
     PatientByHealthcarePartyFilter,
     PatientByHealthcarePartyGenderEducationProfessionFilter,
@@ -113,12 +116,14 @@ Filter = Annotated[
     DataSampleByIdsFilter
     | DataSampleByHealthcarePartyFilter
     | DataSampleByHealthcarePartyIdentifiersFilter
+    | DataSampleByHealthcarePartyBlindIndexFilter
     | DataSampleByHealthcarePartyTagCodeDateFilter
     | DataSampleByHealthcarePartyPatientFilter
     | DataSampleByHealthcarePartyHealthcareElementIdsFilter
     | PatientByIdsFilter
     | PatientByHealthcarePartyFilter
     | PatientByHealthcarePartyIdentifiersFilter
+    | PatientByHealthcarePartyBlindIndexFilter
     | PatientByHealthcarePartyGenderEducationProfessionFilter
     | PatientByHealthcarePartySsinsFilter
     | PatientByHealthcarePartyDateOfBirthBetweenFilter
@@ -126,6 +131,7 @@ Filter = Annotated[
     | HealthcareElementByIdsFilter
     | HealthcareElementByHealthcarePartyFilter
     | HealthcareElementByHealthcarePartyIdentifiersFilter
+    | HealthcareElementByHealthcarePartyBlindIndexFilter
     | HealthcareElementByHealthcarePartyLabelCodeFilter
     | HealthcareElementByHealthcarePartyPatientFilter
     | HealthcareProfessionalByIdsFilter

@@ -5,9 +5,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
-from pydantic import ConfigDict, Field, PlainSerializer
+from pydantic import ConfigDict, Field, PlainSerializer, model_validator
 
 from medstream.model.base import MedstreamModel
+from medstream.model.blind_index import check_blind_index
 from medstream.model.scalars import Base64Text as Base64Text
 from medstream.model.scalars import Int64 as Int64
 from medstream.model.security import SecurityMetadata
@@ -177,7 +178,9 @@ class Entity(MedstreamModel):
     """The fields of every stored entity. The server owns `created`, `modified`, `author` and `deletion_date`:
     what a client sends for them is replaced by the stored values, so an entity read from the server can be sent
     back as it is. `security_metadata` says who reads the entity (its delegations, checked by the server's
-    write rules) and `encrypted_self` holds its encrypted fields, which the server stores as given."""
+    write rules) and `encrypted_self` holds its encrypted fields, which the server stores as given.
+    `blind_index` holds, by blind-indexed field, the tokens that let the server find the entity by the value of
+    a field that travels encrypted, without learning it (`blind_index.py`)."""
 
     entity_type: ClassVar[str]
 
@@ -192,6 +195,13 @@ class Entity(MedstreamModel):
     deletion_date: Int64 | None = None
     security_metadata: SecurityMetadata | None = None
     encrypted_self: Base64Text | None = None
+    blind_index: dict[str, list[str]] | None = None
+
+    @model_validator(mode="after")
+    def _check_blind_index(self) -> Entity:
+        if self.blind_index:
+            check_blind_index(self.entity_type, self.blind_index)
+        return self
 
     def to_write_dict(self) -> dict[str, Any]:
         """The form sent to the server when writing."""

@@ -2,7 +2,8 @@
 default configuration the server announces at `GET /rest/v1/crypto/configuration`. Top-level wire names.
 
 What stays in clear is what filters, links and the access rule need: ids, dates, labels, codes, links, gender,
-date of birth, ssin and identifiers, `securityMetadata`, `cryptoKeys`.
+date of birth, `securityMetadata`, `cryptoKeys`. The ssin, identifiers and names travel encrypted and are
+searched by equality through their blind-index tokens (`blind_index.py`, `blindIndex`).
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ ENCRYPTED_FIELDS: Mapping[str, tuple[str, ...]] = {
         "firstName", "lastName", "names", "companyName", "addresses", "note", "administrativeNote", "partnerships",
         "patientHealthCareParties", "patientProfessions", "languages", "nationality", "race", "ethnicity",
         "personalStatus", "maidenName", "spouseName", "partnerName", "placeOfBirth", "placeOfDeath", "dateOfDeath",
-        "properties", "parameters", "externalId", "alias", "civility",
+        "properties", "parameters", "externalId", "alias", "civility", "ssin", "identifiers",
     ),
-    "DataSample": ("content", "comment", "qualifiedLinks", "canvasesIds", "transactionId"),
-    "HealthcareElement": ("description", "note"),
+    "DataSample": ("content", "comment", "qualifiedLinks", "canvasesIds", "transactionId", "identifiers"),
+    "HealthcareElement": ("description", "note", "identifiers"),
     "Notification": ("properties",),
     "HealthcareProfessional": (),
     "MedicalDevice": (),

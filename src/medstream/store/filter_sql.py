@@ -1,10 +1,10 @@
 """The SQL evaluator: a filter compiled to a WHERE clause over one entity kind's table.
 
 Each constraint atom becomes an indexed lookup: ids use the primary key, data owners the `entity_readers` key,
-labels, codes, identifiers and healthcare elements the `entity_terms` lookup index (as `id IN (subquery)`,
-which both SQLite and PostgreSQL drive from the subquery), patients, ssins, genders, types and dates the
-entity table's own indexed columns. Only the fuzzy name search scans (a substring), and it always comes with a
-data owner or other constraint in practice.
+labels, codes, identifiers, blind-index tokens and healthcare elements the `entity_terms` lookup index (as
+`id IN (subquery)`, which both SQLite and PostgreSQL drive from the subquery), patients, ssins, genders, types
+and dates the entity table's own indexed columns. Only the fuzzy name search scans (a substring), and it always
+comes with a data owner or other constraint in practice.
 
 Every clause is two-valued (never NULL): a nullable column is tested with IS NOT NULL first, so that NOT, in a
 ComplementFilter, means exactly what it means in the matcher.
@@ -38,6 +38,7 @@ from medstream.filters.base import LeafFilter
 from medstream.filters.constraints import (
     FieldBetween,
     FieldIn,
+    HasBlindToken,
     HasCoding,
     HasHealthcareElement,
     HasIdentifier,
@@ -46,6 +47,7 @@ from medstream.filters.constraints import (
     SharedWith,
 )
 from medstream.filters.tree import ComplementFilter, Filter, IntersectionFilter, UnionFilter
+from medstream.store.schema import BLIND_INDEX_TERM
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class _Compiler:
             IdIn: self._id_in,
             HasCoding: self._has_coding,
             HasIdentifier: self._has_identifier,
+            HasBlindToken: self._has_blind_token,
             HasHealthcareElement: self._has_healthcare_element,
             FieldIn: self._field_in,
             FieldBetween: self._field_between,
@@ -168,6 +171,12 @@ class _Compiler:
         ]
         return self._with_terms("identifier", or_(*by_system))
 
+    def _has_blind_token(self, atom: HasBlindToken) -> ColumnElement[bool]:
+        if not atom.tokens:
+            return false()
+        terms = self.tables.terms
+        return self._with_terms(BLIND_INDEX_TERM, terms.c.key == atom.field, terms.c.value.in_(sorted(atom.tokens)))
+
     def _has_healthcare_element(self, atom: HasHealthcareElement) -> ColumnElement[bool]:
         if not atom.ids:
             return false()
@@ -241,6 +250,7 @@ _MAX_SYSTEMS = 16
 _RANKS: dict[type[Any], int] = {
     IdIn: 0,
     HasIdentifier: 1,
+    HasBlindToken: 1,
     HasHealthcareElement: 1,
     FieldIn: 2,
     HasCoding: 3,

@@ -102,7 +102,11 @@ def _entity_table(kind: EntityKind) -> Table:
 
 ENTITY_TABLES: dict[str, Table] = {kind.name: _entity_table(kind) for kind in ENTITY_KINDS}
 
-# Set-valued fields, one row per value: term is "label", "code", "identifier" or "healthcare_element".
+# The term of a blind-index token: its key is the blind-index field, its value the token.
+BLIND_INDEX_TERM = "blind_index"
+
+# Set-valued fields, one row per value: term is "label", "code", "identifier", "healthcare_element" or
+# "blind_index".
 entity_terms = Table(
     "entity_terms",
     metadata,
@@ -171,3 +175,6 @@ def terms_of(entity: Entity) -> Iterator[tuple[str, str, str]]:
         yield "identifier", identifier.system or "", identifier.value or ""
     for element_id in getattr(entity, "healthcare_element_ids", ()):
         yield "healthcare_element", "", element_id
+    for field, tokens in (entity.blind_index or {}).items():
+        for token in tokens:
+            yield BLIND_INDEX_TERM, field, token

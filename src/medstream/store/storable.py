@@ -18,6 +18,7 @@ TERM_FIELDS = {  # the entity field each kind of term comes from
     "code": "codes",
     "identifier": "identifiers",
     "healthcare_element": "healthcareElementIds",
+    "blind_index": "blindIndex",
 }
 
 

@@ -1,7 +1,8 @@
 """GET /rest/v1/crypto/configuration: what a client needs to encrypt for this server (public: it is no secret).
 
 The suites the server knows, whether it refuses encrypted fields in clear (`MEDSTREAM_REQUIRE_ENCRYPTION`),
-and which top-level fields of each kind travel in `encryptedSelf` (model/encrypted_fields.py).
+which top-level fields of each kind travel in `encryptedSelf` (model/encrypted_fields.py), and which of them
+are searchable through blind-index tokens (model/blind_index.py).
 """
 
 from __future__ import annotations
@@ -10,9 +11,20 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from medstream.model.blind_index import BLIND_INDEXED
 from medstream.model.encrypted_fields import ENCRYPTED_FIELDS
 from medstream.model.security import SUITES
 from medstream.server.rest import Call, Collection, Operation
+
+
+class BlindIndexedFieldDescription(BaseModel):
+    """How the SDK makes the tokens of one blind-index field."""
+
+    index: str = Field(
+        description='"equality": one token per value; "words": one per normalised word and per prefix of 3 '
+        "letters or more of each word"
+    )
+    fields: list[str] = Field(description="The entity's fields (wire names) whose values the tokens index")
 
 
 class CryptoConfiguration(BaseModel):
@@ -28,6 +40,11 @@ class CryptoConfiguration(BaseModel):
     encrypted_fields: dict[str, list[str]] = Field(
         alias="encryptedFields", description="By entity kind, the top-level fields that travel in encryptedSelf"
     )
+    blind_indexed: dict[str, dict[str, BlindIndexedFieldDescription]] = Field(
+        alias="blindIndexed",
+        description="By entity kind, the fields of its blindIndex and how their tokens are made (equality search "
+        "over encrypted fields)",
+    )
 
 
 async def configuration(call: Call) -> Response:
@@ -35,6 +52,10 @@ async def configuration(call: Call) -> Response:
         "suites": list(SUITES),
         "requireEncryption": call.state.settings.require_encryption,
         "encryptedFields": {kind: list(fields) for kind, fields in ENCRYPTED_FIELDS.items()},
+        "blindIndexed": {
+            kind: {name: {"index": field.index, "fields": list(field.sources)} for name, field in fields.items()}
+            for kind, fields in BLIND_INDEXED.items()
+        },
     }
     return Response(orjson.dumps(body), media_type="application/json")
 
@@ -47,7 +68,8 @@ crypto = Collection(
             "GET",
             "/configuration",
             configuration,
-            "The end-to-end encryption configuration: suites, whether encryption is required, encrypted fields",
+            "The end-to-end encryption configuration: suites, whether encryption is required, encrypted fields, "
+            "blind-indexed fields",
             "get_crypto_configuration",
             CryptoConfiguration,
             (),
