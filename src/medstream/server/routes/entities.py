@@ -166,6 +166,20 @@ def entity_collection(kind: EntityKind, extra: Sequence[Operation] = ()) -> Coll
         f"/rest/v1/{kind.collection}",
         name,
         [
+            # One entity by id first: the most frequent request, and a Mount tries its routes in order (a
+            # `POST /filter` only half-matches `/{entity_id}`, which serves GET and DELETE, and goes on to its own).
+            op(
+                "GET", "/{entity_id}", get_one, f"One {name} (a tombstone if deleted)", model, READ_ONE_ERRORS, **one_id
+            ),
+            op(
+                "DELETE",
+                "/{entity_id}",
+                delete_one,
+                f"Soft-delete a {name}",
+                model,
+                (400, 401, 403, 404, 503),
+                **one_id,
+            ),
             *extra,
             *query_operations(kind),
             op("POST", "", create_or_modify, f"Create or modify a {name}", model, WRITE_ERRORS, body=Body(model)),
@@ -204,18 +218,6 @@ def entity_collection(kind: EntityKind, extra: Sequence[Operation] = ()) -> Coll
                 many,
                 WRITE_ERRORS,
                 body=Body(IdsRequest),
-            ),
-            op(
-                "GET", "/{entity_id}", get_one, f"One {name} (a tombstone if deleted)", model, READ_ONE_ERRORS, **one_id
-            ),
-            op(
-                "DELETE",
-                "/{entity_id}",
-                delete_one,
-                f"Soft-delete a {name}",
-                model,
-                (400, 401, 403, 404, 503),
-                **one_id,
             ),
             op(
                 "POST",
