@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 import pytest_asyncio
 
+from medstream.crypto import create_exchange_data
 from medstream.crypto.blind_index import name_tokens, token
 from medstream.filters import DataSampleFilter, HealthcareElementFilter, PatientFilter
 from medstream.model import Content, DataSample, HealthcareElement, Identifier, Patient
@@ -180,3 +182,22 @@ async def _stored_row(server: RunningServer, patient_id: str) -> str:
         return repr([r[0] for r in row]) + repr([t[0] for t in terms])
     finally:
         await conn.close()
+
+
+async def test_exchange_data_made_without_a_search_key_gets_it_at_the_next_share(
+    server: RunningServer, new_professional: ProfessionalFactory
+) -> None:
+    """Exchange data from Alice to Bob signed before search keys existed: Alice's next share through it adds her
+    search key, signed again, and Bob then finds what she indexed."""
+    alice, bob = await new_professional(), await new_professional()
+    own = alice.api.crypto.state.store.active_key_pairs()
+    recipients = [keys.public for keys in own] + await alice.api.crypto.trusted_keys(bob.id)
+    old, _ = create_exchange_data(uuid.uuid4().hex, alice.id, bob.id, own, recipients)
+    assert "searchKey" not in old
+    await alice.api.transport.request("POST", "/rest/v1/exchange-data", old)
+    helene = await _helene(alice)
+    await alice.api.patient_api.give_access_to(helene, bob.id, "READ")
+    stored = await read_document(server, "ExchangeData", old["id"])
+    assert set(stored["searchKey"]) == set(stored["exchangeKey"]), "wrapped for every key the record serves"
+    assert stored["delegatorSignature"] != old["delegatorSignature"], "signed again over the search key"
+    assert await _found(bob.api) == {search: [helene.id] for search in _searches(bob.api)}
