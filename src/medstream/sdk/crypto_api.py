@@ -173,7 +173,7 @@ class CryptoApi:
         try:
             await self._pin_delegator(wire)
             return self.state.open(wire)
-        except (DecryptionError, KeyVerificationError) as exc:
+        except (DecryptionError, KeyVerificationError, NotFoundError) as exc:
             error = DecryptionError(f"exchange data {exchange_data_id}: {exc.message}")
             self._refused[exchange_data_id] = error
             raise error from None
