@@ -6,7 +6,11 @@ import base64
 import hashlib
 import hmac
 
+import pytest
+
 from medstream.crypto import name_tokens, normalise, token
+from medstream.crypto.blind_index import IndexedField, entity_blind_index, parse_blind_indexed, search_tokens
+from medstream.errors import ValidationError
 
 INDEX_KEY = bytes([0x44]) * 32
 # Frozen: b64(HMAC-SHA256(k_idx, "lastName" || 0x00 || "dupre")[:16]).
@@ -36,3 +40,76 @@ def test_name_tokens_match_words_and_prefixes_of_three_letters_or_more() -> None
         assert token(INDEX_KEY, "name", query) not in tokens, query
     assert len(tokens) == len({"hel", "hele", "helen", "helene", "dup", "dupr", "dupre"})
     assert token(INDEX_KEY, "name", "pierre") in name_tokens(INDEX_KEY, "name", "Jean-Pierre")
+
+
+# --- an entity's blind index, and the tokens of a search ---------------------------------------------------
+
+PATIENT_FIELDS = {
+    "ssin": IndexedField("equality", ("ssin",)),
+    "identifiers": IndexedField("equality", ("identifiers",)),
+    "names": IndexedField("words", ("firstName", "lastName", "maidenName", "spouseName", "names")),
+}
+
+
+def _hmac_token(field: str, text: str) -> str:
+    """The spec's token, written out: b64(HMAC-SHA256(k, field || 0x00 || normalised value)[:16])."""
+    digest = hmac.new(INDEX_KEY, field.encode() + b"\x00" + text.encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest[:16]).decode()
+
+
+def test_a_patients_blind_index_holds_the_tokens_of_every_source_field() -> None:
+    wire = {
+        "id": "pat-1",
+        "firstName": "Hélène",
+        "lastName": "Dupré",
+        "names": [{"lastName": "Martin", "firstNames": ["Anne-Marie"], "text": "Lena"}],
+        "ssin": "85073003328",
+        "identifiers": [{"system": "urn:mrn", "value": "A-1"}, {"value": "B-2"}],
+        "note": "not indexed",
+    }
+    index = entity_blind_index(INDEX_KEY, PATIENT_FIELDS, wire)
+    assert index["ssin"] == [_hmac_token("ssin", "85073003328")]
+    assert index["identifiers"] == sorted(
+        [_hmac_token("identifiers", "urn:mrn\x00a-1"), _hmac_token("identifiers", "\x00b-2")]
+    )
+    words = ["helene", "dupre", "martin", "anne", "marie", "lena"]
+    prefixes = ["hel", "hele", "helen", "dup", "dupr", "mar", "mart", "marti", "ann", "mari", "len"]
+    assert index["names"] == sorted({_hmac_token("names", text) for text in words + prefixes})
+    assert token(INDEX_KEY, "names", "not") not in index["names"]
+    # Fields without a value are left out; a kind without blind-index fields has none.
+    assert entity_blind_index(INDEX_KEY, PATIENT_FIELDS, {"id": "pat-2", "lastName": "Li"}) == {
+        "names": [_hmac_token("names", "li")]
+    }
+    assert entity_blind_index(INDEX_KEY, {}, wire) == {}
+
+
+def test_a_search_makes_the_tokens_under_every_key_in_groups_to_match_together() -> None:
+    other = bytes(32)
+    names, ssin = PATIENT_FIELDS["names"], PATIENT_FIELDS["ssin"]
+    # A name search: one group per word, each holding that word's token under every key.
+    assert search_tokens([INDEX_KEY, other], "names", names, ["Hélène  DUP"]) == [
+        sorted({token(INDEX_KEY, "names", "helene"), token(other, "names", "helene")}),
+        sorted({token(INDEX_KEY, "names", "dup"), token(other, "names", "dup")}),
+    ]
+    # An equality search: one group, any of the values under any key.
+    assert search_tokens([INDEX_KEY, other, INDEX_KEY], "ssin", ssin, ["1", "2"]) == [
+        sorted(token(key, "ssin", value) for key in (INDEX_KEY, other) for value in ("1", "2"))
+    ]
+    identifiers = search_tokens(
+        [INDEX_KEY], "identifiers", PATIENT_FIELDS["identifiers"], [{"system": "urn:mrn", "value": "A-1"}]
+    )
+    assert identifiers == [[token(INDEX_KEY, "identifiers", "urn:mrn\x00A-1")]]
+    with pytest.raises(ValidationError, match="names needs a value"):
+        search_tokens([INDEX_KEY], "names", names, [" - "])
+
+
+def test_the_configuration_is_read_and_an_unknown_index_left_out() -> None:
+    configuration = {
+        "Patient": {
+            "ssin": {"index": "equality", "fields": ["ssin"]},
+            "future": {"index": "trigram", "fields": ["note"]},
+        },
+        "User": "not a map",
+    }
+    assert parse_blind_indexed(configuration) == {"Patient": {"ssin": IndexedField("equality", ("ssin",))}}
+    assert parse_blind_indexed(None) == {}

@@ -152,3 +152,57 @@ def test_pins_only_trust_the_exact_public_record() -> None:
     substituted = PublicKeyRecord(HCP_KEYS.id, HCP_KEYS.public.encryption_key, PATIENT_KEYS.public.signing_key, 0)
     with pytest.raises(DecryptionError, match="does not verify"):
         open_exchange_data(exchange_data(), [PATIENT_KEYS], {"hcp-a": {HCP_KEYS.id: substituted}})
+
+
+# --- the delegator's search key --------------------------------------------------------------------------
+
+SEARCH_KEY = bytes([0x55]) * 32
+WITH_SEARCH_KEY = ExchangeSecrets(EXCHANGE_KEY, ACCESS_CONTROL_SECRET, SEARCH_KEY)
+# Frozen: the same content as SIGNED_WIRE with a searchKey map, which the signature then covers.
+SIGNED_WITH_SEARCH_KEY: dict[str, Any] = {**SIGNED_WIRE, "searchKey": {PATIENT_KEYS.id: "AQ=="}}
+FROZEN_SIGNATURE_WITH_SEARCH_KEY = {
+    HCP_KEYS.id: "AXXi/+SySOhT9IyzwoahEmagGpamXWGKk/X25XLNkfVnUJkY82/72fCIbWHNF3C0kAg34AT3aK3Nou0LGxAYAgs="
+}
+
+
+def test_a_signature_over_a_search_key_is_frozen_and_covers_the_spec_content() -> None:
+    assert sign_exchange_data(SIGNED_WITH_SEARCH_KEY, [HCP_KEYS]) == FROZEN_SIGNATURE_WITH_SEARCH_KEY
+    content = context("exchange-data-signature") + orjson.dumps(SIGNED_WITH_SEARCH_KEY, option=orjson.OPT_SORT_KEYS)
+    signature = base64.b64decode(FROZEN_SIGNATURE_WITH_SEARCH_KEY[HCP_KEYS.id])
+    HCP_KEYS.public.signing_public_key().verify(signature[1:], content)  # raises if not
+    # A record without a search key (or with an empty map, as the server may answer one) signs as before.
+    assert sign_exchange_data({**SIGNED_WIRE, "searchKey": {}}, [HCP_KEYS]) == FROZEN_SIGNATURE
+    assert sign_exchange_data({**SIGNED_WIRE, "searchKey": None}, [HCP_KEYS]) == FROZEN_SIGNATURE
+
+
+def test_both_parties_open_the_delegators_search_key_wrapped_in_its_own_place() -> None:
+    wire, _ = create_exchange_data(
+        "ed-1", "hcp-a", "pat-b", [HCP_KEYS], [HCP_KEYS.public, PATIENT_KEYS.public], WITH_SEARCH_KEY
+    )
+    assert set(wire["searchKey"]) == {HCP_KEYS.id, PATIENT_KEYS.id}
+    assert open_exchange_data(wire, [PATIENT_KEYS], PINS).search_key == SEARCH_KEY
+    assert open_exchange_data(wire, [HCP_KEYS], PINS) == WITH_SEARCH_KEY
+    assert unwrap_secret(wire["searchKey"][PATIENT_KEYS.id], "ed-1", "searchKey", PATIENT_KEYS) == SEARCH_KEY
+    with pytest.raises(DecryptionError, match="authentication failed"):  # not a K_ex wrap
+        unwrap_secret(wire["searchKey"][PATIENT_KEYS.id], "ed-1", "exchangeKey", PATIENT_KEYS)
+    assert open_exchange_data(exchange_data(), [PATIENT_KEYS], PINS).search_key is None
+
+
+def test_the_signature_covers_the_search_key_removed_added_or_swapped() -> None:
+    wire, _ = create_exchange_data(
+        "ed-1", "hcp-a", "pat-b", [HCP_KEYS], [HCP_KEYS.public, PATIENT_KEYS.public], WITH_SEARCH_KEY
+    )
+    stripped = {k: v for k, v in wire.items() if k != "searchKey"}
+    other, _ = create_exchange_data("ed-1", "hcp-a", "pat-b", [HCP_KEYS], [PATIENT_KEYS.public], WITH_SEARCH_KEY)
+    added = {**exchange_data(), "searchKey": other["searchKey"]}  # a search key slipped into a record without
+    for altered in (stripped, {**wire, "searchKey": other["searchKey"]}, added):
+        with pytest.raises(DecryptionError, match="does not verify"):
+            open_exchange_data(altered, [PATIENT_KEYS], PINS)
+
+
+def test_the_delegator_adds_its_search_key_to_a_record_made_without_one() -> None:
+    original = exchange_data()
+    updated = add_wraps(original, WITH_SEARCH_KEY, [HCP_KEYS.public, PATIENT_KEYS.public], [HCP_KEYS])
+    assert set(updated["searchKey"]) == {HCP_KEYS.id, PATIENT_KEYS.id}
+    assert updated["exchangeKey"] == original["exchangeKey"], "the wraps it had are kept as they are"
+    assert open_exchange_data(updated, [PATIENT_KEYS], PINS) == WITH_SEARCH_KEY

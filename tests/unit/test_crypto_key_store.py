@@ -151,3 +151,22 @@ def test_a_key_entry_that_does_not_match_its_id_is_refused_and_sealing_is_told()
         decode_key_store(orjson.dumps(document))
     assert is_sealed(encode_key_store(store(), "pw", parameters=FAST))
     assert not is_sealed(encode_key_store(store())) and not is_sealed(b"not json")
+
+
+def test_the_search_key_is_kept_with_the_private_keys_sealed_or_not() -> None:
+    key_store = KeyStore("hcp-a", [HCP_KEYS], search_key=bytes([0x55]) * 32)
+    plain = encode_key_store(key_store)
+    assert orjson.loads(plain)["searchKey"] == "VVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVU="
+    assert decode_key_store(plain).search_key == key_store.search_key
+    sealed = encode_key_store(key_store, "correct horse", parameters=FAST)
+    assert "searchKey" not in orjson.loads(sealed) and "VVVVVVVV" not in sealed.decode()
+    assert decode_key_store(sealed, "correct horse").search_key == key_store.search_key
+    # A store made before search keys has none; it gets one once, and keeps it.
+    old = decode_key_store(encode_key_store(KeyStore("hcp-a", [HCP_KEYS])))
+    assert old.search_key is None and old.ensure_search_key() is True
+    made = old.search_key
+    assert made is not None and len(made) == 32 and old.ensure_search_key() is False and old.search_key == made
+    short = orjson.loads(plain)
+    short["searchKey"] = "AAAA"
+    with pytest.raises(ValidationError, match="searchKey is 3 bytes"):
+        decode_key_store(orjson.dumps(short))

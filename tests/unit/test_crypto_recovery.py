@@ -20,6 +20,7 @@ from medstream.crypto import (
     recovery_id,
     seal_recovery_blob,
 )
+from medstream.crypto.key_store_format import decode_private
 from medstream.errors import DecryptionError, ValidationError
 from tests.unit.crypto_fixtures import HCP_KEYS, context
 
@@ -67,3 +68,12 @@ def test_the_blob_returns_the_private_part_for_its_code_only() -> None:
     raw[-1] ^= 1
     with pytest.raises(DecryptionError):
         open_recovery_blob(key, base64.b64encode(raw).decode())
+
+
+def test_the_blob_carries_the_search_key_with_the_private_keys() -> None:
+    key = new_recovery_key()
+    search_key = bytes([0x55]) * 32
+    blob = seal_recovery_blob(key, encode_private_part([HCP_KEYS], search_key))
+    key_pairs, restored = decode_private(open_recovery_blob(key, blob))
+    assert restored == search_key and [k.id for k in key_pairs] == [HCP_KEYS.id]
+    assert decode_private(encode_private_part([HCP_KEYS]))[1] is None

@@ -3,9 +3,12 @@ a pinned signature, finds an entity's key through its delegations, and re-wraps 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from medstream.crypto import DataOwnerKeyPair, EntityKey, KeyStore, create_exchange_data
+from medstream.crypto import DataOwnerKeyPair, EntityKey, ExchangeSecrets, KeyStore, create_exchange_data, token
+from medstream.crypto.blind_index import IndexedField
 from medstream.crypto.state import CryptoState
 from medstream.errors import DecryptionError, KeyVerificationError
 from tests.unit.crypto_fixtures import HCP_KEYS, PATIENT_KEYS
@@ -83,3 +86,62 @@ def test_rotation_rewraps_the_writers_delegations_and_leaves_anothers_with_the_o
     fresh_patient.secrets.update(patient.secrets)
     assert fresh_patient.decrypt("DataSample", rotated)["comment"] == "after"
     assert new.kid != old.kid
+
+
+# --- search keys -----------------------------------------------------------------------------------------
+
+PATIENT_FIELDS = {"Patient": ("firstName", "lastName", "names", "maidenName", "spouseName", "ssin")}
+BLIND = {
+    "Patient": {
+        "ssin": IndexedField("equality", ("ssin",)),
+        "names": IndexedField("words", ("firstName", "lastName", "maidenName", "spouseName", "names")),
+    }
+}
+HCP_SEARCH_KEY, PATIENT_SEARCH_KEY = bytes([0x55]) * 32, bytes([0x66]) * 32
+
+
+def _searching(owner: str, keys: DataOwnerKeyPair, search_key: bytes, fields: Any, required: bool) -> CryptoState:
+    return CryptoState(KeyStore(owner, [keys], search_key=search_key), fields, BLIND, required)
+
+
+def test_a_delegate_learns_the_delegators_search_key_and_indexes_and_searches_with_it() -> None:
+    wire, _ = create_exchange_data(
+        "ed-1",
+        "hcp-a",
+        "pat-b",
+        [HCP_KEYS],
+        [HCP_KEYS.public, PATIENT_KEYS.public],
+        ExchangeSecrets.generate(HCP_SEARCH_KEY),
+    )
+    patient = _searching("pat-b", PATIENT_KEYS, PATIENT_SEARCH_KEY, PATIENT_FIELDS, True)
+    entity = {"id": "pat-1", "responsible": "hcp-a", "ssin": "85073003328"}
+    # Before: its own key only, for its searches and for an entity whose responsible's key it lacks.
+    assert patient.known_search_keys() == [PATIENT_SEARCH_KEY]
+    assert patient.blind_index("Patient", entity) == {"ssin": [token(PATIENT_SEARCH_KEY, "ssin", "85073003328")]}
+    patient.check_published("hcp-a", [HCP_KEYS.public])
+    patient.open(wire)
+    assert patient.known_search_keys() == [PATIENT_SEARCH_KEY, HCP_SEARCH_KEY]
+    assert patient.blind_index("Patient", entity) == {"ssin": [token(HCP_SEARCH_KEY, "ssin", "85073003328")]}
+    assert patient.blind_index("Patient", {**entity, "responsible": None})["ssin"] == [
+        token(PATIENT_SEARCH_KEY, "ssin", "85073003328")
+    ]
+    assert patient.blind_search("Patient", "ssin", ["85073003328"]) == [
+        sorted([token(PATIENT_SEARCH_KEY, "ssin", "85073003328"), token(HCP_SEARCH_KEY, "ssin", "85073003328")])
+    ]
+    # The delegator's own exchange data with itself teaches it nothing new.
+    own, _ = create_exchange_data(
+        "ed-2", "hcp-a", "hcp-a", [HCP_KEYS], [HCP_KEYS.public], ExchangeSecrets.generate(HCP_SEARCH_KEY)
+    )
+    professional = _searching("hcp-a", HCP_KEYS, HCP_SEARCH_KEY, PATIENT_FIELDS, True)
+    professional.open(own)
+    assert professional.known_search_keys() == [HCP_SEARCH_KEY]
+
+
+def test_a_field_is_searched_blind_when_encrypted_or_when_encryption_is_required() -> None:
+    encrypted = _searching("hcp-a", HCP_KEYS, HCP_SEARCH_KEY, PATIENT_FIELDS, False)
+    assert encrypted.blind_field("Patient", "ssin") == BLIND["Patient"]["ssin"]
+    clear = _searching("hcp-a", HCP_KEYS, HCP_SEARCH_KEY, {"Patient": ("note",)}, False)
+    assert clear.blind_field("Patient", "ssin") is None and clear.blind_search("Patient", "ssin", ["1"]) is None
+    required = _searching("hcp-a", HCP_KEYS, HCP_SEARCH_KEY, {"Patient": ("note",)}, True)
+    assert required.blind_search("Patient", "names", ["Dupré"]) == [[token(HCP_SEARCH_KEY, "names", "dupre")]]
+    assert required.blind_field("Patient", "identifiers") is None, "not a blind-index field of this configuration"

@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+from medstream.crypto import DataOwnerKeyPair, KeyStore, token
+from medstream.crypto.blind_index import parse_blind_indexed
+from medstream.crypto.state import CryptoState
 from medstream.errors import ValidationError
 from medstream.filters import parse_filter
 from medstream.filters.builders import (
@@ -484,3 +487,90 @@ async def test_composition_rejects_an_unbuilt_builder_and_nothing() -> None:
         FilterComposition.union()
     with pytest.raises(ValidationError, match=r"is a builder; pass `await builder.build\(\)`"):
         FilterComposition.union(PatientFilter(FakeApi()))  # type: ignore[arg-type]
+
+
+# --- searches on encrypted fields, through blind-index tokens ------------------------------------------------
+
+
+class SearchingApi(FakeApi):
+    """A stand-in api that also makes blind-index tokens, as MedTechApi does, with a real crypto state: the
+    configuration of a server that requires encryption, and two search keys (its own and a delegator's)."""
+
+    def __init__(self, required: bool = True) -> None:
+        super().__init__()
+        store = KeyStore(SELF, [DataOwnerKeyPair.generate(1)], search_key=OWN_KEY)
+        blind = parse_blind_indexed(
+            {
+                "Patient": {
+                    "ssin": {"index": "equality", "fields": ["ssin"]},
+                    "identifiers": {"index": "equality", "fields": ["identifiers"]},
+                    "names": {"index": "words", "fields": ["firstName", "lastName", "names"]},
+                },
+                "DataSample": {"identifiers": {"index": "equality", "fields": ["identifiers"]}},
+                "HealthcareElement": {"identifiers": {"index": "equality", "fields": ["identifiers"]}},
+            }
+        )
+        encrypted = {"Patient": ("note",)}
+        self.state = CryptoState(store, encrypted, blind, required, search_keys={"hcp-delegator": DELEGATOR_KEY})
+
+    async def blind_index_tokens(self, entity_type: str, field: str, values: Any) -> list[list[str]] | None:
+        return self.state.blind_search(entity_type, field, values)
+
+
+OWN_KEY, DELEGATOR_KEY = bytes([0x55]) * 32, bytes([0x66]) * 32
+
+
+def _tokens(field: str, *texts: str) -> list[str]:
+    return sorted(token(key, field, text) for key in (OWN_KEY, DELEGATOR_KEY) for text in texts)
+
+
+def _blind(kind: str, field: str, tokens: list[str]) -> dict[str, Any]:
+    return {
+        "$type": f"{kind}ByHealthcarePartyBlindIndexFilter",
+        "healthcarePartyId": SELF,
+        "field": field,
+        "tokens": tokens,
+    }
+
+
+async def test_searches_on_encrypted_fields_build_blind_index_filters_under_every_search_key() -> None:
+    api = SearchingApi()
+    assert await _built(PatientFilter(api).with_ssins(["1", "2"])) == _blind(
+        "Patient", "ssin", _tokens("ssin", "1", "2")
+    )
+    assert await _built(PatientFilter(api).contains_fuzzy("DUP")) == _blind("Patient", "names", _tokens("names", "dup"))
+    assert await _built(PatientFilter(api).contains_fuzzy("Hélène dup")) == {
+        "$type": "IntersectionFilter",
+        "filters": [
+            _blind("Patient", "names", _tokens("names", "helene")),
+            _blind("Patient", "names", _tokens("names", "dup")),
+        ],
+    }
+    indexed = _tokens("identifiers", "urn:test\x0042")
+    assert await _built(PatientFilter(api).by_identifiers([IDENTIFIER])) == _blind("Patient", "identifiers", indexed)
+    assert await _built(DataSampleFilter(api).by_identifiers([IDENTIFIER])) == _blind(
+        "DataSample", "identifiers", indexed
+    )
+    assert await _built(HealthcareElementFilter(api).by_identifiers([IDENTIFIER])) == _blind(
+        "HealthcareElement", "identifiers", indexed
+    )
+    # Beside other constraints, in their place; the sort one first.
+    built = await _built(PatientFilter(api).by_ids(["p1"]).sort.with_ssins(["1"]))
+    assert built["filters"] == [
+        _blind("Patient", "ssin", _tokens("ssin", "1")),
+        {"$type": "PatientByIdsFilter", "ids": ["p1"]},
+    ]
+
+
+async def test_searches_stay_in_clear_when_the_configuration_has_the_fields_in_clear() -> None:
+    api = SearchingApi(required=False)  # only the note is encrypted
+    assert await _built(PatientFilter(api).with_ssins(["1"])) == {
+        "$type": "PatientByHealthcarePartySsinsFilter",
+        "healthcarePartyId": SELF,
+        "ssins": ["1"],
+    }
+    assert (await _built(PatientFilter(api).contains_fuzzy("dup")))[
+        "$type"
+    ] == "PatientByHealthcarePartyNameContainsFuzzyFilter"
+    with pytest.raises(ValidationError, match="names needs a value"):
+        await PatientFilter(SearchingApi()).contains_fuzzy("-").build()

@@ -1,11 +1,13 @@
 """The key store document (bytes in, bytes out): a data owner's private keys, all of them with their status,
-and the public keys it has pinned for its counterparties.
+its search key (the key of its blind-index tokens), and the public keys it has pinned for its counterparties.
 
     {"format": "medstream-key-store", "version": 1, "dataOwnerId": ...,
      "keys": [{"id", "suite": 1, "encryptionPrivateKey": b64, "signingPrivateKey": b64, "created", "status"}],
+     "searchKey": b64 of 32 bytes,
      "pins": {dataOwnerId: {keyId: {...public record, "verified": bool}}}}
 
-Sealed under a passphrase, "keys" gives way to "sealed": the private part (`{"keys": [...]}` as canonical JSON)
+Sealed under a passphrase, "keys" and "searchKey" give way to "sealed": the private part (`{"keys": [...],
+"searchKey": ...}` as canonical JSON; a store made before search keys has none)
 encrypted with AES-256-GCM under a key from Argon2id (its parameters and salt stored beside it), with
 aad = ctx("key-store", dataOwnerId). The pins stay in clear: they are public keys, and adding one needs no
 passphrase.
@@ -56,11 +58,21 @@ class PinnedKey:
 
 @dataclass
 class KeyStore:
-    """A data owner's key pairs, ACTIVE and RETIRED, and the public keys it pinned for its counterparties."""
+    """A data owner's key pairs, ACTIVE and RETIRED, its search key (32 random bytes: the HMAC key of its
+    blind-index tokens; None in a store made before search keys), and the public keys it pinned for its
+    counterparties."""
 
     data_owner_id: str
     key_pairs: list[DataOwnerKeyPair] = field(default_factory=list)
     pins: dict[str, dict[str, PinnedKey]] = field(default_factory=dict)
+    search_key: bytes | None = field(default=None, repr=False)
+
+    def ensure_search_key(self) -> bool:
+        """Make the search key if the store has none; True when it was made (the store must be saved)."""
+        if self.search_key is not None:
+            return False
+        self.search_key = os.urandom(KEY_SIZE)
+        return True
 
     def active_key_pairs(self) -> list[DataOwnerKeyPair]:
         return [keys for keys in self.key_pairs if keys.status == "ACTIVE"]
@@ -78,8 +90,9 @@ class KeyStore:
         return pins
 
 
-def encode_private_part(key_pairs: list[DataOwnerKeyPair]) -> bytes:
-    """The private keys as canonical JSON: what a passphrase or a recovery code seals."""
+def encode_private_part(key_pairs: list[DataOwnerKeyPair], search_key: bytes | None = None) -> bytes:
+    """The private keys (and the search key, when given) as canonical JSON: what a passphrase or a recovery code
+    seals."""
     entries = []
     for keys in key_pairs:
         encryption, signing = keys.private_bytes()
@@ -93,7 +106,10 @@ def encode_private_part(key_pairs: list[DataOwnerKeyPair]) -> bytes:
                 "status": keys.status,
             }
         )
-    return orjson.dumps({"keys": entries}, option=orjson.OPT_SORT_KEYS)
+    private: dict[str, Any] = {"keys": entries}
+    if search_key is not None:
+        private["searchKey"] = b64encode(search_key)
+    return orjson.dumps(private, option=orjson.OPT_SORT_KEYS)
 
 
 def _key_pair(entry: Any, what: str) -> DataOwnerKeyPair:
@@ -119,13 +135,30 @@ def _key_pairs(entries: Any, what: str) -> list[DataOwnerKeyPair]:
     return [_key_pair(entry, what) for entry in entries]
 
 
-def decode_private_part(data: bytes, what: str = "key store") -> list[DataOwnerKeyPair]:
-    """The key pairs of a private part (`encode_private_part`'s output, once unsealed)."""
+def _search_key(value: Any, what: str) -> bytes | None:
+    if value is None:
+        return None
+    key = b64decode(value, f"{what}: searchKey")
+    if len(key) != KEY_SIZE:
+        raise ValidationError(f"{what}: searchKey is {len(key)} bytes, expected {KEY_SIZE}")
+    return key
+
+
+def decode_private(data: bytes, what: str = "key store") -> tuple[list[DataOwnerKeyPair], bytes | None]:
+    """The key pairs and the search key (None if it has none) of a private part (`encode_private_part`'s
+    output, once unsealed)."""
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise ValidationError(f"{what}: the private part is not JSON") from None
-    return _key_pairs(document.get("keys") if isinstance(document, dict) else None, what)
+    if not isinstance(document, dict):
+        raise ValidationError(f"{what}: no key list")
+    return _key_pairs(document.get("keys"), what), _search_key(document.get("searchKey"), what)
+
+
+def decode_private_part(data: bytes, what: str = "key store") -> list[DataOwnerKeyPair]:
+    """The key pairs of a private part (`encode_private_part`'s output, once unsealed)."""
+    return decode_private(data, what)[0]
 
 
 def encode_key_store(
@@ -138,9 +171,9 @@ def encode_key_store(
 ) -> bytes:
     """The key store as JSON bytes, its private part sealed when a passphrase is given."""
     document: dict[str, Any] = {"format": FORMAT, "version": VERSION, "dataOwnerId": store.data_owner_id}
-    private = encode_private_part(store.key_pairs)
+    private = encode_private_part(store.key_pairs, store.search_key)
     if passphrase is None:
-        document["keys"] = orjson.loads(private)["keys"]
+        document.update(orjson.loads(private))
     else:
         parameters = parameters or Argon2Parameters()
         salt = salt if salt is not None else os.urandom(_SALT_SIZE)
@@ -208,9 +241,9 @@ def decode_key_store(data: bytes, passphrase: str | None = None) -> KeyStore:
         raise ValidationError("key store: no dataOwnerId")
     what = f"key store of {owner}"
     if "sealed" in document:
-        key_pairs = decode_private_part(_unseal(document, passphrase, what), what)
+        key_pairs, search_key = decode_private(_unseal(document, passphrase, what), what)
     else:
-        key_pairs = _key_pairs(document.get("keys"), what)
+        key_pairs, search_key = _key_pairs(document.get("keys"), what), _search_key(document.get("searchKey"), what)
     pins: dict[str, dict[str, PinnedKey]] = {}
     raw_pins = document.get("pins") or {}
     if not isinstance(raw_pins, dict):
@@ -225,4 +258,4 @@ def decode_key_store(data: bytes, passphrase: str | None = None) -> KeyStore:
             if record.id != kid:
                 raise ValidationError(f"{what}: pin {kid} of {pinned_owner} holds key {record.id}")
             pins.setdefault(pinned_owner, {})[kid] = PinnedKey(record, entry.get("verified") is True)
-    return KeyStore(owner, key_pairs, pins)
+    return KeyStore(owner, key_pairs, pins, search_key)

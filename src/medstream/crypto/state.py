@@ -11,6 +11,9 @@ data record) and hands it in; everything that decides or computes is here:
   with one of the own key pairs (`crypto/exchange_data.py`); K_ex and S_ac are kept by exchange data id.
 - **Entity keys**: found through the entity's secure delegations to this data owner, kept by
   (entity type, entity id, kid).
+- **Search keys**: its own (in the key store) and each delegator's that an opened exchange data carried. An
+  entity's blind-index tokens are made under the search key of its `responsible` data owner when known, else
+  under its own; a search uses them all.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from medstream.crypto.blind_index import IndexedField, entity_blind_index, search_tokens
 from medstream.crypto.delegations import Permission, delegation_key, secure_delegation
 from medstream.crypto.encrypted_self import decrypt_fields, encrypt_fields, encrypted_self_kid
 from medstream.crypto.entity_keys import EntityKey, unwrap_entity_key, wrap_entity_key, wrapped_kid
@@ -40,10 +44,14 @@ def delegations_of(wire: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 @dataclass
 class CryptoState:
     """The caches of one logged-in data owner; `store` is its key store (saved by the caller when `pin` or
-    `verify` says it changed)."""
+    `verify` says it changed). `encrypted_fields`, `blind_indexed` and `require_encryption` are the server's
+    encryption configuration."""
 
     store: KeyStore
     encrypted_fields: Mapping[str, tuple[str, ...]]
+    blind_indexed: Mapping[str, Mapping[str, IndexedField]] = field(default_factory=dict)
+    require_encryption: bool = False
+    search_keys: dict[str, bytes] = field(default_factory=dict, repr=False)  # delegators' search keys, by id
     exchange_data: dict[str, dict[str, Any]] = field(default_factory=dict)  # by id, as read or written
     by_pair: dict[tuple[str, str], str] = field(default_factory=dict)  # (delegator, delegate) -> exchange data id
     secrets: dict[str, ExchangeSecrets] = field(default_factory=dict)  # opened K_ex and S_ac, by exchange data id
@@ -103,6 +111,8 @@ class CryptoState:
         delegator, delegate = wire.get("delegator"), wire.get("delegate")
         if isinstance(delegator, str) and isinstance(delegate, str):
             self.by_pair.setdefault((delegator, delegate), exchange_data_id)
+        if isinstance(delegator, str) and delegator != self.data_owner_id and secrets.search_key is not None:
+            self.search_keys[delegator] = secrets.search_key
         return secrets
 
     def shared_with(self, delegate: str) -> tuple[str, ExchangeSecrets] | None:
@@ -111,6 +121,52 @@ class CryptoState:
         if exchange_data_id is None or exchange_data_id not in self.secrets:
             return None
         return exchange_data_id, self.secrets[exchange_data_id]
+
+    # -- blind indexes ------------------------------------------------------------------------------------
+
+    @property
+    def own_search_key(self) -> bytes:
+        if self.store.search_key is None:
+            raise DecryptionError(f"the key store of {self.data_owner_id} holds no search key")
+        return self.store.search_key
+
+    def known_search_keys(self) -> list[bytes]:
+        """Every search key a search uses: this data owner's, then each delegator's it learnt."""
+        return [self.own_search_key, *self.search_keys.values()]
+
+    def index_key_for(self, wire: Mapping[str, Any]) -> bytes:
+        """The search key an entity's tokens are made under: its `responsible` data owner's if known, else
+        this data owner's own."""
+        responsible = wire.get("responsible")
+        if isinstance(responsible, str) and responsible in self.search_keys:
+            return self.search_keys[responsible]
+        return self.own_search_key
+
+    def blind_index(self, entity_type: str, wire: Mapping[str, Any]) -> dict[str, list[str]]:
+        """The `blindIndex` of an entity from its clear values (empty for a kind without blind-index fields)."""
+        fields = self.blind_indexed.get(entity_type)
+        if not fields:
+            return {}
+        return entity_blind_index(self.index_key_for(wire), fields, wire)
+
+    def blind_field(self, entity_type: str, name: str) -> IndexedField | None:
+        """The blind-index field `name` of `entity_type` when a search on it goes through tokens; None when it
+        is searched in clear: the kind has no such field, or the server neither requires encryption nor
+        encrypts any of the field's sources."""
+        field = self.blind_indexed.get(entity_type, {}).get(name)
+        if field is None:
+            return None
+        if not self.require_encryption and not set(self.fields_of(entity_type)).intersection(field.sources):
+            return None
+        return field
+
+    def blind_search(self, entity_type: str, name: str, values: Iterable[Any]) -> list[list[str]] | None:
+        """The token groups (`search_tokens`) that search `values` in the blind-index field `name` under every
+        known search key; None when the field is searched in clear (`blind_field`)."""
+        field = self.blind_field(entity_type, name)
+        if field is None:
+            return None
+        return search_tokens(self.known_search_keys(), name, field, values)
 
     # -- entity keys --------------------------------------------------------------------------------------
 

@@ -4,13 +4,18 @@ the data owner, `.sort`, and `build()`.
 A constraint is kept as its node class and fields, and made into a node at `build()`, once the data owner is
 known; it is also made once when its method is called, with a stand-in data owner, so that a bad argument
 fails at the call that passed it.
+
+A search on a field the server's configuration encrypts (the SSIN, identifiers, names) cannot be answered in
+clear: when the API can make blind-index tokens (`BlindIndexSearcher`; `MedTechApi` for a data owner) and
+says the field is searched blind, `build()` makes the kind's blind-index node instead, one per group of tokens
+it answers (a name search: one per word).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, Self, TypeVar, cast
+from typing import Any, ClassVar, Protocol, Self, TypeVar, cast, runtime_checkable
 
 import pydantic
 
@@ -43,6 +48,26 @@ class DataOwnerProvider(Protocol):
     async def get_data_owner(self) -> _DataOwnerWithType: ...
 
 
+@runtime_checkable
+class BlindIndexSearcher(Protocol):
+    """An API that makes blind-index tokens for searches: `MedTechApi` (with its search keys)."""
+
+    async def blind_index_tokens(self, entity_type: str, field: str, values: Sequence[Any]) -> list[list[str]] | None:
+        """Token groups an entity must all match (each by one token) to hold `values` in the blind-index
+        `field`; None when the field is searched in clear."""
+        ...
+
+
+@dataclass(frozen=True)
+class _BlindSearch:
+    """What a constraint searches, for its blind-index form: the kind's blind-index node, the field, and the
+    clear values (texts, or identifiers as wire dicts)."""
+
+    node_type: type[LeafFilter]
+    field: str
+    values: tuple[Any, ...]
+
+
 def adds_constraint(method: M) -> M:
     """Marks a builder method that adds one constraint, so that `.sort` accepts it."""
     method._adds_constraint = True  # type: ignore[attr-defined]
@@ -56,6 +81,7 @@ class _Constraint:
     node_type: type[LeafFilter]
     fields: dict[str, Any]
     where: str
+    blind: _BlindSearch | None = None
 
     @property
     def owner_field(self) -> str | None:
@@ -101,10 +127,23 @@ class FilterBuilder:
         constraints = list(self._constraints) or [default]
         if self._sort_index is not None:
             constraints.insert(0, constraints.pop(self._sort_index))
+        constraints = [resolved for c in constraints for resolved in await self._blind_or_clear(c)]
         needs_owner = any(c.owner_field is not None for c in constraints)
         data_owner_id = await self._resolve_data_owner() if needs_owner else None
         nodes = tuple(c.node(data_owner_id) for c in constraints)
         return nodes[0] if len(nodes) == 1 else IntersectionFilter(filters=nodes)
+
+    async def _blind_or_clear(self, constraint: _Constraint) -> list[_Constraint]:
+        """The constraint as it is, or its blind-index form when the API searches its field through tokens."""
+        blind = constraint.blind
+        if blind is None or not isinstance(self._api, BlindIndexSearcher):
+            return [constraint]
+        groups = await self._api.blind_index_tokens(blind.node_type.entity_type, blind.field, blind.values)
+        if groups is None:
+            return [constraint]
+        return [
+            _Constraint(blind.node_type, {"field": blind.field, "tokens": group}, constraint.where) for group in groups
+        ]
 
     async def _resolve_data_owner(self) -> str:
         if self._data_owner_id is not None:
@@ -117,8 +156,8 @@ class FilterBuilder:
     def _where(self, method: str) -> str:
         return f"{type(self).__name__}.{method}"
 
-    def _add(self, method: str, node_type: type[LeafFilter], **fields: Any) -> Self:
-        constraint = _Constraint(node_type, fields, self._where(method))
+    def _add(self, method: str, node_type: type[LeafFilter], blind: _BlindSearch | None = None, **fields: Any) -> Self:
+        constraint = _Constraint(node_type, fields, self._where(method), blind)
         constraint.node(_UNRESOLVED_OWNER)
         self._constraints.append(constraint)
         return self
@@ -136,6 +175,11 @@ class FilterBuilder:
         with its index key (`medstream.crypto.blind_index`)."""
         tokens = self._strings("by_blind_index", tokens, "token")
         return self._add("by_blind_index", node_type, field=field, tokens=tokens)
+
+    @staticmethod
+    def _blind(node_type: type[LeafFilter], field: str, values: Sequence[Any]) -> _BlindSearch:
+        """The blind-index form of a search of `values` in `field` (`node_type`: the kind's blind-index node)."""
+        return _BlindSearch(node_type, field, tuple(values))
 
     def _identifiers(self, identifiers: Sequence[Identifier]) -> list[Identifier]:
         if not identifiers:

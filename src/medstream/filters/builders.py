@@ -75,9 +75,12 @@ class DataSampleFilter(DataOwnerFilterBuilder):
 
     @adds_constraint
     def by_identifiers(self, identifiers: Sequence[Identifier]) -> Self:
-        """Data samples with one of these identifiers (matched on system and value)."""
+        """Data samples with one of these identifiers (matched on system and value); through blind-index tokens
+        when the server encrypts identifiers."""
         identifiers = self._identifiers(identifiers)
-        return self._add("by_identifiers", DataSampleByHealthcarePartyIdentifiersFilter, identifiers=identifiers)
+        blind = self._blind(DataSampleByHealthcarePartyBlindIndexFilter, "identifiers", _wire(identifiers))
+        node = DataSampleByHealthcarePartyIdentifiersFilter
+        return self._add("by_identifiers", node, blind, identifiers=identifiers)
 
     @adds_constraint
     def by_blind_index(self, field: str, tokens: Sequence[str]) -> Self:
@@ -160,9 +163,11 @@ class PatientFilter(DataOwnerFilterBuilder):
 
     @adds_constraint
     def by_identifiers(self, identifiers: Sequence[Identifier]) -> Self:
-        """Patients with one of these identifiers (matched on system and value)."""
+        """Patients with one of these identifiers (matched on system and value); through blind-index tokens when
+        the server encrypts identifiers."""
         identifiers = self._identifiers(identifiers)
-        return self._add("by_identifiers", PatientByHealthcarePartyIdentifiersFilter, identifiers=identifiers)
+        blind = self._blind(PatientByHealthcarePartyBlindIndexFilter, "identifiers", _wire(identifiers))
+        return self._add("by_identifiers", PatientByHealthcarePartyIdentifiersFilter, blind, identifiers=identifiers)
 
     @adds_constraint
     def by_blind_index(self, field: str, tokens: Sequence[str]) -> Self:
@@ -185,8 +190,10 @@ class PatientFilter(DataOwnerFilterBuilder):
 
     @adds_constraint
     def with_ssins(self, ssins: Sequence[str]) -> Self:
+        """Patients whose SSIN is one of these; through blind-index tokens when the server encrypts the SSIN."""
         ssins = self._strings("with_ssins", ssins, "ssin")
-        return self._add("with_ssins", PatientByHealthcarePartySsinsFilter, ssins=ssins)
+        blind = self._blind(PatientByHealthcarePartyBlindIndexFilter, "ssin", ssins)
+        return self._add("with_ssins", PatientByHealthcarePartySsinsFilter, blind, ssins=ssins)
 
     @adds_constraint
     def of_age(self, age: int, *, today: datetime.date | None = None) -> Self:
@@ -211,9 +218,17 @@ class PatientFilter(DataOwnerFilterBuilder):
 
     @adds_constraint
     def contains_fuzzy(self, search_string: str) -> Self:
-        """Patients one of whose names contains `search_string`, ignoring case and accents."""
+        """Patients one of whose names contains `search_string`, ignoring case and accents. When the server
+        encrypts names, through blind-index tokens: each word of `search_string` must be a word of one of the
+        patient's names, or a prefix of 3 letters or more of one ("helene" and "DUP" find "Hélène Dupré")."""
         node = PatientByHealthcarePartyNameContainsFuzzyFilter
-        return self._add("contains_fuzzy", node, search_string=search_string)
+        blind = self._blind(PatientByHealthcarePartyBlindIndexFilter, "names", [search_string])
+        return self._add("contains_fuzzy", node, blind, search_string=search_string)
+
+
+def _wire(identifiers: Sequence[Identifier]) -> list[dict[str, Any]]:
+    """Identifiers as wire dicts, as a blind-index search takes them (a dict is passed through as it is)."""
+    return [item.to_json_dict() if isinstance(item, Identifier) else dict(item) for item in identifiers]
 
 
 def date_of_birth_bounds(age: int, today: datetime.date) -> tuple[int, int]:
@@ -249,10 +264,12 @@ class HealthcareElementFilter(DataOwnerFilterBuilder):
 
     @adds_constraint
     def by_identifiers(self, identifiers: Sequence[Identifier]) -> Self:
-        """Healthcare elements with one of these identifiers (matched on system and value)."""
+        """Healthcare elements with one of these identifiers (matched on system and value); through blind-index
+        tokens when the server encrypts identifiers."""
         identifiers = self._identifiers(identifiers)
+        blind = self._blind(HealthcareElementByHealthcarePartyBlindIndexFilter, "identifiers", _wire(identifiers))
         node = HealthcareElementByHealthcarePartyIdentifiersFilter
-        return self._add("by_identifiers", node, identifiers=identifiers)
+        return self._add("by_identifiers", node, blind, identifiers=identifiers)
 
     @adds_constraint
     def by_blind_index(self, field: str, tokens: Sequence[str]) -> Self:

@@ -13,7 +13,8 @@ from medstream.model.scalars import Base64Text
 
 class ExchangeData(Entity):
     """iCure's field names. `exchange_key` and `access_control_secret` map a public key id to that secret wrapped
-    for the key; `delegator_signature` maps the delegator's signing key id to its signature."""
+    for the key; `search_key`, the delegator's search key (blind-index tokens), likewise, on records that carry
+    it; `delegator_signature` maps the delegator's signing key id to its signature."""
 
     entity_type: ClassVar[str] = "ExchangeData"
 
@@ -22,4 +23,5 @@ class ExchangeData(Entity):
     delegate: EntityId | None = None
     exchange_key: dict[str, Base64Text] = Field(default_factory=dict)
     access_control_secret: dict[str, Base64Text] = Field(default_factory=dict)
+    search_key: dict[str, Base64Text] | None = None  # left out of records made without one
     delegator_signature: dict[str, Base64Text] = Field(default_factory=dict)

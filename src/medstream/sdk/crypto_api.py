@@ -4,32 +4,35 @@ share between two data owners, and encrypts and decrypts entities as their wire 
 
 An entity is decrypted with the key its delegations to this data owner carry; an entity is encrypted, at
 create, under a new key delegated to this data owner itself (through its exchange data with itself), and at
-update under the key it already has.
+update under the key it already has. Before it is encrypted, its `blindIndex` is made from its clear values.
+The exchange data a data owner delegates carries its search key, so that its delegates search what it indexed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from medstream.crypto.delegations import Permission
 from medstream.crypto.encrypted_self import ENCRYPTED_SELF
 from medstream.crypto.entity_keys import EntityKey
-from medstream.crypto.exchange_data import ExchangeSecrets, create_exchange_data
+from medstream.crypto.exchange_data import SEARCH_KEY, ExchangeSecrets, add_wraps, create_exchange_data
 from medstream.crypto.key_store_format import Argon2Parameters, encode_private_part
 from medstream.crypto.owner_keys import PublicKeyRecord, parse_public_record
 from medstream.crypto.recovery import new_recovery_key, recovery_code, seal_recovery_blob
 from medstream.crypto.state import SECURE_DELEGATIONS, SECURITY_METADATA, CryptoState, delegations_of
 from medstream.errors import DecryptionError, KeyVerificationError, NotFoundError, ValidationError
+from medstream.model.blind_index import MAX_TOKENS_PER_FIELD
 from medstream.model.common import Entity
 from medstream.model.entities import KIND_BY_NAME
 from medstream.sdk.key_store import save_key_store
 from medstream.sdk.transport import Transport
 
 _EXCHANGE_DATA = "/rest/v1/exchange-data"
+_BLIND_INDEX = "blindIndex"
 
 
 class EntityDecryptor:
@@ -137,7 +140,8 @@ class CryptoApi:
         """A new recovery code (to show once, for the person to write down) and the recovery blob it opens (to
         keep anywhere: it is useless without the code). `with_recovery(code, blob)` at login restores the keys."""
         key = new_recovery_key()
-        return recovery_code(key), seal_recovery_blob(key, encode_private_part(self.state.store.key_pairs))
+        private = encode_private_part(self.state.store.key_pairs, self.state.store.search_key)
+        return recovery_code(key), seal_recovery_blob(key, private)
 
     # -- exchange data ------------------------------------------------------------------------------------
 
@@ -156,12 +160,63 @@ class CryptoApi:
             raise refused
         try:
             wire = await self._transport.request("GET", f"{_EXCHANGE_DATA}/{exchange_data_id}")
+        except NotFoundError as exc:
+            error = DecryptionError(f"exchange data {exchange_data_id}: {exc.message}")
+            self._refused[exchange_data_id] = error
+            raise error from None
+        return await self._open_wire(wire)
+
+    async def _open_wire(self, wire: Mapping[str, Any]) -> ExchangeSecrets:
+        """An exchange data record as read: its delegator's keys pinned on first use, then verified and opened;
+        one that does not open is remembered as refused."""
+        exchange_data_id = str(wire.get("id"))
+        try:
             await self._pin_delegator(wire)
             return self.state.open(wire)
         except (DecryptionError, KeyVerificationError, NotFoundError) as exc:
             error = DecryptionError(f"exchange data {exchange_data_id}: {exc.message}")
             self._refused[exchange_data_id] = error
             raise error from None
+
+    async def learn_search_keys(self) -> None:
+        """Open the exchange data delegated to this data owner that it has not opened yet, learning the search
+        keys they carry; a record that does not open (not signed by a pinned key, no wrap for this device's
+        keys) is skipped."""
+        body: dict[str, Any] = {
+            "filter": {"$type": "ExchangeDataByDelegateFilter", "delegateId": self.data_owner_id},
+            "limit": 1000,
+        }
+        while True:
+            page = await self._transport.request("POST", f"{_EXCHANGE_DATA}/filter", body)
+            for wire in page["rows"]:
+                exchange_data_id = str(wire.get("id"))
+                if exchange_data_id in self._refused or (
+                    exchange_data_id in self.state.secrets and self.state.exchange_data.get(exchange_data_id) == wire
+                ):
+                    continue
+                try:
+                    await self._open_wire(wire)
+                except DecryptionError:
+                    continue
+            if page.get("nextId") is None:
+                return
+            body["nextId"] = page["nextId"]
+
+    async def blind_search(self, entity_type: str, field: str, values: Sequence[Any]) -> list[list[str]] | None:
+        """The token groups that search `values` in the blind-index `field` of `entity_type`, under this data
+        owner's search key and each delegator's (the exchange data delegated to it opened first); None when
+        the configuration has the field searched in clear."""
+        if self.state.blind_field(entity_type, field) is None:
+            return None
+        await self.learn_search_keys()
+        groups = self.state.blind_search(entity_type, field, values)
+        for group in groups or ():
+            if len(group) > MAX_TOKENS_PER_FIELD:
+                raise ValidationError(
+                    f"a search on {entity_type} {field} makes {len(group)} tokens (values x search keys), more than "
+                    f"the {MAX_TOKENS_PER_FIELD} a filter may carry: search fewer values at once"
+                )
+        return groups
 
     async def exchange_with(self, delegate: str) -> tuple[str, ExchangeSecrets]:
         """The exchange data from this data owner to `delegate` (itself included), found or created and signed."""
@@ -188,17 +243,32 @@ class CryptoApi:
                     secrets = self.state.open(wire)
                 except DecryptionError:
                     continue  # made for keys this device does not hold, or not signed by them
+                if secrets.search_key is None and delegate != self.data_owner_id:
+                    wire, secrets = await self._add_search_key(wire, secrets, delegate)
                 self.state.by_pair[(self.data_owner_id, delegate)] = str(wire["id"])
                 return str(wire["id"]), secrets
             own = self.state.store.active_key_pairs()
             recipients = [keys.public for keys in own]
             if delegate != self.data_owner_id:
                 recipients += await self.trusted_keys(delegate)
-            wire, _ = create_exchange_data(uuid.uuid4().hex, self.data_owner_id, delegate, own, recipients)
+            new_secrets = ExchangeSecrets.generate(self.state.own_search_key)
+            wire, _ = create_exchange_data(uuid.uuid4().hex, self.data_owner_id, delegate, own, recipients, new_secrets)
             stored = await self._transport.request("POST", _EXCHANGE_DATA, wire)
             secrets = self.state.open(stored)
             self.state.by_pair[(self.data_owner_id, delegate)] = str(stored["id"])
             return str(stored["id"]), secrets
+
+    async def _add_search_key(
+        self, wire: Mapping[str, Any], secrets: ExchangeSecrets, delegate: str
+    ) -> tuple[Mapping[str, Any], ExchangeSecrets]:
+        """Exchange data this data owner delegates, made without its search key, with the search key wrapped
+        for every ACTIVE key of both parties and signed again (the delegate then searches what it indexes)."""
+        with_key = ExchangeSecrets(secrets.exchange_key, secrets.access_control_secret, self.state.own_search_key)
+        own = self.state.store.active_key_pairs()
+        recipients = [keys.public for keys in own] + await self.trusted_keys(delegate)
+        updated = add_wraps({k: v for k, v in wire.items() if k != SEARCH_KEY}, with_key, recipients, own)
+        stored = await self._transport.request("POST", _EXCHANGE_DATA, updated)
+        return stored, self.state.open(stored)
 
     # -- entities -----------------------------------------------------------------------------------------
 
@@ -238,10 +308,12 @@ class CryptoApi:
         self, entity_type: str, wire: dict[str, Any], stored: Mapping[str, Any] | None
     ) -> dict[str, Any]:
         """The wire dict to send for a create (no `rev`: an id if it has none, a new key delegated to this data
-        owner) or an update (the key found through `stored`'s delegations, else a new one as for a create)."""
+        owner) or an update (the key found through `stored`'s delegations, else a new one as for a create), its
+        `blindIndex` made from its clear values under its responsible data owner's search key."""
         wire = dict(wire)
         wire.setdefault("id", str(uuid.uuid4()))
         wire.pop(ENCRYPTED_SELF, None)
+        self._set_blind_index(entity_type, wire, stored)
         key = None
         if wire.get("rev") is not None and stored is not None:
             if wire.get(SECURITY_METADATA) is None and stored.get(SECURITY_METADATA) is not None:
@@ -255,6 +327,16 @@ class CryptoApi:
             delegations[name] = delegation
             wire[SECURITY_METADATA] = {SECURE_DELEGATIONS: delegations}
         return self.state.encrypt(entity_type, wire, key)
+
+    def _set_blind_index(self, entity_type: str, wire: dict[str, Any], stored: Mapping[str, Any] | None) -> None:
+        if not self.state.blind_indexed.get(entity_type):
+            return
+        responsible = wire.get("responsible") or (stored or {}).get("responsible")
+        index = self.state.blind_index(entity_type, {**wire, "responsible": responsible})
+        if index:
+            wire[_BLIND_INDEX] = index
+        else:
+            wire.pop(_BLIND_INDEX, None)
 
     async def shared(
         self, entity_type: str, stored: Mapping[str, Any], delegate: str, permissions: Permission

@@ -1,5 +1,6 @@
 """The logged-in data owner's keys at login: its key store opened (or made, on its first login, and its public
-keys published on its data-owner entity), and the server's encryption configuration read once.
+keys published on its data-owner entity; a store without a search key gets one), and the server's encryption
+configuration read once.
 
 A data owner whose entity lists keys none of which its key store holds is refused with `MissingKeysError`
 saying how to get them back: a new key pair would leave everything encrypted for the published keys unreadable.
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medstream.crypto.key_store_format import Argon2Parameters, KeyStore, decode_private_part
+from medstream.crypto.blind_index import IndexedField, parse_blind_indexed
+from medstream.crypto.key_store_format import Argon2Parameters, KeyStore, decode_private
 from medstream.crypto.owner_keys import DataOwnerKeyPair, parse_crypto_keys
 from medstream.crypto.recovery import open_recovery_blob, parse_recovery_code
 from medstream.crypto.state import CryptoState
@@ -35,10 +37,24 @@ class KeyStoreOptions:
     recovery: tuple[str, str] | None = None
 
 
-async def encrypted_fields(transport: Transport) -> dict[str, tuple[str, ...]]:
-    """The fields the server says travel in `encryptedSelf`, by kind (`GET /rest/v1/crypto/configuration`)."""
+@dataclass(frozen=True)
+class EncryptionConfiguration:
+    """The server's encryption configuration (`GET /rest/v1/crypto/configuration`): the fields that travel in
+    `encryptedSelf` by kind, the blind-index fields by kind, and whether encryption is required."""
+
+    encrypted_fields: dict[str, tuple[str, ...]]
+    blind_indexed: dict[str, dict[str, IndexedField]]
+    require_encryption: bool
+
+
+async def encryption_configuration(transport: Transport) -> EncryptionConfiguration:
+    """The server's encryption configuration, read once at login."""
     payload = await transport.request("GET", "/rest/v1/crypto/configuration")
-    return {str(kind): tuple(str(name) for name in names) for kind, names in payload["encryptedFields"].items()}
+    return EncryptionConfiguration(
+        {str(kind): tuple(str(name) for name in names) for kind, names in payload["encryptedFields"].items()},
+        parse_blind_indexed(payload.get("blindIndexed")),
+        payload.get("requireEncryption") is True,
+    )
 
 
 def _missing(owner_id: str, published: list[str], path: Path) -> MissingKeysError:
@@ -71,8 +87,10 @@ async def open_crypto(
     changed = False
     if options.recovery is not None and (store is None or not published_ids & {k.id for k in store.key_pairs}):
         code, blob = options.recovery
-        recovered = decode_private_part(open_recovery_blob(parse_recovery_code(code), blob), "recovery blob")
-        store = KeyStore(owner_id, recovered, store.pins if store is not None else {})
+        recovered, search_key = decode_private(open_recovery_blob(parse_recovery_code(code), blob), "recovery blob")
+        if search_key is None and store is not None:
+            search_key = store.search_key
+        store = KeyStore(owner_id, recovered, store.pins if store is not None else {}, search_key)
         changed = True
     if store is None or not store.key_pairs:
         if published:
@@ -81,11 +99,15 @@ async def open_crypto(
         changed = True
     elif published and not published_ids & {keys.id for keys in store.key_pairs}:
         raise _missing(owner_id, sorted(published_ids), path)
+    changed = store.ensure_search_key() or changed
     if changed:  # saved before anything is published: a key is never published that no store holds
         await asyncio.to_thread(save_key_store, path, store, options.passphrase, parameters=options.argon2)
     unpublished = [keys.public.to_wire() for keys in store.active_key_pairs() if keys.id not in published_ids]
     if unpublished:
         updated = {**owner, "cryptoKeys": [*(owner.get("cryptoKeys") or []), *unpublished]}
         await transport.request("POST", f"/rest/v1/{KIND_BY_NAME[owner_type].collection}", updated)
-    state = CryptoState(store, await encrypted_fields(transport))
+    configuration = await encryption_configuration(transport)
+    state = CryptoState(
+        store, configuration.encrypted_fields, configuration.blind_indexed, configuration.require_encryption
+    )
     return CryptoApi(transport, state, path, options.passphrase, options.argon2)

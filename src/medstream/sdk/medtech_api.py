@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 from medstream.crypto.key_store_format import Argon2Parameters
 from medstream.errors import DecryptionError, NotFoundError, ValidationError
@@ -82,6 +82,15 @@ class MedTechApi:
         owner = kind.model.model_validate(wire)
         assert isinstance(owner, HealthcareProfessional | Patient | MedicalDevice)
         return DataOwnerWithType(type=payload["type"], data_owner=owner)
+
+    async def blind_index_tokens(self, entity_type: str, field: str, values: Sequence[Any]) -> list[list[str]] | None:
+        """For the filter builders: the token groups that search `values` in the blind-index `field` of
+        `entity_type` under every search key this data owner knows (its own, and each delegator's carried by
+        exchange data delegated to it); None when the field is searched in clear (the configuration neither
+        requires encryption nor encrypts the field, or this user acts as no data owner)."""
+        if self._crypto is None:
+            return None
+        return await self._crypto.blind_search(entity_type, field, values)
 
     async def logout(self) -> None:
         """End every session of the logged-in user on the server, then close: the user's tokens stop working
