@@ -245,8 +245,15 @@ class ServerLogs(logging.Handler):
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[ServerLogs]:
+        """On the root logger, with the root and `medstream` loggers at debug; every other logger enabled and
+        propagating to the root while it is installed (a server an earlier test ran under uvicorn's own logging
+        configuration leaves `uvicorn.access` with a handler of its own and no propagation). Restored after."""
         root, medstream = logging.getLogger(), logging.getLogger("medstream")
         levels = root.level, medstream.level
+        others = [logger for logger in logging.root.manager.loggerDict.values() if isinstance(logger, logging.Logger)]
+        saved = [(logger, logger.propagate, logger.disabled) for logger in others]
+        for logger in others:
+            logger.propagate, logger.disabled = True, False
         root.addHandler(self)
         root.setLevel(logging.DEBUG)
         medstream.setLevel(logging.DEBUG)
@@ -256,6 +263,8 @@ class ServerLogs(logging.Handler):
             root.removeHandler(self)
             root.setLevel(levels[0])
             medstream.setLevel(levels[1])
+            for logger, propagate, disabled in saved:
+                logger.propagate, logger.disabled = propagate, disabled
 
 
 def _rows_text(rows: Iterable[Iterable[Any]]) -> bytes:
