@@ -23,7 +23,8 @@ import orjson
 import pytest
 
 from medstream.crypto.blind_index import name_tokens, token
-from medstream.filters import DataSampleFilter, HealthcareElementFilter, NotificationFilter, PatientFilter
+from medstream.errors import ValidationError
+from medstream.filters import DataSampleFilter, Filter, HealthcareElementFilter, NotificationFilter, PatientFilter
 from medstream.model import (
     Address,
     CodingReference,
@@ -47,6 +48,7 @@ from medstream.model.notification import NotificationStatus, NotificationType
 from medstream.model.patient import Partnership, PatientHealthCareParty
 from medstream.sdk import MedTechApi
 from medstream.sdk.connection import Connection, SubscriptionOptions
+from medstream.sdk.entity_api import EntityApi
 from tests.integration.canary import CanaryServer, canary_server, find, new_marker
 from tests.integration.events_support import ALL_TYPES, Calls, Recorder
 
@@ -227,6 +229,34 @@ def _has(recorder: Recorder, event_type: str, entity_id: str | None) -> bool:
     return any(e.type.value == event_type and e.entity.id == entity_id for e in recorder.events)
 
 
+async def _clear_filters(api: MedTechApi, m: Markers) -> list[tuple[EntityApi[Any], Filter]]:
+    """Filters on encrypted values, in clear, with the sub-API each goes to: an ssin, a name, identifiers."""
+
+    def identifier(where: str) -> list[Identifier]:
+        return [Identifier(system="urn:canary", value=m.secret[where])]
+
+    return [
+        (api.patient_api, await PatientFilter(api).with_ssins([m.secret["Patient.ssin"]]).build()),
+        (api.patient_api, await PatientFilter(api).contains_fuzzy(m.secret["Patient.lastName"]).build()),
+        (
+            api.patient_api,
+            await PatientFilter(api)
+            .by_identifiers([Identifier(system=m.secret["Patient.identifiers[].system"], value="x")])
+            .build(),
+        ),
+        (
+            api.data_sample_api,
+            await DataSampleFilter(api).by_identifiers(identifier("DataSample.identifiers[].value")).build(),
+        ),
+        (
+            api.healthcare_element_api,
+            await HealthcareElementFilter(api)
+            .by_identifiers(identifier("HealthcareElement.identifiers[].value"))
+            .build(),
+        ),
+    ]
+
+
 async def _drive_the_sdk(server: CanaryServer, m: Markers, seen: Seen) -> None:
     """Every SDK call an application makes with encrypted content, by Alice and Bob, two professionals."""
     admin = await server.admin_api()
@@ -333,6 +363,16 @@ async def _drive_the_sdk(server: CanaryServer, m: Markers, seen: Seen) -> None:
         (await alice.healthcare_element_api.filter_healthcare_elements_by(elements)).rows,
         (await alice.notification_api.filter_notifications_by(notifications)).rows,
     )
+
+    # A filter that reads an encrypted field in clear is refused before it leaves the SDK: sent, it would show the
+    # server the very value that encryption hides from it.
+    for api, clear_filter in await _clear_filters(alice, m):
+        with pytest.raises(ValidationError, match="blind-index tokens"):
+            await api.filter_by(clear_filter)
+        with pytest.raises(ValidationError, match="blind-index tokens"):
+            await api.match_by(clear_filter)
+        with pytest.raises(ValidationError, match="blind-index tokens"):
+            await api.subscribe_to_events(ALL_TYPES, clear_filter, Recorder())
 
     # Resume: Alice's data-sample stream is closed at a stored position; what is written meanwhile comes after it.
     await alice_events["DataSample"].wait_until(

@@ -48,6 +48,8 @@ class CryptoState:
     by_pair: dict[tuple[str, str], str] = field(default_factory=dict)  # (delegator, delegate) -> exchange data id
     secrets: dict[str, ExchangeSecrets] = field(default_factory=dict)  # opened K_ex and S_ac, by exchange data id
     entity_keys: dict[tuple[str, str, bytes], EntityKey] = field(default_factory=dict)
+    # The server refuses what reads an encrypted field in clear: a filter on one is refused before it is sent.
+    require_encryption: bool = field(default=False, kw_only=True)
 
     @property
     def data_owner_id(self) -> str:

@@ -35,10 +35,12 @@ class KeyStoreOptions:
     recovery: tuple[str, str] | None = None
 
 
-async def encrypted_fields(transport: Transport) -> dict[str, tuple[str, ...]]:
-    """The fields the server says travel in `encryptedSelf`, by kind (`GET /rest/v1/crypto/configuration`)."""
+async def crypto_configuration(transport: Transport) -> tuple[dict[str, tuple[str, ...]], bool]:
+    """The fields the server says travel in `encryptedSelf`, by kind, and whether it requires encryption
+    (`GET /rest/v1/crypto/configuration`)."""
     payload = await transport.request("GET", "/rest/v1/crypto/configuration")
-    return {str(kind): tuple(str(name) for name in names) for kind, names in payload["encryptedFields"].items()}
+    fields = {str(kind): tuple(str(name) for name in names) for kind, names in payload["encryptedFields"].items()}
+    return fields, bool(payload.get("requireEncryption"))
 
 
 def _missing(owner_id: str, published: list[str], path: Path) -> MissingKeysError:
@@ -87,5 +89,6 @@ async def open_crypto(
     if unpublished:
         updated = {**owner, "cryptoKeys": [*(owner.get("cryptoKeys") or []), *unpublished]}
         await transport.request("POST", f"/rest/v1/{KIND_BY_NAME[owner_type].collection}", updated)
-    state = CryptoState(store, await encrypted_fields(transport))
+    fields, require_encryption = await crypto_configuration(transport)
+    state = CryptoState(store, fields, require_encryption=require_encryption)
     return CryptoApi(transport, state, path, options.passphrase, options.argon2)
