@@ -1,8 +1,9 @@
 """The server never sees encrypted content, on SQLite and PostgreSQL with encryption required: a distinct marker in
 every encrypted field of every kind that has them (nested values included) is driven through the whole SDK
 surface (create, batch create, update, sharing with a second professional, revoking with key rotation, filter,
-match and blind-index queries, subscriptions of both professionals receiving CREATE, UPDATE and DELETE, a
-subscription resumed from a stored position, delete), then looked for, in every form, in everything the server
+match and blind-index queries, filters on encrypted values that the SDK must refuse to send, subscriptions of
+both professionals receiving CREATE, UPDATE and DELETE, a socket the server closes reopened and resumed, a stream
+closed and resumed from a stored position, delete), then looked for, in every form, in everything the server
 touched (`canary.py`): traffic both ways, its logs at debug, the database's files or dump, its tables and outbox.
 
 The controls that make "found nowhere" mean something: each marker is in what the SDK returned and in what the
