@@ -1,7 +1,7 @@
 """The server never sees encrypted content, on SQLite and PostgreSQL with encryption required: a distinct marker in
 every encrypted field of every kind that has them (nested values included) is driven through the whole SDK
 surface (create, batch create, update, sharing with a second professional, revoking with key rotation, filter,
-match and blind-index queries, filters on encrypted values that the SDK must refuse to send, subscriptions of
+match queries, filters on encrypted values that the SDK must refuse to send, subscriptions of
 both professionals receiving CREATE, UPDATE and DELETE, a socket the server closes reopened and resumed, a stream
 closed and resumed from a stored position, delete), then looked for, in every form, in everything the server
 touched (`canary.py`): traffic both ways, its logs at debug, the database's files or dump, its tables and outbox.
@@ -13,7 +13,6 @@ found in the database and in the traffic (the captures hold the writes that carr
 from __future__ import annotations
 
 import re
-import secrets
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,9 +22,19 @@ from typing import Any
 import orjson
 import pytest
 
-from medstream.crypto.blind_index import name_tokens, token
 from medstream.errors import ValidationError
-from medstream.filters import DataSampleFilter, Filter, HealthcareElementFilter, NotificationFilter, PatientFilter
+from medstream.filters import (
+    DataSampleByHealthcarePartyIdentifiersFilter,
+    DataSampleFilter,
+    Filter,
+    HealthcareElementByHealthcarePartyIdentifiersFilter,
+    HealthcareElementFilter,
+    NotificationFilter,
+    PatientByHealthcarePartyIdentifiersFilter,
+    PatientByHealthcarePartyNameContainsFuzzyFilter,
+    PatientByHealthcarePartySsinsFilter,
+    PatientFilter,
+)
 from medstream.model import (
     Address,
     CodingReference,
@@ -53,7 +62,6 @@ from medstream.sdk.entity_api import EntityApi
 from tests.integration.canary import CanaryServer, canary_server, find, new_marker
 from tests.integration.events_support import ALL_TYPES, Calls, Recorder
 
-INDEX_KEY = secrets.token_bytes(32)  # the application's blind-index key: the server only ever sees HMAC tokens
 FREE_TEXT = " é ✓ \U0001f600"  # so that a marker's UTF-8, JSON-escaped and UTF-16 forms all differ
 CANARY = "CANARY"  # the label type of every entity written here
 # The encrypted fields that hold no text (an enum, a date as an integer): no marker fits them.
@@ -139,11 +147,6 @@ def _patient(m: Markers) -> Patient:
         alias=m("Patient.alias"),
         civility=m("Patient.civility"),
         date_of_birth=19700101,
-        # What an application that holds INDEX_KEY sends to search by ssin and by name without showing them.
-        blind_index={
-            "ssin": [token(INDEX_KEY, "ssin", ssin)],
-            "names": sorted(name_tokens(INDEX_KEY, "names", last_name)),
-        },
     )
 
 
@@ -230,30 +233,37 @@ def _has(recorder: Recorder, event_type: str, entity_id: str | None) -> bool:
     return any(e.type.value == event_type and e.entity.id == entity_id for e in recorder.events)
 
 
-async def _clear_filters(api: MedTechApi, m: Markers) -> list[tuple[EntityApi[Any], Filter]]:
-    """Filters on encrypted values, in clear, with the sub-API each goes to: an ssin, a name, identifiers."""
+def _clear_filters(api: MedTechApi, owner: str, m: Markers) -> list[tuple[EntityApi[Any], Filter]]:
+    """Filters that read encrypted values in clear (an ssin, a name, identifiers), built as nodes, each with the
+    sub-API it goes to."""
 
-    def identifier(where: str) -> list[Identifier]:
-        return [Identifier(system="urn:canary", value=m.secret[where])]
+    def identifiers(where: str) -> tuple[Identifier, ...]:
+        return (Identifier(system="urn:canary", value=m.secret[where]),)
 
+    ssin, name = m.secret["Patient.ssin"], m.secret["Patient.lastName"]
     return [
-        (api.patient_api, await PatientFilter(api).with_ssins([m.secret["Patient.ssin"]]).build()),
-        (api.patient_api, await PatientFilter(api).contains_fuzzy(m.secret["Patient.lastName"]).build()),
+        (api.patient_api, PatientByHealthcarePartySsinsFilter(healthcare_party_id=owner, ssins=frozenset({ssin}))),
         (
             api.patient_api,
-            await PatientFilter(api)
-            .by_identifiers([Identifier(system=m.secret["Patient.identifiers[].system"], value="x")])
-            .build(),
+            PatientByHealthcarePartyNameContainsFuzzyFilter(healthcare_party_id=owner, search_string=name),
+        ),
+        (
+            api.patient_api,
+            PatientByHealthcarePartyIdentifiersFilter(
+                healthcare_party_id=owner, identifiers=identifiers("Patient.identifiers[].value")
+            ),
         ),
         (
             api.data_sample_api,
-            await DataSampleFilter(api).by_identifiers(identifier("DataSample.identifiers[].value")).build(),
+            DataSampleByHealthcarePartyIdentifiersFilter(
+                healthcare_party_id=owner, identifiers=identifiers("DataSample.identifiers[].value")
+            ),
         ),
         (
             api.healthcare_element_api,
-            await HealthcareElementFilter(api)
-            .by_identifiers(identifier("HealthcareElement.identifiers[].value"))
-            .build(),
+            HealthcareElementByHealthcarePartyIdentifiersFilter(
+                healthcare_party_id=owner, identifiers=identifiers("HealthcareElement.identifiers[].value")
+            ),
         ),
     ]
 
@@ -261,7 +271,7 @@ async def _clear_filters(api: MedTechApi, m: Markers) -> list[tuple[EntityApi[An
 async def _drive_the_sdk(server: CanaryServer, m: Markers, seen: Seen) -> None:
     """Every SDK call an application makes with encrypted content, by Alice and Bob, two professionals."""
     admin = await server.admin_api()
-    (alice, _), (bob, bob_id) = await _professional(admin, server), await _professional(admin, server)
+    (alice, alice_id), (bob, bob_id) = await _professional(admin, server), await _professional(admin, server)
     await admin.close()
     by_ds_label = await DataSampleFilter(bob).by_label_code_filter(CANARY, m.label("DataSample").code).build()
     bob_events = seen.recorder()
@@ -345,29 +355,26 @@ async def _drive_the_sdk(server: CanaryServer, m: Markers, seen: Seen) -> None:
     assert bob_id not in after_revoke.readers
     seen.keep(rotated, after_revoke)
 
-    # Queries: filter (paged), match, by ids, blind-index search by ssin and by a name word.
+    # Queries: filter (paged), match, by ids.
     own_samples = await DataSampleFilter(alice).for_self().by_label_code_filter(CANARY, m.clear["DataSample"]).build()
     rows = [row async for row in (await alice.data_sample_api.filter_data_samples_by(own_samples, limit=1)).all_rows()]
     assert {row.id for row in rows} == {sample.id, second.id}
     assert sorted(await alice.data_sample_api.match_data_samples_by(own_samples)) == sorted([sample.id, second.id])
     seen.keep(rows, await alice.data_sample_api.get_data_samples([str(sample.id), str(second.id)]))
-    by_ssin = (
-        await PatientFilter(alice).by_blind_index("ssin", [token(INDEX_KEY, "ssin", m.secret["Patient.ssin"])]).build()
-    )
-    by_name = await PatientFilter(alice).by_blind_index("names", [token(INDEX_KEY, "names", "canary")]).build()
-    assert [p.id for p in (await alice.patient_api.filter_patients_by(by_ssin)).rows] == [patient.id]
-    assert await alice.patient_api.match_patients_by(by_name) == [patient.id]
+    by_ids = await PatientFilter(alice).by_ids([patient.id]).build()
+    assert [p.id for p in (await alice.patient_api.filter_patients_by(by_ids)).rows] == [patient.id]
+    assert await alice.patient_api.match_patients_by(by_ids) == [patient.id]
     elements = await HealthcareElementFilter(alice).by_label_code_filter(CANARY, m.clear["HealthcareElement"]).build()
     notifications = await NotificationFilter(alice).with_type(NotificationType.OTHER).build()
     seen.keep(
-        (await alice.patient_api.filter_patients_by(by_name)).rows,
+        (await alice.patient_api.filter_patients_by(by_ids)).rows,
         (await alice.healthcare_element_api.filter_healthcare_elements_by(elements)).rows,
         (await alice.notification_api.filter_notifications_by(notifications)).rows,
     )
 
     # A filter that reads an encrypted field in clear is refused before it leaves the SDK: sent, it would show the
     # server the very value that encryption hides from it.
-    for api, clear_filter in await _clear_filters(alice, m):
+    for api, clear_filter in _clear_filters(alice, alice_id, m):
         with pytest.raises(ValidationError, match="blind-index tokens"):
             await api.filter_by(clear_filter)
         with pytest.raises(ValidationError, match="blind-index tokens"):

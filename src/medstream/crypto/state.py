@@ -44,12 +44,11 @@ class CryptoState:
 
     store: KeyStore
     encrypted_fields: Mapping[str, tuple[str, ...]]
+    require_encryption: bool = False  # the server refuses a filter on an encrypted field: the SDK does not send one
     exchange_data: dict[str, dict[str, Any]] = field(default_factory=dict)  # by id, as read or written
     by_pair: dict[tuple[str, str], str] = field(default_factory=dict)  # (delegator, delegate) -> exchange data id
     secrets: dict[str, ExchangeSecrets] = field(default_factory=dict)  # opened K_ex and S_ac, by exchange data id
     entity_keys: dict[tuple[str, str, bytes], EntityKey] = field(default_factory=dict)
-    # The server refuses what reads an encrypted field in clear: a filter on one is refused before it is sent.
-    require_encryption: bool = field(default=False, kw_only=True)
 
     @property
     def data_owner_id(self) -> str:
