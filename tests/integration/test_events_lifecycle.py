@@ -380,6 +380,30 @@ async def test_a_server_shutdown_closes_with_1001_and_the_sdk_reconnects_and_res
             await running.stop()
 
 
+async def test_a_session_the_server_ends_is_renewed_and_the_subscription_resumes_with_nothing_lost(
+    new_professional: ProfessionalFactory,
+) -> None:
+    """The user's own password change ends its sessions: the server closes its socket with 4001, and the SDK
+    logs in again with the new password (its refused token was far from its expiry) and resumes."""
+    doctor = await new_professional()
+    recorder, connected, reconnections, errors = Recorder(), Calls(), Calls(), Calls()
+    connection = await doctor.api.patient_api.subscribe_to_patient_events(["CREATE"], None, recorder, FAST_RETRY)
+    connection.on_connected(connected).on_reconnecting(reconnections).on_error(errors)
+    first = await doctor.api.patient_api.create_or_modify_patient(Patient())
+    await recorder.wait_count(1)
+
+    user = await doctor.api.user_api.get_logged_user()
+    await doctor.api.user_api.create_or_modify_user(user.model_copy(update={"password": f"pw-{uuid.uuid4().hex}"}))
+    await reconnections.wait_count(1, "reconnections")
+    # Connected again before any REST call of this SDK: the socket renewed the token itself.
+    await connected.wait_count(2, "connections (registered while up, then after the 4001)")
+    second = await doctor.api.patient_api.create_or_modify_patient(Patient())
+    await recorder.wait_count(2)
+    assert [e.entity.id for e in recorder.events] == [first.id, second.id]
+    assert errors.values == [] and not connection.is_closed
+    await connection.close()
+
+
 async def test_closing_while_reconnecting_stops_the_retries_and_fires_on_closed_once(server: RunningServer) -> None:
     running = Node(server.database_url, unused_port())  # another node: stopping it stops only this test's sockets
     await running.start()

@@ -97,3 +97,12 @@ def test_filters_on_ssin_and_identifiers_are_refused_naming_the_field_and_the_bl
     assert fields_read(
         PatientByHealthcarePartyBlindIndexFilter(healthcare_party_id="h", field="names", tokens=frozenset({TOKEN}))
     ) == {"blindIndex", "securityMetadata"}
+
+
+def test_a_filter_is_checked_against_the_encrypted_fields_given_with_the_reason_given() -> None:
+    by_ssin = PatientByHealthcarePartySsinsFilter(healthcare_party_id="h", ssins=frozenset({"1"}))
+    refuse_encrypted_fields(by_ssin, ("note",))  # a configuration where the ssin travels in clear
+    with pytest.raises(
+        ValidationError, match=r"^not sent: a Patient filter cannot read the encrypted field\(s\) ssin;"
+    ):
+        refuse_encrypted_fields(by_ssin, ("ssin", "note"), reason="not sent")

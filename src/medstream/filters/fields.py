@@ -3,7 +3,7 @@ on a field that travels encrypted could never match what the server stores, and 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from pydantic.alias_generators import to_camel
@@ -74,12 +74,21 @@ def _collect(node: Any, found: set[str]) -> None:
         _collect(node.sub_set, found)
 
 
-def refuse_encrypted_fields(filter: Filter) -> None:
+SERVER_REQUIRES_ENCRYPTION = "this server requires encryption"
+
+
+def refuse_encrypted_fields(
+    filter: Filter, encrypted_fields: Collection[str] | None = None, *, reason: str = SERVER_REQUIRES_ENCRYPTION
+) -> None:
     """ValidationError naming the encrypted fields `filter` reads: with encryption required, the server holds
-    them only inside `encryptedSelf`. For a field with a blind index, the message names the filter (and its
-    `field`) that searches it instead."""
+    them only inside `encryptedSelf`; and a client that encrypts them must not send a filter that names their
+    values in clear (the client's `reason`). `encrypted_fields` are the wire names of the fields of
+    `filter.entity_type` that travel encrypted (the default configuration's when None). For a field with a blind
+    index, the message names the filter (and its `field`) that searches it instead."""
     entity_type = filter.entity_type
-    encrypted = fields_read(filter) & frozenset(ENCRYPTED_FIELDS.get(entity_type, ()))
+    if encrypted_fields is None:
+        encrypted_fields = ENCRYPTED_FIELDS.get(entity_type, ())
+    encrypted = fields_read(filter) & frozenset(encrypted_fields)
     if not encrypted:
         return
     instead: dict[str, list[str]] = {}
@@ -87,10 +96,7 @@ def refuse_encrypted_fields(filter: Filter) -> None:
         blind_field = blind_index_field_for(entity_type, field)
         if blind_field is not None:
             instead.setdefault(blind_field, []).append(field)
-    message = (
-        f"this server requires encryption: a {entity_type} filter cannot read the encrypted field(s) "
-        f"{', '.join(sorted(encrypted))}"
-    )
+    message = f"{reason}: a {entity_type} filter cannot read the encrypted field(s) {', '.join(sorted(encrypted))}"
     if instead:
         node = _BLIND_INDEX_NODES[entity_type]
         searches = "; ".join(f"{', '.join(fields)} with field {name!r}" for name, fields in instead.items())

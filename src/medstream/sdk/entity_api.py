@@ -16,6 +16,8 @@ from medstream.events.protocol import MAX_MESSAGE_BYTES
 from medstream.events.resume import Position
 from medstream.events.types import EventType
 from medstream.filters import Filter
+from medstream.filters.fields import refuse_encrypted_fields
+from medstream.filters.parse import parse_filter
 from medstream.model.base import MedstreamModel
 from medstream.model.common import Entity
 from medstream.model.entities import EntityKind
@@ -27,6 +29,9 @@ from medstream.sdk.subscription_types import SubscriptionOptions
 from medstream.sdk.transport import Transport
 
 E = TypeVar("E", bound=Entity)
+
+# Why the SDK refuses a filter on a field it encrypts (docs/security.md, "The SDK's side").
+_NOT_SENT = "not sent: this server requires encryption, and the filter would show it values that travel encrypted"
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,18 @@ class EntityApi(Generic[E]):
 
     async def _many(self, payload: Any) -> list[E]:
         return [await self._one(item) for item in payload]
+
+    def _refuse_clear_search(self, filter_json: dict[str, Any] | None) -> None:
+        """On a server that requires encryption, ValidationError before anything is sent for a filter that reads a
+        field this kind encrypts: the server refuses it too, but it would have seen, in clear, the values it
+        searches. A filter that does not parse is left to the server, which names what is wrong with it."""
+        if self._crypto is None or not self._crypto.state.require_encryption or filter_json is None:
+            return
+        try:
+            filter = parse_filter(filter_json, self.kind.name)
+        except ValidationError:
+            return
+        refuse_encrypted_fields(filter, self._crypto.state.fields_of(self.kind.name), reason=_NOT_SENT)
 
     async def _stored(self, entity_id: str) -> dict[str, Any]:
         """The entity as the server stores it (encrypted)."""
@@ -166,6 +183,7 @@ class EntityApi(Generic[E]):
         """The live entities `filter` matches and you may read, by id: at most `limit` (1 to 10,000) after
         `next_id` (a previous page's). A bad filter, or one of another entity type, is a ValidationError."""
         filter_json = _filter_json(filter)
+        self._refuse_clear_search(filter_json)
         body: dict[str, Any] = {"filter": filter_json, "limit": limit}
         if next_id is not None:
             body["nextId"] = next_id
@@ -180,6 +198,7 @@ class EntityApi(Generic[E]):
         """The ids of every live entity `filter` matches and you may read, by id (at most 100,000: past that,
         a ValidationError; page with `filter_by` instead)."""
         filter_json = _filter_json(filter)
+        self._refuse_clear_search(filter_json)
         return [
             str(entity_id) for entity_id in await self._transport.request("POST", f"{self._path}/match", filter_json)
         ]
@@ -208,6 +227,7 @@ class EntityApi(Generic[E]):
             raise ValidationError("subscribe to at least one event type")
         start = _position(resume_from)
         filter_json = _filter_json(filter)
+        self._refuse_clear_search(filter_json)
         if filter_json is not None and len(orjson.dumps(filter_json)) > MAX_MESSAGE_BYTES - 1024:
             # The server would close the whole socket (4400) for an oversized subscribe: refuse it here instead.
             raise ValidationError(f"this filter is over the {MAX_MESSAGE_BYTES // 1024} KiB a subscription may send")

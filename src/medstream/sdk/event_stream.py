@@ -201,7 +201,9 @@ class EventStream:
             status = 400 if code == CloseCode.MALFORMED_MESSAGE else 403
             raise _Fatal(from_payload(status, {"message": reason or FATAL_CLOSE_CODES.get(code or 0, "refused")}))
         if verdict is CloseVerdict.RENEW_TOKEN:
-            await self.transport.access_token()  # renew before the next attempt
+            # The token the socket sent was refused: the next attempt sends another, even one not near its expiry
+            # (a session ended by a logout, a password or a role change).
+            await self.transport.renewed_token(self._sent_token)
         raise socket.close_exc
 
     def _on_message(self, text: str) -> Replies:

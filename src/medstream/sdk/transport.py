@@ -64,16 +64,23 @@ class Transport:
             assert self._token is not None
             return self._token
 
+    async def renewed_token(self, refused: str | None) -> str:
+        """A valid access token other than `refused`, which the server no longer takes (it expired, or a logout,
+        a password or a role change ended its session): renewed (refreshed, else logged in again) unless another
+        call renewed it already."""
+        async with self._lock:
+            if self._token is None or self._token == refused:
+                await self._renew()
+            assert self._token is not None
+            return self._token
+
     async def request(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
         """Call the server; a 401 renews the token once and retries; an error answer raises its typed error."""
         token = await self.access_token()
         try:
             return await self._send(method, path, body, params, token=token)
         except AuthenticationError:
-            async with self._lock:
-                if self._token == token:
-                    await self._renew()
-            return await self._send(method, path, body, params, token=await self.access_token())
+            return await self._send(method, path, body, params, token=await self.renewed_token(token))
 
     def password_changed(self, login: str, password: str) -> None:
         """A user's password was set: if it is this transport's user, its next login uses it (the change ended
