@@ -97,18 +97,12 @@ async def _token(api: MedTechApi) -> str:
 # --- every builder, through the server ------------------------------------------------------------------
 
 
-async def _in_clear(api: MedTechApi, patients: list[Patient]) -> list[Patient]:
-    """`patients` created as they are, fields in clear (the SDK would encrypt their names)."""
-    stored = await api.transport.request("POST", "/rest/v1/patients/batch", [p.to_write_dict() for p in patients])
-    return [Patient.model_validate(p) for p in stored]
-
-
 async def test_every_patient_builder_method_selects_exactly_its_patients(
     new_professional: ProfessionalFactory,
 ) -> None:
-    """The patients are written in clear, through the REST API past the SDK's encryption, on the shared server
-    (which does not require encryption): the name search under test reads names the server can see, and a
-    server that requires encryption refuses it (test_secure_delegations.py)."""
+    """The patients are written through the SDK, which encrypts their names, SSINs and identifiers and gives
+    them blind-index tokens: the builders' searches on those fields are blind-index filters, the others read
+    clear fields."""
     doctor = await new_professional()
     api = doctor.api.patient_api
     today = datetime.date.today()
@@ -116,8 +110,7 @@ async def test_every_patient_builder_method_selects_exactly_its_patients(
     day_before = int((datetime.date.fromisoformat(str(first_42)) - datetime.timedelta(days=1)).strftime("%Y%m%d"))
     day_after = int((datetime.date.fromisoformat(str(last_42)) + datetime.timedelta(days=1)).strftime("%Y%m%d"))
     system, profession = _unique("urn:test"), _unique("astronaut")
-    alice, bob, carol, dan = await _in_clear(
-        doctor.api,
+    alice, bob, carol, dan = await api.create_or_modify_patients(
         [
             Patient(
                 first_name="Alice",
