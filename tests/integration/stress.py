@@ -29,6 +29,7 @@ import asyncpg
 import httpx
 
 from medstream.model import ENTITY_KINDS, MedicalDevice
+from medstream.store.postgresql.wakeups import CHANNEL
 from medstream.store.schema import ENTITY_TABLES
 from tests.integration.cluster import Cluster, EventReader, Received, open_readers
 
@@ -120,6 +121,12 @@ _INSERT_EVENT = (
 )
 
 
+async def _notify_nodes(conn: asyncpg.Connection) -> None:
+    """After a commit with an event, tell the nodes, as the store does (store/postgresql/wakeups.py): without it
+    they find the event at their next safety-net poll only."""
+    await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
+
+
 async def _insert_device_and_event(conn: asyncpg.Connection) -> tuple[str, int | None]:
     """Insert a medical device and its CREATE event as the store does (the event's seq left to the database),
     inside the caller's transaction; returns the device's id and the seq its event got at insert, if any."""
@@ -149,6 +156,7 @@ async def slow_writer(dsn: str, log: WriteLog, stop: asyncio.Event, rng: random.
                 log.vanished.append(("MedicalDevice", device_id))
             else:
                 await transaction.commit()
+                await _notify_nodes(conn)
                 log.transactions += 1
                 log.events += 1
     finally:
@@ -171,6 +179,7 @@ async def late_writer(dsn: str, log: WriteLog, readers: Sequence[EventReader], s
                     if all(reader.last_seq > want for reader, want in zip(readers, wanted, strict=True)):
                         break
                     await asyncio.sleep(0.01)
+            await _notify_nodes(conn)
             log.late_commits += 1
             log.events += 1
     finally:
@@ -232,11 +241,14 @@ async def outbox_rows(conn: asyncpg.Connection, *, commit_timestamps: bool) -> l
 
 
 async def wait_quiescent(conn: asyncpg.Connection, readers: Sequence[EventReader], seconds: float = 20) -> int:
-    """Wait until every reader's last seq is the log's `outbox_tail.last_seq` (at most `seconds`); returns it."""
+    """Wait until every committed event has its position and every reader's last seq is the log's
+    `outbox_tail.last_seq` (at most `seconds`); returns it."""
     deadline = time.monotonic() + seconds
     while True:
         tail: int = await conn.fetchval("SELECT last_seq FROM outbox_tail WHERE id = 1")
-        if all(reader.last_seq == tail for reader in readers) or time.monotonic() > deadline:
+        unnumbered: int = await conn.fetchval("SELECT count(*) FROM outbox WHERE seq IS NULL")
+        quiet = unnumbered == 0 and all(reader.last_seq == tail for reader in readers)
+        if quiet or time.monotonic() > deadline:
             return tail
         await asyncio.sleep(0.05)
 
