@@ -6,8 +6,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, text
 
 from medstream.access import Actor
@@ -15,15 +13,8 @@ from medstream.filters import PatientByHealthcarePartyGenderEducationProfessionF
 from medstream.model import KIND_BY_NAME, Gender, Patient
 from medstream.store.database import Database
 from medstream.store.queries import filter_ids
-from medstream.store.upgrade import MIGRATIONS_DIR
+from medstream.store.upgrade import upgrade_to
 from tests.conftest import database_url_for
-
-
-def _upgrade(connection: Connection, revision: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.attributes["connection"] = connection
-    command.upgrade(config, revision)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -35,7 +26,7 @@ async def test_existing_patients_get_education_and_profession_and_are_found_by_t
         try:
 
             def old_schema_and_rows(conn: Connection) -> None:
-                _upgrade(conn, "0001")
+                upgrade_to(conn, "0001")
                 for number, education in enumerate(("university", None, "primary")):
                     patient = Patient(
                         id=f"old-{number}", gender=Gender.female, education=education, profession="nurse", rev="1-a"

@@ -7,15 +7,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, text
 
 from medstream.access import Actor
 from medstream.model import KIND_BY_NAME, Patient, server_delegation_key
 from medstream.store.database import Database
 from medstream.store.repository import EntityRepository
-from medstream.store.upgrade import MIGRATIONS_DIR
+from medstream.store.upgrade import upgrade_to
 from tests.conftest import database_url_for
 
 OLD_DOCUMENT = {
@@ -33,13 +31,6 @@ OLD_DOCUMENT = {
 }
 
 
-def _upgrade(connection: Connection, revision: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.attributes["connection"] = connection
-    command.upgrade(config, revision)
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 async def test_stored_documents_and_events_keep_their_readers_as_secure_delegations(
     backend: str, tmp_path: Path
@@ -49,7 +40,7 @@ async def test_stored_documents_and_events_keep_their_readers_as_secure_delegati
         try:
 
             def old_schema_and_rows(conn: Connection) -> None:
-                _upgrade(conn, "0005")
+                upgrade_to(conn, "0005")
                 document = orjson.dumps(OLD_DOCUMENT).decode()
                 conn.execute(
                     text("INSERT INTO patients (id, rev, document, created, modified) VALUES (:id, '1-a', :d, 1, 1)"),
