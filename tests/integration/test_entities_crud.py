@@ -20,6 +20,9 @@ pytestmark = pytest.mark.parametrize("kind", KIND_PARAMS)
 
 # What the server sets on a write, whatever the client sent.
 SERVER_OWNED = {"id", "rev", "created", "modified", "author", "responsible", "securityMetadata", "patientId"}
+# What the SDK derives from the entity's own values as it writes it: the blind-index tokens of its encrypted
+# searchable fields (names, SSIN, identifiers).
+SDK_DERIVED = {"blindIndex"}
 
 
 def _without(data: dict[str, Any], keys: set[str]) -> dict[str, Any]:
@@ -40,7 +43,9 @@ async def test_create_stores_the_entity_with_server_metadata_and_get_returns_it(
     assert stored.created is not None and stored.created == stored.modified
     assert stored.author == me.id
     assert stored.deletion_date is None
-    assert _without(stored.to_json_dict(), SERVER_OWNED) == _without(sent.to_json_dict(), SERVER_OWNED)
+    assert _without(stored.to_json_dict(), SERVER_OWNED | SDK_DERIVED) == _without(sent.to_json_dict(), SERVER_OWNED)
+    if kind.name == "Patient":
+        assert stored.blind_index.get("names"), "the SDK indexes a patient's names"
     if kind.name == "User":
         assert stored.responsible is None  # the admin acts as no data owner
     else:
