@@ -94,6 +94,17 @@ def _base64_aligned(data: bytes, encode: Callable[[bytes], bytes]) -> dict[int, 
     return aligned
 
 
+def byte_forms(data: bytes) -> dict[str, bytes]:
+    """Every form bytes could be written in, by name: `raw`, then `base64+0`... and `base64url+0`... (the characters
+    that depend on `data` only, at each alignment, as `forms` describes) and `hex`, `HEX`."""
+    found = {"raw": data}
+    for offset, text in _base64_aligned(data, base64.b64encode).items():
+        found[f"base64+{offset}"] = text
+    for offset, text in _base64_aligned(data, base64.urlsafe_b64encode).items():
+        found[f"base64url+{offset}"] = text
+    return {**found, "hex": data.hex().encode(), "HEX": data.hex().upper().encode()}
+
+
 def forms(marker: str) -> dict[str, bytes]:
     """Every form `marker` could be written in, by name, in this order:
 
@@ -125,11 +136,7 @@ def forms(marker: str) -> dict[str, bytes]:
         ("json \\u", "".join(f"\\u{unit:04x}" for unit in units).encode()),
         ("json \\U", "".join(f"\\u{unit:04X}" for unit in units).encode()),
     ]
-    for offset, text in _base64_aligned(utf8, base64.b64encode).items():
-        candidates.append((f"base64+{offset}", text))
-    for offset, text in _base64_aligned(utf8, base64.urlsafe_b64encode).items():
-        candidates.append((f"base64url+{offset}", text))
-    candidates += [("hex", utf8.hex().encode()), ("HEX", utf8.hex().upper().encode())]
+    candidates += [(name, text) for name, text in byte_forms(utf8).items() if name != "raw"]
     found: dict[str, bytes] = {}
     for name, text in candidates:
         if text not in found.values():

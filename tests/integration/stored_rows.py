@@ -1,5 +1,6 @@
-"""An entity's stored JSON document read or replaced straight in the database (SQLite or PostgreSQL), past the
-server: what someone with access to the database, or a server that misbehaves, sees and could change."""
+"""An entity's stored JSON document, or any table's rows, read or replaced straight in the database (SQLite or
+PostgreSQL), past the server: what someone with access to the database, or a server that misbehaves, sees and
+could change."""
 
 from __future__ import annotations
 
@@ -53,5 +54,24 @@ async def write_document(server: RunningServer, kind_name: str, entity_id: str, 
     conn = await asyncpg.connect(server.database_url)
     try:
         assert await conn.execute(query + "$1 WHERE id = $2", text, entity_id) == "UPDATE 1"
+    finally:
+        await conn.close()
+
+
+async def read_rows(server: RunningServer, table: str, column: str, value: str) -> list[dict[str, Any]]:
+    """The rows of `table` whose `column` is `value`, each a dict by column name, as the database holds them."""
+    query = f"SELECT * FROM {table} WHERE {column} = "
+    if server.backend == "sqlite":
+        path = server.database_url.removeprefix("sqlite:///")
+
+        def read() -> list[dict[str, Any]]:
+            with sqlite3.connect(path) as db:
+                db.row_factory = sqlite3.Row
+                return [dict(row) for row in db.execute(query + "?", (value,)).fetchall()]
+
+        return await asyncio.to_thread(read)
+    conn = await asyncpg.connect(server.database_url)
+    try:
+        return [dict(row) for row in await conn.fetch(query + "$1", value)]
     finally:
         await conn.close()

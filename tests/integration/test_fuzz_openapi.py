@@ -72,7 +72,8 @@ Callers = tuple[str, list[dict[str, str]], "Bystander"]
 
 
 class Bystander:
-    """A professional who is not among the fuzzing callers, with a patient and a data sample of its own."""
+    """A professional who is not among the fuzzing callers, with a patient, a data sample and a key vault of its
+    own."""
 
     def __init__(self, http: httpx.Client, as_admin: dict[str, str]) -> None:
         hcp = http.post("/rest/v1/healthcare-professionals", json={"lastName": "Bystander"}, headers=as_admin).json()
@@ -85,13 +86,15 @@ class Bystander:
         sample = {"content": {"en": {"stringValue": "untouched"}}}
         sample = http.post(f"/rest/v1/patients/{patient['id']}/data-samples", json=sample, headers=headers).json()
         self.stored = {"patients": patient, "data-samples": sample, "healthcare-professionals": hcp}
+        self.vault = http.put("/rest/v1/keyvault", json={"blob": "YnlzdGFuZGVy"}, headers=headers).json()
 
-    def read_back(self, http: httpx.Client) -> dict[str, Any]:
+    def read_back(self, http: httpx.Client) -> tuple[dict[str, Any], Any]:
         headers = {"Authorization": f"Bearer {_token(http, self.login, self.password)}"}
-        return {
+        entities = {
             collection: http.get(f"/rest/v1/{collection}/{entity['id']}", headers=headers).json()
             for collection, entity in self.stored.items()
         }
+        return entities, http.get("/rest/v1/keyvault", headers=headers).json()
 
 
 @pytest.fixture(scope="module")
@@ -146,4 +149,5 @@ def test_what_another_data_owner_stored_is_unchanged_after_the_fuzzing(callers: 
     """Runs after the fuzzing (tests run in file order): the bystander reads each of its entities back as stored."""
     url, _headers, bystander = callers
     with httpx.Client(base_url=url, timeout=30) as http:
-        assert bystander.read_back(http) == bystander.stored
+        assert bystander.read_back(http) == (bystander.stored, bystander.vault)
+    assert bystander.vault["blob"] == "YnlzdGFuZGVy"

@@ -91,6 +91,9 @@ def test_a_file_asking_argon2id_for_absurd_costs_is_refused_before_hashing() -> 
     document["sealed"]["memoryCost"] = 2**40
     with pytest.raises(ValidationError, match="memoryCost"):
         decode_key_store(orjson.dumps(document), "pw")
+    document["sealed"].update(memoryCost=15, parallelism=2)  # Argon2 itself refuses less than 8 KiB per lane
+    with pytest.raises(ValidationError, match="below 8 KiB per lane"):
+        decode_key_store(orjson.dumps(document), "pw")
 
 
 def test_a_document_that_is_not_a_key_store_is_refused() -> None:

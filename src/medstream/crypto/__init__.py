@@ -1,5 +1,5 @@
 """End-to-end encryption, sans-I/O: data-owner keys, exchange data, entity keys, `encryptedSelf`, the key store
-document, recovery codes and blind-index tokens (docs/security.md describes every format)."""
+document, the key vault, recovery codes and blind-index tokens (docs/security.md describes every format)."""
 
 from medstream.crypto.blind_index import name_tokens, normalise, token
 from medstream.crypto.delegations import (
@@ -27,6 +27,7 @@ from medstream.crypto.key_store_format import (
     encode_key_store,
     encode_private_part,
 )
+from medstream.crypto.key_vault import open_key_vault, seal_key_vault
 from medstream.crypto.owner_keys import (
     DataOwnerKeyPair,
     PublicKeyRecord,
@@ -73,12 +74,14 @@ __all__ = [
     "new_recovery_key",
     "normalise",
     "open_exchange_data",
+    "open_key_vault",
     "open_recovery_blob",
     "parse_crypto_keys",
     "parse_public_record",
     "parse_recovery_code",
     "recovery_code",
     "recovery_id",
+    "seal_key_vault",
     "seal_recovery_blob",
     "secure_delegation",
     "server_delegation_key",

@@ -16,6 +16,7 @@ passphrase.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,22 @@ class Argon2Parameters:
         return hash_secret_raw(
             passphrase.encode(), salt, self.time_cost, self.memory_cost, self.parallelism, KEY_SIZE, Type.ID
         )
+
+    @classmethod
+    def bounded(cls, costs: Mapping[str, object], what: str) -> Argon2Parameters:
+        """The parameters named `timeCost`, `memoryCost` and `parallelism` in `costs` (as a stored document
+        holds them), refused with ValidationError before any hashing when one is missing, out of
+        `_COST_BOUNDS`, or less memory than Argon2 takes for its lanes (8 KiB each)."""
+        values: list[int] = []
+        for name, bound in _COST_BOUNDS.items():
+            cost = costs.get(name)
+            if not isinstance(cost, int) or isinstance(cost, bool) or not 0 < cost <= bound:
+                raise ValidationError(f"{what}: Argon2id parameter {name} missing or out of range (1..{bound})")
+            values.append(cost)
+        parameters = cls(*values)
+        if parameters.memory_cost < 8 * parameters.parallelism:
+            raise ValidationError(f"{what}: Argon2id memoryCost below 8 KiB per lane of parallelism")
+        return parameters
 
 
 @dataclass(frozen=True)
@@ -161,6 +178,18 @@ def decode_private_part(data: bytes, what: str = "key store") -> list[DataOwnerK
     return decode_private(data, what)[0]
 
 
+def key_store_document(store: KeyStore) -> dict[str, Any]:
+    """The key store as a document with its private part in clear: the file without a passphrase, and what a
+    key vault seals whole."""
+    document: dict[str, Any] = {"format": FORMAT, "version": VERSION, "dataOwnerId": store.data_owner_id}
+    document.update(orjson.loads(encode_private_part(store.key_pairs, store.search_key)))
+    document["pins"] = {
+        owner: {kid: {**pin.record.to_wire(), "verified": pin.verified} for kid, pin in keys.items()}
+        for owner, keys in store.pins.items()
+    }
+    return document
+
+
 def encode_key_store(
     store: KeyStore,
     passphrase: str | None = None,
@@ -170,14 +199,14 @@ def encode_key_store(
     nonce: bytes | None = None,
 ) -> bytes:
     """The key store as JSON bytes, its private part sealed when a passphrase is given."""
-    document: dict[str, Any] = {"format": FORMAT, "version": VERSION, "dataOwnerId": store.data_owner_id}
-    private = encode_private_part(store.key_pairs, store.search_key)
-    if passphrase is None:
-        document.update(orjson.loads(private))
-    else:
+    document = key_store_document(store)
+    if passphrase is not None:
+        document.pop("keys")
+        document.pop("searchKey", None)
         parameters = parameters or Argon2Parameters()
         salt = salt if salt is not None else os.urandom(_SALT_SIZE)
         key = parameters.derive(passphrase, salt)
+        private = encode_private_part(store.key_pairs, store.search_key)
         document["sealed"] = {
             "kdf": "argon2id",
             "salt": b64encode(salt),
@@ -186,10 +215,6 @@ def encode_key_store(
             "parallelism": parameters.parallelism,
             "data": b64encode(seal(key, private, ctx("key-store", store.data_owner_id), nonce=nonce)),
         }
-    document["pins"] = {
-        owner: {kid: {**pin.record.to_wire(), "verified": pin.verified} for kid, pin in keys.items()}
-        for owner, keys in store.pins.items()
-    }
     return orjson.dumps(document, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
 
 
@@ -210,13 +235,7 @@ def _unseal(document: dict[str, Any], passphrase: str | None, what: str) -> byte
         raise ValidationError(
             f"{what}: unknown sealing (kdf {sealed.get('kdf') if isinstance(sealed, dict) else None!r})"
         )
-    costs: list[int] = []
-    for name, bound in _COST_BOUNDS.items():
-        cost = sealed.get(name)
-        if not isinstance(cost, int) or isinstance(cost, bool) or not 0 < cost <= bound:
-            raise ValidationError(f"{what}: Argon2id parameter {name} missing or out of range (1..{bound})")
-        costs.append(cost)
-    parameters = Argon2Parameters(*costs)
+    parameters = Argon2Parameters.bounded(sealed, what)
     key = parameters.derive(passphrase, b64decode(sealed.get("salt"), f"{what}: salt"))
     data = b64decode(sealed.get("data"), f"{what}: sealed data")
     try:

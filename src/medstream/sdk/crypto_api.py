@@ -28,6 +28,7 @@ from medstream.errors import DecryptionError, KeyVerificationError, NotFoundErro
 from medstream.model.blind_index import MAX_TOKENS_PER_FIELD
 from medstream.model.common import Entity
 from medstream.model.entities import KIND_BY_NAME
+from medstream.sdk import key_vault
 from medstream.sdk.key_store import save_key_store
 from medstream.sdk.transport import Transport
 
@@ -55,8 +56,8 @@ class EntityDecryptor:
 
 
 class CryptoApi:
-    """The logged-in data owner's keys and what it shares: `fingerprint`, `verify_key`, and the encryption the
-    entity APIs use."""
+    """The logged-in data owner's keys and what it shares: `fingerprint`, `verify_key`, recovery codes, the key
+    vault, and the encryption the entity APIs use."""
 
     def __init__(
         self,
@@ -142,6 +143,17 @@ class CryptoApi:
         key = new_recovery_key()
         private = encode_private_part(self.state.store.key_pairs, self.state.store.search_key)
         return recovery_code(key), seal_recovery_blob(key, private)
+
+    async def upload_key_vault(self, passphrase: str, *, argon2: Argon2Parameters | None = None) -> str:
+        """Keep this data owner's key store (private keys, search key, pins) on the server, sealed under
+        `passphrase`, replacing the vault kept before; its rev. The passphrase must not be the login password and
+        must be strong (docs/security.md, "The key vault"): ValidationError otherwise, and nothing is sent.
+        `with_key_vault(passphrase)` at login restores the keys on a device that lacks them."""
+        return await key_vault.upload_key_vault(self._transport, self.state.store, passphrase, argon2)
+
+    async def delete_key_vault(self) -> bool:
+        """Delete the key vault the server keeps for this user; whether there was one."""
+        return await key_vault.delete_key_vault(self._transport)
 
     # -- exchange data ------------------------------------------------------------------------------------
 

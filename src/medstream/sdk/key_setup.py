@@ -1,6 +1,6 @@
 """The logged-in data owner's keys at login: its key store opened (or made, on its first login, and its public
-keys published on its data-owner entity; a store without a search key gets one), and the server's encryption
-configuration read once.
+keys published on its data-owner entity; a store without a search key gets one; restored from a recovery code or
+the key vault when it lacks the published keys), and the server's encryption configuration read once.
 
 A data owner whose entity lists keys none of which its key store holds is refused with `MissingKeysError`
 saying how to get them back: a new key pair would leave everything encrypted for the published keys unreadable.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +23,20 @@ from medstream.errors import MissingKeysError, ValidationError
 from medstream.model.entities import KIND_BY_NAME
 from medstream.sdk.crypto_api import CryptoApi
 from medstream.sdk.key_store import default_key_store_path, load_key_store, save_key_store
+from medstream.sdk.key_vault import read_key_vault
 from medstream.sdk.transport import Transport
 
 
 @dataclass(frozen=True)
 class KeyStoreOptions:
-    """Where the key store is (None: the default place), its passphrase, and a recovery code with its blob to
-    restore the keys from when the store lacks them."""
+    """Where the key store is (None: the default place), its passphrase, and what to restore the keys from when
+    the store lacks them: a recovery code with its blob, or the key vault with its passphrase."""
 
     path: Path | None = None
     passphrase: str | None = None
     argon2: Argon2Parameters | None = None
     recovery: tuple[str, str] | None = None
+    vault_passphrase: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,31 @@ def _missing(owner_id: str, published: list[str], path: Path) -> MissingKeysErro
         f"data owner {owner_id} has published the keys {', '.join(published)}, and the key store {path} holds none "
         f"of them: this device lacks the private keys, and a new key pair would leave everything encrypted for them "
         f"unreadable. Copy the key store file from a device that has it to {path}, or restore the keys with your "
-        f"recovery code and its blob (MedTechApi.builder()...with_recovery(code, blob)), then log in again."
+        f"recovery code and its blob (MedTechApi.builder()...with_recovery(code, blob)) or from your key vault "
+        f"(...with_key_vault(passphrase)), then log in again."
     )
+
+
+async def _from_vault(
+    transport: Transport, owner_id: str, published: list[str], path: Path, passphrase: str, local: KeyStore | None
+) -> KeyStore:
+    """The key store kept in the user's key vault, with the pins of the local store (if any) added."""
+    vaulted = await read_key_vault(transport, passphrase)
+    if vaulted is None:
+        raise MissingKeysError(f"{_missing(owner_id, published, path).message} The server keeps no key vault for you.")
+    if vaulted.data_owner_id != owner_id:
+        raise ValidationError(f"your key vault holds the keys of data owner {vaulted.data_owner_id}, not {owner_id}")
+    for pinned_owner, pins in (local.pins if local is not None else {}).items():
+        for pin in pins.values():
+            vaulted.pin(pinned_owner, pin.record, verified=pin.verified)
+    if vaulted.search_key is None and local is not None:
+        vaulted.search_key = local.search_key
+    return vaulted
+
+
+def _lacks(store: KeyStore | None, published_ids: set[str]) -> bool:
+    """Whether the key store is missing, or holds none of the published keys."""
+    return store is None or not published_ids & {keys.id for keys in store.key_pairs}
 
 
 def _load(path: Path, owner_id: str, options: KeyStoreOptions) -> KeyStore | None:
@@ -85,12 +110,15 @@ async def open_crypto(
     published_ids = {record.id for record in published}
     store = await asyncio.to_thread(_load, path, owner_id, options)
     changed = False
-    if options.recovery is not None and (store is None or not published_ids & {k.id for k in store.key_pairs}):
+    if options.recovery is not None and _lacks(store, published_ids):
         code, blob = options.recovery
         recovered, search_key = decode_private(open_recovery_blob(parse_recovery_code(code), blob), "recovery blob")
         if search_key is None and store is not None:
             search_key = store.search_key
         store = KeyStore(owner_id, recovered, store.pins if store is not None else {}, search_key)
+        changed = True
+    if options.vault_passphrase is not None and published and _lacks(store, published_ids):
+        store = await _from_vault(transport, owner_id, sorted(published_ids), path, options.vault_passphrase, store)
         changed = True
     if store is None or not store.key_pairs:
         if published:

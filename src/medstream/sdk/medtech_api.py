@@ -60,8 +60,8 @@ class MedTechApi:
 
     @property
     def crypto(self) -> CryptoApi:
-        """The logged-in data owner's keys: fingerprints, verifying a counterparty's key, recovery codes.
-        ValidationError for a user that acts as no data owner (it has no keys, and encrypts nothing)."""
+        """The logged-in data owner's keys: fingerprints, verifying a counterparty's key, recovery codes, the key
+        vault. ValidationError for a user that acts as no data owner (it has no keys, and encrypts nothing)."""
         if self._crypto is None:
             raise ValidationError("this user acts as no data owner: it has no keys")
         return self._crypto
@@ -161,6 +161,12 @@ class MedTechApiBuilder:
         """A recovery code and the blob `api.crypto.create_recovery_code()` gave with it: when the key store
         lacks the data owner's published keys, they are restored from it (and saved) at login."""
         self._key_store = replace(self._key_store, recovery=(code, blob))
+        return self
+
+    def with_key_vault(self, passphrase: str) -> MedTechApiBuilder:
+        """The passphrase of the key vault the server keeps for this user (`api.crypto.upload_key_vault`): when the
+        key store lacks the data owner's published keys, they are restored from the vault (and saved) at login."""
+        self._key_store = replace(self._key_store, vault_passphrase=passphrase)
         return self
 
     async def build(self) -> MedTechApi:

@@ -46,6 +46,11 @@ class Transport:
         """The server node in use; `fail_over()` moves to the next one."""
         return self.urls[self._current]
 
+    @property
+    def credentials(self) -> tuple[str, str]:
+        """The login and password this transport logs in with (a vault passphrase must not be the password)."""
+        return self._username, self._password
+
     def fail_over(self) -> None:
         """Use the next server URL (the nodes of one deployment are interchangeable)."""
         self._current = (self._current + 1) % len(self.urls)

@@ -38,6 +38,7 @@ from medstream.server.routes.auth import auth
 from medstream.server.routes.crypto import crypto
 from medstream.server.routes.entities import entity_collections, write_entities
 from medstream.server.routes.health import checks
+from medstream.server.routes.key_vault import key_vault
 from medstream.server.routes.me import me
 from medstream.server.routes.metrics import metrics_route
 from medstream.server.security import TokenIssuer
@@ -46,6 +47,7 @@ from medstream.server.settings import Settings
 from medstream.server.state import ServerState, state_of
 from medstream.server.websocket import EventHub, WebSocketLimits
 from medstream.store.database import Database
+from medstream.store.key_vaults import KeyVaultStore
 from medstream.store.keys import read_key
 from medstream.store.repository import EntityRepository
 from medstream.store.sessions import SessionStore
@@ -95,6 +97,7 @@ async def open_state(settings: Settings) -> ServerState:
             concurrency=settings.login_password_checks, queue=settings.login_password_check_queue
         ),
         sessions=sessions,
+        key_vaults=KeyVaultStore(database),
         dispatcher=dispatcher,
         hub=EventHub(dispatcher, tokens, actors, limits, require_encryption=settings.require_encryption),
         actors=actors,
@@ -137,10 +140,10 @@ OPENAPI_URL = "/openapi.json"
 def api_collections() -> list[Collection]:
     """The REST API's collections, in the order the router tries them: entity collections first (most requests),
     `me` before the users collection (whose Mount would take its paths), then login, the encryption
-    configuration and health."""
+    configuration, the key vault and health."""
     entities = entity_collections()
     users = next(i for i, collection in enumerate(entities) if collection.tag == "User")
-    return [*entities[:users], me, *entities[users:], auth, crypto, checks]
+    return [*entities[:users], me, *entities[users:], auth, crypto, key_vault, checks]
 
 
 class MedstreamApp(Starlette):

@@ -1,4 +1,5 @@
-"""What a running server holds: settings, database, repository, tokens and their state, login limits."""
+"""What a running server holds: settings, database, repository, tokens and their state, login limits, key
+vaults."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from medstream.server.security import TokenIssuer
 from medstream.server.settings import Settings
 from medstream.server.websocket import EventHub
 from medstream.store.database import Database
+from medstream.store.key_vaults import KeyVaultStore
 from medstream.store.repository import EntityRepository
 from medstream.store.sessions import SessionStore
 
@@ -29,6 +31,7 @@ class ServerState:
     peer_throttle: LoginThrottle  # per peer address
     password_checks: PasswordCheckGate
     sessions: SessionStore
+    key_vaults: KeyVaultStore
     dispatcher: Dispatcher
     hub: EventHub
     actors: ActorValidator

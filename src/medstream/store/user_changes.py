@@ -1,5 +1,6 @@
 """What a write to users does beyond storing them: it ends the sessions of a user whose password, roles or data
-owner change (or who is deleted or disabled), and it never leaves the database without a live admin."""
+owner change (or who is deleted or disabled), drops a deleted user's key vault (which no one could read again),
+and it never leaves the database without a live admin."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy import Connection, select
 from medstream.errors import ConflictError
 from medstream.model.user import User
 from medstream.store.backend import backend_of
+from medstream.store.key_vaults import drop_key_vault_in
 from medstream.store.schema import ENTITY_TABLES
 from medstream.store.sessions import end_sessions_in
 
@@ -45,14 +47,16 @@ class UserChange:
 
 
 def apply_user_changes(conn: Connection, changes: Sequence[UserChange]) -> None:
-    """Within the write transaction, after the users' rows are written: end the sessions the changes end, and
-    raise ConflictError (rolling the write back) if they leave no live admin."""
+    """Within the write transaction, after the users' rows are written: end the sessions the changes end, drop
+    the key vaults of deleted users, and raise ConflictError (rolling the write back) if they leave no live admin."""
     removed = [str(c.current.id) for c in changes if c.removes_an_admin]
     if removed:
         _check_an_admin_remains(conn, removed)
     for change in changes:
         if change.ends_sessions:
             end_sessions_in(conn, str(change.current.id))
+        if change.new.is_deleted and not change.current.is_deleted:
+            drop_key_vault_in(conn, str(change.current.id))
 
 
 def _check_an_admin_remains(conn: Connection, removed: Sequence[str]) -> None:
