@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
@@ -21,6 +21,9 @@ from websockets.exceptions import ConnectionClosed
 from bench.http import HttpClient, HttpError
 from bench.report import latency_summary
 from bench.workers import Channel
+
+if TYPE_CHECKING:
+    from bench.encryption import OwnerKeys, SamplePool
 
 LABEL_TYPE = "BENCH"
 SUBSCRIBE_WINDOW = 50
@@ -67,15 +70,37 @@ def subscription_filter(kind: str, index: int, hcp_id: str, label_code: str) -> 
 # -- REST writer -----------------------------------------------------------------------------------------
 
 
-async def rest_writer(channel: Channel, url: str, token: str, patient_id: str, label_code: str) -> None:
-    """Commands: `write` (see `_write`), `stop`."""
+async def rest_writer(
+    channel: Channel,
+    url: str,
+    token: str,
+    patient_id: str,
+    label_code: str,
+    keys: OwnerKeys | None = None,
+    seal_at_send: bool = False,
+) -> None:
+    """Commands: `write` (see `_write`), `prepare` {count} (with `keys`: make encrypted samples ahead until
+    `count` are ready; answers `prepared` {ready, seconds}), `stop`.
+
+    With `keys` every sample is encrypted as the SDK sends it (`bench/encryption.py`), taken from those prepared;
+    with `seal_at_send` its `encryptedSelf` is sealed at send time, around the send time in its comment."""
+    pool = None
+    if keys is not None:
+        from bench.encryption import SamplePool
+
+        pool = SamplePool(keys, lambda comment: sample_body(label_code, comment), seal_at_send=seal_at_send)
     channel.send("ready")
     while True:
         kind, data = await channel.recv()
         if kind == "stop":
             return
+        if kind == "prepare":
+            started = time.perf_counter()
+            if pool is not None:
+                pool.fill(data["count"])
+            channel.send("prepared", ready=len(pool or ()), seconds=time.perf_counter() - started)
         if kind == "write":
-            channel.send("written", **(await _write(url, token, patient_id, label_code, **data)))
+            channel.send("written", **(await _write(url, token, patient_id, label_code, pool=pool, **data)))
 
 
 async def _write(
@@ -91,23 +116,37 @@ async def _write(
     duration: float | None = None,
     count: int | None = None,
     text: str = "bench sample value",
+    pool: SamplePool | None = None,
 ) -> dict[str, Any]:
     """Create data samples through REST. With `rate` (requests/s): open loop, each request sent at its
     scheduled time (a writer that cannot keep up falls behind, and its achieved rate shows it). Without:
     closed loop, `concurrency` requests in flight back to back. Stops after `duration` seconds or `count`
-    requests."""
+    requests, or, with a `pool` of encrypted samples, when fewer than a request's are left (`ran_out`)."""
     path = f"/rest/v1/patients/{patient_id}/data-samples" + ("/batch" if batch > 1 else "")
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     total = count if count is not None else (int(rate * duration) if rate and duration else None)
     latencies: list[float] = []
     errors: list[str] = []
     sent = 0
+    ran_out = False
     async with HttpClient(url, headers, connections=concurrency) as http:
 
-        async def one() -> None:
+        def reserve() -> list[Any] | None:
+            """The prepared samples of the next request (None for samples in clear); `ran_out` when too few."""
+            nonlocal ran_out
+            if pool is None:
+                return None
+            taken = pool.take(batch)
+            ran_out = ran_out or taken is None
+            return taken
+
+        async def one(prepared: list[Any] | None) -> None:
             comment = f"{run}:{time.time_ns()}"
-            body = [sample_body(label_code, comment, text) for _ in range(batch)] if batch > 1 else None
-            content = orjson.dumps(body if body is not None else sample_body(label_code, comment, text))
+            if pool is not None and prepared is not None:
+                content = pool.body(prepared, comment)
+            else:
+                body = [sample_body(label_code, comment, text) for _ in range(batch)] if batch > 1 else None
+                content = orjson.dumps(body if body is not None else sample_body(label_code, comment, text))
             started = time.perf_counter()
             try:
                 status, answer = await http.request("POST", path, content)
@@ -126,9 +165,9 @@ async def _write(
             slots = asyncio.Semaphore(concurrency)
             tasks: set[asyncio.Task[None]] = set()
 
-            async def scheduled() -> None:
+            async def scheduled(prepared: list[Any] | None) -> None:
                 try:
-                    await one()
+                    await one(prepared)
                 finally:
                     slots.release()
 
@@ -138,10 +177,13 @@ async def _write(
                 now = time.perf_counter()
                 if due > deadline or now > deadline:  # a writer that fell behind stops on time all the same
                     break
+                prepared = reserve()
+                if ran_out:
+                    break
                 if due > now:
                     await asyncio.sleep(due - now)
                 await slots.acquire()
-                task = asyncio.create_task(scheduled())
+                task = asyncio.create_task(scheduled(prepared))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 sent += 1
@@ -156,8 +198,11 @@ async def _write(
                     async with lock:
                         if total is not None and sent >= total:
                             return
+                        prepared = reserve()
+                        if ran_out:
+                            return
                         sent += 1
-                    await one()
+                    await one(prepared)
 
             await asyncio.gather(*(loop() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
@@ -170,6 +215,7 @@ async def _write(
         "requests_per_second": sent / elapsed if elapsed else 0.0,
         "samples_per_second": (sent - len(errors)) * batch / elapsed if elapsed else 0.0,
         "rest_latency_ms": latency_summary(latencies),
+        "ran_out": ran_out,
     }
 
 
@@ -200,9 +246,15 @@ async def broadcast_writer(channel: Channel, url: str) -> None:
 # -- SDK subscriber --------------------------------------------------------------------------------------
 
 
-async def sdk_subscriber(channel: Channel, url: str, login: str, password: str, label_code: str) -> None:
+async def sdk_subscriber(
+    channel: Channel, url: str, login: str, password: str, label_code: str, key_store: str | None = None
+) -> None:
     """One MedTechApi with one DataSample CREATE subscription on the writers' label; records, per run, the
-    delay from each write's send time to its callback. Commands: `collect` {run, expected, timeout}, `stop`."""
+    delay from each write's send time to its callback, and the process's CPU time since the last `collect`.
+    With `key_store` (the data owner's key store file) the SDK decrypts each event before the callback: the
+    send time is in the encrypted comment. Commands: `collect` {run, expected, timeout}, `stop`."""
+    from pathlib import Path
+
     from medstream.filters import DataSampleFilter
     from medstream.model import DataSample
     from medstream.sdk import MedTechApi
@@ -217,12 +269,16 @@ async def sdk_subscriber(channel: Channel, url: str, login: str, password: str, 
             received.setdefault(run, []).append((now - int(sent)) / 1e6)
             arrived.set()
 
-    api = await MedTechApi.builder().with_url(url).with_username(login).with_password(password).build()
+    builder = MedTechApi.builder().with_url(url).with_username(login).with_password(password)
+    if key_store is not None:
+        builder = builder.with_key_store(Path(key_store))
+    api = await builder.build()
     try:
         event_filter = await DataSampleFilter(api).for_self().by_label_code_filter(LABEL_TYPE, label_code).build()
         connection = await api.data_sample_api.subscribe_to_data_sample_events(["CREATE"], event_filter, on_event)
         await connection.wait_established()
         channel.send("ready")
+        cpu = time.process_time()
         while True:
             kind, data = await channel.recv()
             if kind == "stop":
@@ -235,7 +291,11 @@ async def sdk_subscriber(channel: Channel, url: str, login: str, password: str, 
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                             await arrived.wait()
-                channel.send("collected", latencies=received.pop(run, []), connected=connection.is_connected)
+                now = time.process_time()
+                spent, cpu = now - cpu, now
+                channel.send(
+                    "collected", latencies=received.pop(run, []), connected=connection.is_connected, cpu_seconds=spent
+                )
     finally:
         await api.close()
 

@@ -2,6 +2,7 @@
 same against a minimal websocket broadcast on the same stack (bench/baseline_server.py).
 
     .venv/bin/python -m bench.fanout [--subscribers 1,100,1000] [--deliveries N] [--batch B] [--batched-frames]
+        [--encryption on|off]
 
 Subscriber sockets are raw websocket clients (the `websockets` library, the SDK's own) spread over
 --client-processes processes; each authenticates and subscribes to DataSample CREATE with a label filter that every
@@ -12,6 +13,11 @@ message per frame, so the ratio then compares a protocol feature, not the stack)
 same way: the same client processes and sockets, a first message and its answer in place of auth and
 subscribe, then the writer asks it to broadcast the same number of messages, of the mean size of Medstream's
 event frames, in the same batches.
+
+With --encryption on the server requires end-to-end encryption and the writer sends every sample encrypted as
+the SDK sends it (bench/encryption.py), all of them made and sealed before the measurement; the sockets count
+the events as they come (decrypting them is the subscribers' work, which `bench.latency` and `bench.crypto`
+measure). The events are larger, and so are the baseline's messages, which take their mean size.
 """
 
 from __future__ import annotations
@@ -22,12 +28,12 @@ import uuid
 from typing import Any
 
 from bench import clients
+from bench.encryption import add_encryption_option, encryption_env, keys_directory, set_up
 from bench.report import Progress, Report, Table, Target, base_parser, cli, judged, median
 from bench.servers import (
     ServerProcess,
     add_metrics_option,
     baseline_server,
-    create_patient,
     make_professional,
     medstream_on,
     metrics_env,
@@ -59,6 +65,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--per-message-deflate", choices=["server-default", "on", "off"], default="server-default",
                    help="MEDSTREAM_WS_PER_MESSAGE_DEFLATE for the server (and the baseline's setting)")  # fmt: skip
     add_metrics_option(p)
+    add_encryption_option(p)
     return p
 
 
@@ -135,11 +142,11 @@ async def medstream_runs(
     args: argparse.Namespace, counts: list[int], runs: int, progress: Progress
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    env = deflate_env(args.per_message_deflate) | metrics_env(args.metrics)
+    env = deflate_env(args.per_message_deflate) | metrics_env(args.metrics) | encryption_env(args.encryption)
     for sockets in counts:
-        async with medstream_on(args.database, args.pg_url, env) as server:
+        async with medstream_on(args.database, args.pg_url, env) as server, keys_directory() as directory:
             identity = await make_professional(server.url)
-            patient = await create_patient(server.url, identity.token)
+            patient, keys = await set_up(server.url, identity, args.encryption, directory)
             label = f"FAN-{uuid.uuid4().hex[:6]}"
             processes = max(1, min(args.client_processes, sockets))
             holders = [
@@ -149,7 +156,7 @@ async def medstream_runs(
                 for i in range(processes)
             ]  # fmt: skip
             writer = Worker(clients.rest_writer, name="writer", url=server.url, token=identity.token,
-                            patient_id=patient, label_code=label)  # fmt: skip
+                            patient_id=patient, label_code=label, keys=keys)  # fmt: skip
             with workers_stopped([*holders, writer]):
                 await gather_from([*holders, writer], "ready")
                 progress.note(f"medstream: opening {sockets:,} sockets")
@@ -157,6 +164,9 @@ async def medstream_runs(
                 events, batch = event_count(args, sockets)
                 measured = []
                 for _ in range(runs):
+                    if keys is not None:  # this run's encrypted samples, made before it
+                        writer.send("prepare", count=events)
+                        await writer.arecv("prepared", within=600)
                     progress.note(f"medstream: {events:,} events to {sockets:,} sockets")
                     result = await drive(
                         server, holders, writer, sockets, events, batch,
@@ -248,7 +258,8 @@ async def run(args: argparse.Namespace) -> Report:
     table = Table(
         f"Fan-out: one event stream to N matching sockets ({args.database}, permessage-deflate "
         f"{'on' if rows and rows[0]['per_message_deflate'] else 'off'}, "
-        f"{'batched frames, ' if args.batched_frames else ''}metrics {args.metrics}, median of {runs} run(s))",
+        f"{'batched frames, ' if args.batched_frames else ''}metrics {args.metrics}, encryption {args.encryption}, "
+        f"median of {runs} run(s))",
         ["sockets", "events", "frame bytes", "deliveries/s", "baseline/s", "ratio", "server CPU us/delivery",
          "baseline CPU us/delivery", "lost", "closed"],
         [
@@ -275,7 +286,8 @@ async def run(args: argparse.Namespace) -> Report:
             ratio = top["ratio_to_baseline"]
             targets.append(Target(f"ratio to baseline with {top['sockets']:,} subscribers", ">= 0.5x at 1,000",
                                   ratio, "x", judged(ratio >= 0.5, at_size)))  # fmt: skip
-    return Report({"runs": runs, "medstream": rows, "baseline": baseline}, [table], targets)
+    results = {"runs": runs, "encryption": args.encryption, "medstream": rows, "baseline": baseline}
+    return Report(results, [table], targets)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 rates and at the highest sustainable one, with 1 and 10 subscribers that each match every write.
 
     .venv/bin/python -m bench.latency [--database sqlite|postgresql|both] [--rates 200,1000] [--subscribers 1,10]
-        [--nodes N]
+        [--nodes N] [--encryption on|off]
 
 Writers: --writers processes creating data samples through REST (the lean client of bench/http.py) on an open
 loop schedule (each request sent at its time, at most --in-flight outstanding per writer), each stamping its
@@ -14,6 +14,12 @@ in most of its runs; the highest sustainable rate is searched upwards from the h
 steps of x1.25 (a step that fails is run once more before the search stops). With --nodes N (PostgreSQL) N
 servers share the database: the writers write through the first, the subscribers are spread over the others,
 so every event crosses from one node to another.
+
+With --encryption on the server requires end-to-end encryption: the professional gets its keys as the SDK makes
+them, each writer encrypts every sample as the SDK does (bench/encryption.py: id, entity key and delegation made
+ahead of the timed part, the `encryptedSelf` holding the send time sealed at send time), and each subscriber's
+SDK opens the professional's key store and decrypts every event before its callback, which reads the send time
+from the decrypted comment.
 """
 
 from __future__ import annotations
@@ -24,12 +30,12 @@ import uuid
 from typing import Any
 
 from bench import clients
+from bench.encryption import OwnerKeys, add_encryption_option, encryption_env, keys_directory, set_up
 from bench.report import Progress, Report, Table, Target, base_parser, cli, databases_of, latency_summary, median
 from bench.servers import (
     Identity,
     ServerProcess,
     add_metrics_option,
-    create_patient,
     make_professional,
     medstream_nodes_on,
     metrics_env,
@@ -57,12 +63,18 @@ def parser() -> argparse.ArgumentParser:
         help="servers on one PostgreSQL database: writers on the first, subscribers on the others (default 1)",
     )
     add_metrics_option(p)
+    add_encryption_option(p)
     return p
 
 
 class Bench:
     def __init__(
-        self, args: argparse.Namespace, servers: list[ServerProcess], identity: Identity, patient: str
+        self,
+        args: argparse.Namespace,
+        servers: list[ServerProcess],
+        identity: Identity,
+        patient: str,
+        keys: OwnerKeys | None = None,
     ) -> None:
         self.args = args
         self.servers = servers
@@ -70,6 +82,7 @@ class Bench:
         self.subscriber_servers = servers[1:] or servers
         self.identity = identity
         self.patient = patient
+        self.keys = keys  # with --encryption on: the professional's keys
         self.label = f"LAT-{uuid.uuid4().hex[:6]}"
         self.subscribers: list[Worker] = []
         self.writers: list[Worker] = []
@@ -77,7 +90,7 @@ class Bench:
     async def start_writers(self) -> None:
         self.writers = [
             Worker(clients.rest_writer, name=f"writer-{i}", url=self.server.url, token=self.identity.token,
-                   patient_id=self.patient, label_code=self.label)
+                   patient_id=self.patient, label_code=self.label, keys=self.keys, seal_at_send=True)
             for i in range(self.args.writers)
         ]  # fmt: skip
         await gather_from(self.writers, "ready")
@@ -86,7 +99,8 @@ class Bench:
         new = [
             Worker(clients.sdk_subscriber, name=f"subscriber-{i}",
                    url=self.subscriber_servers[i % len(self.subscriber_servers)].url,
-                   login=self.identity.login, password=self.identity.password, label_code=self.label)
+                   login=self.identity.login, password=self.identity.password, label_code=self.label,
+                   key_store=self.keys.key_store if self.keys else None)
             for i in range(len(self.subscribers), count)
         ]  # fmt: skip
         self.subscribers += new
@@ -99,6 +113,10 @@ class Bench:
     async def measure(self, rate: float, duration: float) -> dict[str, Any]:
         run = uuid.uuid4().hex[:8]
         per_writer = rate / len(self.writers)
+        if self.keys is not None:  # the encrypted samples of this measurement, made before it starts
+            for writer in self.writers:
+                writer.send("prepare", count=int(per_writer * duration))
+            await gather_from(self.writers, "prepared", within=600)
         cpu_before = sum(server.cpu_seconds() for server in self.servers)
         for writer in self.writers:
             writer.send("write", run=run, rate=per_writer, duration=duration, concurrency=self.args.in_flight, batch=1)
@@ -112,6 +130,7 @@ class Bench:
         collected = await gather_from(self.subscribers, "collected", within=120)
         latencies = [value for c in collected for value in c["latencies"]]
         received = [len(c["latencies"]) for c in collected]
+        subscriber_cpu = sum(c["cpu_seconds"] for c in collected)
         summary = latency_summary(latencies)
         lost = stored * len(self.subscribers) - sum(received)
         for server in self.servers:
@@ -122,6 +141,7 @@ class Bench:
             and summary["p99"] is not None
             and summary["p99"] <= self.args.max_p99_ms
             and not any(w["errors"] for w in written)
+            and not any(w["ran_out"] for w in written)
         )
         return {
             "rate": rate,
@@ -138,6 +158,7 @@ class Bench:
             "rest_p50_ms": median(w["rest_latency_ms"]["p50"] for w in written),
             "rest_p99_ms": max((w["rest_latency_ms"]["p99"] or 0) for w in written),
             "server_cpu_us_per_write": server_cpu / stored * 1e6 if stored else None,
+            "subscriber_cpu_us_per_event": subscriber_cpu / sum(received) * 1e6 if sum(received) else None,
             "sustainable": sustainable,
         }
 
@@ -148,7 +169,7 @@ def combine(database: str, subscribers: int, kind: str, measured: list[dict[str,
     for the highest rate below it."""
     row: dict[str, Any] = {"database": database, "subscribers": subscribers, "kind": kind, "runs": len(measured)}
     for key in ("rate", "achieved_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms", "rest_p50_ms", "rest_p99_ms",
-                "server_cpu_us_per_write"):  # fmt: skip
+                "server_cpu_us_per_write", "subscriber_cpu_us_per_event"):  # fmt: skip
         row[key] = median(m[key] for m in measured)
     row["lost"] = sum(m["lost"] for m in measured)
     row["write_errors"] = sum(m["write_errors"] for m in measured)
@@ -167,12 +188,16 @@ async def run(args: argparse.Namespace) -> Report:
     steps = len(databases) * len(counts) * (len(rates) * runs + (6 if search else 0))
     progress = Progress(steps, "latency")
     rows: list[dict[str, Any]] = []
+    env = metrics_env(args.metrics) | encryption_env(args.encryption)
     for database in databases:
         nodes = args.nodes if database == "postgresql" else 1
-        async with medstream_nodes_on(database, args.pg_url, nodes, metrics_env(args.metrics)) as servers:
+        async with (
+            medstream_nodes_on(database, args.pg_url, nodes, env) as servers,
+            keys_directory() as directory,
+        ):
             identity = await make_professional(servers[0].url)
-            patient = await create_patient(servers[0].url, identity.token)
-            bench = Bench(args, servers, identity, patient)
+            patient, keys = await set_up(servers[0].url, identity, args.encryption, directory)
+            bench = Bench(args, servers, identity, patient, keys)
             try:
                 await bench.start_writers()
                 for count in counts:
@@ -229,17 +254,21 @@ async def find_max(
 
 def report(rows: list[dict[str, Any]], runs: int, duration: float, args: argparse.Namespace) -> Report:
     table = Table(
-        f"Latency: REST write to SDK callback (metrics {args.metrics}; each subscriber matches every write; median of "
-        f"{runs} run(s) of {duration:g} s; highest sustainable: one run per step, a failing one twice)",
+        f"Latency: REST write to SDK callback (metrics {args.metrics}, encryption {args.encryption}; each subscriber "
+        f"matches every write; median of {runs} run(s) of {duration:g} s; highest sustainable: one run per step, a "
+        "failing one twice)",
         ["database", "subs", "rate", "writes/s", "achieved/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "lost",
-         "REST p50 ms", "server CPU us/write", "sustainable"],
+         "REST p50 ms", "server CPU us/write", "subscriber CPU us/event", "sustainable"],
         [
             [r["database"], r["subscribers"], r["kind"], r.get("rate"), r.get("achieved_rate"), r.get("p50_ms"),
              r.get("p95_ms"), r.get("p99_ms"), r.get("max_ms"), r.get("lost"), r.get("rest_p50_ms"),
-             r.get("server_cpu_us_per_write"), r.get("sustainable")]
+             r.get("server_cpu_us_per_write"), r.get("subscriber_cpu_us_per_event"), r.get("sustainable")]
             for r in rows
         ],
-        [f"sustainable: achieved >= 95% of the rate, nothing lost, p99 <= {args.max_p99_ms:g} ms, in most runs"]
+        [f"sustainable: achieved >= 95% of the rate, nothing lost, p99 <= {args.max_p99_ms:g} ms, in most runs",
+         "subscriber CPU: each SDK subscriber process's CPU time over the events it received"]
+        + (["encryption on: the server requires it; samples written encrypted (made ahead, encryptedSelf sealed at "
+            "send time), each event decrypted by the SDK before its callback"] if args.encryption == "on" else [])
         + ([f"PostgreSQL: {args.nodes} nodes, writers on the first, subscribers on the others"]
            if args.nodes > 1 else []),
     )  # fmt: skip
@@ -260,7 +289,8 @@ def report(rows: list[dict[str, Any]], runs: int, duration: float, args: argpars
         targets.append(Target(f"{name}: p99", f"< {p99_bound:g} ms", row["p99_ms"], "ms", met))
         if row["achieved_rate"] is not None and row["achieved_rate"] < 950:
             targets.append(Target(f"{name}: rate achieved", ">= 950 /s", row["achieved_rate"], "/s", False))
-    return Report({"runs": runs, "duration": duration, "nodes": args.nodes, "rows": rows}, [table], targets)
+    results = {"runs": runs, "duration": duration, "nodes": args.nodes, "encryption": args.encryption, "rows": rows}
+    return Report(results, [table], targets)
 
 
 def main(argv: list[str] | None = None) -> int:

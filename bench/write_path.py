@@ -1,23 +1,32 @@
 """Write path: data samples created per second through REST, one per request and in batches.
 
     .venv/bin/python -m bench.write_path [--database sqlite|postgresql|both] [--duration S] [--batch-size N]
+        [--encryption on|off]
 
 Writers are separate processes (bench/http.py: keep-alive HTTP/1.1, cheap enough to leave the cores to the
 server) posting to
 `POST /rest/v1/patients/{id}/data-samples` (one sample) or `.../batch` (a list), back to back, with a given
 number of requests in flight; samples/s = samples stored (200 answers) / wall time. Medians of --runs runs.
+
+With --encryption on the server requires end-to-end encryption and every sample is sent encrypted as the SDK
+sends it (bench/encryption.py), made and sealed by its writer before the measurement: the writer's only work in
+the timed part is sending them. A writer prepares what the measurement should need (the rate of the last run of
+the same configuration x1.5, or a generous first guess); one that runs out stops there, its run counted over the
+time it ran, and the table says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import uuid
 from typing import Any
 
 from bench import clients
+from bench.encryption import add_encryption_option, encryption_env, keys_directory, set_up
 from bench.report import Progress, Report, Table, Target, base_parser, cli, databases_of, judged, median
-from bench.servers import Identity, ServerProcess, create_patient, make_professional, medstream_on
+from bench.servers import Identity, ServerProcess, make_professional, medstream_on
 from bench.workers import Worker, gather_from, split, workers_stopped
 
 NAME = "write_path"
@@ -29,7 +38,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1000, help="samples per batch request (default 1000)")
     p.add_argument("--in-flight", type=int, default=8, help="requests in flight for the concurrent rows (default 8)")
     p.add_argument("--writers", type=int, default=2, help="writer processes for the concurrent rows (default 2)")
+    add_encryption_option(p)
     return p
+
+
+# With --encryption on, the rate (samples/s, all writers) the writers prepare for in the first run of a
+# configuration: above what this machine gives in clear in its quick hours (bench/README.md); later runs prepare
+# for the fastest earlier run's rate times the margin.
+FIRST_GUESS_PER_SECOND = {"single": 4_000, "batches": 30_000}
+PREPARED_MARGIN = 1.5
 
 
 def configurations(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -56,10 +73,33 @@ def configurations(args: argparse.Namespace) -> list[dict[str, Any]]:
     ]
 
 
+async def prepare(used: list[Worker], config: dict[str, Any], duration: float, before: list[dict[str, Any]]) -> None:
+    """Have each writer make, ahead of the measurement, the encrypted samples it should send in it: at the
+    fastest earlier run's rate of this configuration times the margin, else at the first guess."""
+    fastest = max((m["samples_per_second"] for m in before), default=None)
+    rate = (
+        fastest * PREPARED_MARGIN
+        if fastest
+        else FIRST_GUESS_PER_SECOND["single" if config["batch"] == 1 else "batches"]
+    )
+    count = math.ceil(rate / len(used) * duration / config["batch"]) * config["batch"]
+    for worker in used:
+        worker.send("prepare", count=count)
+    await gather_from(used, "prepared", within=1800)
+
+
 async def measure(
-    server: ServerProcess, writers: list[Worker], config: dict[str, Any], duration: float
+    server: ServerProcess,
+    writers: list[Worker],
+    config: dict[str, Any],
+    duration: float,
+    before: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """One run of `config`; with `before` (the earlier runs of this configuration: --encryption on) the writers
+    first prepare their encrypted samples."""
     used = writers[: config["writers"]]
+    if before is not None:
+        await prepare(used, config, duration, before)
     cpu_before = server.cpu_seconds()
     for worker, in_flight in zip(used, split(config["in_flight"], len(used)), strict=False):
         worker.send("write", run=uuid.uuid4().hex[:8], batch=config["batch"], concurrency=in_flight, duration=duration)
@@ -77,6 +117,8 @@ async def measure(
         "rest_p50_ms": median(d["rest_latency_ms"]["p50"] for d in done),
         "rest_p99_ms": max((d["rest_latency_ms"]["p99"] or 0) for d in done),
         "server_cpu_seconds_per_1000_samples": (server.cpu_seconds() - cpu_before) / max(1, samples) * 1000,
+        "ran_out": any(d["ran_out"] for d in done),
+        "elapsed": elapsed,
     }
 
 
@@ -90,9 +132,12 @@ async def run(args: argparse.Namespace) -> Report:
     progress = Progress(len(databases) * len(configs) * runs, "write_path")
     results: list[dict[str, Any]] = []
     for database in databases:
-        async with medstream_on(database, args.pg_url) as server:
+        async with (
+            medstream_on(database, args.pg_url, encryption_env(args.encryption)) as server,
+            keys_directory() as directory,
+        ):
             identity: Identity = await make_professional(server.url)
-            patient = await create_patient(server.url, identity.token)
+            patient, keys = await set_up(server.url, identity, args.encryption, directory)
             count = max(c["writers"] for c in configs)
             workers = [
                 Worker(
@@ -102,6 +147,7 @@ async def run(args: argparse.Namespace) -> Report:
                     token=identity.token,
                     patient_id=patient,
                     label_code="WRITE",
+                    keys=keys,
                 )
                 for i in range(count)
             ]
@@ -111,7 +157,8 @@ async def run(args: argparse.Namespace) -> Report:
                 for _ in range(runs):
                     for config in configs:
                         progress.note(f"{database}: {config['label']}")
-                        samples[config["label"]].append(await measure(server, workers, config, duration))
+                        before = samples[config["label"]] if keys is not None else None
+                        samples[config["label"]].append(await measure(server, workers, config, duration, before))
                         progress.advance()
                 for config in configs:
                     measured = samples[config["label"]]
@@ -131,11 +178,15 @@ async def run(args: argparse.Namespace) -> Report:
                             "errors": sum(m["errors"] for m in measured),
                             "first_error": next((m["first_error"] for m in measured if m["first_error"]), None),
                             "runs": [m["samples_per_second"] for m in measured],
+                            "ran_out": [round(m["elapsed"], 2) for m in measured if m["ran_out"]],
                         }
                     )
     progress.close()
+    short = [f"{r['database']}, {r['configuration']}: {', '.join(f'{s:g} s' for s in r['ran_out'])}"
+             for r in results if r["ran_out"]]  # fmt: skip
     table = Table(
-        f"Write path: data samples created per second through REST (median of {runs} run(s) of {duration:g} s)",
+        f"Write path: data samples created per second through REST (encryption {args.encryption}; median of {runs} "
+        f"run(s) of {duration:g} s)",
         ["database", "requests", "samples/s", "requests/s", "REST p50 ms", "REST p99 ms", "server CPU ms/sample",
          "errors"],
         [
@@ -143,6 +194,10 @@ async def run(args: argparse.Namespace) -> Report:
              r["rest_p99_ms"], r["server_cpu_ms_per_sample"], r["errors"]]
             for r in results
         ],
+        (["encryption on: the server requires it; each sample encrypted as the SDK sends it, made and sealed "
+          "before the run"] if args.encryption == "on" else [])
+        + ([f"runs that used up their prepared samples, over the time they ran: {'; '.join(short)}"]
+           if short else []),
     )  # fmt: skip
     targets = []
     for r in results:
@@ -158,7 +213,9 @@ async def run(args: argparse.Namespace) -> Report:
                 Target(f"SQLite, {r['configuration']}", ">= 1,000 samples/s", r["samples_per_second"], "samples/s",
                        r["samples_per_second"] >= 1_000)
             )  # fmt: skip
-    return Report({"duration": duration, "runs": runs, "rows": results}, [table], targets)
+    return Report(
+        {"duration": duration, "runs": runs, "encryption": args.encryption, "rows": results}, [table], targets
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

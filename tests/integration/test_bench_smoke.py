@@ -11,8 +11,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from bench.clients import sample_body
+from bench.encryption import SAMPLE, OwnerKeys, SamplePool
 
+from medstream.crypto import DataOwnerKeyPair, ExchangeSecrets, KeyStore, create_exchange_data
+from medstream.model.blind_index import BLIND_INDEXED
+from medstream.model.encrypted_fields import ENCRYPTED_FIELDS
+from medstream.sdk.key_store import save_key_store
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, database_url_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,6 +83,79 @@ async def test_bench_pg_pool_runs_every_statement_through_every_way(tmp_path: Pa
     assert len(report["targets"]) == 8 and all(isinstance(t["met"], bool) for t in report["targets"])
     assert report["results"]["pool_no_slower"] == all(t["met"] for t in report["targets"])
     assert "decision: asyncpg's pool (no reset) is" in out
+
+
+# With --encryption on: the quickest runs, the fan-out without its baseline (which encryption does not touch).
+ENCRYPTED = {
+    "latency": ["--database", "sqlite", "--subscribers", "1", "--rates", "50", "--encryption", "on"],
+    "fanout": ["--subscribers", "3", "--deliveries", "30", "--no-baseline", "--encryption", "on"],
+    "write_path": ["--database", "sqlite", "--encryption", "on"],
+}
+
+
+@pytest.mark.timeout(300)
+async def test_with_encryption_on_every_sample_is_written_encrypted_and_every_event_read(tmp_path: Path) -> None:
+    # The servers require encryption (the set-up refuses one that does not), so a sample sent with its content or
+    # comment in clear would be a write error; the latency's send time is read from the decrypted comment, so an
+    # event its subscriber's SDK could not decrypt would be lost.
+    names = list(ENCRYPTED)
+    results = await asyncio.gather(*(_run(n, ENCRYPTED[n], tmp_path / f"{n}.json") for n in names))
+    reports = {
+        name: _checked_report(name, code, out, err, tmp_path / f"{name}.json")
+        for name, (code, out, err) in zip(names, results, strict=True)
+    }
+
+    for name, report in reports.items():
+        assert report["options"]["encryption"] == "on" and report["results"]["encryption"] == "on", name
+    for row in reports["latency"]["results"]["rows"]:
+        assert row["write_errors"] == 0 and row["lost"] == 0, row
+        assert all(run["writes"] > 0 and run["deliveries"] == run["writes"] for run in row["each_run"]), row
+        assert row["p50_ms"] is not None and row["subscriber_cpu_us_per_event"] > 0, row
+    for row in reports["fanout"]["results"]["medstream"]:
+        assert row["write_errors"] == 0 and row["delivered"] == row["expected"] > 0, row
+    for row in reports["write_path"]["results"]["rows"]:
+        assert row["errors"] == 0 and row["samples_per_second"] > 0, row
+
+
+def test_the_encrypted_samples_are_what_the_sdk_reads_each_under_its_own_key(tmp_path: Path) -> None:
+    keys = DataOwnerKeyPair.generate(1)
+    store = KeyStore("hcp-1", [keys])
+    store.ensure_search_key()
+    save_key_store(tmp_path / "hcp-1.json", store)
+    exchange, _ = create_exchange_data(
+        "ed-1", "hcp-1", "hcp-1", [keys], [keys.public], ExchangeSecrets.generate(store.search_key)
+    )
+    configuration = {  # as GET /rest/v1/crypto/configuration gives it
+        "requireEncryption": True,
+        "encryptedFields": {kind: list(fields) for kind, fields in ENCRYPTED_FIELDS.items()},
+        "blindIndexed": {
+            kind: {name: {"index": f.index, "fields": list(f.sources)} for name, f in fields.items()}
+            for kind, fields in BLIND_INDEXED.items()
+        },
+    }
+    owner = OwnerKeys(str(tmp_path / "hcp-1.json"), exchange, configuration)
+    reader = owner.state()  # another process of the same data owner, nothing cached but its exchange data
+
+    for seal_at_send in (False, True):
+        pool = SamplePool(owner, lambda comment: sample_body("LBL", comment), seal_at_send=seal_at_send)
+        pool.fill(3)
+        assert len(pool) == 3
+        taken = pool.take(2)
+        assert taken is not None and len(pool) == 1 and pool.take(2) is None
+        batch = orjson.loads(pool.body(taken, "run:123"))
+        assert len(batch) == 2 and len({sample["id"] for sample in batch}) == 2
+        for sample in batch:
+            assert "content" not in sample and "comment" not in sample and sample["encryptedSelf"]
+            assert sample["labels"] == [{"type": "BENCH", "code": "LBL"}]
+            (delegation,) = sample["securityMetadata"]["secureDelegations"].values()
+            assert (delegation["delegator"], delegation["delegate"]) == ("hcp-1", "hcp-1")
+            assert delegation["exchangeDataId"] == "ed-1" and delegation["permissions"] == "WRITE"
+            clear = reader.decrypt(SAMPLE, sample)
+            assert clear["content"] == {"en": {"stringValue": "bench sample value"}}
+            # Sealed at send time, the comment is the one given then; sealed ahead, the one of its making.
+            assert (clear["comment"] == "run:123") is seal_at_send
+        entity_keys = {reader.entity_key(SAMPLE, sample) for sample in batch}
+        assert len(entity_keys) == 2 and None not in entity_keys, "each sample has a key of its own"
 
 
 def _checked_report(name: str, code: int, out: str, err: str, json_path: Path) -> dict[str, Any]:

@@ -145,3 +145,30 @@ def test_a_field_is_searched_blind_when_encrypted_or_when_encryption_is_required
     required = _searching("hcp-a", HCP_KEYS, HCP_SEARCH_KEY, {"Patient": ("note",)}, True)
     assert required.blind_search("Patient", "names", ["Dupré"]) == [[token(HCP_SEARCH_KEY, "names", "dupre")]]
     assert required.blind_field("Patient", "identifiers") is None, "not a blind-index field of this configuration"
+
+
+def test_a_new_entity_gets_its_blind_index_and_a_delegation_to_its_writer_that_the_writer_alone_opens() -> None:
+    own, _ = create_exchange_data(
+        "ed-self", "hcp-a", "hcp-a", [HCP_KEYS], [HCP_KEYS.public], ExchangeSecrets.generate(HCP_SEARCH_KEY)
+    )
+    writer = _searching("hcp-a", HCP_KEYS, HCP_SEARCH_KEY, PATIENT_FIELDS, True)
+    writer.open(own)
+    wire: dict[str, Any] = {"id": "pat-1", "ssin": "85073003328", "blindIndex": {"ssin": ["stale"]}}
+    writer.set_blind_index("Patient", wire)
+    assert wire["blindIndex"] == {"ssin": [token(HCP_SEARCH_KEY, "ssin", "85073003328")]}
+    key = EntityKey.generate()
+    encrypted = writer.encrypt("Patient", writer.delegated_to_self("Patient", wire, key), key)
+    (delegation,) = encrypted["securityMetadata"]["secureDelegations"].values()
+    assert (delegation["delegator"], delegation["delegate"], delegation["permissions"]) == ("hcp-a", "hcp-a", "WRITE")
+    assert "ssin" not in encrypted and "securityMetadata" not in wire, "the entity given is not changed"
+    # Another device of the writer, with its keys and nothing cached, reads it through that delegation alone.
+    device = _searching("hcp-a", HCP_KEYS, HCP_SEARCH_KEY, PATIENT_FIELDS, True)
+    assert device.missing_exchange_data(encrypted) == ["ed-self"]
+    device.open(own)
+    assert device.decrypt("Patient", encrypted)["ssin"] == "85073003328"
+    with pytest.raises(DecryptionError, match="no delegation to pat-b"):
+        _state("pat-b", PATIENT_KEYS).decrypt("Patient", encrypted)
+    # Nothing left to index: the stale tokens go.
+    cleared: dict[str, Any] = {"id": "pat-2", "blindIndex": {"ssin": ["stale"]}}
+    writer.set_blind_index("Patient", cleared)
+    assert "blindIndex" not in cleared

@@ -33,6 +33,7 @@ from medstream.errors import DecryptionError, KeyVerificationError
 
 SECURITY_METADATA = "securityMetadata"
 SECURE_DELEGATIONS = "secureDelegations"
+BLIND_INDEX = "blindIndex"
 
 
 def delegations_of(wire: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -149,6 +150,19 @@ class CryptoState:
             return {}
         return entity_blind_index(self.index_key_for(wire), fields, wire)
 
+    def set_blind_index(self, entity_type: str, wire: dict[str, Any], stored: Mapping[str, Any] | None = None) -> None:
+        """Set `wire`'s `blindIndex` from its clear values, under the search key of its responsible data owner
+        (`stored`'s when `wire` names none), or remove it when there is nothing to index; a kind without
+        blind-index fields is left as it is."""
+        if not self.blind_indexed.get(entity_type):
+            return
+        responsible = wire.get("responsible") or (stored or {}).get("responsible")
+        index = self.blind_index(entity_type, {**wire, "responsible": responsible})
+        if index:
+            wire[BLIND_INDEX] = index
+        else:
+            wire.pop(BLIND_INDEX, None)
+
     def blind_field(self, entity_type: str, name: str) -> IndexedField | None:
         """The blind-index field `name` of `entity_type` when a search on it goes through tokens; None when it
         is searched in clear: the kind has no such field, or the server neither requires encryption nor
@@ -250,6 +264,14 @@ class CryptoState:
         blob = wrap_entity_key(secrets.exchange_key, entity_type, entity_id, key)
         value = secure_delegation(self.data_owner_id, delegate, exchange_data_id, [blob], permissions, parents)
         return delegation_key(secrets.access_control_secret, entity_type), value
+
+    def delegated_to_self(self, entity_type: str, wire: Mapping[str, Any], key: EntityKey) -> dict[str, Any]:
+        """`wire` with a WRITE delegation of `key` from this data owner to itself among its secure delegations:
+        what an entity written under a new key carries. The exchange data with itself must be opened."""
+        name, delegation = self.delegation(entity_type, str(wire["id"]), key, self.data_owner_id, "WRITE")
+        delegations = delegations_of(wire)
+        delegations[name] = delegation
+        return {**wire, SECURITY_METADATA: {SECURE_DELEGATIONS: delegations}}
 
     def carries(
         self,
