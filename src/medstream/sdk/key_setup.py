@@ -4,6 +4,9 @@ configuration read once.
 
 A data owner whose entity lists keys none of which its key store holds is refused with `MissingKeysError`
 saying how to get them back: a new key pair would leave everything encrypted for the published keys unreadable.
+Only when the application asks for it (`KeyStoreOptions.new_key_pair_after_loss`) does it make a new key pair
+then: the lost keys stay published as RETIRED (no new wrap goes to a key no one holds), the new one is published
+ACTIVE, and each counterparty gets a KEY_PAIR_UPDATE notification asking it to give access back.
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ from medstream.sdk.transport import Transport
 
 @dataclass(frozen=True)
 class KeyStoreOptions:
-    """Where the key store is (None: the default place), its passphrase, and a recovery code with its blob to
-    restore the keys from when the store lacks them."""
+    """Where the key store is (None: the default place), its passphrase, a recovery code with its blob to restore
+    the keys from when the store lacks them, and whether a new key pair replaces keys that are lost."""
 
     path: Path | None = None
     passphrase: str | None = None
     argon2: Argon2Parameters | None = None
     recovery: tuple[str, str] | None = None
+    new_key_pair_after_loss: bool = False
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,32 @@ def _missing(owner_id: str, published: list[str], path: Path) -> MissingKeysErro
         f"data owner {owner_id} has published the keys {', '.join(published)}, and the key store {path} holds none "
         f"of them: this device lacks the private keys, and a new key pair would leave everything encrypted for them "
         f"unreadable. Copy the key store file from a device that has it to {path}, or restore the keys with your "
-        f"recovery code and its blob (MedTechApi.builder()...with_recovery(code, blob)), then log in again."
+        f"recovery code and its blob (MedTechApi.builder()...with_recovery(code, blob)), then log in again. If the "
+        f"keys are lost for good, MedTechApi.builder()...with_new_key_pair_after_loss() makes a new key pair and "
+        f"asks your counterparties to give access back to what you shared with them; the rest stays unreadable."
     )
+
+
+def _renewed(owner_id: str, store: KeyStore | None, published_ids: set[str]) -> tuple[KeyStore, bool]:
+    """A key store with an ACTIVE key pair that is not published, for a data owner whose published keys are
+    lost, and whether it changed: a new one, unless a login that made one stopped before publishing it. An
+    existing store keeps its pins and search key."""
+    if store is not None and any(keys.id not in published_ids for keys in store.active_key_pairs()):
+        return store, False
+    pair = DataOwnerKeyPair.generate(int(time.time() * 1000))
+    if store is None:
+        return KeyStore(owner_id, [pair]), True
+    return KeyStore(owner_id, [*store.key_pairs, pair], store.pins, store.search_key), True
+
+
+def _retired_lost(records: list[dict[str, Any]], store: KeyStore) -> list[dict[str, Any]]:
+    """The published `cryptoKeys` with every ACTIVE key the store does not hold turned RETIRED: kept (old
+    exchange data still names them), but no new wrap goes to a key no one holds."""
+    held = {keys.id for keys in store.key_pairs}
+    return [
+        {**entry, "status": "RETIRED"} if entry.get("id") not in held and entry.get("status") == "ACTIVE" else entry
+        for entry in records
+    ]
 
 
 def _load(path: Path, owner_id: str, options: KeyStoreOptions) -> KeyStore | None:
@@ -92,22 +120,31 @@ async def open_crypto(
             search_key = store.search_key
         store = KeyStore(owner_id, recovered, store.pins if store is not None else {}, search_key)
         changed = True
-    if store is None or not store.key_pairs:
-        if published:
-            raise _missing(owner_id, sorted(published_ids), path)
+    lost = bool(published) and (store is None or not published_ids & {keys.id for keys in store.key_pairs})
+    if lost and not options.new_key_pair_after_loss:
+        raise _missing(owner_id, sorted(published_ids), path)
+    if lost:
+        store, renewed = _renewed(owner_id, store, published_ids)
+        changed = changed or renewed
+    elif store is None or not store.key_pairs:
         store = KeyStore(owner_id, [DataOwnerKeyPair.generate(int(time.time() * 1000))])
         changed = True
-    elif published and not published_ids & {keys.id for keys in store.key_pairs}:
-        raise _missing(owner_id, sorted(published_ids), path)
+    assert store is not None
     changed = store.ensure_search_key() or changed
     if changed:  # saved before anything is published: a key is never published that no store holds
         await asyncio.to_thread(save_key_store, path, store, options.passphrase, parameters=options.argon2)
+    records = list(owner.get("cryptoKeys") or [])
+    if lost:
+        records = _retired_lost(records, store)
     unpublished = [keys.public.to_wire() for keys in store.active_key_pairs() if keys.id not in published_ids]
-    if unpublished:
-        updated = {**owner, "cryptoKeys": [*(owner.get("cryptoKeys") or []), *unpublished]}
+    if unpublished or lost:
+        updated = {**owner, "cryptoKeys": [*records, *unpublished]}
         await transport.request("POST", f"/rest/v1/{KIND_BY_NAME[owner_type].collection}", updated)
     configuration = await encryption_configuration(transport)
     state = CryptoState(
         store, configuration.encrypted_fields, configuration.blind_indexed, configuration.require_encryption
     )
-    return CryptoApi(transport, state, path, options.passphrase, options.argon2)
+    crypto = CryptoApi(transport, state, path, options.passphrase, options.argon2)
+    if lost:
+        await crypto.notify_key_pair_update()
+    return crypto
