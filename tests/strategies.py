@@ -461,6 +461,7 @@ exchange_data = st.builds(
     exchange_key=st.dictionaries(hex_ids, blobs, max_size=2),
     access_control_secret=st.dictionaries(hex_ids, blobs, max_size=2),
     delegator_signature=st.dictionaries(hex_ids, blobs, max_size=1),
+    delegate_signature=st.none() | st.dictionaries(hex_ids, blobs, min_size=1, max_size=1),
 )
 
 _BY_KIND: dict[str, SearchStrategy[Any]] = {

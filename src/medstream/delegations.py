@@ -95,7 +95,15 @@ def metadata_for_create(kind: EntityKind, entity_id: str, entity: Entity, actor:
 
 
 def check_can_write(kind: EntityKind, current: Entity, actor: Actor) -> None:
-    """Modifying or deleting an entity needs a WRITE delegation to the actor's data owner (or an admin)."""
+    """Modifying or deleting an entity needs a WRITE delegation to the actor's data owner (or an admin). Exchange
+    data is modified or deleted by its two parties only, admins included: its wraps are theirs to give."""
+    if isinstance(current, ExchangeData):
+        if actor.data_owner_id is None or actor.data_owner_id not in (current.delegator, current.delegate):
+            raise ForbiddenError(
+                f"exchange data {current.id} is modified by its delegator {current.delegator} or its delegate "
+                f"{current.delegate} only"
+            )
+        return
     if actor.is_admin:
         return
     metadata = current.security_metadata or EMPTY

@@ -1,4 +1,5 @@
-"""crypto/exchange_data.py: HPKE wraps of K_ex and S_ac, the delegator's signature and its verification."""
+"""crypto/exchange_data.py: HPKE wraps of K_ex and S_ac, the delegator's signature, the delegate's on a record it
+gave wraps for the delegator's new key, and their verification."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from medstream.crypto import (
     ExchangeSecrets,
     PublicKeyRecord,
     add_wraps,
+    add_wraps_as_delegate,
     create_exchange_data,
     open_exchange_data,
     sign_exchange_data,
     verify_exchange_data,
 )
-from medstream.crypto.exchange_data import unwrap_secret
+from medstream.crypto.exchange_data import unwrap_secret, wrapped_key_ids
 from medstream.errors import DecryptionError
 from tests.unit.crypto_fixtures import ACCESS_CONTROL_SECRET, EXCHANGE_KEY, HCP_KEYS, PATIENT_KEYS, context
 
@@ -141,7 +143,7 @@ def test_the_delegator_adds_wraps_for_a_new_key_and_re_signs() -> None:
     assert open_exchange_data(updated, [PATIENT_KEYS], PINS) == SECRETS
 
 
-def test_a_delegate_cannot_add_wraps_the_readers_would_trust() -> None:
+def test_a_delegate_signing_in_the_delegators_place_is_not_trusted() -> None:
     new_patient_key = DataOwnerKeyPair.generate(created=2)
     by_delegate = add_wraps(exchange_data(), SECRETS, [new_patient_key.public], [PATIENT_KEYS])
     with pytest.raises(DecryptionError, match="not pinned"):
@@ -206,3 +208,76 @@ def test_the_delegator_adds_its_search_key_to_a_record_made_without_one() -> Non
     assert set(updated["searchKey"]) == {HCP_KEYS.id, PATIENT_KEYS.id}
     assert updated["exchangeKey"] == original["exchangeKey"], "the wraps it had are kept as they are"
     assert open_exchange_data(updated, [PATIENT_KEYS], PINS) == WITH_SEARCH_KEY
+
+
+# --- the delegate's signature: a delegator that lost its keys ----------------------------------------------
+
+# Frozen: Ed25519 over ctx("exchange-data-delegate-signature") + the same canonical JSON as SIGNED_WIRE.
+FROZEN_DELEGATE_SIGNATURE = {
+    PATIENT_KEYS.id: "AUzOqJKUcQDiizxz0H+2GBeoH7g0W0JWVl6jsMHKxCPgvuVslLa9xOpjDnUSBImvEq9POAsX5cJA6JkAhmaHrAA="
+}
+
+
+def test_the_delegate_signature_is_frozen_and_separate_from_the_delegators() -> None:
+    assert sign_exchange_data(SIGNED_WIRE, [PATIENT_KEYS], "delegateSignature") == FROZEN_DELEGATE_SIGNATURE
+    content = context("exchange-data-delegate-signature") + orjson.dumps(SIGNED_WIRE, option=orjson.OPT_SORT_KEYS)
+    PATIENT_KEYS.public.signing_public_key().verify(
+        base64.b64decode(FROZEN_DELEGATE_SIGNATURE[PATIENT_KEYS.id])[1:], content
+    )
+    # The same key's signature as delegator is another one: neither passes for the other.
+    assert sign_exchange_data(SIGNED_WIRE, [PATIENT_KEYS]) != FROZEN_DELEGATE_SIGNATURE
+    as_delegator = {**SIGNED_WIRE, "delegator": "pat-b", "delegatorSignature": FROZEN_DELEGATE_SIGNATURE}
+    with pytest.raises(DecryptionError, match="does not verify"):
+        verify_exchange_data(as_delegator, PINS)
+    assert verify_exchange_data({**SIGNED_WIRE, "delegateSignature": FROZEN_DELEGATE_SIGNATURE}, PINS) == (
+        PATIENT_KEYS.id
+    )
+
+
+def test_the_delegate_gives_wraps_for_the_delegators_new_key_which_both_trust_through_its_signature() -> None:
+    """The professional lost its key: the patient, its delegate, wraps the record's secrets for the new key and
+    signs as delegate; the professional, with only its new key and the patient pinned, opens the same secrets,
+    then signs again as delegator, and the record is an ordinary one."""
+    lost = exchange_data()
+    new_hcp_key = DataOwnerKeyPair.generate(created=3)
+    updated = add_wraps_as_delegate(lost, SECRETS, [new_hcp_key.public], [PATIENT_KEYS])
+    assert updated["delegatorSignature"] == lost["delegatorSignature"], "left as it was"
+    assert set(updated["delegateSignature"]) == {PATIENT_KEYS.id}
+    with pytest.raises(DecryptionError, match="does not verify"):  # the old signature no longer covers the maps
+        verify_exchange_data({k: v for k, v in updated.items() if k != "delegateSignature"}, PINS)
+    after_loss = {"hcp-a": {new_hcp_key.id: new_hcp_key.public}, "pat-b": {PATIENT_KEYS.id: PATIENT_KEYS.public}}
+    assert open_exchange_data(updated, [new_hcp_key], after_loss) == SECRETS
+    assert open_exchange_data(updated, [PATIENT_KEYS], PINS) == SECRETS, "the delegate trusts its own signature"
+
+    resigned = add_wraps(updated, SECRETS, [new_hcp_key.public], [new_hcp_key])
+    assert "delegateSignature" not in resigned and set(resigned["delegatorSignature"]) == {new_hcp_key.id}
+    patient_pins = {**PINS, "hcp-a": {**PINS["hcp-a"], new_hcp_key.id: new_hcp_key.public}}
+    assert open_exchange_data(resigned, [PATIENT_KEYS], patient_pins) == SECRETS
+    with pytest.raises(DecryptionError, match="not pinned"):  # a patient that has not pinned the new key
+        open_exchange_data(resigned, [PATIENT_KEYS], PINS)
+
+
+def test_a_delegate_signature_by_an_unpinned_key_or_over_other_content_is_refused() -> None:
+    new_hcp_key = DataOwnerKeyPair.generate(created=3)
+    after_loss = {"hcp-a": {new_hcp_key.id: new_hcp_key.public}, "pat-b": {PATIENT_KEYS.id: PATIENT_KEYS.public}}
+    # Whoever writes the record (the server too) wraps secrets of its own for the new key and signs as delegate.
+    attacker = DataOwnerKeyPair.generate(created=4)
+    forged = add_wraps_as_delegate(exchange_data(), ExchangeSecrets.generate(), [new_hcp_key.public], [attacker])
+    with pytest.raises(DecryptionError, match="by its delegate: signed only by keys of pat-b that are not pinned"):
+        open_exchange_data(forged, [new_hcp_key], after_loss)
+    labelled = {**forged, "delegateSignature": {PATIENT_KEYS.id: next(iter(forged["delegateSignature"].values()))}}
+    with pytest.raises(DecryptionError, match="by its delegate: the signature does not verify"):
+        open_exchange_data(labelled, [new_hcp_key], after_loss)
+    genuine = add_wraps_as_delegate(exchange_data(), SECRETS, [new_hcp_key.public], [PATIENT_KEYS])
+    other, _ = create_exchange_data("ed-1", "hcp-a", "pat-b", [HCP_KEYS], [new_hcp_key.public])
+    wraps = {**genuine["exchangeKey"], new_hcp_key.id: other["exchangeKey"][new_hcp_key.id]}
+    swapped = {**genuine, "exchangeKey": wraps}
+    with pytest.raises(DecryptionError, match="does not verify"):
+        open_exchange_data(swapped, [new_hcp_key], after_loss)
+
+
+def test_wrapped_key_ids_are_the_keys_with_both_secrets() -> None:
+    wire = exchange_data()
+    assert wrapped_key_ids(wire) == {HCP_KEYS.id, PATIENT_KEYS.id}
+    assert wrapped_key_ids({**wire, "accessControlSecret": {HCP_KEYS.id: "AQ=="}}) == {HCP_KEYS.id}
+    assert wrapped_key_ids({"id": "ed-1"}) == frozenset()

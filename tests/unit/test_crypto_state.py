@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from medstream.crypto import DataOwnerKeyPair, EntityKey, ExchangeSecrets, KeyStore, create_exchange_data, token
+from medstream.crypto import (
+    DataOwnerKeyPair,
+    EntityKey,
+    ExchangeSecrets,
+    KeyStore,
+    add_wraps_as_delegate,
+    create_exchange_data,
+    token,
+)
 from medstream.crypto.blind_index import IndexedField
 from medstream.crypto.state import CryptoState
 from medstream.errors import DecryptionError, KeyVerificationError
@@ -86,6 +94,43 @@ def test_rotation_rewraps_the_writers_delegations_and_leaves_anothers_with_the_o
     fresh_patient.secrets.update(patient.secrets)
     assert fresh_patient.decrypt("DataSample", rotated)["comment"] == "after"
     assert new.kid != old.kid
+
+
+def test_a_data_owner_reads_through_a_delegation_it_made_once_its_own_is_lost() -> None:
+    """The professional lost its keys (its own exchange data with itself too); the patient gave its exchange data
+    from the professional wraps for the new key, signed as delegate: the professional's key to the entity comes
+    from its delegation to the patient, and the record is named to be signed again."""
+    hcp, _patient, encrypted, key = _shared_entity()
+    new_hcp_key = DataOwnerKeyPair.generate(created=3)
+    renewed = _state("hcp-a", new_hcp_key)
+    assert renewed.missing_exchange_data(encrypted) == ["ed-self"]
+    assert renewed.missing_exchange_data(encrypted, made_by_self=True) == ["ed-ab"]
+    with pytest.raises(DecryptionError, match="no delegation to hcp-a carries its key"):
+        renewed.decrypt("DataSample", encrypted)
+    lost = hcp.exchange_data["ed-ab"]
+    renewed.check_published("pat-b", [PATIENT_KEYS.public])
+    with pytest.raises(DecryptionError, match="signed only by keys of hcp-a that are not pinned"):
+        renewed.open(lost)
+    answered = add_wraps_as_delegate(lost, hcp.secrets["ed-ab"], [new_hcp_key.public], [PATIENT_KEYS])
+    renewed.open(answered)
+    assert renewed.unsigned_own == {"ed-ab"}, "to be signed again with the new key"
+    assert renewed.missing_exchange_data(encrypted, made_by_self=True) == []
+    assert renewed.entity_key("DataSample", encrypted) == key
+    assert renewed.decrypt("DataSample", encrypted)["comment"] == "hello"
+    with pytest.raises(DecryptionError, match="no delegation to dev-c"):  # only the parties read through it
+        stranger = _state("dev-c", DataOwnerKeyPair.generate(2))
+        stranger.secrets.update(renewed.secrets)
+        stranger.decrypt("DataSample", encrypted)
+
+
+def test_an_entity_key_is_found_through_the_owners_delegation_to_another() -> None:
+    hcp, _patient, encrypted, key = _shared_entity()
+    other_device = _state("hcp-a", HCP_KEYS)
+    other_device.secrets["ed-ab"] = hcp.secrets["ed-ab"]  # only its exchange data with the patient is open
+    assert other_device.entity_key("DataSample", encrypted) == key
+    assert other_device.decrypt("DataSample", encrypted)["comment"] == "hello"
+    other_device.open(hcp.exchange_data["ed-ab"])
+    assert other_device.unsigned_own == set(), "signed by one of its keys"
 
 
 # --- search keys -----------------------------------------------------------------------------------------

@@ -198,5 +198,20 @@ def test_exchange_data_is_made_by_its_delegator_and_read_by_its_two_parties() ->
         check_exchange_data(data.model_copy(update={"delegate": "pat-2"}), data, DOCTOR)
 
 
+def test_exchange_data_is_modified_or_deleted_by_its_two_parties_only_admins_included() -> None:
+    stored = ExchangeData(
+        id="x-1",
+        delegator="hcp-1",
+        delegate="pat-1",
+        security_metadata=server_metadata("hcp-1", frozenset({"hcp-1", "pat-1"})),
+    )
+    check_can_write(EXCHANGE, stored, DOCTOR)
+    check_can_write(EXCHANGE, stored, Actor("user-patient", "pat-1"))
+    check_can_write(EXCHANGE, stored, Actor("user-admin-doctor", "hcp-1", is_admin=True))
+    for outsider in (COLLEAGUE, ADMIN, Actor("user-admin-colleague", "hcp-2", is_admin=True)):
+        with pytest.raises(ForbiddenError, match="delegator hcp-1 or its delegate pat-1 only"):
+            check_can_write(EXCHANGE, stored, outsider)
+
+
 def test_a_server_delegation_is_one_shared_object_per_pair() -> None:
     assert server_delegation("hcp-1", "pat-1") is server_delegation("hcp-1", "pat-1")

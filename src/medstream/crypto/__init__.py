@@ -13,6 +13,7 @@ from medstream.crypto.entity_keys import EntityKey, unwrap_entity_key, wrap_enti
 from medstream.crypto.exchange_data import (
     ExchangeSecrets,
     add_wraps,
+    add_wraps_as_delegate,
     create_exchange_data,
     open_exchange_data,
     sign_exchange_data,
@@ -58,6 +59,7 @@ __all__ = [
     "PublicKeyRecord",
     "access_control_key",
     "add_wraps",
+    "add_wraps_as_delegate",
     "create_exchange_data",
     "ctx",
     "decode_key_store",

@@ -14,11 +14,15 @@ and the delegator signs the record with each of its key pairs at hand:
 `searchKey` is part of the signed content only when the record has one (a non-empty map), so records without
 it are signed exactly as before, and a search key removed from or added to a signed record breaks the signature.
 
-A reader trusts K_ex and S_ac only after a signature verifies under a signing key of the delegator that the
-reader has pinned. Only the delegator can sign, so only the delegator can add wraps for a new key of either
-party (`add_wraps`): a delegate with a new key keeps reading through a key it already had a wrap for, and asks
-the delegator (any device holding one of the delegator's keys) to add the new one; a delegate's own exchange
-data (where it is the delegator, its own included) it extends itself.
+A reader trusts K_ex and S_ac only after a signature verifies under a key it has pinned: the delegator's
+signature, or a signature of the delegate under `delegateSignature`, made the same way over the same content
+with the context `ctx("exchange-data-delegate-signature")`. The delegator adds wraps for a new key of either
+party and signs again (`add_wraps`, which drops any delegate signature: it would not cover the new maps). The
+delegate adds wraps for a new key of a delegator that lost its keys and signs as delegate
+(`add_wraps_as_delegate`), as the delegator no longer can; the delegator, once it opens them with its new key,
+signs the record again itself. Trusting the delegate's signature gives the delegate no power it lacks: it
+holds K_ex, S_ac and the search key the record carries already. Whoever else writes the record (the server
+included) can make neither signature.
 """
 
 from __future__ import annotations
@@ -39,6 +43,12 @@ from medstream.errors import DecryptionError, ValidationError
 HPKE_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 WRAPPED_FIELDS = ("exchangeKey", "accessControlSecret")
 SEARCH_KEY = "searchKey"
+DELEGATOR_SIGNATURE = "delegatorSignature"
+DELEGATE_SIGNATURE = "delegateSignature"
+_SIGNATURE_CONTEXTS = {
+    DELEGATOR_SIGNATURE: "exchange-data-signature",
+    DELEGATE_SIGNATURE: "exchange-data-delegate-signature",
+}
 _WRAP_SIZE = 32 + KEY_SIZE + 16  # HPKE enc, the 32-byte secret, the AES-GCM tag
 
 
@@ -87,22 +97,33 @@ def unwrap_secret(blob: object, exchange_data_id: str, field_name: str, own: Dat
     return secret
 
 
-def signed_content(wire: Mapping[str, Any]) -> bytes:
-    """What the delegator signs: the context, then the canonical JSON (orjson, sorted keys) of the five fields,
-    and of `searchKey` when the record has one."""
+def signed_content(wire: Mapping[str, Any], signature_field: str = DELEGATOR_SIGNATURE) -> bytes:
+    """What a party signs: the context of its signature field, then the canonical JSON (orjson, sorted keys) of
+    the five fields, and of `searchKey` when the record has one."""
     content = {name: wire.get(name) for name in ("id", "delegator", "delegate", *WRAPPED_FIELDS)}
     if wire.get(SEARCH_KEY):
         content[SEARCH_KEY] = wire[SEARCH_KEY]
-    return ctx("exchange-data-signature") + orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+    return ctx(_SIGNATURE_CONTEXTS[signature_field]) + orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
 
 
-def sign_exchange_data(wire: Mapping[str, Any], delegator_keys: Iterable[DataOwnerKeyPair]) -> dict[str, str]:
-    """The `delegatorSignature` map of `wire`: one signature per key pair of the delegator given."""
-    content = signed_content(wire)
-    signatures = {keys.id: frame(keys.signing_private.sign(content)) for keys in delegator_keys}
+def sign_exchange_data(
+    wire: Mapping[str, Any], keys: Iterable[DataOwnerKeyPair], signature_field: str = DELEGATOR_SIGNATURE
+) -> dict[str, str]:
+    """The `delegatorSignature` map of `wire` (or its `delegateSignature` map): one signature per key pair of
+    that party given."""
+    content = signed_content(wire, signature_field)
+    signatures = {pair.id: frame(pair.signing_private.sign(content)) for pair in keys}
     if not signatures:
-        raise ValidationError("exchange data: the delegator's key pair is needed to sign it")
+        raise ValidationError(f"exchange data: a key pair of the party is needed to make its {signature_field}")
     return signatures
+
+
+def wrapped_key_ids(wire: Mapping[str, Any]) -> frozenset[str]:
+    """The public key ids the record wraps both K_ex and S_ac for."""
+    exchange_keys, access_secrets = wire.get(WRAPPED_FIELDS[0]), wire.get(WRAPPED_FIELDS[1])
+    if not isinstance(exchange_keys, Mapping) or not isinstance(access_secrets, Mapping):
+        return frozenset()
+    return frozenset(str(kid) for kid in exchange_keys if kid in access_secrets)
 
 
 def create_exchange_data(
@@ -127,6 +148,21 @@ def create_exchange_data(
     return wire, secrets
 
 
+def _with_wraps(
+    wire: Mapping[str, Any], secrets: ExchangeSecrets, new_keys: Iterable[PublicKeyRecord]
+) -> dict[str, Any]:
+    updated = dict(wire)
+    exchange_data_id = str(wire["id"])
+    keys = [record for record in new_keys if record.is_active]
+    for field_name, secret in secrets.wrapped():
+        wraps = dict(wire.get(field_name) or {})
+        for record in keys:
+            if record.id not in wraps:
+                wraps[record.id] = wrap_secret(secret, exchange_data_id, field_name, record)
+        updated[field_name] = wraps
+    return updated
+
+
 def add_wraps(
     wire: Mapping[str, Any],
     secrets: ExchangeSecrets,
@@ -135,34 +171,44 @@ def add_wraps(
 ) -> dict[str, Any]:
     """The same ExchangeData with wraps for `new_keys` added (of each secret of `secrets`: a search key the
     record lacks is added for every one of them) and a new delegator signature (the old ones do not cover the
-    new maps). Only the delegator holds the signing keys this needs."""
-    updated = dict(wire)
-    exchange_data_id = str(wire["id"])
-    for field_name, secret in secrets.wrapped():
-        wraps = dict(wire.get(field_name) or {})
-        for record in new_keys:
-            if record.is_active and record.id not in wraps:
-                wraps[record.id] = wrap_secret(secret, exchange_data_id, field_name, record)
-        updated[field_name] = wraps
-    updated["delegatorSignature"] = sign_exchange_data(updated, delegator_keys)
+    new maps), without a delegate signature. Only the delegator holds the signing keys this needs."""
+    updated = _with_wraps(wire, secrets, new_keys)
+    updated.pop(DELEGATE_SIGNATURE, None)
+    updated[DELEGATOR_SIGNATURE] = sign_exchange_data(updated, delegator_keys)
     return updated
 
 
-def verify_exchange_data(wire: Mapping[str, Any], pins: Mapping[str, Mapping[str, PublicKeyRecord]]) -> str:
-    """The id of the delegator's pinned key whose signature verifies; DecryptionError when none does (no
-    signature by a pinned key, or a signature that does not verify: a substituted key or altered content)."""
-    exchange_data_id, delegator = wire.get("id"), wire.get("delegator")
-    what = f"exchange data {exchange_data_id}"
-    pinned = pins.get(delegator) if isinstance(delegator, str) else None
+def add_wraps_as_delegate(
+    wire: Mapping[str, Any],
+    secrets: ExchangeSecrets,
+    new_keys: Iterable[PublicKeyRecord],
+    delegate_keys: Iterable[DataOwnerKeyPair],
+) -> dict[str, Any]:
+    """The same ExchangeData with wraps for `new_keys` (a delegator's new key) added by its delegate, which
+    signs the result under `delegateSignature`; the delegator's signature is left as it was (it no longer
+    covers the maps: the delegator signs again once it opens the record with its new key)."""
+    updated = _with_wraps(wire, secrets, new_keys)
+    updated[DELEGATE_SIGNATURE] = sign_exchange_data(updated, delegate_keys, DELEGATE_SIGNATURE)
+    return updated
+
+
+def _verify_party(
+    wire: Mapping[str, Any], pins: Mapping[str, Mapping[str, PublicKeyRecord]], party: str, signature_field: str
+) -> str:
+    """The id of `party`'s pinned key whose signature under `signature_field` verifies; DecryptionError when none
+    does."""
+    what = f"exchange data {wire.get('id')}"
+    owner = wire.get(party)
+    pinned = pins.get(owner) if isinstance(owner, str) else None
     if not pinned:
-        raise DecryptionError(f"{what}: no pinned key for its delegator {delegator!r}")
-    signatures = wire.get("delegatorSignature")
+        raise DecryptionError(f"{what}: no pinned key for its {party} {owner!r}")
+    signatures = wire.get(signature_field)
     if not isinstance(signatures, Mapping):
-        raise DecryptionError(f"{what}: no delegatorSignature")
+        raise DecryptionError(f"{what}: no {signature_field}")
     candidates = [str(kid) for kid in signatures if kid in pinned]
     if not candidates:
-        raise DecryptionError(f"{what}: signed only by keys of {delegator} that are not pinned: {sorted(signatures)}")
-    content = signed_content(wire)
+        raise DecryptionError(f"{what}: signed only by keys of {owner} that are not pinned: {sorted(signatures)}")
+    content = signed_content(wire, signature_field)
     for kid in candidates:
         signature = unframe(signatures[kid], f"{what}: signature {kid}", length=SIGNATURE_SIZE)
         try:
@@ -170,7 +216,23 @@ def verify_exchange_data(wire: Mapping[str, Any], pins: Mapping[str, Mapping[str
         except InvalidSignature:
             continue
         return kid
-    raise DecryptionError(f"{what}: the signature does not verify under the pinned key(s) {candidates} of {delegator}")
+    raise DecryptionError(f"{what}: the signature does not verify under the pinned key(s) {candidates} of {owner}")
+
+
+def verify_exchange_data(wire: Mapping[str, Any], pins: Mapping[str, Mapping[str, PublicKeyRecord]]) -> str:
+    """The id of the pinned key whose signature verifies: the delegator's, else (on a record that carries
+    `delegateSignature`) the delegate's. DecryptionError when none does (no signature by a pinned key, or a
+    signature that does not verify: a substituted key or altered content), naming why the delegator's failed."""
+    try:
+        return _verify_party(wire, pins, "delegator", DELEGATOR_SIGNATURE)
+    except DecryptionError as by_delegator:
+        if not wire.get(DELEGATE_SIGNATURE):
+            raise
+        try:
+            return _verify_party(wire, pins, "delegate", DELEGATE_SIGNATURE)
+        except DecryptionError as by_delegate:
+            reason = by_delegate.message.removeprefix(f"exchange data {wire.get('id')}: ")
+            raise DecryptionError(f"{by_delegator.message}; by its delegate: {reason}") from None
 
 
 def open_exchange_data(

@@ -7,10 +7,12 @@ data record) and hands it in; everything that decides or computes is here:
 - **Pins, trust on first use.** A counterparty's published ACTIVE keys are pinned the first time they are seen;
   afterwards a published key that is not pinned (a new key, or one substituted on the server) is refused with a
   `KeyVerificationError` naming the data owner and that key's fingerprint, until `verify` pins it.
-- **Exchange data** is trusted only once its delegator's signature verifies under a pinned key, then opened
-  with one of the own key pairs (`crypto/exchange_data.py`); K_ex and S_ac are kept by exchange data id.
-- **Entity keys**: found through the entity's secure delegations to this data owner, kept by
-  (entity type, entity id, kid).
+- **Exchange data** is trusted only once a signature verifies under a pinned key (its delegator's, or its
+  delegate's on a record the delegate gave wraps for the delegator's new key), then opened with one of the own
+  key pairs (`crypto/exchange_data.py`); K_ex and S_ac are kept by exchange data id. A record this data owner
+  delegates that none of its own keys signed is named by `unsigned_own`: the SDK signs it again.
+- **Entity keys**: found through the entity's secure delegations to this data owner, else through those it
+  made to others (it holds their exchange data too), kept by (entity type, entity id, kid).
 - **Search keys**: its own (in the key store) and each delegator's that an opened exchange data carried. An
   entity's blind-index tokens are made under the search key of its `responsible` data owner when known, else
   under its own; a search uses them all.
@@ -26,8 +28,8 @@ from medstream.crypto.blind_index import IndexedField, entity_blind_index, searc
 from medstream.crypto.delegations import Permission, delegation_key, secure_delegation
 from medstream.crypto.encrypted_self import decrypt_fields, encrypt_fields, encrypted_self_kid
 from medstream.crypto.entity_keys import EntityKey, unwrap_entity_key, wrap_entity_key, wrapped_kid
-from medstream.crypto.exchange_data import ExchangeSecrets, open_exchange_data
-from medstream.crypto.key_store_format import KeyStore
+from medstream.crypto.exchange_data import DELEGATOR_SIGNATURE, ExchangeSecrets, open_exchange_data
+from medstream.crypto.key_store_format import KeyStore, PinnedKey
 from medstream.crypto.owner_keys import PublicKeyRecord
 from medstream.errors import DecryptionError, KeyVerificationError
 
@@ -57,6 +59,7 @@ class CryptoState:
     by_pair: dict[tuple[str, str], str] = field(default_factory=dict)  # (delegator, delegate) -> exchange data id
     secrets: dict[str, ExchangeSecrets] = field(default_factory=dict)  # opened K_ex and S_ac, by exchange data id
     entity_keys: dict[tuple[str, str, bytes], EntityKey] = field(default_factory=dict)
+    unsigned_own: set[str] = field(default_factory=set)  # opened records it delegates that no own key signed
 
     @property
     def data_owner_id(self) -> str:
@@ -98,6 +101,10 @@ class CryptoState:
     def pinned_keys(self, data_owner_id: str) -> list[PublicKeyRecord]:
         return [pin.record for pin in self.store.pins.get(data_owner_id, {}).values()]
 
+    def pin_of(self, data_owner_id: str, key_id: str) -> PinnedKey | None:
+        """The pin of `data_owner_id`'s key `key_id`, if pinned (`verified` once a person compared it)."""
+        return self.store.pins.get(data_owner_id, {}).get(key_id)
+
     # -- exchange data ------------------------------------------------------------------------------------
 
     def open(self, wire: Mapping[str, Any]) -> ExchangeSecrets:
@@ -110,6 +117,11 @@ class CryptoState:
         self.exchange_data[exchange_data_id] = dict(wire)
         self.secrets[exchange_data_id] = secrets
         delegator, delegate = wire.get("delegator"), wire.get("delegate")
+        own_ids = {keys.id for keys in self.store.key_pairs}
+        if delegator == self.data_owner_id and not own_ids.intersection(wire.get(DELEGATOR_SIGNATURE) or {}):
+            self.unsigned_own.add(exchange_data_id)
+        else:
+            self.unsigned_own.discard(exchange_data_id)
         if isinstance(delegator, str) and isinstance(delegate, str):
             self.by_pair.setdefault((delegator, delegate), exchange_data_id)
         if isinstance(delegator, str) and delegator != self.data_owner_id and secrets.search_key is not None:
@@ -184,13 +196,20 @@ class CryptoState:
 
     # -- entity keys --------------------------------------------------------------------------------------
 
-    def missing_exchange_data(self, wire: Mapping[str, Any]) -> list[str]:
-        """The exchange data ids of the entity's delegations to this data owner that are not opened yet."""
+    def missing_exchange_data(self, wire: Mapping[str, Any], *, made_by_self: bool = False) -> list[str]:
+        """The exchange data ids of the entity's delegations to this data owner that are not opened yet; with
+        `made_by_self`, of the delegations this data owner made to others instead."""
         missing = []
+        own = self.data_owner_id
         for delegation in delegations_of(wire).values():
             exchange_data_id = delegation.get("exchangeDataId")
+            wanted = (
+                delegation.get("delegator") == own and delegation.get("delegate") != own
+                if made_by_self
+                else delegation.get("delegate") == own
+            )
             if (
-                delegation.get("delegate") == self.data_owner_id
+                wanted
                 and isinstance(exchange_data_id, str)
                 and delegation.get("encryptionKeys")
                 and exchange_data_id not in self.secrets
@@ -201,24 +220,33 @@ class CryptoState:
 
     def entity_key(self, entity_type: str, wire: Mapping[str, Any], kid: bytes | None = None) -> EntityKey | None:
         """The entity's key (the one of `kid`, else of its `encryptedSelf`, else the newest its delegations to
-        this data owner carry), from the cache or unwrapped with opened exchange data; None when none opens."""
+        this data owner carry), from the cache or unwrapped with opened exchange data, through a delegation to
+        this data owner or one it made; None when none opens."""
         entity_id = str(wire.get("id"))
         kid = kid or encrypted_self_kid(wire, entity_type)
         if kid is not None and (entity_type, entity_id, kid) in self.entity_keys:
             return self.entity_keys[(entity_type, entity_id, kid)]
         found: EntityKey | None = None
+        failure: DecryptionError | None = None
+        own = self.data_owner_id
         for delegation in delegations_of(wire).values():
             secrets = self.secrets.get(str(delegation.get("exchangeDataId")))
-            if delegation.get("delegate") != self.data_owner_id or secrets is None:
+            if own not in (delegation.get("delegate"), delegation.get("delegator")) or secrets is None:
                 continue
             for blob in delegation.get("encryptionKeys") or ():
                 if kid is not None and wrapped_kid(blob) != kid:
                     continue
-                key = unwrap_entity_key(secrets.exchange_key, entity_type, entity_id, blob)
+                try:
+                    key = unwrap_entity_key(secrets.exchange_key, entity_type, entity_id, blob)
+                except DecryptionError as exc:  # another delegation may carry the key intact
+                    failure = exc
+                    continue
                 self.entity_keys[(entity_type, entity_id, key.kid)] = key
                 found = key
             if found is not None and kid is not None:
                 return found
+        if found is None and failure is not None:
+            raise failure
         return found
 
     def remember(self, entity_type: str, entity_id: str, key: EntityKey) -> None:

@@ -14,7 +14,8 @@ from medstream.model.scalars import Base64Text
 class ExchangeData(Entity):
     """iCure's field names. `exchange_key` and `access_control_secret` map a public key id to that secret wrapped
     for the key; `search_key`, the delegator's search key (blind-index tokens), likewise, on records that carry
-    it; `delegator_signature` maps the delegator's signing key id to its signature."""
+    it; `delegator_signature` maps the delegator's signing key id to its signature, and `delegate_signature` the
+    delegate's, on a record whose delegate added wraps for a delegator's new key (docs/security.md)."""
 
     entity_type: ClassVar[str] = "ExchangeData"
 
@@ -25,3 +26,4 @@ class ExchangeData(Entity):
     access_control_secret: dict[str, Base64Text] = Field(default_factory=dict)
     search_key: dict[str, Base64Text] | None = None  # left out of records made without one
     delegator_signature: dict[str, Base64Text] = Field(default_factory=dict)
+    delegate_signature: dict[str, Base64Text] | None = None  # left out of records only their delegator signed

@@ -1,5 +1,6 @@
 """The Medstream SDK: `await MedTechApi.builder().with_url(u).with_username(l).with_password(p).build()`."""
 
+from medstream.crypto.key_pair_update import KeyPairUpdateAnswer, KeyPairUpdateOutcome
 from medstream.errors import (
     AuthenticationError,
     ConflictError,
@@ -56,6 +57,8 @@ __all__ = [
     "HealthcareElementFilter",
     "HealthcareProfessionalApi",
     "HealthcareProfessionalFilter",
+    "KeyPairUpdateAnswer",
+    "KeyPairUpdateOutcome",
     "KeyVerificationError",
     "MedTechApi",
     "MedTechApiBuilder",

@@ -1,8 +1,10 @@
 """`api.crypto`: the SDK's end-to-end encryption over the REST API. It fetches what the sans-I/O crypto state
-(`crypto/state.py`) needs (data owners' published keys, exchange data), creates exchange data on the first
-share between two data owners, and encrypts and decrypts entities as their wire dicts.
+(`crypto/state.py`) needs (data owners' published keys; exchange data through `exchange_data_access.py`), and
+encrypts and decrypts entities as their wire dicts. After a lost key, it notifies counterparties of the new key
+pair and answers their notifications (`key_pair_updates.py`).
 
-An entity is decrypted with the key its delegations to this data owner carry; an entity is encrypted, at
+An entity is decrypted with the key its delegations to this data owner carry (else with the key of a delegation
+it made to another, through exchange data it delegates); an entity is encrypted, at
 create, under a new key delegated to this data owner itself (through its exchange data with itself), and at
 update under the key it already has. Before it is encrypted, its `blindIndex` is made from its clear values.
 The exchange data a data owner delegates carries its search key, so that its delegates search what it indexed.
@@ -19,20 +21,20 @@ from typing import Any
 from medstream.crypto.delegations import Permission
 from medstream.crypto.encrypted_self import ENCRYPTED_SELF
 from medstream.crypto.entity_keys import EntityKey
-from medstream.crypto.exchange_data import SEARCH_KEY, ExchangeSecrets, add_wraps, create_exchange_data
+from medstream.crypto.key_pair_update import KeyPairUpdateAnswer
 from medstream.crypto.key_store_format import Argon2Parameters, encode_private_part
 from medstream.crypto.owner_keys import PublicKeyRecord, parse_public_record
 from medstream.crypto.recovery import new_recovery_key, recovery_code, seal_recovery_blob
 from medstream.crypto.state import SECURE_DELEGATIONS, SECURITY_METADATA, CryptoState, delegations_of
-from medstream.errors import DecryptionError, KeyVerificationError, NotFoundError, ValidationError
+from medstream.errors import DecryptionError, NotFoundError, ValidationError
 from medstream.model.blind_index import MAX_TOKENS_PER_FIELD
 from medstream.model.common import Entity
 from medstream.model.entities import KIND_BY_NAME
-from medstream.sdk import key_vault
+from medstream.model.notification import Notification
+from medstream.sdk import key_pair_updates, key_vault
+from medstream.sdk.exchange_data_access import ExchangeDataAccess
 from medstream.sdk.key_store import save_key_store
 from medstream.sdk.transport import Transport
-
-_EXCHANGE_DATA = "/rest/v1/exchange-data"
 
 
 class EntityDecryptor:
@@ -56,7 +58,7 @@ class EntityDecryptor:
 
 class CryptoApi:
     """The logged-in data owner's keys and what it shares: `fingerprint`, `verify_key`, recovery codes, the key
-    vault, and the encryption the entity APIs use."""
+    vault, key pair updates, and the encryption the entity APIs use."""
 
     def __init__(
         self,
@@ -71,8 +73,7 @@ class CryptoApi:
         self.key_store_path = key_store_path
         self._passphrase = passphrase
         self._argon2 = argon2
-        self._lock = asyncio.Lock()  # one exchange data creation at a time
-        self._refused: dict[str, DecryptionError] = {}  # exchange data that did not open, until a key is verified
+        self.exchange_data = ExchangeDataAccess(transport, state, self.trusted_keys)
 
     @property
     def data_owner_id(self) -> str:
@@ -131,10 +132,25 @@ class CryptoApi:
         for record in await self.published_keys(data_owner_id):
             if record.id == key_id:
                 self.state.verify(data_owner_id, record)
-                self._refused.clear()
+                self.exchange_data.forget_refusals()
                 await self.save()
                 return
         raise NotFoundError(f"data owner {data_owner_id} publishes no key {key_id}")
+
+    async def notify_key_pair_update(self) -> list[Notification]:
+        """After a new key pair made on a lost key (the builder's `with_new_key_pair_after_loss()`, which calls
+        this at login): one pending KEY_PAIR_UPDATE notification, naming this data owner and its new key, for
+        each counterparty whose exchange data with it lacks wraps for that key and has none about it yet. Calling
+        it again sends only what is missing. The notifications created."""
+        return await key_pair_updates.notify(self, self._transport)
+
+    async def answer_key_pair_updates(self) -> list[KeyPairUpdateAnswer]:
+        """Answer the open KEY_PAIR_UPDATE notifications shared with this data owner, one result each: for a key
+        pinned as verified (`verify_key` after comparing its `fingerprint`), the exchange data of both
+        directions with that data owner gets wraps for it, and the notification is completed; a key not verified
+        yet is reported AWAITING_VERIFICATION and nothing is done; a key the data owner no longer publishes as
+        ACTIVE cancels the notification."""
+        return await key_pair_updates.answer(self, self._transport)
 
     def create_recovery_code(self) -> tuple[str, str]:
         """A new recovery code (to show once, for the person to write down) and the recovery blob it opens (to
@@ -154,64 +170,7 @@ class CryptoApi:
         """Delete the key vault the server keeps for this user; whether there was one."""
         return await key_vault.delete_key_vault(self._transport)
 
-    # -- exchange data ------------------------------------------------------------------------------------
-
-    async def _pin_delegator(self, wire: Mapping[str, Any]) -> None:
-        delegator = wire.get("delegator")
-        if isinstance(delegator, str) and delegator != self.data_owner_id and not self.state.pinned_keys(delegator):
-            await self.trusted_keys(delegator)
-
-    async def open_exchange_data(self, exchange_data_id: str) -> ExchangeSecrets:
-        """K_ex and S_ac of the exchange data `exchange_data_id`, read, verified and opened once."""
-        known = self.state.secrets.get(exchange_data_id)
-        if known is not None:
-            return known
-        refused = self._refused.get(exchange_data_id)
-        if refused is not None:
-            raise refused
-        try:
-            wire = await self._transport.request("GET", f"{_EXCHANGE_DATA}/{exchange_data_id}")
-        except NotFoundError as exc:
-            error = DecryptionError(f"exchange data {exchange_data_id}: {exc.message}")
-            self._refused[exchange_data_id] = error
-            raise error from None
-        return await self._open_wire(wire)
-
-    async def _open_wire(self, wire: Mapping[str, Any]) -> ExchangeSecrets:
-        """An exchange data record as read: its delegator's keys pinned on first use, then verified and opened;
-        one that does not open is remembered as refused."""
-        exchange_data_id = str(wire.get("id"))
-        try:
-            await self._pin_delegator(wire)
-            return self.state.open(wire)
-        except (DecryptionError, KeyVerificationError, NotFoundError) as exc:
-            error = DecryptionError(f"exchange data {exchange_data_id}: {exc.message}")
-            self._refused[exchange_data_id] = error
-            raise error from None
-
-    async def learn_search_keys(self) -> None:
-        """Open the exchange data delegated to this data owner that it has not opened yet, learning the search
-        keys they carry; a record that does not open (not signed by a pinned key, no wrap for this device's
-        keys) is skipped."""
-        body: dict[str, Any] = {
-            "filter": {"$type": "ExchangeDataByDelegateFilter", "delegateId": self.data_owner_id},
-            "limit": 1000,
-        }
-        while True:
-            page = await self._transport.request("POST", f"{_EXCHANGE_DATA}/filter", body)
-            for wire in page["rows"]:
-                exchange_data_id = str(wire.get("id"))
-                if exchange_data_id in self._refused or (
-                    exchange_data_id in self.state.secrets and self.state.exchange_data.get(exchange_data_id) == wire
-                ):
-                    continue
-                try:
-                    await self._open_wire(wire)
-                except DecryptionError:
-                    continue
-            if page.get("nextId") is None:
-                return
-            body["nextId"] = page["nextId"]
+    # -- blind indexes ------------------------------------------------------------------------------------
 
     async def blind_search(self, entity_type: str, field: str, values: Sequence[Any]) -> list[list[str]] | None:
         """The token groups that search `values` in the blind-index `field` of `entity_type`, under this data
@@ -219,7 +178,7 @@ class CryptoApi:
         the configuration has the field searched in clear."""
         if self.state.blind_field(entity_type, field) is None:
             return None
-        await self.learn_search_keys()
+        await self.exchange_data.learn_search_keys()
         groups = self.state.blind_search(entity_type, field, values)
         for group in groups or ():
             if len(group) > MAX_TOKENS_PER_FIELD:
@@ -229,73 +188,32 @@ class CryptoApi:
                 )
         return groups
 
-    async def exchange_with(self, delegate: str) -> tuple[str, ExchangeSecrets]:
-        """The exchange data from this data owner to `delegate` (itself included), found or created and signed."""
-        shared = self.state.shared_with(delegate)
-        if shared is not None:
-            return shared
-        async with self._lock:
-            shared = self.state.shared_with(delegate)
-            if shared is not None:
-                return shared
-            body = {
-                "filter": {
-                    "$type": "IntersectionFilter",
-                    "filters": [
-                        {"$type": "ExchangeDataByDelegatorFilter", "delegatorId": self.data_owner_id},
-                        {"$type": "ExchangeDataByDelegateFilter", "delegateId": delegate},
-                    ],
-                },
-                "limit": 100,
-            }
-            found = await self._transport.request("POST", f"{_EXCHANGE_DATA}/filter", body)
-            for wire in sorted(found["rows"], key=lambda row: str(row.get("id"))):
-                try:
-                    secrets = self.state.open(wire)
-                except DecryptionError:
-                    continue  # made for keys this device does not hold, or not signed by them
-                if secrets.search_key is None and delegate != self.data_owner_id:
-                    wire, secrets = await self._add_search_key(wire, secrets, delegate)
-                self.state.by_pair[(self.data_owner_id, delegate)] = str(wire["id"])
-                return str(wire["id"]), secrets
-            own = self.state.store.active_key_pairs()
-            recipients = [keys.public for keys in own]
-            if delegate != self.data_owner_id:
-                recipients += await self.trusted_keys(delegate)
-            new_secrets = ExchangeSecrets.generate(self.state.own_search_key)
-            wire, _ = create_exchange_data(uuid.uuid4().hex, self.data_owner_id, delegate, own, recipients, new_secrets)
-            stored = await self._transport.request("POST", _EXCHANGE_DATA, wire)
-            secrets = self.state.open(stored)
-            self.state.by_pair[(self.data_owner_id, delegate)] = str(stored["id"])
-            return str(stored["id"]), secrets
-
-    async def _add_search_key(
-        self, wire: Mapping[str, Any], secrets: ExchangeSecrets, delegate: str
-    ) -> tuple[Mapping[str, Any], ExchangeSecrets]:
-        """Exchange data this data owner delegates, made without its search key, with the search key wrapped
-        for every ACTIVE key of both parties and signed again (the delegate then searches what it indexes)."""
-        with_key = ExchangeSecrets(secrets.exchange_key, secrets.access_control_secret, self.state.own_search_key)
-        own = self.state.store.active_key_pairs()
-        recipients = [keys.public for keys in own] + await self.trusted_keys(delegate)
-        updated = add_wraps({k: v for k, v in wire.items() if k != SEARCH_KEY}, with_key, recipients, own)
-        stored = await self._transport.request("POST", _EXCHANGE_DATA, updated)
-        return stored, self.state.open(stored)
-
     # -- entities -----------------------------------------------------------------------------------------
 
-    async def entity_key(self, entity_type: str, wire: Mapping[str, Any]) -> EntityKey | None:
-        """The entity's key through its delegations to this data owner, their exchange data opened first."""
+    async def entity_key(
+        self, entity_type: str, wire: Mapping[str, Any], reasons: list[str] | None = None
+    ) -> EntityKey | None:
+        """The entity's key through its delegations to this data owner, their exchange data opened first, else
+        through the delegations it made to others (their exchange data is its own too: after a lost key, a
+        counterparty's answer gives it back what it shared). Why each exchange data did not open goes to
+        `reasons`."""
         key = self.state.entity_key(entity_type, wire)
         if key is not None:
             return key
-        opened = False
-        for exchange_data_id in self.state.missing_exchange_data(wire):
-            try:
-                await self.open_exchange_data(exchange_data_id)
-                opened = True
-            except DecryptionError:
-                continue  # another delegation may still carry the key
-        return self.state.entity_key(entity_type, wire) if opened else None
+        for made_by_self in (False, True):
+            opened = False
+            for exchange_data_id in self.state.missing_exchange_data(wire, made_by_self=made_by_self):
+                try:
+                    await self.exchange_data.open(exchange_data_id)
+                    opened = True
+                except DecryptionError as exc:
+                    if reasons is not None:
+                        reasons.append(exc.message)
+                    continue  # another delegation may still carry the key
+            key = self.state.entity_key(entity_type, wire) if opened else None
+            if key is not None:
+                return key
+        return None
 
     def decrypt_now(self, entity_type: str, wire: Mapping[str, Any]) -> dict[str, Any] | None:
         """The decrypted entity if the keys at hand suffice; None when exchange data must be fetched first.
@@ -303,17 +221,26 @@ class CryptoApi:
         if wire.get(ENCRYPTED_SELF) is None:
             return dict(wire)
         if self.state.entity_key(entity_type, wire) is None and any(
-            exchange_data_id not in self._refused for exchange_data_id in self.state.missing_exchange_data(wire)
+            not self.exchange_data.is_refused(exchange_data_id)
+            for made_by_self in (False, True)
+            for exchange_data_id in self.state.missing_exchange_data(wire, made_by_self=made_by_self)
         ):
             return None
         return self.state.decrypt(entity_type, wire)
 
     async def decrypt(self, entity_type: str, wire: Mapping[str, Any]) -> dict[str, Any]:
-        """The entity with its encrypted fields merged back; DecryptionError when this data owner cannot."""
+        """The entity with its encrypted fields merged back; DecryptionError when this data owner cannot, saying
+        why the exchange data its delegations name did not open."""
         if wire.get(ENCRYPTED_SELF) is None:
             return dict(wire)
-        await self.entity_key(entity_type, wire)
-        return self.state.decrypt(entity_type, wire)
+        reasons: list[str] = []
+        await self.entity_key(entity_type, wire, reasons)
+        try:
+            return self.state.decrypt(entity_type, wire)
+        except DecryptionError as exc:
+            if not reasons:
+                raise
+            raise DecryptionError(f"{exc.message}; {'; '.join(reasons)}") from None
 
     async def encrypt_for_write(
         self, entity_type: str, wire: dict[str, Any], stored: Mapping[str, Any] | None
@@ -332,7 +259,7 @@ class CryptoApi:
             key = await self.entity_key(entity_type, stored)
         if key is None:
             key = EntityKey.generate()
-            await self.exchange_with(self.data_owner_id)
+            await self.exchange_data.exchange_with(self.data_owner_id)
             wire = self.state.delegated_to_self(entity_type, wire, key)
         return self.state.encrypt(entity_type, wire, key)
 
@@ -345,7 +272,7 @@ class CryptoApi:
         if key is None:
             raise DecryptionError(f"{entity_type} {stored.get('id')}: its key is not shared with you: nothing to share")
         await self.trusted_keys(delegate)
-        await self.exchange_with(delegate)
+        await self.exchange_data.exchange_with(delegate)
         delegations = delegations_of(stored)
         own = self.data_owner_id
         parents = [name for name, d in delegations.items() if d.get("delegate") == own and d.get("exchangeDataId")]
@@ -364,7 +291,7 @@ class CryptoApi:
             exchange_data_id = delegation.get("exchangeDataId")
             if delegation.get("delegator") == self.data_owner_id and isinstance(exchange_data_id, str):
                 try:
-                    await self.open_exchange_data(exchange_data_id)
+                    await self.exchange_data.open(exchange_data_id)
                 except DecryptionError:
                     continue  # left with the old key: its delegate no longer reads new revisions
         key = EntityKey.generate()
@@ -375,7 +302,7 @@ class CryptoApi:
             d.get("delegator") == own and d.get("delegate") == own and d.get("exchangeDataId") in self.state.secrets
             for d in delegations.values()
         ):  # the writer read it through another's delegation, which keeps the old key: one of its own
-            await self.exchange_with(own)
+            await self.exchange_data.exchange_with(own)
             name, delegation = self.state.delegation(entity_type, entity_id, key, own, "WRITE")
             delegations[name] = delegation
         clear[SECURITY_METADATA] = {SECURE_DELEGATIONS: delegations}

@@ -4,6 +4,9 @@ the key vault when it lacks the published keys), and the server's encryption con
 
 A data owner whose entity lists keys none of which its key store holds is refused with `MissingKeysError`
 saying how to get them back: a new key pair would leave everything encrypted for the published keys unreadable.
+Only when the application asks for it (`KeyStoreOptions.new_key_pair_after_loss`) does it make a new key pair
+then: the lost keys stay published as RETIRED (no new wrap goes to a key no one holds), the new one is published
+ACTIVE, and each counterparty gets a KEY_PAIR_UPDATE notification asking it to give access back.
 """
 
 from __future__ import annotations
@@ -29,14 +32,16 @@ from medstream.sdk.transport import Transport
 
 @dataclass(frozen=True)
 class KeyStoreOptions:
-    """Where the key store is (None: the default place), its passphrase, and what to restore the keys from when
-    the store lacks them: a recovery code with its blob, or the key vault with its passphrase."""
+    """Where the key store is (None: the default place), its passphrase, what to restore the keys from when the
+    store lacks them (a recovery code with its blob, or the key vault with its passphrase), and whether a new key
+    pair replaces keys that are lost for good."""
 
     path: Path | None = None
     passphrase: str | None = None
     argon2: Argon2Parameters | None = None
     recovery: tuple[str, str] | None = None
     vault_passphrase: str | None = field(default=None, repr=False)
+    new_key_pair_after_loss: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,9 @@ def _missing(owner_id: str, published: list[str], path: Path) -> MissingKeysErro
         f"of them: this device lacks the private keys, and a new key pair would leave everything encrypted for them "
         f"unreadable. Copy the key store file from a device that has it to {path}, or restore the keys with your "
         f"recovery code and its blob (MedTechApi.builder()...with_recovery(code, blob)) or from your key vault "
-        f"(...with_key_vault(passphrase)), then log in again."
+        f"(...with_key_vault(passphrase)), then log in again. If the keys are lost for good, "
+        f"MedTechApi.builder()...with_new_key_pair_after_loss() makes a new key pair and asks your counterparties "
+        f"to give access back to what you shared with them; the rest stays unreadable."
     )
 
 
@@ -89,6 +96,28 @@ async def _from_vault(
 def _lacks(store: KeyStore | None, published_ids: set[str]) -> bool:
     """Whether the key store is missing, or holds none of the published keys."""
     return store is None or not published_ids & {keys.id for keys in store.key_pairs}
+
+
+def _renewed(owner_id: str, store: KeyStore | None, published_ids: set[str]) -> tuple[KeyStore, bool]:
+    """A key store with an ACTIVE key pair that is not published, for a data owner whose published keys are
+    lost, and whether it changed: a new one, unless a login that made one stopped before publishing it. An
+    existing store keeps its pins and search key."""
+    if store is not None and any(keys.id not in published_ids for keys in store.active_key_pairs()):
+        return store, False
+    pair = DataOwnerKeyPair.generate(int(time.time() * 1000))
+    if store is None:
+        return KeyStore(owner_id, [pair]), True
+    return KeyStore(owner_id, [*store.key_pairs, pair], store.pins, store.search_key), True
+
+
+def _retired_lost(records: list[dict[str, Any]], store: KeyStore) -> list[dict[str, Any]]:
+    """The published `cryptoKeys` with every ACTIVE key the store does not hold turned RETIRED: kept (old
+    exchange data still names them), but no new wrap goes to a key no one holds."""
+    held = {keys.id for keys in store.key_pairs}
+    return [
+        {**entry, "status": "RETIRED"} if entry.get("id") not in held and entry.get("status") == "ACTIVE" else entry
+        for entry in records
+    ]
 
 
 def _load(path: Path, owner_id: str, options: KeyStoreOptions) -> KeyStore | None:
@@ -120,22 +149,31 @@ async def open_crypto(
     if options.vault_passphrase is not None and published and _lacks(store, published_ids):
         store = await _from_vault(transport, owner_id, sorted(published_ids), path, options.vault_passphrase, store)
         changed = True
-    if store is None or not store.key_pairs:
-        if published:
-            raise _missing(owner_id, sorted(published_ids), path)
+    lost = bool(published) and _lacks(store, published_ids)
+    if lost and not options.new_key_pair_after_loss:
+        raise _missing(owner_id, sorted(published_ids), path)
+    if lost:
+        store, renewed = _renewed(owner_id, store, published_ids)
+        changed = changed or renewed
+    elif store is None or not store.key_pairs:
         store = KeyStore(owner_id, [DataOwnerKeyPair.generate(int(time.time() * 1000))])
         changed = True
-    elif published and not published_ids & {keys.id for keys in store.key_pairs}:
-        raise _missing(owner_id, sorted(published_ids), path)
+    assert store is not None
     changed = store.ensure_search_key() or changed
     if changed:  # saved before anything is published: a key is never published that no store holds
         await asyncio.to_thread(save_key_store, path, store, options.passphrase, parameters=options.argon2)
+    records = list(owner.get("cryptoKeys") or [])
+    if lost:
+        records = _retired_lost(records, store)
     unpublished = [keys.public.to_wire() for keys in store.active_key_pairs() if keys.id not in published_ids]
-    if unpublished:
-        updated = {**owner, "cryptoKeys": [*(owner.get("cryptoKeys") or []), *unpublished]}
+    if unpublished or lost:
+        updated = {**owner, "cryptoKeys": [*records, *unpublished]}
         await transport.request("POST", f"/rest/v1/{KIND_BY_NAME[owner_type].collection}", updated)
     configuration = await encryption_configuration(transport)
     state = CryptoState(
         store, configuration.encrypted_fields, configuration.blind_indexed, configuration.require_encryption
     )
-    return CryptoApi(transport, state, path, options.passphrase, options.argon2)
+    crypto = CryptoApi(transport, state, path, options.passphrase, options.argon2)
+    if lost:
+        await crypto.notify_key_pair_update()
+    return crypto

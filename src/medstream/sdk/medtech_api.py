@@ -169,6 +169,16 @@ class MedTechApiBuilder:
         self._key_store = replace(self._key_store, vault_passphrase=passphrase)
         return self
 
+    def with_new_key_pair_after_loss(self) -> MedTechApiBuilder:
+        """When the data owner's published keys are lost for good (no key store holds them, no recovery code, no
+        key vault): make a new key pair at login instead of refusing with MissingKeysError. The lost keys stay
+        published as RETIRED, the new one is published, and each counterparty the data owner has exchange data with
+        gets a KEY_PAIR_UPDATE notification; what a counterparty shared with it, or it shared with a counterparty,
+        becomes readable again once that counterparty answers (`api.crypto.answer_key_pair_updates()`). What it
+        shared with no one is lost. Keys at hand are never replaced: with them, this option does nothing."""
+        self._key_store = replace(self._key_store, new_key_pair_after_loss=True)
+        return self
+
     async def build(self) -> MedTechApi:
         missing = [
             name
