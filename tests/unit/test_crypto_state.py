@@ -145,3 +145,21 @@ def test_a_field_is_searched_blind_when_encrypted_or_when_encryption_is_required
     required = _searching("hcp-a", HCP_KEYS, HCP_SEARCH_KEY, {"Patient": ("note",)}, True)
     assert required.blind_search("Patient", "names", ["Dupré"]) == [[token(HCP_SEARCH_KEY, "names", "dupre")]]
     assert required.blind_field("Patient", "identifiers") is None, "not a blind-index field of this configuration"
+
+
+# --- writes ------------------------------------------------------------------------------------------------
+
+
+def test_a_write_gets_an_id_its_blind_index_and_on_update_the_stored_delegations() -> None:
+    hcp = _searching("hcp-a", HCP_KEYS, HCP_SEARCH_KEY, PATIENT_FIELDS, True)
+    stale = {"names": ["not a token"]}
+    created = hcp.for_write("Patient", {"lastName": "Li", "encryptedSelf": "AQID", "blindIndex": stale})
+    assert "encryptedSelf" not in created and len(created["id"]) == 36
+    assert created["blindIndex"] == {"names": [token(HCP_SEARCH_KEY, "names", "li")]}
+    # Nothing left to index: the blind index sent before is dropped, not kept stale.
+    assert "blindIndex" not in hcp.for_write("Patient", {"id": "p-1", "blindIndex": stale})
+    metadata = {"secureDelegations": {"k": {"delegator": "hcp-a", "delegate": "hcp-a"}}}
+    stored = {"id": "p-1", "rev": "1-a", "responsible": "hcp-x", "securityMetadata": metadata}
+    updated = hcp.for_write("Patient", {"id": "p-1", "rev": "1-a", "ssin": "1"}, stored)
+    assert updated["securityMetadata"] == metadata and "responsible" not in updated
+    assert hcp.for_write("Patient", {"id": "p-1", "ssin": "1"}, stored).get("securityMetadata") is None, "a create"

@@ -32,7 +32,6 @@ from medstream.sdk.key_store import save_key_store
 from medstream.sdk.transport import Transport
 
 _EXCHANGE_DATA = "/rest/v1/exchange-data"
-_BLIND_INDEX = "blindIndex"
 
 
 class EntityDecryptor:
@@ -310,33 +309,15 @@ class CryptoApi:
         """The wire dict to send for a create (no `rev`: an id if it has none, a new key delegated to this data
         owner) or an update (the key found through `stored`'s delegations, else a new one as for a create), its
         `blindIndex` made from its clear values under its responsible data owner's search key."""
-        wire = dict(wire)
-        wire.setdefault("id", str(uuid.uuid4()))
-        wire.pop(ENCRYPTED_SELF, None)
-        self._set_blind_index(entity_type, wire, stored)
+        clear = self.state.for_write(entity_type, wire, stored)
         key = None
-        if wire.get("rev") is not None and stored is not None:
-            if wire.get(SECURITY_METADATA) is None and stored.get(SECURITY_METADATA) is not None:
-                wire[SECURITY_METADATA] = stored[SECURITY_METADATA]
+        if clear.get("rev") is not None and stored is not None:
             key = await self.entity_key(entity_type, stored)
         if key is None:
             key = EntityKey.generate()
             await self.exchange_with(self.data_owner_id)
-            name, delegation = self.state.delegation(entity_type, wire["id"], key, self.data_owner_id, "WRITE")
-            delegations = delegations_of(wire)
-            delegations[name] = delegation
-            wire[SECURITY_METADATA] = {SECURE_DELEGATIONS: delegations}
-        return self.state.encrypt(entity_type, wire, key)
-
-    def _set_blind_index(self, entity_type: str, wire: dict[str, Any], stored: Mapping[str, Any] | None) -> None:
-        if not self.state.blind_indexed.get(entity_type):
-            return
-        responsible = wire.get("responsible") or (stored or {}).get("responsible")
-        index = self.state.blind_index(entity_type, {**wire, "responsible": responsible})
-        if index:
-            wire[_BLIND_INDEX] = index
-        else:
-            wire.pop(_BLIND_INDEX, None)
+            clear = self.state.with_own_delegation(entity_type, clear, key)
+        return self.state.encrypt(entity_type, clear, key)
 
     async def shared(
         self, entity_type: str, stored: Mapping[str, Any], delegate: str, permissions: Permission
