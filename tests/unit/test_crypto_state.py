@@ -150,6 +150,14 @@ def test_a_field_is_searched_blind_when_encrypted_or_when_encryption_is_required
 # --- writes ------------------------------------------------------------------------------------------------
 
 
+def test_an_entity_of_a_kind_without_encrypted_fields_is_encrypted_as_it_is() -> None:
+    hcp = _state("hcp-a", HCP_KEYS)
+    professional = {"id": "hcp-b", "firstName": "Jane", "labels": []}
+    assert hcp.encrypt("HealthcareProfessional", professional, EntityKey.generate()) == professional
+    assert hcp.entity_keys == {}, "no key is kept for it either"
+    assert hcp.decrypt("HealthcareProfessional", professional) == professional
+
+
 def test_a_write_gets_an_id_its_blind_index_and_on_update_the_stored_delegations() -> None:
     hcp = _searching("hcp-a", HCP_KEYS, HCP_SEARCH_KEY, PATIENT_FIELDS, True)
     stale = {"names": ["not a token"]}

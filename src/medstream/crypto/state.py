@@ -15,7 +15,7 @@ data record) and hands it in; everything that decides or computes is here:
   entity's blind-index tokens are made under the search key of its `responsible` data owner when known, else
   under its own; a search uses them all.
 - **Writes**: what is encrypted for a write (an id, its blind index), the delegation of a new key to its
-  writer, then `encryptedSelf`.
+  writer, then `encryptedSelf`; an entity of a kind without encrypted fields is written as it is.
 """
 
 from __future__ import annotations
@@ -232,9 +232,13 @@ class CryptoState:
         return decrypt_fields(wire, entity_type, {kid: key.key})
 
     def encrypt(self, entity_type: str, wire: Mapping[str, Any], key: EntityKey) -> dict[str, Any]:
-        """The entity's wire dict with its encrypted fields in `encryptedSelf` under `key`."""
+        """The entity's wire dict with its encrypted fields in `encryptedSelf` under `key`; an entity of a kind
+        without encrypted fields as it is, with no `encryptedSelf`."""
+        fields = self.fields_of(entity_type)
+        if not fields:
+            return dict(wire)
         self.remember(entity_type, str(wire["id"]), key)
-        return encrypt_fields(wire, entity_type, self.fields_of(entity_type), key)
+        return encrypt_fields(wire, entity_type, fields, key)
 
     # -- writes -------------------------------------------------------------------------------------------
 
