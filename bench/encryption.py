@@ -124,11 +124,12 @@ async def set_up_owner(url: str, token: str, hcp_id: str, directory: Path) -> Ow
 def encrypted_entity(state: CryptoState, entity_type: str, wire: dict[str, Any]) -> dict[str, Any]:
     """A new entity as the SDK sends its create: an id, its `blindIndex`, a new key delegated to the data owner
     itself, its encrypted fields in `encryptedSelf`."""
-    wire = {"id": str(uuid.uuid4()), **wire}
-    state.set_blind_index(entity_type, wire)
     key = EntityKey.generate()
     return encrypt_fields(
-        state.delegated_to_self(entity_type, wire, key), entity_type, state.fields_of(entity_type), key
+        state.with_own_delegation(entity_type, state.for_write(entity_type, wire), key),
+        entity_type,
+        state.fields_of(entity_type),
+        key,
     )
 
 
@@ -154,10 +155,9 @@ class SamplePool:
         """Make samples until `count` are ready."""
         state = self._state
         while len(self._ready) < count:
-            wire = {"id": str(uuid.uuid4()), **self._sample(f"{self._tag}:{time.time_ns()}")}
-            state.set_blind_index(SAMPLE, wire)
+            wire = state.for_write(SAMPLE, self._sample(f"{self._tag}:{time.time_ns()}"))
             key = EntityKey.generate()
-            wire = state.delegated_to_self(SAMPLE, wire, key)
+            wire = state.with_own_delegation(SAMPLE, wire, key)
             if self.seal_at_send:
                 self._ready.append((wire, key))
             else:

@@ -295,7 +295,7 @@ def _leaves(kind: str, pool: FilterPool) -> list[SearchStrategy[Any]]:
     return by_kind[kind]
 
 
-_BLIND_INDEX_NODES: dict[str, type[Any]] = {
+BLIND_INDEX_NODES: dict[str, type[Any]] = {
     "Patient": PatientByHealthcarePartyBlindIndexFilter,
     "DataSample": DataSampleByHealthcarePartyBlindIndexFilter,
     "HealthcareElement": HealthcareElementByHealthcarePartyBlindIndexFilter,
@@ -305,7 +305,7 @@ _BLIND_INDEX_NODES: dict[str, type[Any]] = {
 def blind_index_filters_for(kind: str, pool: FilterPool) -> SearchStrategy[Any]:
     """A blind-index node of `kind` on one of its blind-index fields, naming pool tokens (held under any field)."""
     return _node(
-        _BLIND_INDEX_NODES[kind],
+        BLIND_INDEX_NODES[kind],
         healthcare_party_id=st.sampled_from(pool.data_owners),
         field=st.sampled_from(tuple(BLIND_INDEXED[kind])),
         tokens=_sets(pool.blind_tokens),
@@ -317,8 +317,11 @@ def leaf_filters_for(kind: str, pool: FilterPool) -> SearchStrategy[Filter]:
     return st.one_of(_leaves(kind, pool))
 
 
-def filters_for(kind: str, pool: FilterPool, *, max_leaves: int = 6) -> SearchStrategy[Filter]:
-    """Filter trees of `kind`: leaves combined by intersections, unions and complements."""
+def filters_for(
+    kind: str, pool: FilterPool, *, max_leaves: int = 6, leaves: SearchStrategy[Filter] | None = None
+) -> SearchStrategy[Filter]:
+    """Filter trees of `kind`: leaves (`leaf_filters_for`'s unless given) combined by intersections, unions and
+    complements."""
 
     def combine(children: SearchStrategy[Filter]) -> SearchStrategy[Filter]:
         return st.one_of(
@@ -327,4 +330,4 @@ def filters_for(kind: str, pool: FilterPool, *, max_leaves: int = 6) -> SearchSt
             _node(ComplementFilter, super_set=children, sub_set=children),
         )
 
-    return st.recursive(leaf_filters_for(kind, pool), combine, max_leaves=max_leaves)
+    return st.recursive(leaf_filters_for(kind, pool) if leaves is None else leaves, combine, max_leaves=max_leaves)

@@ -14,7 +14,7 @@ import pytest_asyncio
 from medstream.crypto import DataOwnerKeyPair
 from medstream.errors import DecryptionError, KeyVerificationError, NotFoundError, ValidationError
 from medstream.filters import DataSampleFilter
-from medstream.model import CodingReference, Content, DataSample, Patient
+from medstream.model import MAX_STRING_LENGTH, CodingReference, Content, DataSample, Patient
 from medstream.sdk import MedTechApi
 from medstream.sdk.connection import SubscriptionEvent
 from tests.conftest import Professional, ProfessionalFactory, RunningServer, serve
@@ -204,6 +204,20 @@ async def test_a_flipped_byte_in_the_stored_encrypted_self_fails_to_decrypt(
     await write_document(server, "DataSample", sample.id, document)
     with pytest.raises(DecryptionError, match="authentication failed"):
         await alice.api.data_sample_api.get_data_sample(sample.id)
+
+
+async def test_a_data_sample_whose_every_string_is_within_its_bound_is_stored_encrypted_whatever_their_sum(
+    server: RunningServer, new_professional: ProfessionalFactory
+) -> None:
+    alice = await new_professional()
+    longest = "QUJD" * (MAX_STRING_LENGTH // 4)  # as long as one string of an entity may be, in clear
+    sample = await alice.api.data_sample_api.create_or_modify_data_sample_for(
+        await _patient(alice), DataSample(content={"en": Content(binary_value=longest)}, comment="é" * 1000)
+    )
+    assert sample.id is not None and sample.content["en"].binary_value == longest
+    assert len((await read_document(server, "DataSample", sample.id))["encryptedSelf"]) > MAX_STRING_LENGTH
+    again = await alice.api.data_sample_api.get_data_sample(sample.id)
+    assert again.content == sample.content and again.comment == "é" * 1000
 
 
 async def test_a_public_key_substituted_on_the_server_is_refused_by_a_counterparty_that_pinned_the_old_one(

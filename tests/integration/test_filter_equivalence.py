@@ -4,18 +4,24 @@ Each example stores a fresh batch of generated entities through the repository (
 owners, some shared further, some deleted), draws filter trees that name their ids, readers, labels, dates and
 names, and checks `filter_ids` against `matches` over every live entity of the kind, for an admin and for each
 data owner of the pool (who only gets what is shared with them). The batch is removed afterwards, so examples
-do not see each other. Each example runs on both databases, with the same batch and filters. The named edge
-cases follow, on both databases.
+do not see each other. Each example runs on both databases, with the same batch and filters.
+
+The same property holds on encrypted entities: each kind with encrypted fields is written as a pool
+professional's SDK writes it (the configuration a server requiring encryption announces: its encrypted fields
+in `encryptedSelf`, its blind-index tokens under its responsible data owner's search key), and the filter trees
+mix the SDK's blind-index searches (of values the entities hold, under every search key the searcher knows)
+with the filters on clear fields. The named edge cases follow, on both databases.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +29,13 @@ import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from hypothesis.strategies import SearchStrategy
 from sqlalchemy import Connection, delete
 
 from medstream.access import Actor
+from medstream.crypto import DataOwnerKeyPair, EntityKey, ExchangeSecrets, KeyStore, create_exchange_data
+from medstream.crypto.blind_index import name_words
+from medstream.crypto.state import CryptoState
 from medstream.errors import ValidationError
 from medstream.filters import (
     AllHealthcareProfessionalsFilter,
@@ -46,12 +56,14 @@ from medstream.filters import (
     matches,
     parse_filter,
 )
+from medstream.filters.names import search_name
 from medstream.model import (
     ENTITY_KINDS,
     KIND_BY_NAME,
     CodingReference,
     DataSample,
     Entity,
+    HealthcareElement,
     HealthcareProfessional,
     Identifier,
     Notification,
@@ -59,12 +71,15 @@ from medstream.model import (
     PersonName,
     User,
 )
+from medstream.model.encrypted_fields import clear_encrypted_fields
+from medstream.sdk.key_setup import parse_encryption_configuration
+from medstream.server.routes.crypto import configuration_body
 from medstream.store.database import Database
 from medstream.store.queries import filter_entities, filter_ids
 from medstream.store.repository import EntityRepository
 from medstream.store.schema import ENTITY_TABLES, entity_readers, entity_terms
 from tests.conftest import database_url_for
-from tests.filter_strategies import FilterPool, filters_for
+from tests.filter_strategies import BLIND_INDEX_NODES, FilterPool, filters_for, leaf_filters_for
 from tests.strategies import entities_of
 
 ADMIN = Actor("admin-user", None, is_admin=True)
@@ -207,13 +222,17 @@ class Batch:
     by_creator: dict[Actor, list[Entity]]
     shares: list[tuple[str, str]]
     deleted: list[str]
+    # Encrypted batches: each entity before its creator's SDK wrote it, with that creator's data owner id.
+    clear: list[tuple[str, Entity]] = field(default_factory=list)
 
     @property
     def ids(self) -> list[str]:
         return sorted(e.id for entities in self.by_creator.values() for e in entities if e.id)
 
     @classmethod
-    def draw(cls, kind_name: str, data: st.DataObject) -> Batch:
+    def draw(cls, kind_name: str, data: st.DataObject, sdks: Mapping[str, CryptoState] | None = None) -> Batch:
+        """With `sdks` (by pool professional), each entity is written as its creator's SDK writes it: encrypted,
+        with its blind index, by a professional."""
         generated = data.draw(st.lists(entities_of(kind_name), min_size=2, max_size=6), label="entities")
         batch: dict[str, Entity] = {}
         for index, entity in enumerate(generated):
@@ -225,14 +244,19 @@ class Batch:
             (ADMIN,) if kind_name == "User" else HCP_ACTORS if kind_name == "ExchangeData" else (ADMIN, *HCP_ACTORS)
         )
         by_creator: dict[Actor, list[Entity]] = {}
+        clear: list[tuple[str, Entity]] = []
         for entity in batch.values():
-            creator = data.draw(st.sampled_from(creators), label="creator")
+            creator = data.draw(st.sampled_from(HCP_ACTORS if sdks else creators), label="creator")
             if kind_name == "ExchangeData":  # made by a user of its delegator
                 entity = entity.model_copy(update={"delegator": creator.data_owner_id})
+            if sdks is not None:
+                entity = _with_shared_values(entity, data)
+                clear.append((str(creator.data_owner_id), entity))
+                entity = _written_by_sdk(kind_name, entity, sdks[str(creator.data_owner_id)], data)
             by_creator.setdefault(creator, []).append(entity)
         ids = sorted(batch)
         if not ids:
-            return cls(kind_name, by_creator, [], [])
+            return cls(kind_name, by_creator, [], [], clear)
         # Exchange data is read by its two parties only: never shared.
         shares = (
             []
@@ -240,7 +264,7 @@ class Batch:
             else data.draw(st.lists(st.tuples(st.sampled_from(ids), st.sampled_from(POOL_HCPS)), max_size=2))
         )
         deleted = data.draw(st.lists(st.sampled_from(ids), max_size=2, unique=True), label="deleted")
-        return cls(kind_name, by_creator, shares, deleted)
+        return cls(kind_name, by_creator, shares, deleted, clear)
 
     async def store_in(self, store: FilterStore) -> list[Entity]:
         """Write the batch; returns its tombstones."""
@@ -298,6 +322,165 @@ async def test_sql_query_and_matcher_select_the_same_live_entities(
             st.lists(filters_for(kind_name, pool), min_size=FILTERS_PER_EXAMPLE, max_size=FILTERS_PER_EXAMPLE),
             label="filters",
         )
+        for store, live in zip(every_store, lives, strict=True):
+            for tree in trees:
+                await _check_filter(store, kind_name, tree, live)
+            await _check_paging(store, kind_name, trees[0])
+    finally:
+        if batch.ids:
+            for store in every_store:
+                await store.remove(kind_name, batch.ids)
+
+
+# --- the property on encrypted entities and blind-index filters --------------------------------------------
+
+# The configuration a server that requires encryption announces, as the SDK reads it.
+CONFIGURATION = parse_encryption_configuration(configuration_body(require_encryption=True))
+ENCRYPTED_KINDS = [name for name in KIND_NAMES if CONFIGURATION.encrypted_fields[name]]
+# 15 examples of 6 filters per kind and database; MEDSTREAM_ENCRYPTED_FILTER_EXAMPLES runs more (or fewer).
+ENCRYPTED_EXAMPLES_PER_KIND = int(os.environ.get("MEDSTREAM_ENCRYPTED_FILTER_EXAMPLES", "15"))
+NOWHERE = "no-such-value"
+
+
+@pytest.fixture(scope="module")
+def sdks() -> dict[str, CryptoState]:
+    """The SDK of each pool professional, with fixed keys (so that a failing case replays): its key pair and
+    search key, its exchange data with itself opened, and the exchange data the previous professional delegates
+    to it (pool-hcp-0 to 1, 1 to 2), which teaches it that one's search key: it indexes the entities that one
+    is responsible for under it, and searches under it too."""
+    keys = {
+        hcp: DataOwnerKeyPair.from_private_bytes(bytes([n + 1]) * 32, bytes([n + 11]) * 32, 1)
+        for n, hcp in enumerate(POOL_HCPS)
+    }
+    states = {
+        hcp: CryptoState(
+            KeyStore(hcp, [keys[hcp]], search_key=bytes([n + 21]) * 32),
+            CONFIGURATION.encrypted_fields,
+            CONFIGURATION.blind_indexed,
+            CONFIGURATION.require_encryption,
+        )
+        for n, hcp in enumerate(POOL_HCPS)
+    }
+    for delegator, delegate in [*zip(POOL_HCPS, POOL_HCPS, strict=True), *itertools.pairwise(POOL_HCPS)]:
+        recipients = [keys[delegator].public, keys[delegate].public]
+        secrets = ExchangeSecrets.generate(states[delegator].own_search_key)
+        wire, _ = create_exchange_data(
+            f"ed-{delegator}-{delegate}", delegator, delegate, [keys[delegator]], recipients, secrets
+        )
+        states[delegate].check_published(delegator, [keys[delegator].public])
+        states[delegate].open(wire)
+    return states
+
+
+# Values several entities of a batch hold, so that a search finds some of them and not others.
+SHARED_NAMES = ("Dupré", "Hélène Dupré", "Martin", "Nguyễn Văn", "Jean-Pierre Martin")
+SHARED_SSINS = ("85073003328", "90010112345")
+SHARED_IDENTIFIERS = (Identifier(system="urn:mrn", value="A-1"), Identifier(system="urn:lab", value="A-1"))
+
+
+def _with_shared_values(entity: Entity, data: st.DataObject) -> Entity:
+    """`entity` with, now and then, a name, ssin or identifier from the small pools above."""
+    update: dict[str, Any] = {}
+    if isinstance(entity, Patient):
+        name = data.draw(st.sampled_from(SHARED_NAMES) | st.none(), label="name")
+        ssin = data.draw(st.sampled_from(SHARED_SSINS) | st.none(), label="ssin")
+        update = {"last_name": name or entity.last_name, "ssin": ssin or entity.ssin}
+    if isinstance(entity, Patient | DataSample | HealthcareElement):
+        shared = data.draw(st.lists(st.sampled_from(SHARED_IDENTIFIERS), max_size=1), label="identifiers")
+        update["identifiers"] = [*entity.identifiers, *shared]
+    return entity.model_copy(update=update)
+
+
+def _written_by_sdk(kind_name: str, entity: Entity, sdk: CryptoState, data: st.DataObject) -> Entity:
+    """`entity` as its creator's SDK sends it for a create: its tokens made under the search key of its
+    responsible data owner (drawn: none, the creator or another pool professional), a new key delegated to the
+    creator, its encrypted fields in `encryptedSelf`."""
+    responsible = data.draw(st.sampled_from((None, *POOL_HCPS)), label="responsible")
+    wire = {**entity.to_write_dict(), "responsible": responsible}
+    key = EntityKey.generate()
+    clear = sdk.with_own_delegation(kind_name, sdk.for_write(kind_name, wire), key)
+    return KIND_BY_NAME[kind_name].model.model_validate(sdk.encrypt(kind_name, clear, key))
+
+
+def _searched_values(kind_name: str, name: str, clear: list[Entity]) -> list[Any]:
+    """What a search on the blind-index field `name` may look for: the values the entities hold (for a name
+    field, their words and every prefix of them, those of 2 letters included, which find nothing)."""
+    indexed = CONFIGURATION.blind_indexed[kind_name][name]
+    if indexed.index == "words":
+        words = sorted({word for entity in clear for word in name_words(search_name(entity) or "")})
+        return [*words, *(word[:end] for word in words for end in range(2, len(word)))]
+    values: list[Any] = []
+    for entity in clear:
+        wire = entity.to_json_dict()
+        for source in indexed.sources:
+            value = wire.get(source)
+            values.extend(item for item in (value if isinstance(value, list) else [value]) if item)
+    return values
+
+
+def sdk_searches(
+    kind_name: str, clear: list[tuple[str, Entity]], sdks: Mapping[str, CryptoState]
+) -> SearchStrategy[Filter]:
+    """Blind-index filters as the SDK's builders make them: a pool professional's search (mostly the creator of
+    an entity of `clear`, searching that entity's values) of values the entities hold, or of one none holds,
+    with its tokens under every search key it knows; a name search is one node per word of the searched text,
+    intersected."""
+    node_type = BLIND_INDEX_NODES[kind_name]
+    entities = [entity for _, entity in clear]
+
+    @st.composite
+    def search(draw: st.DrawFn) -> Filter:
+        creator, target = draw(st.sampled_from(clear), label="target") if clear else (POOL_HCPS[0], None)
+        searcher = draw(st.sampled_from((creator, *POOL_HCPS)), label="searcher")
+        name = draw(st.sampled_from(sorted(CONFIGURATION.blind_indexed[kind_name])), label="field")
+        own = _searched_values(kind_name, name, [target] if target else [])
+        anything = st.sampled_from([*_searched_values(kind_name, name, entities), NOWHERE])
+        values = draw(st.lists(st.sampled_from(own) | anything if own else anything, min_size=1, max_size=2))
+        if CONFIGURATION.blind_indexed[kind_name][name].index == "words":
+            values = [" ".join(values)]
+        try:
+            groups = sdks[searcher].blind_search(kind_name, name, values)
+        except ValidationError:  # nothing searchable in them (no letter or digit): the builder refuses it
+            groups = sdks[searcher].blind_search(kind_name, name, [NOWHERE])
+        assert groups is not None, "a server that requires encryption searches these fields through tokens"
+        owner = st.sampled_from((searcher, *POOL_HCPS))
+        nodes = [node_type(healthcare_party_id=draw(owner), field=name, tokens=frozenset(g)) for g in groups]
+        return nodes[0] if len(nodes) == 1 else IntersectionFilter(filters=tuple(nodes))
+
+    return search()
+
+
+@pytest.mark.parametrize("kind_name", ENCRYPTED_KINDS)
+@settings(
+    max_examples=ENCRYPTED_EXAMPLES_PER_KIND,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+async def test_sql_query_and_matcher_agree_on_encrypted_entities_and_blind_index_filters(
+    every_store: list[FilterStore], sdks: dict[str, CryptoState], kind_name: str, data: st.DataObject
+) -> None:
+    batch = Batch.draw(kind_name, data, sdks)
+    try:
+        stored = [await batch.store_in(store) for store in every_store]
+        lives = [await store.live(kind_name) for store in every_store]
+        for live in lives:  # stored as sent: encrypted, with nothing of encryptedSelf in clear
+            assert all(e.encrypted_self and not clear_encrypted_fields(e) for e in live if e.id in batch.ids)
+        pool = FilterPool.of([*(e for live in lives for e in live), *stored[0]], data_owners=POOL_HCPS)
+        leaves = leaf_filters_for(kind_name, pool)
+        searches: list[Filter] = []
+        if kind_name in BLIND_INDEX_NODES:  # half of the leaves are the SDK's searches, and one search on its own
+            leaves = leaves | sdk_searches(kind_name, batch.clear, sdks)
+            searches.append(data.draw(sdk_searches(kind_name, batch.clear, sdks), label="search"))
+            found = [e.id for e in lives[0] if matches(searches[0], e)]
+            event("the search finds none" if not found else "the search finds some")
+        trees = data.draw(
+            st.lists(
+                filters_for(kind_name, pool, leaves=leaves), min_size=FILTERS_PER_EXAMPLE, max_size=FILTERS_PER_EXAMPLE
+            ),
+            label="filters",
+        )
+        trees.extend(searches)
         for store, live in zip(every_store, lives, strict=True):
             for tree in trees:
                 await _check_filter(store, kind_name, tree, live)

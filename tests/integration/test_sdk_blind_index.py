@@ -17,6 +17,7 @@ import pytest_asyncio
 
 from medstream.crypto import create_exchange_data
 from medstream.crypto.blind_index import name_tokens, token
+from medstream.errors import ValidationError
 from medstream.filters import DataSampleFilter, HealthcareElementFilter, PatientFilter
 from medstream.model import Content, DataSample, HealthcareElement, Identifier, Patient
 from medstream.sdk import MedTechApi
@@ -115,6 +116,21 @@ async def test_an_update_recomputes_the_tokens_and_the_server_stores_no_clear_va
     assert await _ids(alice.api, PatientFilter(alice.api).contains_fuzzy("durand")) == [helene.id]
     assert await _ids(alice.api, PatientFilter(alice.api).contains_fuzzy("dupre")) == []
     assert await _ids(alice.api, PatientFilter(alice.api).with_ssins([SSIN])) == [helene.id]
+
+
+async def test_a_patient_whose_names_make_more_tokens_than_an_entity_may_carry_is_refused_before_it_is_sent(
+    server: RunningServer, new_professional: ProfessionalFactory
+) -> None:
+    alice = await new_professional()
+    listed = await alice.api.patient_api.filter_patients_by(await PatientFilter(alice.api).for_self().build())
+    # A word of 1,002 letters gives 1,000 tokens (itself and its prefixes of 3 letters or more), "Zoë" one more.
+    with pytest.raises(ValidationError, match=r"lastName, .* make 1001 blind-index tokens for names .*: not sent"):
+        await alice.api.patient_api.create_or_modify_patient(Patient(first_name="Zoë", last_name="a" * 1002))
+    after = await alice.api.patient_api.filter_patients_by(await PatientFilter(alice.api).for_self().build())
+    assert after.rows == listed.rows, "nothing was stored"
+    within = await alice.api.patient_api.create_or_modify_patient(Patient(last_name="a" * 1002))
+    assert within.id is not None
+    assert len((await read_document(server, "Patient", within.id))["blindIndex"]["names"]) == 1000
 
 
 async def test_data_samples_and_healthcare_elements_are_found_by_identifier(

@@ -83,6 +83,31 @@ def test_a_patients_blind_index_holds_the_tokens_of_every_source_field() -> None
     assert entity_blind_index(INDEX_KEY, {}, wire) == {}
 
 
+# Frozen: the blindIndex of a patient under INDEX_KEY: its ssin; its identifier (system, 0x00, value); the words of
+# its names, "zoe" and "li" (no prefix: neither is longer than 3 letters).
+FROZEN_BLIND_INDEX = {
+    "ssin": ["ZtiazzE9dVuiSWTsws9JxQ=="],
+    "identifiers": ["m7pKhW6MDvURfxQyClIDng=="],
+    "names": ["SDUlqTteSGD80MxPtybzgA==", "Xfme/NRpDh/SHxH6Pq/VwA=="],
+}
+
+
+def test_a_patients_blind_index_is_frozen_and_follows_the_formula() -> None:
+    wire = {
+        "id": "pat-1",
+        "firstName": "Zoé",
+        "lastName": "Li",
+        "ssin": "85073003328",
+        "identifiers": [{"system": "urn:mrn", "value": "A-1"}],
+    }
+    assert entity_blind_index(INDEX_KEY, PATIENT_FIELDS, wire) == FROZEN_BLIND_INDEX
+    assert {
+        "ssin": [_hmac_token("ssin", "85073003328")],
+        "identifiers": [_hmac_token("identifiers", "urn:mrn\x00a-1")],
+        "names": sorted([_hmac_token("names", "zoe"), _hmac_token("names", "li")]),
+    } == FROZEN_BLIND_INDEX
+
+
 def test_a_search_makes_the_tokens_under_every_key_in_groups_to_match_together() -> None:
     other = bytes(32)
     names, ssin = PATIENT_FIELDS["names"], PATIENT_FIELDS["ssin"]

@@ -23,7 +23,14 @@ from medstream.crypto import (
 )
 from medstream.crypto.exchange_data import unwrap_secret, wrapped_key_ids
 from medstream.errors import DecryptionError
-from tests.unit.crypto_fixtures import ACCESS_CONTROL_SECRET, EXCHANGE_KEY, HCP_KEYS, PATIENT_KEYS, context
+from tests.unit.crypto_fixtures import (
+    ACCESS_CONTROL_SECRET,
+    EXCHANGE_KEY,
+    HCP_KEYS,
+    PATIENT_KEYS,
+    SEARCH_KEY,
+    context,
+)
 
 # Frozen: HPKE (base mode, X25519 / HKDF-SHA256 / AES-256-GCM) wrap of EXCHANGE_KEY for the patient's key, with
 # info = ctx("exchange-data", "ed-1", "exchangeKey", <patient key id>). HPKE is randomised: this one ciphertext
@@ -158,7 +165,6 @@ def test_pins_only_trust_the_exact_public_record() -> None:
 
 # --- the delegator's search key --------------------------------------------------------------------------
 
-SEARCH_KEY = bytes([0x55]) * 32
 WITH_SEARCH_KEY = ExchangeSecrets(EXCHANGE_KEY, ACCESS_CONTROL_SECRET, SEARCH_KEY)
 # Frozen: the same content as SIGNED_WIRE with a searchKey map, which the signature then covers.
 SIGNED_WITH_SEARCH_KEY: dict[str, Any] = {**SIGNED_WIRE, "searchKey": {PATIENT_KEYS.id: "AQ=="}}
@@ -175,6 +181,33 @@ def test_a_signature_over_a_search_key_is_frozen_and_covers_the_spec_content() -
     # A record without a search key (or with an empty map, as the server may answer one) signs as before.
     assert sign_exchange_data({**SIGNED_WIRE, "searchKey": {}}, [HCP_KEYS]) == FROZEN_SIGNATURE
     assert sign_exchange_data({**SIGNED_WIRE, "searchKey": None}, [HCP_KEYS]) == FROZEN_SIGNATURE
+
+
+# Frozen: HPKE wraps of S_ac and of the search key for the patient's key, with
+# info = ctx("exchange-data", "ed-1", fieldName, <patient key id>): each field's name is bound into its wrap.
+FROZEN_FIELD_WRAPS = {
+    "accessControlSecret": (
+        ACCESS_CONTROL_SECRET,
+        "Afn4PbOXdchij+c161c0tbsU9QbLIexXFsswkPbJkd8fHjj2XMXkomNtiooa4Z3D1OIaDN8og5z4cIKFhJ7IKPv89pHLOAFwTDzyH/KPLU8F",
+    ),
+    "searchKey": (
+        SEARCH_KEY,
+        "AWnekFyeeAmCTQF8DCKE1/ljfSZD39WlxSAfJhnC2yQUYpVRT9C1wd1Hf5SLQitpplVv5Td+rfOwWnVHggp9AYlhPsV7HHk+16IL7eSmhExi",
+    ),
+}
+
+
+@pytest.mark.parametrize("field", sorted(FROZEN_FIELD_WRAPS))
+def test_the_wraps_of_the_access_control_secret_and_search_key_are_frozen_and_bound_to_their_field(field: str) -> None:
+    secret, blob = FROZEN_FIELD_WRAPS[field]
+    assert unwrap_secret(blob, "ed-1", field, PATIENT_KEYS) == secret
+    raw = base64.b64decode(blob)
+    assert raw[0] == 1 and len(raw) == 1 + 32 + 32 + 16
+    info = context("exchange-data", "ed-1", field, PATIENT_KEYS.id)
+    suite = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+    assert suite.decrypt(raw[1:], PATIENT_KEYS.encryption_private, info) == secret
+    with pytest.raises(DecryptionError, match="authentication failed"):
+        unwrap_secret(blob, "ed-1", "exchangeKey", PATIENT_KEYS)
 
 
 def test_both_parties_open_the_delegators_search_key_wrapped_in_its_own_place() -> None:

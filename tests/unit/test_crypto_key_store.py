@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 from pathlib import Path
 
 import orjson
 import pytest
+from argon2.low_level import Type, hash_secret_raw
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from medstream.crypto import Argon2Parameters, DataOwnerKeyPair, KeyStore, decode_key_store, encode_key_store
+from medstream.crypto import (
+    Argon2Parameters,
+    DataOwnerKeyPair,
+    KeyStore,
+    decode_key_store,
+    encode_key_store,
+    encode_private_part,
+)
 from medstream.crypto.key_store_format import is_sealed
 from medstream.errors import DecryptionError, ValidationError
 from medstream.sdk.key_store import default_key_store_path, load_key_store, save_key_store
-from tests.unit.crypto_fixtures import HCP_KEYS, PATIENT_KEYS
+from tests.unit.crypto_fixtures import HCP_KEYS, PATIENT_KEYS, PRIVATE_PART, SEARCH_KEY, context
 
 FAST = Argon2Parameters(time_cost=1, memory_cost=64, parallelism=1)  # the tests' cost; the default is t=3 64 MiB p=4
 # Frozen: the private part sealed with Argon2id(t=1, m=64 KiB, p=1, salt 0*16) and AES-256-GCM (nonce 0*12),
@@ -65,6 +75,27 @@ def test_a_sealed_store_is_frozen_and_opens_with_its_passphrase() -> None:
     }
     assert "keys" not in document and HCP_KEYS.private_bytes()[0].hex() not in data.decode()
     assert same(decode_key_store(data, "correct horse"), key_store)
+
+
+# Frozen: the private part with its search key (PRIVATE_PART) sealed as FROZEN_SEALED is.
+FROZEN_SEALED_WITH_SEARCH_KEY = (
+    "AAAAAAAAAAAAAAAAzYJsivKamU4fewyc5ALUPdLyEbnLt8Lr4MBRoTK7ecCgB0yrXaz8p9f57uYNZZNFGwEc6KoOvzjEoL+C31vNxJTH4HyxaZHgfK"
+    "IOiM+c0d26FCrkRI3y4GsC81ai0gzMnCFN6b54LEhM1lVDhfUQ8J1LFYE5ST2osqgKo3LZfcFkVFrE/eHA2IrhvY81oXqFdxHZCsmvDuMvJksehZAB"
+    "Je50rPTCrqk7vrIjbHUtmhiZ+hznk6xJ3y9xHcAckxz7Qh3Va9EpVC0eAbi2AP+Buz2k9II7dACwvGDGmKWMBFYkAHFiII57SvHPipByx7oFV3jjDS"
+    "T2aD+keb7O3tX01bEeP6NiEdJdRWsKfC/peATcQPXzX5GqZK5hsxeP/g8+pfkud+Bz3Il+EmfQtMFao6YQHuyGRyTIRbizFA=="
+)
+
+
+def test_a_sealed_private_part_with_its_search_key_is_frozen_and_follows_the_spec() -> None:
+    assert encode_private_part([HCP_KEYS], SEARCH_KEY) == PRIVATE_PART
+    key_store = KeyStore("hcp-a", [HCP_KEYS], search_key=SEARCH_KEY)
+    data = encode_key_store(key_store, "correct horse", parameters=FAST, salt=bytes(16), nonce=bytes(12))
+    assert orjson.loads(data)["sealed"]["data"] == FROZEN_SEALED_WITH_SEARCH_KEY
+    # Opened with Argon2id and AES-GCM as the spec writes them, not with the code under test.
+    key = hash_secret_raw(b"correct horse", bytes(16), 1, 64, 1, 32, Type.ID)
+    raw = base64.b64decode(FROZEN_SEALED_WITH_SEARCH_KEY)
+    assert AESGCM(key).decrypt(raw[:12], raw[12:], context("key-store", "hcp-a")) == PRIVATE_PART
+    assert decode_key_store(data, "correct horse").search_key == SEARCH_KEY
 
 
 def test_the_default_argon2id_parameters_are_stored_in_the_file() -> None:

@@ -22,7 +22,7 @@ from medstream.crypto import (
 )
 from medstream.crypto.key_store_format import decode_private
 from medstream.errors import DecryptionError, ValidationError
-from tests.unit.crypto_fixtures import HCP_KEYS, context
+from tests.unit.crypto_fixtures import HCP_KEYS, PRIVATE_PART, SEARCH_KEY, context
 
 KEY = bytes(range(200, 232))
 # Frozen: base32(key || SHA-256(ctx("recovery-check") + key)[:3]) in groups of 4; the id; a blob (nonce 0*12).
@@ -40,6 +40,24 @@ def test_the_code_id_and_blob_are_frozen_and_follow_the_spec() -> None:
     raw = base64.b64decode(BLOB)
     assert raw[0] == 1
     assert AESGCM(blob_key).decrypt(raw[1:13], raw[13:], context("recovery", ID)) == b'{"keys":[]}'
+
+
+# Frozen: the blob of the key store's private part with its search key (PRIVATE_PART), under KEY (nonce 0*12).
+BLOB_OF_PRIVATE_PART = (
+    "AQAAAAAAAAAAAAAAAGILt/IgQ/Sxq9BM+Bto0bu6TK7yXG23P5+aWbl0uJaGpaYkqZelEKUNr4QYDKXfw4FQ1o7a4b+JBd/WeDjELlYpMvStBgdNC5"
+    "XwEX95WIOhWu9Nrlgez4SZgMsJb8KzBvT8/SdBh4walxezR/9Ijn5nsnBhpSkVFgLrQQHK7SPxCMvISSmScZzYFVBH/2oBlxasM2KI4FOD5nhZA/M"
+    "p3Q+vbJiJ1GxpqDW1m3TPv2eC3Ej4WRqCaDLPFGhOYZAEmxA3mera0TMc06EMTh0OWJfo0iKzaS9DUqcJr9bI7hM04yJp2LhI32YU3arxwClCsAt+w"
+    "BHDwNbTk6sjnGTzjZqMVOnKvOPlp6HHMASoSx64LHD29Bwn9qrXhM13Y7ndQrNHu67v+LSgDjNkpcnNuFk0VNHYEVR6B+oLokQ="
+)
+
+
+def test_the_blob_of_a_private_part_with_its_search_key_is_frozen_and_follows_the_spec() -> None:
+    assert seal_recovery_blob(KEY, encode_private_part([HCP_KEYS], SEARCH_KEY), nonce=bytes(12)) == BLOB_OF_PRIVATE_PART
+    blob_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=context("recovery-key")).derive(KEY)
+    raw = base64.b64decode(BLOB_OF_PRIVATE_PART)
+    assert AESGCM(blob_key).decrypt(raw[1:13], raw[13:], context("recovery", ID)) == PRIVATE_PART
+    key_pairs, search_key = decode_private(open_recovery_blob(parse_recovery_code(CODE), BLOB_OF_PRIVATE_PART))
+    assert [k.private_bytes() for k in key_pairs] == [HCP_KEYS.private_bytes()] and search_key == SEARCH_KEY
 
 
 def test_a_code_reads_back_whatever_its_spacing_dashes_and_case() -> None:

@@ -192,6 +192,32 @@ def test_a_field_is_searched_blind_when_encrypted_or_when_encryption_is_required
     assert required.blind_field("Patient", "identifiers") is None, "not a blind-index field of this configuration"
 
 
+# --- writes ------------------------------------------------------------------------------------------------
+
+
+def test_an_entity_of_a_kind_without_encrypted_fields_is_encrypted_as_it_is() -> None:
+    hcp = _state("hcp-a", HCP_KEYS)
+    professional = {"id": "hcp-b", "firstName": "Jane", "labels": []}
+    assert hcp.encrypt("HealthcareProfessional", professional, EntityKey.generate()) == professional
+    assert hcp.entity_keys == {}, "no key is kept for it either"
+    assert hcp.decrypt("HealthcareProfessional", professional) == professional
+
+
+def test_a_write_gets_an_id_its_blind_index_and_on_update_the_stored_delegations() -> None:
+    hcp = _searching("hcp-a", HCP_KEYS, HCP_SEARCH_KEY, PATIENT_FIELDS, True)
+    stale = {"names": ["not a token"]}
+    created = hcp.for_write("Patient", {"lastName": "Li", "encryptedSelf": "AQID", "blindIndex": stale})
+    assert "encryptedSelf" not in created and len(created["id"]) == 36
+    assert created["blindIndex"] == {"names": [token(HCP_SEARCH_KEY, "names", "li")]}
+    # Nothing left to index: the blind index sent before is dropped, not kept stale.
+    assert "blindIndex" not in hcp.for_write("Patient", {"id": "p-1", "blindIndex": stale})
+    metadata = {"secureDelegations": {"k": {"delegator": "hcp-a", "delegate": "hcp-a"}}}
+    stored = {"id": "p-1", "rev": "1-a", "responsible": "hcp-x", "securityMetadata": metadata}
+    updated = hcp.for_write("Patient", {"id": "p-1", "rev": "1-a", "ssin": "1"}, stored)
+    assert updated["securityMetadata"] == metadata and "responsible" not in updated
+    assert hcp.for_write("Patient", {"id": "p-1", "ssin": "1"}, stored).get("securityMetadata") is None, "a create"
+
+
 def test_a_new_entity_gets_its_blind_index_and_a_delegation_to_its_writer_that_the_writer_alone_opens() -> None:
     own, _ = create_exchange_data(
         "ed-self", "hcp-a", "hcp-a", [HCP_KEYS], [HCP_KEYS.public], ExchangeSecrets.generate(HCP_SEARCH_KEY)
@@ -202,7 +228,7 @@ def test_a_new_entity_gets_its_blind_index_and_a_delegation_to_its_writer_that_t
     writer.set_blind_index("Patient", wire)
     assert wire["blindIndex"] == {"ssin": [token(HCP_SEARCH_KEY, "ssin", "85073003328")]}
     key = EntityKey.generate()
-    encrypted = writer.encrypt("Patient", writer.delegated_to_self("Patient", wire, key), key)
+    encrypted = writer.encrypt("Patient", writer.with_own_delegation("Patient", wire, key), key)
     (delegation,) = encrypted["securityMetadata"]["secureDelegations"].values()
     assert (delegation["delegator"], delegation["delegate"], delegation["permissions"]) == ("hcp-a", "hcp-a", "WRITE")
     assert "ssin" not in encrypted and "securityMetadata" not in wire, "the entity given is not changed"

@@ -16,17 +16,20 @@ data record) and hands it in; everything that decides or computes is here:
 - **Search keys**: its own (in the key store) and each delegator's that an opened exchange data carried. An
   entity's blind-index tokens are made under the search key of its `responsible` data owner when known, else
   under its own; a search uses them all.
+- **Writes**: what is encrypted for a write (an id, its blind index), the delegation of a new key to its
+  writer, then `encryptedSelf`; an entity of a kind without encrypted fields is written as it is.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from medstream.crypto.blind_index import IndexedField, entity_blind_index, search_tokens
 from medstream.crypto.delegations import Permission, delegation_key, secure_delegation
-from medstream.crypto.encrypted_self import decrypt_fields, encrypt_fields, encrypted_self_kid
+from medstream.crypto.encrypted_self import ENCRYPTED_SELF, decrypt_fields, encrypt_fields, encrypted_self_kid
 from medstream.crypto.entity_keys import EntityKey, unwrap_entity_key, wrap_entity_key, wrapped_kid
 from medstream.crypto.exchange_data import DELEGATOR_SIGNATURE, ExchangeSecrets, open_exchange_data
 from medstream.crypto.key_store_format import KeyStore, PinnedKey
@@ -270,9 +273,38 @@ class CryptoState:
         return decrypt_fields(wire, entity_type, {kid: key.key})
 
     def encrypt(self, entity_type: str, wire: Mapping[str, Any], key: EntityKey) -> dict[str, Any]:
-        """The entity's wire dict with its encrypted fields in `encryptedSelf` under `key`."""
+        """The entity's wire dict with its encrypted fields in `encryptedSelf` under `key`; an entity of a kind
+        without encrypted fields as it is, with no `encryptedSelf`."""
+        fields = self.fields_of(entity_type)
+        if not fields:
+            return dict(wire)
         self.remember(entity_type, str(wire["id"]), key)
-        return encrypt_fields(wire, entity_type, self.fields_of(entity_type), key)
+        return encrypt_fields(wire, entity_type, fields, key)
+
+    # -- writes -------------------------------------------------------------------------------------------
+
+    def for_write(
+        self, entity_type: str, wire: Mapping[str, Any], stored: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The clear wire dict to encrypt for a write of `wire`: with an id (a new UUID when it has none), no
+        `encryptedSelf`, its `blindIndex` made from its clear values under its responsible data owner's search
+        key (`stored`'s responsible when `wire` names none), and, for an update (a `rev`) that carries no
+        `securityMetadata`, the one of `stored`, the entity as the server has it."""
+        clear = {name: value for name, value in wire.items() if name != ENCRYPTED_SELF}
+        clear.setdefault("id", str(uuid.uuid4()))
+        stored_metadata = stored.get(SECURITY_METADATA) if stored is not None else None
+        if clear.get("rev") is not None and clear.get(SECURITY_METADATA) is None and stored_metadata is not None:
+            clear[SECURITY_METADATA] = stored_metadata
+        self.set_blind_index(entity_type, clear, stored)
+        return clear
+
+    def with_own_delegation(self, entity_type: str, wire: Mapping[str, Any], key: EntityKey) -> dict[str, Any]:
+        """`wire` with a WRITE delegation of `key` from this data owner to itself beside its other delegations
+        (the exchange data with itself must be opened)."""
+        name, delegation = self.delegation(entity_type, str(wire["id"]), key, self.data_owner_id, "WRITE")
+        delegations = delegations_of(wire)
+        delegations[name] = delegation
+        return {**wire, SECURITY_METADATA: {SECURE_DELEGATIONS: delegations}}
 
     def delegation(
         self,
@@ -292,14 +324,6 @@ class CryptoState:
         blob = wrap_entity_key(secrets.exchange_key, entity_type, entity_id, key)
         value = secure_delegation(self.data_owner_id, delegate, exchange_data_id, [blob], permissions, parents)
         return delegation_key(secrets.access_control_secret, entity_type), value
-
-    def delegated_to_self(self, entity_type: str, wire: Mapping[str, Any], key: EntityKey) -> dict[str, Any]:
-        """`wire` with a WRITE delegation of `key` from this data owner to itself among its secure delegations:
-        what an entity written under a new key carries. The exchange data with itself must be opened."""
-        name, delegation = self.delegation(entity_type, str(wire["id"]), key, self.data_owner_id, "WRITE")
-        delegations = delegations_of(wire)
-        delegations[name] = delegation
-        return {**wire, SECURITY_METADATA: {SECURE_DELEGATIONS: delegations}}
 
     def carries(
         self,

@@ -9,6 +9,9 @@ from pydantic.alias_generators import to_camel
 
 # Bound on any single string of any model; request bodies are bounded separately by the server.
 MAX_STRING_LENGTH = 262_144
+# Bound on `encryptedSelf`, the one string that carries all of an entity's encrypted fields, each of which holds
+# up to MAX_STRING_LENGTH in clear: 64 MiB, past the request body's default bound (8 MiB), which comes first.
+MAX_ENCRYPTED_SELF_LENGTH = 64 * 1024 * 1024
 
 
 class MedstreamModel(BaseModel):

@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field, PlainSerializer, model_validator
 from medstream.model.base import MedstreamModel
 from medstream.model.blind_index import check_blind_index
 from medstream.model.scalars import Base64Text as Base64Text
+from medstream.model.scalars import EncryptedSelfText
 from medstream.model.scalars import Int64 as Int64
 from medstream.model.security import SecurityMetadata
 
@@ -194,7 +195,7 @@ class Entity(MedstreamModel):
     codes: CodingSet = Field(default_factory=set)
     deletion_date: Int64 | None = None
     security_metadata: SecurityMetadata | None = None
-    encrypted_self: Base64Text | None = None
+    encrypted_self: EncryptedSelfText | None = None
     blind_index: dict[str, list[str]] | None = None
 
     @model_validator(mode="after")

@@ -13,11 +13,11 @@ The exchange data a data owner delegates carries its search key, so that its del
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from medstream.crypto.blind_index import IndexedField
 from medstream.crypto.delegations import Permission
 from medstream.crypto.encrypted_self import ENCRYPTED_SELF
 from medstream.crypto.entity_keys import EntityKey
@@ -25,7 +25,7 @@ from medstream.crypto.key_pair_update import KeyPairUpdateAnswer
 from medstream.crypto.key_store_format import Argon2Parameters, encode_private_part
 from medstream.crypto.owner_keys import PublicKeyRecord, parse_public_record
 from medstream.crypto.recovery import new_recovery_key, recovery_code, seal_recovery_blob
-from medstream.crypto.state import SECURE_DELEGATIONS, SECURITY_METADATA, CryptoState, delegations_of
+from medstream.crypto.state import BLIND_INDEX, SECURE_DELEGATIONS, SECURITY_METADATA, CryptoState, delegations_of
 from medstream.errors import DecryptionError, NotFoundError, ValidationError
 from medstream.model.blind_index import MAX_TOKENS_PER_FIELD
 from medstream.model.common import Entity
@@ -35,6 +35,20 @@ from medstream.sdk import key_pair_updates, key_vault
 from medstream.sdk.exchange_data_access import ExchangeDataAccess
 from medstream.sdk.key_store import save_key_store
 from medstream.sdk.transport import Transport
+
+
+def refuse_oversized_blind_index(entity_type: str, wire: Mapping[str, Any], fields: Mapping[str, IndexedField]) -> None:
+    """ValidationError, before anything is sent, for a write whose values make more tokens in one blind-index
+    field than an entity may carry (MAX_TOKENS_PER_FIELD, which the server enforces), naming where they come from."""
+    for name, tokens in (wire.get(BLIND_INDEX) or {}).items():
+        field = fields.get(name)
+        if field is None or len(tokens) <= MAX_TOKENS_PER_FIELD:
+            continue
+        made = "one per value" if field.index == "equality" else "one per word and per prefix of 3 letters or more"
+        raise ValidationError(
+            f"{entity_type} {wire.get('id')}: its {', '.join(field.sources)} make {len(tokens)} blind-index tokens "
+            f"for {name} ({made}), more than the {MAX_TOKENS_PER_FIELD} an entity may carry: not sent; shorten them"
+        )
 
 
 class EntityDecryptor:
@@ -248,20 +262,16 @@ class CryptoApi:
         """The wire dict to send for a create (no `rev`: an id if it has none, a new key delegated to this data
         owner) or an update (the key found through `stored`'s delegations, else a new one as for a create), its
         `blindIndex` made from its clear values under its responsible data owner's search key."""
-        wire = dict(wire)
-        wire.setdefault("id", str(uuid.uuid4()))
-        wire.pop(ENCRYPTED_SELF, None)
-        self.state.set_blind_index(entity_type, wire, stored)
+        clear = self.state.for_write(entity_type, wire, stored)
+        refuse_oversized_blind_index(entity_type, clear, self.state.blind_indexed.get(entity_type, {}))
         key = None
-        if wire.get("rev") is not None and stored is not None:
-            if wire.get(SECURITY_METADATA) is None and stored.get(SECURITY_METADATA) is not None:
-                wire[SECURITY_METADATA] = stored[SECURITY_METADATA]
+        if clear.get("rev") is not None and stored is not None:
             key = await self.entity_key(entity_type, stored)
         if key is None:
             key = EntityKey.generate()
             await self.exchange_data.exchange_with(self.data_owner_id)
-            wire = self.state.delegated_to_self(entity_type, wire, key)
-        return self.state.encrypt(entity_type, wire, key)
+            clear = self.state.with_own_delegation(entity_type, clear, key)
+        return self.state.encrypt(entity_type, clear, key)
 
     async def shared(
         self, entity_type: str, stored: Mapping[str, Any], delegate: str, permissions: Permission

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,14 +55,18 @@ class EncryptionConfiguration:
     require_encryption: bool
 
 
-async def encryption_configuration(transport: Transport) -> EncryptionConfiguration:
-    """The server's encryption configuration, read once at login."""
-    payload = await transport.request("GET", "/rest/v1/crypto/configuration")
+def parse_encryption_configuration(payload: Mapping[str, Any]) -> EncryptionConfiguration:
+    """The configuration from the body of `GET /rest/v1/crypto/configuration`."""
     return EncryptionConfiguration(
         {str(kind): tuple(str(name) for name in names) for kind, names in payload["encryptedFields"].items()},
         parse_blind_indexed(payload.get("blindIndexed")),
         payload.get("requireEncryption") is True,
     )
+
+
+async def encryption_configuration(transport: Transport) -> EncryptionConfiguration:
+    """The server's encryption configuration, read once at login."""
+    return parse_encryption_configuration(await transport.request("GET", "/rest/v1/crypto/configuration"))
 
 
 def _missing(owner_id: str, published: list[str], path: Path) -> MissingKeysError:

@@ -7,6 +7,8 @@ are searchable through blind-index tokens (model/blind_index.py).
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
@@ -47,16 +49,22 @@ class CryptoConfiguration(BaseModel):
     )
 
 
-async def configuration(call: Call) -> Response:
-    body = {
+def configuration_body(require_encryption: bool) -> dict[str, Any]:
+    """The configuration's JSON body (`CryptoConfiguration`), for a server that does or does not require
+    encryption."""
+    return {
         "suites": list(SUITES),
-        "requireEncryption": call.state.settings.require_encryption,
+        "requireEncryption": require_encryption,
         "encryptedFields": {kind: list(fields) for kind, fields in ENCRYPTED_FIELDS.items()},
         "blindIndexed": {
             kind: {name: {"index": field.index, "fields": list(field.sources)} for name, field in fields.items()}
             for kind, fields in BLIND_INDEXED.items()
         },
     }
+
+
+async def configuration(call: Call) -> Response:
+    body = configuration_body(call.state.settings.require_encryption)
     return Response(orjson.dumps(body), media_type="application/json")
 
 
