@@ -273,7 +273,17 @@ class Batch:
             await store.repository.create_or_modify(kind, entities, creator)
         for entity_id, hcp in self.shares:
             await store.repository.give_access(kind, entity_id, hcp, ADMIN)
-        return await store.repository.delete(kind, self.deleted, ADMIN) if self.deleted else []
+        if not self.deleted:
+            return []
+        if self.kind_name != "ExchangeData":
+            return await store.repository.delete(kind, self.deleted, ADMIN)
+        # Exchange data is deleted by one of its parties only, admins included: each by the user that made it.
+        tombstones: list[Entity] = []
+        for creator, entities in self.by_creator.items():
+            mine = [entity_id for entity_id in self.deleted if any(e.id == entity_id for e in entities)]
+            if mine:
+                tombstones += await store.repository.delete(kind, mine, creator)
+        return tombstones
 
 
 async def _check_filter(store: FilterStore, kind_name: str, tree: Filter, live: list[Entity]) -> None:
