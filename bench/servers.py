@@ -159,6 +159,9 @@ def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSTREAM_")}
     env["MEDSTREAM_ACCESS_TOKEN_SECONDS"] = "7200"  # a long run must not see its sockets closed at expiry
     env["MEDSTREAM_MAX_CONNECTIONS_PER_ADDRESS"] = "0"  # every client of a benchmark is on 127.0.0.1
+    # The writers send data samples and patients in clear through raw REST: what is measured is the server's path,
+    # not the SDK's encryption (bench.crypto measures that).
+    env["MEDSTREAM_REQUIRE_ENCRYPTION"] = "false"
     # The benchmarks load a node through one user, from one address, as many users would: no per-user bound.
     for bound in ("SOCKETS_PER_USER", "SUBSCRIPTIONS_PER_USER", "FILTER_BYTES_PER_USER", "UNAUTHENTICATED_PER_PEER"):
         env[f"MEDSTREAM_WS_MAX_{bound}"] = str(2**40)
