@@ -104,6 +104,7 @@ def _rest_step(name: str, requests: int) -> Callable[[], object]:
         admin_password=ADMIN[1],
         dispatcher_poll_seconds=3600,
         retention_interval_seconds=3600,
+        require_encryption=False,  # its requests carry a patient's names and a sample's content in clear
     )
     loop = uvloop.new_event_loop()
     app = create_app(settings)

@@ -189,7 +189,10 @@ async def run(args: argparse.Namespace) -> Report:
     progress = Progress(runs * 2, NAME)
     with tempfile.TemporaryDirectory(prefix="medstream-request-cpu-") as folder:
         settings = Settings(
-            database_url=f"sqlite:///{Path(folder) / 'bench.db'}", admin_login=ADMIN[0], admin_password=ADMIN[1]
+            database_url=f"sqlite:///{Path(folder) / 'bench.db'}",
+            admin_login=ADMIN[0],
+            admin_password=ADMIN[1],
+            require_encryption=False,  # its requests carry a patient's names and a sample's content in clear
         )
         app = create_app(settings)
         async with Lifespan(app) as lifespan:

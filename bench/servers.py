@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -159,11 +161,36 @@ def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSTREAM_")}
     env["MEDSTREAM_ACCESS_TOKEN_SECONDS"] = "7200"  # a long run must not see its sockets closed at expiry
     env["MEDSTREAM_MAX_CONNECTIONS_PER_ADDRESS"] = "0"  # every client of a benchmark is on 127.0.0.1
+    # The writers send data samples and patients in clear through raw REST: what is measured is the server's path,
+    # not the SDK's encryption (bench.crypto measures that).
+    env["MEDSTREAM_REQUIRE_ENCRYPTION"] = "false"
     # The benchmarks load a node through one user, from one address, as many users would: no per-user bound.
     for bound in ("SOCKETS_PER_USER", "SUBSCRIPTIONS_PER_USER", "FILTER_BYTES_PER_USER", "UNAUTHENTICATED_PER_PEER"):
         env[f"MEDSTREAM_WS_MAX_{bound}"] = str(2**40)
     env.update(extra or {})
     return env
+
+
+# Settings that servers older than this checkout's may not have: passed to the server measured only when its
+# `serve --help` names their flag, so that MEDSTREAM_BENCH_SERVER can point at a checkout that predates them (a
+# server refuses a MEDSTREAM_* variable it does not know).
+_LATER_SETTINGS = {"MEDSTREAM_REQUIRE_ENCRYPTION": "--require-encryption", "MEDSTREAM_METRICS": "--metrics"}
+
+
+@functools.cache
+def _serve_help() -> str:
+    done = subprocess.run([str(MEDSTREAM), "serve", "--help"], capture_output=True, text=True, env=server_env())
+    return done.stdout + done.stderr
+
+
+def _known_to_server(env: dict[str, str]) -> dict[str, str]:
+    """`env` without the later settings that the server measured does not know."""
+    unknown = [
+        name
+        for name, flag in _LATER_SETTINGS.items()
+        if name in env and not re.search(re.escape(flag) + r"(?![\w-])", _serve_help())
+    ]
+    return {name: value for name, value in env.items() if name not in unknown}
 
 
 def add_metrics_option(parser: argparse.ArgumentParser) -> None:
@@ -195,7 +222,7 @@ def medstream_server(database: str, *, env: dict[str, str] | None = None) -> Ser
         str(MEDSTREAM), "serve", "--host", "127.0.0.1", "--port", str(port), "--database", database,
         "--admin-login", ADMIN_LOGIN, "--admin-password", ADMIN_PASSWORD, "--log-level", "warning",
     ]  # fmt: skip
-    return ServerProcess(argv, port, env=server_env(env), name="medstream")
+    return ServerProcess(argv, port, env=_known_to_server(server_env(env)), name="medstream")
 
 
 def baseline_server(*, per_message_deflate: bool) -> ServerProcess:

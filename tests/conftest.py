@@ -164,7 +164,9 @@ async def server(
 ) -> AsyncIterator[RunningServer]:
     """One server per database backend, shared by every integration test of the session."""
     backend: str = request.param
-    async with serve(backend, tmp_path_factory.mktemp(backend)) as running:
+    # These tests exercise REST, filters and the event protocol with clear payloads (raw HTTP, raw sockets, the
+    # admin's SDK, which holds no keys); the end-to-end encryption tests run servers that require encryption.
+    async with serve(backend, tmp_path_factory.mktemp(backend), require_encryption=False) as running:
         yield running
 
 

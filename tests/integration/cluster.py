@@ -79,6 +79,8 @@ async def running_nodes(
                     *("--host", "127.0.0.1", "--port", str(port), "--database", database_url),
                     *("--admin-login", admin_login, "--admin-password", admin_password),
                     *("--log-level", "warning"),
+                    # The scale-out tests write clear payloads through raw REST (tests/integration/stress.py).
+                    "--no-require-encryption",
                     *extra_args,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,

@@ -154,6 +154,8 @@ class Node:
             database_url=self.database_url,
             admin_login=ADMIN_LOGIN,
             admin_password=ADMIN_PASSWORD,
+            # Another node of the shared server's database, which takes clear payloads (tests/conftest.py).
+            require_encryption=False,
         )
         self.server, self.task, _ = await start_server(settings)
 

@@ -184,7 +184,8 @@ class DedicatedServer:
 
 @contextlib.asynccontextmanager
 async def dedicated_server(directory: Path, **overrides: Any) -> AsyncIterator[DedicatedServer]:
-    """A server on its own SQLite file in `directory`, with `overrides` of the default settings."""
+    """A server on its own SQLite file in `directory`, with `overrides` of the default settings; it takes clear
+    payloads unless `require_encryption=True` is among them."""
     database_url = f"sqlite:///{directory / f'dedicated-{uuid.uuid4().hex[:8]}.db'}"
     settings = Settings(
         host="127.0.0.1",
@@ -192,7 +193,8 @@ async def dedicated_server(directory: Path, **overrides: Any) -> AsyncIterator[D
         database_url=database_url,
         admin_login=ADMIN_LOGIN,
         admin_password=ADMIN_PASSWORD,
-        **overrides,
+        # These tests exercise the event protocol and the server with clear payloads (`create_patients`).
+        **({"require_encryption": False} | overrides),
     )
     server, task, url = await start_server(settings)
     try:

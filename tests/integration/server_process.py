@@ -49,6 +49,8 @@ class ServerProcess:
     @classmethod
     @contextlib.contextmanager
     def running(cls, **settings: Any) -> Iterator[ServerProcess]:
+        # Its tests load the server with clear payloads through raw REST and sockets, unless told otherwise.
+        settings = {"require_encryption": False} | settings
         argv = [sys.executable, "-m", "tests.integration.server_process", orjson.dumps(settings).decode()]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSTREAM_")}
         process = subprocess.Popen(argv, cwd=_ROOT, env=env, stdout=subprocess.PIPE, text=True)

@@ -165,7 +165,8 @@ async def test_markers_in_clear_are_found_where_they_went_and_an_unsent_one_nowh
     binaries = [new_marker(f"binary{offset}") for offset in range(3)]
     never_sent = new_marker("never")
 
-    async with canary_server(backend, tmp_path) as server:
+    # The harness must find the markers a server holds in clear: this one takes clear content.
+    async with canary_server(backend, tmp_path, require_encryption=False) as server:
         token = (await login(server.url, server.admin_login, server.admin_password))["token"]
         headers = {"Authorization": f"Bearer {token}"}
         async with connect(ws_url(server.url), proxy=None, open_timeout=WAIT) as websocket:

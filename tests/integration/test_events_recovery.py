@@ -129,7 +129,7 @@ class Writer:
                 try:
                     response = await http.post(
                         "/rest/v1/patients",
-                        json={"id": patient_id, "firstName": "Crash", "lastName": "Test"},
+                        json={"id": patient_id, "dateOfBirth": 19700101},  # clear fields only: no key needed
                         headers={"Authorization": f"Bearer {self.token}"},
                     )
                     response.raise_for_status()

@@ -1,4 +1,5 @@
-"""Schemathesis over every operation of the app's own OpenAPI document, against a real server on SQLite: for
+"""Schemathesis over every operation of the app's own OpenAPI document, against a real server on SQLite with the
+default settings (end-to-end encryption required): for
 generated requests, as an anonymous caller, a healthcare professional and an admin, no answer is a 5xx, and
 every answer (its status, content type, headers and body) is one the document describes; and what another data owner
 stored is unchanged after it all.
@@ -28,6 +29,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from medstream.crypto import EntityKey, encrypt_fields
+from medstream.model.encrypted_fields import ENCRYPTED_FIELDS
 from medstream.server.app import create_app
 from medstream.server.runner import start_server
 from medstream.server.settings import Settings
@@ -71,6 +74,14 @@ def _token(http: httpx.Client, login: str, password: str) -> str:
 Callers = tuple[str, list[dict[str, str]], "Bystander"]
 
 
+def _encrypted(entity_type: str, wire: dict[str, Any]) -> dict[str, Any]:
+    """`wire` as an encrypting client sends it: a new id, and its encrypted fields in `encryptedSelf` under a new
+    entity key."""
+    return encrypt_fields(
+        {"id": str(uuid.uuid4()), **wire}, entity_type, ENCRYPTED_FIELDS[entity_type], EntityKey.generate()
+    )
+
+
 class Bystander:
     """A professional who is not among the fuzzing callers, with a patient, a data sample and a key vault of its
     own."""
@@ -82,10 +93,12 @@ class Bystander:
         assert http.post("/rest/v1/users", json=user, headers=as_admin).status_code == 200
         self.login, self.password = login, password
         headers = {"Authorization": f"Bearer {_token(http, login, password)}"}
-        patient = http.post("/rest/v1/patients", json={"lastName": "Untouched"}, headers=headers).json()
-        sample = {"content": {"en": {"stringValue": "untouched"}}}
-        sample = http.post(f"/rest/v1/patients/{patient['id']}/data-samples", json=sample, headers=headers).json()
-        self.stored = {"patients": patient, "data-samples": sample, "healthcare-professionals": hcp}
+        patient = http.post("/rest/v1/patients", json=_encrypted("Patient", {"lastName": "Untouched"}), headers=headers)
+        assert patient.status_code == 200, patient.text
+        content = _encrypted("DataSample", {"content": {"en": {"stringValue": "untouched"}}})
+        sample = http.post(f"/rest/v1/patients/{patient.json()['id']}/data-samples", json=content, headers=headers)
+        assert sample.status_code == 200, sample.text
+        self.stored = {"patients": patient.json(), "data-samples": sample.json(), "healthcare-professionals": hcp}
         self.vault = http.put("/rest/v1/keyvault", json={"blob": "YnlzdGFuZGVy"}, headers=headers).json()
 
     def read_back(self, http: httpx.Client) -> tuple[dict[str, Any], Any]:

@@ -50,13 +50,13 @@ async def http(app: MedstreamApp) -> AsyncIterator[httpx.AsyncClient]:
 
 async def test_the_routes_answer_under_a_proxys_root_path(app: MedstreamApp) -> None:
     async with _client(app, ROOT) as http:
-        created = await http.post("/rest/v1/patients", json={"firstName": "Rooted"})
+        created = await http.post("/rest/v1/patients", json={"dateOfBirth": 19850730})
         read = await http.get(f"/rest/v1/patients/{created.json()['id']}")
         sample = await http.post(f"/rest/v1/patients/{created.json()['id']}/data-samples", json={})
         missing = await http.get("/rest/v1/patients/no-such-id")
         docs = await http.get("/docs")
 
-    assert created.status_code == 200 and read.json()["firstName"] == "Rooted"
+    assert created.status_code == 200 and read.json()["dateOfBirth"] == 19850730
     assert sample.status_code == 200 and sample.json()["patientId"] == created.json()["id"]
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
     assert f"{ROOT}/openapi.json" in docs.text and f"{ROOT}/docs-assets/swagger-ui-bundle.js" in docs.text
@@ -130,7 +130,7 @@ async def test_a_middleware_added_to_the_app_sees_every_entity_request(tmp_path:
     seen: list[tuple[str, str, int]] = []
     app.add_middleware(Recorder, seen=seen)
     async with app.router.lifespan_context(app), _client(app) as http:
-        created = await http.post("/rest/v1/patients", json={"firstName": "Seen"})
+        created = await http.post("/rest/v1/patients", json={"dateOfBirth": 19850730})
         patient = created.json()["id"]
         sample = await http.post(f"/rest/v1/patients/{patient}/data-samples", json={})
         read = await http.get(f"/rest/v1/data-samples/{sample.json()['id']}")

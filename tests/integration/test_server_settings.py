@@ -59,12 +59,12 @@ async def test_permessage_deflate_is_negotiated_only_when_enabled_and_carries_ev
                 subscribe = {"type": "subscribe", "id": "p", "entity": "Patient", "events": ["CREATE"], "filter": None}
                 await socket.send(orjson.dumps(subscribe).decode())
                 assert orjson.loads(await socket.recv())["type"] == "subscribed"
-                names = [f"Deflate{i}" for i in range(3)]  # several messages: each compressed on its own when lean
-                for name in names:
-                    created = await http.post("/rest/v1/patients", json={"lastName": name}, headers=headers)
+                births = [20000101 + i for i in range(3)]  # several messages: each compressed on its own when lean
+                for birth in births:
+                    created = await http.post("/rest/v1/patients", json={"dateOfBirth": birth}, headers=headers)
                     assert created.status_code == 200, created.text
-                events = [orjson.loads(await socket.recv()) for _ in names]
-                assert [e["entity"]["lastName"] for e in events] == names
+                events = [orjson.loads(await socket.recv()) for _ in births]
+                assert [e["entity"]["dateOfBirth"] for e in events] == births
     finally:
         server.should_exit = True
         await task

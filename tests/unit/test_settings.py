@@ -40,6 +40,30 @@ def test_a_flag_wins_over_the_environment_which_wins_over_the_default(
     assert settings.ws_heartbeat_seconds == Settings.model_fields["ws_heartbeat_seconds"].default  # default
 
 
+@pytest.mark.parametrize(
+    ("arguments", "environment", "required"),
+    [
+        ([], None, True),
+        (["--no-require-encryption"], None, False),
+        ([], "false", False),
+        (["--require-encryption"], "false", True),
+    ],
+)
+def test_encryption_is_required_unless_its_negative_flag_or_the_environment_turns_it_off(
+    monkeypatch: pytest.MonkeyPatch, arguments: list[str], environment: str | None, required: bool
+) -> None:
+    if environment is not None:
+        monkeypatch.setenv("MEDSTREAM_REQUIRE_ENCRYPTION", environment)
+    assert _settings(build_parser().parse_args(["serve", *arguments])).require_encryption is required
+
+
+def test_serve_help_says_encryption_is_required_by_default_and_names_the_negative_flag() -> None:
+    result = subprocess.run([MEDSTREAM, "serve", "--help"], capture_output=True, text=True, timeout=60, check=True)
+    text = " ".join(result.stdout.split())  # argparse wraps lines
+    assert "--require-encryption, --no-require-encryption" in text
+    assert "(default: True) [env: MEDSTREAM_REQUIRE_ENCRYPTION]" in text
+
+
 def test_database_is_a_short_flag_for_the_database_url() -> None:
     args = build_parser().parse_args(["serve", "--database", "sqlite:///elsewhere.db"])
     assert _settings(args).database_url == "sqlite:///elsewhere.db"

@@ -59,10 +59,11 @@ class Settings(BaseSettings):
         "`Retry-After: 1` at once",
     )
     require_encryption: bool = Field(
-        False,
+        True,
         description="refuse a write that carries an encrypted field (GET /rest/v1/crypto/configuration lists them) "
-        "in clear, and a filter or subscription that reads one: end-to-end encryption becomes mandatory for every "
-        "client",
+        "in clear, and a filter or subscription that reads one: end-to-end encryption is mandatory for every client. "
+        "On by default; `--no-require-encryption` or `MEDSTREAM_REQUIRE_ENCRYPTION=false` turns it off, for clients "
+        "that do not encrypt (the server then stores what they send in clear)",
     )
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
