@@ -9,6 +9,7 @@ does no I/O and imports no database library.
 from __future__ import annotations
 
 from medstream.filters.builders import (
+    ContactFilter,
     DataSampleFilter,
     ExchangeDataFilter,
     FilterComposition,
@@ -76,6 +77,7 @@ __all__ = [
     "ComplementFilter",
     "ContactByIdsFilter",
     "ContactByLabelCodeFilter",
+    "ContactFilter",
     "DataSampleByHealthcarePartyBlindIndexFilter",
     "DataSampleByHealthcarePartyFilter",
     "DataSampleByHealthcarePartyHealthcareElementIdsFilter",

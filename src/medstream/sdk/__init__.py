@@ -12,6 +12,7 @@ from medstream.errors import (
     ValidationError,
 )
 from medstream.filters.builders import (
+    ContactFilter,
     DataSampleFilter,
     ExchangeDataFilter,
     FilterComposition,
@@ -23,6 +24,7 @@ from medstream.filters.builders import (
     UserFilter,
 )
 from medstream.sdk.apis import (
+    ContactApi,
     DataSampleApi,
     ExchangeDataApi,
     HealthcareElementApi,
@@ -42,6 +44,8 @@ __all__ = [
     "AuthenticationError",
     "ConflictError",
     "Connection",
+    "ContactApi",
+    "ContactFilter",
     "CryptoApi",
     "DataOwnerWithType",
     "DataSampleApi",
