@@ -418,7 +418,6 @@ healthcare_professionals = st.builds(
     notes=optional(words),
     properties=st.lists(properties, max_size=2),
     crypto_keys=crypto_key_lists,
-    public_keys_for_oaep_with_sha256=optional(st.sets(st.binary(min_size=8, max_size=40).map(bytes.hex), min_size=1)),
 )
 
 medical_devices = st.builds(
