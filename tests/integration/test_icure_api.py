@@ -9,6 +9,7 @@ import base64
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,8 +19,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from medstream.icure import shapes as ic
-from medstream.model import CodingReference, Content, DataSample, Patient
-from tests.conftest import Professional, ProfessionalFactory, RunningServer
+from medstream.model import CodingReference, Content, DataSample, HealthcareProfessional, Patient, User
+from tests.conftest import Professional, ProfessionalFactory, RunningServer, serve
 
 TAG = {"id": "IC-TEST|TEST|1", "type": "IC-TEST", "code": "TEST", "version": "1"}
 KEY = "b" * 64
@@ -270,3 +271,28 @@ async def test_a_medstream_write_reaches_an_icure_subscriber_in_icures_shape(
     await socket.send("pong")  # answers the server's ping; allowed at any time
     await socket.send(_frame(v2.doctor.id))
     await _closed_with(socket, 4400, "one subscription per socket")
+
+
+async def test_the_server_pings_and_closes_a_socket_that_never_answers(tmp_path: Path) -> None:
+    # Heartbeats shortened (backend-independent: SQLite only); iCure's clients answer each ping with pong.
+    async with serve("sqlite", tmp_path, ws_heartbeat_seconds=0.2, ws_heartbeat_timeout_seconds=1.5) as server:
+        admin = await server.api(server.admin_login, server.admin_password)
+        hcp = await admin.healthcare_professional_api.create_or_modify_healthcare_professional(
+            HealthcareProfessional(first_name="Jane", last_name="Doe")
+        )
+        login, password = f"hcp-{uuid.uuid4().hex[:10]}", f"pw-{uuid.uuid4().hex}"
+        await admin.user_api.create_or_modify_user(User(login=login, healthcare_party_id=hcp.id, password=password))
+        await admin.close()
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            token = (await client.post("/rest/v2/auth/login", json={"username": login, "password": password})).json()
+        assert hcp.id is not None
+        answering = await _socket(server, token["token"])
+        await answering.send(_frame(hcp.id))
+        silent = await _socket(server, token["token"])
+        await silent.send(_frame(hcp.id))
+        async with asyncio.timeout(10):
+            for _ in range(15):  # 3 s of pings, each answered: the socket stays open past the timeout
+                assert await answering.recv() == "ping"
+                await answering.send("pong")
+        await _closed_with(silent, 4408, "no pong")
+        await answering.close()

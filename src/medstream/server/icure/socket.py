@@ -4,7 +4,8 @@ A socket authenticates with its handshake's bearer token (`Authorization` header
 then carries one subscription: the client's first text frame. The subscription is an ordinary dispatcher
 subscription (the same index, access rule and filter evaluation as `/ws/v1/events`) whose sink turns each event
 into the entity in iCure's shape, one text frame each, with no envelope. The server sends `ping` every
-`PING_SECONDS` (iCure's clients expect one within 20 s once the first came) and the client answers `pong`.
+`ws_heartbeat_seconds`, at most every `MAX_PING_SECONDS` (iCure's clients expect one within 20 s once the first
+came), and the client answers `pong`; one silent for `ws_heartbeat_timeout_seconds` is closed (4408).
 A rule broken is answered by closing the socket with a code and a reason: iCure's protocol has no error message.
 """
 
@@ -38,7 +39,7 @@ from medstream.server.state import ServerState, state_of
 log = logging.getLogger("medstream.icure")
 
 # Under the 20 s after which iCure's clients, once pinged, give a silent socket up.
-PING_SECONDS = 10.0
+MAX_PING_SECONDS = 10.0
 
 # Each Medstream entity type served, in iCure's shape.
 _SHAPES: dict[str, Callable[[Entity], IcureModel]] = {
@@ -112,9 +113,9 @@ class IcureSocket:
             if parse_frame(text) != PONG:
                 raise ValidationError("one subscription per socket: open another socket for another subscription")
 
-    async def heartbeat(self, silence_limit: float) -> None:
+    async def heartbeat(self, interval: float, silence_limit: float) -> None:
         while True:
-            await asyncio.sleep(PING_SECONDS)
+            await asyncio.sleep(interval)
             if time.monotonic() - self.last_seen > silence_limit:
                 self.close(CloseCode.HEARTBEAT_TIMEOUT, "no pong within the heartbeat timeout")
             elif time.time() > self.token_expires:
@@ -223,6 +224,7 @@ class IcureSockets:
 
     async def _run(self, state: ServerState, socket: IcureSocket) -> None:
         tasks: list[asyncio.Task[None]] = []
+        limits = state.hub.limits
         try:
             try:
                 await self._subscribe(state, socket)
@@ -232,7 +234,9 @@ class IcureSockets:
                 tasks = [
                     asyncio.create_task(socket.write_loop()),
                     asyncio.create_task(socket.read_loop()),
-                    asyncio.create_task(socket.heartbeat(state.hub.limits.heartbeat_timeout)),
+                    asyncio.create_task(
+                        socket.heartbeat(min(limits.heartbeat_interval, MAX_PING_SECONDS), limits.heartbeat_timeout)
+                    ),
                 ]
                 waited: set[asyncio.Future[Any]] = {*tasks, socket.closing}
                 await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
