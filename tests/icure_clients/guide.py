@@ -13,6 +13,8 @@ cardinal and the standard library). It prints one JSON object, on its last line,
   is live on the server, so that what follows cannot be lost to that;
 - `events`: every service event after the probes, decrypted: the untagged service must bring none, the tagged
   one exactly one, 'Hello world';
+- `matched`, `read_back`: the services the subscription's filter selects, as a client re-reads them after a
+  reconnect, and the two services read back by id, decrypted;
 - `close_reason`: the subscription's close reason after `close()`.
 """
 
@@ -133,6 +135,12 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
         else:
             result["other_events"].append(event.type.value)
         event = _next(subscription, QUIET_SECONDS)
+
+    # What a client re-reads after a reconnect (iCure's socket cannot resume): the services the filter selects.
+    matched = sdk.contact.match_services_by_blocking(ServiceFilters.by_tag_and_value_date_for_self("IC-TEST", "TEST"))
+    result["matched"] = sorted(matched)
+    found = sdk.contact.get_services_blocking([tagged.id, untagged.id])
+    result["read_back"] = {s.id: {lang: c.string_value for lang, c in s.content.items()} for s in found}
 
     subscription.close()
     reason = subscription.get_close_reason()

@@ -163,6 +163,43 @@ async def test_a_refused_contact_stores_neither_the_contact_nor_its_services(v2:
     assert read["contactId"] == contact_id and read["tags"] == [TAG] and read["secretForeignKeys"] == ["s"]
 
 
+async def test_services_are_matched_by_icure_filters_and_read_by_ids(
+    v2: V2, new_professional: ProfessionalFactory
+) -> None:
+    owner = v2.doctor.id
+    tagged, untagged = str(uuid.uuid4()), str(uuid.uuid4())
+    contact = {
+        "id": str(uuid.uuid4()),
+        "services": [{"id": tagged, "tags": [TAG]}, {"id": untagged}],
+        "secretForeignKeys": ["s"],
+        "securityMetadata": _metadata(owner),
+    }
+    assert (await v2.client.post("/rest/v2/contact", json=contact)).status_code == 200
+    selector = {"$type": "ServiceByHcPartyTagCodeDateFilter", "healthcarePartyId": owner, "tagType": "IC-TEST"}
+    matched = await v2.client.post("/rest/v2/contact/service/match", json=selector)
+    assert matched.status_code == 200 and matched.json() == [tagged], matched.text
+    read = await v2.client.post("/rest/v2/contact/service", json={"ids": [untagged, "unknown", tagged]})
+    assert [s["id"] for s in read.json()] == [untagged, tagged]
+    # Another professional matches and reads none of them.
+    other = await new_professional()
+    login = {"username": other.login, "password": other.password}
+    token = (await v2.client.post("/rest/v2/auth/login", json=login)).json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    stranger = {**selector, "healthcarePartyId": other.id}
+    assert (await v2.client.post("/rest/v2/contact/service/match", json=stranger, headers=headers)).json() == []
+    read = await v2.client.post("/rest/v2/contact/service", json={"ids": [tagged]}, headers=headers)
+    assert read.json() == []
+    for body, fragment in [
+        (b"{not json", "not JSON"),
+        (b"[1]", "JSON object"),
+        (b'{"$type": "ServiceByHcPartyDateFilter"}', "not served"),
+        (b'{"$type": "ServiceByHcPartyTagCodeDateFilter", "tagType": "T"}', "healthcarePartyId"),
+        (b"", "body"),
+    ]:
+        _icure_error(await v2.client.post("/rest/v2/contact/service/match", content=body), 400, fragment)
+    _icure_error(await v2.client.post("/rest/v2/contact/service", json={"ids": "x"}), 400, "ids")
+
+
 async def test_the_data_owner_stub_is_changed_with_its_rev_by_its_owner_only(
     v2: V2, new_professional: ProfessionalFactory
 ) -> None:

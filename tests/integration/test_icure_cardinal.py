@@ -34,7 +34,7 @@ GUIDE = ROOT / "tests" / "icure_clients" / "guide.py"
 # it sets up its crypto, right after requests the server has all answered, more often on a loaded machine (also
 # seen against a plain uvicorn): a run that stalls past RUN_SECONDS or is killed by a signal is run again with the
 # same key store, at most ATTEMPTS times in all. Any other failure fails the test at once, with the output.
-RUN_SECONDS = 90
+RUN_SECONDS = 45
 ATTEMPTS = 3
 
 
@@ -137,6 +137,9 @@ def _check_guide(result: dict[str, Any], doctor: Professional) -> None:
             "content": {"en": "Hello world"},
         }
     ]
+    # The filter selects the tagged service (among the probes) and not the untagged one; both read back decrypted.
+    assert written["tagged"] in result["matched"] and written["untagged"] not in result["matched"]
+    assert result["read_back"] == {written["tagged"]: {"en": "Hello world"}, written["untagged"]: {"en": "Not for you"}}
     assert result["close_reason"] == "IntentionallyClosed"
 
 

@@ -389,6 +389,10 @@ class User(IcureModel):
     system_metadata: Any = None
 
 
+class ListOfIds(IcureModel):
+    ids: list[str] = Field(max_length=10_000)
+
+
 # -- authentication ------------------------------------------------------------------------------------------
 
 

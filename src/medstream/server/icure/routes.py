@@ -17,10 +17,12 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from medstream.access import Actor
 from medstream.errors import AuthenticationError, ForbiddenError, NotFoundError, ValidationError
+from medstream.filters.fields import refuse_encrypted_fields
 from medstream.filters.nodes import ExchangeDataByDelegateFilter, ExchangeDataByDelegatorFilter
 from medstream.filters.tree import IntersectionFilter
 from medstream.icure import mapping
 from medstream.icure import shapes as ic
+from medstream.icure.filters import medstream_filter
 from medstream.model.common import Entity
 from medstream.model.contact import Contact
 from medstream.model.data_sample import DataSample
@@ -31,6 +33,7 @@ from medstream.model.healthcare_professional import HealthcareProfessional
 from medstream.model.patient import Patient
 from medstream.server.icure.errors import error_response, icure_endpoint, not_served
 from medstream.server.routes.auth import LoginCredentials, open_session
+from medstream.server.routes.queries import matching_ids
 from medstream.server.state import ServerState, current_actor, state_of
 from medstream.store.queries import filter_entities
 from medstream.store.repository import Stored
@@ -282,6 +285,35 @@ async def contact(request: Request) -> Response:
     return _json(mapping.contact_out(found, [s for s in samples if isinstance(s, DataSample)]))
 
 
+async def match_services(request: Request) -> Response:
+    """`POST /rest/v2/contact/service/match`: the ids of the services an iCure filter selects that you may read
+    (what a client re-reads after a reconnect, since iCure's socket cannot resume)."""
+    actor = await current_actor(request)
+    raw = await request.body()
+    if not raw:
+        raise ValidationError("the request needs a JSON body (a filter)")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationError(f"the body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValidationError("the body is a filter: a JSON object with its $type")
+    state = state_of(request)
+    selector = medstream_filter(data, DATA_SAMPLES.name)
+    if state.settings.require_encryption:
+        refuse_encrypted_fields(selector)
+    ids = await matching_ids(state, DATA_SAMPLES, selector, actor)
+    return Response(orjson.dumps(ids), media_type="application/json")
+
+
+async def services(request: Request) -> Response:
+    """`POST /rest/v2/contact/service` with `{"ids": [...]}`: those services you may read, in the order asked."""
+    actor = await current_actor(request)
+    ids = (await _body(request, ic.ListOfIds)).ids
+    found = await state_of(request).repository.get_many(DATA_SAMPLES, ids, actor)
+    return _json_list([mapping.service_out(s) for s in found if isinstance(s, DataSample)])
+
+
 async def service(request: Request) -> Response:
     actor = await current_actor(request)
     found = await state_of(request).repository.get(DATA_SAMPLES, _path(request, "id"), actor)
@@ -311,6 +343,8 @@ def rest_routes() -> list[BaseRoute]:
         _route("/patient", create_patient, ["POST"]),
         _route("/patient/{id}", patient, ["GET"]),
         _route("/contact", create_contact, ["POST"]),
+        _route("/contact/service/match", match_services, ["POST"]),
+        _route("/contact/service", services, ["POST"]),
         _route("/contact/service/{id}", service, ["GET"]),
         _route("/contact/{id}", contact, ["GET"]),
         Route("/{rest:path}", not_served, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
