@@ -297,7 +297,7 @@ async def test_a_medstream_write_reaches_an_icure_subscriber_in_icures_shape(
     tagged = await api.data_sample_api.create_or_modify_data_sample_for(
         patient.id, DataSample(labels=label, content={"en": Content(string_value="Hello world")})
     )
-    frames = []
+    frames: list[dict[str, Any]] = []
     async with asyncio.timeout(10):
         while not frames or frames[-1]["id"] != tagged.id:
             frames.append(json.loads(await socket.recv()))

@@ -186,9 +186,10 @@ async def modify_stub(request: Request) -> Response:
 
 
 async def aes_exchange_keys(request: Request) -> Response:
-    """`GET /rest/v2/hcparty/{id}/aesExchangeKeys`: the professional's legacy exchange keys (usually none)."""
-    hcp = await _published_professional(request, _path(request, "id"))
-    return Response(orjson.dumps(hcp.aes_exchange_keys or {}), media_type="application/json")
+    """`GET /rest/v2/hcparty/{id}/aesExchangeKeys`: the legacy AES exchange keys other data owners made for this
+    one. Medstream does not index those (clients of today share keys through exchange data): always `{}`."""
+    await _published_professional(request, _path(request, "id"))
+    return Response(b"{}", media_type="application/json")
 
 
 # -- exchange data ---------------------------------------------------------------------------------------------
