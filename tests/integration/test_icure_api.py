@@ -113,6 +113,9 @@ async def test_bad_logins_get_icure_errors(server: RunningServer, v2: V2) -> Non
         _icure_error(await anonymous.post("/rest/v2/auth/refresh"), 401, "Refresh-Token")
         _icure_error(await anonymous.post("/rest/v2/auth/refresh", headers={"Refresh-Token": "x.y.z"}), 401)
     _icure_error(await v2.client.get("/rest/v2/user/matches"), 404, "no groups")
+    for kind in ("hcparty", "patient", "device"):  # legacy keys made for a delegate: none
+        keys = await v2.client.get(f"/rest/v2/{kind}/{v2.doctor.id}/aesExchangeKeys")
+        assert keys.status_code == 200 and keys.json() == {}, keys.text
     _icure_error(await v2.client.get("/rest/v2/calendarItem/x"), 404, "not served")
 
 

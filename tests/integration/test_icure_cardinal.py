@@ -30,10 +30,10 @@ CARDINAL_VERSION = "2.14.0"
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv" / f"cardinal-sdk-{CARDINAL_VERSION}"
 GUIDE = ROOT / "tests" / "icure_clients" / "guide.py"
-# One run of the guide takes a few seconds. The client's native library sometimes stalls or crashes (SIGSEGV) while
-# it sets up its crypto, right after requests the server has all answered, more often on a loaded machine (also
-# seen against a plain uvicorn): a run that stalls past RUN_SECONDS or is killed by a signal is run again with the
-# same key store, at most ATTEMPTS times in all. Any other failure fails the test at once, with the output.
+# One run of the guide takes a few seconds. The client's native library has been seen to stall or crash (SIGSEGV)
+# while it sets up its crypto, after requests the server had all answered, on a loaded machine: a run that stalls
+# past RUN_SECONDS or is killed by a signal is run again with the same key store, at most ATTEMPTS times in all.
+# Any other failure fails the test at once, with the output.
 RUN_SECONDS = 45
 ATTEMPTS = 3
 
