@@ -195,7 +195,7 @@ async def test_services_are_matched_by_icure_filters_and_read_by_ids(
     for body, fragment in [
         (b"{not json", "not JSON"),
         (b"[1]", "JSON object"),
-        (b'{"$type": "ServiceByHcPartyDateFilter"}', "not served"),
+        (b'{"$type": "ServiceByHcPartyDateFilter"}', "not served; served"),
         (b'{"$type": "ServiceByHcPartyTagCodeDateFilter", "tagType": "T"}', "healthcarePartyId"),
         (b"", "body"),
     ]:
@@ -250,7 +250,7 @@ async def _closed_with(socket: ClientConnection, code: int, fragment: str) -> No
     ("frame", "code", "fragment"),
     [
         ("{not json", 4400, "not a subscription"),
-        (None, 4400, "is not served by Medstream; served: ServiceByHcPartyTagCodeDateFilter"),
+        (None, 4400, "not served; served: PatientByHcPartyFilter, ServiceByHcPartyTagCodeDateFilter"),
         ("pong", 4400, "must be the subscription"),
     ],
 )
@@ -258,7 +258,7 @@ async def test_a_bad_subscription_closes_the_socket_saying_why(
     server: RunningServer, v2: V2, frame: str | None, code: int, fragment: str
 ) -> None:
     socket = await _socket(server, v2.token)
-    unknown = {"filter": {"$type": "PatientByHcPartyFilter", "healthcarePartyId": "x"}, "predicate": None}
+    unknown = {"filter": {"$type": "HealthElementByHcPartyFilter", "healthcarePartyId": "x"}, "predicate": None}
     await socket.send(frame if frame is not None else _frame(v2.doctor.id, filter=unknown))
     await _closed_with(socket, code, fragment)
 
@@ -336,3 +336,48 @@ async def test_the_server_pings_and_closes_a_socket_that_never_answers(tmp_path:
                 await answering.send("pong")
         await _closed_with(silent, 4408, "no pong")
         await answering.close()
+
+
+async def test_patient_events_reach_an_icure_subscriber_with_deletes(
+    server: RunningServer, v2: V2, new_professional: ProfessionalFactory
+) -> None:
+    owner = v2.doctor.id
+    socket = await _socket(server, v2.token)
+    patients = {"filter": {"$type": "PatientByHcPartyFilter", "healthcarePartyId": owner}, "predicate": None}
+    await socket.send(
+        _frame(owner, entityClass="org.taktik.icure.entities.Patient", eventTypes=["CREATE", "DELETE"], filter=patients)
+    )
+
+    async def create() -> str:
+        patient_id = str(uuid.uuid4())
+        body = {"id": patient_id, "firstName": "John", "securityMetadata": _metadata(owner)}
+        assert (await v2.client.post("/rest/v2/patient", json=body)).status_code == 200
+        return patient_id
+
+    probes: set[str] = set()
+    for _ in range(20):  # until the subscription is live (its frame is not acknowledged)
+        probes.add(await create())
+        try:
+            async with asyncio.timeout(0.5):
+                first = json.loads(await socket.recv())
+                break
+        except TimeoutError:
+            continue
+    assert first["id"] in probes
+    stranger = await new_professional()
+    await stranger.api.patient_api.create_or_modify_patient(Patient(first_name="Other"))  # not shared: no event
+    created = await create()
+    api = v2.doctor.api
+    updated = await api.patient_api.create_or_modify_patient(
+        (await api.patient_api.get_patient(created)).model_copy(update={"last_name": "Snow"})
+    )
+    await api.patient_api.delete_patient(created)  # an UPDATE (not asked for), then the DELETE
+    frames: list[dict[str, Any]] = []
+    async with asyncio.timeout(10):
+        while len(frames) < 2 or "deletionDate" not in frames[-1]:
+            frame = json.loads(await socket.recv())
+            if frame["id"] not in probes:
+                frames.append(frame)
+    shapes = [ic.Patient.model_validate(frame) for frame in frames]  # exactly iCure's field set, or this raises
+    assert [(p.id, p.deletion_date is not None) for p in shapes] == [(created, False), (created, True)]
+    assert shapes[0].first_name == "John" and shapes[0].rev != updated.rev and shapes[1].rev != updated.rev

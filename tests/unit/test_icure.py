@@ -10,7 +10,7 @@ import pytest
 
 from medstream.errors import ValidationError
 from medstream.events.types import EventType
-from medstream.filters.nodes import DataSampleByHealthcarePartyTagCodeDateFilter
+from medstream.filters.nodes import DataSampleByHealthcarePartyTagCodeDateFilter, PatientByHealthcarePartyFilter
 from medstream.icure import mapping
 from medstream.icure import shapes as ic
 from medstream.icure.filters import medstream_filter
@@ -281,7 +281,8 @@ def test_the_service_tag_filter_becomes_medstreams_data_sample_filter() -> None:
 @pytest.mark.parametrize(
     ("data", "named"),
     [
-        ({"$type": "PatientByHcPartyFilter", "healthcarePartyId": HCP}, "not served by Medstream"),
+        ({"$type": "HealthElementByHcPartyFilter", "healthcarePartyId": HCP}, "not served; served"),
+        ({"$type": "PatientByHcPartyFilter", "healthcarePartyId": HCP}, "selects Patients, not DataSamples"),
         ({"$type": "ServiceByHcPartyTagCodeDateFilter", "tagType": "T"}, "needs its healthcarePartyId"),
         (
             {"$type": "ServiceByHcPartyTagCodeDateFilter", "healthcarePartyId": HCP, "patientSecretForeignKeys": []},
@@ -311,7 +312,8 @@ def test_the_subscription_frame_cardinal_sends_is_parsed() -> None:
     [
         ("{not json", "not a subscription"),
         ("ping", "not a subscription"),
-        (json.dumps({**FRAME, "entityClass": "org.taktik.icure.entities.Patient"}), "is not served"),
+        (json.dumps({**FRAME, "entityClass": "org.taktik.icure.entities.HealthElement"}), "is not served"),
+        (json.dumps({**FRAME, "entityClass": "org.taktik.icure.entities.Patient"}), "selects DataSamples"),
         (json.dumps({**FRAME, "eventTypes": []}), "eventTypes"),
         (json.dumps({**FRAME, "eventTypes": ["CREATED"]}), "eventTypes"),
         (json.dumps({**FRAME, "accessControlKeys": ["ab"]}), "accessControlKeys"),
@@ -324,6 +326,21 @@ def test_the_subscription_frame_cardinal_sends_is_parsed() -> None:
 def test_a_bad_frame_is_refused_saying_why(frame: str, named: str) -> None:
     with pytest.raises(ValidationError, match=named):
         parse_frame(frame)
+
+
+def test_a_patient_subscription_may_ask_for_deletes() -> None:
+    frame = {
+        "eventTypes": ["CREATE", "UPDATE", "DELETE"],
+        "entityClass": "org.taktik.icure.entities.Patient",
+        "filter": {"filter": {"$type": "PatientByHcPartyFilter", "healthcarePartyId": HCP}, "predicate": None},
+    }
+    assert parse_frame(json.dumps(frame)) == ParsedSubscription(
+        "Patient",
+        frozenset({EventType.CREATE, EventType.UPDATE, EventType.DELETE}),
+        PatientByHealthcarePartyFilter(healthcare_party_id=HCP),
+    )
+    with pytest.raises(ValidationError, match="needs its healthcarePartyId"):
+        medstream_filter({"$type": "PatientByHcPartyFilter"}, "Patient")
 
 
 def test_a_patient_written_through_medstream_is_shown_without_medstreams_own_fields() -> None:

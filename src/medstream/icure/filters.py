@@ -13,7 +13,7 @@ import pydantic
 from pydantic import Field
 
 from medstream.errors import ValidationError
-from medstream.filters.nodes import DataSampleByHealthcarePartyTagCodeDateFilter
+from medstream.filters.nodes import DataSampleByHealthcarePartyTagCodeDateFilter, PatientByHealthcarePartyFilter
 from medstream.filters.tree import Filter
 from medstream.icure.shapes import IcureModel
 
@@ -32,6 +32,21 @@ class ServiceByHcPartyTagCodeDateFilter(IcureModel):
     start_value_date: int | None = None
     end_value_date: int | None = None
     descending: bool = False
+
+
+class PatientByHcPartyFilter(IcureModel):
+    """Every patient shared with a data owner."""
+
+    type_: Literal["PatientByHcPartyFilter"] = Field(alias="$type")
+    desc: str | None = None
+    healthcare_party_id: str | None = None
+
+
+def _patient_by_hc_party(data: Mapping[str, Any]) -> Filter:
+    parsed = PatientByHcPartyFilter.model_validate(data)
+    if parsed.healthcare_party_id is None:
+        raise ValidationError("PatientByHcPartyFilter: Medstream needs its healthcarePartyId")
+    return PatientByHealthcarePartyFilter(healthcare_party_id=parsed.healthcare_party_id)
 
 
 def _service_by_tag_code_date(data: Mapping[str, Any]) -> Filter:
@@ -57,6 +72,7 @@ def _service_by_tag_code_date(data: Mapping[str, Any]) -> Filter:
 # `$type` -> (Medstream entity type, translation).
 FILTERS: Mapping[str, tuple[str, Callable[[Mapping[str, Any]], Filter]]] = {
     "ServiceByHcPartyTagCodeDateFilter": ("DataSample", _service_by_tag_code_date),
+    "PatientByHcPartyFilter": ("Patient", _patient_by_hc_party),
 }
 
 
@@ -66,7 +82,8 @@ def medstream_filter(data: Mapping[str, Any], entity_type: str) -> Filter:
     served = FILTERS.get(type_name) if isinstance(type_name, str) else None
     if served is None:
         known = ", ".join(sorted(FILTERS))
-        raise ValidationError(f"filter $type {type_name!r} is not served by Medstream; served: {known}")
+        # Short: it is also a websocket close reason (123 bytes at most).
+        raise ValidationError(f"$type {type_name!r} not served; served: {known}")
     if served[0] != entity_type:
         raise ValidationError(f"filter {type_name} selects {served[0]}s, not {entity_type}s")
     try:

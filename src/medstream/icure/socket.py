@@ -26,7 +26,11 @@ MAX_FRAME_CHARS = 65_536
 # iCure's entity classes, by the Medstream entity type whose events they receive.
 ENTITY_CLASSES: Mapping[str, str] = {
     "org.taktik.icure.entities.embed.Service": "DataSample",
+    "org.taktik.icure.entities.Patient": "Patient",
 }
+# The entity types whose DELETE events are served: a deleted patient is its tombstone with `deletionDate`, which
+# iCure's Patient has; iCure's Service has no field for it, so a deleted DataSample would look alive.
+DELETE_SERVED = frozenset({"Patient"})
 
 
 @dataclass(frozen=True)
@@ -53,10 +57,8 @@ def parse_frame(text: str) -> ParsedSubscription | str:
     if entity_type is None:
         known = ", ".join(sorted(ENTITY_CLASSES))
         raise ValidationError(f"entityClass {subscription.entity_class!r} is not served; served: {known}")
-    if "DELETE" in subscription.event_types:
-        # A deleted DataSample is a tombstone with `deletionDate`, which iCure's Service shape has no field for: the
-        # client would receive it as a live service.
-        raise ValidationError("Medstream serves CREATE and UPDATE events of services, not DELETE")
+    if "DELETE" in subscription.event_types and entity_type not in DELETE_SERVED:
+        raise ValidationError(f"Medstream serves CREATE and UPDATE events of {subscription.entity_class}, not DELETE")
     if subscription.access_control_keys:
         raise ValidationError("Medstream does not match subscriptions by accessControlKeys (anonymous data owners)")
     event_filter: Filter | None = None

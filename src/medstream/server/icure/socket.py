@@ -28,12 +28,13 @@ from medstream.errors import AuthenticationError, CloseCode, MedstreamError, Too
 from medstream.events.protocol import fit_close_reason, is_event_frame
 from medstream.events.subscription import Subscription
 from medstream.filters.weight import filter_weight
-from medstream.icure.mapping import service_out
+from medstream.icure.mapping import patient_out, service_out
 from medstream.icure.shapes import IcureModel
 from medstream.icure.socket import PING, PONG, ParsedSubscription, parse_frame
 from medstream.model.common import Entity
 from medstream.model.data_sample import DataSample
 from medstream.model.entities import KIND_BY_NAME
+from medstream.model.patient import Patient
 from medstream.server.state import ServerState, state_of
 
 log = logging.getLogger("medstream.icure")
@@ -44,6 +45,7 @@ MAX_PING_SECONDS = 10.0
 # Each Medstream entity type served, in iCure's shape.
 _SHAPES: dict[str, Callable[[Entity], IcureModel]] = {
     "DataSample": lambda entity: service_out(entity) if isinstance(entity, DataSample) else _wrong(entity),
+    "Patient": lambda entity: patient_out(entity) if isinstance(entity, Patient) else _wrong(entity),
 }
 
 
