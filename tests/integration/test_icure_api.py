@@ -140,6 +140,17 @@ async def test_a_refused_patient_is_not_stored(v2: V2) -> None:
     assert created.status_code == 200, created.text
     assert created.json()["rev"].startswith("1-") and created.json()["firstName"] == "John"
     _icure_error(await v2.client.post("/rest/v2/patient", json=base), 409)
+    stored = created.json()
+    _icure_error(await v2.client.put("/rest/v2/patient", json={**stored, "rev": None}), 400, "rev")
+    _icure_error(await v2.client.put("/rest/v2/patient", json={**stored, "rev": "1-stale"}), 409, "stale rev")
+    _icure_error(await v2.client.put("/rest/v2/patient", json={**stored, "note": "clear"}), 400, "note")
+    _icure_error(await v2.client.delete(f"/rest/v2/patient/{patient_id}?rev=1-stale"), 409, "stale rev")
+    _icure_error(await v2.client.delete(f"/rest/v2/patient/{uuid.uuid4()}"), 404)
+    modified = await v2.client.put("/rest/v2/patient", json={**stored, "lastName": "Snow"})
+    assert modified.status_code == 200 and modified.json()["lastName"] == "Snow", modified.text
+    deleted = await v2.client.delete(f"/rest/v2/patient/{patient_id}?rev={modified.json()['rev']}")
+    assert deleted.status_code == 200 and deleted.json()["id"] == patient_id, deleted.text
+    assert (await v2.client.get(f"/rest/v2/patient/{patient_id}")).json()["deletionDate"] > 0
 
 
 async def test_a_refused_contact_stores_neither_the_contact_nor_its_services(v2: V2) -> None:

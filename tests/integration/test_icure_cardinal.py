@@ -6,6 +6,8 @@ publishes its key pair, creates John Snow with the note 'Winter is coming', subs
 IC-TEST/TEST, writes an untagged service then a tagged one, and must receive exactly one event, which it
 decrypts to 'Hello world'. A second run with the same key store reuses its keys and exchange data.
 
+A second client subscribes to its patients and receives a patient's creation, change and deletion.
+
 The client runs in a virtual environment of its own (`cardinal_python`), made once per checkout under
 `.venv/cardinal-sdk-2.14.0` with pyenv's Python 3.12; without that Python the test is skipped, except in CI.
 """
@@ -30,6 +32,7 @@ CARDINAL_VERSION = "2.14.0"
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv" / f"cardinal-sdk-{CARDINAL_VERSION}"
 GUIDE = ROOT / "tests" / "icure_clients" / "guide.py"
+PATIENTS = ROOT / "tests" / "icure_clients" / "patients.py"
 # One run of the guide takes a few seconds. The client's native library has been seen to stall or crash (SIGSEGV)
 # while it sets up its crypto, after requests the server had all answered, on a loaded machine: a run that stalls
 # past RUN_SECONDS or is killed by a signal is run again with the same key store, at most ATTEMPTS times in all.
@@ -63,11 +66,11 @@ def cardinal_python() -> Path:
     return python
 
 
-async def _run_once(python: Path, config: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+async def _run_once(python: Path, script: Path, config: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     """The guide's JSON result (None if it stalled or was killed by a signal) and everything it printed."""
     process = await asyncio.create_subprocess_exec(
         str(python),
-        str(GUIDE),
+        str(script),
         json.dumps(config),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -85,10 +88,10 @@ async def _run_once(python: Path, config: dict[str, Any]) -> tuple[dict[str, Any
     return (json.loads(lines[-1]) if lines else {"error": "no result printed"}), text
 
 
-async def run_guide(python: Path, config: dict[str, Any]) -> dict[str, Any]:
+async def run_client(python: Path, config: dict[str, Any], script: Path = GUIDE) -> dict[str, Any]:
     outputs: list[str] = []
     for _ in range(ATTEMPTS):
-        result, output = await _run_once(python, config)
+        result, output = await _run_once(python, script, config)
         outputs.append(output)
         if result is not None:
             assert "error" not in result, f"the guide failed: {result.get('traceback') or result}"
@@ -155,7 +158,7 @@ async def test_cardinal_runs_the_events_guide(
     before = await _get(admin_http, f"/rest/v1/healthcare-professionals/{doctor.id}")
     assert "publicKeysForOaepWithSha256" not in before
 
-    first = await run_guide(cardinal_python, config)
+    first = await run_client(cardinal_python, config)
     _check_guide(first, doctor)
 
     # The client published its RSA public key on the professional, beside Medstream's own key records.
@@ -178,7 +181,24 @@ async def test_cardinal_runs_the_events_guide(
     assert contact["dataSampleIds"] == [first["written"]["tagged"]]
 
     # A second run with the same key store reuses the keys and the exchange data: nothing new is published.
-    second = await run_guide(cardinal_python, config)
+    second = await run_client(cardinal_python, config)
     _check_guide(second, doctor)
     assert await _get(admin_http, f"/rest/v1/healthcare-professionals/{doctor.id}") == hcp
     assert await _exchange_data_of(admin_http, doctor.id) == exchange_data
+
+
+async def test_cardinal_receives_patient_events(
+    server: RunningServer, new_professional: ProfessionalFactory, cardinal_python: Path, tmp_path: Path
+) -> None:
+    """A patient subscription (cardinal asks for CREATE and UPDATE): its creation, the change of its note and its
+    deletion, which iCure shows as an update with `deletionDate`, each decrypted."""
+    doctor = await new_professional()
+    config = {"url": server.url, "login": doctor.login, "password": doctor.password, "storage": str(tmp_path)}
+    result = await run_client(cardinal_python, config, PATIENTS)
+    assert result["connected"] == "Connected" and result["settled"], result
+    created, changed, deleted = result["written"]
+    assert result["events"] == [
+        {"rev": created, "note": "A girl has no name", "deleted": False},
+        {"rev": changed, "note": "Valar morghulis", "deleted": False},
+        {"rev": deleted, "note": "Valar morghulis", "deleted": True},
+    ]

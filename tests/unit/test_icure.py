@@ -339,6 +339,12 @@ def test_a_patient_subscription_may_ask_for_deletes() -> None:
         frozenset({EventType.CREATE, EventType.UPDATE, EventType.DELETE}),
         PatientByHealthcarePartyFilter(healthcare_party_id=HCP),
     )
+    # iCure deletes by an update that sets deletionDate: asking for UPDATE gets Medstream's DELETE events too.
+    cardinal = parse_frame(json.dumps({**frame, "eventTypes": ["CREATE", "UPDATE"]}))
+    assert isinstance(cardinal, ParsedSubscription)
+    assert cardinal.event_types == frozenset({EventType.CREATE, EventType.UPDATE, EventType.DELETE})
+    creates = parse_frame(json.dumps({**frame, "eventTypes": ["CREATE"]}))
+    assert isinstance(creates, ParsedSubscription) and creates.event_types == frozenset({EventType.CREATE})
     with pytest.raises(ValidationError, match="needs its healthcarePartyId"):
         medstream_filter({"$type": "PatientByHcPartyFilter"}, "Patient")
 

@@ -389,6 +389,13 @@ class User(IcureModel):
     system_metadata: Any = None
 
 
+class DocIdentifier(IcureModel):
+    """What a delete answers: the entity's id and its new rev."""
+
+    id: str
+    rev: str | None = None
+
+
 class ListOfIds(IcureModel):
     ids: list[str] = Field(max_length=10_000)
 

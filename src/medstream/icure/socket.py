@@ -28,8 +28,10 @@ ENTITY_CLASSES: Mapping[str, str] = {
     "org.taktik.icure.entities.embed.Service": "DataSample",
     "org.taktik.icure.entities.Patient": "Patient",
 }
-# The entity types whose DELETE events are served: a deleted patient is its tombstone with `deletionDate`, which
-# iCure's Patient has; iCure's Service has no field for it, so a deleted DataSample would look alive.
+# The entity types whose deletes are served: a deleted patient is its tombstone with `deletionDate`, which iCure's
+# Patient has; iCure's Service has no field for it, so a deleted DataSample would look alive. iCure deletes softly,
+# by an update that sets `deletionDate`, so a subscription to UPDATE events receives Medstream's DELETE events too
+# (cardinal asks for CREATE and UPDATE only).
 DELETE_SERVED = frozenset({"Patient"})
 
 
@@ -66,4 +68,7 @@ def parse_frame(text: str) -> ParsedSubscription | str:
         if subscription.filter.predicate is not None:
             raise ValidationError("Medstream does not evaluate filter predicates; send the filter alone")
         event_filter = medstream_filter(subscription.filter.filter, entity_type)
-    return ParsedSubscription(entity_type, frozenset(EventType(t) for t in subscription.event_types), event_filter)
+    event_types = {EventType(t) for t in subscription.event_types}
+    if EventType.UPDATE in event_types and entity_type in DELETE_SERVED:
+        event_types.add(EventType.DELETE)
+    return ParsedSubscription(entity_type, frozenset(event_types), event_filter)

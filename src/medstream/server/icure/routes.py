@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from medstream.access import Actor
-from medstream.errors import AuthenticationError, ForbiddenError, NotFoundError, ValidationError
+from medstream.errors import AuthenticationError, ConflictError, ForbiddenError, NotFoundError, ValidationError
 from medstream.filters.fields import refuse_encrypted_fields
 from medstream.filters.nodes import ExchangeDataByDelegateFilter, ExchangeDataByDelegatorFilter
 from medstream.filters.tree import IntersectionFilter
@@ -249,6 +249,33 @@ async def create_patient(request: Request) -> Response:
     return _json(mapping.patient_out(written))
 
 
+async def modify_patient(request: Request) -> Response:
+    """`PUT /rest/v2/patient`: a new revision of a patient, with its current rev (409 otherwise)."""
+    actor = await current_actor(request)
+    sent = await _body(request, ic.Patient)
+    if sent.rev is None:
+        raise ValidationError("send the patient's rev to modify it")
+    stored = await _write(state_of(request), PATIENTS, [mapping.patient_in(sent)], actor)
+    written = stored[0].entity
+    assert isinstance(written, Patient)
+    return _json(mapping.patient_out(written))
+
+
+async def delete_patient(request: Request) -> Response:
+    """`DELETE /rest/v2/patient/{id}?rev=`: the patient becomes a tombstone with `deletionDate` (a DELETE event,
+    an UPDATE for iCure's subscribers); a `rev` that is not the current one is a 409."""
+    actor = await current_actor(request)
+    patient_id = _path(request, "id")
+    repository = state_of(request).repository
+    rev = request.query_params.get("rev")
+    if rev is not None:
+        current = await repository.get(PATIENTS, patient_id, actor)
+        if current.rev != rev:
+            raise ConflictError(f"stale rev for Patient {patient_id}: sent {rev}, current is {current.rev}")
+    [tombstone] = await repository.delete(PATIENTS, [patient_id], actor)
+    return _json(ic.DocIdentifier(id=patient_id, rev=tombstone.rev))
+
+
 async def patient(request: Request) -> Response:
     actor = await current_actor(request)
     found = await state_of(request).repository.get(PATIENTS, _path(request, "id"), actor)
@@ -347,7 +374,9 @@ def rest_routes() -> list[BaseRoute]:
         _route("/exchangedata", write_exchange_data, ["POST", "PUT"]),
         _route("/exchangedata/{id}", exchange_data, ["GET"]),
         _route("/patient", create_patient, ["POST"]),
+        _route("/patient", modify_patient, ["PUT"]),
         _route("/patient/{id}", patient, ["GET"]),
+        _route("/patient/{id}", delete_patient, ["DELETE"]),
         _route("/contact", create_contact, ["POST"]),
         _route("/contact/service/match", match_services, ["POST"]),
         _route("/contact/service", services, ["POST"]),
