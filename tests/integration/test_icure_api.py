@@ -392,3 +392,11 @@ async def test_patient_events_reach_an_icure_subscriber_with_deletes(
     shapes = [ic.Patient.model_validate(frame) for frame in frames]  # exactly iCure's field set, or this raises
     assert [(p.id, p.deletion_date is not None) for p in shapes] == [(created, False), (created, True)]
     assert shapes[0].first_name == "John" and shapes[0].rev != updated.rev and shapes[1].rev != updated.rev
+
+
+async def test_a_logout_closes_the_users_icure_sockets(server: RunningServer, v2: V2) -> None:
+    socket = await _socket(server, v2.token)
+    await socket.send(_frame(v2.doctor.id))
+    assert (await v2.client.post("/rest/v1/auth/logout")).status_code == 204
+    await _closed_with(socket, 4001, "session was ended")
+    await _closed_with(await _socket(server, v2.token), 4001, "session was ended")  # and refuses a new one

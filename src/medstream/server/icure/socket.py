@@ -35,12 +35,15 @@ from medstream.model.common import Entity
 from medstream.model.data_sample import DataSample
 from medstream.model.entities import KIND_BY_NAME
 from medstream.model.patient import Patient
+from medstream.server.actors import ActorValidator
 from medstream.server.state import ServerState, state_of
 
 log = logging.getLogger("medstream.icure")
 
 # Under the 20 s after which iCure's clients, once pinged, give a silent socket up.
 MAX_PING_SECONDS = 10.0
+# How often a socket's user is checked (a logout, a deletion... closes it).
+CHECK_SECONDS = 1.0
 
 # Each Medstream entity type served, in iCure's shape.
 _SHAPES: dict[str, Callable[[Entity], IcureModel]] = {
@@ -115,14 +118,26 @@ class IcureSocket:
             if parse_frame(text) != PONG:
                 raise ValidationError("one subscription per socket: open another socket for another subscription")
 
-    async def heartbeat(self, interval: float, silence_limit: float) -> None:
+    async def heartbeat(self, interval: float, silence_limit: float, actors: ActorValidator) -> None:
+        """Every `interval`, a ping; every tick (at most a second), the checks that close the socket: no pong for
+        `silence_limit`, an expired token, or a user that no longer stands (deleted, disabled, its data owner or
+        role changed, its sessions ended): as a REST call would be refused, within seconds."""
+        tick = min(interval, CHECK_SECONDS)
+        last_ping = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
-            if time.monotonic() - self.last_seen > silence_limit:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            if now - self.last_seen > silence_limit:
                 self.close(CloseCode.HEARTBEAT_TIMEOUT, "no pong within the heartbeat timeout")
             elif time.time() > self.token_expires:
                 self.close(AuthenticationError.close_code, "access token expired: reconnect with a fresh one")
-            else:
+            elif not actors.stands(self.actor):
+                try:
+                    await actors.check(self.actor)
+                except AuthenticationError as exc:
+                    self.close(exc.close_code, exc.message)
+            if not self.closing.done() and now - last_ping >= interval:
+                last_ping = now
                 self.send_text(PING)
 
 
@@ -237,7 +252,9 @@ class IcureSockets:
                     asyncio.create_task(socket.write_loop()),
                     asyncio.create_task(socket.read_loop()),
                     asyncio.create_task(
-                        socket.heartbeat(min(limits.heartbeat_interval, MAX_PING_SECONDS), limits.heartbeat_timeout)
+                        socket.heartbeat(
+                            min(limits.heartbeat_interval, MAX_PING_SECONDS), limits.heartbeat_timeout, state.actors
+                        )
                     ),
                 ]
                 waited: set[asyncio.Future[Any]] = {*tasks, socket.closing}
