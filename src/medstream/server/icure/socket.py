@@ -85,10 +85,15 @@ class IcureSocket:
         if len(self._queue) >= self.queue_size:
             self.close(TooSlowError.close_code, "too slow: send queue full")
             return
-        message = orjson.loads(frame)
-        kind = KIND_BY_NAME[message["entityType"]]
-        entity = kind.model.model_validate(message["entity"])
-        self._queue.append(_SHAPES[kind.name](entity).to_icure_json().decode())
+        try:
+            message = orjson.loads(frame)
+            kind = KIND_BY_NAME[message["entityType"]]
+            text = _SHAPES[kind.name](kind.model.model_validate(message["entity"])).to_icure_json().decode()
+        except Exception:  # called by the dispatcher for every subscriber: this socket alone pays for a surprise
+            log.exception("an event could not be shaped for an iCure socket")
+            self.close(CloseCode.INTERNAL_ERROR, "internal error")
+            return
+        self._queue.append(text)
         self._ready.set()
 
     async def wait_for_room(self) -> int:
