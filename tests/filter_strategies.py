@@ -16,11 +16,14 @@ from hypothesis.strategies import SearchStrategy
 
 from medstream.delegations import server_metadata
 from medstream.filters import (
+    AllContactsFilter,
     AllExchangeDataFilter,
     AllHealthcareProfessionalsFilter,
     AllMedicalDevicesFilter,
     AllUsersFilter,
     ComplementFilter,
+    ContactByIdsFilter,
+    ContactByLabelCodeFilter,
     DataSampleByHealthcarePartyBlindIndexFilter,
     DataSampleByHealthcarePartyFilter,
     DataSampleByHealthcarePartyHealthcareElementIdsFilter,
@@ -267,6 +270,11 @@ def _leaves(kind: str, pool: FilterPool) -> list[SearchStrategy[Any]]:
             _node(AllHealthcareProfessionalsFilter),
             _node_with_parts(HealthcareProfessionalByLabelCodeFilter, labels),
             _node(HealthcareProfessionalByNameFilter, search_string=names),
+        ],
+        "Contact": [
+            _node(ContactByIdsFilter, ids=ids),
+            _node(AllContactsFilter),
+            _node_with_parts(ContactByLabelCodeFilter, labels),
         ],
         "MedicalDevice": [
             _node(MedicalDeviceByIdsFilter, ids=ids),

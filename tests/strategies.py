@@ -18,6 +18,7 @@ from medstream.model import (
     Address,
     AddressType,
     CodingReference,
+    Contact,
     Content,
     CryptoKey,
     DataSample,
@@ -53,6 +54,7 @@ from medstream.model import (
     User,
     kind_of,
 )
+from medstream.model.security import Delegation
 
 # --- scalars ------------------------------------------------------------------------------------------------
 
@@ -97,6 +99,22 @@ codings = st.builds(
 )
 coding_sets = st.sets(codings, max_size=3)
 string_id_sets = st.sets(entity_ids, max_size=3)
+# iCure's links to a patient by its secret ids, and its legacy delegations (stored as given).
+secret_id_sets = st.sets(st.uuids().map(str), min_size=1, max_size=2)
+legacy_delegations = st.dictionaries(
+    entity_ids,
+    st.lists(
+        st.builds(
+            Delegation,
+            owner=optional(entity_ids),
+            delegated_to=optional(entity_ids),
+            key=optional(st.binary(min_size=16, max_size=16).map(bytes.hex)),
+            tags=st.just(()),
+        ),
+        max_size=2,
+    ),
+    max_size=2,
+)
 
 identifiers = st.builds(
     Identifier,
@@ -302,6 +320,8 @@ def _data_samples(contents: SearchStrategy[Content]) -> SearchStrategy[DataSampl
             st.dictionaries(st.uuids().map(str), st.uuids().map(str), max_size=2),
             max_size=2,
         ),
+        secret_foreign_keys=optional(secret_id_sets),
+        crypted_foreign_keys=optional(legacy_delegations),
     )
 
 
@@ -462,9 +482,28 @@ exchange_data = st.builds(
     access_control_secret=st.dictionaries(hex_ids, blobs, max_size=2),
     delegator_signature=st.dictionaries(hex_ids, blobs, max_size=1),
     delegate_signature=st.none() | st.dictionaries(hex_ids, blobs, min_size=1, max_size=1),
+    shared_signature_key=optional(st.dictionaries(hex_ids, blobs, max_size=1)),
+    shared_signature=optional(blobs),
+)
+
+contacts = st.builds(
+    Contact,
+    **entity_fields(),
+    identifiers=st.lists(identifiers, max_size=2),
+    group_id=optional(entity_ids),
+    opening_date=optional(fuzzy_date_times),
+    closing_date=optional(fuzzy_date_times),
+    description=optional(words),
+    location=optional(words),
+    encounter_type=optional(codings),
+    end_of_life=optional(epoch_ms),
+    data_sample_ids=st.lists(entity_ids, max_size=3),
+    secret_foreign_keys=optional(secret_id_sets),
+    delegations=optional(legacy_delegations),
 )
 
 _BY_KIND: dict[str, SearchStrategy[Any]] = {
+    "Contact": contacts,
     "Patient": patients,
     "DataSample": data_samples,
     "HealthcareElement": healthcare_elements,

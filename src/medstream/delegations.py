@@ -193,6 +193,31 @@ def check_crypto_keys(entity_id: str, sent: list[CryptoKey], stored: list[Crypto
             )
 
 
+_ACTOR_KEY_FIELDS = (
+    "public_keys_for_oaep_with_sha256",
+    "public_key",
+    "hc_party_keys",
+    "aes_exchange_keys",
+    "transfer_keys",
+    "private_key_shamir_partitions",
+)
+
+
+def check_actor_keys(entity_id: str, sent: Entity, stored: Entity | None, actor: Actor) -> None:
+    """The key fields iCure's clients publish (`CryptoActorKeys`): only the data owner itself changes them, and
+    a published RSA-OAEP key is never removed."""
+    changed = [name for name in _ACTOR_KEY_FIELDS if getattr(sent, name, None) != getattr(stored, name, None)]
+    if not changed:
+        return
+    if actor.data_owner_id != entity_id:
+        raise ForbiddenError(f"only the data owner {entity_id} itself changes its public keys")
+    published: set[str] = getattr(stored, "public_keys_for_oaep_with_sha256", None) or set()
+    kept: set[str] = getattr(sent, "public_keys_for_oaep_with_sha256", None) or set()
+    removed = sorted(published - kept)
+    if removed:
+        raise ValidationError(f"publicKeysForOaepWithSha256: a published key cannot be removed ({removed[0][:32]}...)")
+
+
 def check_exchange_data(sent: ExchangeData, stored: ExchangeData | None, actor: Actor) -> None:
     """A user of its delegator creates exchange data; its delegator and delegate never change."""
     for field in ("delegator", "delegate"):
@@ -223,6 +248,7 @@ def key_records(entity: Entity) -> list[CryptoKey]:
 
 __all__ = [
     "EMPTY",
+    "check_actor_keys",
     "check_can_write",
     "check_crypto_keys",
     "check_exchange_data",

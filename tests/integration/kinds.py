@@ -20,6 +20,7 @@ from sqlalchemy import select
 from medstream.model import (
     ENTITY_KINDS,
     CodingReference,
+    Contact,
     Content,
     DataSample,
     Entity,
@@ -48,6 +49,10 @@ def _patient(patient_id: str | None) -> Entity:
 
 def _data_sample(patient_id: str | None) -> Entity:
     return DataSample(content={"en": Content(string_value="Hello world")}, comment="first reading", index=1)
+
+
+def _contact(patient_id: str | None) -> Entity:
+    return Contact(opening_date=20240101120000, description="consultation", location="room 3")
 
 
 def _healthcare_element(patient_id: str | None) -> Entity:
@@ -79,6 +84,7 @@ def _exchange_data(patient_id: str | None) -> Entity:
 FACTORIES: dict[str, Callable[[str | None], Entity]] = {
     "Patient": _patient,
     "DataSample": _data_sample,
+    "Contact": _contact,
     "HealthcareElement": _healthcare_element,
     "HealthcareProfessional": _healthcare_professional,
     "MedicalDevice": _medical_device,

@@ -308,7 +308,7 @@ async def test_every_write_route_documents_its_body_with_a_schema_that_exists(cl
                 documented[path] = (schema.get("type"), reference.rsplit("/", 1)[1])
     assert documented["/rest/v1/patients/{patient_id}/data-samples/batch"] == ("array", "DataSample")
     assert documented["/rest/v1/users"] == (None, "User")
-    assert len(documented) == 2 * 8 + 2  # create and batch of each of the eight kinds, and a patient's samples
+    assert len(documented) == 2 * 9 + 2  # create and batch of each of the nine kinds, and a patient's samples
     assert schemas["Patient"]["properties"]["firstName"]["anyOf"][0]["type"] == "string"
 
 

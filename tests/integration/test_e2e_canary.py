@@ -38,6 +38,7 @@ from medstream.filters import (
 from medstream.model import (
     Address,
     CodingReference,
+    Contact,
     Content,
     DataSample,
     Entity,
@@ -190,6 +191,16 @@ def _healthcare_element(m: Markers) -> HealthcareElement:
     )
 
 
+def _contact(m: Markers) -> Contact:
+    return Contact(
+        labels={m.label("Contact")},
+        opening_date=20240101120000,
+        description=m("Contact.description"),
+        location=m("Contact.location"),
+        identifiers=[Identifier(system="urn:canary", value=m("Contact.identifiers[].value"))],
+    )
+
+
 def _notification(m: Markers) -> Notification:
     return Notification(
         labels={m.label("Notification")},
@@ -281,12 +292,14 @@ async def _drive_the_sdk(server: CanaryServer, m: Markers, seen: Seen) -> None:
     )
     bob_reconnections = Calls()
     bob_connection.on_reconnecting(bob_reconnections)
-    alice_events = {kind: seen.recorder() for kind in ("Patient", "DataSample", "HealthcareElement", "Notification")}
+    kinds = ("Patient", "DataSample", "Contact", "HealthcareElement", "Notification")
+    alice_events = {kind: seen.recorder() for kind in kinds}
     subscriptions: dict[str, Connection[Any]] = {
         "Patient": await alice.patient_api.subscribe_to_patient_events(ALL_TYPES, None, alice_events["Patient"]),
         "DataSample": await alice.data_sample_api.subscribe_to_data_sample_events(
             ALL_TYPES, None, alice_events["DataSample"]
         ),
+        "Contact": await alice.contact_api.subscribe_to_contact_events(ALL_TYPES, None, alice_events["Contact"]),
         "HealthcareElement": await alice.healthcare_element_api.subscribe_to_healthcare_element_events(
             ALL_TYPES, None, alice_events["HealthcareElement"]
         ),
@@ -303,7 +316,8 @@ async def _drive_the_sdk(server: CanaryServer, m: Markers, seen: Seen) -> None:
     )
     element = await alice.healthcare_element_api.create_or_modify_healthcare_element(_healthcare_element(m))
     notification = await alice.notification_api.create_or_modify_notification(_notification(m))
-    seen.keep(patient, sample, second, element, notification)
+    contact = await alice.contact_api.create_or_modify_contact(_contact(m))
+    seen.keep(patient, sample, second, element, notification, contact)
     await server.collect()  # the database while SQLite's WAL still holds these pages
 
     # Update; share with Bob, who reads, writes, creates and deletes his own; revoke (the key rotates).
@@ -412,11 +426,13 @@ async def _drive_the_sdk(server: CanaryServer, m: Markers, seen: Seen) -> None:
         tombstones,
         await alice.healthcare_element_api.delete_healthcare_element(str(element.id)),
         await alice.notification_api.delete_notification(str(notification.id)),
+        await alice.contact_api.delete_contact(str(contact.id)),
         await alice.patient_api.delete_patient(patient.id),
     )
     for kind, entity_id in (
         ("HealthcareElement", element.id),
         ("Notification", notification.id),
+        ("Contact", contact.id),
         ("Patient", patient.id),
     ):
         await alice_events[kind].wait_until(

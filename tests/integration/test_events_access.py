@@ -21,6 +21,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from medstream.filters import (
     AllUsersFilter,
+    ContactByIdsFilter,
+    ContactByLabelCodeFilter,
     DataSampleByHealthcarePartyTagCodeDateFilter,
     DataSampleByIdsFilter,
     HealthcareElementByHealthcarePartyLabelCodeFilter,
@@ -49,6 +51,7 @@ BY_IDS: dict[str, Callable[[str], Any]] = {
     "HealthcareElement": lambda i: HealthcareElementByIdsFilter(ids=frozenset({i})),
     "HealthcareProfessional": lambda i: HealthcareProfessionalByIdsFilter(ids=frozenset({i})),
     "MedicalDevice": lambda i: MedicalDeviceByIdsFilter(ids=frozenset({i})),
+    "Contact": lambda i: ContactByIdsFilter(ids=frozenset({i})),
     "Notification": lambda i: NotificationsByIdFilter(ids=frozenset({i})),
     "User": lambda i: UserByIdsFilter(ids=frozenset({i})),
 }
@@ -66,6 +69,7 @@ MATCHING: dict[str, Callable[[str, str], Any]] = {
         label_type=LABEL_TYPE, label_code=code
     ),
     "MedicalDevice": lambda _owner, code: MedicalDeviceByLabelCodeFilter(label_type=LABEL_TYPE, label_code=code),
+    "Contact": lambda _owner, code: ContactByLabelCodeFilter(label_type=LABEL_TYPE, label_code=code),
     "Notification": lambda owner, _code: NotificationsByHcPartyAndTypeFilter(
         healthcare_party_id=owner, type=NotificationType.OTHER
     ),

@@ -36,6 +36,7 @@ from medstream.model import (
     User,
 )
 from medstream.sdk import (
+    ContactFilter,
     DataSampleFilter,
     ExchangeDataFilter,
     FilterComposition,
@@ -55,6 +56,7 @@ from tests.integration.kinds import ops_for, sub_api
 BUILDERS: dict[str, Any] = {
     "Patient": PatientFilter,
     "DataSample": DataSampleFilter,
+    "Contact": ContactFilter,
     "HealthcareElement": HealthcareElementFilter,
     "HealthcareProfessional": HealthcareProfessionalFilter,
     "MedicalDevice": MedicalDeviceFilter,

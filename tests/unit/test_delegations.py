@@ -9,6 +9,7 @@ import pytest
 
 from medstream.access import Actor
 from medstream.delegations import (
+    check_actor_keys,
     check_can_write,
     check_crypto_keys,
     check_exchange_data,
@@ -26,6 +27,7 @@ from medstream.model import (
     CryptoKey,
     DataSample,
     ExchangeData,
+    HealthcareProfessional,
     KeyStatus,
     Patient,
     SecureDelegation,
@@ -175,6 +177,26 @@ def test_only_the_data_owner_itself_publishes_and_retires_its_keys() -> None:
         check_crypto_keys("pat-1", [key().model_copy(update={"created": 2})], [key()], me)
     with pytest.raises(ValidationError, match="more than once"):
         check_crypto_keys("pat-1", [key(), key()], [], me)
+
+
+def test_only_the_data_owner_itself_publishes_its_rsa_keys_and_never_removes_one() -> None:
+    me = Actor("user-doctor", "hcp-1")
+    stored = HealthcareProfessional(id="hcp-1", public_keys_for_oaep_with_sha256={"3082a"})
+    added = stored.model_copy(update={"public_keys_for_oaep_with_sha256": {"3082a", "3082b"}})
+    check_actor_keys("hcp-1", added, stored, me)
+    check_actor_keys("hcp-1", stored, None, me)  # a data owner created with its keys, by itself
+    check_actor_keys("hcp-1", stored.model_copy(update={"name": "Dr"}), stored, COLLEAGUE)  # keys unchanged
+    check_actor_keys("hcp-1", HealthcareProfessional(), None, ADMIN)  # no keys at all
+    with pytest.raises(ForbiddenError, match="hcp-1"):
+        check_actor_keys("hcp-1", added, stored, COLLEAGUE)
+    with pytest.raises(ForbiddenError, match="hcp-1"):
+        check_actor_keys("hcp-1", stored, None, ADMIN)
+    with pytest.raises(ForbiddenError, match="hcp-1"):
+        check_actor_keys("hcp-1", stored.model_copy(update={"aes_exchange_keys": {"k": {}}}), stored, COLLEAGUE)
+    with pytest.raises(ValidationError, match="cannot be removed"):
+        check_actor_keys("hcp-1", stored.model_copy(update={"public_keys_for_oaep_with_sha256": {"3082b"}}), stored, me)
+    with pytest.raises(ValidationError, match="cannot be removed"):
+        check_actor_keys("hcp-1", stored.model_copy(update={"public_keys_for_oaep_with_sha256": None}), stored, me)
 
 
 def test_a_key_record_has_suite_1_and_32_byte_keys() -> None:

@@ -60,7 +60,7 @@ def test_every_generated_filter_round_trips_through_its_wire_form(kind_and_filte
 def test_every_node_type_is_registered_under_its_medtech_name() -> None:
     for type_name, cls in NODE_TYPES.items():
         assert cls.__name__ == type_name
-    assert len(NODE_TYPES) == 41
+    assert len(NODE_TYPES) == 44
 
 
 def test_wire_form_is_camel_case_with_type_first_and_sorted_sets() -> None:
@@ -154,8 +154,8 @@ def test_unknown_field_is_rejected() -> None:
 
 
 def test_unknown_entity_type_is_rejected() -> None:
-    with pytest.raises(ValidationError, match="unknown entity type 'Contact'"):
-        parse_filter(_ids("a"), "Contact")
+    with pytest.raises(ValidationError, match="unknown entity type 'Encounter'"):
+        parse_filter(_ids("a"), "Encounter")
 
 
 @pytest.mark.parametrize(

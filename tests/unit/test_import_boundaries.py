@@ -25,7 +25,7 @@ PACKAGE = Path(medstream.__file__).parent
 # argon2-cffi is not among them: the SDK's key store seals private keys under a passphrase with Argon2id.
 SERVER_LIBRARIES = ("sqlalchemy", "starlette", "fastapi", "uvicorn", "alembic", "asyncpg", "jwt")
 IO_LIBRARIES = ("asyncio", "sqlalchemy", "starlette", "fastapi", "uvicorn", "httpx", "websockets")
-CORE = ("model", "filters", "events", "crypto")
+CORE = ("model", "filters", "events", "crypto", "icure")
 
 
 def test_importing_the_sdk_loads_none_of_the_servers_libraries() -> None:

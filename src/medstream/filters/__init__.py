@@ -9,6 +9,7 @@ does no I/O and imports no database library.
 from __future__ import annotations
 
 from medstream.filters.builders import (
+    ContactFilter,
     DataSampleFilter,
     ExchangeDataFilter,
     FilterComposition,
@@ -22,10 +23,13 @@ from medstream.filters.builders import (
 from medstream.filters.index import IndexConstraint, entity_index_values, index_constraint
 from medstream.filters.matcher import matches
 from medstream.filters.nodes import (
+    AllContactsFilter,
     AllExchangeDataFilter,
     AllHealthcareProfessionalsFilter,
     AllMedicalDevicesFilter,
     AllUsersFilter,
+    ContactByIdsFilter,
+    ContactByLabelCodeFilter,
     DataSampleByHealthcarePartyBlindIndexFilter,
     DataSampleByHealthcarePartyFilter,
     DataSampleByHealthcarePartyHealthcareElementIdsFilter,
@@ -65,11 +69,15 @@ from medstream.filters.parse import parse_filter
 from medstream.filters.tree import ComplementFilter, Filter, IntersectionFilter, UnionFilter
 
 __all__ = [
+    "AllContactsFilter",
     "AllExchangeDataFilter",
     "AllHealthcareProfessionalsFilter",
     "AllMedicalDevicesFilter",
     "AllUsersFilter",
     "ComplementFilter",
+    "ContactByIdsFilter",
+    "ContactByLabelCodeFilter",
+    "ContactFilter",
     "DataSampleByHealthcarePartyBlindIndexFilter",
     "DataSampleByHealthcarePartyFilter",
     "DataSampleByHealthcarePartyHealthcareElementIdsFilter",

@@ -19,10 +19,13 @@ from medstream.errors import ValidationError
 from medstream.filters.base import LeafFilter
 from medstream.filters.builder_base import DataOwnerFilterBuilder, DataOwnerProvider, FilterBuilder, adds_constraint
 from medstream.filters.nodes import (
+    AllContactsFilter,
     AllExchangeDataFilter,
     AllHealthcareProfessionalsFilter,
     AllMedicalDevicesFilter,
     AllUsersFilter,
+    ContactByIdsFilter,
+    ContactByLabelCodeFilter,
     DataSampleByHealthcarePartyBlindIndexFilter,
     DataSampleByHealthcarePartyFilter,
     DataSampleByHealthcarePartyHealthcareElementIdsFilter,
@@ -343,6 +346,17 @@ class HealthcareProfessionalFilter(_LabelCodeBuilder):
         return self._add("by_matches", HealthcareProfessionalByNameFilter, search_string=search_string)
 
 
+class ContactFilter(_LabelCodeBuilder):
+    """Contacts; without constraints, all of them (that you may read)."""
+
+    _default = AllContactsFilter
+    _label_code_node = ContactByLabelCodeFilter
+
+    @adds_constraint
+    def by_ids(self, ids: Sequence[str]) -> Self:
+        return self._add("by_ids", ContactByIdsFilter, ids=self._strings("by_ids", ids))
+
+
 class MedicalDeviceFilter(_LabelCodeBuilder):
     """Medical devices; without constraints, all of them (that you may read)."""
 
@@ -445,6 +459,7 @@ def _of_one_type(where: str, filters: tuple[Filter, ...]) -> tuple[Filter, ...]:
 
 
 __all__ = [
+    "ContactFilter",
     "DataOwnerProvider",
     "DataSampleFilter",
     "FilterComposition",

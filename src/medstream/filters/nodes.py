@@ -284,6 +284,24 @@ class HealthcareProfessionalByNameFilter(LeafFilter):
         yield NameContains(normalize_for_search(self.search_string))
 
 
+# --- Contact -----------------------------------------------------------------------------------------------
+
+
+class ContactByIdsFilter(ByIds):
+    entity_type: ClassVar[str] = "Contact"
+    filter_type: Literal["ContactByIdsFilter"] = Field("ContactByIdsFilter", alias="$type")
+
+
+class AllContactsFilter(LeafFilter):
+    entity_type: ClassVar[str] = "Contact"
+    filter_type: Literal["AllContactsFilter"] = Field("AllContactsFilter", alias="$type")
+
+
+class ContactByLabelCodeFilter(LabelCodeFilter):
+    entity_type: ClassVar[str] = "Contact"
+    filter_type: Literal["ContactByLabelCodeFilter"] = Field("ContactByLabelCodeFilter", alias="$type")
+
+
 # --- MedicalDevice -----------------------------------------------------------------------------------------
 
 
@@ -422,6 +440,9 @@ LEAF_TYPES: tuple[type[LeafFilter], ...] = (
     MedicalDeviceByIdsFilter,
     AllMedicalDevicesFilter,
     MedicalDeviceByLabelCodeFilter,
+    ContactByIdsFilter,
+    AllContactsFilter,
+    ContactByLabelCodeFilter,
     NotificationsByIdFilter,
     NotificationsByHcPartyAndTypeFilter,
     NotificationsAfterDateFilter,

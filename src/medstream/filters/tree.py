@@ -14,10 +14,13 @@ from pydantic import Field, model_validator
 from medstream.filters.base import MAX_LIST_SIZE, FilterNode
 from medstream.filters.nodes import (
     LEAF_TYPES,
+    AllContactsFilter,
     AllExchangeDataFilter,
     AllHealthcareProfessionalsFilter,
     AllMedicalDevicesFilter,
     AllUsersFilter,
+    ContactByIdsFilter,
+    ContactByLabelCodeFilter,
     DataSampleByHealthcarePartyBlindIndexFilter,
     DataSampleByHealthcarePartyFilter,
     DataSampleByHealthcarePartyHealthcareElementIdsFilter,
@@ -141,6 +144,9 @@ Filter = Annotated[
     | MedicalDeviceByIdsFilter
     | AllMedicalDevicesFilter
     | MedicalDeviceByLabelCodeFilter
+    | ContactByIdsFilter
+    | AllContactsFilter
+    | ContactByLabelCodeFilter
     | NotificationsByIdFilter
     | NotificationsByHcPartyAndTypeFilter
     | NotificationsAfterDateFilter

@@ -23,6 +23,7 @@ from medstream.model.common import (
     TelecomType,
     TypedValue,
 )
+from medstream.model.contact import Contact
 from medstream.model.data_sample import Content, DataSample, Measure, TimeSeries
 from medstream.model.entities import ENTITY_KINDS, KIND_BY_MODEL, KIND_BY_NAME, EntityKind, kind_of
 from medstream.model.exchange_data import ExchangeData
@@ -60,6 +61,7 @@ __all__ = [
     "Base64Text",
     "CodingReference",
     "CodingSet",
+    "Contact",
     "Content",
     "CryptoKey",
     "DataSample",

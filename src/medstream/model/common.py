@@ -12,7 +12,7 @@ from medstream.model.blind_index import check_blind_index
 from medstream.model.scalars import Base64Text as Base64Text
 from medstream.model.scalars import EncryptedSelfText
 from medstream.model.scalars import Int64 as Int64
-from medstream.model.security import SecurityMetadata
+from medstream.model.security import Delegation, SecurityMetadata
 
 # An entity id travels in URL paths: a UUID by default, any short URL-safe token when the client supplies one.
 EntityId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")]
@@ -218,3 +218,32 @@ class Entity(MedstreamModel):
         if self.security_metadata is None:
             return frozenset()
         return self.security_metadata.readers
+
+
+# Legacy delegations by data owner id (`Delegation`).
+Delegations = dict[str, list[Delegation]]
+
+
+class SecretLinks(MedstreamModel):
+    """The fields with which iCure's clients (cardinal) link an entity to its patient without naming it: the
+    patient's secret ids (`secretForeignKeys`) and the legacy delegation maps. The server stores them as given and
+    never reads them: access follows `securityMetadata`. Absent unless a client sent them."""
+
+    secret_foreign_keys: StringSet | None = None
+    crypted_foreign_keys: Delegations | None = None
+    delegations: Delegations | None = None
+    encryption_keys: Delegations | None = None
+
+
+class CryptoActorKeys(MedstreamModel):
+    """The public key fields iCure's clients (cardinal) publish on their data owner, stored as given beside the
+    data owner's `cryptoKeys`: RSA-OAEP-SHA256 public keys as hex SPKI, and the legacy key maps. Only the data
+    owner itself changes them, and a published OAEP key is never removed (`delegations.check_actor_keys`).
+    Absent unless a client sent them."""
+
+    public_keys_for_oaep_with_sha256: StringSet | None = None
+    public_key: str | None = None
+    hc_party_keys: dict[str, list[str]] | None = None
+    aes_exchange_keys: dict[str, dict[str, dict[str, str]]] | None = None
+    transfer_keys: dict[str, dict[str, str]] | None = None
+    private_key_shamir_partitions: dict[str, str] | None = None

@@ -15,6 +15,7 @@ from medstream.model.common import (
     FuzzyDateTime,
     Identifier,
     Int64,
+    SecretLinks,
     StringSet,
 )
 
@@ -71,7 +72,7 @@ class Content(MedstreamModel):
     range: list[Measure] = Field(default_factory=list)
 
 
-class DataSample(Entity):
+class DataSample(Entity, SecretLinks):
     """A medical observation about a patient, with its content keyed by language code."""
 
     entity_type: ClassVar[str] = "DataSample"

@@ -23,6 +23,7 @@ ENCRYPTED_FIELDS: Mapping[str, tuple[str, ...]] = {
         "properties", "parameters", "externalId", "alias", "civility", "ssin", "identifiers",
     ),
     "DataSample": ("content", "comment", "qualifiedLinks", "canvasesIds", "transactionId", "identifiers"),
+    "Contact": ("description", "location", "identifiers"),
     "HealthcareElement": ("description", "note", "identifiers"),
     "Notification": ("properties",),
     "HealthcareProfessional": (),

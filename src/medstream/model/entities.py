@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from medstream.model.common import Entity
+from medstream.model.contact import Contact
 from medstream.model.data_sample import DataSample
 from medstream.model.exchange_data import ExchangeData
 from medstream.model.healthcare_element import HealthcareElement
@@ -31,6 +32,7 @@ class EntityKind:
 ENTITY_KINDS: tuple[EntityKind, ...] = (
     EntityKind("Patient", Patient, "patient", "patients", "patients", is_data_owner=True),
     EntityKind("DataSample", DataSample, "data_sample", "data_samples", "data-samples"),
+    EntityKind("Contact", Contact, "contact", "contacts", "contacts"),
     EntityKind(
         "HealthcareElement",
         HealthcareElement,

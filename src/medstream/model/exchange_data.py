@@ -27,3 +27,7 @@ class ExchangeData(Entity):
     search_key: dict[str, Base64Text] | None = None  # left out of records made without one
     delegator_signature: dict[str, Base64Text] = Field(default_factory=dict)
     delegate_signature: dict[str, Base64Text] | None = None  # left out of records only their delegator signed
+    # iCure's clients (cardinal) also share a signature key (wrapped like `exchange_key`) and sign the record with
+    # it; both stored as given, absent from records made without them.
+    shared_signature_key: dict[str, Base64Text] | None = None
+    shared_signature: Base64Text | None = None

@@ -6,12 +6,21 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from medstream.model.common import Address, Base64Text, CodingSet, Entity, EntityId, PersonName, Property
+from medstream.model.common import (
+    Address,
+    Base64Text,
+    CodingSet,
+    CryptoActorKeys,
+    Entity,
+    EntityId,
+    PersonName,
+    Property,
+)
 from medstream.model.patient import Gender
 from medstream.model.security import CryptoKey
 
 
-class HealthcareProfessional(Entity):
+class HealthcareProfessional(Entity, CryptoActorKeys):
     """A person or organisation giving care; it owns the data it creates."""
 
     entity_type: ClassVar[str] = "HealthcareProfessional"

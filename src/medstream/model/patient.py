@@ -16,6 +16,7 @@ from medstream.model.common import (
     Int64,
     PersonName,
     Property,
+    SecretLinks,
     StringSet,
 )
 from medstream.model.security import CryptoKey
@@ -71,7 +72,7 @@ class PatientHealthCareParty(MedstreamModel):
 FuzzyDate = Int64
 
 
-class Patient(Entity):
+class Patient(Entity, SecretLinks):
     entity_type: ClassVar[str] = "Patient"
 
     identifiers: list[Identifier] = Field(default_factory=list)

@@ -95,6 +95,19 @@ def is_server_delegation(key: str, delegation: SecureDelegation) -> bool:
     return delegation.delegate is not None and key == server_delegation_key(delegation.delegator, delegation.delegate)
 
 
+class Delegation(MedstreamModel):
+    """A legacy delegation, as iCure's clients still write them in `delegations`, `cryptedForeignKeys` and
+    `encryptionKeys`: an owner, the data owner it was made for, a key encrypted for them. Stored as given; it
+    gives no access (an entity's readers come from its secure delegations only)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    owner: DataOwnerId | None = None
+    delegated_to: DataOwnerId | None = None
+    key: str | None = None
+    tags: tuple[str, ...] = ()
+
+
 class KeyStatus(StrEnum):
     """A published key is ACTIVE (clients wrap for it) until its owner retires it; it is never removed."""
 

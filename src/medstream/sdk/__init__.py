@@ -13,6 +13,7 @@ from medstream.errors import (
     ValidationError,
 )
 from medstream.filters.builders import (
+    ContactFilter,
     DataSampleFilter,
     ExchangeDataFilter,
     FilterComposition,
@@ -24,6 +25,7 @@ from medstream.filters.builders import (
     UserFilter,
 )
 from medstream.sdk.apis import (
+    ContactApi,
     DataSampleApi,
     ExchangeDataApi,
     HealthcareElementApi,
@@ -43,6 +45,8 @@ __all__ = [
     "AuthenticationError",
     "ConflictError",
     "Connection",
+    "ContactApi",
+    "ContactFilter",
     "CryptoApi",
     "DataOwnerWithType",
     "DataSampleApi",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from medstream.model.contact import Contact
 from medstream.model.data_sample import DataSample
 from medstream.model.entities import KIND_BY_NAME
 from medstream.model.exchange_data import ExchangeData
@@ -51,6 +52,19 @@ class DataSampleApi(EntityApi[DataSample]):
         path = f"/rest/v1/patients/{patient_id}/data-samples/batch"
         body = [await self._write_body(sample) for sample in data_samples]
         return await self._many(await self._transport.request("POST", path, body))
+
+
+class ContactApi(EntityApi[Contact]):
+    kind = KIND_BY_NAME["Contact"]
+    create_or_modify_contact = EntityApi.create_or_modify
+    create_or_modify_contacts = EntityApi.create_or_modify_many
+    get_contact = EntityApi.get
+    subscribe_to_contact_events = EntityApi.subscribe_to_events
+    get_contacts = EntityApi.get_many
+    delete_contact = EntityApi.delete
+    delete_contacts = EntityApi.delete_many
+    filter_contacts_by = EntityApi.filter_by
+    match_contacts_by = EntityApi.match_by
 
 
 class HealthcareElementApi(EntityApi[HealthcareElement]):

@@ -16,6 +16,7 @@ from medstream.model.healthcare_professional import HealthcareProfessional
 from medstream.model.medical_device import MedicalDevice
 from medstream.model.patient import Patient
 from medstream.sdk.apis import (
+    ContactApi,
     DataSampleApi,
     ExchangeDataApi,
     HealthcareElementApi,
@@ -51,6 +52,7 @@ class MedTechApi:
         streams = self.event_streams
         self.patient_api = PatientApi(transport, streams, crypto)
         self.data_sample_api = DataSampleApi(transport, streams, crypto)
+        self.contact_api = ContactApi(transport, streams, crypto)
         self.healthcare_element_api = HealthcareElementApi(transport, streams, crypto)
         self.healthcare_professional_api = HealthcareProfessionalApi(transport, streams, crypto)
         self.medical_device_api = MedicalDeviceApi(transport, streams, crypto)

@@ -27,6 +27,8 @@ from medstream.server.actors import ActorValidator
 from medstream.server.dispatcher import Dispatcher
 from medstream.server.docs import docs_routes
 from medstream.server.errors import BodySizeLimit, install_error_handlers
+from medstream.server.icure.routes import rest_routes as icure_rest_routes
+from medstream.server.icure.socket import IcureSockets
 from medstream.server.login_throttle import LoginThrottle, PasswordCheckGate
 from medstream.server.metrics import Metrics
 from medstream.server.metrics_middleware import MetricsMiddleware
@@ -199,6 +201,7 @@ def telemetry_middleware() -> Middleware:
 def create_app(settings: Settings | None = None) -> MedstreamApp:
     settings = settings or Settings()
     metrics = Metrics() if settings.metrics else None
+    icure_sockets = IcureSockets()
 
     @asynccontextmanager
     async def lifespan(app: MedstreamApp) -> AsyncIterator[None]:
@@ -232,6 +235,7 @@ def create_app(settings: Settings | None = None) -> MedstreamApp:
             expiry.cancel()
             retention.cancel()
             state.hub.close_all()
+            icure_sockets.close_all()
             await state.dispatcher.stop()
             await state.database.close()
 
@@ -246,11 +250,23 @@ def create_app(settings: Settings | None = None) -> MedstreamApp:
             return
         await state_of(websocket).hub.serve(websocket)
 
+    async def icure_endpoint(websocket: WebSocket) -> None:
+        """iCure's notification socket (docs/icure.md), with the same origin rule."""
+        origin = websocket.headers.get("origin")
+        if not origin_allowed(origin, websocket.headers.get("host"), origins):
+            await websocket.accept()
+            await websocket.close(CloseCode.FORBIDDEN, f"origin {origin} not allowed"[:120])
+            return
+        await icure_sockets.serve(websocket)
+
     title = "Medstream"
     collections = api_collections()
     routes = [
         *routes_of(collections),
         WebSocketRoute("/ws/v1/events", events_endpoint, name="events"),
+        # iCure's clients (docs/icure.md): an adapter over the same store and dispatcher.
+        *icure_rest_routes(),
+        WebSocketRoute("/ws/v2/notification/subscribe", icure_endpoint, name="icure-events"),
         *([metrics_route(metrics, settings)] if metrics is not None else []),
         Route(OPENAPI_URL, serve_openapi, methods=["GET"], name="openapi", include_in_schema=False),
         *docs_routes(title, OPENAPI_URL),

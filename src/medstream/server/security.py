@@ -17,6 +17,10 @@ from medstream.errors import AuthenticationError
 from medstream.model.user import User
 
 _hasher = PasswordHasher()
+
+# The authentication class of a token from a password login, as iCure's clients read it (`tac`): they refuse a
+# login token without one.
+PASSWORD_AUTHENTICATION_CLASS = 20
 # Verified against when a login is unknown, so that the answer takes as long as for a wrong password.
 _DUMMY_HASH = _hasher.hash(uuid.uuid4().hex)
 
@@ -78,8 +82,23 @@ class TokenIssuer:
         }
         family = family or uuid.uuid4().hex
         refresh_jti, refresh_expires = uuid.uuid4().hex, now + self.refresh_seconds
-        access_claims = {**claims, "typ": "access", "jti": uuid.uuid4().hex, "exp": now + self.access_seconds}
-        refresh_claims = {**claims, "typ": "refresh", "jti": refresh_jti, "fam": family, "exp": refresh_expires}
+        # `tac` and `jwtD` (the lifetime in seconds) are the claims iCure's clients read (docs/icure.md).
+        claims["tac"] = PASSWORD_AUTHENTICATION_CLASS
+        access_claims = {
+            **claims,
+            "typ": "access",
+            "jti": uuid.uuid4().hex,
+            "exp": now + self.access_seconds,
+            "jwtD": self.access_seconds,
+        }
+        refresh_claims = {
+            **claims,
+            "typ": "refresh",
+            "jti": refresh_jti,
+            "fam": family,
+            "exp": refresh_expires,
+            "jwtD": self.refresh_seconds,
+        }
         access = jwt.encode(access_claims, self._secret, "HS256")
         refresh = jwt.encode(refresh_claims, self._secret, "HS256")
         return TokenPair(access, refresh, self.access_seconds, family, refresh_jti, refresh_expires)

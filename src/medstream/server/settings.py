@@ -116,10 +116,10 @@ class Settings(BaseSettings):
         20.0,
         gt=0,
         description="the server pings an event socket silent this long (a `ping` message; uvicorn's own "
-        "protocol-level keepalive is off)",
+        "protocol-level keepalive is off); an iCure socket (docs/icure.md) is pinged this often, at most every 10 s",
     )
     ws_heartbeat_timeout_seconds: float = Field(
-        60.0, gt=0, description="an event socket silent this long is closed with 4408"
+        60.0, gt=0, description="an event socket (or an iCure socket) silent this long is closed with 4408"
     )
     ws_send_queue: int = Field(
         10_000, gt=0, description="messages queued for one socket before it is closed with 4429 (too slow)"

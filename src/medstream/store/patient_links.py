@@ -23,7 +23,12 @@ def linked_patients(kind: EntityKind, entities: Sequence[Entity]) -> list[str]:
     if required is None:
         return []
     patient_ids = {getattr(e, "patient_id", None) for e in entities}
-    if None in patient_ids and required:
+    # An iCure client links to the patient by its secret ids instead (`secretForeignKeys`), which the server
+    # cannot resolve: such an entity has no patient link to check (docs/icure.md).
+    unlinked = any(
+        getattr(e, "patient_id", None) is None and not getattr(e, "secret_foreign_keys", None) for e in entities
+    )
+    if unlinked and required:
         raise ValidationError(f"a {kind.name} needs a patientId: create it with POST /patients/{{id}}/data-samples")
     return sorted(p for p in patient_ids if p is not None)
 

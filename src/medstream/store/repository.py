@@ -120,6 +120,45 @@ class EntityRepository:
 
         return await self.database.run_write(transaction)
 
+    async def create_or_modify_together(
+        self, batches: Sequence[tuple[EntityKind, Sequence[Entity]]], actor: Actor
+    ) -> list[list[Stored]]:
+        """`create_or_modify` of entities of several kinds (not users) in one transaction, all or nothing: a
+        contact and its data samples. The batches are written in order, each as `create_or_modify` writes it."""
+        now = now_ms()
+        plans: list[tuple[EntityKind, Sequence[Entity], list[str]]] = []
+        for kind, entities in batches:
+            if kind.name == "User":
+                raise ValidationError("users are written on their own")
+            for entity in entities:
+                if entity.id is None and entity.rev is not None:
+                    raise ValidationError("an entity with a rev must also have its id")
+            ids = [entity.id or new_entity_id() for entity in entities]
+            if len(set(ids)) != len(ids):
+                raise ValidationError("the same id appears more than once in one batch")
+            plans.append((kind, entities, ids))
+
+        def transaction(conn: Connection) -> list[list[Stored]]:
+            backend = self.database.backend
+            results: list[list[Stored]] = []
+            for kind, entities, ids in plans:
+                chosen = [entity.id for entity in entities if entity.id is not None]
+                existing = self._rows_by_id(conn, ENTITY_TABLES[kind.name], chosen, lock=True)
+                writes: list[WriteRows] = []
+                for entity_id, entity in zip(ids, entities, strict=True):
+                    row = existing.get(entity_id)
+                    if row is None:
+                        write = prepare_create(kind, entity_id, entity, actor, now, None)
+                    else:
+                        write = prepare_update(kind, row, entity, actor, now, None)
+                    writes.append(rows_of(kind, write))
+                check_links(conn, kind, [w.write.entity for w in writes], actor, backend)
+                store_rows(conn, kind, writes, backend)
+                results.append([Stored(w.write.entity, w.document) for w in writes])
+            return results
+
+        return await self.database.run_write(transaction)
+
     async def delete(self, kind: EntityKind, ids: Sequence[str], actor: Actor) -> list[Entity]:
         """Soft-delete: each entity becomes a tombstone with `deletion_date`. Deleting a tombstone again
         returns it unchanged. All or nothing: one unknown or unreadable id fails the whole call."""

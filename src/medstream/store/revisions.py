@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from medstream.access import Actor, check_user_write
 from medstream.delegations import (
+    check_actor_keys,
     check_can_write,
     check_crypto_keys,
     check_exchange_data,
@@ -96,6 +97,7 @@ def prepare_create(
         check_exchange_data(entity, None, actor)
     elif kind.is_data_owner:
         check_crypto_keys(entity_id, key_records(entity), [], actor)
+        check_actor_keys(entity_id, entity, None, actor)
     stored = entity.model_copy(
         update={
             "id": entity_id,
@@ -139,6 +141,7 @@ def prepare_update(
         check_exchange_data(entity, current, actor)
     elif kind.is_data_owner:
         check_crypto_keys(row.id, key_records(entity), key_records(current), actor)
+        check_actor_keys(row.id, entity, current, actor)
     metadata = metadata_for_update(kind, entity, current, actor)
     stored = entity.model_copy(
         update={

@@ -53,6 +53,7 @@ KIND_COLUMNS: dict[str, tuple[IndexedColumn, ...]] = {
         IndexedColumn("patient_id", String(128), lambda e: cast(DataSample, e).patient_id),
         IndexedColumn("value_date", BigInteger(), lambda e: cast(DataSample, e).value_date),
     ),
+    "Contact": (),
     "HealthcareElement": (
         IndexedColumn("patient_id", String(128), lambda e: cast(HealthcareElement, e).patient_id),
         IndexedColumn("value_date", BigInteger(), lambda e: cast(HealthcareElement, e).value_date),

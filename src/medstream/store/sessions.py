@@ -121,6 +121,28 @@ class SessionStore:
         if refused is not None:
             raise AuthenticationError(refused)
 
+    async def check_standing(self, family: str, user_id: str, generation: int, jti: str, now: int) -> None:
+        """AuthenticationError unless `jti` is its family's current refresh token, in a session not ended: the
+        check of a refresh that does not rotate (iCure's clients keep their refresh token, docs/icure.md)."""
+        table = refresh_families
+        query = select(table.c.current_jti, table.c.generation, table.c.expires).where(
+            table.c.family == family, table.c.user_id == user_id
+        )
+
+        def read(conn: Connection) -> bool:
+            row = conn.execute(query).one_or_none()
+            return (
+                row is not None
+                and row.current_jti == jti
+                and row.expires >= now
+                and row.generation == generation == generation_in(conn, user_id)
+            )
+
+        if not await self.database.run_read(read):
+            raise AuthenticationError(
+                "this refresh token was revoked (logout, or a password or role change): log in again"
+            )
+
     async def end_sessions(self, user_id: str) -> None:
         await self.database.run_write(lambda conn: end_sessions_in(conn, user_id))
 

@@ -42,13 +42,18 @@ def _tokens(pair: TokenPair) -> Response:
 
 async def login(call: Call) -> Response:
     """Exchange a login and password for an access token and a refresh token (a new session)."""
-    state, request = call.state, call.request
-    user = await _check_credentials(state, call.body, request.client.host if request.client else "")
+    request = call.request
+    return _tokens(await open_session(call.state, call.body, request.client.host if request.client else ""))
+
+
+async def open_session(state: ServerState, credentials: LoginCredentials, peer: str) -> TokenPair:
+    """A new session's token pair for a login and password (from `peer`), within the login limits."""
+    user = await _check_credentials(state, credentials, peer)
     user_id = str(user.id)
     generation = await state.sessions.generation(user_id)
     pair = state.tokens.issue(user, generation=generation)
     await state.sessions.start_family(pair.family, user_id, generation, pair.refresh_jti, pair.refresh_expires)
-    return _tokens(pair)
+    return pair
 
 
 async def _check_credentials(state: ServerState, credentials: LoginCredentials, peer: str) -> User:

@@ -1,0 +1,93 @@
+"""iCure's filters (`$type`s) as Medstream filter nodes, for the subscriptions of `/ws/v2`.
+
+Each iCure filter served is parsed with exactly its field set, and becomes the Medstream node with the same
+meaning (filters.md); any other `$type` is refused, naming the ones served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import pydantic
+from pydantic import Field
+
+from medstream.errors import ValidationError
+from medstream.filters.nodes import DataSampleByHealthcarePartyTagCodeDateFilter, PatientByHealthcarePartyFilter
+from medstream.filters.tree import Filter
+from medstream.icure.shapes import IcureModel
+
+
+class ServiceByHcPartyTagCodeDateFilter(IcureModel):
+    """Services shared with a data owner, by tag and/or code, and value date."""
+
+    type_: Literal["ServiceByHcPartyTagCodeDateFilter"] = Field(alias="$type")
+    desc: str | None = None
+    healthcare_party_id: str | None = None
+    patient_secret_foreign_keys: list[str] | None = None
+    tag_type: str | None = None
+    tag_code: str | None = None
+    code_type: str | None = None
+    code_code: str | None = None
+    start_value_date: int | None = None
+    end_value_date: int | None = None
+    descending: bool = False
+
+
+class PatientByHcPartyFilter(IcureModel):
+    """Every patient shared with a data owner."""
+
+    type_: Literal["PatientByHcPartyFilter"] = Field(alias="$type")
+    desc: str | None = None
+    healthcare_party_id: str | None = None
+
+
+def _patient_by_hc_party(data: Mapping[str, Any]) -> Filter:
+    parsed = PatientByHcPartyFilter.model_validate(data)
+    if parsed.healthcare_party_id is None:
+        raise ValidationError("PatientByHcPartyFilter: Medstream needs its healthcarePartyId")
+    return PatientByHealthcarePartyFilter(healthcare_party_id=parsed.healthcare_party_id)
+
+
+def _service_by_tag_code_date(data: Mapping[str, Any]) -> Filter:
+    parsed = ServiceByHcPartyTagCodeDateFilter.model_validate(data)
+    if parsed.healthcare_party_id is None:
+        raise ValidationError("ServiceByHcPartyTagCodeDateFilter: Medstream needs its healthcarePartyId")
+    if parsed.patient_secret_foreign_keys is not None:
+        raise ValidationError(
+            "ServiceByHcPartyTagCodeDateFilter: Medstream does not select services by patientSecretForeignKeys"
+        )
+    return DataSampleByHealthcarePartyTagCodeDateFilter(
+        healthcare_party_id=parsed.healthcare_party_id,
+        tag_type=parsed.tag_type,
+        tag_code=parsed.tag_code,
+        code_type=parsed.code_type,
+        code_code=parsed.code_code,
+        start_value_date=parsed.start_value_date,
+        end_value_date=parsed.end_value_date,
+        descending=parsed.descending,
+    )
+
+
+# `$type` -> (Medstream entity type, translation).
+FILTERS: Mapping[str, tuple[str, Callable[[Mapping[str, Any]], Filter]]] = {
+    "ServiceByHcPartyTagCodeDateFilter": ("DataSample", _service_by_tag_code_date),
+    "PatientByHcPartyFilter": ("Patient", _patient_by_hc_party),
+}
+
+
+def medstream_filter(data: Mapping[str, Any], entity_type: str) -> Filter:
+    """The Medstream node of an iCure filter on `entity_type`; ValidationError saying what is wrong."""
+    type_name = data.get("$type")
+    served = FILTERS.get(type_name) if isinstance(type_name, str) else None
+    if served is None:
+        known = ", ".join(sorted(FILTERS))
+        # Short: it is also a websocket close reason (123 bytes at most).
+        raise ValidationError(f"$type {type_name!r} not served; served: {known}")
+    if served[0] != entity_type:
+        raise ValidationError(f"filter {type_name} selects {served[0]}s, not {entity_type}s")
+    try:
+        return served[1](data)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or type_name}: {e['msg']}" for e in exc.errors())
+        raise ValidationError(f"{type_name}: {problems}") from None

@@ -1,0 +1,387 @@
+"""The `/rest/v2` calls iCure's clients (cardinal-sdk) make, over Medstream's own store, access rule and outbox
+(docs/icure.md lists them). Each maps iCure's JSON to Medstream's entities and back (`medstream.icure.mapping`);
+a write is an ordinary Medstream write, with its events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from medstream.access import Actor
+from medstream.errors import AuthenticationError, ConflictError, ForbiddenError, NotFoundError, ValidationError
+from medstream.filters.fields import refuse_encrypted_fields
+from medstream.filters.nodes import ExchangeDataByDelegateFilter, ExchangeDataByDelegatorFilter
+from medstream.filters.tree import IntersectionFilter
+from medstream.icure import mapping
+from medstream.icure import shapes as ic
+from medstream.icure.filters import medstream_filter
+from medstream.model.common import Entity
+from medstream.model.contact import Contact
+from medstream.model.data_sample import DataSample
+from medstream.model.encrypted_fields import refuse_clear_fields
+from medstream.model.entities import KIND_BY_NAME, EntityKind
+from medstream.model.exchange_data import ExchangeData
+from medstream.model.healthcare_professional import HealthcareProfessional
+from medstream.model.patient import Patient
+from medstream.server.icure.errors import error_response, icure_endpoint, not_served
+from medstream.server.routes.auth import LoginCredentials, open_session
+from medstream.server.routes.queries import matching_ids
+from medstream.server.state import ServerState, current_actor, state_of
+from medstream.store.queries import filter_entities
+from medstream.store.repository import Stored
+
+M = TypeVar("M", bound=BaseModel)
+
+PATIENTS = KIND_BY_NAME["Patient"]
+DATA_SAMPLES = KIND_BY_NAME["DataSample"]
+CONTACTS = KIND_BY_NAME["Contact"]
+PROFESSIONALS = KIND_BY_NAME["HealthcareProfessional"]
+EXCHANGE_DATA = KIND_BY_NAME["ExchangeData"]
+# The most exchange data records one byDelegatorDelegate call answers (a pair has one or a few).
+MAX_EXCHANGE_DATA = 1000
+
+
+def _json(model: ic.IcureModel) -> Response:
+    return Response(model.to_icure_json(), media_type="application/json")
+
+
+def _json_list(models: Sequence[ic.IcureModel]) -> Response:
+    return Response(b"[" + b",".join(m.to_icure_json() for m in models) + b"]", media_type="application/json")
+
+
+async def _body(request: Request, model: type[M]) -> M:
+    raw = await request.body()
+    if not raw:
+        raise ValidationError(f"the request needs a JSON body ({model.__name__})")
+    return model.model_validate_json(raw)
+
+
+def _path(request: Request, name: str) -> str:
+    value = str(request.path_params[name])
+    if not value or len(value) > 128:
+        raise ValidationError(f"{name}: an id of 1 to 128 characters")
+    return value
+
+
+async def _write(state: ServerState, kind: EntityKind, entities: Sequence[Entity], actor: Actor) -> list[Stored]:
+    """A write as `/rest/v1` makes it: on a server that requires encryption, Medstream's encrypted fields are
+    refused in clear too (docs/icure.md, "What the server can read")."""
+    if state.settings.require_encryption:
+        refuse_clear_fields(entities)
+    return await state.repository.create_or_modify_stored(kind, entities, actor)
+
+
+# -- authentication --------------------------------------------------------------------------------------------
+
+
+async def login(request: Request) -> Response:
+    """`POST /rest/v2/auth/login`: a session's tokens, with iCure's claims (`tac`, `jwtD`)."""
+    if request.query_params.get("groupId"):
+        raise ValidationError("Medstream has no groups: log in without groupId")
+    credentials = await _body(request, ic.LoginCredentials)
+    if not credentials.username or not credentials.password:
+        raise ValidationError("username and password are required")
+    state = state_of(request)
+    checked = LoginCredentials(username=credentials.username, password=credentials.password)
+    pair = await open_session(state, checked, request.client.host if request.client else "")
+    return _json(ic.JwtResponse(token=pair.token, refresh_token=pair.refresh_token, successful=True))
+
+
+async def refresh(request: Request) -> Response:
+    """`POST /rest/v2/auth/refresh` (header `Refresh-Token`): a new access token. iCure's clients keep their
+    refresh token until it expires, so it is checked (not ended, not replaced by a `/rest/v1` refresh) but
+    not rotated."""
+    token = request.headers.get("refresh-token")
+    if not token:
+        raise AuthenticationError("missing Refresh-Token header")
+    state = state_of(request)
+    claims = state.tokens.decode(token, expected_type="refresh")
+    family, jti = claims.get("fam"), claims.get("jti")
+    if not isinstance(family, str) or not isinstance(jti, str):
+        raise AuthenticationError("this refresh token was revoked: log in again")
+    user = await state.repository.find_user(str(claims["sub"]))
+    if user is None:
+        raise AuthenticationError("the user of this refresh token no longer exists")
+    generation = int(claims.get("gen") or 0)
+    await state.sessions.check_standing(family, str(user.id), generation, jti, int(time.time()))
+    pair = state.tokens.issue(user, generation=generation, family=family)
+    return _json(ic.JwtResponse(token=pair.token, successful=True))
+
+
+async def user_matches(request: Request) -> Response:
+    """`GET /rest/v2/user/matches`: the groups of the user. Medstream has none, and answers 404 as iCure's
+    single-group servers do (clients that need a group, with `POST /rest/v2/auth/switch/{groupId}`, are not
+    served)."""
+    return error_response(request, 404, "Medstream has no groups")
+
+
+async def current_user(request: Request) -> Response:
+    actor = await current_actor(request)
+    user = await state_of(request).repository.find_user(actor.user_id)
+    if user is None:
+        raise AuthenticationError("the user of this token no longer exists")
+    return _json(mapping.user_out(user))
+
+
+# -- data owners -----------------------------------------------------------------------------------------------
+
+
+async def _own_professional(request: Request) -> tuple[Actor, HealthcareProfessional]:
+    actor = await current_actor(request)
+    if actor.data_owner_id is None:
+        raise NotFoundError("this user acts as no data owner")
+    state = state_of(request)
+    found = await state.repository.published_keys(actor.data_owner_id)
+    if found is None or found[0] != PROFESSIONALS.name:
+        raise NotFoundError("the v2 API serves the users of healthcare professionals only (docs/icure.md)")
+    hcp = await state.repository.get(PROFESSIONALS, actor.data_owner_id, actor)
+    assert isinstance(hcp, HealthcareProfessional)
+    return actor, hcp
+
+
+async def _published_professional(request: Request, data_owner_id: str) -> HealthcareProfessional:
+    """Any professional as data owner, whoever asks: what v2 shows of it is public (keys, names)."""
+    await current_actor(request)
+    found = await state_of(request).repository.published_keys(data_owner_id)
+    if found is None or found[0] != PROFESSIONALS.name:
+        raise NotFoundError(f"no healthcare party with id {data_owner_id}")
+    hcp = found[1]
+    assert isinstance(hcp, HealthcareProfessional)
+    return hcp
+
+
+async def current_data_owner(request: Request) -> Response:
+    _, hcp = await _own_professional(request)
+    return _json(ic.HcpDataOwner(data_owner=mapping.healthcare_party_out(hcp)))
+
+
+async def data_owner(request: Request) -> Response:
+    hcp = await _published_professional(request, _path(request, "id"))
+    return _json(ic.HcpDataOwner(data_owner=mapping.healthcare_party_out(hcp)))
+
+
+async def data_owner_stub(request: Request) -> Response:
+    hcp = await _published_professional(request, _path(request, "id"))
+    return _json(ic.CryptoActorStubWithType(type="hcp", stub=mapping.stub_out(hcp)))
+
+
+async def modify_stub(request: Request) -> Response:
+    """`PUT /rest/v2/dataowner/stub`: publish the data owner's keys, with a rev check (a stale rev is a 409)."""
+    actor, hcp = await _own_professional(request)
+    sent = await _body(request, ic.CryptoActorStubWithType)
+    if sent.type != "hcp" or sent.stub.id != hcp.id:
+        raise ForbiddenError("a user changes the keys of its own data owner only")
+    stored = await _write(state_of(request), PROFESSIONALS, [mapping.stub_in(sent.stub, hcp)], actor)
+    written = stored[0].entity
+    assert isinstance(written, HealthcareProfessional)
+    return _json(ic.CryptoActorStubWithType(type="hcp", stub=mapping.stub_out(written)))
+
+
+async def aes_exchange_keys(request: Request) -> Response:
+    """`GET /rest/v2/{hcparty,patient,device}/{delegateId}/aesExchangeKeys`: the legacy AES exchange keys that
+    professionals, patients or devices made for the delegate. Medstream keeps no such keys towards a delegate
+    (clients of today share keys through exchange data): always `{}`, as iCure answers a delegate without any.
+    (A 404 there, which cardinal tolerates, made its start-up stall about one time in three.)"""
+    await current_actor(request)
+    _path(request, "id")
+    return Response(b"{}", media_type="application/json")
+
+
+# -- exchange data ---------------------------------------------------------------------------------------------
+
+
+async def exchange_data_by_pair(request: Request) -> Response:
+    actor = await current_actor(request)
+    delegator, delegate = _path(request, "delegator"), _path(request, "delegate")
+    selector = IntersectionFilter(
+        filters=[
+            ExchangeDataByDelegatorFilter(delegator_id=delegator),
+            ExchangeDataByDelegateFilter(delegate_id=delegate),
+        ]
+    )
+    rows = await filter_entities(state_of(request).database, EXCHANGE_DATA, selector, actor, limit=MAX_EXCHANGE_DATA)
+    records = [r for r in rows if isinstance(r, ExchangeData) and mapping.is_icure_exchange_data(r)]
+    return _json_list([mapping.exchange_data_out(r) for r in records])
+
+
+async def exchange_data(request: Request) -> Response:
+    actor = await current_actor(request)
+    record = await state_of(request).repository.get(EXCHANGE_DATA, _path(request, "id"), actor)
+    assert isinstance(record, ExchangeData)
+    if not mapping.is_icure_exchange_data(record):
+        raise NotFoundError(f"no exchange data with id {record.id} made by an iCure client")
+    return _json(mapping.exchange_data_out(record))
+
+
+async def write_exchange_data(request: Request) -> Response:
+    """`POST` (create) and `PUT` (modify, with its rev) `/rest/v2/exchangedata`."""
+    actor = await current_actor(request)
+    sent = await _body(request, ic.ExchangeData)
+    if request.method == "POST" and sent.rev is not None:
+        raise ValidationError("a new exchange data record has no rev (PUT modifies one)")
+    if request.method == "PUT" and sent.rev is None:
+        raise ValidationError("send the record's rev to modify it")
+    stored = await _write(state_of(request), EXCHANGE_DATA, [mapping.exchange_data_in(sent)], actor)
+    written = stored[0].entity
+    assert isinstance(written, ExchangeData)
+    return _json(mapping.exchange_data_out(written))
+
+
+# -- patients ----------------------------------------------------------------------------------------------------
+
+
+async def create_patient(request: Request) -> Response:
+    actor = await current_actor(request)
+    sent = await _body(request, ic.Patient)
+    if sent.rev is not None:
+        raise ValidationError("a new patient has no rev")
+    stored = await _write(state_of(request), PATIENTS, [mapping.patient_in(sent)], actor)
+    written = stored[0].entity
+    assert isinstance(written, Patient)
+    return _json(mapping.patient_out(written))
+
+
+async def modify_patient(request: Request) -> Response:
+    """`PUT /rest/v2/patient`: a new revision of a patient, with its current rev (409 otherwise)."""
+    actor = await current_actor(request)
+    sent = await _body(request, ic.Patient)
+    if sent.rev is None:
+        raise ValidationError("send the patient's rev to modify it")
+    stored = await _write(state_of(request), PATIENTS, [mapping.patient_in(sent)], actor)
+    written = stored[0].entity
+    assert isinstance(written, Patient)
+    return _json(mapping.patient_out(written))
+
+
+async def delete_patient(request: Request) -> Response:
+    """`DELETE /rest/v2/patient/{id}?rev=`: the patient becomes a tombstone with `deletionDate` (a DELETE event,
+    an UPDATE for iCure's subscribers); a `rev` that is not the current one is a 409."""
+    actor = await current_actor(request)
+    patient_id = _path(request, "id")
+    repository = state_of(request).repository
+    rev = request.query_params.get("rev")
+    if rev is not None:
+        current = await repository.get(PATIENTS, patient_id, actor)
+        if current.rev != rev:
+            raise ConflictError(f"stale rev for Patient {patient_id}: sent {rev}, current is {current.rev}")
+    [tombstone] = await repository.delete(PATIENTS, [patient_id], actor)
+    return _json(ic.DocIdentifier(id=patient_id, rev=tombstone.rev))
+
+
+async def patient(request: Request) -> Response:
+    actor = await current_actor(request)
+    found = await state_of(request).repository.get(PATIENTS, _path(request, "id"), actor)
+    assert isinstance(found, Patient)
+    return _json(mapping.patient_out(found))
+
+
+# -- contacts and services -------------------------------------------------------------------------------------
+
+
+async def create_contact(request: Request) -> Response:
+    """`POST /rest/v2/contact`: the contact and one DataSample per service, in one transaction (each sample's
+    CREATE event is what `/ws/v2` subscribers to services receive)."""
+    actor = await current_actor(request)
+    sent = await _body(request, ic.Contact)
+    if sent.rev is not None:
+        raise ValidationError("a new contact has no rev")
+    contact, samples = mapping.contact_in(sent)
+    state = state_of(request)
+    if len(samples) + 1 > state.settings.max_batch_size:
+        raise ValidationError(f"a contact holds at most {state.settings.max_batch_size - 1} services")
+    if state.settings.require_encryption:
+        refuse_clear_fields([contact, *samples])
+    written_contact, written_samples = await state.repository.create_or_modify_together(
+        [(CONTACTS, [contact]), (DATA_SAMPLES, samples)], actor
+    )
+    stored = written_contact[0].entity
+    assert isinstance(stored, Contact)
+    return _json(mapping.contact_out(stored, [s.entity for s in written_samples if isinstance(s.entity, DataSample)]))
+
+
+async def contact(request: Request) -> Response:
+    actor = await current_actor(request)
+    repository = state_of(request).repository
+    found = await repository.get(CONTACTS, _path(request, "id"), actor)
+    assert isinstance(found, Contact)
+    samples = await repository.get_many(DATA_SAMPLES, found.data_sample_ids, actor)
+    return _json(mapping.contact_out(found, [s for s in samples if isinstance(s, DataSample)]))
+
+
+async def match_services(request: Request) -> Response:
+    """`POST /rest/v2/contact/service/match`: the ids of the services an iCure filter selects that you may read
+    (what a client re-reads after a reconnect, since iCure's socket cannot resume)."""
+    actor = await current_actor(request)
+    raw = await request.body()
+    if not raw:
+        raise ValidationError("the request needs a JSON body (a filter)")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationError(f"the body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValidationError("the body is a filter: a JSON object with its $type")
+    state = state_of(request)
+    selector = medstream_filter(data, DATA_SAMPLES.name)
+    if state.settings.require_encryption:
+        refuse_encrypted_fields(selector)
+    ids = await matching_ids(state, DATA_SAMPLES, selector, actor)
+    return Response(orjson.dumps(ids), media_type="application/json")
+
+
+async def services(request: Request) -> Response:
+    """`POST /rest/v2/contact/service` with `{"ids": [...]}`: those services you may read, in the order asked."""
+    actor = await current_actor(request)
+    ids = (await _body(request, ic.ListOfIds)).ids
+    found = await state_of(request).repository.get_many(DATA_SAMPLES, ids, actor)
+    return _json_list([mapping.service_out(s) for s in found if isinstance(s, DataSample)])
+
+
+async def service(request: Request) -> Response:
+    actor = await current_actor(request)
+    found = await state_of(request).repository.get(DATA_SAMPLES, _path(request, "id"), actor)
+    assert isinstance(found, DataSample)
+    return _json(mapping.service_out(found))
+
+
+def _route(path: str, endpoint: Any, methods: list[str]) -> Route:
+    return Route(path, icure_endpoint(endpoint), methods=methods)
+
+
+def rest_routes() -> list[BaseRoute]:
+    """`/rest/v2`, behind one Mount; a path it does not serve is an iCure-style 404."""
+    routes: list[BaseRoute] = [
+        _route("/auth/login", login, ["POST"]),
+        _route("/auth/refresh", refresh, ["POST"]),
+        _route("/user/matches", user_matches, ["GET"]),
+        _route("/user/current", current_user, ["GET"]),
+        _route("/dataowner/current", current_data_owner, ["GET"]),
+        _route("/dataowner/stub", modify_stub, ["PUT"]),
+        _route("/dataowner/stub/{id}", data_owner_stub, ["GET"]),
+        _route("/dataowner/{id}", data_owner, ["GET"]),
+        _route("/hcparty/{id}/aesExchangeKeys", aes_exchange_keys, ["GET"]),
+        _route("/patient/{id}/aesExchangeKeys", aes_exchange_keys, ["GET"]),
+        _route("/device/{id}/aesExchangeKeys", aes_exchange_keys, ["GET"]),
+        _route("/exchangedata/byDelegatorDelegate/{delegator}/{delegate}", exchange_data_by_pair, ["GET"]),
+        _route("/exchangedata", write_exchange_data, ["POST", "PUT"]),
+        _route("/exchangedata/{id}", exchange_data, ["GET"]),
+        _route("/patient", create_patient, ["POST"]),
+        _route("/patient", modify_patient, ["PUT"]),
+        _route("/patient/{id}", patient, ["GET"]),
+        _route("/patient/{id}", delete_patient, ["DELETE"]),
+        _route("/contact", create_contact, ["POST"]),
+        _route("/contact/service/match", match_services, ["POST"]),
+        _route("/contact/service", services, ["POST"]),
+        _route("/contact/service/{id}", service, ["GET"]),
+        _route("/contact/{id}", contact, ["GET"]),
+        Route("/{rest:path}", not_served, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+    ]
+    return [Mount("/rest/v2", routes=routes, name="icure-rest-v2")]

@@ -1,0 +1,402 @@
+"""`/rest/v2` and `/ws/v2/notification/subscribe` against a real server, without iCure's client: bad input gets
+iCure-style errors (never a 500) and changes nothing; tokens carry iCure's claims; a write through Medstream's
+own API reaches an iCure subscriber through the one outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from medstream.icure import shapes as ic
+from medstream.model import CodingReference, Content, DataSample, HealthcareProfessional, Patient, User
+from tests.conftest import Professional, ProfessionalFactory, RunningServer, serve
+
+TAG = {"id": "IC-TEST|TEST|1", "type": "IC-TEST", "code": "TEST", "version": "1"}
+KEY = "b" * 64
+
+
+def _metadata(owner: str) -> dict[str, Any]:
+    return {"secureDelegations": {KEY: {"delegator": owner, "delegate": owner, "permissions": "WRITE"}}}
+
+
+def _frame(owner: str, **changes: Any) -> str:
+    frame: dict[str, Any] = {
+        "eventTypes": ["CREATE", "UPDATE"],
+        "entityClass": "org.taktik.icure.entities.embed.Service",
+        "filter": {
+            "filter": {
+                "$type": "ServiceByHcPartyTagCodeDateFilter",
+                "healthcarePartyId": owner,
+                "tagType": "IC-TEST",
+                "tagCode": "TEST",
+            },
+            "predicate": None,
+        },
+        "accessControlKeys": None,
+    }
+    frame.update(changes)
+    return json.dumps(frame)
+
+
+class V2:
+    """An HTTP client of /rest/v2 logged in as a professional."""
+
+    def __init__(self, client: httpx.AsyncClient, doctor: Professional, token: str, refresh: str) -> None:
+        self.client, self.doctor, self.token, self.refresh = client, doctor, token, refresh
+        client.headers["Authorization"] = f"Bearer {token}"
+
+
+@pytest_asyncio.fixture
+async def v2(server: RunningServer, new_professional: ProfessionalFactory) -> AsyncIterator[V2]:
+    doctor = await new_professional()
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        login = await client.post("/rest/v2/auth/login", json={"username": doctor.login, "password": doctor.password})
+        assert login.status_code == 200, login.text
+        body = login.json()
+        assert set(body) == {"token", "refreshToken", "successful"} and body["successful"] is True
+        yield V2(client, doctor, body["token"], body["refreshToken"])
+
+
+def _claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return claims
+
+
+def _icure_error(response: httpx.Response, status: int, *fragments: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"timestamp", "path", "status", "error", "message"}
+    assert body["status"] == status and body["path"] == response.request.url.path
+    for fragment in fragments:
+        assert fragment in body["message"], body["message"]
+
+
+async def test_tokens_carry_icure_claims_and_refresh_keeps_its_refresh_token(v2: V2) -> None:
+    claims = _claims(v2.token)
+    assert claims["tac"] == 20 and claims["jwtD"] > 0 and claims["exp"] > 0
+    for _ in range(2):  # iCure's clients refresh with the same refresh token, again and again
+        refreshed = await v2.client.post("/rest/v2/auth/refresh", headers={"Refresh-Token": v2.refresh})
+        assert refreshed.status_code == 200, refreshed.text
+        assert set(refreshed.json()) == {"token", "successful"}
+        current = await v2.client.get(
+            "/rest/v2/user/current", headers={"Authorization": f"Bearer {refreshed.json()['token']}"}
+        )
+        assert current.json()["login"] == v2.doctor.login
+    assert (await v2.client.post("/rest/v1/auth/logout")).status_code == 204
+    ended = await v2.client.post("/rest/v2/auth/refresh", headers={"Refresh-Token": v2.refresh})
+    _icure_error(ended, 401, "revoked")
+
+
+async def test_bad_logins_get_icure_errors(server: RunningServer, v2: V2) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as anonymous:
+        wrong = {"username": v2.doctor.login, "password": "not-the-password"}
+        _icure_error(await anonymous.post("/rest/v2/auth/login", json=wrong), 401)
+        _icure_error(await anonymous.post("/rest/v2/auth/login"), 400, "body")
+        _icure_error(await anonymous.post("/rest/v2/auth/login", content=b"{not json"), 400)
+        extra = {"username": "a", "password": "b", "otp": "1"}
+        _icure_error(await anonymous.post("/rest/v2/auth/login", json=extra), 400, "otp")
+        grouped = {"username": v2.doctor.login, "password": v2.doctor.password}
+        _icure_error(await anonymous.post("/rest/v2/auth/login?groupId=g", json=grouped), 400, "groups")
+        _icure_error(await anonymous.get("/rest/v2/user/current"), 401)
+        _icure_error(await anonymous.post("/rest/v2/auth/refresh"), 401, "Refresh-Token")
+        _icure_error(await anonymous.post("/rest/v2/auth/refresh", headers={"Refresh-Token": "x.y.z"}), 401)
+    _icure_error(await v2.client.get("/rest/v2/user/matches"), 404, "no groups")
+    for kind in ("hcparty", "patient", "device"):  # legacy keys made for a delegate: none
+        keys = await v2.client.get(f"/rest/v2/{kind}/{v2.doctor.id}/aesExchangeKeys")
+        assert keys.status_code == 200 and keys.json() == {}, keys.text
+    _icure_error(await v2.client.get("/rest/v2/calendarItem/x"), 404, "not served")
+
+
+async def test_a_refused_patient_is_not_stored(v2: V2) -> None:
+    patient_id = str(uuid.uuid4())
+    base = {"id": patient_id, "firstName": "John", "securityMetadata": _metadata(v2.doctor.id)}
+    refused = [
+        ({**base, "note": "Winter is coming"}, "note travel in encryptedSelf"),
+        ({**base, "medstreamExtra": 1}, "medstreamExtra"),
+        ({**base, "insurabilities": [{"id": "i"}]}, "insurabilities"),
+        ({**base, "rev": "1-a"}, "no rev"),
+        ({**base, "securityMetadata": {"secureDelegations": {"bad": {}}}}, "secureDelegations"),
+        ({**base, "securityMetadata": _metadata("someone-else")}, "own data owner"),
+        ({**base, "dateOfBirth": "yesterday"}, "dateOfBirth"),
+    ]
+    for body, fragment in refused:
+        response = await v2.client.post("/rest/v2/patient", json=body)
+        _icure_error(response, 403 if fragment == "own data owner" else 400, fragment)
+    _icure_error(await v2.client.post("/rest/v2/patient", content=b"[1, 2"), 400)
+    _icure_error(await v2.client.get(f"/rest/v2/patient/{patient_id}"), 404)
+    created = await v2.client.post("/rest/v2/patient", json=base)
+    assert created.status_code == 200, created.text
+    assert created.json()["rev"].startswith("1-") and created.json()["firstName"] == "John"
+    _icure_error(await v2.client.post("/rest/v2/patient", json=base), 409)
+    stored = created.json()
+    _icure_error(await v2.client.put("/rest/v2/patient", json={**stored, "rev": None}), 400, "rev")
+    _icure_error(await v2.client.put("/rest/v2/patient", json={**stored, "rev": "1-stale"}), 409, "stale rev")
+    _icure_error(await v2.client.put("/rest/v2/patient", json={**stored, "note": "clear"}), 400, "note")
+    _icure_error(await v2.client.delete(f"/rest/v2/patient/{patient_id}?rev=1-stale"), 409, "stale rev")
+    _icure_error(await v2.client.delete(f"/rest/v2/patient/{uuid.uuid4()}"), 404)
+    modified = await v2.client.put("/rest/v2/patient", json={**stored, "lastName": "Snow"})
+    assert modified.status_code == 200 and modified.json()["lastName"] == "Snow", modified.text
+    deleted = await v2.client.delete(f"/rest/v2/patient/{patient_id}?rev={modified.json()['rev']}")
+    assert deleted.status_code == 200 and deleted.json()["id"] == patient_id, deleted.text
+    assert (await v2.client.get(f"/rest/v2/patient/{patient_id}")).json()["deletionDate"] > 0
+
+
+async def test_a_refused_contact_stores_neither_the_contact_nor_its_services(v2: V2) -> None:
+    owner = v2.doctor.id
+    contact_id, service_id = str(uuid.uuid4()), str(uuid.uuid4())
+    service = {"id": service_id, "tags": [TAG], "encryptedSelf": "c2VydmljZQ=="}
+    base = {"id": contact_id, "services": [service], "secretForeignKeys": ["s"], "securityMetadata": _metadata(owner)}
+    refused = [
+        ({**base, "services": [{**service, "securityMetadata": {"secureDelegations": {}}}]}, "takes"),
+        ({**base, "services": [{**service, "content": {"en": {"stringValue": "clear"}}}]}, "content"),
+        ({**base, "services": [service, service]}, "more than once"),
+        ({**base, "descr": "in clear"}, "descr"),
+        ({**base, "services": [{**service, "tags": [{"type": "IC-TEST", "code": "TEST", "label": {}}]}]}, "label"),
+        ({**base, "services": [{"id": service_id}], "secretForeignKeys": []}, "patientId"),
+    ]
+    for body, fragment in refused:
+        _icure_error(await v2.client.post("/rest/v2/contact", json=body), 400, fragment)
+    _icure_error(await v2.client.get(f"/rest/v2/contact/{contact_id}"), 404)
+    _icure_error(await v2.client.get(f"/rest/v2/contact/service/{service_id}"), 404)
+    created = await v2.client.post("/rest/v2/contact", json=base)
+    assert created.status_code == 200, created.text
+    assert [s["id"] for s in created.json()["services"]] == [service_id]
+    read = (await v2.client.get(f"/rest/v2/contact/service/{service_id}")).json()
+    assert read["contactId"] == contact_id and read["tags"] == [TAG] and read["secretForeignKeys"] == ["s"]
+
+
+async def test_services_are_matched_by_icure_filters_and_read_by_ids(
+    v2: V2, new_professional: ProfessionalFactory
+) -> None:
+    owner = v2.doctor.id
+    tagged, untagged = str(uuid.uuid4()), str(uuid.uuid4())
+    contact = {
+        "id": str(uuid.uuid4()),
+        "services": [{"id": tagged, "tags": [TAG]}, {"id": untagged}],
+        "secretForeignKeys": ["s"],
+        "securityMetadata": _metadata(owner),
+    }
+    assert (await v2.client.post("/rest/v2/contact", json=contact)).status_code == 200
+    selector = {"$type": "ServiceByHcPartyTagCodeDateFilter", "healthcarePartyId": owner, "tagType": "IC-TEST"}
+    matched = await v2.client.post("/rest/v2/contact/service/match", json=selector)
+    assert matched.status_code == 200 and matched.json() == [tagged], matched.text
+    read = await v2.client.post("/rest/v2/contact/service", json={"ids": [untagged, "unknown", tagged]})
+    assert [s["id"] for s in read.json()] == [untagged, tagged]
+    # Another professional matches and reads none of them.
+    other = await new_professional()
+    login = {"username": other.login, "password": other.password}
+    token = (await v2.client.post("/rest/v2/auth/login", json=login)).json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    stranger = {**selector, "healthcarePartyId": other.id}
+    assert (await v2.client.post("/rest/v2/contact/service/match", json=stranger, headers=headers)).json() == []
+    read = await v2.client.post("/rest/v2/contact/service", json={"ids": [tagged]}, headers=headers)
+    assert read.json() == []
+    for body, fragment in [
+        (b"{not json", "not JSON"),
+        (b"[1]", "JSON object"),
+        (b'{"$type": "ServiceByHcPartyDateFilter"}', "not served; served"),
+        (b'{"$type": "ServiceByHcPartyTagCodeDateFilter", "tagType": "T"}', "healthcarePartyId"),
+        (b"", "body"),
+    ]:
+        _icure_error(await v2.client.post("/rest/v2/contact/service/match", content=body), 400, fragment)
+    _icure_error(await v2.client.post("/rest/v2/contact/service", json={"ids": "x"}), 400, "ids")
+
+
+async def test_the_data_owner_stub_is_changed_with_its_rev_by_its_owner_only(
+    v2: V2, new_professional: ProfessionalFactory
+) -> None:
+    current = (await v2.client.get("/rest/v2/dataowner/current")).json()
+    assert current["type"] == "hcp" and current["dataOwner"]["id"] == v2.doctor.id
+    stub = (await v2.client.get(f"/rest/v2/dataowner/stub/{v2.doctor.id}")).json()["stub"]
+    key = "30820122300d06092a864886f70d0101010500"
+    published = await v2.client.put(
+        "/rest/v2/dataowner/stub", json={"type": "hcp", "stub": {**stub, "publicKeysForOaepWithSha256": [key]}}
+    )
+    assert published.status_code == 200, published.text
+    new_stub = published.json()["stub"]
+    assert new_stub["publicKeysForOaepWithSha256"] == [key] and new_stub["rev"] != stub["rev"]
+    stale = {"type": "hcp", "stub": {**stub, "publicKeysForOaepWithSha256": [key, key + "00"]}}
+    _icure_error(await v2.client.put("/rest/v2/dataowner/stub", json=stale), 409, "stale rev")
+    removed = {"type": "hcp", "stub": {**new_stub, "publicKeysForOaepWithSha256": []}}
+    _icure_error(await v2.client.put("/rest/v2/dataowner/stub", json=removed), 400, "cannot be removed")
+    other = await new_professional()
+    foreign = {"type": "hcp", "stub": {**new_stub, "id": other.id}}
+    _icure_error(await v2.client.put("/rest/v2/dataowner/stub", json=foreign), 403)
+    _icure_error(await v2.client.put("/rest/v2/dataowner/stub", json={"type": "hcp"}), 400, "stub")
+    after = (await v2.client.get(f"/rest/v2/dataowner/stub/{v2.doctor.id}")).json()["stub"]
+    assert after == new_stub
+    # Medstream's own API shows the same professional, with the key beside its cryptoKeys.
+    hcp = await v2.doctor.api.healthcare_professional_api.get_healthcare_professional(v2.doctor.id)
+    assert hcp.public_keys_for_oaep_with_sha256 == {key} and hcp.rev == new_stub["rev"]
+
+
+async def _socket(server: RunningServer, token: str | None) -> ClientConnection:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = server.url.replace("http://", "ws://") + "/ws/v2/notification/subscribe"
+    return await connect(url, additional_headers=headers)
+
+
+async def _closed_with(socket: ClientConnection, code: int, fragment: str) -> None:
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        async with asyncio.timeout(10):
+            while True:
+                await socket.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == code and fragment in closed.value.rcvd.reason, closed.value.rcvd
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "fragment"),
+    [
+        ("{not json", 4400, "not a subscription"),
+        (None, 4400, "not served; served: PatientByHcPartyFilter, ServiceByHcPartyTagCodeDateFilter"),
+        ("pong", 4400, "must be the subscription"),
+    ],
+)
+async def test_a_bad_subscription_closes_the_socket_saying_why(
+    server: RunningServer, v2: V2, frame: str | None, code: int, fragment: str
+) -> None:
+    socket = await _socket(server, v2.token)
+    unknown = {"filter": {"$type": "HealthElementByHcPartyFilter", "healthcarePartyId": "x"}, "predicate": None}
+    await socket.send(frame if frame is not None else _frame(v2.doctor.id, filter=unknown))
+    await _closed_with(socket, code, fragment)
+
+
+async def test_a_socket_without_a_valid_token_is_closed(server: RunningServer) -> None:
+    await _closed_with(await _socket(server, None), 4001, "bearer token")
+    await _closed_with(await _socket(server, "a.b.c"), 4001, "invalid")
+
+
+async def test_a_medstream_write_reaches_an_icure_subscriber_in_icures_shape(
+    server: RunningServer, v2: V2, new_professional: ProfessionalFactory
+) -> None:
+    socket = await _socket(server, v2.token)
+    await socket.send(_frame(v2.doctor.id))
+    api = v2.doctor.api
+    patient = await api.patient_api.create_or_modify_patient(Patient(first_name="John", last_name="Snow"))
+    assert patient.id is not None
+    label = {CodingReference(type="IC-TEST", code="TEST")}
+    # The subscription is live once the server has its frame, which iCure's protocol does not acknowledge: write
+    # until one comes back.
+    received: dict[str, Any] | None = None
+    for _ in range(20):
+        probe = await api.data_sample_api.create_or_modify_data_sample_for(
+            patient.id, DataSample(labels=label, content={"en": Content(string_value="probe")})
+        )
+        try:
+            async with asyncio.timeout(0.5):
+                received = json.loads(await socket.recv())
+                break
+        except TimeoutError:
+            continue
+    assert received is not None, "no event reached the iCure socket"
+    # Another professional's sample, and an untagged one, do not come; a tagged one does, in iCure's shape.
+    stranger = await new_professional()
+    other = await stranger.api.patient_api.create_or_modify_patient(Patient(first_name="Other"))
+    assert other.id is not None
+    await stranger.api.data_sample_api.create_or_modify_data_sample_for(other.id, DataSample(labels=label))
+    await api.data_sample_api.create_or_modify_data_sample_for(patient.id, DataSample(content={}))
+    tagged = await api.data_sample_api.create_or_modify_data_sample_for(
+        patient.id, DataSample(labels=label, content={"en": Content(string_value="Hello world")})
+    )
+    frames: list[dict[str, Any]] = []
+    async with asyncio.timeout(10):
+        while not frames or frames[-1]["id"] != tagged.id:
+            frames.append(json.loads(await socket.recv()))
+    assert [f["id"] for f in frames if f["id"] != probe.id] == [tagged.id]
+    service = ic.Service.model_validate(frames[-1])  # exactly iCure's field set, or this raises
+    assert service.tags == [ic.CodeStub(type="IC-TEST", code="TEST")]
+    assert service.content == {} and service.encrypted_self  # Medstream's SDK encrypted it
+    await socket.send("pong")  # answers the server's ping; allowed at any time
+    await socket.send(_frame(v2.doctor.id))
+    await _closed_with(socket, 4400, "one subscription per socket")
+
+
+async def test_the_server_pings_and_closes_a_socket_that_never_answers(tmp_path: Path) -> None:
+    # Heartbeats shortened (backend-independent: SQLite only); iCure's clients answer each ping with pong.
+    async with serve("sqlite", tmp_path, ws_heartbeat_seconds=0.2, ws_heartbeat_timeout_seconds=1.5) as server:
+        admin = await server.api(server.admin_login, server.admin_password)
+        hcp = await admin.healthcare_professional_api.create_or_modify_healthcare_professional(
+            HealthcareProfessional(first_name="Jane", last_name="Doe")
+        )
+        login, password = f"hcp-{uuid.uuid4().hex[:10]}", f"pw-{uuid.uuid4().hex}"
+        await admin.user_api.create_or_modify_user(User(login=login, healthcare_party_id=hcp.id, password=password))
+        await admin.close()
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            token = (await client.post("/rest/v2/auth/login", json={"username": login, "password": password})).json()
+        assert hcp.id is not None
+        answering = await _socket(server, token["token"])
+        await answering.send(_frame(hcp.id))
+        silent = await _socket(server, token["token"])
+        await silent.send(_frame(hcp.id))
+        async with asyncio.timeout(10):
+            for _ in range(15):  # 3 s of pings, each answered: the socket stays open past the timeout
+                assert await answering.recv() == "ping"
+                await answering.send("pong")
+        await _closed_with(silent, 4408, "no pong")
+        await answering.close()
+
+
+async def test_patient_events_reach_an_icure_subscriber_with_deletes(
+    server: RunningServer, v2: V2, new_professional: ProfessionalFactory
+) -> None:
+    owner = v2.doctor.id
+    socket = await _socket(server, v2.token)
+    patients = {"filter": {"$type": "PatientByHcPartyFilter", "healthcarePartyId": owner}, "predicate": None}
+    await socket.send(
+        _frame(owner, entityClass="org.taktik.icure.entities.Patient", eventTypes=["CREATE", "DELETE"], filter=patients)
+    )
+
+    async def create() -> str:
+        patient_id = str(uuid.uuid4())
+        body = {"id": patient_id, "firstName": "John", "securityMetadata": _metadata(owner)}
+        assert (await v2.client.post("/rest/v2/patient", json=body)).status_code == 200
+        return patient_id
+
+    probes: set[str] = set()
+    for _ in range(20):  # until the subscription is live (its frame is not acknowledged)
+        probes.add(await create())
+        try:
+            async with asyncio.timeout(0.5):
+                first = json.loads(await socket.recv())
+                break
+        except TimeoutError:
+            continue
+    assert first["id"] in probes
+    stranger = await new_professional()
+    await stranger.api.patient_api.create_or_modify_patient(Patient(first_name="Other"))  # not shared: no event
+    created = await create()
+    api = v2.doctor.api
+    updated = await api.patient_api.create_or_modify_patient(
+        (await api.patient_api.get_patient(created)).model_copy(update={"last_name": "Snow"})
+    )
+    await api.patient_api.delete_patient(created)  # an UPDATE (not asked for), then the DELETE
+    frames: list[dict[str, Any]] = []
+    async with asyncio.timeout(10):
+        while len(frames) < 2 or "deletionDate" not in frames[-1]:
+            frame = json.loads(await socket.recv())
+            if frame["id"] not in probes:
+                frames.append(frame)
+    shapes = [ic.Patient.model_validate(frame) for frame in frames]  # exactly iCure's field set, or this raises
+    assert [(p.id, p.deletion_date is not None) for p in shapes] == [(created, False), (created, True)]
+    assert shapes[0].first_name == "John" and shapes[0].rev != updated.rev and shapes[1].rev != updated.rev
+
+
+async def test_a_logout_closes_the_users_icure_sockets(server: RunningServer, v2: V2) -> None:
+    socket = await _socket(server, v2.token)
+    await socket.send(_frame(v2.doctor.id))
+    assert (await v2.client.post("/rest/v1/auth/logout")).status_code == 204
+    await _closed_with(socket, 4001, "session was ended")
+    await _closed_with(await _socket(server, v2.token), 4001, "session was ended")  # and refuses a new one

@@ -1,0 +1,204 @@
+"""iCure's own client, cardinal-sdk 2.14.0 (Python 3.12), unchanged and with its default settings (strict JSON),
+runs iCure's guide "Subscribing to iCure events" against a real Medstream server, on SQLite and PostgreSQL.
+
+The professional and their user are made the Medstream way (the admin API); the client logs in, makes and
+publishes its key pair, creates John Snow with the note 'Winter is coming', subscribes to services tagged
+IC-TEST/TEST, writes an untagged service then a tagged one, and must receive exactly one event, which it
+decrypts to 'Hello world'. A second run with the same key store reuses its keys and exchange data.
+
+A second client subscribes to its patients and receives a patient's creation, change and deletion.
+
+The client runs in a virtual environment of its own (`cardinal_python`), made once per checkout under
+`.venv/cardinal-sdk-2.14.0` with pyenv's Python 3.12; without that Python the test is skipped, except in CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from tests.conftest import Professional, ProfessionalFactory, RunningServer
+
+CARDINAL_VERSION = "2.14.0"
+ROOT = Path(__file__).resolve().parents[2]
+VENV = ROOT / ".venv" / f"cardinal-sdk-{CARDINAL_VERSION}"
+GUIDE = ROOT / "tests" / "icure_clients" / "guide.py"
+PATIENTS = ROOT / "tests" / "icure_clients" / "patients.py"
+# One run of the guide takes a few seconds. The client's native library has been seen to stall or crash (SIGSEGV)
+# while it sets up its crypto, after requests the server had all answered, on a loaded machine: a run that stalls
+# past RUN_SECONDS or is killed by a signal is run again with the same key store, at most ATTEMPTS times in all.
+# Any other failure fails the test at once, with the output.
+RUN_SECONDS = 45
+ATTEMPTS = 3
+
+
+def _python_312() -> Path | None:
+    found = sorted(Path.home().glob(".pyenv/versions/3.12*/bin/python"))
+    return found[-1] if found else None
+
+
+@pytest.fixture(scope="session")
+def cardinal_python() -> Path:
+    """The Python of a virtual environment holding cardinal-sdk, made once (it is 148 MB to install)."""
+    python = VENV / "bin" / "python"
+    ready = VENV / "installed"
+    if ready.exists():
+        return python
+    base = _python_312()
+    if base is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("cardinal-sdk needs Python 3.12, and pyenv has none (~/.pyenv/versions/3.12*)")
+        pytest.skip("cardinal-sdk needs Python 3.12, and pyenv has none (~/.pyenv/versions/3.12*)")
+    subprocess.run([str(base), "-m", "venv", "--clear", str(VENV)], check=True, capture_output=True)
+    install = [str(python), "-m", "pip", "install", "--quiet", f"cardinal-sdk=={CARDINAL_VERSION}"]
+    done = subprocess.run(install, capture_output=True, text=True)
+    assert done.returncode == 0, f"installing cardinal-sdk failed:\n{done.stdout}\n{done.stderr}"
+    ready.write_text(CARDINAL_VERSION)
+    return python
+
+
+async def _run_once(python: Path, script: Path, config: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """The guide's JSON result (None if it stalled or was killed by a signal) and everything it printed."""
+    process = await asyncio.create_subprocess_exec(
+        str(python),
+        str(script),
+        json.dumps(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), RUN_SECONDS)
+    except TimeoutError:
+        process.kill()
+        output, _ = await process.communicate()
+        return None, output.decode(errors="replace")
+    text = output.decode(errors="replace")
+    if process.returncode is not None and process.returncode < 0:
+        return None, f"killed by signal {-process.returncode}\n{text}"
+    lines = [line for line in text.splitlines() if line.startswith("{")]
+    return (json.loads(lines[-1]) if lines else {"error": "no result printed"}), text
+
+
+async def run_client(python: Path, config: dict[str, Any], script: Path = GUIDE) -> dict[str, Any]:
+    outputs: list[str] = []
+    for _ in range(ATTEMPTS):
+        result, output = await _run_once(python, script, config)
+        outputs.append(output)
+        if result is not None:
+            assert "error" not in result, f"the guide failed: {result.get('traceback') or result}"
+            result["attempts"] = len(outputs)
+            return result
+    raise AssertionError(f"the client stalled or crashed {ATTEMPTS} times; its output:\n" + "\n---\n".join(outputs))
+
+
+@pytest_asyncio.fixture
+async def admin_http(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        login = {"username": server.admin_login, "password": server.admin_password}
+        token = (await client.post("/rest/v1/auth/login", json=login)).json()["token"]
+        client.headers["Authorization"] = f"Bearer {token}"
+        yield client
+
+
+async def _get(client: httpx.AsyncClient, path: str) -> Any:
+    response = await client.get(path)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def _exchange_data_of(client: httpx.AsyncClient, owner: str) -> list[str]:
+    match = {"$type": "ExchangeDataByDelegatorFilter", "delegatorId": owner}
+    response = await client.post("/rest/v1/exchange-data/match", json=match)
+    assert response.status_code == 200, response.text
+    ids: list[str] = response.json()
+    return ids
+
+
+def _check_guide(result: dict[str, Any], doctor: Professional) -> None:
+    assert result["user"] == {"login": doctor.login, "healthcarePartyId": doctor.id}
+    patient = result["patient"]
+    assert (patient["firstName"], patient["lastName"], patient["note"]) == ("John", "Snow", "Winter is coming")
+    assert result["connected"][0] == "Connected"
+    assert result["settled"], f"no probe came back as an event: {result}"
+    written = result["written"]
+    assert written["tagged_contact_services"] == [written["tagged"]]
+    # Exactly one event, the tagged service's, which the client decrypted; none for the untagged one.
+    assert result["events"] == [
+        {
+            "id": written["tagged"],
+            "contactId": written["tagged_contact"],
+            "tags": ["IC-TEST|TEST"],
+            "content": {"en": "Hello world"},
+        }
+    ]
+    # The filter selects the tagged service (among the probes) and not the untagged one; both read back decrypted.
+    assert written["tagged"] in result["matched"] and written["untagged"] not in result["matched"]
+    assert result["read_back"] == {written["tagged"]: {"en": "Hello world"}, written["untagged"]: {"en": "Not for you"}}
+    assert result["close_reason"] == "IntentionallyClosed"
+
+
+async def test_cardinal_runs_the_events_guide(
+    server: RunningServer,
+    new_professional: ProfessionalFactory,
+    admin_http: httpx.AsyncClient,
+    cardinal_python: Path,
+    tmp_path: Path,
+) -> None:
+    doctor = await new_professional()
+    config = {"url": server.url, "login": doctor.login, "password": doctor.password, "storage": str(tmp_path)}
+    before = await _get(admin_http, f"/rest/v1/healthcare-professionals/{doctor.id}")
+    assert "publicKeysForOaepWithSha256" not in before
+
+    first = await run_client(cardinal_python, config)
+    _check_guide(first, doctor)
+
+    # The client published its RSA public key on the professional, beside Medstream's own key records.
+    hcp = await _get(admin_http, f"/rest/v1/healthcare-professionals/{doctor.id}")
+    assert 1 <= len(hcp["publicKeysForOaepWithSha256"]) <= first["attempts"]
+    exchange_data = await _exchange_data_of(admin_http, doctor.id)
+    assert 1 <= len(exchange_data) <= first["attempts"]
+
+    # What the server holds: the names in clear (cardinal's default), the note encrypted; the service as a
+    # DataSample of the contact, its content encrypted.
+    stored_patient = await _get(admin_http, f"/rest/v1/patients/{first['patient']['id']}")
+    assert (stored_patient["firstName"], stored_patient["lastName"]) == ("John", "Snow")
+    assert "note" not in stored_patient and stored_patient["encryptedSelf"]
+    sample = await _get(admin_http, f"/rest/v1/data-samples/{first['written']['tagged']}")
+    assert sample["batchId"] == first["written"]["tagged_contact"]
+    assert sample["labels"] == [{"id": "IC-TEST|TEST|1", "type": "IC-TEST", "code": "TEST", "version": "1"}]
+    assert sample["content"] == {} and sample["encryptedSelf"] and sample["secretForeignKeys"]
+    assert doctor.id in {d["delegate"] for d in sample["securityMetadata"]["secureDelegations"].values()}
+    contact = await _get(admin_http, f"/rest/v1/contacts/{first['written']['tagged_contact']}")
+    assert contact["dataSampleIds"] == [first["written"]["tagged"]]
+
+    # A second run with the same key store reuses the keys and the exchange data: nothing new is published.
+    second = await run_client(cardinal_python, config)
+    _check_guide(second, doctor)
+    assert await _get(admin_http, f"/rest/v1/healthcare-professionals/{doctor.id}") == hcp
+    assert await _exchange_data_of(admin_http, doctor.id) == exchange_data
+
+
+async def test_cardinal_receives_patient_events(
+    server: RunningServer, new_professional: ProfessionalFactory, cardinal_python: Path, tmp_path: Path
+) -> None:
+    """A patient subscription (cardinal asks for CREATE and UPDATE): its creation, the change of its note and its
+    deletion, which iCure shows as an update with `deletionDate`, each decrypted."""
+    doctor = await new_professional()
+    config = {"url": server.url, "login": doctor.login, "password": doctor.password, "storage": str(tmp_path)}
+    result = await run_client(cardinal_python, config, PATIENTS)
+    assert result["connected"] == "Connected" and result["settled"], result
+    created, changed, deleted = result["written"]
+    assert result["events"] == [
+        {"rev": created, "note": "A girl has no name", "deleted": False},
+        {"rev": changed, "note": "Valar morghulis", "deleted": False},
+        {"rev": deleted, "note": "Valar morghulis", "deleted": True},
+    ]
