@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -400,3 +401,114 @@ async def test_a_logout_closes_the_users_icure_sockets(server: RunningServer, v2
     assert (await v2.client.post("/rest/v1/auth/logout")).status_code == 204
     await _closed_with(socket, 4001, "session was ended")
     await _closed_with(await _socket(server, v2.token), 4001, "session was ended")  # and refuses a new one
+
+
+def _share(delegator: str, delegate: str | None, ack: str = "0123456789abcdef" * 2, **changes: Any) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "explicitDelegator": delegator,
+        "explicitDelegate": delegate,
+        "accessControlKeys": [ack],
+        "secretIds": ["c2VjcmV0"],
+        "encryptionKeys": ["a2V5"],
+        "exchangeDataId": "exchange-1",
+        "requestedPermissions": "MAX_READ",
+    }
+    request.update(changes)
+    return {"share": request}
+
+
+def _bulk(entity_id: str, **requests: dict[str, Any]) -> dict[str, Any]:
+    return {"requestsByEntityId": {entity_id: {"requests": requests, "potentialParentDelegations": [KEY]}}}
+
+
+async def test_bulk_share_follows_the_delegation_rules(
+    server: RunningServer, v2: V2, new_professional: ProfessionalFactory
+) -> None:
+    """A share request is applied by the entity's reader for its own data owner only, each request on its own;
+    a data owner who may only read cannot share further; bad bodies get iCure errors; refused requests change
+    nothing."""
+    a = v2.doctor.id
+    patient_id = str(uuid.uuid4())
+    body = {"id": patient_id, "firstName": "Arya", "securityMetadata": _metadata(a)}
+    created = await v2.client.post("/rest/v2/patient", json=body)
+    assert created.status_code == 200, created.text
+    before = created.json()["securityMetadata"]["secureDelegations"]
+    reader = await new_professional("Jon", "Snow")
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as other:
+        login = {"username": reader.login, "password": reader.password}
+        token = (await other.post("/rest/v2/auth/login", json=login)).json()["token"]
+        other.headers["Authorization"] = f"Bearer {token}"
+        url = "/rest/v2/patient/bulkSharedMetadataUpdate"
+
+        # B cannot share what it cannot read: every request refused with 404.
+        [result] = (await other.put(url, json=_bulk(patient_id, r=_share(reader.id, reader.id)))).json()
+        assert result == {
+            "entityId": patient_id,
+            "rejectedRequests": {
+                "r": {"code": 404, "shouldRetry": False, "reason": result["rejectedRequests"]["r"]["reason"]}
+            },
+        }
+        _icure_error(await other.get(f"/rest/v2/patient/{patient_id}"), 404)
+
+        # A's requests, each applied or refused on its own.
+        ack = "0123456789abcdef" * 2
+        response = await v2.client.put(
+            url,
+            json=_bulk(
+                patient_id,
+                ok=_share(a, reader.id, ack),
+                other_delegator=_share(reader.id, reader.id, "f" * 32),
+                root=_share(a, reader.id, "e" * 32, requestedPermissions="ROOT"),
+                bad_key=_share(a, reader.id, "not-hex"),
+                anonymous=_share(a, None, "d" * 32),
+                no_exchange=_share(a, reader.id, "c" * 32, exchangeDataId=None),
+                both=_share(a, reader.id, "a" * 32) | {"update": {"metadataAccessControlHash": KEY}},
+            ),
+        )
+        assert response.status_code == 200, response.text
+        [result] = response.json()
+        assert set(result) == {"updatedEntity", "entityId", "entityRev", "rejectedRequests"}
+        assert result["entityRev"].startswith("1-") and result["updatedEntity"]["rev"].startswith("2-")
+        codes = {name: r["code"] for name, r in result["rejectedRequests"].items()}
+        assert codes == {
+            "other_delegator": 403, "root": 400, "bad_key": 400, "anonymous": 400, "no_exchange": 400, "both": 400
+        }  # fmt: skip
+        delegations = result["updatedEntity"]["securityMetadata"]["secureDelegations"]
+        key = hashlib.sha256(bytes.fromhex(ack)).hexdigest()
+        assert set(delegations) == {*before, key} and KEY in before
+        assert delegations[key] == {
+            "delegator": a,
+            "delegate": reader.id,
+            "secretIds": ["c2VjcmV0"],
+            "encryptionKeys": ["a2V5"],
+            "owningEntityIds": [],
+            "parentDelegations": [KEY],
+            "exchangeDataId": "exchange-1",
+            "permissions": "READ",
+        }
+        shared = await other.get(f"/rest/v2/patient/{patient_id}")
+        assert shared.status_code == 200 and shared.json()["rev"] == result["updatedEntity"]["rev"], shared.text
+
+        # B may only read: it cannot share further, nor change A's delegation; nothing is written.
+        onward = _share(reader.id, a, "9" * 32)
+        change = {"update": {"metadataAccessControlHash": key, "secretIds": {"eA==": "CREATE"}}}
+        [result] = (await other.put(url, json=_bulk(patient_id, onward=onward, change=change))).json()
+        assert {n: r["code"] for n, r in result["rejectedRequests"].items()} == {"onward": 403, "change": 403}
+        assert "updatedEntity" not in result
+        after = await v2.client.get(f"/rest/v2/patient/{patient_id}")
+        assert after.json()["securityMetadata"]["secureDelegations"] == delegations
+
+        # A's own update request adds a secret id to its delegation to B.
+        change = {"update": {"metadataAccessControlHash": key, "secretIds": {"eA==": "CREATE"}}}
+        [result] = (await v2.client.put(url + "Minimal", json=_bulk(patient_id, change=change))).json()
+        assert result["rejectedRequests"] == {} and "updatedEntity" not in result
+        after = await v2.client.get(f"/rest/v2/patient/{patient_id}")
+        assert after.json()["securityMetadata"]["secureDelegations"][key]["secretIds"] == ["c2VjcmV0", "eA=="]
+
+    # Bodies that are not share requests.
+    _icure_error(await v2.client.put(url, content=b"{"), 400)
+    _icure_error(await v2.client.put(url), 400, "body")
+    _icure_error(await v2.client.put(url, json={"requestsByEntityId": {}, "extra": 1}), 400, "extra")
+    wrong = _bulk(patient_id, r=_share(a, a) | {"share": {"accessControlKeys": []}, "x": 1})
+    _icure_error(await v2.client.put(url, json=wrong), 400)
+    _icure_error(await v2.client.put("/rest/v2/contact/bulkSharedMetadataUpdate", json={"requestsByEntityId": 3}), 400)

@@ -6,7 +6,8 @@ publishes its key pair, creates John Snow with the note 'Winter is coming', subs
 IC-TEST/TEST, writes an untagged service then a tagged one, and must receive exactly one event, which it
 decrypts to 'Hello world'. A second run with the same key store reuses its keys and exchange data.
 
-A second client subscribes to its patients and receives a patient's creation, change and deletion.
+A second client subscribes to its patients and receives a patient's creation, change and deletion. Two
+professionals, each with a client, share a patient and a contact (`tests/icure_clients/sharing.py`).
 
 The client runs in a virtual environment of its own (`cardinal_python`), made once per checkout under
 `.venv/cardinal-sdk-2.14.0` with pyenv's Python 3.12; without that Python the test is skipped, except in CI.
@@ -202,3 +203,58 @@ async def test_cardinal_receives_patient_events(
         {"rev": changed, "note": "Valar morghulis", "deleted": False},
         {"rev": deleted, "note": "Valar morghulis", "deleted": True},
     ]
+
+
+SHARING = ROOT / "tests" / "icure_clients" / "sharing.py"
+
+
+async def test_cardinal_shares_between_two_professionals(
+    server: RunningServer,
+    new_professional: ProfessionalFactory,
+    admin_http: httpx.AsyncClient,
+    cardinal_python: Path,
+    tmp_path: Path,
+) -> None:
+    """Two professionals, each with a cardinal client: B reads nothing of A's and receives no event of it until A
+    shares the patient and the contact (cardinal's `share_with`); then B reads them decrypted and receives the
+    events of what A shares with it, and never of what A keeps."""
+    a, b = await new_professional("Ned", "Stark"), await new_professional("Catelyn", "Tully")
+    storage = {name: tmp_path / name for name in ("a", "b")}
+    for directory in storage.values():
+        directory.mkdir()
+    config = {
+        "url": server.url,
+        "a": {"login": a.login, "password": a.password, "storage": str(storage["a"])},
+        "b": {"login": b.login, "password": b.password, "storage": str(storage["b"])},
+    }
+    result = await run_client(cardinal_python, config, SHARING)
+    assert result["connected"] == "Connected" and result["settled"], result
+    written = result["written"]
+    assert result["before"] == {"patient": None, "contact": None, "service": None}
+    assert written["first"] not in result["matched_before"]
+
+    # The share rewrites the contact's services (an UPDATE each), and the contact made for B too is a CREATE:
+    # B receives both, decrypted, and nothing of the contact A kept.
+    assert sorted((e["id"], e["contactId"], e["content"]["en"]) for e in result["events"]) == sorted(
+        [
+            (written["first"], written["first_contact"], "Shared later"),
+            (written["for_b"], written["for_b_contact"], "For both of us"),
+        ]
+    )
+    assert result["after"] == {
+        "patient": {"lastName": "Stark", "note": "Lady of Winterfell"},
+        "contact": [{"en": "Shared later"}],
+        "service": {"en": "Shared later"},
+    }
+    assert result["kept_read"] is None
+    assert {written["first"], written["for_b"]} <= set(result["matched"])
+    assert written["kept"] not in result["matched"]
+
+    # What the server holds: A's delegation to B, made by A, with the exchange data A made for B.
+    sample = await _get(admin_http, f"/rest/v1/data-samples/{written['first']}")
+    to_b = [d for d in sample["securityMetadata"]["secureDelegations"].values() if d["delegate"] == b.id]
+    assert len(to_b) == 1 and to_b[0]["delegator"] == a.id and to_b[0]["encryptionKeys"]
+    exchange = await _get(admin_http, f"/rest/v1/exchange-data/{to_b[0]['exchangeDataId']}")
+    assert (exchange["delegator"], exchange["delegate"]) == (a.id, b.id)
+    kept = await _get(admin_http, f"/rest/v1/data-samples/{written['kept']}")
+    assert b.id not in {d["delegate"] for d in kept["securityMetadata"]["secureDelegations"].values()}

@@ -400,6 +400,64 @@ class ListOfIds(IcureModel):
     ids: list[str] = Field(max_length=10_000)
 
 
+# -- sharing ---------------------------------------------------------------------------------------------------
+
+
+class EntityShareRequest(IcureModel):
+    """A new secure delegation from the logged data owner (`explicitDelegator`) to `explicitDelegate`, under the
+    key that hashes each access control key, holding what the delegator encrypted for the delegate."""
+
+    explicit_delegator: str | None = Field(None, max_length=128)
+    explicit_delegate: str | None = Field(None, max_length=128)
+    access_control_keys: list[str] = Field(max_length=100)
+    secret_ids: list[str] = Field(default_factory=list, max_length=1000)
+    encryption_keys: list[str] = Field(default_factory=list, max_length=1000)
+    owning_entity_ids: list[str] = Field(default_factory=list, max_length=1000)
+    exchange_data_id: str | None = Field(None, max_length=128)
+    encrypted_exchange_data_id: dict[str, str] = Field(default_factory=dict, max_length=100)
+    requested_permissions: Literal["MAX_READ", "FULL_READ", "MAX_WRITE", "FULL_WRITE", "ROOT"] = "MAX_WRITE"
+
+
+class EntitySharedMetadataUpdateRequest(IcureModel):
+    """Entries added to (CREATE) or removed from (DELETE) an existing secure delegation, named by its key."""
+
+    metadata_access_control_hash: str = Field(max_length=128)
+    secret_ids: dict[str, Literal["CREATE", "DELETE"]] = Field(default_factory=dict, max_length=1000)
+    encryption_keys: dict[str, Literal["CREATE", "DELETE"]] = Field(default_factory=dict, max_length=1000)
+    owning_entity_ids: dict[str, Literal["CREATE", "DELETE"]] = Field(default_factory=dict, max_length=1000)
+
+
+class EntityShareOrMetadataUpdateRequest(IcureModel):
+    share: EntityShareRequest | None = None
+    update: EntitySharedMetadataUpdateRequest | None = None
+
+
+class EntityRequestInformation(IcureModel):
+    requests: dict[str, EntityShareOrMetadataUpdateRequest] = Field(max_length=100)
+    potential_parent_delegations: list[str] = Field(default_factory=list, max_length=1000)
+
+
+class BulkShareOrUpdateMetadataParams(IcureModel):
+    """`PUT /rest/v2/{patient,contact}/bulkSharedMetadataUpdate`: requests by entity id."""
+
+    requests_by_entity_id: dict[str, EntityRequestInformation] = Field(max_length=1000)
+
+
+class RejectedShareOrMetadataUpdateRequest(IcureModel):
+    code: int
+    should_retry: bool = False
+    reason: str
+
+
+class EntityBulkShareResult(IcureModel):
+    """One entity's outcome: the entity as written if a request succeeded, the rev it had, the refused requests."""
+
+    updated_entity: Any = None
+    entity_id: str
+    entity_rev: str | None = None
+    rejected_requests: dict[str, RejectedShareOrMetadataUpdateRequest] = Field(default_factory=dict)
+
+
 # -- authentication ------------------------------------------------------------------------------------------
 
 

@@ -16,13 +16,21 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from medstream.access import Actor
-from medstream.errors import AuthenticationError, ConflictError, ForbiddenError, NotFoundError, ValidationError
+from medstream.errors import (
+    AuthenticationError,
+    ConflictError,
+    ForbiddenError,
+    MedstreamError,
+    NotFoundError,
+    ValidationError,
+)
 from medstream.filters.fields import refuse_encrypted_fields
 from medstream.filters.nodes import ExchangeDataByDelegateFilter, ExchangeDataByDelegatorFilter
 from medstream.filters.tree import IntersectionFilter
 from medstream.icure import mapping
 from medstream.icure import shapes as ic
 from medstream.icure.filters import medstream_filter
+from medstream.icure.sharing import apply_requests, rejected_all
 from medstream.model.common import Entity
 from medstream.model.contact import Contact
 from medstream.model.data_sample import DataSample
@@ -221,6 +229,16 @@ async def exchange_data(request: Request) -> Response:
     return _json(mapping.exchange_data_out(record))
 
 
+async def exchange_data_by_ids(request: Request) -> Response:
+    """`POST /rest/v2/exchangedata/byIds` (`{"ids": [...]}`): those records you are a party to, in the order
+    asked; others are left out."""
+    actor = await current_actor(request)
+    ids = (await _body(request, ic.ListOfIds)).ids
+    found = await state_of(request).repository.get_many(EXCHANGE_DATA, ids, actor)
+    records = [r for r in found if isinstance(r, ExchangeData) and mapping.is_icure_exchange_data(r)]
+    return _json_list([mapping.exchange_data_out(r) for r in records])
+
+
 async def write_exchange_data(request: Request) -> Response:
     """`POST` (create) and `PUT` (modify, with its rev) `/rest/v2/exchangedata`."""
     actor = await current_actor(request)
@@ -352,6 +370,79 @@ async def service(request: Request) -> Response:
     return _json(mapping.service_out(found))
 
 
+# -- sharing ---------------------------------------------------------------------------------------------------
+
+
+async def _share_patient(state: ServerState, current: Entity, metadata: Any, actor: Actor) -> ic.IcureModel:
+    assert isinstance(current, Patient)
+    [stored] = await _write(state, PATIENTS, [current.model_copy(update={"security_metadata": metadata})], actor)
+    assert isinstance(stored.entity, Patient)
+    return mapping.patient_out(stored.entity)
+
+
+async def _share_contact(state: ServerState, current: Entity, metadata: Any, actor: Actor) -> ic.IcureModel:
+    """A contact is shared with its services: each DataSample carries the contact's security metadata."""
+    assert isinstance(current, Contact)
+    samples = await state.repository.get_many(DATA_SAMPLES, current.data_sample_ids, actor)
+    if len(samples) != len(set(current.data_sample_ids)):
+        raise ForbiddenError(f"Contact {current.id}: some of its services are not readable by you")
+    update = {"security_metadata": metadata}
+    written_contact, written_samples = await state.repository.create_or_modify_together(
+        [
+            (CONTACTS, [current.model_copy(update=update)]),
+            (DATA_SAMPLES, [s.model_copy(update=update) for s in samples]),
+        ],
+        actor,
+    )
+    contact = written_contact[0].entity
+    assert isinstance(contact, Contact)
+    return mapping.contact_out(contact, [s.entity for s in written_samples if isinstance(s.entity, DataSample)])
+
+
+SHARERS = {PATIENTS.name: _share_patient, CONTACTS.name: _share_contact}
+
+
+def bulk_share(kind: EntityKind, *, minimal: bool = False) -> Any:
+    """`PUT /rest/v2/{patient,contact}/bulkSharedMetadataUpdate[Minimal]`: cardinal's `share_with`. Each entity's
+    requests are applied or refused on their own (`medstream.icure.sharing`), and the entity is written with
+    Medstream's write rules (a delegation comes from its delegator only; one who may only read an entity cannot
+    share it); the answer lists one result per entity, the written entity in it unless `minimal`."""
+    sharer = SHARERS[kind.name]
+
+    async def endpoint(request: Request) -> Response:
+        actor = await current_actor(request)
+        params = await _body(request, ic.BulkShareOrUpdateMetadataParams)
+        state = state_of(request)
+        me = actor.data_owner_id
+        if me is None:
+            raise ForbiddenError("this user acts as no data owner: it cannot share")
+        results: list[ic.EntityBulkShareResult] = []
+        for entity_id, info in params.requests_by_entity_id.items():
+            try:
+                current = await state.repository.get(kind, entity_id, actor)
+            except NotFoundError as exc:
+                results.append(rejected_all(entity_id, info, 404, exc.message))
+                continue
+            outcome = apply_requests(current.security_metadata, info, me)
+            result = ic.EntityBulkShareResult(
+                entity_id=entity_id, entity_rev=current.rev, rejected_requests=outcome.rejected
+            )
+            if outcome.changed:
+                try:
+                    updated = await sharer(state, current, outcome.metadata, actor)
+                except MedstreamError as exc:
+                    if exc.http_status >= 500:
+                        raise
+                    result = rejected_all(entity_id, info, exc.http_status, exc.message, current.rev)
+                else:
+                    result.updated_entity = None if minimal else updated
+            results.append(result)
+        return _json_list(results)
+
+    endpoint.__name__ = f"bulk_share_{kind.name.lower()}"
+    return endpoint
+
+
 def _route(path: str, endpoint: Any, methods: list[str]) -> Route:
     return Route(path, icure_endpoint(endpoint), methods=methods)
 
@@ -372,11 +463,16 @@ def rest_routes() -> list[BaseRoute]:
         _route("/device/{id}/aesExchangeKeys", aes_exchange_keys, ["GET"]),
         _route("/exchangedata/byDelegatorDelegate/{delegator}/{delegate}", exchange_data_by_pair, ["GET"]),
         _route("/exchangedata", write_exchange_data, ["POST", "PUT"]),
+        _route("/exchangedata/byIds", exchange_data_by_ids, ["POST"]),
         _route("/exchangedata/{id}", exchange_data, ["GET"]),
+        _route("/patient/bulkSharedMetadataUpdate", bulk_share(PATIENTS), ["PUT"]),
+        _route("/patient/bulkSharedMetadataUpdateMinimal", bulk_share(PATIENTS, minimal=True), ["PUT"]),
         _route("/patient", create_patient, ["POST"]),
         _route("/patient", modify_patient, ["PUT"]),
         _route("/patient/{id}", patient, ["GET"]),
         _route("/patient/{id}", delete_patient, ["DELETE"]),
+        _route("/contact/bulkSharedMetadataUpdate", bulk_share(CONTACTS), ["PUT"]),
+        _route("/contact/bulkSharedMetadataUpdateMinimal", bulk_share(CONTACTS, minimal=True), ["PUT"]),
         _route("/contact", create_contact, ["POST"]),
         _route("/contact/service/match", match_services, ["POST"]),
         _route("/contact/service", services, ["POST"]),
