@@ -228,7 +228,8 @@ async def test_cardinal_runs_the_events_guide_on_a_default_server(
     first = await _run_guide_twice(default_server, doctor, doctor.config(default_server, tmp_path), cardinal_python)
 
     stored_patient = await _stored(default_server, f"/rest/v1/patients/{first['patient']['id']}")
-    assert not {"firstName", "lastName", "note", "names"} & set(stored_patient), stored_patient
+    clear = {name: stored_patient.get(name) for name in ("firstName", "lastName", "names", "note")}
+    assert clear == {"firstName": None, "lastName": None, "names": [], "note": None}, stored_patient
     assert stored_patient["encryptedSelf"]
     sample = await _stored(default_server, f"/rest/v1/data-samples/{first['written']['tagged']}")
     assert sample["batchId"] == first["written"]["tagged_contact"]
