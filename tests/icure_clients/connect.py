@@ -2,7 +2,8 @@
 
 `config["encryption"]` is `"server"` (the default): the fields the server requires encrypted, in iCure's names
 (`icureEncryptedFields` of `GET /rest/v1/crypto/configuration`), are added to cardinal's default
-`EncryptedFieldsConfiguration` (those it does not name already), as an application does on a server that requires encryption (docs/icure.md);
+`EncryptedFieldsConfiguration` (those it does not name already), as an application does on a server that
+requires encryption (docs/icure.md);
 or `"default"`: cardinal's default configuration, unchanged.
 """
 
