@@ -1,10 +1,14 @@
 """iCure's guide "Subscribing to iCure events", run by an unchanged cardinal-sdk (Python 3.12) against a server.
 
-    python guide.py '{"url": ..., "login": ..., "password": ..., "storage": <key store directory>}'
+    python guide.py '{"url": ..., "login": ..., "password": ..., "storage": <key store directory>,
+                      "encryption": "server" or "default"}'
 
-Run by tests/integration/test_icure_cardinal.py in cardinal's own virtual environment (this file imports only
-cardinal and the standard library). It prints one JSON object, on its last line, saying what it saw:
+Run by tests/integration/test_icure_cardinal.py in cardinal's own virtual environment (it imports only connect.py,
+cardinal and the standard library). `encryption` (connect.py): "server", the default, encrypts what the server
+requires encrypted besides cardinal's defaults; "default" keeps cardinal's default configuration. It prints one
+JSON object, on its last line, saying what it saw (with `error` and what it saw until then if it failed):
 
+- `patient_id`: the id of the patient it creates;
 - `patient`: the patient as the client read it back, decrypted (John Snow, 'Winter is coming');
 - `connected`: the subscription's lifecycle events before the first write that counts;
 - `probes`: how many probe services were written until one came back as an event. The client reports
@@ -28,11 +32,14 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+# connect first: Python's hashlib, which it loads, crashes the process (SIGSEGV) once cardinal's native
+# library is loaded.
+from connect import connect
+
+# isort: split
 from cardinal_sdk import CardinalSdk
-from cardinal_sdk.authentication.AuthenticationMethod import UsernamePassword
 from cardinal_sdk.filters import ServiceFilters
 from cardinal_sdk.model import CodeStub, DecryptedContact, DecryptedContent, DecryptedPatient, DecryptedService
-from cardinal_sdk.storage.StorageFacadeOptions import FileSystemStorage
 from cardinal_sdk.subscription.EntitySubscriptionEvent import EntitySubscriptionEvent
 
 TAG = CodeStub(id="IC-TEST|TEST|1", type="IC-TEST", code="TEST", version="1")
@@ -70,20 +77,16 @@ def _content(sdk: CardinalSdk, event: Any) -> dict[str, Any]:
     }
 
 
-def run(config: dict[str, Any]) -> dict[str, Any]:
-    result: dict[str, Any] = {"connected": [], "events": [], "other_events": []}
-    sdk = CardinalSdk(
-        None,
-        config["url"],
-        UsernamePassword(config["login"], config["password"]),
-        FileSystemStorage(config["storage"]),
-    )
+def run(config: dict[str, Any], result: dict[str, Any]) -> None:
+    result.update(connected=[], events=[], other_events=[])
+    sdk = connect(config)
     user = sdk.user.get_current_user_blocking()
     result["user"] = {"login": user.login, "healthcarePartyId": user.healthcare_party_id}
 
+    result["patient_id"] = str(uuid.uuid4())
     patient = sdk.patient.create_patient_blocking(
         sdk.patient.with_encryption_metadata_blocking(
-            DecryptedPatient(id=str(uuid.uuid4()), first_name="John", last_name="Snow", note="Winter is coming")
+            DecryptedPatient(id=result["patient_id"], first_name="John", last_name="Snow", note="Winter is coming")
         )
     )
     result["patient"] = {"id": patient.id, "firstName": patient.first_name, "lastName": patient.last_name,
@@ -145,15 +148,15 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     subscription.close()
     reason = subscription.get_close_reason()
     result["close_reason"] = reason.value if reason is not None else None
-    return result
 
 
 def main() -> None:
     config = json.loads(sys.argv[1])
+    result: dict[str, Any] = {}
     try:
-        result = run(config)
-    except Exception as exc:  # the test shows what failed, with the traceback
-        result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        run(config, result)
+    except Exception as exc:  # the test shows what failed, with the traceback and what was seen until then
+        result.update(error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
     print(json.dumps(result), flush=True)
 
 

@@ -1,8 +1,10 @@
 """Patient events as an unchanged cardinal-sdk (Python 3.12) receives them from a server.
 
-    python patients.py '{"url": ..., "login": ..., "password": ..., "storage": <key store directory>}'
+    python patients.py '{"url": ..., "login": ..., "password": ..., "storage": <key store directory>,
+                         "encryption": "server" or "default"}'
 
-Run by tests/integration/test_icure_cardinal.py in cardinal's own virtual environment. The client subscribes to
+Run by tests/integration/test_icure_cardinal.py in cardinal's own virtual environment; `encryption` as for
+guide.py (connect.py). The client subscribes to
 the patients of its data owner (CREATE and UPDATE: cardinal has no DELETE, iCure deletes by an update setting
 `deletionDate`), writes probe patients until one comes back (the subscription is then live on the server), then
 creates Arya Stark, changes her note and deletes her. It prints one JSON object, on its last line: `events`, the
@@ -20,11 +22,14 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+# connect first: Python's hashlib, which it loads, crashes the process (SIGSEGV) once cardinal's native
+# library is loaded.
+from connect import connect
+
+# isort: split
 from cardinal_sdk import CardinalSdk
-from cardinal_sdk.authentication.AuthenticationMethod import UsernamePassword
 from cardinal_sdk.filters import PatientFilters
 from cardinal_sdk.model import DecryptedPatient, SubscriptionEventType
-from cardinal_sdk.storage.StorageFacadeOptions import FileSystemStorage
 from cardinal_sdk.subscription.EntitySubscriptionEvent import EntitySubscriptionEvent
 
 Type = EntitySubscriptionEvent.Type
@@ -43,12 +48,7 @@ def _create(sdk: CardinalSdk, first_name: str, note: str) -> DecryptedPatient:
 
 def run(config: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {"events": [], "other_events": []}
-    sdk = CardinalSdk(
-        None,
-        config["url"],
-        UsernamePassword(config["login"], config["password"]),
-        FileSystemStorage(config["storage"]),
-    )
+    sdk = connect(config)
     owner = sdk.user.get_current_user_blocking().healthcare_party_id
     subscription = sdk.patient.subscribe_to_events_blocking(
         {SubscriptionEventType.Create, SubscriptionEventType.Update}, PatientFilters.all_patients_for_data_owner(owner)

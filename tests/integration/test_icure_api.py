@@ -512,3 +512,58 @@ async def test_bulk_share_follows_the_delegation_rules(
     wrong = _bulk(patient_id, r=_share(a, a) | {"share": {"accessControlKeys": []}, "x": 1})
     _icure_error(await v2.client.put(url, json=wrong), 400)
     _icure_error(await v2.client.put("/rest/v2/contact/bulkSharedMetadataUpdate", json={"requestsByEntityId": 3}), 400)
+
+
+async def test_a_default_server_names_in_icures_terms_the_fields_it_requires_encrypted(tmp_path: Path) -> None:
+    """On a server with the default settings (encryption required), the configuration lists the fields in iCure's
+    names; a patient, contact or service sending one in clear is refused naming it and cardinal's option, and
+    nothing is stored; a subscription whose filter searches an encrypted field is refused saying so."""
+    async with serve("sqlite", tmp_path) as server, httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        configuration = (await client.get("/rest/v1/crypto/configuration")).json()
+        assert configuration["requireEncryption"] is True
+        icure = configuration["icureEncryptedFields"]
+        assert set(icure) == {"Patient", "Contact", "Service"}
+        assert {"firstName", "lastName", "names", "ssin", "identifier"} <= set(icure["Patient"])
+        assert "identifiers" not in icure["Patient"] and "externalId" not in icure["Patient"]
+        assert {"descr", "location", "identifier"} == set(icure["Contact"])
+        assert {"formIds", "identifier", "comment"} <= set(icure["Service"]) and "content" not in icure["Service"]
+
+        admin = await server.api(server.admin_login, server.admin_password)
+        hcp = await admin.healthcare_professional_api.create_or_modify_healthcare_professional(
+            HealthcareProfessional(first_name="Jane", last_name="Doe")
+        )
+        assert hcp.id is not None
+        login, password = f"hcp-{uuid.uuid4().hex[:10]}", f"pw-{uuid.uuid4().hex}"
+        await admin.user_api.create_or_modify_user(User(login=login, healthcare_party_id=hcp.id, password=password))
+        await admin.close()
+        token = (await client.post("/rest/v2/auth/login", json={"username": login, "password": password})).json()
+        client.headers["Authorization"] = f"Bearer {token['token']}"
+
+        patient_id = str(uuid.uuid4())
+        base = {"id": patient_id, "gender": "female", "securityMetadata": _metadata(hcp.id)}
+        refused = await client.post("/rest/v2/patient", json={**base, "firstName": "John", "ssin": "1"})
+        _icure_error(refused, 400, f"Patient {patient_id}: firstName, ssin", "EncryptedFieldsConfiguration(patient=")
+        _icure_error(await client.get(f"/rest/v2/patient/{patient_id}"), 404)
+        created = await client.post("/rest/v2/patient", json={**base, "encryptedSelf": "cGF0aWVudA=="})
+        assert created.status_code == 200 and created.json()["gender"] == "female", created.text
+
+        contact_id, service_id = str(uuid.uuid4()), str(uuid.uuid4())
+        service = {"id": service_id, "tags": [TAG], "formIds": ["f"], "encryptedSelf": "c2VydmljZQ=="}
+        contact = {
+            "id": contact_id,
+            "services": [service],
+            "secretForeignKeys": ["s"],
+            "securityMetadata": base["securityMetadata"],
+        }
+        refused = await client.post("/rest/v2/contact", json=contact)
+        _icure_error(refused, 400, f"Service {service_id}: formIds", "service=[")
+        _icure_error(await client.get(f"/rest/v2/contact/{contact_id}"), 404)
+        _icure_error(await client.get(f"/rest/v2/contact/service/{service_id}"), 404)
+
+        socket = await _socket(server, token["token"])
+        by_name = {"$type": "PatientByHcPartyNameContainsFuzzyFilter", "healthcarePartyId": hcp.id, "searchString": "j"}
+        frame = _frame(
+            hcp.id, entityClass="org.taktik.icure.entities.Patient", filter={"filter": by_name, "predicate": None}
+        )
+        await socket.send(frame)
+        await _closed_with(socket, 4400, "names is encrypted, the server cannot read it")

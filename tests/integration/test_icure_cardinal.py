@@ -1,5 +1,9 @@
-"""iCure's own client, cardinal-sdk 2.14.0 (Python 3.12), unchanged and with its default settings (strict JSON),
-runs iCure's guide "Subscribing to iCure events" against a real Medstream server, on SQLite and PostgreSQL.
+"""iCure's own client, cardinal-sdk 2.14.0 (Python 3.12), unchanged (strict JSON), runs iCure's guide "Subscribing
+to iCure events" against a real Medstream server with the default settings (encryption required), on SQLite and
+PostgreSQL. The client adds to cardinal's default `EncryptedFieldsConfiguration` the fields the server requires
+encrypted, read from `GET /rest/v1/crypto/configuration` (`icureEncryptedFields`); with cardinal's default
+configuration alone, that server refuses its patient, saying which fields and how to encrypt them, and a server
+with the requirement turned off takes it.
 
 The professional and their user are made the Medstream way (the admin API); the client logs in, makes and
 publishes its key pair, creates John Snow with the note 'Winter is coming', subscribes to services tagged
@@ -16,10 +20,13 @@ The client runs in a virtual environment of its own (`cardinal_python`), made on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
+import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +34,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from tests.conftest import Professional, ProfessionalFactory, RunningServer
+from medstream.model import HealthcareProfessional, User
+from tests.conftest import RunningServer, serve
 
 CARDINAL_VERSION = "2.14.0"
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,7 +109,42 @@ async def run_client(python: Path, config: dict[str, Any], script: Path = GUIDE)
     raise AssertionError(f"the client stalled or crashed {ATTEMPTS} times; its output:\n" + "\n---\n".join(outputs))
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(scope="module", params=["sqlite", "postgresql"])
+async def default_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[RunningServer]:
+    """A server with the default settings: it requires encryption."""
+    async with serve(request.param, tmp_path_factory.mktemp(f"default-{request.param}")) as running:
+        yield running
+
+
+@dataclass(frozen=True)
+class Doctor:
+    id: str
+    login: str
+    password: str
+
+    def config(self, server: RunningServer, storage: Path, encryption: str = "server") -> dict[str, Any]:
+        return {"url": server.url, "login": self.login, "password": self.password, "storage": str(storage),
+                "encryption": encryption}  # fmt: skip
+
+
+async def new_doctor(server: RunningServer) -> Doctor:
+    """A professional and their user, made by the admin the Medstream way."""
+    admin = await server.api(server.admin_login, server.admin_password)
+    try:
+        hcp = await admin.healthcare_professional_api.create_or_modify_healthcare_professional(
+            HealthcareProfessional(first_name="Jane", last_name="Doe")
+        )
+        assert hcp.id is not None
+        login, password = f"hcp-{uuid.uuid4().hex[:10]}", f"pw-{uuid.uuid4().hex}"
+        await admin.user_api.create_or_modify_user(User(login=login, healthcare_party_id=hcp.id, password=password))
+    finally:
+        await admin.close()
+    return Doctor(hcp.id, login, password)
+
+
+@contextlib.asynccontextmanager
 async def admin_http(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         login = {"username": server.admin_login, "password": server.admin_password}
@@ -124,7 +167,7 @@ async def _exchange_data_of(client: httpx.AsyncClient, owner: str) -> list[str]:
     return ids
 
 
-def _check_guide(result: dict[str, Any], doctor: Professional) -> None:
+def _check_guide(result: dict[str, Any], doctor: Doctor) -> None:
     assert result["user"] == {"login": doctor.login, "healthcarePartyId": doctor.id}
     patient = result["patient"]
     assert (patient["firstName"], patient["lastName"], patient["note"]) == ("John", "Snow", "Winter is coming")
@@ -147,55 +190,102 @@ def _check_guide(result: dict[str, Any], doctor: Professional) -> None:
     assert result["close_reason"] == "IntentionallyClosed"
 
 
-async def test_cardinal_runs_the_events_guide(
-    server: RunningServer,
-    new_professional: ProfessionalFactory,
-    admin_http: httpx.AsyncClient,
-    cardinal_python: Path,
-    tmp_path: Path,
+async def _run_guide_twice(
+    server: RunningServer, doctor: Doctor, config: dict[str, Any], python: Path
+) -> dict[str, Any]:
+    """The guide, then again with the same key store, which reuses the keys and the exchange data."""
+    async with admin_http(server) as admin:
+        before = await _get(admin, f"/rest/v1/healthcare-professionals/{doctor.id}")
+        assert "publicKeysForOaepWithSha256" not in before
+
+        first = await run_client(python, config)
+        _check_guide(first, doctor)
+
+        # The client published its RSA public key on the professional, beside Medstream's own key records.
+        hcp = await _get(admin, f"/rest/v1/healthcare-professionals/{doctor.id}")
+        assert 1 <= len(hcp["publicKeysForOaepWithSha256"]) <= first["attempts"]
+        exchange_data = await _exchange_data_of(admin, doctor.id)
+        assert 1 <= len(exchange_data) <= first["attempts"]
+
+        second = await run_client(python, config)
+        _check_guide(second, doctor)
+        assert await _get(admin, f"/rest/v1/healthcare-professionals/{doctor.id}") == hcp
+        assert await _exchange_data_of(admin, doctor.id) == exchange_data
+    return first
+
+
+async def _stored(server: RunningServer, path: str) -> dict[str, Any]:
+    async with admin_http(server) as admin:
+        found: dict[str, Any] = await _get(admin, path)
+    return found
+
+
+async def test_cardinal_runs_the_events_guide_on_a_default_server(
+    default_server: RunningServer, cardinal_python: Path, tmp_path: Path
 ) -> None:
-    doctor = await new_professional()
-    config = {"url": server.url, "login": doctor.login, "password": doctor.password, "storage": str(tmp_path)}
-    before = await _get(admin_http, f"/rest/v1/healthcare-professionals/{doctor.id}")
-    assert "publicKeysForOaepWithSha256" not in before
+    """With the fields the server requires encrypted added to its configuration, cardinal runs the guide; the
+    server holds the patient's names and the service's content only in encryptedSelf."""
+    doctor = await new_doctor(default_server)
+    first = await _run_guide_twice(default_server, doctor, doctor.config(default_server, tmp_path), cardinal_python)
 
-    first = await run_client(cardinal_python, config)
-    _check_guide(first, doctor)
-
-    # The client published its RSA public key on the professional, beside Medstream's own key records.
-    hcp = await _get(admin_http, f"/rest/v1/healthcare-professionals/{doctor.id}")
-    assert 1 <= len(hcp["publicKeysForOaepWithSha256"]) <= first["attempts"]
-    exchange_data = await _exchange_data_of(admin_http, doctor.id)
-    assert 1 <= len(exchange_data) <= first["attempts"]
-
-    # What the server holds: the names in clear (cardinal's default), the note encrypted; the service as a
-    # DataSample of the contact, its content encrypted.
-    stored_patient = await _get(admin_http, f"/rest/v1/patients/{first['patient']['id']}")
-    assert (stored_patient["firstName"], stored_patient["lastName"]) == ("John", "Snow")
-    assert "note" not in stored_patient and stored_patient["encryptedSelf"]
-    sample = await _get(admin_http, f"/rest/v1/data-samples/{first['written']['tagged']}")
+    stored_patient = await _stored(default_server, f"/rest/v1/patients/{first['patient']['id']}")
+    clear = {name: stored_patient.get(name) for name in ("firstName", "lastName", "names", "note")}
+    assert clear == {"firstName": None, "lastName": None, "names": [], "note": None}, stored_patient
+    assert stored_patient["encryptedSelf"]
+    sample = await _stored(default_server, f"/rest/v1/data-samples/{first['written']['tagged']}")
     assert sample["batchId"] == first["written"]["tagged_contact"]
     assert sample["labels"] == [{"id": "IC-TEST|TEST|1", "type": "IC-TEST", "code": "TEST", "version": "1"}]
     assert sample["content"] == {} and sample["encryptedSelf"] and sample["secretForeignKeys"]
     assert doctor.id in {d["delegate"] for d in sample["securityMetadata"]["secureDelegations"].values()}
-    contact = await _get(admin_http, f"/rest/v1/contacts/{first['written']['tagged_contact']}")
+
+
+async def test_cardinal_with_its_default_configuration_is_refused_by_a_default_server(
+    default_server: RunningServer, cardinal_python: Path, tmp_path: Path
+) -> None:
+    """Cardinal's default configuration sends a patient's names in clear: the server refuses the patient with a
+    400 naming them and the option that encrypts them, and stores nothing."""
+    doctor = await new_doctor(default_server)
+    config = doctor.config(default_server, tmp_path, encryption="default")
+    result, output = await _run_once(cardinal_python, GUIDE, config)
+    assert result is not None, output
+    error = result.get("error", "")
+    assert "400" in error and "firstName, lastName" in error, result
+    assert "EncryptedFieldsConfiguration(patient=" in error and "icureEncryptedFields" in error, result
+    assert "patient" not in result  # the creation failed
+    async with httpx.AsyncClient(base_url=default_server.url, timeout=30) as client:
+        login = {"username": doctor.login, "password": doctor.password}
+        token = (await client.post("/rest/v2/auth/login", json=login)).json()["token"]
+        found = await client.get(
+            f"/rest/v2/patient/{result['patient_id']}", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert found.status_code == 404, found.text
+
+
+async def test_cardinal_with_its_default_configuration_runs_the_guide_without_the_requirement(
+    server: RunningServer, cardinal_python: Path, tmp_path: Path
+) -> None:
+    """On a server with the requirement turned off, cardinal's default configuration works: the server then holds
+    the names in clear (cardinal's default), the note encrypted."""
+    doctor = await new_doctor(server)
+    config = doctor.config(server, tmp_path, encryption="default")
+    first = await _run_guide_twice(server, doctor, config, cardinal_python)
+
+    stored_patient = await _stored(server, f"/rest/v1/patients/{first['patient']['id']}")
+    assert (stored_patient["firstName"], stored_patient["lastName"]) == ("John", "Snow")
+    assert "note" not in stored_patient and stored_patient["encryptedSelf"]
+    sample = await _stored(server, f"/rest/v1/data-samples/{first['written']['tagged']}")
+    assert sample["content"] == {} and sample["encryptedSelf"]
+    contact = await _stored(server, f"/rest/v1/contacts/{first['written']['tagged_contact']}")
     assert contact["dataSampleIds"] == [first["written"]["tagged"]]
 
-    # A second run with the same key store reuses the keys and the exchange data: nothing new is published.
-    second = await run_client(cardinal_python, config)
-    _check_guide(second, doctor)
-    assert await _get(admin_http, f"/rest/v1/healthcare-professionals/{doctor.id}") == hcp
-    assert await _exchange_data_of(admin_http, doctor.id) == exchange_data
 
-
-async def test_cardinal_receives_patient_events(
-    server: RunningServer, new_professional: ProfessionalFactory, cardinal_python: Path, tmp_path: Path
+async def test_cardinal_receives_patient_events_from_a_default_server(
+    default_server: RunningServer, cardinal_python: Path, tmp_path: Path
 ) -> None:
     """A patient subscription (cardinal asks for CREATE and UPDATE): its creation, the change of its note and its
     deletion, which iCure shows as an update with `deletionDate`, each decrypted."""
-    doctor = await new_professional()
-    config = {"url": server.url, "login": doctor.login, "password": doctor.password, "storage": str(tmp_path)}
-    result = await run_client(cardinal_python, config, PATIENTS)
+    doctor = await new_doctor(default_server)
+    result = await run_client(cardinal_python, doctor.config(default_server, tmp_path), PATIENTS)
     assert result["connected"] == "Connected" and result["settled"], result
     created, changed, deleted = result["written"]
     assert result["events"] == [

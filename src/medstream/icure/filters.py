@@ -1,7 +1,8 @@
 """iCure's filters (`$type`s) as Medstream filter nodes, for the subscriptions of `/ws/v2`.
 
 Each iCure filter served is parsed with exactly its field set, and becomes the Medstream node with the same
-meaning (filters.md); any other `$type` is refused, naming the ones served.
+meaning (filters.md); any other `$type` is refused, naming the ones served, or, for iCure's patient searches by
+a field Medstream keeps encrypted (names, ssin, identifiers), saying so: the server cannot read those values.
 """
 
 from __future__ import annotations
@@ -76,10 +77,24 @@ FILTERS: Mapping[str, tuple[str, Callable[[Mapping[str, Any]], Filter]]] = {
 }
 
 
+# iCure filters that search a field Medstream's encryption configuration keeps in `encryptedSelf` (its iCure name).
+READS_ENCRYPTED: Mapping[str, str] = {
+    "PatientByHcPartyNameContainsFuzzyFilter": "names",
+    "PatientByHcPartyNameFilter": "names",
+    "PatientByHcPartyAndSsinsFilter": "ssin",
+    "PatientByHcPartyAndIdentifiersFilter": "identifier",
+    "PatientByHcPartyAndExternalIdFilter": "externalId",
+}
+
+
 def medstream_filter(data: Mapping[str, Any], entity_type: str) -> Filter:
     """The Medstream node of an iCure filter on `entity_type`; ValidationError saying what is wrong."""
     type_name = data.get("$type")
     served = FILTERS.get(type_name) if isinstance(type_name, str) else None
+    if served is None and isinstance(type_name, str) and type_name in READS_ENCRYPTED:
+        # Short: it is also a websocket close reason (123 bytes at most).
+        field = READS_ENCRYPTED[type_name]
+        raise ValidationError(f"{type_name} not served: {field} is encrypted, the server cannot read it")
     if served is None:
         known = ", ".join(sorted(FILTERS))
         # Short: it is also a websocket close reason (123 bytes at most).

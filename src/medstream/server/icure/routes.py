@@ -29,12 +29,12 @@ from medstream.filters.nodes import ExchangeDataByDelegateFilter, ExchangeDataBy
 from medstream.filters.tree import IntersectionFilter
 from medstream.icure import mapping
 from medstream.icure import shapes as ic
+from medstream.icure.encryption import refuse_clear_fields
 from medstream.icure.filters import medstream_filter
 from medstream.icure.sharing import apply_requests, rejected_all
 from medstream.model.common import Entity
 from medstream.model.contact import Contact
 from medstream.model.data_sample import DataSample
-from medstream.model.encrypted_fields import refuse_clear_fields
 from medstream.model.entities import KIND_BY_NAME, EntityKind
 from medstream.model.exchange_data import ExchangeData
 from medstream.model.healthcare_professional import HealthcareProfessional
@@ -81,7 +81,7 @@ def _path(request: Request, name: str) -> str:
 
 async def _write(state: ServerState, kind: EntityKind, entities: Sequence[Entity], actor: Actor) -> list[Stored]:
     """A write as `/rest/v1` makes it: on a server that requires encryption, Medstream's encrypted fields are
-    refused in clear too (docs/icure.md, "What the server can read")."""
+    refused in clear too, named as iCure names them (docs/icure.md, "On a server that requires encryption")."""
     if state.settings.require_encryption:
         refuse_clear_fields(entities)
     return await state.repository.create_or_modify_stored(kind, entities, actor)

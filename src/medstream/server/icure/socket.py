@@ -27,6 +27,7 @@ from medstream.access import Actor
 from medstream.errors import AuthenticationError, CloseCode, MedstreamError, TooSlowError, ValidationError
 from medstream.events.protocol import fit_close_reason, is_event_frame
 from medstream.events.subscription import Subscription
+from medstream.filters.fields import refuse_encrypted_fields
 from medstream.filters.weight import filter_weight
 from medstream.icure.mapping import patient_out, service_out
 from medstream.icure.shapes import IcureModel
@@ -228,6 +229,8 @@ class IcureSockets:
         parsed = parse_frame(text)
         if not isinstance(parsed, ParsedSubscription):
             raise ValidationError("the first frame must be the subscription")
+        if parsed.filter is not None and state.settings.require_encryption:
+            refuse_encrypted_fields(parsed.filter)  # as on /ws/v1/events: a filter the server could not evaluate
         weight = filter_weight(parsed.filter, len(parsed.event_types))
         state.hub.quotas.add_subscription(socket.actor.user_id, weight)
         subscription = Subscription(

@@ -1,8 +1,9 @@
 """GET /rest/v1/crypto/configuration: what a client needs to encrypt for this server (public: it is no secret).
 
 The suites the server knows, whether it refuses encrypted fields in clear (`MEDSTREAM_REQUIRE_ENCRYPTION`),
-which top-level fields of each kind travel in `encryptedSelf` (model/encrypted_fields.py), and which of them
-are searchable through blind-index tokens (model/blind_index.py).
+which top-level fields of each kind travel in `encryptedSelf` (model/encrypted_fields.py), which of them
+are searchable through blind-index tokens (model/blind_index.py), and the same fields in iCure's names, for
+iCure's clients on `/rest/v2` (icure/encryption.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from medstream.icure.encryption import ICURE_ENCRYPTED_FIELDS
 from medstream.model.blind_index import BLIND_INDEXED
 from medstream.model.encrypted_fields import ENCRYPTED_FIELDS
 from medstream.model.security import SUITES
@@ -47,6 +49,11 @@ class CryptoConfiguration(BaseModel):
         description="By entity kind, the fields of its blindIndex and how their tokens are made (equality search "
         "over encrypted fields)",
     )
+    icure_encrypted_fields: dict[str, list[str]] = Field(
+        alias="icureEncryptedFields",
+        description="By iCure entity (Patient, Contact, Service), the same fields in iCure's names: what an iCure "
+        "client (cardinal-sdk) adds to its EncryptedFieldsConfiguration (patient, contact, service) for /rest/v2",
+    )
 
 
 def configuration_body(require_encryption: bool) -> dict[str, Any]:
@@ -60,6 +67,7 @@ def configuration_body(require_encryption: bool) -> dict[str, Any]:
             kind: {name: {"index": field.index, "fields": list(field.sources)} for name, field in fields.items()}
             for kind, fields in BLIND_INDEXED.items()
         },
+        "icureEncryptedFields": {entity: list(fields) for entity, fields in ICURE_ENCRYPTED_FIELDS.items()},
     }
 
 
