@@ -232,6 +232,11 @@ ENCRYPTED_VALUES: Mapping[str, Mapping[str, SearchStrategy[Any]]] = {
         "note": optional_texts,
         "identifiers": st.lists(identifiers, max_size=3),
     },
+    "Contact": {
+        "description": optional_texts,
+        "location": optional_texts,
+        "identifiers": st.lists(identifiers, max_size=3),
+    },
     "Notification": {"properties": st.lists(properties, max_size=3)},
     "HealthcareProfessional": {},
     "MedicalDevice": {},

@@ -35,7 +35,7 @@ import pytest
 import pytest_asyncio
 
 from medstream.model import HealthcareProfessional, User
-from tests.conftest import RunningServer, serve
+from tests.conftest import ProfessionalFactory, RunningServer, serve
 
 CARDINAL_VERSION = "2.14.0"
 ROOT = Path(__file__).resolve().parents[2]
