@@ -25,8 +25,12 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+# connect first: Python's hashlib, which it loads, crashes the process (SIGSEGV) once cardinal's native
+# library is loaded.
+from connect import connect
+
+# isort: split
 from cardinal_sdk import CardinalSdk
-from cardinal_sdk.authentication.AuthenticationMethod import UsernamePassword
 from cardinal_sdk.filters import ServiceFilters
 from cardinal_sdk.model import (
     AccessLevel,
@@ -36,7 +40,6 @@ from cardinal_sdk.model import (
     DecryptedPatient,
     DecryptedService,
 )
-from cardinal_sdk.storage.StorageFacadeOptions import FileSystemStorage
 from cardinal_sdk.subscription.EntitySubscriptionEvent import EntitySubscriptionEvent
 
 TAG = CodeStub(id="IC-TEST|TEST|1", type="IC-TEST", code="TEST", version="1")
@@ -48,7 +51,8 @@ Type = EntitySubscriptionEvent.Type
 
 
 def _sdk(url: str, who: dict[str, str]) -> CardinalSdk:
-    return CardinalSdk(None, url, UsernamePassword(who["login"], who["password"]), FileSystemStorage(who["storage"]))
+    """A professional's client, encrypting what the server requires (connect.py)."""
+    return connect({"url": url, **who})
 
 
 def _service(text: str) -> DecryptedService:

@@ -35,7 +35,7 @@ import pytest
 import pytest_asyncio
 
 from medstream.model import HealthcareProfessional, User
-from tests.conftest import ProfessionalFactory, RunningServer, serve
+from tests.conftest import RunningServer, serve
 
 CARDINAL_VERSION = "2.14.0"
 ROOT = Path(__file__).resolve().parents[2]
@@ -299,16 +299,13 @@ SHARING = ROOT / "tests" / "icure_clients" / "sharing.py"
 
 
 async def test_cardinal_shares_between_two_professionals(
-    server: RunningServer,
-    new_professional: ProfessionalFactory,
-    admin_http: httpx.AsyncClient,
-    cardinal_python: Path,
-    tmp_path: Path,
+    default_server: RunningServer, cardinal_python: Path, tmp_path: Path
 ) -> None:
     """Two professionals, each with a cardinal client: B reads nothing of A's and receives no event of it until A
     shares the patient and the contact (cardinal's `share_with`); then B reads them decrypted and receives the
     events of what A shares with it, and never of what A keeps."""
-    a, b = await new_professional("Ned", "Stark"), await new_professional("Catelyn", "Tully")
+    server = default_server
+    a, b = await new_doctor(server), await new_doctor(server)
     storage = {name: tmp_path / name for name in ("a", "b")}
     for directory in storage.values():
         directory.mkdir()
@@ -341,10 +338,11 @@ async def test_cardinal_shares_between_two_professionals(
     assert written["kept"] not in result["matched"]
 
     # What the server holds: A's delegation to B, made by A, with the exchange data A made for B.
-    sample = await _get(admin_http, f"/rest/v1/data-samples/{written['first']}")
-    to_b = [d for d in sample["securityMetadata"]["secureDelegations"].values() if d["delegate"] == b.id]
-    assert len(to_b) == 1 and to_b[0]["delegator"] == a.id and to_b[0]["encryptionKeys"]
-    exchange = await _get(admin_http, f"/rest/v1/exchange-data/{to_b[0]['exchangeDataId']}")
-    assert (exchange["delegator"], exchange["delegate"]) == (a.id, b.id)
-    kept = await _get(admin_http, f"/rest/v1/data-samples/{written['kept']}")
-    assert b.id not in {d["delegate"] for d in kept["securityMetadata"]["secureDelegations"].values()}
+    async with admin_http(server) as admin:
+        sample = await _get(admin, f"/rest/v1/data-samples/{written['first']}")
+        to_b = [d for d in sample["securityMetadata"]["secureDelegations"].values() if d["delegate"] == b.id]
+        assert len(to_b) == 1 and to_b[0]["delegator"] == a.id and to_b[0]["encryptionKeys"]
+        exchange = await _get(admin, f"/rest/v1/exchange-data/{to_b[0]['exchangeDataId']}")
+        assert (exchange["delegator"], exchange["delegate"]) == (a.id, b.id)
+        kept = await _get(admin, f"/rest/v1/data-samples/{written['kept']}")
+        assert b.id not in {d["delegate"] for d in kept["securityMetadata"]["secureDelegations"].values()}
