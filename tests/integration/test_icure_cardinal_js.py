@@ -1,6 +1,7 @@
 """iCure's JavaScript client, the npm package @icure/cardinal-sdk 1.0.0-RC.7 under Node.js, unchanged and with its
 default settings (strict JSON), runs iCure's guide "Subscribing to iCure events" against a real Medstream server,
-on SQLite and PostgreSQL: the same steps and the same checks as the Python client's (`test_icure_cardinal.py`).
+on SQLite and PostgreSQL: the same steps and the same checks as the Python client's (`test_icure_cardinal.py`),
+then again with the same key store, which reuses its keys and exchange data.
 
 This client needs a group: it lists the user's groups (`GET /rest/v2/user/matches`) and enters the one it finds
 (`POST /rest/v2/auth/switch/{groupId}`) before anything else, which Medstream answers with its one group.
@@ -114,8 +115,15 @@ async def test_cardinal_js_runs_the_events_guide(
     # The client published its RSA public key on the professional and made its exchange data with itself.
     hcp = await _get(admin_http, f"/rest/v1/healthcare-professionals/{doctor.id}")
     assert 1 <= len(hcp["publicKeysForOaepWithSha256"]) <= result["attempts"]
-    assert 1 <= len(await _exchange_data_of(admin_http, doctor.id)) <= result["attempts"]
+    exchange_data = await _exchange_data_of(admin_http, doctor.id)
+    assert 1 <= len(exchange_data) <= result["attempts"]
     # What the server holds of the service: its tag in clear, its content encrypted.
     sample = await _get(admin_http, f"/rest/v1/data-samples/{result['written']['tagged']}")
     assert sample["labels"] == [{"id": "IC-TEST|TEST|1", "type": "IC-TEST", "code": "TEST", "version": "1"}]
     assert sample["content"] == {} and sample["encryptedSelf"]
+
+    # A second run with the same key store (files in `storage`) reuses the keys and the exchange data.
+    second = await run_guide(node, config)
+    _check_guide(second, doctor)
+    assert await _get(admin_http, f"/rest/v1/healthcare-professionals/{doctor.id}") == hcp
+    assert await _exchange_data_of(admin_http, doctor.id) == exchange_data
