@@ -100,6 +100,63 @@ async def test_tokens_carry_icure_claims_and_refresh_keeps_its_refresh_token(v2:
     _icure_error(ended, 401, "revoked")
 
 
+async def test_one_group_whose_switch_keeps_the_session(server: RunningServer, v2: V2) -> None:
+    """cardinal 1.0 lists the user's groups and enters the one it finds: Medstream's one group, `medstream`."""
+    matches = await v2.client.get("/rest/v2/user/matches")
+    assert matches.status_code == 200, matches.text
+    user = (await v2.client.get("/rest/v2/user/current")).json()
+    assert matches.json() == [
+        {
+            "groupId": "medstream",
+            "groupName": "Medstream",
+            "groupsHierarchy": [],
+            "userId": user["id"],
+            "login": v2.doctor.login,
+            "healthcarePartyId": v2.doctor.id,
+        }
+    ]
+    switched = await v2.client.post("/rest/v2/auth/switch/medstream", headers={"Refresh-Token": v2.refresh})
+    assert switched.status_code == 200, switched.text
+    body = switched.json()
+    assert set(body) == {"token", "refreshToken", "successful"} and body["successful"] is True
+    # The same session: the same refresh token, an access token of the same user and session generation.
+    assert body["refreshToken"] == v2.refresh and body["token"] != v2.token
+    assert {k: _claims(body["token"])[k] for k in ("sub", "gen", "tac")} == {
+        k: _claims(v2.token)[k] for k in ("sub", "gen", "tac")
+    }
+    current = await v2.client.get("/rest/v2/user/current", headers={"Authorization": f"Bearer {body['token']}"})
+    assert current.status_code == 200 and current.json()["id"] == user["id"], current.text
+    # Logging in to the group is logging in.
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as anonymous:
+        credentials = {"username": v2.doctor.login, "password": v2.doctor.password}
+        grouped = await anonymous.post("/rest/v2/auth/login?groupId=medstream", json=credentials)
+        assert grouped.status_code == 200 and grouped.json()["successful"] is True, grouped.text
+    _icure_error(
+        await v2.client.post("/rest/v2/auth/switch/other", headers={"Refresh-Token": v2.refresh}),
+        404,
+        "no group 'other'",
+        "'medstream'",
+    )
+    _icure_error(await v2.client.post("/rest/v2/auth/switch/medstream"), 401, "Refresh-Token")
+    assert (await v2.client.post("/rest/v1/auth/logout")).status_code == 204
+    ended = await v2.client.post("/rest/v2/auth/switch/medstream", headers={"Refresh-Token": v2.refresh})
+    _icure_error(ended, 401, "revoked")
+
+
+async def test_no_exchange_data_maps(server: RunningServer, v2: V2) -> None:
+    """Exchange data maps (anonymous delegations) are not served, so none exists; cardinal 1.0 asks, sending
+    `{}` for no ids."""
+    bodies: list[dict[str, list[str]]] = [{}, {"ids": []}, {"ids": ["a" * 64]}]
+    for body in bodies:
+        found = await v2.client.post("/rest/v2/exchangedatamap/batch", json=body)
+        assert found.status_code == 200 and found.json() == [], found.text
+    _icure_error(await v2.client.post("/rest/v2/exchangedatamap/batch", json={"ids": 3}), 400, "ids")
+    _icure_error(await v2.client.post("/rest/v2/exchangedatamap/batch", json={"keys": []}), 400, "keys")
+    _icure_error(await v2.client.put("/rest/v2/exchangedatamap/batch", json={"batch": {}}), 404, "not served")
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as anonymous:
+        _icure_error(await anonymous.post("/rest/v2/exchangedatamap/batch", json={}), 401)
+
+
 async def test_bad_logins_get_icure_errors(server: RunningServer, v2: V2) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as anonymous:
         wrong = {"username": v2.doctor.login, "password": "not-the-password"}
@@ -109,11 +166,11 @@ async def test_bad_logins_get_icure_errors(server: RunningServer, v2: V2) -> Non
         extra = {"username": "a", "password": "b", "otp": "1"}
         _icure_error(await anonymous.post("/rest/v2/auth/login", json=extra), 400, "otp")
         grouped = {"username": v2.doctor.login, "password": v2.doctor.password}
-        _icure_error(await anonymous.post("/rest/v2/auth/login?groupId=g", json=grouped), 400, "groups")
+        _icure_error(await anonymous.post("/rest/v2/auth/login?groupId=g", json=grouped), 404, "no group 'g'")
+        _icure_error(await anonymous.get("/rest/v2/user/matches"), 401)
         _icure_error(await anonymous.get("/rest/v2/user/current"), 401)
         _icure_error(await anonymous.post("/rest/v2/auth/refresh"), 401, "Refresh-Token")
         _icure_error(await anonymous.post("/rest/v2/auth/refresh", headers={"Refresh-Token": "x.y.z"}), 401)
-    _icure_error(await v2.client.get("/rest/v2/user/matches"), 404, "no groups")
     for kind in ("hcparty", "patient", "device"):  # legacy keys made for a delegate: none
         keys = await v2.client.get(f"/rest/v2/{kind}/{v2.doctor.id}/aesExchangeKeys")
         assert keys.status_code == 200 and keys.json() == {}, keys.text

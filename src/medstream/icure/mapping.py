@@ -24,6 +24,11 @@ from medstream.model.patient import Patient
 from medstream.model.security import Delegation, SecurityMetadata
 from medstream.model.user import User
 
+# Medstream has no groups: every user is in one, which iCure's clients that need a group enter (`user/matches`,
+# `auth/switch/{groupId}`); it names the server.
+GROUP_ID = "medstream"
+GROUP_NAME = "Medstream"
+
 # The fields cardinal's default configuration (`EncryptedFieldsConfiguration`) encrypts, by shape, plus a
 # service's content, which it always encrypts: the v2 API refuses them in clear. Top-level wire names; a
 # nested path of the configuration (`notes[].markdown`) refuses its top-level field.
@@ -538,6 +543,22 @@ def user_out(user: User) -> ic.User:
         auto_delegations={tag.value: sorted(ids) for tag, ids in user.sharing_data_with.items()},
         email=user.email,
         mobile_phone=user.mobile_phone,
+    )
+
+
+def user_group_out(user: User) -> ic.UserGroup:
+    """The one group every Medstream user is in, as iCure lists a login's groups."""
+    return ic.UserGroup(
+        group_id=GROUP_ID,
+        group_name=GROUP_NAME,
+        user_id=str(user.id),
+        login=user.login,
+        name=user.name,
+        email=user.email,
+        phone=user.mobile_phone,
+        patient_id=user.patient_id,
+        healthcare_party_id=user.healthcare_party_id,
+        device_id=user.device_id,
     )
 
 

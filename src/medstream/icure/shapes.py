@@ -4,6 +4,8 @@ Each model has exactly the field set of the cardinal model of the same name, and
 (`extra="forbid"`): cardinal's own decoder refuses unknown keys, so what these models serialise is what it
 reads. Fields Medstream keeps are typed; those it does not keep are `Any` (`mapping.py` refuses them when they
 are not empty). Serialised without nulls: cardinal's non-nullable fields all have defaults or are always set.
+A field that cardinal 2.x has and 1.0 lacks is null unless set, so that a response carries it only when it
+holds something (1.0's decoder refuses it otherwise).
 """
 
 from __future__ import annotations
@@ -196,7 +198,7 @@ class Contact(IcureModel):
     encounter_location: Any = None
     sub_contacts: list[Any] = Field(default_factory=list)
     services: list[Service] = Field(default_factory=list)
-    participant_list: list[Any] = Field(default_factory=list)
+    participant_list: list[Any] | None = None  # cardinal 2.x only: unset, so that 1.0 reads the contact
     secret_foreign_keys: list[str] = Field(default_factory=list)
     crypted_foreign_keys: dict[str, list[Delegation]] = Field(default_factory=dict)
     delegations: dict[str, list[Delegation]] = Field(default_factory=dict)
@@ -397,7 +399,9 @@ class DocIdentifier(IcureModel):
 
 
 class ListOfIds(IcureModel):
-    ids: list[str] = Field(max_length=10_000)
+    """cardinal leaves out an empty list (`{}`)."""
+
+    ids: list[str] = Field(default_factory=list, max_length=10_000)
 
 
 # -- sharing ---------------------------------------------------------------------------------------------------
@@ -470,6 +474,23 @@ class JwtResponse(IcureModel):
     token: str | None = None
     refresh_token: str | None = None
     successful: bool = False
+
+
+class UserGroup(IcureModel):
+    """A group a login may enter, as `GET /rest/v2/user/matches` lists them."""
+
+    group_id: str | None = None
+    group_name: str | None = None
+    groups_hierarchy: list[Any] = Field(default_factory=list)
+    user_id: str | None = None
+    login: str | None = None
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    patient_id: str | None = None
+    healthcare_party_id: str | None = None
+    device_id: str | None = None
+    name_of_parent_of_topmost_group_in_hierarchy: str | None = None
 
 
 # -- the websocket ---------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from medstream.model.entities import KIND_BY_NAME, EntityKind
 from medstream.model.exchange_data import ExchangeData
 from medstream.model.healthcare_professional import HealthcareProfessional
 from medstream.model.patient import Patient
-from medstream.server.icure.errors import error_response, icure_endpoint, not_served
+from medstream.server.icure.errors import icure_endpoint, not_served
 from medstream.server.routes.auth import LoginCredentials, open_session
 from medstream.server.routes.queries import matching_ids
 from medstream.server.state import ServerState, current_actor, state_of
@@ -92,8 +92,7 @@ async def _write(state: ServerState, kind: EntityKind, entities: Sequence[Entity
 
 async def login(request: Request) -> Response:
     """`POST /rest/v2/auth/login`: a session's tokens, with iCure's claims (`tac`, `jwtD`)."""
-    if request.query_params.get("groupId"):
-        raise ValidationError("Medstream has no groups: log in without groupId")
+    _check_group(request.query_params.get("groupId"))
     credentials = await _body(request, ic.LoginCredentials)
     if not credentials.username or not credentials.password:
         raise ValidationError("username and password are required")
@@ -103,10 +102,16 @@ async def login(request: Request) -> Response:
     return _json(ic.JwtResponse(token=pair.token, refresh_token=pair.refresh_token, successful=True))
 
 
-async def refresh(request: Request) -> Response:
-    """`POST /rest/v2/auth/refresh` (header `Refresh-Token`): a new access token. iCure's clients keep their
-    refresh token until it expires, so it is checked (not ended, not replaced by a `/rest/v1` refresh) but
-    not rotated."""
+def _check_group(group_id: str | None) -> None:
+    """Medstream's one group (`mapping.GROUP_ID`), or none, may be asked for; any other is refused."""
+    if group_id and group_id != mapping.GROUP_ID:
+        raise NotFoundError(f"no group {group_id!r}: Medstream has one group, {mapping.GROUP_ID!r}")
+
+
+async def _refreshed(request: Request) -> tuple[str, str]:
+    """The session's refresh token (header `Refresh-Token`), checked, and a new access token of that session.
+    iCure's clients keep their refresh token until it expires, so it is checked (not ended, not replaced by a
+    `/rest/v1` refresh) but not rotated."""
     token = request.headers.get("refresh-token")
     if not token:
         raise AuthenticationError("missing Refresh-Token header")
@@ -121,14 +126,31 @@ async def refresh(request: Request) -> Response:
     generation = int(claims.get("gen") or 0)
     await state.sessions.check_standing(family, str(user.id), generation, jti, int(time.time()))
     pair = state.tokens.issue(user, generation=generation, family=family)
-    return _json(ic.JwtResponse(token=pair.token, successful=True))
+    return token, pair.token
+
+
+async def refresh(request: Request) -> Response:
+    """`POST /rest/v2/auth/refresh` (header `Refresh-Token`): a new access token."""
+    _, access = await _refreshed(request)
+    return _json(ic.JwtResponse(token=access, successful=True))
+
+
+async def switch_group(request: Request) -> Response:
+    """`POST /rest/v2/auth/switch/{groupId}` (header `Refresh-Token`): entering Medstream's one group keeps the
+    session, with a new access token and the same refresh token; another group id is a 404."""
+    _check_group(_path(request, "groupId"))
+    refresh_token, access = await _refreshed(request)
+    return _json(ic.JwtResponse(token=access, refresh_token=refresh_token, successful=True))
 
 
 async def user_matches(request: Request) -> Response:
-    """`GET /rest/v2/user/matches`: the groups of the user. Medstream has none, and answers 404 as iCure's
-    single-group servers do (clients that need a group, with `POST /rest/v2/auth/switch/{groupId}`, are not
-    served)."""
-    return error_response(request, 404, "Medstream has no groups")
+    """`GET /rest/v2/user/matches`: the groups the user may enter, Medstream's one group. (cardinal 1.0 needs a
+    group here; 2.x also reads a 404 as "no groups".)"""
+    actor = await current_actor(request)
+    user = await state_of(request).repository.find_user(actor.user_id)
+    if user is None:
+        raise AuthenticationError("the user of this token no longer exists")
+    return _json_list([mapping.user_group_out(user)])
 
 
 async def current_user(request: Request) -> Response:
@@ -251,6 +273,16 @@ async def write_exchange_data(request: Request) -> Response:
     written = stored[0].entity
     assert isinstance(written, ExchangeData)
     return _json(mapping.exchange_data_out(written))
+
+
+async def exchange_data_maps(request: Request) -> Response:
+    """`POST /rest/v2/exchangedatamap/batch` with `{"ids": [...]}`: the exchange data maps with those ids. iCure's
+    clients make such maps for anonymous delegations (a patient's user sharing), which Medstream does not serve
+    (`PUT` of them is a 404), so none exists: `[]`. (cardinal 1.0 asks, with no ids, while it reads the delegations
+    of what it has just written.)"""
+    await current_actor(request)
+    await _body(request, ic.ListOfIds)
+    return Response(b"[]", media_type="application/json")
 
 
 # -- patients ----------------------------------------------------------------------------------------------------
@@ -452,6 +484,7 @@ def rest_routes() -> list[BaseRoute]:
     routes: list[BaseRoute] = [
         _route("/auth/login", login, ["POST"]),
         _route("/auth/refresh", refresh, ["POST"]),
+        _route("/auth/switch/{groupId}", switch_group, ["POST"]),
         _route("/user/matches", user_matches, ["GET"]),
         _route("/user/current", current_user, ["GET"]),
         _route("/dataowner/current", current_data_owner, ["GET"]),
@@ -465,6 +498,7 @@ def rest_routes() -> list[BaseRoute]:
         _route("/exchangedata", write_exchange_data, ["POST", "PUT"]),
         _route("/exchangedata/byIds", exchange_data_by_ids, ["POST"]),
         _route("/exchangedata/{id}", exchange_data, ["GET"]),
+        _route("/exchangedatamap/batch", exchange_data_maps, ["POST"]),
         _route("/patient/bulkSharedMetadataUpdate", bulk_share(PATIENTS), ["PUT"]),
         _route("/patient/bulkSharedMetadataUpdateMinimal", bulk_share(PATIENTS, minimal=True), ["PUT"]),
         _route("/patient", create_patient, ["POST"]),
