@@ -1,12 +1,15 @@
 // iCure's guide "Subscribing to iCure events", run by an unchanged @icure/cardinal-sdk (JavaScript, Node.js)
 // against a server: the same steps and the same result as guide.py, the Python client's.
 //
-//     node guide.mjs '{"url": ..., "login": ..., "password": ..., "storage": <key store directory>}'
+//     node guide.mjs '{"url": ..., "login": ..., "password": ..., "storage": <key store directory>, "sdk": ...}'
 //
 // Run by tests/integration/test_icure_cardinal_js.py; `sdk` is the directory of the npm install it makes, which
-// holds node_modules/@icure/cardinal-sdk (this file imports only cardinal and Node's own modules). It prints one JSON object, on its last line, saying what
-// it saw:
+// holds node_modules/@icure/cardinal-sdk (this file imports only cardinal and Node's own modules). Like connect.py,
+// the client encrypts, besides cardinal's default encrypted fields, those the server requires encrypted
+// (`icureEncryptedFields` of `GET /rest/v1/crypto/configuration`), as an application does on a server that
+// requires encryption (docs/icure.md). It prints one JSON object, on its last line, saying what it saw:
 //
+// - `encrypted_fields`: the encrypted fields the client was configured with, by entity;
 // - `patient`: the patient as the client read it back, decrypted (John Snow, 'Winter is coming');
 // - `connected`: the subscription's lifecycle events before the first write that counts;
 // - `probes`: how many probe services were written until one came back as an event. The client reports
@@ -43,6 +46,34 @@ const MAX_PROBES = 5;
 const QUIET_MS = 3000;
 const NOTIFICATION = EntitySubscriptionEvent.EntityNotification;
 
+// Cardinal's default encrypted fields (1.0.0-RC.7) of the entities the guide writes. The JavaScript client does
+// not export them: a list given in `SdkOptions.encryptedFields` replaces its entity's default, so the defaults are
+// spelled here and the server's fields added to them.
+const DEFAULT_ENCRYPTED_FIELDS = {
+  patient: ["note", "notes[].markdown"],
+  contact: ["descr", "notes[].markdown"],
+  service: ["notes[].markdown"],
+};
+
+// `defaults` and each required field they do not name already (cardinal refuses a field named twice, as
+// `partnerships` beside a default `partnerships[].*`).
+function adding(defaults, required) {
+  const named = new Set(defaults.map((path) => path.split(/[.[]/, 1)[0]));
+  return [...defaults, ...required.filter((name) => !named.has(name))];
+}
+
+// Cardinal's default encrypted fields plus those the server at `url` requires encrypted.
+async function encryptedFields(url) {
+  const response = await fetch(`${url}/rest/v1/crypto/configuration`);
+  if (!response.ok) throw new Error(`GET /rest/v1/crypto/configuration: ${response.status} ${await response.text()}`);
+  const required = (await response.json()).icureEncryptedFields;
+  return {
+    patient: adding(DEFAULT_ENCRYPTED_FIELDS.patient, required.Patient),
+    contact: adding(DEFAULT_ENCRYPTED_FIELDS.contact, required.Contact),
+    service: adding(DEFAULT_ENCRYPTED_FIELDS.service, required.Service),
+  };
+}
+
 const tag = () => new CodeStub({ id: "IC-TEST|TEST|1", type: "IC-TEST", code: "TEST", version: "1" });
 
 function service(text, tagged) {
@@ -75,11 +106,13 @@ async function content(sdk, event) {
 
 async function run(config) {
   const result = { connected: [], events: [], other_events: [] };
+  result.encrypted_fields = await encryptedFields(config.url);
   const sdk = await CardinalSdk.initialize(
     undefined,
     config.url,
     new AuthenticationMethod.UsingCredentials.UsernamePassword(config.login, config.password),
     StorageFacade.usingFileSystem(config.storage),
+    { encryptedFields: result.encrypted_fields },
   );
   const user = await sdk.user.getCurrentUser();
   result.user = { login: user.login, healthcarePartyId: user.healthcarePartyId };

@@ -1,7 +1,9 @@
 """iCure's JavaScript client, the npm package @icure/cardinal-sdk 1.0.0-RC.7 under Node.js, unchanged and with its
-default settings (strict JSON), runs iCure's guide "Subscribing to iCure events" against a real Medstream server,
-on SQLite and PostgreSQL: the same steps and the same checks as the Python client's (`test_icure_cardinal.py`),
-then again with the same key store, which reuses its keys and exchange data.
+default settings (strict JSON), runs iCure's guide "Subscribing to iCure events" against a real Medstream server
+with the default settings (encryption required), on SQLite and PostgreSQL: the same steps and the same checks as
+the Python client's (`test_icure_cardinal.py`), then again with the same key store, which reuses its keys and
+exchange data. Like the Python client, it adds to cardinal's default encrypted fields those the server requires
+encrypted, read from `GET /rest/v1/crypto/configuration` (`icureEncryptedFields`).
 
 This client needs a group: it lists the user's groups (`GET /rest/v2/user/matches`) and enters the one it finds
 (`POST /rest/v2/auth/switch/{groupId}`) before anything else, which Medstream answers with its one group.
@@ -20,13 +22,19 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.conftest import ProfessionalFactory, RunningServer
-from tests.integration.test_icure_cardinal import _check_guide, _exchange_data_of, _get, admin_http
+from tests.conftest import RunningServer
+from tests.integration.test_icure_cardinal import (
+    _check_guide,
+    _exchange_data_of,
+    _get,
+    admin_http,
+    default_server,
+    new_doctor,
+)
 
-__all__ = ["admin_http"]  # the fixture, shared with the Python client's test
+__all__ = ["default_server"]  # the fixture, shared with the Python client's test
 
 CARDINAL_JS_VERSION = "1.0.0-RC.7"
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,15 +101,14 @@ async def run_guide(node: str, config: dict[str, Any]) -> dict[str, Any]:
     raise AssertionError(f"the client stalled or crashed {ATTEMPTS} times; its output:\n" + "\n---\n".join(outputs))
 
 
-async def test_cardinal_js_runs_the_events_guide(
-    server: RunningServer,
-    new_professional: ProfessionalFactory,
-    admin_http: httpx.AsyncClient,
-    cardinal_js: tuple[str, Path],
-    tmp_path: Path,
+async def test_cardinal_js_runs_the_events_guide_on_a_default_server(
+    default_server: RunningServer, cardinal_js: tuple[str, Path], tmp_path: Path
 ) -> None:
+    """With the fields the server requires encrypted added to its configuration, the JavaScript client runs the
+    guide twice; the server holds the patient's names and the service's content only in encryptedSelf."""
+    server = default_server
     node, sdk = cardinal_js
-    doctor = await new_professional()
+    doctor = await new_doctor(server)
     config = {
         "url": server.url,
         "login": doctor.login,
@@ -109,21 +116,40 @@ async def test_cardinal_js_runs_the_events_guide(
         "storage": str(tmp_path),
         "sdk": str(sdk),
     }
-    result = await run_guide(node, config)
-    _check_guide(result, doctor)
+    async with admin_http(server) as admin:
+        before = await _get(admin, f"/rest/v1/healthcare-professionals/{doctor.id}")
+        assert "publicKeysForOaepWithSha256" not in before
 
-    # The client published its RSA public key on the professional and made its exchange data with itself.
-    hcp = await _get(admin_http, f"/rest/v1/healthcare-professionals/{doctor.id}")
-    assert 1 <= len(hcp["publicKeysForOaepWithSha256"]) <= result["attempts"]
-    exchange_data = await _exchange_data_of(admin_http, doctor.id)
-    assert 1 <= len(exchange_data) <= result["attempts"]
-    # What the server holds of the service: its tag in clear, its content encrypted.
-    sample = await _get(admin_http, f"/rest/v1/data-samples/{result['written']['tagged']}")
-    assert sample["labels"] == [{"id": "IC-TEST|TEST|1", "type": "IC-TEST", "code": "TEST", "version": "1"}]
-    assert sample["content"] == {} and sample["encryptedSelf"]
+        result = await run_guide(node, config)
+        _check_guide(result, doctor)
+        # Cardinal's defaults, then the server's fields they do not name already.
+        required = (await _get(admin, "/rest/v1/crypto/configuration"))["icureEncryptedFields"]
+        assert result["encrypted_fields"] == {
+            "patient": ["note", "notes[].markdown", *(f for f in required["Patient"] if f not in ("note", "notes"))],
+            "contact": ["descr", "notes[].markdown", *(f for f in required["Contact"] if f not in ("descr", "notes"))],
+            "service": ["notes[].markdown", *(f for f in required["Service"] if f != "notes")],
+        }
+        assert {"firstName", "lastName"} <= set(result["encrypted_fields"]["patient"])
 
-    # A second run with the same key store (files in `storage`) reuses the keys and the exchange data.
-    second = await run_guide(node, config)
-    _check_guide(second, doctor)
-    assert await _get(admin_http, f"/rest/v1/healthcare-professionals/{doctor.id}") == hcp
-    assert await _exchange_data_of(admin_http, doctor.id) == exchange_data
+        # The client published its RSA public key on the professional and made its exchange data with itself.
+        hcp = await _get(admin, f"/rest/v1/healthcare-professionals/{doctor.id}")
+        assert 1 <= len(hcp["publicKeysForOaepWithSha256"]) <= result["attempts"]
+        exchange_data = await _exchange_data_of(admin, doctor.id)
+        assert 1 <= len(exchange_data) <= result["attempts"]
+
+        # What the server holds: the patient's names and note, and the service's content, only encrypted; the
+        # service's tag in clear.
+        patient = await _get(admin, f"/rest/v1/patients/{result['patient']['id']}")
+        clear = {name: patient.get(name) for name in ("firstName", "lastName", "names", "note")}
+        assert clear == {"firstName": None, "lastName": None, "names": [], "note": None}, patient
+        assert patient["encryptedSelf"]
+        sample = await _get(admin, f"/rest/v1/data-samples/{result['written']['tagged']}")
+        assert sample["batchId"] == result["written"]["tagged_contact"]
+        assert sample["labels"] == [{"id": "IC-TEST|TEST|1", "type": "IC-TEST", "code": "TEST", "version": "1"}]
+        assert sample["content"] == {} and sample["encryptedSelf"] and sample["secretForeignKeys"]
+
+        # A second run with the same key store (files in `storage`) reuses the keys and the exchange data.
+        second = await run_guide(node, config)
+        _check_guide(second, doctor)
+        assert await _get(admin, f"/rest/v1/healthcare-professionals/{doctor.id}") == hcp
+        assert await _exchange_data_of(admin, doctor.id) == exchange_data
