@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medstream.errors import CloseCode
+from medstream.server.collection_routes import CollectionRoutes
 from medstream.server.metrics import Metrics
 
 UNMATCHED = "unmatched"
@@ -31,7 +32,9 @@ def route_templates(routes: Sequence[BaseRoute], prefix: str = "") -> dict[int, 
     """The path template of every route (by the route's id), Mounts walked into."""
     templates: dict[int, str] = {}
     for route in routes:
-        if isinstance(route, Mount) and route.routes:
+        if isinstance(route, CollectionRoutes):  # routes with their full paths
+            templates |= route_templates(route.routes, prefix)
+        elif isinstance(route, Mount) and route.routes:
             templates |= route_templates(route.routes, prefix + route.path)
         elif isinstance(route, Mount):  # an app of its own (the docs' static files): one template for all it serves
             templates[id(route)] = prefix + route.path + "/{path}"
@@ -65,6 +68,11 @@ class RouteTemplates:
                 continue
             if isinstance(route, Mount) and route.routes:
                 found = self._match(route.routes, {**scope, **child})
+                if found is not None:
+                    return found
+                continue
+            if isinstance(route, CollectionRoutes):  # the route it found, or none (a 404 under its prefix)
+                found = self.templates.get(id(child["route"]))
                 if found is not None:
                     return found
                 continue

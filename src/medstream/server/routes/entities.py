@@ -170,7 +170,7 @@ def entity_collection(kind: EntityKind, extra: Sequence[Operation] = ()) -> Coll
         f"/rest/v1/{kind.collection}",
         name,
         [
-            # One entity by id first: the most frequent request, and a Mount tries its routes in order (a
+            # One entity by id first: the most frequent request, and a collection's routes are tried in order (a
             # `POST /filter` only half-matches `/{entity_id}`, which serves GET and DELETE, and goes on to its own).
             op(
                 "GET", "/{entity_id}", get_one, f"One {name} (a tombstone if deleted)", model, READ_ONE_ERRORS, **one_id
