@@ -29,7 +29,7 @@ from typing import Any
 
 import pydantic
 from pydantic import BaseModel, TypeAdapter
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
@@ -132,18 +132,19 @@ class _Served:
 
     async def __call__(self, request: Request) -> Response:
         operation = self.operation
-        actor = await current_actor(request) if operation.authenticated else None
+        state = state_of(request)
+        actor = await current_actor(state, request) if operation.authenticated else None
         errors: list[dict[str, Any]] = []
         path = _validated(operation.path_params, request.path_params, "path", errors)
         query = _validated(operation.query, request.query_params, "query", errors) if operation.query else None
         body = await self._validated_body(request, errors) if self._body is not None else None
         if errors:
             raise validation_error(errors)
-        return await operation.handler(Call(request, state_of(request), body, path, query, actor))
+        return await operation.handler(Call(request, state, body, path, query, actor))
 
     async def _validated_body(self, request: Request, errors: list[dict[str, Any]]) -> Any:
         assert self._body is not None and self._body_adapter is not None
-        raw = await request.body()
+        raw = await _body_of(request.receive)
         if not raw:
             if self._body.required:
                 errors.append({"type": "missing", "loc": ("body",), "msg": "Field required"})
@@ -155,13 +156,26 @@ class _Served:
             return None
 
 
+async def _body_of(receive: Receive) -> bytes:
+    """The request's body, from the server's messages as `Request.body()` reads them, without its stream (an
+    async generator and its closing, per request)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def _validated(
     model: type[BaseModel] | None, received: Mapping[str, Any], where: str, errors: list[dict[str, Any]]
 ) -> Any:
     if model is None:
         return None
     try:
-        return model.model_validate(dict(received))
+        return model.model_validate(received if type(received) is dict else dict(received))
     except pydantic.ValidationError as exc:
         errors.extend({**e, "loc": (where, *e["loc"])} for e in exc.errors(include_url=False))
         return None
