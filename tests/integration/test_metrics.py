@@ -18,7 +18,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from medstream.server.metrics import SEND_DELAY_SECONDS
-from medstream.server.metrics_middleware import route_templates
+from medstream.server.request_metrics import route_templates
 from tests.conftest import ADMIN_LOGIN, RunningServer
 from tests.integration.cli_support import medstream
 from tests.integration.events_support import eventually

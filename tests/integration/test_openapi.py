@@ -12,6 +12,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from medstream import __version__
 from medstream.server.app import DESCRIPTION, MedstreamApp, api_collections, create_app
+from medstream.server.collection_routes import CollectionRoutes
 from medstream.server.openapi import openapi_document
 from medstream.server.settings import Settings
 
@@ -28,10 +29,13 @@ def app(tmp_path: Path) -> MedstreamApp:
 
 
 def _served(routes: list[BaseRoute], prefix: str = "") -> set[tuple[str, str]]:
-    """(path, method) of every HTTP route, Mounts walked into; HEAD goes with GET and is not listed."""
+    """(path, method) of every HTTP route, Mounts and collection routes walked into; HEAD goes with GET and is
+    not listed."""
     found: set[tuple[str, str]] = set()
     for route in routes:
-        if isinstance(route, Mount):
+        if isinstance(route, CollectionRoutes):  # routes with their full paths
+            found |= _served(route.routes, prefix)
+        elif isinstance(route, Mount):
             if prefix + route.path not in (DOCS_MOUNT, ICURE_MOUNT):
                 found |= _served(route.routes, prefix + route.path)
         elif isinstance(route, Route):

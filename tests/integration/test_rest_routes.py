@@ -156,7 +156,7 @@ async def test_an_unexpected_error_is_a_json_500_without_its_text(
     async def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("the disk caught fire")
 
-    monkeypatch.setattr(app.state.medstream.repository, "get", broken)
+    monkeypatch.setattr(app.state.medstream.repository, "get_json", broken)
     response = await http.get("/rest/v1/patients/some-id")
     assert response.status_code == 500
     assert response.json()["error"] == "internal_error"

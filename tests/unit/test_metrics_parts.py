@@ -16,7 +16,7 @@ from starlette.websockets import WebSocket
 
 from medstream.server.loop_histogram import LoopHistogram
 from medstream.server.metrics import SEND_DELAY_SECONDS
-from medstream.server.metrics_middleware import close_code_label, route_templates
+from medstream.server.request_metrics import close_code_label, route_templates
 from medstream.server.routes.metrics import on_loopback
 from medstream.server.settings import Settings, describe_settings_error
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
-from pydantic import ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import ConfigDict, Field, PlainSerializer, field_validator
 
 from medstream.model.base import MedstreamModel
 from medstream.model.blind_index import check_blind_index
@@ -198,11 +198,14 @@ class Entity(MedstreamModel):
     encrypted_self: EncryptedSelfText | None = None
     blind_index: dict[str, list[str]] | None = None
 
-    @model_validator(mode="after")
-    def _check_blind_index(self) -> Entity:
-        if self.blind_index:
-            check_blind_index(self.entity_type, self.blind_index)
-        return self
+    # A validator of the field, not of the model: it runs only for an entity that carries a blind index, where
+    # a model's validator ran, a Python call, for every entity validated (every write's body, every event).
+    @field_validator("blind_index")
+    @classmethod
+    def _check_blind_index(cls, blind_index: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        if blind_index:
+            check_blind_index(cls.entity_type, blind_index)
+        return blind_index
 
     def to_write_dict(self) -> dict[str, Any]:
         """The form sent to the server when writing."""

@@ -15,6 +15,7 @@ import hashlib
 from enum import StrEnum
 from typing import Annotated, Self
 
+import orjson
 from pydantic import ConfigDict, Field, model_validator
 
 from medstream.model.base import MedstreamModel
@@ -77,6 +78,14 @@ class SecurityMetadata(MedstreamModel):
             for d in self.secure_delegations.values()
             if d.delegate is not None and d.permissions is AccessLevel.WRITE
         )
+
+
+def document_readers(document: str | bytes) -> frozenset[str]:
+    """The readers of an entity from its JSON, as `Entity.readers` gives them from its model, without building
+    the model: the non-null delegates of `securityMetadata.secureDelegations`."""
+    metadata = orjson.loads(document).get("securityMetadata") or {}
+    delegations = metadata.get("secureDelegations") or {}
+    return frozenset(d["delegate"] for d in delegations.values() if d.get("delegate") is not None)
 
 
 def context(label: str, *parts: str) -> bytes:

@@ -24,16 +24,16 @@ from medstream.errors import CloseCode, ConflictError, ValidationError
 from medstream.model.entities import KIND_BY_NAME
 from medstream.model.user import User
 from medstream.server.actors import ActorValidator
+from medstream.server.body_limit import BodySizeLimit
 from medstream.server.dispatcher import Dispatcher
 from medstream.server.docs import docs_routes
-from medstream.server.errors import BodySizeLimit, install_error_handlers
+from medstream.server.edge import Edge
+from medstream.server.errors import install_error_handlers
 from medstream.server.icure.routes import rest_routes as icure_rest_routes
 from medstream.server.icure.socket import IcureSockets
 from medstream.server.login_throttle import LoginThrottle, PasswordCheckGate
 from medstream.server.metrics import Metrics
-from medstream.server.metrics_middleware import MetricsMiddleware
 from medstream.server.openapi import openapi_document
-from medstream.server.request_ids import RequestIds
 from medstream.server.rest import Collection, routes_of
 from medstream.server.retention import run_retention
 from medstream.server.routes.auth import auth
@@ -272,17 +272,16 @@ def create_app(settings: Settings | None = None) -> MedstreamApp:
         *docs_routes(title, OPENAPI_URL),
     ]
     # Pure ASGI middleware only, run on every route inside Starlette's own two (server errors outermost, the
-    # exception handlers innermost), outermost first: the request id, so that every answer (CORS's and the
-    # 413's included) carries it and so does every line logged while serving it (server/request_ids.py); the
-    # metrics, so that a request CORS or the body bound answers is counted too; OpenTelemetry when asked for;
-    # CORS, so that every answer carries its headers; the body limit.
-    middleware: list[Middleware] = [Middleware(RequestIds)]
-    if metrics is not None:
-        middleware.append(Middleware(MetricsMiddleware, metrics=metrics, routes=routes))
+    # exception handlers innermost), outermost first: the edge (server/edge.py: the request id, so that every
+    # answer, CORS's and the 413's included, carries it and so does every line logged while serving it; the
+    # metrics, so that a request CORS or the body bound answers is counted too); OpenTelemetry when asked for;
+    # CORS, so that every answer carries its headers; the body bound, which the edge applies itself when
+    # nothing stands between it and the routes.
+    inner: list[Middleware] = []
     if settings.opentelemetry:
-        middleware.append(telemetry_middleware())
+        inner.append(telemetry_middleware())
     if origins:
-        middleware.append(
+        inner.append(
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(origins),
@@ -291,7 +290,10 @@ def create_app(settings: Settings | None = None) -> MedstreamApp:
                 max_age=600,
             )
         )
-    middleware.append(Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes))
+    if inner:
+        inner.append(Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes))
+    edge_bound = None if inner else settings.max_body_bytes
+    middleware = [Middleware(Edge, metrics=metrics, routes=routes, max_body_bytes=edge_bound), *inner]
     document = openapi_document(title=title, version=__version__, description=DESCRIPTION, collections=collections)
     app = MedstreamApp(
         title=title, version=__version__, document=document, routes=routes, middleware=middleware, lifespan=lifespan

@@ -116,10 +116,17 @@ class Dispatcher:
                 log.warning("dispatcher read failed (%s), retrying: %s", failures, exc)
                 await asyncio.sleep(min(0.05 * 2**failures, 2.0))
                 continue
+            # The poll, when nothing woke it for `poll_interval`: other nodes and processes write too. A timer
+            # rather than `wait_for`, which wraps the wait in a task of its own at every wake-up (every write).
+            poll = asyncio.get_running_loop().call_later(self.poll_interval, self._poll)
             try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-            except TimeoutError:
-                self._read_wanted = True  # the poll: other nodes and processes write too
+                await self._wake.wait()
+            finally:
+                poll.cancel()
+
+    def _poll(self) -> None:
+        self._read_wanted = True
+        self._wake.set()
 
     async def _drain(self) -> None:
         while True:

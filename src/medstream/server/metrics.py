@@ -6,13 +6,13 @@ their series up. `medstream serve` runs no worker processes, so prometheus_clien
 (`PROMETHEUS_MULTIPROC_DIR`) is not used: it writes every increment to a file shared between processes, and it
 cannot serve the values read at scrape time below.
 
-What moves once per socket is counted with prometheus_client's counters (the websocket middleware,
-`server/metrics_middleware.py`). What moves once per request or transaction (the HTTP middleware; the database's
-transactions) or once per event (dispatched, delivered, dropped, the time to the first delivery, counted by the
-dispatcher and the sockets where they already loop) is counted in plain integers and `LoopHistogram`s by the
-event loop's thread, which serves all of them, and what is a level (lag, send queues, subscriptions,
-connections, pools) is read when Prometheus scrapes, by `NodeCollector`: nothing on the way of an event takes a
-lock or looks a label up.
+What moves once per socket is counted with prometheus_client's counters (by the edge middleware,
+`server/edge.py`, through `server/request_metrics.py`). What moves once per request or transaction (the edge
+again; the database's transactions) or once per event (dispatched, delivered, dropped, the time to the first
+delivery, counted by the dispatcher and the sockets where they already loop) is counted in plain integers and
+`LoopHistogram`s by the event loop's thread, which serves all of them, and what is a level (lag, send queues,
+subscriptions, connections, pools) is read when Prometheus scrapes, by `NodeCollector`: nothing on the way of an
+event takes a lock or looks a label up.
 """
 
 from __future__ import annotations

@@ -15,9 +15,10 @@ A request to an operation is served without per-request dependency machinery, in
 
 Errors are raised, not answered: the app's exception handlers (server/errors.py) answer them.
 
-Routing: the operations of a collection sit behind one `Mount` (its root path, which a Mount does not match, is
-a `Route` beside it), so the router tries one pattern per collection, not one per route. All the methods of a
-path are one `Route`, so that a 405 names every method the path allows.
+Routing: the collections behind one prefix each (`mount`) are served by `CollectionRoutes`
+(server/collection_routes.py), which finds a request's collection by its path's prefix and tries only its
+routes, as a `Route` for its root and a `Mount` for the rest would serve them. All the methods of a path are
+one `Route`, so that a 405 names every method the path allows.
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ from typing import Any
 
 import pydantic
 from pydantic import BaseModel, TypeAdapter
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from medstream.access import Actor
 from medstream.errors import AuthenticationError
+from medstream.server.collection_routes import CollectionRoutes
 from medstream.server.errors import validation_error
 from medstream.server.state import ServerState, current_actor, state_of
 
@@ -103,8 +105,8 @@ class Operation:
 
 @dataclass(frozen=True)
 class Collection:
-    """Operations under one path prefix, shown under one tag. `mount`: serve them behind one Mount (only for a
-    prefix that no other collection's path extends)."""
+    """Operations under one path prefix, shown under one tag. `mount`: serve them as a Mount would, every path
+    under the prefix being the collection's (only for a prefix that no other collection's path extends)."""
 
     prefix: str
     tag: str
@@ -130,18 +132,19 @@ class _Served:
 
     async def __call__(self, request: Request) -> Response:
         operation = self.operation
-        actor = await current_actor(request) if operation.authenticated else None
+        state = state_of(request)
+        actor = await current_actor(state, request) if operation.authenticated else None
         errors: list[dict[str, Any]] = []
         path = _validated(operation.path_params, request.path_params, "path", errors)
         query = _validated(operation.query, request.query_params, "query", errors) if operation.query else None
         body = await self._validated_body(request, errors) if self._body is not None else None
         if errors:
             raise validation_error(errors)
-        return await operation.handler(Call(request, state_of(request), body, path, query, actor))
+        return await operation.handler(Call(request, state, body, path, query, actor))
 
     async def _validated_body(self, request: Request, errors: list[dict[str, Any]]) -> Any:
         assert self._body is not None and self._body_adapter is not None
-        raw = await request.body()
+        raw = await _body_of(request.receive)
         if not raw:
             if self._body.required:
                 errors.append({"type": "missing", "loc": ("body",), "msg": "Field required"})
@@ -153,13 +156,26 @@ class _Served:
             return None
 
 
+async def _body_of(receive: Receive) -> bytes:
+    """The request's body, from the server's messages as `Request.body()` reads them, without its stream (an
+    async generator and its closing, per request)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def _validated(
     model: type[BaseModel] | None, received: Mapping[str, Any], where: str, errors: list[dict[str, Any]]
 ) -> Any:
     if model is None:
         return None
     try:
-        return model.model_validate(dict(received))
+        return model.model_validate(received if type(received) is dict else dict(received))
     except pydantic.ValidationError as exc:
         errors.extend({**e, "loc": (where, *e["loc"])} for e in exc.errors(include_url=False))
         return None
@@ -189,18 +205,23 @@ def _route(path: str, operations: Sequence[Operation]) -> Route:
 
 
 def routes_of(collections: Sequence[Collection]) -> list[BaseRoute]:
-    """The Starlette routes of `collections`, in their order (the first that matches a request serves it)."""
+    """The Starlette routes of `collections`, in their order (the first that matches a request serves it): a
+    collection that is not mounted as its paths' routes, and each run of mounted ones as one `CollectionRoutes`."""
     routes: list[BaseRoute] = []
+    mounted: list[tuple[str, Route | None, list[Route]]] = []
     for collection in collections:
         paths = collection.paths
-        if not collection.mount:
-            routes.extend(_route(collection.prefix + path, operations) for path, operations in paths.items())
+        if collection.mount:
+            root = _route(collection.prefix, paths[""]) if "" in paths else None
+            inner = [_route(collection.prefix + path, operations) for path, operations in paths.items() if path]
+            mounted.append((collection.prefix, root, inner))
             continue
-        if "" in paths:
-            routes.append(_route(collection.prefix, paths[""]))
-        inner = [_route(path, operations) for path, operations in paths.items() if path]
-        if inner:
-            routes.append(Mount(collection.prefix, routes=inner, name=collection.tag))
+        if mounted:
+            routes.append(CollectionRoutes(mounted))
+            mounted = []
+        routes.extend(_route(collection.prefix + path, operations) for path, operations in paths.items())
+    if mounted:
+        routes.append(CollectionRoutes(mounted))
     return routes
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import HTTPConnection
 
 from medstream.access import Actor
 from medstream.errors import AuthenticationError
@@ -43,20 +43,24 @@ def state_of(connection: HTTPConnection) -> ServerState:
     return state
 
 
-def bearer_token(request: Request) -> str | None:
+def bearer_token(request: HTTPConnection) -> str | None:
     """The token of the request's `Authorization: Bearer <token>` header (the scheme in any case), as FastAPI's
-    HTTPBearer reads it, without building its credentials model: None when there is none."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token if token and scheme.lower() == "bearer" else None
+    HTTPBearer reads it, without building its credentials model: None when there is none. The header is read
+    from the request's raw headers (the first one, as `request.headers` gives it), without building them."""
+    for name, value in request.scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token if token and scheme.lower() == "bearer" else None
+    return None
 
 
-async def current_actor(request: Request) -> Actor:
-    """The actor of a request, from its `Authorization: Bearer` access token; 401 without a valid one. Every
-    REST request but login runs this: the common case, a token and user seen within seconds, awaits nothing."""
+async def current_actor(state: ServerState, request: HTTPConnection) -> Actor:
+    """The actor of a request to the running server `state`, from its `Authorization: Bearer` access token; 401
+    without a valid one. Every REST request but login runs this: the common case, a token and user seen within
+    seconds, awaits nothing."""
     token = bearer_token(request)
     if token is None:
         raise AuthenticationError("missing bearer token: log in with POST /rest/v1/auth/login")
-    state = state_of(request)
     actor = state.tokens.actor(token)
     if not state.actors.stands(actor):
         await state.actors.check(actor)

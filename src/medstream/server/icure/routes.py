@@ -146,7 +146,7 @@ async def switch_group(request: Request) -> Response:
 async def user_matches(request: Request) -> Response:
     """`GET /rest/v2/user/matches`: the groups the user may enter, Medstream's one group. (cardinal 1.0 needs a
     group here; 2.x also reads a 404 as "no groups".)"""
-    actor = await current_actor(request)
+    actor = await current_actor(state_of(request), request)
     user = await state_of(request).repository.find_user(actor.user_id)
     if user is None:
         raise AuthenticationError("the user of this token no longer exists")
@@ -154,7 +154,7 @@ async def user_matches(request: Request) -> Response:
 
 
 async def current_user(request: Request) -> Response:
-    actor = await current_actor(request)
+    actor = await current_actor(state_of(request), request)
     user = await state_of(request).repository.find_user(actor.user_id)
     if user is None:
         raise AuthenticationError("the user of this token no longer exists")
@@ -165,7 +165,7 @@ async def current_user(request: Request) -> Response:
 
 
 async def _own_professional(request: Request) -> tuple[Actor, HealthcareProfessional]:
-    actor = await current_actor(request)
+    actor = await current_actor(state_of(request), request)
     if actor.data_owner_id is None:
         raise NotFoundError("this user acts as no data owner")
     state = state_of(request)
@@ -179,7 +179,7 @@ async def _own_professional(request: Request) -> tuple[Actor, HealthcareProfessi
 
 async def _published_professional(request: Request, data_owner_id: str) -> HealthcareProfessional:
     """Any professional as data owner, whoever asks: what v2 shows of it is public (keys, names)."""
-    await current_actor(request)
+    await current_actor(state_of(request), request)
     found = await state_of(request).repository.published_keys(data_owner_id)
     if found is None or found[0] != PROFESSIONALS.name:
         raise NotFoundError(f"no healthcare party with id {data_owner_id}")
@@ -220,7 +220,7 @@ async def aes_exchange_keys(request: Request) -> Response:
     professionals, patients or devices made for the delegate. Medstream keeps no such keys towards a delegate
     (clients of today share keys through exchange data): always `{}`, as iCure answers a delegate without any.
     (A 404 there, which cardinal tolerates, made its start-up stall about one time in three.)"""
-    await current_actor(request)
+    await current_actor(state_of(request), request)
     _path(request, "id")
     return Response(b"{}", media_type="application/json")
 
@@ -229,7 +229,7 @@ async def aes_exchange_keys(request: Request) -> Response:
 
 
 async def exchange_data_by_pair(request: Request) -> Response:
-    actor = await current_actor(request)
+    actor = await current_actor(state_of(request), request)
     delegator, delegate = _path(request, "delegator"), _path(request, "delegate")
     selector = IntersectionFilter(
         filters=[
@@ -243,7 +243,7 @@ async def exchange_data_by_pair(request: Request) -> Response:
 
 
 async def exchange_data(request: Request) -> Response:
-    actor = await current_actor(request)
+    actor = await current_actor(state_of(request), request)
     record = await state_of(request).repository.get(EXCHANGE_DATA, _path(request, "id"), actor)
     assert isinstance(record, ExchangeData)
     if not mapping.is_icure_exchange_data(record):
@@ -254,7 +254,7 @@ async def exchange_data(request: Request) -> Response:
 async def exchange_data_by_ids(request: Request) -> Response:
     """`POST /rest/v2/exchangedata/byIds` (`{"ids": [...]}`): those records you are a party to, in the order
     asked; others are left out."""
-    actor = await current_actor(request)
+    actor = await current_actor(state_of(request), request)
     ids = (await _body(request, ic.ListOfIds)).ids
     found = await state_of(request).repository.get_many(EXCHANGE_DATA, ids, actor)
     records = [r for r in found if isinstance(r, ExchangeData) and mapping.is_icure_exchange_data(r)]
@@ -263,7 +263,7 @@ async def exchange_data_by_ids(request: Request) -> Response:
 
 async def write_exchange_data(request: Request) -> Response:
     """`POST` (create) and `PUT` (modify, with its rev) `/rest/v2/exchangedata`."""
-    actor = await current_actor(request)
+    actor = await current_actor(state_of(request), request)
     sent = await _body(request, ic.ExchangeData)
     if request.method == "POST" and sent.rev is not None:
         raise ValidationError("a new exchange data record has no rev (PUT modifies one)")
@@ -280,7 +280,7 @@ async def exchange_data_maps(request: Request) -> Response:
     clients make such maps for anonymous delegations (a patient's user sharing), which Medstream does not serve
     (`PUT` of them is a 404), so none exists: `[]`. (cardinal 1.0 asks, with no ids, while it reads the delegations
     of what it has just written.)"""
-    await current_actor(request)
+    await current_actor(state_of(request), request)
     await _body(request, ic.ListOfIds)
     return Response(b"[]", media_type="application/json")
 
@@ -289,7 +289,7 @@ async def exchange_data_maps(request: Request) -> Response:
 
 
 async def create_patient(request: Request) -> Response:
-    actor = await current_actor(request)
+    actor = await current_actor(state_of(request), request)
     sent = await _body(request, ic.Patient)
     if sent.rev is not None:
         raise ValidationError("a new patient has no rev")
@@ -301,7 +301,7 @@ async def create_patient(request: Request) -> Response:
 
 async def modify_patient(request: Request) -> Response:
     """`PUT /rest/v2/patient`: a new revision of a patient, with its current rev (409 otherwise)."""
-    actor = await current_actor(request)
+    actor = await current_actor(state_of(request), request)
     sent = await _body(request, ic.Patient)
     if sent.rev is None:
         raise ValidationError("send the patient's rev to modify it")
@@ -314,7 +314,7 @@ async def modify_patient(request: Request) -> Response:
 async def delete_patient(request: Request) -> Response:
     """`DELETE /rest/v2/patient/{id}?rev=`: the patient becomes a tombstone with `deletionDate` (a DELETE event,
     an UPDATE for iCure's subscribers); a `rev` that is not the current one is a 409."""
-    actor = await current_actor(request)
+    actor = await current_actor(state_of(request), request)
     patient_id = _path(request, "id")
     repository = state_of(request).repository
     rev = request.query_params.get("rev")
@@ -327,7 +327,7 @@ async def delete_patient(request: Request) -> Response:
 
 
 async def patient(request: Request) -> Response:
-    actor = await current_actor(request)
+    actor = await current_actor(state_of(request), request)
     found = await state_of(request).repository.get(PATIENTS, _path(request, "id"), actor)
     assert isinstance(found, Patient)
     return _json(mapping.patient_out(found))
@@ -339,7 +339,7 @@ async def patient(request: Request) -> Response:
 async def create_contact(request: Request) -> Response:
     """`POST /rest/v2/contact`: the contact and one DataSample per service, in one transaction (each sample's
     CREATE event is what `/ws/v2` subscribers to services receive)."""
-    actor = await current_actor(request)
+    actor = await current_actor(state_of(request), request)
     sent = await _body(request, ic.Contact)
     if sent.rev is not None:
         raise ValidationError("a new contact has no rev")
@@ -358,7 +358,7 @@ async def create_contact(request: Request) -> Response:
 
 
 async def contact(request: Request) -> Response:
-    actor = await current_actor(request)
+    actor = await current_actor(state_of(request), request)
     repository = state_of(request).repository
     found = await repository.get(CONTACTS, _path(request, "id"), actor)
     assert isinstance(found, Contact)
@@ -369,7 +369,7 @@ async def contact(request: Request) -> Response:
 async def match_services(request: Request) -> Response:
     """`POST /rest/v2/contact/service/match`: the ids of the services an iCure filter selects that you may read
     (what a client re-reads after a reconnect, since iCure's socket cannot resume)."""
-    actor = await current_actor(request)
+    actor = await current_actor(state_of(request), request)
     raw = await request.body()
     if not raw:
         raise ValidationError("the request needs a JSON body (a filter)")
@@ -389,14 +389,14 @@ async def match_services(request: Request) -> Response:
 
 async def services(request: Request) -> Response:
     """`POST /rest/v2/contact/service` with `{"ids": [...]}`: those services you may read, in the order asked."""
-    actor = await current_actor(request)
+    actor = await current_actor(state_of(request), request)
     ids = (await _body(request, ic.ListOfIds)).ids
     found = await state_of(request).repository.get_many(DATA_SAMPLES, ids, actor)
     return _json_list([mapping.service_out(s) for s in found if isinstance(s, DataSample)])
 
 
 async def service(request: Request) -> Response:
-    actor = await current_actor(request)
+    actor = await current_actor(state_of(request), request)
     found = await state_of(request).repository.get(DATA_SAMPLES, _path(request, "id"), actor)
     assert isinstance(found, DataSample)
     return _json(mapping.service_out(found))
@@ -442,7 +442,7 @@ def bulk_share(kind: EntityKind, *, minimal: bool = False) -> Any:
     sharer = SHARERS[kind.name]
 
     async def endpoint(request: Request) -> Response:
-        actor = await current_actor(request)
+        actor = await current_actor(state_of(request), request)
         params = await _body(request, ic.BulkShareOrUpdateMetadataParams)
         state = state_of(request)
         me = actor.data_owner_id

@@ -73,6 +73,10 @@ class AccessPath(BaseModel):
     ]
 
 
+def json_response(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
+
+
 def entity_response(entity: Entity) -> Response:
     return Response(entity.to_json(), media_type="application/json")
 
@@ -134,7 +138,7 @@ def entity_collection(kind: EntityKind, extra: Sequence[Operation] = ()) -> Coll
         return entities_response(found)
 
     async def get_one(call: Call) -> Response:
-        return entity_response(await call.state.repository.get(kind, call.path.entity_id, call.actor))
+        return json_response(await call.state.repository.get_json(kind, call.path.entity_id, call.actor))
 
     async def get_by_ids(call: Call) -> Response:
         return entities_response(await call.state.repository.get_many(kind, call.body.ids, call.actor))
@@ -166,7 +170,7 @@ def entity_collection(kind: EntityKind, extra: Sequence[Operation] = ()) -> Coll
         f"/rest/v1/{kind.collection}",
         name,
         [
-            # One entity by id first: the most frequent request, and a Mount tries its routes in order (a
+            # One entity by id first: the most frequent request, and a collection's routes are tried in order (a
             # `POST /filter` only half-matches `/{entity_id}`, which serves GET and DELETE, and goes on to its own).
             op(
                 "GET", "/{entity_id}", get_one, f"One {name} (a tombstone if deleted)", model, READ_ONE_ERRORS, **one_id
