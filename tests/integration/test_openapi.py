@@ -3,6 +3,7 @@ the error statuses each answers with the error body."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ def app(tmp_path: Path) -> MedstreamApp:
     return create_app(Settings(database_url=f"sqlite:///{tmp_path / 'openapi.db'}"))
 
 
-def _served(routes: list[BaseRoute], prefix: str = "") -> set[tuple[str, str]]:
+def _served(routes: Sequence[BaseRoute], prefix: str = "") -> set[tuple[str, str]]:
     """(path, method) of every HTTP route, Mounts and collection routes walked into; HEAD goes with GET and is
     not listed."""
     found: set[tuple[str, str]] = set()

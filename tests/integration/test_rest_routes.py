@@ -102,6 +102,49 @@ async def test_the_middleware_stack_answers_for_every_route(http: httpx.AsyncCli
         assert response.status_code == 404 and response.json()["error"] == "not_found", response.text
 
 
+async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+@pytest.mark.parametrize("cors", [False, True], ids=["bound-at-the-edge", "bound-inside-cors"])
+async def test_the_body_bound_answers_413_with_the_request_id_and_lets_a_body_at_the_bound_through(
+    tmp_path: Path, cors: bool
+) -> None:
+    # Without CORS or OpenTelemetry the edge bounds the body; with either, the bound sits inside them. Either
+    # way a body over the bound, declared or streamed in chunks, is answered 413 with the request's id (and
+    # CORS's headers), and one at the bound reaches the route.
+    origin = "https://clinic.example"
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'bound.db'}",
+        admin_login=ADMIN[0],
+        admin_password=ADMIN[1],
+        max_body_bytes=1024,
+        cors_origins=(origin,) if cors else (),
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), _client(app) as http:
+        http.headers["Origin"] = origin
+        at_bound = b'{"note":"' + b"x" * (1024 - 11) + b'"}'
+        assert len(at_bound) == 1024
+        answers = {
+            "declared": await http.post("/rest/v1/patients", content=at_bound + b" "),
+            "streamed": await http.post("/rest/v1/patients", content=_chunks(at_bound[:600], at_bound[600:], b" ")),
+            "given id": await http.post("/rest/v1/patients", content=at_bound + b" ", headers={"X-Request-ID": "r-1"}),
+        }
+        at_bound_declared = await http.post("/rest/v1/patients", content=at_bound)
+        at_bound_streamed = await http.post("/rest/v1/patients", content=_chunks(at_bound[:600], at_bound[600:]))
+
+    for how, response in answers.items():
+        assert response.status_code == 413 and response.json()["error"] == "payload_too_large", how
+        assert response.headers["x-request-id"] == response.json()["requestId"], how
+        assert (response.headers.get("access-control-allow-origin") == origin) is cors, how
+    assert answers["given id"].headers["x-request-id"] == "r-1"
+    assert answers["streamed"].request.headers["transfer-encoding"] == "chunked"
+    for response in (at_bound_declared, at_bound_streamed):
+        assert response.status_code == 200 and response.json()["note"] == "x" * (1024 - 11), response.text
+
+
 class Recorder:
     """A pure ASGI middleware, as an operator would add one: it records each HTTP request and the status answered."""
 

@@ -34,6 +34,7 @@ from medstream.model import (
     User,
     kind_of,
 )
+from medstream.model.security import document_readers
 from tests.strategies import codings, entities_of, entity_ids, passwords, users
 
 KIND_IDS = [kind.name for kind in ENTITY_KINDS]
@@ -277,6 +278,16 @@ def test_every_entity_survives_a_json_round_trip_and_gives_the_same_bytes_again(
     assert again.to_json() == wire
     # The JSON is written by pydantic's serializer, the dict by its dump: both are the one wire form.
     assert orjson.loads(wire) == entity.to_json_dict()
+
+
+@pytest.mark.parametrize("kind", ENTITY_KINDS, ids=KIND_IDS)
+@ENTITY_SETTINGS
+@given(data=st.data())
+def test_an_entity_s_readers_are_read_alike_from_its_json(kind: EntityKind, data: st.DataObject) -> None:
+    # A read by id checks the readers of the stored JSON without building the entity (`document_readers`).
+    entity = data.draw(entities_of(kind.name))
+    assert document_readers(entity.to_json()) == entity.readers
+    assert document_readers(entity.to_json().decode()) == entity.readers
 
 
 @pytest.mark.parametrize("value", [2**63, -(2**63) - 1, 2**64 - 1, 2**70])
