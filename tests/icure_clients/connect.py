@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+import traceback
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from cardinal_sdk import CardinalSdk
@@ -50,3 +53,14 @@ def connect(config: dict[str, Any]) -> CardinalSdk:
         FileSystemStorage(config["storage"]),
         options,
     )
+
+
+def run_script(run: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Run a client script: `run` on the JSON config of argv[1], its result printed as one JSON line, or what
+    failed with its traceback, for the test to show."""
+    config = json.loads(sys.argv[1])
+    try:
+        result = run(config)
+    except Exception as exc:
+        result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+    print(json.dumps(result), flush=True)

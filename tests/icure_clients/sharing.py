@@ -17,17 +17,14 @@ one JSON object, on its last line:
 
 from __future__ import annotations
 
-import json
-import sys
 import time
-import traceback
 import uuid
 from datetime import timedelta
 from typing import Any
 
 # connect first: Python's hashlib, which it loads, crashes the process (SIGSEGV) once cardinal's native
 # library is loaded.
-from connect import connect
+from connect import connect, run_script
 
 # isort: split
 from cardinal_sdk import CardinalSdk
@@ -170,14 +167,5 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
-    config = json.loads(sys.argv[1])
-    try:
-        result = run(config)
-    except Exception as exc:  # the test shows what failed, with the traceback
-        result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-    print(json.dumps(result), flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    run_script(run)
