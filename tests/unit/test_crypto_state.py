@@ -17,7 +17,7 @@ from medstream.crypto import (
     token,
 )
 from medstream.crypto.blind_index import IndexedField
-from medstream.crypto.state import CryptoState
+from medstream.crypto.state import CryptoState, EntityKeyCache
 from medstream.errors import DecryptionError, KeyVerificationError
 from tests.unit.crypto_fixtures import HCP_KEYS, PATIENT_KEYS
 
@@ -76,6 +76,25 @@ def test_an_entity_decrypts_through_a_delegation_to_its_reader_and_not_for_anyon
         stranger.decrypt("DataSample", encrypted)
     assert hcp.missing_exchange_data(encrypted) == []
     assert _state("pat-b", PATIENT_KEYS).missing_exchange_data(encrypted) == ["ed-ab"]
+
+
+def test_the_entity_key_cache_keeps_the_most_recently_used_and_a_key_that_left_is_unwrapped_again() -> None:
+    cache = EntityKeyCache(2)
+    keys = [EntityKey.generate() for _ in range(3)]
+    cache[("DataSample", "a", keys[0].kid)] = keys[0]
+    cache[("DataSample", "b", keys[1].kid)] = keys[1]
+    assert cache.lookup(("DataSample", "a", keys[0].kid)) == keys[0], "used: now the most recent"
+    cache[("DataSample", "c", keys[2].kid)] = keys[2]
+    assert len(cache) == 2 and cache.lookup(("DataSample", "b", keys[1].kid)) is None, "the least recently used left"
+    assert cache.lookup(("DataSample", "a", keys[0].kid)) == keys[0]
+
+    _hcp, patient, encrypted, key = _shared_entity()
+    patient.entity_keys = EntityKeyCache(1)
+    assert patient.decrypt("DataSample", encrypted)["comment"] == "hello"
+    patient.remember("DataSample", "other", EntityKey.generate())
+    assert ("DataSample", "ds-1", key.kid) not in patient.entity_keys, "left for the newer key"
+    assert patient.decrypt("DataSample", encrypted)["comment"] == "hello", "unwrapped again from its delegation"
+    assert patient.entity_keys.lookup(("DataSample", "ds-1", key.kid)) == key
 
 
 def test_rotation_rewraps_the_writers_delegations_and_leaves_anothers_with_the_old_key() -> None:

@@ -4,6 +4,7 @@ the callback has got, gaps included, in the order things arrived."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from medstream.crypto import EntityKey, decrypt_fields, encrypt_fields, encrypted_self_kid
@@ -103,22 +104,20 @@ class _GatedKeys:
         self.later = {later.kid: later.key}
         self.gate = asyncio.Event()
 
-    def decrypt_now(self, entity: Entity) -> Entity | None:
-        wire = entity.to_json_dict()
+    def decrypt_now(self, wire: Mapping[str, Any]) -> Entity | None:
         if encrypted_self_kid(wire, "Patient") in self.later and not self.gate.is_set():
             return None
         return Patient.model_validate(decrypt_fields(wire, "Patient", {**self.known, **self.later}))
 
-    async def decrypt(self, entity: Entity) -> Entity:
+    async def decrypt(self, wire: Mapping[str, Any]) -> Entity:
         await self.gate.wait()
-        decrypted = self.decrypt_now(entity)
+        decrypted = self.decrypt_now(wire)
         assert decrypted is not None
         return decrypted
 
 
-def _encrypted(seq: int, key: EntityKey) -> Patient:
-    wire = encrypt_fields({"id": f"p{seq}", "firstName": f"name {seq}"}, "Patient", ("firstName",), key)
-    return Patient.model_validate(wire)
+def _encrypted(seq: int, key: EntityKey) -> dict[str, Any]:
+    return encrypt_fields({"id": f"p{seq}", "firstName": f"name {seq}"}, "Patient", ("firstName",), key)
 
 
 async def test_encrypted_events_are_decrypted_in_seq_order_and_one_that_fails_is_an_error_naming_its_seq() -> None:
@@ -137,15 +136,22 @@ async def test_encrypted_events_are_decrypted_in_seq_order_and_one_that_fails_is
         release=lambda _id: None,
         decryptor=keys,
     )
-    delivery.add_handler("error", lambda error: seen.append(f"error {error.seq}: {error}"))
+    delivery.add_handler("error", lambda error: seen.append(f"error {getattr(error, 'seq', None)}: {error}"))
     _feed(state, delivery, {"type": "subscribed", "position": 10, "epoch": "e"})
-    for seq, key in ((11, later), (12, now), (13, unknown), (14, now)):
-        delivery.parsed_event(seq, EventType.CREATE, "Patient", _encrypted(seq, key))
+    # Events come as wire dicts (decrypted, then validated once) or, read by the one-pass parser, as models.
+    delivery.event(11, "CREATE", _encrypted(11, later))
+    delivery.parsed_event(12, EventType.CREATE, "Patient", Patient.model_validate(_encrypted(12, now)))
+    delivery.event(13, "CREATE", _encrypted(13, unknown))
+    delivery.event(14, "CREATE", _encrypted(14, now))
+    malformed = encrypt_fields({"id": "p15", "firstName": 15}, "Patient", ("firstName",), now)
+    delivery.event(15, "CREATE", malformed)
+    delivery.event(16, "CREATE", _encrypted(16, now))
     await asyncio.sleep(0)
     assert seen == [], "12 waits behind 11, whose keys are being fetched"
     keys.gate.set()
     await delivery.wait_delivered()
     assert seen[:2] == ["name 11", "name 12"] and seen[3] == "name 14"
     assert seen[2].startswith("error 13: event 13: Patient p13: encryptedSelf: no key for kid")
-    assert delivery.position == Position(14, "e")
+    assert seen[4].startswith("error None: event 15: decrypted entity does not parse") and seen[5] == "name 16"
+    assert delivery.position == Position(16, "e")
     delivery.closed("done")

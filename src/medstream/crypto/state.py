@@ -23,6 +23,7 @@ data record) and hands it in; everything that decides or computes is here:
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,31 @@ def delegations_of(wire: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return {key: dict(value) for key, value in (metadata.get(SECURE_DELEGATIONS) or {}).items()}
 
 
+ENTITY_KEYS_KEPT = 10_000
+
+
+class EntityKeyCache(OrderedDict[tuple[str, str, bytes], EntityKey]):
+    """The entity keys last unwrapped or made, by (entity type, id, kid), at most `size`: a subscriber decrypts
+    one new entity per event, and a key that left is unwrapped again from its entity's delegations when needed."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def lookup(self, key: tuple[str, str, bytes]) -> EntityKey | None:
+        """The key, now the most recently used; None when it is not kept."""
+        found = super().get(key)
+        if found is not None:
+            self.move_to_end(key)
+        return found
+
+    def __setitem__(self, key: tuple[str, str, bytes], value: EntityKey) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        if len(self) > self.size:
+            self.popitem(last=False)
+
+
 @dataclass
 class CryptoState:
     """The caches of one logged-in data owner; `store` is its key store (saved by the caller when `pin` or
@@ -61,7 +87,7 @@ class CryptoState:
     exchange_data: dict[str, dict[str, Any]] = field(default_factory=dict)  # by id, as read or written
     by_pair: dict[tuple[str, str], str] = field(default_factory=dict)  # (delegator, delegate) -> exchange data id
     secrets: dict[str, ExchangeSecrets] = field(default_factory=dict)  # opened K_ex and S_ac, by exchange data id
-    entity_keys: dict[tuple[str, str, bytes], EntityKey] = field(default_factory=dict)
+    entity_keys: EntityKeyCache = field(default_factory=lambda: EntityKeyCache(ENTITY_KEYS_KEPT))
     unsigned_own: set[str] = field(default_factory=set)  # opened records it delegates that no own key signed
 
     @property
@@ -227,8 +253,9 @@ class CryptoState:
         this data owner or one it made; None when none opens."""
         entity_id = str(wire.get("id"))
         kid = kid or encrypted_self_kid(wire, entity_type)
-        if kid is not None and (entity_type, entity_id, kid) in self.entity_keys:
-            return self.entity_keys[(entity_type, entity_id, kid)]
+        cached = None if kid is None else self.entity_keys.lookup((entity_type, entity_id, kid))
+        if cached is not None:
+            return cached
         found: EntityKey | None = None
         failure: DecryptionError | None = None
         own = self.data_owner_id

@@ -52,21 +52,20 @@ def refuse_oversized_blind_index(entity_type: str, wire: Mapping[str, Any], fiel
 
 
 class EntityDecryptor:
-    """Decrypts the entities of one kind as models (what a subscription's events carry)."""
+    """Decrypts the entities of one kind, from their wire dicts to models (what a subscription's events carry):
+    the entity is validated once, after its encrypted fields are merged back."""
 
     def __init__(self, crypto: CryptoApi, entity_type: str) -> None:
         self._crypto = crypto
         self._entity_type = entity_type
         self._model = KIND_BY_NAME[entity_type].model
 
-    def decrypt_now(self, entity: Entity) -> Entity | None:
-        if entity.encrypted_self is None:
-            return entity
-        plain = self._crypto.decrypt_now(self._entity_type, entity.to_json_dict())
+    def decrypt_now(self, wire: Mapping[str, Any]) -> Entity | None:
+        plain = self._crypto.decrypt_now(self._entity_type, wire)
         return None if plain is None else self._model.model_validate(plain)
 
-    async def decrypt(self, entity: Entity) -> Entity:
-        plain = await self._crypto.decrypt(self._entity_type, entity.to_json_dict())
+    async def decrypt(self, wire: Mapping[str, Any]) -> Entity:
+        plain = await self._crypto.decrypt(self._entity_type, wire)
         return self._model.model_validate(plain)
 
 

@@ -19,10 +19,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from pydantic import ValidationError as PydanticValidationError
+
+from medstream.crypto.encrypted_self import ENCRYPTED_SELF
 from medstream.errors import DecryptionError, MedstreamError
 from medstream.events.client_state import Gap, SubscriptionState
 from medstream.events.resume import Position
@@ -58,20 +61,23 @@ class _Decrypting:
 
 @dataclass(frozen=True)
 class _Failed:
-    """An event that could not be decrypted: its error goes to the `error` handlers in its turn."""
+    """An event that could not be decrypted, or whose decrypted entity does not parse: its error goes to the
+    `error` handlers in its turn."""
 
-    error: DecryptionError
+    error: MedstreamError
 
 
 class Decryptor(Protocol):
     """What a subscription of a kind with encrypted fields decrypts its events with."""
 
-    def decrypt_now(self, entity: Entity) -> Entity | None:
-        """The decrypted entity, None when keys must be fetched first; DecryptionError when it cannot be."""
+    def decrypt_now(self, wire: Mapping[str, Any]) -> Entity | None:
+        """The entity of this wire dict, decrypted and validated; None when keys must be fetched first;
+        DecryptionError when it cannot be decrypted."""
         ...
 
-    async def decrypt(self, entity: Entity) -> Entity:
-        """The decrypted entity, fetching the keys it needs; DecryptionError when it cannot be."""
+    async def decrypt(self, wire: Mapping[str, Any]) -> Entity:
+        """The entity of this wire dict, decrypted and validated, fetching the keys it needs; DecryptionError when
+        it cannot be decrypted."""
         ...
 
 
@@ -169,7 +175,13 @@ class Delivery(Generic[E]):
         self._fire("connected")
 
     def event(self, seq: int, event_type: str, entity: dict[str, Any]) -> None:
-        """An event read as plain JSON: its entity is parsed here."""
+        """An event read as plain JSON: its entity is decrypted, when it is encrypted and this subscription
+        decrypts, then parsed here, in one validation."""
+        if self._decryptor is not None and entity.get(ENCRYPTED_SELF) is not None:
+            if self.is_closed or not self.tracker.accept(seq):
+                return
+            self._decrypt(seq, EventType(event_type), entity)
+            return
         try:
             parsed = self._model.model_validate(entity)
         except Exception as exc:
@@ -188,23 +200,36 @@ class Delivery(Generic[E]):
         if entity_type != self.entity_type or not isinstance(entity, self._model):
             self._fire("error", MedstreamError(f"event {seq}: a {entity_type} on a {self.entity_type} subscription"))
             return
-        tracker = self.tracker
-        if self.is_closed or not tracker.accept(seq):
+        if self.is_closed or not self.tracker.accept(seq):
             return
-        queue = self._queue
         if self._decryptor is not None and entity.encrypted_self is not None:
-            try:
-                decrypted = self._decryptor.decrypt_now(entity)
-            except DecryptionError as exc:
-                self._undecryptable(seq, exc)
-                return
-            if decrypted is None:
-                task = asyncio.ensure_future(self._decryptor.decrypt(entity))
-                queue.put_nowait(_Decrypting(task, seq, event_type, entity_type, tracker.epoch or ""))
-                self._hold_if_full()
-                return
-            entity = decrypted
-        event: SubscriptionEvent[E] = SubscriptionEvent(event_type, seq, entity_type, entity, tracker.epoch or "")  # type: ignore[arg-type]
+            self._decrypt(seq, event_type, entity.to_json_dict())
+            return
+        self._queue_event(seq, event_type, entity)
+
+    def _decrypt(self, seq: int, event_type: EventType, wire: Mapping[str, Any]) -> None:
+        """Decrypt an accepted event's entity and queue it: at once when the keys at hand suffice, in its turn
+        after they are fetched otherwise; its error, in its turn, when it cannot be decrypted or parsed."""
+        assert self._decryptor is not None
+        try:
+            decrypted = self._decryptor.decrypt_now(wire)
+        except DecryptionError as exc:
+            self._undecryptable(seq, exc)
+            return
+        except PydanticValidationError as exc:
+            self._fail_in_turn(MedstreamError(f"event {seq}: decrypted entity does not parse: {exc}"))
+            return
+        if decrypted is None:
+            task = asyncio.ensure_future(self._decryptor.decrypt(wire))
+            self._queue.put_nowait(_Decrypting(task, seq, event_type, self.entity_type, self.tracker.epoch or ""))
+            self._hold_if_full()
+            return
+        self._queue_event(seq, event_type, decrypted)
+
+    def _queue_event(self, seq: int, event_type: EventType, entity: Entity) -> None:
+        queue = self._queue
+        epoch = self.tracker.epoch or ""
+        event: SubscriptionEvent[E] = SubscriptionEvent(event_type, seq, self.entity_type, entity, epoch)  # type: ignore[arg-type]
         if self._inline and not self._busy and queue.empty():
             self._deliver_now(event)
             return
@@ -212,7 +237,9 @@ class Delivery(Generic[E]):
         self._hold_if_full()
 
     def _undecryptable(self, seq: int, exc: DecryptionError) -> None:
-        error = DecryptionError(f"event {seq}: {exc.message}", seq=seq)
+        self._fail_in_turn(DecryptionError(f"event {seq}: {exc.message}", seq=seq))
+
+    def _fail_in_turn(self, error: MedstreamError) -> None:
         if not self._busy and self._queue.empty():
             self._fire("error", error)
         else:
@@ -309,6 +336,9 @@ class Delivery(Generic[E]):
                 return
             except MedstreamError as exc:  # the keys could not be fetched (the server unreachable...)
                 self._fire("error", DecryptionError(f"event {item.seq}: keys not fetched: {exc}", seq=item.seq))
+                return
+            except PydanticValidationError as exc:
+                self._fire("error", MedstreamError(f"event {item.seq}: decrypted entity does not parse: {exc}"))
                 return
             item = SubscriptionEvent(item.event_type, item.seq, item.entity_type, entity, item.epoch)  # type: ignore[arg-type]
         event = item if isinstance(item, SubscriptionEvent) else item.event

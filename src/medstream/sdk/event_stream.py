@@ -40,6 +40,7 @@ log = logging.getLogger("medstream.sdk")
 _MAX_FRAME_BYTES = 64 * 1024 * 1024
 # How an event message starts as Medstream servers write it: those are parsed entity and all in one pass; any
 # other message (or an event that does not parse that way) is read as plain JSON.
+_ENCRYPTED = '"encryptedSelf":"'
 _EVENT_PREFIX = '{"type":"event"'
 
 
@@ -214,7 +215,8 @@ class EventStream:
         deliveries = self.deliveries
         # Batched frames (asked for at auth) hold several messages, one per line.
         for line in text.split("\n") if "\n" in text else (text,):
-            event = parse_event_message(line) if line.startswith(_EVENT_PREFIX) else None
+            # An encrypted entity is decrypted before it is validated, so its message is read as plain JSON.
+            event = parse_event_message(line) if line.startswith(_EVENT_PREFIX) and _ENCRYPTED not in line else None
             if event is not None:  # handled here, with no call more than it needs: this is the path of every event
                 delivery = deliveries.get(event.id)
                 if delivery is not None:
