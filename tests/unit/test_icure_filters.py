@@ -126,7 +126,7 @@ BY_NAME = {"$type": "PatientByHcPartyNameFilter", "healthcarePartyId": HCP}
         (
             intersection(by_hcp(), NOT_SERVED),
             "Patient",
-            r"'PatientByHcPartyAndActiveFilter' not served; served: .*Union",
+            r"'PatientByHcPartyAndActiveFilter' not served; served: .*PatientByIdsFilter, and UnionFilter/",
         ),
         (union(BY_NAME), "Patient", "names is encrypted"),
         (union(), "Patient", "UnionFilter needs at least one filter"),

@@ -301,9 +301,9 @@ def _leaf(data: Mapping[str, Any], entity_type: str) -> Filter:
         field = READS_ENCRYPTED[type_name]
         raise ValidationError(f"{type_name} not served: {field} is encrypted, the server cannot read it")
     if served is None:
-        known = ", ".join(sorted([*FILTERS, *COMBINATORS]))
-        # Short: it is also a websocket close reason (123 bytes at most).
-        raise ValidationError(f"$type {type_name!r} not served; served: {known}")
+        known = ", ".join(sorted(name for name, (served_type, _) in FILTERS.items() if served_type == entity_type))
+        # Short, what matters first: it is also a websocket close reason (123 bytes at most).
+        raise ValidationError(f"$type {type_name!r} not served; served: {known}, and {'/'.join(COMBINATORS)} of them")
     if served[0] != entity_type:
         raise ValidationError(f"filter {type_name} selects {served[0]}s, not {entity_type}s")
     try:
