@@ -17,6 +17,9 @@ JSON object, on its last line, saying what it saw (with `error` and what it saw 
   is live on the server, so that what follows cannot be lost to that;
 - `events`: every service event after the probes, decrypted: the untagged service must bring none, the tagged
   one exactly one, 'Hello world';
+- `modified_events`: the service events after the client modifies the tagged contact (cardinal's
+  `modify_contact`), its service's content changed to 'Hello again', decrypted: exactly one, that service's;
+  `modified_contact`: the contact's new rev and its services' contents as the server answered;
 - `matched`, `read_back`: the services the subscription's filter selects, as a client re-reads them after a
   reconnect, and the two services read back by id, decrypted;
 - `close_reason`: the subscription's close reason after `close()`.
@@ -24,6 +27,7 @@ JSON object, on its last line, saying what it saw (with `error` and what it saw 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -135,6 +139,23 @@ def run(config: dict[str, Any], result: dict[str, Any]) -> None:
     while event is not None:
         if event.type == Type.EntityNotification:
             result["events"].append(_content(sdk, event))
+        else:
+            result["other_events"].append(event.type.value)
+        event = _next(subscription, QUIET_SECONDS)
+
+    # The tagged contact modified: its service's content changes; the subscriber receives that service's UPDATE.
+    hello_again = {"en": DecryptedContent(string_value="Hello again")}
+    again = dataclasses.replace(tagged_contact.services[0], content=hello_again)
+    modified = sdk.contact.modify_contact_blocking(dataclasses.replace(tagged_contact, services=[again]))
+    result["modified_contact"] = {
+        "rev": modified.rev,
+        "services": [{lang: c.string_value for lang, c in s.content.items()} for s in modified.services],
+    }
+    result["modified_events"] = []
+    event = _next(subscription, 20)
+    while event is not None:
+        if event.type == Type.EntityNotification:
+            result["modified_events"].append(_content(sdk, event))
         else:
             result["other_events"].append(event.type.value)
         event = _next(subscription, QUIET_SECONDS)

@@ -319,7 +319,7 @@ async def _closed_with(socket: ClientConnection, code: int, fragment: str) -> No
     ("frame", "code", "fragment"),
     [
         ("{not json", 4400, "not a subscription"),
-        (None, 4400, "not served; served: PatientByHcPartyFilter, ServiceByHcPartyTagCodeDateFilter"),
+        (None, 4400, "not served; served: ServiceByHcPartyTagCodeDateFilter, and UnionFilter/"),
         ("pong", 4400, "must be the subscription"),
     ],
 )
@@ -624,3 +624,230 @@ async def test_a_default_server_names_in_icures_terms_the_fields_it_requires_enc
         )
         await socket.send(frame)
         await _closed_with(socket, 4400, "names is encrypted, the server cannot read it")
+
+
+async def _live(socket: ClientConnection, write: Any) -> set[str]:
+    """Write probes (`write()` returns the probe's id) until one comes back: the subscription is then live (its
+    frame is not acknowledged). The ids of the probes written."""
+    probes: set[str] = set()
+    for _ in range(20):
+        probes.add(await write())
+        try:
+            async with asyncio.timeout(0.5):
+                first = json.loads(await socket.recv())
+                break
+        except TimeoutError:
+            continue
+    assert first["id"] in probes
+    return probes
+
+
+async def _frames_until(socket: ClientConnection, last: str, ignored: set[str]) -> list[dict[str, Any]]:
+    frames: list[dict[str, Any]] = []
+    async with asyncio.timeout(10):
+        while not frames or frames[-1]["id"] != last:
+            frame = json.loads(await socket.recv())
+            if frame["id"] not in ignored:
+                frames.append(frame)
+    return frames
+
+
+async def test_icure_combinators_select_patients_in_matches_and_subscriptions(server: RunningServer, v2: V2) -> None:
+    """A difference of a union (cardinal's `difference(union(...), ...)`) selects, in `POST /patient/match` and in
+    a subscription, exactly the patients it means; a combinator with a leaf of another entity class is refused."""
+    owner = v2.doctor.id
+    gender = {"$type": "PatientByHcPartyGenderEducationProfession", "healthcarePartyId": owner}
+    sixties = {"$type": "PatientByHcPartyDateOfBirthBetweenFilter", "healthcarePartyId": owner,
+               "minDateOfBirth": 19600101, "maxDateOfBirth": 19691231}  # fmt: skip
+    selector = {
+        "$type": "ComplementFilter",
+        "superSet": {"$type": "UnionFilter", "filters": [{**gender, "gender": "female"}, sixties]},
+        "subSet": {**gender, "gender": "female", "profession": "knight"},
+    }
+    socket = await _socket(server, v2.token)
+    await socket.send(
+        _frame(owner, entityClass="org.taktik.icure.entities.Patient", filter={"filter": selector, "predicate": None})
+    )
+
+    async def create(gender: str, born: int, profession: str | None = None) -> dict[str, Any]:
+        body = {"id": str(uuid.uuid4()), "gender": gender, "dateOfBirth": born, "profession": profession,
+                "securityMetadata": _metadata(owner)}  # fmt: skip
+        created = await v2.client.post("/rest/v2/patient", json=body)
+        assert created.status_code == 200, created.text
+        return dict(created.json())
+
+    async def probe() -> str:
+        return str((await create("female", 19650101))["id"])
+
+    probes = await _live(socket, probe)
+    arya = await create("female", 19900101)  # in the union (female)
+    ned = await create("male", 19650101)  # in the union (born in the sixties)
+    await create("male", 19900101)  # in neither
+    brienne = await create("female", 19900101, "knight")  # in the union, and in the subset
+    changed = await v2.client.put("/rest/v2/patient", json={**arya, "dateOfBirth": 19910101})
+    assert changed.status_code == 200, changed.text
+    knighted = await v2.client.put("/rest/v2/patient", json={**ned, "profession": "knight"})  # still selected
+    assert knighted.status_code == 200, knighted.text
+    frames = await _frames_until(socket, ned["id"], probes)
+    while len(frames) < 4:
+        frames += await _frames_until(socket, ned["id"], probes)
+    assert [(f["id"], f["rev"]) for f in frames] == [
+        (arya["id"], arya["rev"]),
+        (ned["id"], ned["rev"]),
+        (arya["id"], changed.json()["rev"]),
+        (ned["id"], knighted.json()["rev"]),
+    ]
+    matched = await v2.client.post("/rest/v2/patient/match", json=selector)
+    assert matched.status_code == 200, matched.text
+    assert set(matched.json()) == {arya["id"], ned["id"], *probes} and brienne["id"] not in matched.json()
+    assert matched.json() == sorted(matched.json())
+
+    service_leaf = {"$type": "ServiceByHcPartyTagCodeDateFilter", "healthcarePartyId": owner, "tagType": "T"}
+    mixed = {"$type": "UnionFilter", "filters": [{**gender, "gender": "male"}, service_leaf]}
+    _icure_error(
+        await v2.client.post("/rest/v2/patient/match", json=mixed),
+        400,
+        "ServiceByHcPartyTagCodeDateFilter selects DataSamples, not Patients (at filters[1])",
+    )
+    deep: dict[str, Any] = {**gender, "gender": "male"}
+    for _ in range(40):
+        deep = {"$type": "IntersectionFilter", "filters": [deep]}
+    _icure_error(await v2.client.post("/rest/v2/patient/match", json=deep), 413, "deeper than 32 levels")
+    refused = await _socket(server, v2.token)
+    await refused.send(
+        _frame(owner, entityClass="org.taktik.icure.entities.Patient", filter={"filter": mixed, "predicate": None})
+    )
+    await _closed_with(refused, 4400, "ServiceByHcPartyTagCodeDateFilter selects DataSamples, not Patients")
+
+
+async def test_a_modified_contact_writes_its_changed_services_only(
+    server: RunningServer, v2: V2, new_professional: ProfessionalFactory
+) -> None:
+    """`PUT /rest/v2/contact`: a changed service is an UPDATE, a new one a CREATE, an unchanged one is not written,
+    a removed one is deleted (gone from reads, no event for iCure's subscribers); a stale rev or a bad body is
+    refused with an iCure error and stores nothing."""
+    owner = v2.doctor.id
+    changed, kept, removed, added = (str(uuid.uuid4()) for _ in range(4))
+
+    def service(service_id: str, text: str) -> dict[str, Any]:
+        return {"id": service_id, "tags": [TAG], "encryptedSelf": base64.b64encode(text.encode()).decode()}
+
+    contact_id = str(uuid.uuid4())
+    base = {"id": contact_id, "secretForeignKeys": ["s"], "securityMetadata": _metadata(owner)}
+    body = {**base, "services": [service(changed, "one"), service(kept, "two"), service(removed, "three")]}
+    created = await v2.client.post("/rest/v2/contact", json=body)
+    assert created.status_code == 200, created.text
+    stored = created.json()
+
+    socket = await _socket(server, v2.token)
+    await socket.send(_frame(owner))
+
+    async def probe() -> str:
+        probe_id = str(uuid.uuid4())
+        probe = {**base, "id": str(uuid.uuid4()), "services": [service(probe_id, "probe")]}
+        assert (await v2.client.post("/rest/v2/contact", json=probe)).status_code == 200
+        return probe_id
+
+    probes = await _live(socket, probe)
+    services = {s["id"]: s for s in stored["services"]}
+    modified = {
+        **stored,
+        "services": [{**services[changed], "encryptedSelf": "bmV3"}, services[kept], service(added, "4")],
+    }
+
+    # Refusals first: each stores nothing.
+    _icure_error(await v2.client.put("/rest/v2/contact", json={**modified, "rev": None}), 400, "rev")
+    _icure_error(await v2.client.put("/rest/v2/contact", json={**modified, "rev": "1-stale"}), 409, "stale rev")
+    bad = {**modified, "services": [*modified["services"], {**services[kept], "content": {"en": {"stringValue": "x"}}}]}
+    _icure_error(await v2.client.put("/rest/v2/contact", json=bad), 400)
+    clear = {**modified, "services": [{**services[kept], "content": {"en": {"stringValue": "clear"}}}]}
+    _icure_error(await v2.client.put("/rest/v2/contact", json=clear), 400, "content")
+    _icure_error(await v2.client.put("/rest/v2/contact", json={**modified, "id": str(uuid.uuid4())}), 404)
+    stranger = await new_professional()
+    login = {"username": stranger.login, "password": stranger.password}
+    token = (await v2.client.post("/rest/v2/auth/login", json=login)).json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    _icure_error(await v2.client.put("/rest/v2/contact", json=modified, headers=headers), 404)
+    assert (await v2.client.get(f"/rest/v2/contact/{contact_id}")).json() == stored
+    _icure_error(await v2.client.get(f"/rest/v2/contact/service/{added}"), 404)
+
+    answer = await v2.client.put("/rest/v2/contact", json=modified)
+    assert answer.status_code == 200, answer.text
+    written = answer.json()
+    assert written["rev"].startswith("2-") and [s["id"] for s in written["services"]] == [changed, kept, added]
+    frames = await _frames_until(socket, added, probes)
+    if len(frames) < 2:
+        frames += await _frames_until(socket, changed, probes)
+    assert sorted((f["id"], f["encryptedSelf"]) for f in frames) == sorted([(changed, "bmV3"), (added, "NA==")])
+    after = {s["id"]: s for s in written["services"]}
+    assert after[kept] == services[kept]  # not written again: the same rev-less service, same modified
+    assert after[changed]["modified"] >= services[changed]["modified"]
+    assert (await v2.client.get(f"/rest/v2/contact/{contact_id}")).json() == written
+    _icure_error(await v2.client.get(f"/rest/v2/contact/service/{removed}"), 404)
+    # The stale rev is now the first one.
+    _icure_error(await v2.client.put("/rest/v2/contact", json=modified), 409, "stale rev")
+    # Medstream's own API: the removed service's DataSample is deleted, the kept one still at its first rev.
+    revs = {i: (await v2.client.get(f"/rest/v1/data-samples/{i}")).json() for i in (changed, kept, removed, added)}
+    assert {i: (r["rev"][:2], r.get("deletionDate") is not None) for i, r in revs.items()} == {
+        changed: ("2-", False),
+        kept: ("1-", False),
+        removed: ("2-", True),
+        added: ("1-", False),
+    }
+
+
+async def test_exchange_data_by_participant_pages_the_records_you_are_a_party_to(
+    server: RunningServer, v2: V2, new_professional: ProfessionalFactory
+) -> None:
+    a = v2.doctor.id
+    b_doctor, c_doctor = await new_professional(), await new_professional()
+    b, c = b_doctor.id, c_doctor.id
+
+    async def client_of(doctor: Professional) -> httpx.AsyncClient:
+        login = {"username": doctor.login, "password": doctor.password}
+        token = (await v2.client.post("/rest/v2/auth/login", json=login)).json()["token"]
+        return httpx.AsyncClient(base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {token}"})
+
+    def record(delegator: str, delegate: str) -> dict[str, Any]:
+        return {"id": str(uuid.uuid4()), "delegator": delegator, "delegate": delegate, "exchangeKey": {"k": "a2V5"},
+                "accessControlSecret": {"k": "c2VjcmV0"}, "sharedSignatureKey": {"k": "c2ln"},
+                "sharedSignature": "c2lnbmVk"}  # fmt: skip
+
+    made: dict[tuple[str, str], str] = {}
+    async with await client_of(b_doctor) as b_client:
+        for writer, delegator, delegate in [
+            (v2.client, a, a), (v2.client, a, b), (b_client, b, a), (b_client, b, c), (v2.client, a, c),
+        ]:  # fmt: skip
+            sent = record(delegator, delegate)
+            answer = await writer.post("/rest/v2/exchangedata", json=sent)
+            assert answer.status_code == 200, answer.text
+            made[(delegator, delegate)] = sent["id"]
+
+        async def pages(client: httpx.AsyncClient, participant: str, limit: int) -> list[list[str]]:
+            found: list[list[str]] = []
+            start: str | None = None
+            while True:
+                params = {"limit": str(limit), **({"startDocumentId": start} if start else {})}
+                page = await client.get(f"/rest/v2/exchangedata/byParticipant/{participant}", params=params)
+                assert page.status_code == 200, page.text
+                body = page.json()
+                assert set(body) == {"rows", "nextKeyPair"}
+                found.append([r["id"] for r in body["rows"]])
+                if body["nextKeyPair"] is None:
+                    return found
+                start = body["nextKeyPair"]["startKeyDocId"]
+
+        mine = sorted(made[k] for k in [(a, a), (a, b), (b, a), (a, c)])
+        by_two = await pages(v2.client, a, 2)
+        assert by_two == [mine[:2], mine[2:]]
+        assert await pages(v2.client, a, 1000) == [mine]
+        # A participant other than you: only the records you are also a party to.
+        assert await pages(v2.client, b, 10) == [sorted([made[(a, b)], made[(b, a)]])]
+        assert await pages(b_client, c, 10) == [[made[(b, c)]]]
+        assert await pages(b_client, a, 1) == [[i] for i in sorted([made[(a, b)], made[(b, a)]])]
+    async with await client_of(c_doctor) as c_client:
+        assert await pages(c_client, b, 10) == [[made[(b, c)]]]
+    for bad in ["0", "1001", "x", "-1"]:
+        _icure_error(
+            await v2.client.get(f"/rest/v2/exchangedata/byParticipant/{a}", params={"limit": bad}), 400, "limit"
+        )

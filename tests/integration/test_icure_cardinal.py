@@ -8,9 +8,11 @@ with the requirement turned off takes it.
 The professional and their user are made the Medstream way (the admin API); the client logs in, makes and
 publishes its key pair, creates John Snow with the note 'Winter is coming', subscribes to services tagged
 IC-TEST/TEST, writes an untagged service then a tagged one, and must receive exactly one event, which it
-decrypts to 'Hello world'. A second run with the same key store reuses its keys and exchange data.
+decrypts to 'Hello world'; it then modifies that contact (the service's content becomes 'Hello again') and must
+receive exactly one UPDATE, which it decrypts. A second run with the same key store reuses its keys and exchange data.
 
-A second client subscribes to its patients and receives a patient's creation, change and deletion. Two
+A second client subscribes to its patients and receives a patient's creation, change and deletion, and, with a
+combinator of patient filters, exactly the events of the patients it selects. Two
 professionals, each with a client, share a patient and a contact (`tests/icure_clients/sharing.py`).
 
 The client runs in a virtual environment of its own (`cardinal_python`), made once per checkout under
@@ -184,9 +186,20 @@ def _check_guide(result: dict[str, Any], doctor: Doctor) -> None:
             "content": {"en": "Hello world"},
         }
     ]
+    # The contact modified (cardinal's modify_contact, PUT /rest/v2/contact): one UPDATE, its service, decrypted.
+    assert result["modified_contact"]["rev"].startswith("2-")
+    assert result["modified_contact"]["services"] == [{"en": "Hello again"}]
+    assert result["modified_events"] == [
+        {
+            "id": written["tagged"],
+            "contactId": written["tagged_contact"],
+            "tags": ["IC-TEST|TEST"],
+            "content": {"en": "Hello again"},
+        }
+    ]
     # The filter selects the tagged service (among the probes) and not the untagged one; both read back decrypted.
     assert written["tagged"] in result["matched"] and written["untagged"] not in result["matched"]
-    assert result["read_back"] == {written["tagged"]: {"en": "Hello world"}, written["untagged"]: {"en": "Not for you"}}
+    assert result["read_back"] == {written["tagged"]: {"en": "Hello again"}, written["untagged"]: {"en": "Not for you"}}
     assert result["close_reason"] == "IntentionallyClosed"
 
 
@@ -283,7 +296,9 @@ async def test_cardinal_receives_patient_events_from_a_default_server(
     default_server: RunningServer, cardinal_python: Path, tmp_path: Path
 ) -> None:
     """A patient subscription (cardinal asks for CREATE and UPDATE): its creation, the change of its note and its
-    deletion, which iCure shows as an update with `deletionDate`, each decrypted."""
+    deletion, which iCure shows as an update with `deletionDate`, each decrypted. A subscription with cardinal's
+    `difference(union(women, born in the sixties), women knights)` receives exactly the creations and changes of
+    the patients that combination selects."""
     doctor = await new_doctor(default_server)
     result = await run_client(cardinal_python, doctor.config(default_server, tmp_path), PATIENTS)
     assert result["connected"] == "Connected" and result["settled"], result
@@ -293,6 +308,9 @@ async def test_cardinal_receives_patient_events_from_a_default_server(
         {"rev": changed, "note": "Valar morghulis", "deleted": False},
         {"rev": deleted, "note": "Valar morghulis", "deleted": True},
     ]
+    assert result["combined_connected"] == "Connected", result
+    cersei, queen, ned = result["combined_written"]
+    assert result["combined"] == [["Cersei", cersei], ["Ned", ned], ["Cersei", queen]]
 
 
 SHARING = ROOT / "tests" / "icure_clients" / "sharing.py"

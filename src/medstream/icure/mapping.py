@@ -358,6 +358,20 @@ def content_out(content: Content) -> ic.Content:
     )
 
 
+# What a write sets itself: a service sent again as it was differs from its DataSample only in these.
+_WRITTEN_BY_THE_SERVER = frozenset({"rev", "created", "modified", "author", "deletion_date"})
+
+
+def service_changed(sample: DataSample, stored: DataSample) -> bool:
+    """Whether `sample` (a service as a contact modification sends it) changes the DataSample `stored`: a
+    `responsible` left out keeps the stored one, as a write does."""
+    if sample.responsible is None:
+        sample = sample.model_copy(update={"responsible": stored.responsible})
+    return sample.model_dump(exclude=set(_WRITTEN_BY_THE_SERVER)) != stored.model_dump(
+        exclude=set(_WRITTEN_BY_THE_SERVER)
+    )
+
+
 def service_out(sample: DataSample, *, standalone: bool = True) -> ic.Service:
     """A DataSample as an iCure service. `standalone` (an event, a read of the service alone): with its
     contact's id, patient links and security metadata, which a client needs to decrypt it; inside its contact

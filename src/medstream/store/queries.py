@@ -50,9 +50,11 @@ def filter_query(
     columns: tuple[str, ...] = ("id",),
     *,
     start_after: str | None = None,
+    start_at: str | None = None,
     limit: int = 1000,
 ) -> Select[Any]:
-    """The SELECT of `columns` for the live entities of `kind` that `filter` matches and `actor` may read."""
+    """The SELECT of `columns` for the live entities of `kind` that `filter` matches and `actor` may read, from
+    the id after `start_after` or from `start_at` itself (iCure's pages begin at their first id)."""
     if filter.entity_type != kind.name:
         raise ValidationError(f"a {filter.entity_type} filter cannot select {kind.name} entities")
     if not 1 <= limit <= MAX_PAGE:
@@ -69,6 +71,8 @@ def filter_query(
         query = query.where(access)
     if start_after is not None:
         query = query.where(table.c.id > start_after)
+    if start_at is not None:
+        query = query.where(table.c.id >= start_at)
     return query
 
 
@@ -95,10 +99,11 @@ async def filter_entities(
     actor: Actor,
     *,
     start_after: str | None = None,
+    start_at: str | None = None,
     limit: int = 1000,
 ) -> list[Entity]:
     """The entities `filter_ids` names, in the same order."""
-    query = filter_query(kind, filter, actor, ("document",), start_after=start_after, limit=limit)
+    query = filter_query(kind, filter, actor, ("document",), start_after=start_after, start_at=start_at, limit=limit)
     if not actor.is_admin and actor.data_owner_id is None:
         return []
     documents = await database.run_read(lambda conn: [document for (document,) in conn.execute(query)])

@@ -121,10 +121,19 @@ class EntityRepository:
         return await self.database.run_write(transaction)
 
     async def create_or_modify_together(
-        self, batches: Sequence[tuple[EntityKind, Sequence[Entity]]], actor: Actor
+        self,
+        batches: Sequence[tuple[EntityKind, Sequence[Entity]]],
+        actor: Actor,
+        *,
+        deletions: Sequence[tuple[EntityKind, Sequence[str]]] = (),
     ) -> list[list[Stored]]:
         """`create_or_modify` of entities of several kinds (not users) in one transaction, all or nothing: a
-        contact and its data samples. The batches are written in order, each as `create_or_modify` writes it."""
+        contact and its data samples. The batches are written in order, each as `create_or_modify` writes it;
+        then the entities of `deletions` (not users or patients) are deleted as `delete` deletes them: the
+        data samples of the services a modified contact no longer holds."""
+        for kind, _ in deletions:
+            if kind.name in ("User", "Patient"):
+                raise ValidationError(f"{kind.name}s are deleted on their own")
         now = now_ms()
         plans: list[tuple[EntityKind, Sequence[Entity], list[str]]] = []
         for kind, entities in batches:
@@ -155,6 +164,9 @@ class EntityRepository:
                 check_links(conn, kind, [w.write.entity for w in writes], actor, backend)
                 store_rows(conn, kind, writes, backend)
                 results.append([Stored(w.write.entity, w.document) for w in writes])
+            for kind, deleted_ids in deletions:
+                rows = self._rows_by_id(conn, ENTITY_TABLES[kind.name], deleted_ids, lock=True)
+                self._store(conn, kind, self._tombstones(kind, rows, deleted_ids, actor, now)[1])
             return results
 
         return await self.database.run_write(transaction)
@@ -176,19 +188,7 @@ class EntityRepository:
                 # while it goes on to write its table, so a delete that held this lock while waiting for that
                 # row would deadlock with it.
                 self.database.backend.hold_off_patient_links(conn)
-            results: list[Entity] = []
-            writes: list[Write] = []
-            for entity_id in ids:
-                current = self._readable(kind, rows.get(entity_id), entity_id, actor)
-                if current.is_deleted:
-                    results.append(current)
-                    continue
-                check_can_write(kind, current, actor)
-                tombstone = current.model_copy(
-                    update={"rev": next_rev(current.rev), "modified": now, "deletion_date": now}
-                )
-                writes.append(Write(tombstone, EventType.DELETE, is_new=False))
-                results.append(tombstone)
+            results, writes = self._tombstones(kind, rows, ids, actor, now)
             self._store(conn, kind, writes)
             if kind.name == "User":
                 apply_user_changes(conn, _user_changes(rows, writes))
@@ -323,6 +323,24 @@ class EntityRepository:
         return None if user.disabled else user
 
     # -- helpers -----------------------------------------------------------------------------------------
+
+    def _tombstones(
+        self, kind: EntityKind, rows: dict[str, EntityRow], ids: Sequence[str], actor: Actor, now: int
+    ) -> tuple[list[Entity], list[Write]]:
+        """Each entity of `ids` as deleted (a tombstone already is, unchanged), and the writes that delete those
+        that were not; NotFoundError for one the actor may not read, ForbiddenError for one it may not write."""
+        results: list[Entity] = []
+        writes: list[Write] = []
+        for entity_id in ids:
+            current = self._readable(kind, rows.get(entity_id), entity_id, actor)
+            if current.is_deleted:
+                results.append(current)
+                continue
+            check_can_write(kind, current, actor)
+            tombstone = current.model_copy(update={"rev": next_rev(current.rev), "modified": now, "deletion_date": now})
+            writes.append(Write(tombstone, EventType.DELETE, is_new=False))
+            results.append(tombstone)
+        return results, writes
 
     def _readable(self, kind: EntityKind, row: EntityRow | None, entity_id: str, actor: Actor) -> Entity:
         if row is not None:

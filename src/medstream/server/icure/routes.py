@@ -26,7 +26,7 @@ from medstream.errors import (
 )
 from medstream.filters.fields import refuse_encrypted_fields
 from medstream.filters.nodes import ExchangeDataByDelegateFilter, ExchangeDataByDelegatorFilter
-from medstream.filters.tree import IntersectionFilter
+from medstream.filters.tree import IntersectionFilter, UnionFilter
 from medstream.icure import mapping
 from medstream.icure import shapes as ic
 from medstream.icure.encryption import refuse_clear_fields
@@ -53,7 +53,8 @@ DATA_SAMPLES = KIND_BY_NAME["DataSample"]
 CONTACTS = KIND_BY_NAME["Contact"]
 PROFESSIONALS = KIND_BY_NAME["HealthcareProfessional"]
 EXCHANGE_DATA = KIND_BY_NAME["ExchangeData"]
-# The most exchange data records one byDelegatorDelegate call answers (a pair has one or a few).
+# The most exchange data records one byDelegatorDelegate call answers (a pair has one or a few), and the largest
+# page of byParticipant (its default, as iCure's).
 MAX_EXCHANGE_DATA = 1000
 
 
@@ -242,6 +243,41 @@ async def exchange_data_by_pair(request: Request) -> Response:
     return _json_list([mapping.exchange_data_out(r) for r in records])
 
 
+def _limit(request: Request, default: int, most: int) -> int:
+    text = request.query_params.get("limit")
+    if text is None:
+        return default
+    if not text.isdigit() or not 1 <= int(text) <= most:
+        raise ValidationError(f"limit: a whole number from 1 to {most}, not {text!r}")
+    return int(text)
+
+
+async def exchange_data_by_participant(request: Request) -> Response:
+    """`GET /rest/v2/exchangedata/byParticipant/{dataOwnerId}?startDocumentId=&limit=`: the exchange data the data
+    owner is the delegator or the delegate of, and you a party to, by id, in iCure's `PaginatedList` (`rows`,
+    `nextKeyPair.startKeyDocId`: the first id of the next page, sent back as `startDocumentId`)."""
+    actor = await current_actor(state_of(request), request)
+    participant = _path(request, "dataOwnerId")
+    limit = _limit(request, MAX_EXCHANGE_DATA, MAX_EXCHANGE_DATA)
+    start = request.query_params.get("startDocumentId") or None
+    selector = UnionFilter(
+        filters=[
+            ExchangeDataByDelegatorFilter(delegator_id=participant),
+            ExchangeDataByDelegateFilter(delegate_id=participant),
+        ]
+    )
+    database = state_of(request).database
+    rows = await filter_entities(database, EXCHANGE_DATA, selector, actor, start_at=start, limit=limit)
+    next_key = b"null"
+    if len(rows) == limit:
+        after = await filter_entities(database, EXCHANGE_DATA, selector, actor, start_after=rows[-1].id, limit=1)
+        if after:
+            next_key = orjson.dumps({"startKeyDocId": after[0].id})
+    records = [r for r in rows if isinstance(r, ExchangeData) and mapping.is_icure_exchange_data(r)]
+    body = b",".join(mapping.exchange_data_out(r).to_icure_json() for r in records)
+    return Response(b'{"rows":[' + body + b'],"nextKeyPair":' + next_key + b"}", media_type="application/json")
+
+
 async def exchange_data(request: Request) -> Response:
     actor = await current_actor(state_of(request), request)
     record = await state_of(request).repository.get(EXCHANGE_DATA, _path(request, "id"), actor)
@@ -326,6 +362,12 @@ async def delete_patient(request: Request) -> Response:
     return _json(ic.DocIdentifier(id=patient_id, rev=tombstone.rev))
 
 
+async def match_patients(request: Request) -> Response:
+    """`POST /rest/v2/patient/match`: the ids of the patients an iCure filter selects that you may read (what
+    cardinal's `match_patients_by` and `filter_patients_by` call)."""
+    return await _match(request, PATIENTS)
+
+
 async def patient(request: Request) -> Response:
     actor = await current_actor(state_of(request), request)
     found = await state_of(request).repository.get(PATIENTS, _path(request, "id"), actor)
@@ -357,6 +399,49 @@ async def create_contact(request: Request) -> Response:
     return _json(mapping.contact_out(stored, [s.entity for s in written_samples if isinstance(s.entity, DataSample)]))
 
 
+async def modify_contact(request: Request) -> Response:
+    """`PUT /rest/v2/contact`: a new revision of a contact, with its current rev (409 otherwise), written as a
+    creation is. In one transaction: the contact; the DataSample of each service that changed (an UPDATE) or is
+    new (a CREATE); and, as iCure keeps a service only inside its contact, the DataSample of each service the
+    contact no longer holds is deleted (a DELETE, which iCure's service subscribers are not sent). A service the
+    modification leaves as it was is not written again."""
+    actor = await current_actor(state_of(request), request)
+    sent = await _body(request, ic.Contact)
+    if sent.rev is None:
+        raise ValidationError("send the contact's rev to modify it")
+    contact, samples = mapping.contact_in(sent)
+    state = state_of(request)
+    if len(samples) + 1 > state.settings.max_batch_size:
+        raise ValidationError(f"a contact holds at most {state.settings.max_batch_size - 1} services")
+    if state.settings.require_encryption:
+        refuse_clear_fields([contact, *samples])
+    repository = state.repository
+    current = await repository.get(CONTACTS, sent.id, actor)
+    assert isinstance(current, Contact)
+    if current.rev != sent.rev:
+        raise ConflictError(f"stale rev for Contact {sent.id}: sent {sent.rev}, current is {current.rev}")
+    held = [
+        s for s in await repository.get_many(DATA_SAMPLES, current.data_sample_ids, actor) if isinstance(s, DataSample)
+    ]
+    if len(held) != len(set(current.data_sample_ids)):
+        raise ForbiddenError(f"Contact {sent.id}: some of its services are not readable by you")
+    stored = {s.id: s for s in held}
+    writes = [
+        sample if sample.id not in stored else sample.model_copy(update={"rev": stored[sample.id].rev})
+        for sample in samples
+        if sample.id not in stored or mapping.service_changed(sample, stored[sample.id])
+    ]
+    kept = {s.id for s in samples}
+    removed = [i for i in current.data_sample_ids if i not in kept]
+    written_contact, written_samples = await repository.create_or_modify_together(
+        [(CONTACTS, [contact]), (DATA_SAMPLES, writes)], actor, deletions=[(DATA_SAMPLES, removed)]
+    )
+    written = written_contact[0].entity
+    assert isinstance(written, Contact)
+    now_held = {**{i: stored[i] for i in kept if i in stored}, **{s.entity.id: s.entity for s in written_samples}}
+    return _json(mapping.contact_out(written, [s for s in now_held.values() if isinstance(s, DataSample)]))
+
+
 async def contact(request: Request) -> Response:
     actor = await current_actor(state_of(request), request)
     repository = state_of(request).repository
@@ -369,6 +454,12 @@ async def contact(request: Request) -> Response:
 async def match_services(request: Request) -> Response:
     """`POST /rest/v2/contact/service/match`: the ids of the services an iCure filter selects that you may read
     (what a client re-reads after a reconnect, since iCure's socket cannot resume)."""
+    return await _match(request, DATA_SAMPLES)
+
+
+async def _match(request: Request, kind: EntityKind) -> Response:
+    """The ids, in id order, of the entities of `kind` an iCure filter (a leaf or a combinator) selects that the
+    caller may read."""
     actor = await current_actor(state_of(request), request)
     raw = await request.body()
     if not raw:
@@ -380,10 +471,10 @@ async def match_services(request: Request) -> Response:
     if not isinstance(data, dict):
         raise ValidationError("the body is a filter: a JSON object with its $type")
     state = state_of(request)
-    selector = medstream_filter(data, DATA_SAMPLES.name)
+    selector = medstream_filter(data, kind.name)
     if state.settings.require_encryption:
         refuse_encrypted_fields(selector)
-    ids = await matching_ids(state, DATA_SAMPLES, selector, actor)
+    ids = await matching_ids(state, kind, selector, actor)
     return Response(orjson.dumps(ids), media_type="application/json")
 
 
@@ -392,13 +483,16 @@ async def services(request: Request) -> Response:
     actor = await current_actor(state_of(request), request)
     ids = (await _body(request, ic.ListOfIds)).ids
     found = await state_of(request).repository.get_many(DATA_SAMPLES, ids, actor)
-    return _json_list([mapping.service_out(s) for s in found if isinstance(s, DataSample)])
+    return _json_list([mapping.service_out(s) for s in found if isinstance(s, DataSample) and not s.is_deleted])
 
 
 async def service(request: Request) -> Response:
     actor = await current_actor(state_of(request), request)
     found = await state_of(request).repository.get(DATA_SAMPLES, _path(request, "id"), actor)
     assert isinstance(found, DataSample)
+    if found.is_deleted:
+        # iCure's Service has no deletion date: a service its contact no longer holds is gone, as in iCure.
+        raise NotFoundError(f"no service with id {found.id}")
     return _json(mapping.service_out(found))
 
 
@@ -495,6 +589,7 @@ def rest_routes() -> list[BaseRoute]:
         _route("/patient/{id}/aesExchangeKeys", aes_exchange_keys, ["GET"]),
         _route("/device/{id}/aesExchangeKeys", aes_exchange_keys, ["GET"]),
         _route("/exchangedata/byDelegatorDelegate/{delegator}/{delegate}", exchange_data_by_pair, ["GET"]),
+        _route("/exchangedata/byParticipant/{dataOwnerId}", exchange_data_by_participant, ["GET"]),
         _route("/exchangedata", write_exchange_data, ["POST", "PUT"]),
         _route("/exchangedata/byIds", exchange_data_by_ids, ["POST"]),
         _route("/exchangedata/{id}", exchange_data, ["GET"]),
@@ -503,11 +598,13 @@ def rest_routes() -> list[BaseRoute]:
         _route("/patient/bulkSharedMetadataUpdateMinimal", bulk_share(PATIENTS, minimal=True), ["PUT"]),
         _route("/patient", create_patient, ["POST"]),
         _route("/patient", modify_patient, ["PUT"]),
+        _route("/patient/match", match_patients, ["POST"]),
         _route("/patient/{id}", patient, ["GET"]),
         _route("/patient/{id}", delete_patient, ["DELETE"]),
         _route("/contact/bulkSharedMetadataUpdate", bulk_share(CONTACTS), ["PUT"]),
         _route("/contact/bulkSharedMetadataUpdateMinimal", bulk_share(CONTACTS, minimal=True), ["PUT"]),
         _route("/contact", create_contact, ["POST"]),
+        _route("/contact", modify_contact, ["PUT"]),
         _route("/contact/service/match", match_services, ["POST"]),
         _route("/contact/service", services, ["POST"]),
         _route("/contact/service/{id}", service, ["GET"]),
