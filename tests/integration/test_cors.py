@@ -66,6 +66,18 @@ async def test_a_preflight_from_an_allowed_origin_is_answered_and_another_is_ref
     assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers
 
 
+async def test_a_preflight_for_an_icure_clients_put_is_answered(cors_server: DedicatedServer) -> None:
+    preflight = {
+        "Origin": ALLOWED,
+        "Access-Control-Request-Method": "PUT",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    async with httpx.AsyncClient(base_url=cors_server.url) as http:
+        answer = await http.options("/rest/v2/patient", headers=preflight)
+    assert answer.status_code == 200, answer.text
+    assert "PUT" in answer.headers["access-control-allow-methods"]
+
+
 async def test_a_cross_origin_request_on_an_entity_route_carries_the_cors_headers(
     cors_server: DedicatedServer,
 ) -> None:
@@ -77,6 +89,10 @@ async def test_a_cross_origin_request_on_an_entity_route_carries_the_cors_header
 
     assert created.status_code == 200, created.text
     assert created.headers["access-control-allow-origin"] == ALLOWED
+    # The request id, which the page quotes to the operator, is readable by the page.
+    assert (
+        created.headers["x-request-id"] and "x-request-id" in created.headers["access-control-expose-headers"].lower()
+    )
     # A simple request of another origin is served (CORS is the browser's rule), without the header that
     # would let its page read the answer.
     assert other.status_code == 200 and "access-control-allow-origin" not in other.headers

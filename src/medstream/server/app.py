@@ -285,8 +285,9 @@ def create_app(settings: Settings | None = None) -> MedstreamApp:
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(origins),
-                allow_methods=["GET", "POST", "DELETE"],
+                allow_methods=["GET", "POST", "PUT", "DELETE"],  # PUT: iCure's clients' /rest/v2 updates
                 allow_headers=["Authorization", "Content-Type", "Refresh-Token"],
+                expose_headers=["X-Request-ID"],  # what a page quotes to the operator about a failed request
                 max_age=600,
             )
         )
