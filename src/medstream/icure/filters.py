@@ -14,7 +14,13 @@ import pydantic
 from pydantic import Field
 
 from medstream.errors import ValidationError
-from medstream.filters.nodes import DataSampleByHealthcarePartyTagCodeDateFilter, PatientByHealthcarePartyFilter
+from medstream.filters.nodes import (
+    DataSampleByHealthcarePartyTagCodeDateFilter,
+    HealthcareElementByHealthcarePartyFilter,
+    HealthcareElementByHealthcarePartyLabelCodeFilter,
+    HealthcareElementByIdsFilter,
+    PatientByHealthcarePartyFilter,
+)
 from medstream.filters.tree import Filter
 from medstream.icure.shapes import IcureModel
 
@@ -41,6 +47,36 @@ class PatientByHcPartyFilter(IcureModel):
     type_: Literal["PatientByHcPartyFilter"] = Field(alias="$type")
     desc: str | None = None
     healthcare_party_id: str | None = None
+
+
+class HealthElementByHcPartyFilter(IcureModel):
+    """Every health element shared with a data owner (cardinal's `HealthElementFilters` "for self" and "for data
+    owner")."""
+
+    type_: Literal["HealthElementByHcPartyFilter"] = Field(alias="$type")
+    desc: str | None = None
+    hcp_id: str
+
+
+class HealthElementByHcPartyTagCodeFilter(IcureModel):
+    """Health elements shared with a data owner, by tag and/or code (`by_tag_...`, `by_code_...`)."""
+
+    type_: Literal["HealthElementByHcPartyTagCodeFilter"] = Field(alias="$type")
+    desc: str | None = None
+    healthcare_party_id: str
+    code_type: str | None = None
+    code_code: str | None = None
+    tag_type: str | None = None
+    tag_code: str | None = None
+    status: int | None = None
+
+
+class HealthElementByIdsFilter(IcureModel):
+    """The health elements with one of `ids`."""
+
+    type_: Literal["HealthElementByIdsFilter"] = Field(alias="$type")
+    desc: str | None = None
+    ids: list[str] = Field(max_length=10_000)
 
 
 def _patient_by_hc_party(data: Mapping[str, Any]) -> Filter:
@@ -70,10 +106,35 @@ def _service_by_tag_code_date(data: Mapping[str, Any]) -> Filter:
     )
 
 
+def _health_element_by_hc_party(data: Mapping[str, Any]) -> Filter:
+    parsed = HealthElementByHcPartyFilter.model_validate(data)
+    return HealthcareElementByHealthcarePartyFilter(hcp_id=parsed.hcp_id)
+
+
+def _health_element_by_tag_code(data: Mapping[str, Any]) -> Filter:
+    parsed = HealthElementByHcPartyTagCodeFilter.model_validate(data)
+    if parsed.status is not None:
+        raise ValidationError("HealthElementByHcPartyTagCodeFilter: Medstream does not select by status")
+    return HealthcareElementByHealthcarePartyLabelCodeFilter(
+        healthcare_party_id=parsed.healthcare_party_id,
+        tag_type=parsed.tag_type,
+        tag_code=parsed.tag_code,
+        code_type=parsed.code_type,
+        code_code=parsed.code_code,
+    )
+
+
+def _health_element_by_ids(data: Mapping[str, Any]) -> Filter:
+    return HealthcareElementByIdsFilter(ids=set(HealthElementByIdsFilter.model_validate(data).ids))
+
+
 # `$type` -> (Medstream entity type, translation).
 FILTERS: Mapping[str, tuple[str, Callable[[Mapping[str, Any]], Filter]]] = {
     "ServiceByHcPartyTagCodeDateFilter": ("DataSample", _service_by_tag_code_date),
     "PatientByHcPartyFilter": ("Patient", _patient_by_hc_party),
+    "HealthElementByHcPartyFilter": ("HealthcareElement", _health_element_by_hc_party),
+    "HealthElementByHcPartyTagCodeFilter": ("HealthcareElement", _health_element_by_tag_code),
+    "HealthElementByIdsFilter": ("HealthcareElement", _health_element_by_ids),
 }
 
 
@@ -84,6 +145,7 @@ READS_ENCRYPTED: Mapping[str, str] = {
     "PatientByHcPartyAndSsinsFilter": "ssin",
     "PatientByHcPartyAndIdentifiersFilter": "identifier",
     "PatientByHcPartyAndExternalIdFilter": "externalId",
+    "HealthElementByHcPartyIdentifiersFilter": "identifiers",
 }
 
 

@@ -27,12 +27,13 @@ MAX_FRAME_CHARS = 65_536
 ENTITY_CLASSES: Mapping[str, str] = {
     "org.taktik.icure.entities.embed.Service": "DataSample",
     "org.taktik.icure.entities.Patient": "Patient",
+    "org.taktik.icure.entities.HealthElement": "HealthcareElement",
 }
-# The entity types whose deletes are served: a deleted patient is its tombstone with `deletionDate`, which iCure's
-# Patient has; iCure's Service has no field for it, so a deleted DataSample would look alive. iCure deletes softly,
-# by an update that sets `deletionDate`, so a subscription to UPDATE events receives Medstream's DELETE events too
-# (cardinal asks for CREATE and UPDATE only).
-DELETE_SERVED = frozenset({"Patient"})
+# The entity types whose deletes are served: a deleted patient or health element is its tombstone with
+# `deletionDate`, which iCure's Patient and HealthElement have; iCure's Service has no field for it, so a deleted
+# DataSample would look alive. iCure deletes softly, by an update that sets `deletionDate`, so a subscription to
+# UPDATE events receives Medstream's DELETE events too (cardinal asks for CREATE and UPDATE only).
+DELETE_SERVED = frozenset({"Patient", "HealthcareElement"})
 
 
 @dataclass(frozen=True)
