@@ -319,7 +319,7 @@ async def _closed_with(socket: ClientConnection, code: int, fragment: str) -> No
     ("frame", "code", "fragment"),
     [
         ("{not json", 4400, "not a subscription"),
-        (None, 4400, "not served; served: PatientByHcPartyFilter, ServiceByHcPartyTagCodeDateFilter"),
+        (None, 4400, "'HealthElementByHcPartyTagFilter' not served; served: ServiceByHcPartyTagCodeDateFilter"),
         ("pong", 4400, "must be the subscription"),
     ],
 )
@@ -327,7 +327,7 @@ async def test_a_bad_subscription_closes_the_socket_saying_why(
     server: RunningServer, v2: V2, frame: str | None, code: int, fragment: str
 ) -> None:
     socket = await _socket(server, v2.token)
-    unknown = {"filter": {"$type": "HealthElementByHcPartyFilter", "healthcarePartyId": "x"}, "predicate": None}
+    unknown = {"filter": {"$type": "HealthElementByHcPartyTagFilter", "healthcarePartyId": "x"}, "predicate": None}
     await socket.send(frame if frame is not None else _frame(v2.doctor.id, filter=unknown))
     await _closed_with(socket, code, fragment)
 

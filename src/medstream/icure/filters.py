@@ -14,6 +14,7 @@ import pydantic
 from pydantic import Field
 
 from medstream.errors import ValidationError
+from medstream.events.protocol import MAX_CLOSE_REASON_BYTES
 from medstream.filters.nodes import (
     DataSampleByHealthcarePartyTagCodeDateFilter,
     HealthcareElementByHealthcarePartyFilter,
@@ -55,7 +56,7 @@ class HealthElementByHcPartyFilter(IcureModel):
 
     type_: Literal["HealthElementByHcPartyFilter"] = Field(alias="$type")
     desc: str | None = None
-    hcp_id: str
+    hcp_id: str = Field(min_length=1)
 
 
 class HealthElementByHcPartyTagCodeFilter(IcureModel):
@@ -63,7 +64,7 @@ class HealthElementByHcPartyTagCodeFilter(IcureModel):
 
     type_: Literal["HealthElementByHcPartyTagCodeFilter"] = Field(alias="$type")
     desc: str | None = None
-    healthcare_party_id: str
+    healthcare_party_id: str = Field(min_length=1)
     code_type: str | None = None
     code_code: str | None = None
     tag_type: str | None = None
@@ -158,9 +159,12 @@ def medstream_filter(data: Mapping[str, Any], entity_type: str) -> Filter:
         field = READS_ENCRYPTED[type_name]
         raise ValidationError(f"{type_name} not served: {field} is encrypted, the server cannot read it")
     if served is None:
-        known = ", ".join(sorted(FILTERS))
-        # Short: it is also a websocket close reason (123 bytes at most).
-        raise ValidationError(f"$type {type_name!r} not served; served: {known}")
+        # Short: it is also a websocket close reason (123 bytes at most), so the $types of `entity_type` only, and
+        # the one sent only if it fits.
+        known = ", ".join(sorted(name for name, (selected, _) in FILTERS.items() if selected == entity_type))
+        message = f"$type {type_name!r} not served; served: {known}"
+        fits = len(message.encode()) <= MAX_CLOSE_REASON_BYTES
+        raise ValidationError(message if fits else f"$type not served; served: {known}")
     if served[0] != entity_type:
         raise ValidationError(f"filter {type_name} selects {served[0]}s, not {entity_type}s")
     try:
