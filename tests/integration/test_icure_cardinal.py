@@ -11,7 +11,8 @@ IC-TEST/TEST, writes an untagged service then a tagged one, and must receive exa
 decrypts to 'Hello world'. A second run with the same key store reuses its keys and exchange data.
 
 A second client subscribes to its patients and receives a patient's creation, change and deletion. Two
-professionals, each with a client, share a patient and a contact (`tests/icure_clients/sharing.py`).
+professionals, each with a client, share a patient and a contact (`tests/icure_clients/sharing.py`), and write,
+subscribe to and share health elements (`tests/icure_clients/health_elements.py`).
 
 The client runs in a virtual environment of its own (`cardinal_python`), made once per checkout under
 `.venv/cardinal-sdk-2.14.0` with pyenv's Python 3.12; without that Python the test is skipped, except in CI.
