@@ -398,6 +398,8 @@ healthcare_elements = st.builds(
     note=optional(words),
     relevant=st.booleans(),
     status=st.integers(0, 7),
+    secret_foreign_keys=optional(secret_id_sets),
+    encryption_keys=optional(legacy_delegations),
 )
 
 healthcare_professionals = st.builds(

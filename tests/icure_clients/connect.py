@@ -40,6 +40,7 @@ def server_options(url: str) -> SdkOptions:
             patient=_adding(fields.patient, required["Patient"]),
             contact=_adding(fields.contact, required["Contact"]),
             service=_adding(fields.service, required["Service"]),
+            health_element=_adding(fields.health_element, required["HealthElement"]),
         )
     )
 

@@ -319,7 +319,7 @@ async def _closed_with(socket: ClientConnection, code: int, fragment: str) -> No
     ("frame", "code", "fragment"),
     [
         ("{not json", 4400, "not a subscription"),
-        (None, 4400, "not served; served: ServiceByHcPartyTagCodeDateFilter, and UnionFilter/"),
+        (None, 4400, "'HealthElementByHcPartyTagFilter' not served; served: ServiceByHcPartyTagCodeDateFilter, and"),
         ("pong", 4400, "must be the subscription"),
     ],
 )
@@ -327,7 +327,7 @@ async def test_a_bad_subscription_closes_the_socket_saying_why(
     server: RunningServer, v2: V2, frame: str | None, code: int, fragment: str
 ) -> None:
     socket = await _socket(server, v2.token)
-    unknown = {"filter": {"$type": "HealthElementByHcPartyFilter", "healthcarePartyId": "x"}, "predicate": None}
+    unknown = {"filter": {"$type": "HealthElementByHcPartyTagFilter", "healthcarePartyId": "x"}, "predicate": None}
     await socket.send(frame if frame is not None else _frame(v2.doctor.id, filter=unknown))
     await _closed_with(socket, code, fragment)
 
@@ -571,6 +571,148 @@ async def test_bulk_share_follows_the_delegation_rules(
     _icure_error(await v2.client.put("/rest/v2/contact/bulkSharedMetadataUpdate", json={"requestsByEntityId": 3}), 400)
 
 
+async def _live(socket: ClientConnection, write: Any, probes: set[str]) -> None:
+    """`write()` until one of `probes`, the ids it wrote, comes back on `socket`: its subscription is then live
+    (iCure's protocol does not acknowledge it)."""
+    for _ in range(20):
+        probes.add(await write())
+        try:
+            async with asyncio.timeout(0.5):
+                assert json.loads(await socket.recv())["id"] in probes
+                return
+        except TimeoutError:
+            continue
+    raise AssertionError("no event reached the iCure socket")
+
+
+async def _frames_until(socket: ClientConnection, probes: set[str], last: tuple[str, str]) -> list[dict[str, Any]]:
+    """The frames after the probes, up to the one with the id and rev `last`."""
+    frames: list[dict[str, Any]] = []
+    async with asyncio.timeout(10):
+        while not frames or (frames[-1]["id"], frames[-1]["rev"]) != last:
+            frame = json.loads(await socket.recv())
+            if frame["id"] not in probes:
+                frames.append(frame)
+    return frames
+
+
+async def test_health_elements_through_the_v2_api(
+    server: RunningServer, v2: V2, new_professional: ProfessionalFactory
+) -> None:
+    """Health elements: refused bodies get iCure errors and store nothing; create, read, modify with its rev,
+    match, read by ids, share and delete; subscriptions "for self" and "by tag" receive their creation, change and
+    deletion (an update with `deletionDate`) in iCure's shape; another professional reads, matches and receives
+    nothing until the share."""
+    owner = v2.doctor.id
+    element_id = str(uuid.uuid4())
+    base = {"id": element_id, "tags": [TAG], "secretForeignKeys": ["s"], "securityMetadata": _metadata(owner),
+            "encryptedSelf": "bm90ZQ=="}  # fmt: skip
+    refused = [
+        ({**base, "note": "Diabetes"}, 400, "note travel in encryptedSelf"),
+        ({**base, "descr": "Diabetes"}, 400, "descr travel in encryptedSelf"),
+        ({**base, "episodes": [{"id": "e"}]}, 400, "does not keep episodes"),
+        ({**base, "patientId": "p"}, 400, "patientId"),
+        ({**base, "rev": "1-a"}, 400, "no rev"),
+        ({**base, "openingDate": "yesterday"}, 400, "openingDate"),
+        ({**base, "securityMetadata": _metadata("someone-else")}, 403, "own data owner"),
+    ]
+    for body, status, fragment in refused:
+        _icure_error(await v2.client.post("/rest/v2/helement", json=body), status, fragment)
+    _icure_error(await v2.client.post("/rest/v2/helement", content=b"[1, 2"), 400)
+    _icure_error(await v2.client.post("/rest/v2/helement"), 400, "body")
+    _icure_error(await v2.client.get(f"/rest/v2/helement/{element_id}"), 404)
+
+    # Subscriptions for self and by tag, before anything of interest is written.
+    for_self = {"$type": "HealthElementByHcPartyFilter", "hcpId": owner}
+    by_tag = {"$type": "HealthElementByHcPartyTagCodeFilter", "healthcarePartyId": owner, "tagType": "IC-TEST",
+              "tagCode": "TEST"}  # fmt: skip
+    sockets = {}
+    for name, selector in (("self", for_self), ("tag", by_tag)):
+        sockets[name] = await _socket(server, v2.token)
+        frame = {"entityClass": "org.taktik.icure.entities.HealthElement", "filter": {"filter": selector}}
+        await sockets[name].send(_frame(owner, **frame))
+
+    async def probe() -> str:
+        probe_id = str(uuid.uuid4())
+        response = await v2.client.post("/rest/v2/helement", json={**base, "id": probe_id})
+        assert response.status_code == 200, response.text
+        return probe_id
+
+    probes: set[str] = set()
+    for socket in sockets.values():
+        await _live(socket, probe, probes)
+
+    untagged_id = str(uuid.uuid4())
+    untagged = await v2.client.post("/rest/v2/helement", json={**base, "id": untagged_id, "tags": []})
+    assert untagged.status_code == 200, untagged.text
+    created = await v2.client.post("/rest/v2/helement", json=base)
+    assert created.status_code == 200, created.text
+    stored = created.json()
+    assert stored["rev"].startswith("1-") and stored["tags"] == [TAG] and stored["relevant"] is True
+    assert stored["secretForeignKeys"] == ["s"] and stored["encryptedSelf"] == "bm90ZQ=="
+    _icure_error(await v2.client.post("/rest/v2/helement", json=base), 409)
+    assert (await v2.client.get(f"/rest/v2/helement/{element_id}")).json() == stored
+    _icure_error(await v2.client.put("/rest/v2/helement", json={**stored, "rev": None}), 400, "rev")
+    _icure_error(await v2.client.put("/rest/v2/helement", json={**stored, "rev": "1-stale"}), 409, "stale rev")
+    _icure_error(await v2.client.put("/rest/v2/helement", json={**stored, "note": "clear"}), 400, "note")
+    modified = await v2.client.put("/rest/v2/helement", json={**stored, "closingDate": 20240201})
+    assert modified.status_code == 200 and modified.json()["closingDate"] == 20240201, modified.text
+
+    # Matched and read by ids by its owner; by another professional, neither, nor read, nor shared.
+    matched = await v2.client.post("/rest/v2/helement/match", json=by_tag)
+    assert matched.status_code == 200 and element_id in matched.json() and untagged_id not in matched.json()
+    read = await v2.client.post("/rest/v2/helement/byIds", json={"ids": [untagged_id, "unknown", element_id]})
+    assert [e["id"] for e in read.json()] == [untagged_id, element_id]
+    for body, fragment in [
+        (b"{not json", "not JSON"),
+        (b'{"$type": "HealthElementByHcPartyCodeFilter", "hcPartyId": "x"}', "not served; served"),
+        (b'{"$type": "HealthElementByHcPartyIdentifiersFilter", "hcPartyId": "x"}', "identifiers is encrypted"),
+        (b'{"$type": "ServiceByHcPartyTagCodeDateFilter", "healthcarePartyId": "x"}', "selects DataSamples"),
+    ]:
+        _icure_error(await v2.client.post("/rest/v2/helement/match", content=body), 400, fragment)
+    _icure_error(await v2.client.post("/rest/v2/helement/byIds", json={"ids": "x"}), 400, "ids")
+    other = await new_professional()
+    login = {"username": other.login, "password": other.password}
+    headers = {"Authorization": f"Bearer {(await v2.client.post('/rest/v2/auth/login', json=login)).json()['token']}"}
+    mine = {**for_self, "hcpId": other.id}
+    assert (await v2.client.post("/rest/v2/helement/match", json=mine, headers=headers)).json() == []
+    _icure_error(await v2.client.get(f"/rest/v2/helement/{element_id}", headers=headers), 404)
+    assert (await v2.client.post("/rest/v2/helement/byIds", json={"ids": [element_id]}, headers=headers)).json() == []
+    _icure_error(await v2.client.delete(f"/rest/v2/helement/{element_id}", headers=headers), 404)
+    url = "/rest/v2/helement/bulkSharedMetadataUpdate"
+    [rejected] = (
+        await v2.client.put(url, json=_bulk(element_id, r=_share(other.id, other.id)), headers=headers)
+    ).json()
+    assert rejected["rejectedRequests"]["r"]["code"] == 404
+
+    # The owner shares the untagged one: the other professional reads and matches it.
+    [result] = (await v2.client.put(url + "Minimal", json=_bulk(untagged_id, r=_share(owner, other.id)))).json()
+    assert result["rejectedRequests"] == {} and "updatedEntity" not in result
+    shared = await v2.client.get(f"/rest/v2/helement/{untagged_id}", headers=headers)
+    assert shared.status_code == 200 and shared.json()["rev"].startswith("2-"), shared.text
+    assert (await v2.client.post("/rest/v2/helement/match", json=mine, headers=headers)).json() == [untagged_id]
+
+    # Deleted with its rev: a tombstone with deletionDate, iCure's answer.
+    current = modified.json()["rev"]
+    _icure_error(await v2.client.delete(f"/rest/v2/helement/{element_id}?rev=1-stale"), 409, "stale rev")
+    _icure_error(await v2.client.delete(f"/rest/v2/helement/{uuid.uuid4()}"), 404)
+    deleted = await v2.client.delete(f"/rest/v2/helement/{element_id}?rev={current}")
+    assert deleted.status_code == 200, deleted.text
+    assert set(deleted.json()) == {"id", "rev"} and deleted.json()["id"] == element_id
+    tombstone = (await v2.client.get(f"/rest/v2/helement/{element_id}")).json()
+    assert tombstone["deletionDate"] > 0 and tombstone["rev"] == deleted.json()["rev"]
+
+    # The events, in iCure's shape (exactly its field set, or this raises), in the order written.
+    last = (element_id, deleted.json()["rev"])
+    for name, expected in (("self", [untagged_id, element_id, element_id, untagged_id, element_id]),
+                           ("tag", [element_id, element_id, element_id])):  # fmt: skip
+        shapes = [ic.HealthElement.model_validate(f) for f in await _frames_until(sockets[name], probes, last)]
+        assert [e.id for e in shapes] == expected, name
+        assert [e.deletion_date is not None for e in shapes if e.id == element_id] == [False, False, True]
+        assert [e.closing_date for e in shapes if e.id == element_id] == [None, 20240201, 20240201]
+        await sockets[name].close()
+
+
 async def test_a_default_server_names_in_icures_terms_the_fields_it_requires_encrypted(tmp_path: Path) -> None:
     """On a server with the default settings (encryption required), the configuration lists the fields in iCure's
     names; a patient, contact or service sending one in clear is refused naming it and cardinal's option, and
@@ -579,7 +721,8 @@ async def test_a_default_server_names_in_icures_terms_the_fields_it_requires_enc
         configuration = (await client.get("/rest/v1/crypto/configuration")).json()
         assert configuration["requireEncryption"] is True
         icure = configuration["icureEncryptedFields"]
-        assert set(icure) == {"Patient", "Contact", "Service"}
+        assert set(icure) == {"Patient", "Contact", "Service", "HealthElement"}
+        assert icure["HealthElement"] == ["descr", "note", "identifiers"]
         assert {"firstName", "lastName", "names", "ssin", "identifier"} <= set(icure["Patient"])
         assert "identifiers" not in icure["Patient"] and "externalId" not in icure["Patient"]
         assert {"descr", "location", "identifier"} == set(icure["Contact"])

@@ -9,11 +9,13 @@ The professional and their user are made the Medstream way (the admin API); the 
 publishes its key pair, creates John Snow with the note 'Winter is coming', subscribes to services tagged
 IC-TEST/TEST, writes an untagged service then a tagged one, and must receive exactly one event, which it
 decrypts to 'Hello world'; it then modifies that contact (the service's content becomes 'Hello again') and must
-receive exactly one UPDATE, which it decrypts. A second run with the same key store reuses its keys and exchange data.
+receive exactly one UPDATE, which it decrypts. A second run with the same key store reuses its keys and exchange
+data.
 
 A second client subscribes to its patients and receives a patient's creation, change and deletion, and, with a
-combinator of patient filters, exactly the events of the patients it selects. Two
-professionals, each with a client, share a patient and a contact (`tests/icure_clients/sharing.py`).
+combinator of patient filters, exactly the events of the patients it selects. Two professionals, each with a
+client, share a patient and a contact (`tests/icure_clients/sharing.py`), and write, subscribe to and share health
+elements (`tests/icure_clients/health_elements.py`).
 
 The client runs in a virtual environment of its own (`cardinal_python`), made once per checkout under
 `.venv/cardinal-sdk-2.14.0` with pyenv's Python 3.12; without that Python the test is skipped, except in CI.
@@ -364,3 +366,66 @@ async def test_cardinal_shares_between_two_professionals(
         assert (exchange["delegator"], exchange["delegate"]) == (a.id, b.id)
         kept = await _get(admin, f"/rest/v1/data-samples/{written['kept']}")
         assert b.id not in {d["delegate"] for d in kept["securityMetadata"]["secureDelegations"].values()}
+
+
+HEALTH_ELEMENTS = ROOT / "tests" / "icure_clients" / "health_elements.py"
+
+
+def _notes(events: list[dict[str, Any]], element_id: str) -> list[tuple[str, str, bool]]:
+    return [(e["rev"], e["note"], e["deleted"]) for e in events if e.get("id") == element_id]
+
+
+async def test_cardinal_health_elements_events_and_sharing(
+    default_server: RunningServer, cardinal_python: Path, tmp_path: Path
+) -> None:
+    """Health elements, with two professionals' clients in one run: A's subscriptions "for self" and "by tag for
+    self" receive the creation, change and deletion (an update with `deletionDate`) of a tagged health element,
+    decrypted, and only the first one an untagged one; B reads, matches and receives nothing of A's until A shares
+    the untagged one, then reads it decrypted, finds it with its filter and receives its UPDATE."""
+    server = default_server
+    a, b = await new_doctor(server), await new_doctor(server)
+    storage = {name: tmp_path / name for name in ("a", "b")}
+    for directory in storage.values():
+        directory.mkdir()
+    config = {
+        "url": server.url,
+        "a": {"login": a.login, "password": a.password, "storage": str(storage["a"])},
+        "b": {"login": b.login, "password": b.password, "storage": str(storage["b"])},
+    }
+    result = await run_client(cardinal_python, config, HEALTH_ELEMENTS)
+    assert result["connected"] == ["Connected"] * 3 and result["settled"] == [True, True], result
+    written = result["written"]
+    untagged, tagged = written["untagged"], written["tagged"]
+    created, shared = written["untagged_revs"]
+    tagged_revs = written["tagged_revs"]
+    tagged_events = [
+        (tagged_revs[0], "Diabetes", False),
+        (tagged_revs[1], "Diabetes, insulin", False),
+        (tagged_revs[2], "Diabetes, insulin", True),
+    ]
+    events = result["events"]
+    assert all("other" not in e for stream in events.values() for e in stream), events
+    # "For self": everything, in the order written (the share is an update).
+    assert [e["id"] for e in events["a_all"]] == [untagged, tagged, tagged, tagged, untagged]
+    assert _notes(events["a_all"], tagged) == tagged_events
+    assert _notes(events["a_all"], untagged) == [(created, "Asthma", False), (shared, "Asthma", False)]
+    # "By tag for self": the tagged one only (the untagged one, written first, would have come first).
+    assert _notes(events["a_tagged"], tagged) == tagged_events and len(events["a_tagged"]) == 3
+    # B: the share's UPDATE of the untagged one, decrypted, and nothing of the tagged one, written before it.
+    assert events["b_all"] == [{"id": untagged, "rev": shared, "note": "Asthma", "deleted": False}]
+
+    assert result["before"] == {"untagged": None, "tagged": None}
+    assert result["matched_before"] == []
+    assert result["after"] == {"untagged": {"note": "Asthma", "descr": "about Asthma", "tags": []}, "tagged": None}
+    assert result["matched_after"] == [untagged]
+    assert result["filtered_after"] == [[untagged, "Asthma"]]
+
+    # What the server holds: the note and description only encrypted; the tag in clear; A's delegation to B.
+    async with admin_http(server) as admin:
+        stored = await _get(admin, f"/rest/v1/healthcare-elements/{untagged}")
+        assert "note" not in stored and "description" not in stored and stored["encryptedSelf"], stored
+        assert stored["secretForeignKeys"] and "patientId" not in stored
+        to_b = [d for d in stored["securityMetadata"]["secureDelegations"].values() if d["delegate"] == b.id]
+        assert len(to_b) == 1 and to_b[0]["delegator"] == a.id
+        gone = await _get(admin, f"/rest/v1/healthcare-elements/{tagged}")
+        assert gone["deletionDate"] > 0 and gone["labels"][0]["code"] == "TEST"

@@ -281,7 +281,7 @@ def test_the_service_tag_filter_becomes_medstreams_data_sample_filter() -> None:
 @pytest.mark.parametrize(
     ("data", "named"),
     [
-        ({"$type": "HealthElementByHcPartyFilter", "healthcarePartyId": HCP}, "not served; served"),
+        ({"$type": "MaintenanceTaskByHcPartyAndTypeFilter", "healthcarePartyId": HCP}, "not served; served"),
         ({"$type": "PatientByHcPartyFilter", "healthcarePartyId": HCP}, "selects Patients, not DataSamples"),
         ({"$type": "ServiceByHcPartyTagCodeDateFilter", "tagType": "T"}, "needs its healthcarePartyId"),
         (
@@ -312,7 +312,10 @@ def test_the_subscription_frame_cardinal_sends_is_parsed() -> None:
     [
         ("{not json", "not a subscription"),
         ("ping", "not a subscription"),
-        (json.dumps({**FRAME, "entityClass": "org.taktik.icure.entities.HealthElement"}), "is not served"),
+        (
+            json.dumps({**FRAME, "entityClass": "org.taktik.icure.entities.MaintenanceTask"}),
+            "'MaintenanceTask' not served",
+        ),
         (json.dumps({**FRAME, "entityClass": "org.taktik.icure.entities.Patient"}), "selects DataSamples"),
         (json.dumps({**FRAME, "eventTypes": []}), "eventTypes"),
         (json.dumps({**FRAME, "eventTypes": ["CREATED"]}), "eventTypes"),

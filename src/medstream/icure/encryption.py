@@ -20,6 +20,7 @@ _ICURE_ENTITIES: Mapping[str, tuple[str, type[ic.IcureModel], str]] = {
     "Patient": ("Patient", ic.Patient, "patient"),
     "Contact": ("Contact", ic.Contact, "contact"),
     "DataSample": ("Service", ic.Service, "service"),
+    "HealthcareElement": ("HealthElement", ic.HealthElement, "health_element"),
 }
 
 # Medstream wire name -> iCure wire name, where they differ (docs/icure.md, "How the entities map").
@@ -27,6 +28,7 @@ _RENAMED: Mapping[str, Mapping[str, str]] = {
     "Patient": {"identifiers": "identifier"},
     "Contact": {"description": "descr", "identifiers": "identifier"},
     "DataSample": {"identifiers": "identifier", "canvasesIds": "formIds"},
+    "HealthcareElement": {"description": "descr"},
 }
 
 # Left out of the lists: Medstream fields iCure's shapes do not have (an iCure client never sends them), and a

@@ -22,6 +22,9 @@ from pydantic import Field
 from medstream.errors import PayloadTooLargeError, ValidationError
 from medstream.filters.nodes import (
     DataSampleByHealthcarePartyTagCodeDateFilter,
+    HealthcareElementByHealthcarePartyFilter,
+    HealthcareElementByHealthcarePartyLabelCodeFilter,
+    HealthcareElementByIdsFilter,
     PatientByHealthcarePartyDateOfBirthBetweenFilter,
     PatientByHealthcarePartyFilter,
     PatientByHealthcarePartyGenderEducationProfessionFilter,
@@ -142,6 +145,36 @@ def _patient_by_birth(data: Mapping[str, Any]) -> Filter:
     )
 
 
+class HealthElementByHcPartyFilter(IcureModel):
+    """Every health element shared with a data owner (cardinal's `HealthElementFilters` "for self" and "for data
+    owner")."""
+
+    type_: Literal["HealthElementByHcPartyFilter"] = Field(alias="$type")
+    desc: str | None = None
+    hcp_id: str = Field(min_length=1)
+
+
+class HealthElementByHcPartyTagCodeFilter(IcureModel):
+    """Health elements shared with a data owner, by tag and/or code (`by_tag_...`, `by_code_...`)."""
+
+    type_: Literal["HealthElementByHcPartyTagCodeFilter"] = Field(alias="$type")
+    desc: str | None = None
+    healthcare_party_id: str = Field(min_length=1)
+    code_type: str | None = None
+    code_code: str | None = None
+    tag_type: str | None = None
+    tag_code: str | None = None
+    status: int | None = None
+
+
+class HealthElementByIdsFilter(IcureModel):
+    """The health elements with one of `ids`."""
+
+    type_: Literal["HealthElementByIdsFilter"] = Field(alias="$type")
+    desc: str | None = None
+    ids: list[str] = Field(max_length=10_000)
+
+
 def _patient_by_hc_party(data: Mapping[str, Any]) -> Filter:
     parsed = PatientByHcPartyFilter.model_validate(data)
     if parsed.healthcare_party_id is None:
@@ -169,6 +202,28 @@ def _service_by_tag_code_date(data: Mapping[str, Any]) -> Filter:
     )
 
 
+def _health_element_by_hc_party(data: Mapping[str, Any]) -> Filter:
+    parsed = HealthElementByHcPartyFilter.model_validate(data)
+    return HealthcareElementByHealthcarePartyFilter(hcp_id=parsed.hcp_id)
+
+
+def _health_element_by_tag_code(data: Mapping[str, Any]) -> Filter:
+    parsed = HealthElementByHcPartyTagCodeFilter.model_validate(data)
+    if parsed.status is not None:
+        raise ValidationError("HealthElementByHcPartyTagCodeFilter: Medstream does not select by status")
+    return HealthcareElementByHealthcarePartyLabelCodeFilter(
+        healthcare_party_id=parsed.healthcare_party_id,
+        tag_type=parsed.tag_type,
+        tag_code=parsed.tag_code,
+        code_type=parsed.code_type,
+        code_code=parsed.code_code,
+    )
+
+
+def _health_element_by_ids(data: Mapping[str, Any]) -> Filter:
+    return HealthcareElementByIdsFilter(ids=set(HealthElementByIdsFilter.model_validate(data).ids))
+
+
 # `$type` -> (Medstream entity type, translation).
 FILTERS: Mapping[str, tuple[str, Callable[[Mapping[str, Any]], Filter]]] = {
     "ServiceByHcPartyTagCodeDateFilter": ("DataSample", _service_by_tag_code_date),
@@ -177,6 +232,9 @@ FILTERS: Mapping[str, tuple[str, Callable[[Mapping[str, Any]], Filter]]] = {
     "PatientByHcPartyGenderEducationProfession": ("Patient", _patient_by_gender),
     "PatientByHcPartyDateOfBirthBetweenFilter": ("Patient", _patient_by_birth_between),
     "PatientByHcPartyDateOfBirthFilter": ("Patient", _patient_by_birth),
+    "HealthElementByHcPartyFilter": ("HealthcareElement", _health_element_by_hc_party),
+    "HealthElementByHcPartyTagCodeFilter": ("HealthcareElement", _health_element_by_tag_code),
+    "HealthElementByIdsFilter": ("HealthcareElement", _health_element_by_ids),
 }
 
 
@@ -187,6 +245,7 @@ READS_ENCRYPTED: Mapping[str, str] = {
     "PatientByHcPartyAndSsinsFilter": "ssin",
     "PatientByHcPartyAndIdentifiersFilter": "identifier",
     "PatientByHcPartyAndExternalIdFilter": "externalId",
+    "HealthElementByHcPartyIdentifiersFilter": "identifiers",
 }
 
 

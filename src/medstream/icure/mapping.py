@@ -19,6 +19,7 @@ from medstream.model.common import CodingReference, Delegations, Identifier
 from medstream.model.contact import Contact
 from medstream.model.data_sample import Content, DataSample, Measure, TimeSeries
 from medstream.model.exchange_data import ExchangeData
+from medstream.model.healthcare_element import HealthcareElement
 from medstream.model.healthcare_professional import HealthcareProfessional
 from medstream.model.patient import Patient
 from medstream.model.security import Delegation, SecurityMetadata
@@ -40,6 +41,7 @@ ENCRYPTED_BY_DEFAULT: Mapping[str, tuple[str, ...]] = {
     ),
     "Contact": ("descr", "notes", "location", "encounterLocation", "participantList"),
     "Service": ("notes", "comment", "content"),
+    "HealthElement": ("descr", "note", "notes", "careTeam"),
 }  # fmt: skip
 
 # The fields of each shape that Medstream keeps, or owns (`created`, `modified`, `author`, `deletionDate`:
@@ -69,6 +71,14 @@ _KEPT: Mapping[str, frozenset[str]] = {
             "id", "rev", "created", "modified", "author", "responsible", "tags", "codes", "identifier",
             "end_of_life", "deletion_date", "group_id", "opening_date", "closing_date", "descr", "location",
             "encounter_type", "services", "secret_foreign_keys", "crypted_foreign_keys", "delegations",
+            "encryption_keys", "encrypted_self", "security_metadata",
+        }
+    ),
+    "HealthElement": frozenset(
+        {
+            "id", "identifiers", "rev", "created", "modified", "author", "responsible", "tags", "codes",
+            "end_of_life", "deletion_date", "health_element_id", "value_date", "opening_date", "closing_date",
+            "descr", "note", "relevant", "secret_foreign_keys", "crypted_foreign_keys", "delegations",
             "encryption_keys", "encrypted_self", "security_metadata",
         }
     ),
@@ -474,6 +484,68 @@ def contact_out(contact: Contact, samples: Sequence[DataSample]) -> ic.Contact:
         encryption_keys=delegations_out(contact.encryption_keys),
         encrypted_self=contact.encrypted_self,
         security_metadata=metadata_out(contact.security_metadata),
+    )
+
+
+# -- HealthElement (HealthcareElement) -----------------------------------------------------------------------
+
+
+def health_element_in(element: ic.HealthElement) -> HealthcareElement:
+    """A health element as the HealthcareElement that keeps it; it links to its patient by the patient's secret
+    ids (`secretForeignKeys`), not by `patientId`."""
+    where = f"HealthElement {element.id}"
+    check_fields("HealthElement", element, where)
+    data: dict[str, Any] = {
+        "id": element.id,
+        "rev": element.rev,
+        "responsible": element.responsible,
+        "labels": codings_in(element.tags, where),
+        "codes": codings_in(element.codes, where),
+        "identifiers": identifiers_in(element.identifiers, where),
+        "healthcare_element_id": element.health_element_id,
+        "end_of_life": element.end_of_life,
+        "value_date": element.value_date,
+        "opening_date": element.opening_date,
+        "closing_date": element.closing_date,
+        "relevant": element.relevant,
+        "secret_foreign_keys": set(element.secret_foreign_keys) or None,
+        "crypted_foreign_keys": delegations_in(element.crypted_foreign_keys),
+        "delegations": delegations_in(element.delegations),
+        "encryption_keys": delegations_in(element.encryption_keys),
+        "encrypted_self": element.encrypted_self,
+        "security_metadata": metadata_in(element.security_metadata),
+    }
+    return _validated(HealthcareElement, data)  # type: ignore[no-any-return]
+
+
+def health_element_out(element: HealthcareElement) -> ic.HealthElement:
+    """A HealthcareElement as iCure shows it. Its `patientId`, `medicalLocationId` and `status`, which iCure's
+    HealthElement does not have, are not shown."""
+    return ic.HealthElement(
+        id=str(element.id),
+        identifiers=identifiers_out(element.identifiers),
+        rev=element.rev,
+        created=element.created,
+        modified=element.modified,
+        author=element.author,
+        responsible=element.responsible,
+        tags=codings_out(element.labels),
+        codes=codings_out(element.codes),
+        end_of_life=element.end_of_life,
+        deletion_date=element.deletion_date,
+        health_element_id=element.healthcare_element_id,
+        value_date=element.value_date,
+        opening_date=element.opening_date,
+        closing_date=element.closing_date,
+        descr=element.description,
+        note=element.note,
+        relevant=element.relevant,
+        secret_foreign_keys=sorted(element.secret_foreign_keys or ()),
+        crypted_foreign_keys=delegations_out(element.crypted_foreign_keys),
+        delegations=delegations_out(element.delegations),
+        encryption_keys=delegations_out(element.encryption_keys),
+        encrypted_self=element.encrypted_self,
+        security_metadata=metadata_out(element.security_metadata),
     )
 
 

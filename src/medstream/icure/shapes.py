@@ -208,6 +208,47 @@ class Contact(IcureModel):
     notes: list[Any] = Field(default_factory=list)
 
 
+class HealthElement(IcureModel):
+    """EncryptedHealthElement: a lasting condition of a patient (a Medstream HealthcareElement)."""
+
+    id: str
+    identifiers: list[Identifier] = Field(default_factory=list)
+    rev: str | None = None
+    created: int | None = None
+    modified: int | None = None
+    author: str | None = None
+    responsible: str | None = None
+    tags: list[CodeStub] = Field(default_factory=list)
+    codes: list[CodeStub] = Field(default_factory=list)
+    end_of_life: int | None = None
+    deletion_date: int | None = None
+    health_element_id: str | None = None
+    value_date: int | None = None
+    opening_date: int | None = None
+    closing_date: int | None = None
+    descr: str | None = None
+    note: str | None = None
+    notes: list[Any] = Field(default_factory=list)
+    relevant: bool = True
+    id_opening_contact: str | None = None
+    id_closing_contact: str | None = None
+    id_service: str | None = None
+    laterality: Any = None
+    plans_of_action: list[Any] = Field(default_factory=list)
+    episodes: list[Any] = Field(default_factory=list)
+    care_team: list[Any] = Field(default_factory=list)
+    # Fields of cardinal 2.14's model that other versions lack: unset (refused when not empty), so that a
+    # response leaves them out.
+    qualified_links: list[Any] | None = None
+    asserters: list[Any] | None = None
+    secret_foreign_keys: list[str] = Field(default_factory=list)
+    crypted_foreign_keys: dict[str, list[Delegation]] = Field(default_factory=dict)
+    delegations: dict[str, list[Delegation]] = Field(default_factory=dict)
+    encryption_keys: dict[str, list[Delegation]] = Field(default_factory=dict)
+    encrypted_self: str | None = None
+    security_metadata: SecurityMetadata | None = None
+
+
 class Patient(IcureModel):
     """EncryptedPatient."""
 
@@ -442,7 +483,7 @@ class EntityRequestInformation(IcureModel):
 
 
 class BulkShareOrUpdateMetadataParams(IcureModel):
-    """`PUT /rest/v2/{patient,contact}/bulkSharedMetadataUpdate`: requests by entity id."""
+    """`PUT /rest/v2/{patient,contact,helement}/bulkSharedMetadataUpdate`: requests by entity id."""
 
     requests_by_entity_id: dict[str, EntityRequestInformation] = Field(max_length=1000)
 

@@ -23,16 +23,18 @@ PONG = "pong"
 # A subscription frame is a few hundred bytes; this bounds what the socket reads before it is refused.
 MAX_FRAME_CHARS = 65_536
 
+_PACKAGE = "org.taktik.icure.entities."
 # iCure's entity classes, by the Medstream entity type whose events they receive.
 ENTITY_CLASSES: Mapping[str, str] = {
     "org.taktik.icure.entities.embed.Service": "DataSample",
     "org.taktik.icure.entities.Patient": "Patient",
+    "org.taktik.icure.entities.HealthElement": "HealthcareElement",
 }
-# The entity types whose deletes are served: a deleted patient is its tombstone with `deletionDate`, which iCure's
-# Patient has; iCure's Service has no field for it, so a deleted DataSample would look alive. iCure deletes softly,
-# by an update that sets `deletionDate`, so a subscription to UPDATE events receives Medstream's DELETE events too
-# (cardinal asks for CREATE and UPDATE only).
-DELETE_SERVED = frozenset({"Patient"})
+# The entity types whose deletes are served: a deleted patient or health element is its tombstone with
+# `deletionDate`, which iCure's Patient and HealthElement have; iCure's Service has no field for it, so a deleted
+# DataSample would look alive. iCure deletes softly, by an update that sets `deletionDate`, so a subscription to
+# UPDATE events receives Medstream's DELETE events too (cardinal asks for CREATE and UPDATE only).
+DELETE_SERVED = frozenset({"Patient", "HealthcareElement"})
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,10 @@ def parse_frame(text: str) -> ParsedSubscription | str:
         raise ValidationError(f"not a subscription: {problems}") from None
     entity_type = ENTITY_CLASSES.get(subscription.entity_class)
     if entity_type is None:
-        known = ", ".join(sorted(ENTITY_CLASSES))
-        raise ValidationError(f"entityClass {subscription.entity_class!r} is not served; served: {known}")
+        # Short: it is also the socket's close reason (123 bytes at most).
+        known = ", ".join(sorted(name.removeprefix(_PACKAGE) for name in ENTITY_CLASSES))
+        sent = subscription.entity_class.removeprefix(_PACKAGE)[:40]
+        raise ValidationError(f"entityClass {sent!r} not served; served ({_PACKAGE}*): {known}")
     if "DELETE" in subscription.event_types and entity_type not in DELETE_SERVED:
         raise ValidationError(f"Medstream serves CREATE and UPDATE events of {subscription.entity_class}, not DELETE")
     if subscription.access_control_keys:

@@ -6,11 +6,12 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from medstream.model.common import Entity, EntityId, FuzzyDateTime, Identifier, Int64
+from medstream.model.common import Entity, EntityId, FuzzyDateTime, Identifier, Int64, SecretLinks
 
 
-class HealthcareElement(Entity):
-    """A medical condition of a patient, followed over time."""
+class HealthcareElement(Entity, SecretLinks):
+    """A medical condition of a patient, followed over time. One written by an iCure client links to its patient
+    through `secretForeignKeys` instead of `patientId`."""
 
     entity_type: ClassVar[str] = "HealthcareElement"
 

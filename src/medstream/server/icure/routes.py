@@ -37,6 +37,7 @@ from medstream.model.contact import Contact
 from medstream.model.data_sample import DataSample
 from medstream.model.entities import KIND_BY_NAME, EntityKind
 from medstream.model.exchange_data import ExchangeData
+from medstream.model.healthcare_element import HealthcareElement
 from medstream.model.healthcare_professional import HealthcareProfessional
 from medstream.model.patient import Patient
 from medstream.server.icure.errors import icure_endpoint, not_served
@@ -53,6 +54,7 @@ DATA_SAMPLES = KIND_BY_NAME["DataSample"]
 CONTACTS = KIND_BY_NAME["Contact"]
 PROFESSIONALS = KIND_BY_NAME["HealthcareProfessional"]
 EXCHANGE_DATA = KIND_BY_NAME["ExchangeData"]
+HEALTH_ELEMENTS = KIND_BY_NAME["HealthcareElement"]
 # The most exchange data records one byDelegatorDelegate call answers (a pair has one or a few), and the largest
 # page of byParticipant (its default, as iCure's).
 MAX_EXCHANGE_DATA = 1000
@@ -347,27 +349,6 @@ async def modify_patient(request: Request) -> Response:
     return _json(mapping.patient_out(written))
 
 
-async def delete_patient(request: Request) -> Response:
-    """`DELETE /rest/v2/patient/{id}?rev=`: the patient becomes a tombstone with `deletionDate` (a DELETE event,
-    an UPDATE for iCure's subscribers); a `rev` that is not the current one is a 409."""
-    actor = await current_actor(state_of(request), request)
-    patient_id = _path(request, "id")
-    repository = state_of(request).repository
-    rev = request.query_params.get("rev")
-    if rev is not None:
-        current = await repository.get(PATIENTS, patient_id, actor)
-        if current.rev != rev:
-            raise ConflictError(f"stale rev for Patient {patient_id}: sent {rev}, current is {current.rev}")
-    [tombstone] = await repository.delete(PATIENTS, [patient_id], actor)
-    return _json(ic.DocIdentifier(id=patient_id, rev=tombstone.rev))
-
-
-async def match_patients(request: Request) -> Response:
-    """`POST /rest/v2/patient/match`: the ids of the patients an iCure filter selects that you may read (what
-    cardinal's `match_patients_by` and `filter_patients_by` call)."""
-    return await _match(request, PATIENTS)
-
-
 async def patient(request: Request) -> Response:
     actor = await current_actor(state_of(request), request)
     found = await state_of(request).repository.get(PATIENTS, _path(request, "id"), actor)
@@ -451,31 +432,31 @@ async def contact(request: Request) -> Response:
     return _json(mapping.contact_out(found, [s for s in samples if isinstance(s, DataSample)]))
 
 
-async def match_services(request: Request) -> Response:
-    """`POST /rest/v2/contact/service/match`: the ids of the services an iCure filter selects that you may read
-    (what a client re-reads after a reconnect, since iCure's socket cannot resume)."""
-    return await _match(request, DATA_SAMPLES)
+def match(kind: EntityKind) -> Any:
+    """`POST /rest/v2/contact/service/match`, `POST /rest/v2/patient/match`, `POST /rest/v2/helement/match`: the
+    ids of the entities of `kind` an iCure filter (a leaf or a combinator) selects that you may read (what
+    cardinal's `match_..._by` and `filter_..._by` call, and what a client re-reads after a reconnect)."""
 
+    async def endpoint(request: Request) -> Response:
+        actor = await current_actor(state_of(request), request)
+        raw = await request.body()
+        if not raw:
+            raise ValidationError("the request needs a JSON body (a filter)")
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ValidationError(f"the body is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValidationError("the body is a filter: a JSON object with its $type")
+        state = state_of(request)
+        selector = medstream_filter(data, kind.name)
+        if state.settings.require_encryption:
+            refuse_encrypted_fields(selector)
+        ids = await matching_ids(state, kind, selector, actor)
+        return Response(orjson.dumps(ids), media_type="application/json")
 
-async def _match(request: Request, kind: EntityKind) -> Response:
-    """The ids, in id order, of the entities of `kind` an iCure filter (a leaf or a combinator) selects that the
-    caller may read."""
-    actor = await current_actor(state_of(request), request)
-    raw = await request.body()
-    if not raw:
-        raise ValidationError("the request needs a JSON body (a filter)")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ValidationError(f"the body is not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValidationError("the body is a filter: a JSON object with its $type")
-    state = state_of(request)
-    selector = medstream_filter(data, kind.name)
-    if state.settings.require_encryption:
-        refuse_encrypted_fields(selector)
-    ids = await matching_ids(state, kind, selector, actor)
-    return Response(orjson.dumps(ids), media_type="application/json")
+    endpoint.__name__ = f"match_{kind.name.lower()}"
+    return endpoint
 
 
 async def services(request: Request) -> Response:
@@ -496,6 +477,71 @@ async def service(request: Request) -> Response:
     return _json(mapping.service_out(found))
 
 
+# -- health elements ---------------------------------------------------------------------------------------------
+
+
+async def _write_health_element(request: Request, *, new: bool) -> Response:
+    """`POST /rest/v2/helement` (a new one, without rev) and `PUT /rest/v2/helement` (with its current rev,
+    409 otherwise)."""
+    actor = await current_actor(state_of(request), request)
+    sent = await _body(request, ic.HealthElement)
+    if new and sent.rev is not None:
+        raise ValidationError("a new health element has no rev (PUT modifies one)")
+    if not new and sent.rev is None:
+        raise ValidationError("send the health element's rev to modify it")
+    stored = await _write(state_of(request), HEALTH_ELEMENTS, [mapping.health_element_in(sent)], actor)
+    written = stored[0].entity
+    assert isinstance(written, HealthcareElement)
+    return _json(mapping.health_element_out(written))
+
+
+async def create_health_element(request: Request) -> Response:
+    return await _write_health_element(request, new=True)
+
+
+async def modify_health_element(request: Request) -> Response:
+    return await _write_health_element(request, new=False)
+
+
+async def health_element(request: Request) -> Response:
+    actor = await current_actor(state_of(request), request)
+    found = await state_of(request).repository.get(HEALTH_ELEMENTS, _path(request, "id"), actor)
+    assert isinstance(found, HealthcareElement)
+    return _json(mapping.health_element_out(found))
+
+
+async def health_elements(request: Request) -> Response:
+    """`POST /rest/v2/helement/byIds` with `{"ids": [...]}`: those you may read, in the order asked."""
+    actor = await current_actor(state_of(request), request)
+    ids = (await _body(request, ic.ListOfIds)).ids
+    found = await state_of(request).repository.get_many(HEALTH_ELEMENTS, ids, actor)
+    return _json_list([mapping.health_element_out(e) for e in found if isinstance(e, HealthcareElement)])
+
+
+# -- deletes -----------------------------------------------------------------------------------------------------
+
+
+def delete(kind: EntityKind) -> Any:
+    """`DELETE /rest/v2/{patient,helement}/{id}?rev=`: the entity becomes a tombstone with `deletionDate` (a DELETE
+    event, an UPDATE for iCure's subscribers); a `rev` that is not the current one is a 409. Answers iCure's
+    `{"id", "rev"}`."""
+
+    async def endpoint(request: Request) -> Response:
+        actor = await current_actor(state_of(request), request)
+        entity_id = _path(request, "id")
+        repository = state_of(request).repository
+        rev = request.query_params.get("rev")
+        if rev is not None:
+            current = await repository.get(kind, entity_id, actor)
+            if current.rev != rev:
+                raise ConflictError(f"stale rev for {kind.name} {entity_id}: sent {rev}, current is {current.rev}")
+        [tombstone] = await repository.delete(kind, [entity_id], actor)
+        return _json(ic.DocIdentifier(id=entity_id, rev=tombstone.rev))
+
+    endpoint.__name__ = f"delete_{kind.name.lower()}"
+    return endpoint
+
+
 # -- sharing ---------------------------------------------------------------------------------------------------
 
 
@@ -504,6 +550,14 @@ async def _share_patient(state: ServerState, current: Entity, metadata: Any, act
     [stored] = await _write(state, PATIENTS, [current.model_copy(update={"security_metadata": metadata})], actor)
     assert isinstance(stored.entity, Patient)
     return mapping.patient_out(stored.entity)
+
+
+async def _share_health_element(state: ServerState, current: Entity, metadata: Any, actor: Actor) -> ic.IcureModel:
+    assert isinstance(current, HealthcareElement)
+    update = {"security_metadata": metadata}
+    [stored] = await _write(state, HEALTH_ELEMENTS, [current.model_copy(update=update)], actor)
+    assert isinstance(stored.entity, HealthcareElement)
+    return mapping.health_element_out(stored.entity)
 
 
 async def _share_contact(state: ServerState, current: Entity, metadata: Any, actor: Actor) -> ic.IcureModel:
@@ -525,12 +579,16 @@ async def _share_contact(state: ServerState, current: Entity, metadata: Any, act
     return mapping.contact_out(contact, [s.entity for s in written_samples if isinstance(s.entity, DataSample)])
 
 
-SHARERS = {PATIENTS.name: _share_patient, CONTACTS.name: _share_contact}
+SHARERS = {
+    PATIENTS.name: _share_patient,
+    CONTACTS.name: _share_contact,
+    HEALTH_ELEMENTS.name: _share_health_element,
+}
 
 
 def bulk_share(kind: EntityKind, *, minimal: bool = False) -> Any:
-    """`PUT /rest/v2/{patient,contact}/bulkSharedMetadataUpdate[Minimal]`: cardinal's `share_with`. Each entity's
-    requests are applied or refused on their own (`medstream.icure.sharing`), and the entity is written with
+    """`PUT /rest/v2/{patient,contact,helement}/bulkSharedMetadataUpdate[Minimal]`: cardinal's `share_with`. Each
+    entity's requests are applied or refused on their own (`medstream.icure.sharing`), and the entity is written with
     Medstream's write rules (a delegation comes from its delegator only; one who may only read an entity cannot
     share it); the answer lists one result per entity, the written entity in it unless `minimal`."""
     sharer = SHARERS[kind.name]
@@ -598,17 +656,25 @@ def rest_routes() -> list[BaseRoute]:
         _route("/patient/bulkSharedMetadataUpdateMinimal", bulk_share(PATIENTS, minimal=True), ["PUT"]),
         _route("/patient", create_patient, ["POST"]),
         _route("/patient", modify_patient, ["PUT"]),
-        _route("/patient/match", match_patients, ["POST"]),
+        _route("/patient/match", match(PATIENTS), ["POST"]),
         _route("/patient/{id}", patient, ["GET"]),
-        _route("/patient/{id}", delete_patient, ["DELETE"]),
+        _route("/patient/{id}", delete(PATIENTS), ["DELETE"]),
         _route("/contact/bulkSharedMetadataUpdate", bulk_share(CONTACTS), ["PUT"]),
         _route("/contact/bulkSharedMetadataUpdateMinimal", bulk_share(CONTACTS, minimal=True), ["PUT"]),
         _route("/contact", create_contact, ["POST"]),
         _route("/contact", modify_contact, ["PUT"]),
-        _route("/contact/service/match", match_services, ["POST"]),
+        _route("/contact/service/match", match(DATA_SAMPLES), ["POST"]),
         _route("/contact/service", services, ["POST"]),
         _route("/contact/service/{id}", service, ["GET"]),
         _route("/contact/{id}", contact, ["GET"]),
+        _route("/helement/bulkSharedMetadataUpdate", bulk_share(HEALTH_ELEMENTS), ["PUT"]),
+        _route("/helement/bulkSharedMetadataUpdateMinimal", bulk_share(HEALTH_ELEMENTS, minimal=True), ["PUT"]),
+        _route("/helement", create_health_element, ["POST"]),
+        _route("/helement", modify_health_element, ["PUT"]),
+        _route("/helement/match", match(HEALTH_ELEMENTS), ["POST"]),
+        _route("/helement/byIds", health_elements, ["POST"]),
+        _route("/helement/{id}", health_element, ["GET"]),
+        _route("/helement/{id}", delete(HEALTH_ELEMENTS), ["DELETE"]),
         Route("/{rest:path}", not_served, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
     ]
     return [Mount("/rest/v2", routes=routes, name="icure-rest-v2")]

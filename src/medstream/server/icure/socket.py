@@ -29,12 +29,13 @@ from medstream.events.protocol import fit_close_reason, is_event_frame
 from medstream.events.subscription import Subscription
 from medstream.filters.fields import refuse_encrypted_fields
 from medstream.filters.weight import filter_weight
-from medstream.icure.mapping import patient_out, service_out
+from medstream.icure.mapping import health_element_out, patient_out, service_out
 from medstream.icure.shapes import IcureModel
 from medstream.icure.socket import PING, PONG, ParsedSubscription, parse_frame
 from medstream.model.common import Entity
 from medstream.model.data_sample import DataSample
 from medstream.model.entities import KIND_BY_NAME
+from medstream.model.healthcare_element import HealthcareElement
 from medstream.model.patient import Patient
 from medstream.server.actors import ActorValidator
 from medstream.server.state import ServerState, state_of
@@ -50,6 +51,9 @@ CHECK_SECONDS = 1.0
 _SHAPES: dict[str, Callable[[Entity], IcureModel]] = {
     "DataSample": lambda entity: service_out(entity) if isinstance(entity, DataSample) else _wrong(entity),
     "Patient": lambda entity: patient_out(entity) if isinstance(entity, Patient) else _wrong(entity),
+    "HealthcareElement": lambda entity: (
+        health_element_out(entity) if isinstance(entity, HealthcareElement) else _wrong(entity)
+    ),
 }
 
 
