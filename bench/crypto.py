@@ -6,6 +6,8 @@ No server: each figure is the time of one operation of `medstream.crypto` in thi
 blocks of repetitions (medians of --runs runs):
 - an event's entity with its keys cached: orjson parse, AES-GCM decrypt of `encryptedSelf`, merge, pydantic
   validation of the DataSample, against the same DataSample in clear parsed and validated in one pass;
+- an event of a new entity under exchange data already open (what a subscriber's stream of creations costs):
+  the same plus its entity key unwrapped;
 - the first event under new exchange data: the same plus the delegator's signature verified, K_ex and S_ac
   opened (two HPKE opens) and K_e unwrapped;
 - encrypting a DataSample for a write (wire dict, encrypt, JSON), against its clear JSON;
@@ -104,6 +106,12 @@ def measurements() -> dict[str, Callable[[], object]]:
     def decrypt_cached() -> object:
         return DataSample.model_validate(decrypt_fields(orjson.loads(encrypted_event), "DataSample", keys))
 
+    def decrypt_new_entity() -> object:
+        key = unwrap_entity_key(secrets.exchange_key, "DataSample", model.id or "", wrapped)
+        return DataSample.model_validate(
+            decrypt_fields(orjson.loads(encrypted_event), "DataSample", {key.kid: key.key})
+        )
+
     def decrypt_first() -> object:
         opened = open_exchange_data(exchange, [patient], pins)
         key = unwrap_entity_key(opened.exchange_key, "DataSample", model.id or "", wrapped)
@@ -117,6 +125,7 @@ def measurements() -> dict[str, Callable[[], object]]:
     return {
         "event in clear: parse + validate": lambda: DataSample.model_validate_json(clear_event),
         "event encrypted, keys cached: parse + decrypt + merge + validate": decrypt_cached,
+        "event of a new entity, exchange data open (+ unwrap its key)": decrypt_new_entity,
         "first event under new exchange data (+ verify + 2 HPKE opens + unwrap)": decrypt_first,
         "write in clear: JSON": model.to_json,
         "write encrypted: wire dict + encrypt + JSON": encrypt_write,

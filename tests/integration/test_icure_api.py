@@ -769,7 +769,7 @@ async def test_a_default_server_names_in_icures_terms_the_fields_it_requires_enc
         await _closed_with(socket, 4400, "names is encrypted, the server cannot read it")
 
 
-async def _live(socket: ClientConnection, write: Any) -> set[str]:
+async def _probed(socket: ClientConnection, write: Any) -> set[str]:
     """Write probes (`write()` returns the probe's id) until one comes back: the subscription is then live (its
     frame is not acknowledged). The ids of the probes written."""
     probes: set[str] = set()
@@ -785,7 +785,7 @@ async def _live(socket: ClientConnection, write: Any) -> set[str]:
     return probes
 
 
-async def _frames_until(socket: ClientConnection, last: str, ignored: set[str]) -> list[dict[str, Any]]:
+async def _frames_up_to(socket: ClientConnection, last: str, ignored: set[str]) -> list[dict[str, Any]]:
     frames: list[dict[str, Any]] = []
     async with asyncio.timeout(10):
         while not frames or frames[-1]["id"] != last:
@@ -822,7 +822,7 @@ async def test_icure_combinators_select_patients_in_matches_and_subscriptions(se
     async def probe() -> str:
         return str((await create("female", 19650101))["id"])
 
-    probes = await _live(socket, probe)
+    probes = await _probed(socket, probe)
     arya = await create("female", 19900101)  # in the union (female)
     ned = await create("male", 19650101)  # in the union (born in the sixties)
     await create("male", 19900101)  # in neither
@@ -831,9 +831,9 @@ async def test_icure_combinators_select_patients_in_matches_and_subscriptions(se
     assert changed.status_code == 200, changed.text
     knighted = await v2.client.put("/rest/v2/patient", json={**ned, "profession": "knight"})  # still selected
     assert knighted.status_code == 200, knighted.text
-    frames = await _frames_until(socket, ned["id"], probes)
+    frames = await _frames_up_to(socket, ned["id"], probes)
     while len(frames) < 4:
-        frames += await _frames_until(socket, ned["id"], probes)
+        frames += await _frames_up_to(socket, ned["id"], probes)
     assert [(f["id"], f["rev"]) for f in frames] == [
         (arya["id"], arya["rev"]),
         (ned["id"], ned["rev"]),
@@ -891,7 +891,7 @@ async def test_a_modified_contact_writes_its_changed_services_only(
         assert (await v2.client.post("/rest/v2/contact", json=probe)).status_code == 200
         return probe_id
 
-    probes = await _live(socket, probe)
+    probes = await _probed(socket, probe)
     services = {s["id"]: s for s in stored["services"]}
     modified = {
         **stored,
@@ -918,9 +918,9 @@ async def test_a_modified_contact_writes_its_changed_services_only(
     assert answer.status_code == 200, answer.text
     written = answer.json()
     assert written["rev"].startswith("2-") and [s["id"] for s in written["services"]] == [changed, kept, added]
-    frames = await _frames_until(socket, added, probes)
+    frames = await _frames_up_to(socket, added, probes)
     if len(frames) < 2:
-        frames += await _frames_until(socket, changed, probes)
+        frames += await _frames_up_to(socket, changed, probes)
     assert sorted((f["id"], f["encryptedSelf"]) for f in frames) == sorted([(changed, "bmV3"), (added, "NA==")])
     after = {s["id"]: s for s in written["services"]}
     assert after[kept] == services[kept]  # not written again: the same rev-less service, same modified
