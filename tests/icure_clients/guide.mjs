@@ -17,6 +17,9 @@
 //   probe's event proves the subscription is live on the server, so that what follows cannot be lost to that;
 // - `events`: every service event after the probes, decrypted: the untagged service must bring none, the tagged
 //   one exactly one, 'Hello world';
+// - `modified_events`, `modified_contact`: the service events after the client modifies the tagged contact
+//   (`modifyContact`), its service's content changed to 'Hello again', decrypted (exactly one, that service's),
+//   and the contact's new rev and its services' contents as the server answered;
 // - `matched`, `read_back`: the services the subscription's filter selects, as a client re-reads them after a
 //   reconnect, and the two services read back by id, decrypted;
 // - `close_reason`: the subscription's close reason after `close()`.
@@ -167,6 +170,23 @@ async function run(config) {
   };
   for (let event = await subscription.waitForEvent(20000); event !== null; event = await subscription.waitForEvent(QUIET_MS)) {
     if (event instanceof NOTIFICATION) result.events.push(await content(sdk, event));
+    else result.other_events.push(kind(event));
+  }
+
+  // The contact modified (modifyContact, PUT /rest/v2/contact): its service's content becomes 'Hello again', and
+  // the subscription gets exactly one UPDATE, that service's.
+  const helloAgain = { en: new DecryptedContent({ stringValue: "Hello again" }) };
+  const again = new DecryptedService({ ...taggedContact.services[0], content: helloAgain });
+  const modified = await sdk.contact.modifyContact(new DecryptedContact({ ...taggedContact, services: [again] }));
+  result.modified_contact = {
+    rev: modified.rev,
+    services: modified.services.map((s) =>
+      Object.fromEntries(Object.entries(s.content).map(([lang, c]) => [lang, c.stringValue])),
+    ),
+  };
+  result.modified_events = [];
+  for (let event = await subscription.waitForEvent(20000); event !== null; event = await subscription.waitForEvent(QUIET_MS)) {
+    if (event instanceof NOTIFICATION) result.modified_events.push(await content(sdk, event));
     else result.other_events.push(kind(event));
   }
 

@@ -7,13 +7,14 @@ a NotFoundError, exactly as if it did not exist.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 from sqlalchemy import Connection, Table, select
 
 from medstream.access import Actor
 from medstream.delegations import EMPTY, check_can_write, check_sharable, with_access, without_access
-from medstream.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
+from medstream.errors import ConflictError, ForbiddenError, MedstreamError, NotFoundError, ValidationError
 from medstream.events.types import EventType
 from medstream.model.common import Entity
 from medstream.model.entities import KIND_BY_NAME, EntityKind
@@ -96,6 +97,26 @@ class EntityRepository:
 
         if not chosen:  # all new: the rows are built, only the patient check and the inserts are left
             return await self.database.run_write(Creates(self.database, kind, actor, list(prepared.values())))
+
+        if all(entity.rev is None for entity in entities):
+            # Creates with ids the client chose (an encrypting client chooses them: the id is bound into the
+            # ciphertext): built here and inserted as new, in one statement, without reading first. When that
+            # cannot be (a check of a new entity refuses it, or the primary key refuses an id that exists), the
+            # write runs as a create-or-modify below, which says why (409 for an id that exists, or 404 for an
+            # entity the actor may not read); nothing of the first attempt is stored.
+            built: list[WriteRows] | None
+            try:
+                built = [
+                    prepared[index]
+                    if index in prepared
+                    else rows_of(kind, prepare_create(kind, ids[index], entity, actor, now, hashes[index]))
+                    for index, entity in enumerate(entities)
+                ]
+            except MedstreamError:
+                built = None
+            if built is not None:
+                with contextlib.suppress(ConflictError):
+                    return await self.database.run_write(Creates(self.database, kind, actor, built))
 
         def transaction(conn: Connection) -> list[Stored]:
             existing = self._rows_by_id(conn, table, chosen, lock=True)
