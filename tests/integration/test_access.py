@@ -282,7 +282,7 @@ async def test_creating_with_the_id_of_an_entity_one_cannot_read_answers_as_any_
         as_new = await client.post(path, json=theirs.new(entity_id=created.id).to_json_dict())
         with_rev = await client.post(path, json=relabel(created, "stranger").to_json_dict())
         read = await client.get(f"{path}/{created.id}")
-    assert as_new.status_code == with_rev.status_code == read.status_code == 404
+    assert as_new.status_code == with_rev.status_code == read.status_code == 404, as_new.text
     bodies = [answer.json() for answer in (as_new, with_rev, read)]
     for body in bodies:
         del body["requestId"]  # each answer names its own request; apart from that they are the same

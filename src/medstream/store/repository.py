@@ -100,10 +100,11 @@ class EntityRepository:
 
         if all(entity.rev is None for entity in entities):
             # Creates with ids the client chose (an encrypting client chooses them: the id is bound into the
-            # ciphertext): built here and inserted as new, in one statement, without reading first. When that
-            # cannot be (a check of a new entity refuses it, or the primary key refuses an id that exists), the
-            # write runs as a create-or-modify below, which says why (409 for an id that exists, or 404 for an
-            # entity the actor may not read); nothing of the first attempt is stored.
+            # ciphertext): built here and inserted as new, in one statement, without reading first. When that is
+            # refused (by a check of a new entity, its patient's, or the primary key for an id that exists), the
+            # write runs as a create-or-modify below, which reads the ids first and so answers as it always does
+            # (409 for an id that exists, 404 for an entity the actor may not read, before any check of a new
+            # entity); nothing of the first attempt is stored.
             built: list[WriteRows] | None
             try:
                 built = [
@@ -115,7 +116,8 @@ class EntityRepository:
             except MedstreamError:
                 built = None
             if built is not None:
-                with contextlib.suppress(ConflictError):
+                # The refusals of a create: none of them stored anything, and the id may exist.
+                with contextlib.suppress(ConflictError, NotFoundError, ValidationError, ForbiddenError):
                     return await self.database.run_write(Creates(self.database, kind, actor, built))
 
         def transaction(conn: Connection) -> list[Stored]:
