@@ -83,6 +83,8 @@ class IcureSocket:
         self.last_seen = time.monotonic()
         self._queue: deque[tuple[int, str]] = deque()  # (seq, the frame's text)
         self._in_flight = False  # a frame taken from the queue is being written
+        self._dropped = False  # an event handed to it was not queued (the socket was closing): never written
+        self.lost_events = False  # closed because events of its subscription are gone from the log
         self._sent = 0  # the seq of the last frame written (from the subscription's start)
         self._epoch: str | None = None  # the event log of those seqs; None until the subscription has a start
         self._ready = asyncio.Event()
@@ -95,14 +97,18 @@ class IcureSocket:
 
     def deliver(self, frame: bytes) -> None:
         if self.closing.done():
+            self._dropped = self._dropped or is_event_frame(frame)
             return
         if not is_event_frame(frame):
             if frame.startswith(b'{"type":"gap"'):
                 # Events this subscription should have had are gone (retention): iCure's protocol cannot say so,
-                # so the socket closes and the client, reconnecting, re-reads what it needs.
+                # so the socket closes and the client, reconnecting, re-reads what it needs. Its reconnect goes on
+                # live: replaying after the loss would say nothing of it.
+                self.lost_events = True
                 self.close(CloseCode.TRY_AGAIN_LATER, "events were lost for this subscription: reconnect and re-read")
             return  # `subscribed` has no iCure counterpart
         if len(self._queue) >= self.queue_size:
+            self._dropped = True
             self.close(TooSlowError.close_code, "too slow: send queue full")
             return
         try:
@@ -112,6 +118,7 @@ class IcureSocket:
             seq = int(message["seq"])
         except Exception:  # called by the dispatcher for every subscriber: this socket alone pays for a surprise
             log.exception("an event could not be shaped for an iCure socket")
+            self._dropped = True
             self.close(CloseCode.INTERNAL_ERROR, "internal error")
             return
         self._queue.append((seq, text))
@@ -132,11 +139,11 @@ class IcureSocket:
     def left_at(self) -> Left | None:
         """The position up to which every event of the log was handled for this socket: its subscription's
         cursor when everything delivered to it was written to the connection, else the last event written (those
-        queued or being written when it ended were not). None when the subscription never had a start."""
+        queued, being written or dropped when it ended were not). None when the subscription never had a start."""
         if self._epoch is None:
             return None
         subscription = self.subscription
-        if subscription is not None and not self._queue and not self._in_flight:
+        if subscription is not None and not self._queue and not self._in_flight and not self._dropped:
             return Left(max(self._sent, subscription.cursor), self._epoch)
         return Left(self._sent, self._epoch)
 
@@ -397,13 +404,15 @@ class IcureSockets:
                 await _close(socket.websocket, *socket.closing.result())
 
     def _remember(self, socket: IcureSocket) -> None:
-        """Where an ended socket left off, for its reconnect; nothing when its client closed it on purpose."""
+        """Where an ended socket left off, for its reconnect; nothing when its client closed it on purpose, or when
+        it was closed for events lost (its client re-reads)."""
         key = socket.reconnect_key
         if key is None:
             return
         closed = socket.client_close
         on_purpose = closed is not None and client_closed_on_purpose(*closed)
-        self.reconnects.ended(key, None if on_purpose else socket.left_at(), time.monotonic())
+        resumable = not on_purpose and not socket.lost_events
+        self.reconnects.ended(key, socket.left_at() if resumable else None, time.monotonic())
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
