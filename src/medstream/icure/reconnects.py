@@ -15,9 +15,13 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from medstream.errors import CloseCode
+
 # The close a cardinal client sends when the server's pings stopped coming: a close it reconnects after, with
 # the code of a deliberate one.
-CARDINAL_MISSED_PING = (1000, "Server ping timeout")
+CARDINAL_MISSED_PING = (CloseCode.NORMAL_CLOSURE, "Server ping timeout")
+# A client's deliberate close: it is done (cardinal's `close()`), or its page is going away.
+_ON_PURPOSE = frozenset({CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +46,7 @@ def client_closed_on_purpose(code: int | None, reason: str | None) -> bool:
     """Whether a socket's end was the client's deliberate close (1000 or 1001), after which it does not come back
     for what it missed; an abrupt end (no close frame: 1005, 1006), any other code, and cardinal's close for
     missed pings, which it reconnects after, are not."""
-    if code not in (1000, 1001):
+    if code not in _ON_PURPOSE:
         return False
     return (code, reason or "") != CARDINAL_MISSED_PING
 
