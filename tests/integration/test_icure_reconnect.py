@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+import websockets
 from websockets.asyncio.client import ClientConnection
 
 from medstream.model import CodingReference, Content, DataSample, HealthcareProfessional, Patient, User
@@ -193,9 +195,12 @@ async def test_a_reader_gets_no_replay_of_what_was_written_after_its_access_was_
     await again.close()
 
 
-async def test_a_reconnect_past_the_retention_is_closed_and_one_past_the_window_gets_nothing(tmp_path: Path) -> None:
-    # A short window (backend-independent: SQLite only).
-    async with serve("sqlite", tmp_path, require_encryption=False, icure_resume_window_seconds=1.0) as server:
+async def test_too_slow_then_past_the_retention_then_past_the_window(tmp_path: Path) -> None:
+    """A socket closed as too slow resumes after the last frame it was sent, what was still queued included; one
+    whose missed events were trimmed is closed (1013); one past the window gets nothing. A short window and send
+    queue: backend-independent, SQLite only."""
+    settings: dict[str, Any] = {"icure_resume_window_seconds": 1.0, "ws_send_queue": 3}
+    async with serve("sqlite", tmp_path, require_encryption=False, **settings) as server:
         admin = await server.api(server.admin_login, server.admin_password)
         hcp = await admin.healthcare_professional_api.create_or_modify_healthcare_professional(
             HealthcareProfessional(first_name="Jane", last_name="Doe")
@@ -210,9 +215,24 @@ async def test_a_reconnect_past_the_retention_is_closed_and_one_past_the_window_
         write = _sample_writer(api, patient.id)
         async with httpx.AsyncClient(base_url=server.url) as client:
             token = (await _login(client, login, password))["token"]
-        first = await _socket(server, token)
-        await first.send(_frame(hcp.id))
-        await _first_live(first, write)
+        slow = await _socket(server, token)
+        await slow.send(_frame(hcp.id))
+        await _first_live(slow, write)
+        # Six events in one write: the fourth overflows the socket's queue of three before it is written.
+        samples = [DataSample(labels=LABEL, content={"en": Content(string_value=str(i))}) for i in range(6)]
+        burst = [s.id for s in await api.data_sample_api.create_or_modify_data_samples_for(patient.id, samples)]
+        received: list[str] = []
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            async with asyncio.timeout(10):
+                while True:
+                    received.append((await _next_entity(slow))["id"])
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429, closed.value
+        assert received == burst[: len(received)] and len(received) < len(burst)
+        resumed = await _socket(server, token)
+        await resumed.send(_frame(hcp.id))
+        live = await write()
+        assert received + await _ids_until(resumed, live) == [*burst, live]
+        first = resumed
         first.transport.abort()
         for _ in range(3):
             await write()
