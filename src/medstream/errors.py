@@ -34,7 +34,7 @@ class CloseCode(IntEnum):
     """
 
     NORMAL_CLOSURE = 1000  # either side is done
-    GOING_AWAY = 1001  # the server is shutting down
+    GOING_AWAY = 1001  # the server is shutting down (or, from a client, its page is going away)
     ABNORMAL_CLOSURE = 1006  # never sent: the connection ended without a close frame
     INVALID_DATA = 1007  # a text frame that is not UTF-8
     MESSAGE_TOO_BIG = 1009  # a frame over the websocket layer's size bound

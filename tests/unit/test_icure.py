@@ -299,12 +299,37 @@ def test_a_filter_medstream_cannot_evaluate_is_refused_saying_why(data: dict[str
 
 def test_the_subscription_frame_cardinal_sends_is_parsed() -> None:
     parsed = parse_frame(json.dumps(FRAME))
-    assert parsed == ParsedSubscription(
+    assert isinstance(parsed, ParsedSubscription)
+    assert (parsed.entity_type, parsed.event_types, parsed.filter) == (
         "DataSample",
         frozenset({EventType.CREATE, EventType.UPDATE}),
         DataSampleByHealthcarePartyTagCodeDateFilter(healthcare_party_id=HCP, tag_type="IC-TEST", tag_code="TEST"),
     )
     assert parse_frame("pong") == PONG
+
+
+def test_a_subscription_sent_again_has_the_same_identity_and_another_one_does_not() -> None:
+    """A reconnect is recognised by the identity: the same entity class, event types and filter, however the
+    frame orders its keys and event types, and whatever cardinal says about itself."""
+    parsed = parse_frame(json.dumps(FRAME))
+    filter_reordered = dict(reversed(list(FRAME["filter"]["filter"].items())))
+    again = {
+        "cardinalSdkVersion": "2.15.0",
+        "filter": {"predicate": None, "filter": filter_reordered},
+        "entityClass": FRAME["entityClass"],
+        "eventTypes": list(reversed(FRAME["eventTypes"])),
+    }
+    assert isinstance(parsed, ParsedSubscription)
+    same = parse_frame(json.dumps(again))
+    assert isinstance(same, ParsedSubscription) and same.identity == parsed.identity
+    others = [
+        {**FRAME, "eventTypes": ["CREATE"]},
+        {**FRAME, "filter": {"filter": {**FRAME["filter"]["filter"], "tagCode": "OTHER"}, "predicate": None}},
+        {**FRAME, "filter": None},
+    ]
+    for other in others:
+        different = parse_frame(json.dumps(other))
+        assert isinstance(different, ParsedSubscription) and different.identity != parsed.identity, other
 
 
 @pytest.mark.parametrize(
@@ -337,7 +362,9 @@ def test_a_patient_subscription_may_ask_for_deletes() -> None:
         "entityClass": "org.taktik.icure.entities.Patient",
         "filter": {"filter": {"$type": "PatientByHcPartyFilter", "healthcarePartyId": HCP}, "predicate": None},
     }
-    assert parse_frame(json.dumps(frame)) == ParsedSubscription(
+    parsed = parse_frame(json.dumps(frame))
+    assert isinstance(parsed, ParsedSubscription)
+    assert (parsed.entity_type, parsed.event_types, parsed.filter) == (
         "Patient",
         frozenset({EventType.CREATE, EventType.UPDATE, EventType.DELETE}),
         PatientByHealthcarePartyFilter(healthcare_party_id=HCP),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import orjson
 import pydantic
 
 from medstream.errors import ValidationError
@@ -44,6 +45,9 @@ class ParsedSubscription:
     entity_type: str
     event_types: frozenset[EventType]
     filter: Filter | None
+    # The frame's entity class, event types and filter as canonical JSON (keys sorted, event types sorted and
+    # once each): equal for the same subscription sent again, as a client does after each reconnect.
+    identity: str
 
 
 def parse_frame(text: str) -> ParsedSubscription | str:
@@ -75,4 +79,10 @@ def parse_frame(text: str) -> ParsedSubscription | str:
     event_types = {EventType(t) for t in subscription.event_types}
     if EventType.UPDATE in event_types and entity_type in DELETE_SERVED:
         event_types.add(EventType.DELETE)
-    return ParsedSubscription(entity_type, frozenset(event_types), event_filter)
+    identity = {
+        "entityClass": subscription.entity_class,
+        "eventTypes": sorted(set(subscription.event_types)),
+        "filter": None if subscription.filter is None else subscription.filter.filter,
+    }
+    canonical = orjson.dumps(identity, option=orjson.OPT_SORT_KEYS).decode()
+    return ParsedSubscription(entity_type, frozenset(event_types), event_filter, canonical)

@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket
 from medstream import __version__
 from medstream.access import Actor
 from medstream.errors import CloseCode, ConflictError, ValidationError
+from medstream.icure.reconnects import ReconnectMemory
 from medstream.model.entities import KIND_BY_NAME
 from medstream.model.user import User
 from medstream.server.actors import ActorValidator
@@ -201,7 +202,9 @@ def telemetry_middleware() -> Middleware:
 def create_app(settings: Settings | None = None) -> MedstreamApp:
     settings = settings or Settings()
     metrics = Metrics() if settings.metrics else None
-    icure_sockets = IcureSockets()
+    icure_sockets = IcureSockets(
+        ReconnectMemory(window=settings.icure_resume_window_seconds, capacity=settings.icure_resume_max_sockets)
+    )
 
     @asynccontextmanager
     async def lifespan(app: MedstreamApp) -> AsyncIterator[None]:

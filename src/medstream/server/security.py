@@ -58,8 +58,9 @@ class TokenPair:
 
 
 class TokenIssuer:
-    """Issues and checks access and refresh tokens. Both carry the user's session generation (`gen`); a refresh
-    token also its family (`fam`): the server keeps which refresh token of each family is current."""
+    """Issues and checks access and refresh tokens. Both carry the user's session generation (`gen`) and their
+    login's refresh-token family (`fam`): the server keeps which refresh token of each family is current, and
+    recognises an iCure socket's reconnect by the family of its access token."""
 
     def __init__(self, secret: str, *, access_seconds: int, refresh_seconds: int, cache_size: int = 10_000) -> None:
         self._secret = secret
@@ -87,6 +88,7 @@ class TokenIssuer:
         access_claims = {
             **claims,
             "typ": "access",
+            "fam": family,  # the login session: a socket that reconnects with a token of it is recognised
             "jti": uuid.uuid4().hex,
             "exp": now + self.access_seconds,
             "jwtD": self.access_seconds,

@@ -164,6 +164,19 @@ class Settings(BaseSettings):
         description="with deflate on, keep each socket's compression context between messages: about 3.4x "
         "smaller single event frames, for about 40 KB more server memory per connection",
     )
+    icure_resume_window_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="an iCure client's socket (docs/icure.md) that reconnects within this long after its previous "
+        "socket dropped, with a token of the same login session and the same subscription, first receives the "
+        "events it missed; this node remembers where each dropped socket left off for this long. 0: no replay",
+    )
+    icure_resume_max_sockets: int = Field(
+        10_000,
+        ge=0,
+        description="dropped iCure sockets this node remembers for their reconnect at most; past it the oldest is "
+        "forgotten (its reconnect replays nothing)",
+    )
     opentelemetry: bool = Field(
         False,
         description="OpenTelemetry's ASGI middleware on every route: a server span and the HTTP server metrics of "

@@ -7,6 +7,10 @@ into the entity in iCure's shape, one text frame each, with no envelope. The ser
 `ws_heartbeat_seconds`, at most every `MAX_PING_SECONDS` (iCure's clients expect one within 20 s once the first
 came), and the client answers `pong`; one silent for `ws_heartbeat_timeout_seconds` is closed (4408).
 A rule broken is answered by closing the socket with a code and a reason: iCure's protocol has no error message.
+
+A reconnect gets what it missed: each socket remembers the `seq` of the last event it sent, and a socket that
+`icure.reconnects` recognises as the reconnect of one that dropped subscribes after that position, so the
+dispatcher replays the matching events written meanwhile before the live ones (docs/icure.md).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from medstream.events.subscription import Subscription
 from medstream.filters.fields import refuse_encrypted_fields
 from medstream.filters.weight import filter_weight
 from medstream.icure.mapping import health_element_out, patient_out, service_out
+from medstream.icure.reconnects import Left, ReconnectMemory, client_closed_on_purpose, reconnect_key
 from medstream.icure.shapes import IcureModel
 from medstream.icure.socket import PING, PONG, ParsedSubscription, parse_frame
 from medstream.model.common import Entity
@@ -64,54 +69,105 @@ def _wrong(entity: Entity) -> IcureModel:
 class IcureSocket:
     """One socket: its subscription's sink (a bounded queue of text frames) and its close."""
 
-    def __init__(self, websocket: WebSocket, actor: Actor, token_expires: float, queue_size: int) -> None:
+    def __init__(
+        self, websocket: WebSocket, actor: Actor, session: str | None, token_expires: float, queue_size: int
+    ) -> None:
         self.websocket = websocket
         self.actor = actor
+        self.session = session  # the login session (refresh-token family) of its token, if it names one
         self.token_expires = token_expires
         self.queue_size = queue_size
         self.subscription: Subscription | None = None
         self.weight = 0  # the subscription's filter weight, counted against the user
+        self.reconnect_key: str | None = None  # set once subscribed (icure.reconnects)
         self.last_seen = time.monotonic()
-        self._queue: deque[str] = deque()
+        self._queue: deque[tuple[int, str]] = deque()  # (seq, the frame's text)
+        self._in_flight = False  # a frame taken from the queue is being written
+        self._dropped = False  # an event handed to it was not queued (the socket was closing): never written
+        self.lost_events = False  # closed because events of its subscription are gone from the log
+        self._sent = 0  # the seq of the last frame written (from the subscription's start)
+        self._epoch: str | None = None  # the event log of those seqs; None until the subscription has a start
         self._ready = asyncio.Event()
+        self._drained = asyncio.Event()  # set when the queue is at most half full, or the socket is closing
         self.closing: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+        # The client's own close: its code and reason (None: the socket ended otherwise, or not yet).
+        self.client_close: tuple[int, str] | None = None
 
     # -- EventSink ---------------------------------------------------------------------------------------
 
     def deliver(self, frame: bytes) -> None:
         if self.closing.done():
+            self._dropped = self._dropped or is_event_frame(frame)
             return
         if not is_event_frame(frame):
             if frame.startswith(b'{"type":"gap"'):
                 # Events this subscription should have had are gone (retention): iCure's protocol cannot say so,
-                # so the socket closes and the client, reconnecting, re-reads what it needs.
+                # so the socket closes and the client, reconnecting, re-reads what it needs. Its reconnect goes on
+                # live: replaying after the loss would say nothing of it.
+                self.lost_events = True
                 self.close(CloseCode.TRY_AGAIN_LATER, "events were lost for this subscription: reconnect and re-read")
             return  # `subscribed` has no iCure counterpart
         if len(self._queue) >= self.queue_size:
+            self._dropped = True
             self.close(TooSlowError.close_code, "too slow: send queue full")
             return
         try:
             message = orjson.loads(frame)
             kind = KIND_BY_NAME[message["entityType"]]
             text = _SHAPES[kind.name](kind.model.model_validate(message["entity"])).to_icure_json().decode()
+            seq = int(message["seq"])
         except Exception:  # called by the dispatcher for every subscriber: this socket alone pays for a surprise
             log.exception("an event could not be shaped for an iCure socket")
+            self._dropped = True
             self.close(CloseCode.INTERNAL_ERROR, "internal error")
             return
-        self._queue.append(text)
+        self._queue.append((seq, text))
         self._ready.set()
 
     async def wait_for_room(self) -> int:
+        """Wait until at most half the send queue is in use (or the socket is closing); the free room. A replay
+        paces itself with this, so a reconnect that missed more events than the queue holds is not "too slow"."""
+        while not self.closing.done() and len(self._queue) > self.queue_size // 2:
+            self._drained.clear()
+            await self._drained.wait()
         return max(1, self.queue_size - len(self._queue))
+
+    def start_at(self, seq: int, epoch: str) -> None:
+        """The subscription starts after `seq` of the log `epoch`: where the socket is until it writes a frame."""
+        self._sent, self._epoch = seq, epoch
+
+    def left_at(self) -> Left | None:
+        """The position up to which every event of the log was handled for this socket: its subscription's
+        cursor when everything delivered to it was written to the connection, else the last event written (those
+        queued, being written or dropped when it ended were not). None when the subscription never had a start."""
+        if self._epoch is None:
+            return None
+        subscription = self.subscription
+        if subscription is not None and not self._queue and not self._in_flight and not self._dropped:
+            return Left(max(self._sent, subscription.cursor), self._epoch)
+        return Left(self._sent, self._epoch)
+
+    def replay_done(self, task: asyncio.Task[None]) -> None:
+        """The replay of a reconnect ended; if it failed (the database is down), the socket closes."""
+        if task.cancelled():
+            return
+        error = task.exception()
+        if isinstance(error, MedstreamError):
+            self.close(error.close_code, error.message)
+        elif error is not None:
+            log.error("icure subscription replay failed", exc_info=error)
+            self.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     # -- the socket --------------------------------------------------------------------------------------
 
     def close(self, code: int, reason: str) -> None:
         if not self.closing.done():
             self.closing.set_result((code, fit_close_reason(reason)))
+            self._drained.set()
 
     def send_text(self, text: str) -> None:
-        self._queue.append(text)
+        """Queue a frame that is no event (a ping): its seq is the last queued one's, or where the socket is."""
+        self._queue.append((self._queue[-1][0] if self._queue else self._sent, text))
         self._ready.set()
 
     async def write_loop(self) -> None:
@@ -119,11 +175,21 @@ class IcureSocket:
             await self._ready.wait()
             self._ready.clear()
             while self._queue:
-                await self.websocket.send_text(self._queue.popleft())
+                seq, text = self._queue.popleft()
+                if len(self._queue) <= self.queue_size // 2:
+                    self._drained.set()
+                self._in_flight = True
+                await self.websocket.send_text(text)
+                self._in_flight = False
+                self._sent = max(self._sent, seq)
 
     async def read_loop(self) -> None:
         while True:
-            text = await _receive_text(self.websocket)
+            try:
+                text = await _receive_text(self.websocket)
+            except WebSocketDisconnect as exc:
+                self.client_close = (exc.code, exc.reason or "")
+                raise
             self.last_seen = time.monotonic()
             if parse_frame(text) != PONG:
                 raise ValidationError("one subscription per socket: open another socket for another subscription")
@@ -172,10 +238,12 @@ def _token_of(websocket: WebSocket) -> str:
 
 
 class IcureSockets:
-    """The iCure sockets of this node: serving them, counting them, closing them at shutdown."""
+    """The iCure sockets of this node: serving them, counting them, closing them at shutdown, and recognising
+    the reconnect of one that dropped (`reconnects`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, reconnects: ReconnectMemory) -> None:
         self.sockets: set[IcureSocket] = set()
+        self.reconnects = reconnects
         self._going_away = False
 
     @property
@@ -219,10 +287,14 @@ class IcureSockets:
         actor = state.tokens.actor(token)
         await state.actors.check(actor)
         limits = state.hub.limits
-        return IcureSocket(websocket, actor, float(claims["exp"]), limits.send_queue)
+        session = claims.get("fam")
+        return IcureSocket(
+            websocket, actor, session if isinstance(session, str) else None, float(claims["exp"]), limits.send_queue
+        )
 
-    async def _subscribe(self, state: ServerState, socket: IcureSocket) -> None:
-        """Read the subscription frame and register it with the dispatcher, live from the log's head."""
+    async def _subscribe(self, state: ServerState, socket: IcureSocket) -> bool:
+        """Read the subscription frame and register it with the dispatcher: after where the socket it reconnects
+        left off, or live from the log's head. True when it must replay before it goes live."""
         limits = state.hub.limits
         try:
             async with asyncio.timeout(limits.auth_timeout):
@@ -248,18 +320,48 @@ class IcureSockets:
         )
         socket.subscription = subscription
         socket.weight = weight
-        await state.dispatcher.register(subscription, None, None)
-        log.info("icure subscription %s to %s events", subscription.id, parsed.entity_type)
+        left: Left | None = None
+        if socket.session is not None:
+            socket.reconnect_key = reconnect_key(socket.actor.user_id, socket.session, parsed.identity)
+            left = self.reconnects.opened(socket.reconnect_key, time.monotonic())
+        after, epoch = None, None
+        if left is not None:
+            after, epoch = left.seq, left.epoch
+            socket.start_at(left.seq, left.epoch)  # kept for the next reconnect if the registering fails
+        replay = await state.dispatcher.register(subscription, after, epoch)
+        # Where the subscription starts: after `left` for a replay, else the head (or where a gap put it).
+        socket.start_at(subscription.cursor, state.dispatcher.epoch)
+        if left is None:
+            log.info("icure subscription %s to %s events", subscription.id, parsed.entity_type)
+        elif socket.closing.done():  # the dispatcher could not honour the position (a gap): the socket closes
+            log.warning(
+                "icure subscription %s reconnects after seq %s of epoch %s, which cannot be replayed: %s",
+                subscription.id,
+                left.seq,
+                left.epoch,
+                socket.closing.result()[1],
+            )
+        else:
+            log.info(
+                "icure subscription %s to %s events reconnects: replaying after seq %s",
+                subscription.id,
+                parsed.entity_type,
+                left.seq,
+            )
+        return replay
 
     async def _run(self, state: ServerState, socket: IcureSocket) -> None:
         tasks: list[asyncio.Task[None]] = []
         limits = state.hub.limits
         try:
+            replay = False
             try:
-                await self._subscribe(state, socket)
+                replay = await self._subscribe(state, socket)
             except MedstreamError as exc:
                 socket.close(exc.close_code, exc.message)
             if not socket.closing.done():
+                subscription = socket.subscription
+                assert subscription is not None
                 tasks = [
                     asyncio.create_task(socket.write_loop()),
                     asyncio.create_task(socket.read_loop()),
@@ -270,6 +372,10 @@ class IcureSockets:
                     ),
                 ]
                 waited: set[asyncio.Future[Any]] = {*tasks, socket.closing}
+                if replay:  # beside the other tasks: a long replay, paced by the client, must not stop its pongs
+                    replaying = asyncio.create_task(state.dispatcher.replay(subscription))
+                    replaying.add_done_callback(socket.replay_done)
+                    tasks.append(replaying)
                 await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
                 for task in tasks:
                     if task.done() and not task.cancelled():
@@ -293,8 +399,20 @@ class IcureSockets:
             if subscription is not None:
                 state.dispatcher.remove(subscription)
                 state.hub.quotas.remove_subscription(socket.actor.user_id, socket.weight)
+            self._remember(socket)
             if socket.closing.done():
                 await _close(socket.websocket, *socket.closing.result())
+
+    def _remember(self, socket: IcureSocket) -> None:
+        """Where an ended socket left off, for its reconnect; nothing when its client closed it on purpose, or when
+        it was closed for events lost (its client re-reads)."""
+        key = socket.reconnect_key
+        if key is None:
+            return
+        closed = socket.client_close
+        on_purpose = closed is not None and client_closed_on_purpose(*closed)
+        resumable = not on_purpose and not socket.lost_events
+        self.reconnects.ended(key, socket.left_at() if resumable else None, time.monotonic())
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
