@@ -10,7 +10,10 @@ not for comparing with other machines. Needs valgrind (`apt-get install valgrind
 
 Steps: `validate` (a batch body, JSON to models, as the batch route does), `prepare` (`_prepare_create`: id,
 rev, readers, the stored copy), `rows` (`_rows_of`: row, terms, readers, JSON document, event), `document`
-(an entity's JSON alone), `event` (the SDK's parse of an event message). Asked for by name only (`--steps
+(an entity's JSON alone), `event` (the SDK's parse of an event message), `sdk-event` and `sdk-event-encrypted`
+(an event message through the SDK's event stream to a subscription's callback, a data sample in clear, or
+encrypted and decrypted on the way: a new entity under exchange data already open, its key unwrapped). Asked
+for by name only (`--steps
 rest-write,rest-read`): whole REST requests, one per "sample", through the app in the process (bench.request_cpu's
 write and read); every thread is counted, the SQLite writer thread's statements and COMMIT included.
 """
@@ -32,7 +35,7 @@ from bench.clients import sample_body
 from bench.report import Progress, Report, Table, base_parser, cli
 
 NAME = "instructions"
-STEPS = ("validate", "prepare", "rows", "document", "event")
+STEPS = ("validate", "prepare", "rows", "document", "event", "sdk-event", "sdk-event-encrypted")
 # Whole REST requests through the app (bench.request_cpu's), counted only when asked for: their set-up (the app,
 # its database, a login) takes minutes under valgrind.
 REST_STEPS = ("rest-write", "rest-read")
@@ -53,6 +56,8 @@ def step(name: str, samples: int) -> Callable[[], object]:
     """One pass of step `name` over `samples` data samples, set up (the set-up is not part of the pass)."""
     if name in REST_STEPS:
         return _rest_step(name, samples)
+    if name.startswith("sdk-event"):
+        return _sdk_event_step(samples, encrypted=name == "sdk-event-encrypted")
     import orjson
     from pydantic import TypeAdapter
 
@@ -82,6 +87,93 @@ def step(name: str, samples: int) -> Callable[[], object]:
         "event": lambda: [parse_event_message(f) for f in frames],
     }
     return passes[name]
+
+
+def _sdk_event_step(samples: int, *, encrypted: bool) -> Callable[[], object]:
+    """`samples` event messages of data samples through the SDK's event stream (`EventStream._on_message`, the
+    socket's text as read) to a subscription's callback, as an SDK subscriber handles them. Encrypted: each
+    sample a new entity under exchange data already open (its key unwrapped, its `encryptedSelf` decrypted, as
+    for a stream of creations); the keys unwrapped in a pass are forgotten before the next."""
+    import asyncio
+
+    import orjson
+
+    from bench.crypto import ENCRYPTED_FIELDS
+    from medstream.crypto import DataOwnerKeyPair, EntityKey, KeyStore, create_exchange_data, encrypt_fields
+    from medstream.crypto.state import CryptoState
+    from medstream.events.client_state import SubscriptionState
+    from medstream.events.protocol import EventFrameTemplate
+    from medstream.events.types import EventType
+    from medstream.model import DataSample
+    from medstream.sdk.crypto_api import CryptoApi
+    from medstream.sdk.delivery import Delivery
+    from medstream.sdk.event_stream import EventStream
+    from medstream.sdk.subscription_types import SubscriptionOptions
+    from medstream.sdk.transport import Transport
+
+    owner, keys = "hcp-1", DataOwnerKeyPair.generate(1)
+    state = CryptoState(KeyStore(owner, [keys]), {"DataSample": tuple(ENCRYPTED_FIELDS)})
+    state.check_published(owner, [keys.public])
+    exchange, _ = create_exchange_data("ed-self", owner, owner, [keys], [keys.public])
+    state.open(exchange)
+    documents = []
+    for i in range(samples):
+        wire = {**sample_body("INSTRUCTIONS", f"sample {i}"), "id": f"ds-{i}", "rev": "1-a", "responsible": owner}
+        if encrypted:
+            key = EntityKey.generate()
+            wire = encrypt_fields(
+                state.with_own_delegation("DataSample", wire, key), "DataSample", ENCRYPTED_FIELDS, key
+            )
+        documents.append(orjson.dumps(DataSample.model_validate(wire).to_json_dict()))
+    state.entity_keys.clear()
+
+    loop = asyncio.new_event_loop()
+    transport = Transport("http://127.0.0.1:9", "bench", "bench")
+    crypto = CryptoApi(transport, state, Path(tempfile.gettempdir()) / "medstream-instructions-keys")
+    received: list[DataSample] = []
+
+    async def set_up() -> EventStream:
+        stream = EventStream(transport, SubscriptionOptions())
+        subscription = SubscriptionState("s", "DataSample", ["CREATE"], None)
+        stream.state.add(subscription)
+        delivery: Delivery[DataSample] = Delivery(
+            subscription,
+            DataSample,
+            received.append,
+            max_pending=samples + 1,
+            hold=lambda _id: None,
+            release=lambda _id: None,
+            decryptor=crypto.decryptor("DataSample") if encrypted else None,
+        )
+        stream.deliveries["s"] = delivery
+        stream._on_message(orjson.dumps({"type": "subscribed", "id": "s", "position": 0, "epoch": "e"}).decode())
+        return stream
+
+    stream = loop.run_until_complete(set_up())
+
+    async def end() -> None:
+        stream.deliveries["s"].closed("done")
+        await asyncio.sleep(0)
+
+    def close() -> None:
+        loop.run_until_complete(end())
+        loop.close()
+
+    _CLOSE.append(close)
+    seq = 0
+
+    def one_pass() -> None:
+        nonlocal seq
+        state.entity_keys.clear()
+        frames = []
+        for document in documents:
+            seq += 1
+            frames.append(EventFrameTemplate(seq, EventType.CREATE, "DataSample", document).for_subscription("s"))
+        for frame in frames:
+            stream._on_message(frame.decode())
+        assert len(received) == seq, f"{seq - len(received)} events did not reach the callback"
+
+    return one_pass
 
 
 def _rest_step(name: str, requests: int) -> Callable[[], object]:

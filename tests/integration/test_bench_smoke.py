@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,20 @@ def test_each_step_bench_instructions_counts_runs_on_the_current_code(name: str)
 
     results = step(name, 5)()
     assert isinstance(results, list) and len(results) == 5 and all(r is not None for r in results)
+
+
+@pytest.mark.parametrize("name", ["sdk-event", "sdk-event-encrypted"])
+def test_bench_instructions_sdk_event_steps_bring_each_event_to_the_callback(name: str) -> None:
+    # Two passes in a child as the command runs them (without valgrind): a pass checks that each of its events
+    # reached the callback (decrypted, for the encrypted step, with the keys of the pass before forgotten).
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.instructions", "--child", name, "5", "2"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0 and not done.stderr, done.stderr
 
 
 @pytest.mark.timeout(300)

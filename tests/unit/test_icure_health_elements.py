@@ -179,15 +179,21 @@ def test_the_subscription_frames_cardinal_sends_are_parsed_with_deletes() -> Non
     """cardinal asks for CREATE and UPDATE; iCure deletes by an update that sets deletionDate, so the subscription
     receives Medstream's DELETE events too (the health element with its deletionDate)."""
     with_deletes = frozenset({EventType.CREATE, EventType.UPDATE, EventType.DELETE})
-    assert parse_frame(json.dumps(FOR_SELF)) == ParsedSubscription(
-        "HealthcareElement", with_deletes, HealthcareElementByHealthcarePartyFilter(hcp_id=HCP)
+    for_self = parse_frame(json.dumps(FOR_SELF))
+    assert isinstance(for_self, ParsedSubscription)
+    assert (for_self.entity_type, for_self.event_types, for_self.filter) == (
+        "HealthcareElement",
+        with_deletes,
+        HealthcareElementByHealthcarePartyFilter(hcp_id=HCP),
     )
-    by_tag = {**FOR_SELF, "filter": {"filter": BY_TAG_FILTER, "predicate": None}}
-    assert parse_frame(json.dumps(by_tag)) == ParsedSubscription(
+    by_tag = parse_frame(json.dumps({**FOR_SELF, "filter": {"filter": BY_TAG_FILTER, "predicate": None}}))
+    assert isinstance(by_tag, ParsedSubscription)
+    assert (by_tag.entity_type, by_tag.event_types, by_tag.filter) == (
         "HealthcareElement",
         with_deletes,
         HealthcareElementByHealthcarePartyLabelCodeFilter(healthcare_party_id=HCP, tag_type="IC-TEST", tag_code="TEST"),
     )
+    assert for_self.identity != by_tag.identity, "another filter: another subscription"
     creates = parse_frame(json.dumps({**FOR_SELF, "eventTypes": ["CREATE"]}))
     assert isinstance(creates, ParsedSubscription) and creates.event_types == frozenset({EventType.CREATE})
     with pytest.raises(ValidationError, match="selects HealthcareElements, not DataSamples"):

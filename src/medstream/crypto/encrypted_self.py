@@ -16,7 +16,7 @@ import orjson
 
 from medstream.crypto.aead import open_sealed, seal
 from medstream.crypto.entity_keys import EntityKey
-from medstream.crypto.suite import KID_SIZE, NONCE_SIZE, TAG_SIZE, ctx, frame, unframe
+from medstream.crypto.suite import KID_SIZE, NONCE_SIZE, TAG_SIZE, ctx, frame, payload_head, unframe
 from medstream.errors import DecryptionError
 
 ENCRYPTED_SELF = "encryptedSelf"
@@ -60,7 +60,7 @@ def encrypted_self_kid(wire: Mapping[str, Any], entity_type: str = "entity") -> 
     if blob is None:
         return None
     what = f"{entity_type} {wire.get('id')}: encryptedSelf"
-    return unframe(blob, what, min_length=KID_SIZE + NONCE_SIZE + TAG_SIZE)[:KID_SIZE]
+    return payload_head(blob, what, KID_SIZE, min_length=KID_SIZE + NONCE_SIZE + TAG_SIZE)
 
 
 def decrypt_fields(

@@ -284,14 +284,16 @@ class CryptoState:
 
     # -- content ------------------------------------------------------------------------------------------
 
-    def decrypt(self, entity_type: str, wire: Mapping[str, Any]) -> dict[str, Any]:
-        """The entity with its `encryptedSelf` merged back. DecryptionError when no delegation to this data
+    def decrypt(self, entity_type: str, wire: Mapping[str, Any], key: EntityKey | None = None) -> dict[str, Any]:
+        """The entity with its `encryptedSelf` merged back, with `key` when it is the one (`entity_key`'s answer,
+        already found), else the one its delegations carry. DecryptionError when no delegation to this data
         owner carries its key (after the exchange data `missing_exchange_data` names was opened), or when the
         content does not decrypt."""
         kid = encrypted_self_kid(wire, entity_type)
         if kid is None:
             return dict(wire)
-        key = self.entity_key(entity_type, wire, kid)
+        if key is None or key.kid != kid:
+            key = self.entity_key(entity_type, wire, kid)
         if key is None:
             raise DecryptionError(
                 f"{entity_type} {wire.get('id')}: no delegation to {self.data_owner_id} carries its key "

@@ -233,13 +233,14 @@ class CryptoApi:
         DecryptionError when it cannot be decrypted."""
         if wire.get(ENCRYPTED_SELF) is None:
             return dict(wire)
-        if self.state.entity_key(entity_type, wire) is None and any(
+        key = self.state.entity_key(entity_type, wire)
+        if key is None and any(
             not self.exchange_data.is_refused(exchange_data_id)
             for made_by_self in (False, True)
             for exchange_data_id in self.state.missing_exchange_data(wire, made_by_self=made_by_self)
         ):
             return None
-        return self.state.decrypt(entity_type, wire)
+        return self.state.decrypt(entity_type, wire, key)
 
     async def decrypt(self, entity_type: str, wire: Mapping[str, Any]) -> dict[str, Any]:
         """The entity with its encrypted fields merged back; DecryptionError when this data owner cannot, saying
