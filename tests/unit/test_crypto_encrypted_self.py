@@ -86,6 +86,22 @@ def test_an_unknown_suite_is_named() -> None:
         decrypt_fields({**encrypted(), ENCRYPTED_SELF: base64.b64encode(raw).decode()}, "DataSample", KEYS)
 
 
+def test_the_key_id_is_read_from_the_start_of_the_blob_and_the_rest_is_checked_when_it_is_opened() -> None:
+    wire = {**encrypted(), ENCRYPTED_SELF: FROZEN}
+    assert encrypted_self_kid(wire, "DataSample") == ENTITY_KEY.kid
+    damaged = {**wire, ENCRYPTED_SELF: FROZEN[:40] + "!" + FROZEN[41:]}
+    assert encrypted_self_kid(damaged, "DataSample") == ENTITY_KEY.kid, "the kid's own characters are intact"
+    with pytest.raises(DecryptionError, match="DataSample ds-1: encryptedSelf: not valid base64"):
+        decrypt_fields(damaged, "DataSample", KEYS)
+    raw = bytearray(base64.b64decode(FROZEN))
+    raw[0] = 0x07
+    with pytest.raises(DecryptionError, match="unknown suite 0x07"):
+        encrypted_self_kid({**wire, ENCRYPTED_SELF: base64.b64encode(raw).decode()}, "DataSample")
+    for short in (FROZEN[:48], FROZEN[:5], 42):  # under a blob's least length, or not text: said as when opened
+        with pytest.raises(DecryptionError, match="DataSample ds-1: encryptedSelf: "):
+            encrypted_self_kid({**wire, ENCRYPTED_SELF: short}, "DataSample")
+
+
 JSON_VALUES = st.recursive(
     st.none()
     | st.booleans()
