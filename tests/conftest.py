@@ -20,6 +20,7 @@ from medstream.sdk import MedTechApi
 from medstream.server import security
 from medstream.server.runner import start_server
 from medstream.server.settings import Settings
+from tests.locks import machine_slot
 
 PG_HOST = os.environ.get("MEDSTREAM_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("MEDSTREAM_TEST_PG_PORT", "5432"))
@@ -29,6 +30,21 @@ ADMIN_LOGIN = "admin"
 ADMIN_PASSWORD = "admin-password-for-tests"
 
 _pg_unreachable: str | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "exclusive: runs while no other test of any worker (or of another run on the machine) runs (tests/locks.py)",
+    )
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """Each test holds the machine's test slot from its setup to its teardown (the fixtures of wider scope that
+    it starts or ends included): shared, or whole for a test marked `exclusive`."""
+    with machine_slot(exclusive=item.get_closest_marker("exclusive") is not None):
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)

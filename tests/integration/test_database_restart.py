@@ -30,6 +30,9 @@ from tests.conftest import (
 )
 from tests.integration.events_support import node
 
+# It restarts the PostgreSQL cluster every other test of the machine uses: it runs while none runs.
+pytestmark = pytest.mark.exclusive
+
 PG_CTLCLUSTER = shutil.which("pg_ctlcluster")
 CLUSTER_VERSIONS = sorted(p.name for p in Path("/etc/postgresql").iterdir()) if Path("/etc/postgresql").is_dir() else []
 

@@ -40,6 +40,7 @@ import pytest_asyncio
 
 from medstream.model import HealthcareProfessional, User
 from tests.conftest import RunningServer, serve
+from tests.locks import one_at_a_time
 
 CARDINAL_VERSION = "2.14.0"
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,19 +65,20 @@ def cardinal_python() -> Path:
     """The Python of a virtual environment holding cardinal-sdk, made once (it is 148 MB to install)."""
     python = VENV / "bin" / "python"
     ready = VENV / "installed"
-    if ready.exists():
+    with one_at_a_time(VENV.with_name(f"{VENV.name}.lock")):  # the suite's workers wait for the one installing
+        if ready.exists():
+            return python
+        base = _python_312()
+        if base is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail("cardinal-sdk needs Python 3.12, and pyenv has none (~/.pyenv/versions/3.12*)")
+            pytest.skip("cardinal-sdk needs Python 3.12, and pyenv has none (~/.pyenv/versions/3.12*)")
+        subprocess.run([str(base), "-m", "venv", "--clear", str(VENV)], check=True, capture_output=True)
+        install = [str(python), "-m", "pip", "install", "--quiet", f"cardinal-sdk=={CARDINAL_VERSION}"]
+        done = subprocess.run(install, capture_output=True, text=True)
+        assert done.returncode == 0, f"installing cardinal-sdk failed:\n{done.stdout}\n{done.stderr}"
+        ready.write_text(CARDINAL_VERSION)
         return python
-    base = _python_312()
-    if base is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("cardinal-sdk needs Python 3.12, and pyenv has none (~/.pyenv/versions/3.12*)")
-        pytest.skip("cardinal-sdk needs Python 3.12, and pyenv has none (~/.pyenv/versions/3.12*)")
-    subprocess.run([str(base), "-m", "venv", "--clear", str(VENV)], check=True, capture_output=True)
-    install = [str(python), "-m", "pip", "install", "--quiet", f"cardinal-sdk=={CARDINAL_VERSION}"]
-    done = subprocess.run(install, capture_output=True, text=True)
-    assert done.returncode == 0, f"installing cardinal-sdk failed:\n{done.stdout}\n{done.stderr}"
-    ready.write_text(CARDINAL_VERSION)
-    return python
 
 
 async def _run_once(python: Path, script: Path, config: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:

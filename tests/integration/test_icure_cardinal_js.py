@@ -33,6 +33,7 @@ from tests.integration.test_icure_cardinal import (
     default_server,
     new_doctor,
 )
+from tests.locks import one_at_a_time
 
 __all__ = ["default_server"]  # the fixture, shared with the Python client's test
 
@@ -62,12 +63,14 @@ def cardinal_js() -> tuple[str, Path]:
         pytest.skip("the JavaScript cardinal-sdk needs node and npm on the PATH")
     node, npm = tools
     ready = INSTALL / "installed"
-    if not ready.exists():
-        INSTALL.mkdir(parents=True, exist_ok=True)
-        install = [npm, "install", "--prefix", str(INSTALL), "--no-audit", "--no-fund"]
-        done = subprocess.run([*install, f"@icure/cardinal-sdk@{CARDINAL_JS_VERSION}"], capture_output=True, text=True)
-        assert done.returncode == 0, f"installing @icure/cardinal-sdk failed:\n{done.stdout}\n{done.stderr}"
-        ready.write_text(CARDINAL_JS_VERSION)
+    with one_at_a_time(INSTALL.with_name(f"{INSTALL.name}.lock")):  # the suite's workers wait for the one installing
+        if not ready.exists():
+            INSTALL.mkdir(parents=True, exist_ok=True)
+            install = [npm, "install", "--prefix", str(INSTALL), "--no-audit", "--no-fund"]
+            package = f"@icure/cardinal-sdk@{CARDINAL_JS_VERSION}"
+            done = subprocess.run([*install, package], capture_output=True, text=True)
+            assert done.returncode == 0, f"installing @icure/cardinal-sdk failed:\n{done.stdout}\n{done.stderr}"
+            ready.write_text(CARDINAL_JS_VERSION)
     return node, INSTALL
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import ADMIN_LOGIN, ADMIN_PASSWORD
 from tests.integration.cluster import running_nodes
@@ -104,6 +105,7 @@ async def _windows(client: httpx.AsyncClient, token: str) -> list[float]:
     return [await _reads_per_second(client, token) for _ in range(ROUNDS)]
 
 
+@pytest.mark.exclusive  # the reads with and without the flood are compared: no other test's load in between
 async def test_a_login_flood_from_one_address_leaves_other_users_their_reads_and_logins(tmp_path: Path) -> None:
     """The reads under the flood are compared with those before it and after it, so that a change of the
     machine's other load weighs on both sides alike. They are measured once the flooding address is throttled:

@@ -24,6 +24,7 @@ from medstream.errors import CloseCode, ConflictError, ValidationError
 from medstream.icure.reconnects import ReconnectMemory
 from medstream.model.entities import KIND_BY_NAME
 from medstream.model.user import User
+from medstream.server import security
 from medstream.server.actors import ActorValidator
 from medstream.server.body_limit import BodySizeLimit
 from medstream.server.dispatcher import Dispatcher
@@ -208,6 +209,7 @@ def create_app(settings: Settings | None = None) -> MedstreamApp:
 
     @asynccontextmanager
     async def lifespan(app: MedstreamApp) -> AsyncIterator[None]:
+        await asyncio.to_thread(security.unknown_login_hash)  # the first unknown login waits for no extra hash
         state = await open_state(settings)
         if metrics is not None:
             metrics.bind(state)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,8 +22,14 @@ _hasher = PasswordHasher()
 # The authentication class of a token from a password login, as iCure's clients read it (`tac`): they refuse a
 # login token without one.
 PASSWORD_AUTHENTICATION_CLASS = 20
-# Verified against when a login is unknown, so that the answer takes as long as for a wrong password.
-_DUMMY_HASH = _hasher.hash(uuid.uuid4().hex)
+
+
+@functools.cache
+def unknown_login_hash() -> str:
+    """Verified against when a login is unknown, so that the answer takes as long as for a wrong password. Made
+    when the server starts (or at the first unknown login), not when the module loads: every command of the CLI
+    imports this module, and a hash at argon2's production cost is a tenth of a second or more of CPU."""
+    return _hasher.hash(uuid.uuid4().hex)
 
 
 async def hash_password(password: str) -> str:
@@ -32,7 +39,7 @@ async def hash_password(password: str) -> str:
 async def verify_password(password_hash: str | None, password: str) -> bool:
     def verify() -> bool:
         try:
-            return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+            return _hasher.verify(password_hash or unknown_login_hash(), password) and password_hash is not None
         except (VerificationError, InvalidHashError):
             return False
 
