@@ -423,16 +423,7 @@ async def test_patient_events_reach_an_icure_subscriber_with_deletes(
         assert (await v2.client.post("/rest/v2/patient", json=body)).status_code == 200
         return patient_id
 
-    probes: set[str] = set()
-    for _ in range(20):  # until the subscription is live (its frame is not acknowledged)
-        probes.add(await create())
-        try:
-            async with asyncio.timeout(0.5):
-                first = json.loads(await socket.recv())
-                break
-        except TimeoutError:
-            continue
-    assert first["id"] in probes
+    probes = await _probed(socket, create)
     stranger = await new_professional()
     await stranger.api.patient_api.create_or_modify_patient(Patient(first_name="Other"))  # not shared: no event
     created = await create()
@@ -571,20 +562,6 @@ async def test_bulk_share_follows_the_delegation_rules(
     _icure_error(await v2.client.put("/rest/v2/contact/bulkSharedMetadataUpdate", json={"requestsByEntityId": 3}), 400)
 
 
-async def _live(socket: ClientConnection, write: Any, probes: set[str]) -> None:
-    """`write()` until one of `probes`, the ids it wrote, comes back on `socket`: its subscription is then live
-    (iCure's protocol does not acknowledge it)."""
-    for _ in range(20):
-        probes.add(await write())
-        try:
-            async with asyncio.timeout(0.5):
-                assert json.loads(await socket.recv())["id"] in probes
-                return
-        except TimeoutError:
-            continue
-    raise AssertionError("no event reached the iCure socket")
-
-
 async def _frames_until(socket: ClientConnection, probes: set[str], last: tuple[str, str]) -> list[dict[str, Any]]:
     """The frames after the probes, up to the one with the id and rev `last`."""
     frames: list[dict[str, Any]] = []
@@ -640,7 +617,7 @@ async def test_health_elements_through_the_v2_api(
 
     probes: set[str] = set()
     for socket in sockets.values():
-        await _live(socket, probe, probes)
+        await _probed(socket, probe, probes)
 
     untagged_id = str(uuid.uuid4())
     untagged = await v2.client.post("/rest/v2/helement", json={**base, "id": untagged_id, "tags": []})
@@ -769,20 +746,20 @@ async def test_a_default_server_names_in_icures_terms_the_fields_it_requires_enc
         await _closed_with(socket, 4400, "names is encrypted, the server cannot read it")
 
 
-async def _probed(socket: ClientConnection, write: Any) -> set[str]:
-    """Write probes (`write()` returns the probe's id) until one comes back: the subscription is then live (its
-    frame is not acknowledged). The ids of the probes written."""
-    probes: set[str] = set()
+async def _probed(socket: ClientConnection, write: Any, probes: set[str] | None = None) -> set[str]:
+    """Write probes (`write()` returns the probe's id) until one comes back on `socket`: its subscription is then
+    live (iCure's protocol does not acknowledge it). The ids of the probes written, added to `probes` when given
+    (the probes of several sockets subscribed alike reach each of them)."""
+    probes = set() if probes is None else probes
     for _ in range(20):
         probes.add(await write())
         try:
             async with asyncio.timeout(0.5):
-                first = json.loads(await socket.recv())
-                break
+                assert json.loads(await socket.recv())["id"] in probes
+                return probes
         except TimeoutError:
             continue
-    assert first["id"] in probes
-    return probes
+    raise AssertionError("no event reached the iCure socket")
 
 
 async def _frames_up_to(socket: ClientConnection, last: str, ignored: set[str]) -> list[dict[str, Any]]:
