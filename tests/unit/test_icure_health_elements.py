@@ -22,22 +22,8 @@ from medstream.icure.encryption import ICURE_ENCRYPTED_FIELDS, refuse_clear_fiel
 from medstream.icure.filters import medstream_filter
 from medstream.icure.socket import ParsedSubscription, parse_frame
 from medstream.model import CodingReference, HealthcareElement
+from tests.unit.test_icure import HCP, METADATA, TAG
 
-HCP = "hcp-1"
-METADATA: dict[str, Any] = {
-    "secureDelegations": {
-        "a" * 64: {
-            "delegator": HCP,
-            "delegate": HCP,
-            "secretIds": ["c2VjcmV0"],
-            "encryptionKeys": ["a2V5"],
-            "owningEntityIds": ["cGF0aWVudA=="],
-            "exchangeDataId": "ed-1",
-            "permissions": "WRITE",
-        }
-    }
-}
-TAG = {"id": "IC-TEST|TEST|1", "type": "IC-TEST", "code": "TEST", "version": "1"}
 # What cardinal-sdk 2.14.0 sends: the subscription frames of HealthElementFilters.all_health_elements_for_self()
 # and .by_tag_for_self("IC-TEST", "TEST"), and the health element it creates (empty fields as it sends them).
 FOR_SELF: dict[str, Any] = {
