@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
+
 from medstream.crypto import EntityKey, decrypt_fields, encrypt_fields, encrypted_self_kid
 from medstream.events.client_state import ClientState, Gap, GapFound, RetryPolicy, Subscribed, SubscriptionState
 from medstream.events.resume import Position
@@ -154,4 +156,10 @@ async def test_encrypted_events_are_decrypted_in_seq_order_and_one_that_fails_is
     assert seen[2].startswith("error 13: event 13: Patient p13: encryptedSelf: no key for kid")
     assert seen[4].startswith("error None: event 15: decrypted entity does not parse") and seen[5] == "name 16"
     assert delivery.position == Position(16, "e")
+    # An encrypted event of a type this SDK does not know fails before its seq is taken, so that the stream's
+    # report of it as unreadable reaches the error handlers.
+    with pytest.raises(ValueError):
+        delivery.event(17, "PURGE", _encrypted(17, now))
+    delivery.unreadable_event(17, ValueError("'PURGE' is not a valid EventType"))
+    assert seen[-1].startswith("error None: event 17: the message cannot be read")
     delivery.closed("done")

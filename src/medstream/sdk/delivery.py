@@ -178,9 +178,10 @@ class Delivery(Generic[E]):
         """An event read as plain JSON: its entity is decrypted, when it is encrypted and this subscription
         decrypts, then parsed here, in one validation."""
         if self._decryptor is not None and entity.get(ENCRYPTED_SELF) is not None:
+            kind = EventType(event_type)  # an event type this SDK does not know fails before its seq is taken
             if self.is_closed or not self.tracker.accept(seq):
                 return
-            self._decrypt(seq, EventType(event_type), entity)
+            self._decrypt(seq, kind, entity)
             return
         try:
             parsed = self._model.model_validate(entity)
