@@ -65,7 +65,9 @@ async def _render(browser: Any, url: str, ready: str) -> tuple[Any, list[str]]:
     requests: list[Any] = []
     page.on("request", lambda request: requests.append(request))
     await page.goto(url, wait_until="load")
-    await page.wait_for_function(ready, timeout=RENDER_TIMEOUT_MS)
+    # As a function: Playwright then calls it on each poll, where a bare expression would be evaluated from its
+    # text each time, which the page's Content-Security-Policy (no 'unsafe-eval') refuses once polling starts.
+    await page.wait_for_function(f"() => {ready}", timeout=RENDER_TIMEOUT_MS)
     await page.wait_for_load_state("networkidle")
     return page, [r.url for r in requests if not _blocked_by_policy(r.failure)]
 
