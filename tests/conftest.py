@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -191,6 +192,33 @@ async def admin_api(server: RunningServer) -> AsyncIterator[MedTechApi]:
     api = await server.api(server.admin_login, server.admin_password)
     yield api
     await api.close()
+
+
+@dataclass(frozen=True)
+class Doctor:
+    id: str
+    login: str
+    password: str
+
+    def config(self, server: RunningServer, storage: Path, encryption: str = "server") -> dict[str, Any]:
+        return {"url": server.url, "login": self.login, "password": self.password, "storage": str(storage),
+                "encryption": encryption}  # fmt: skip
+
+
+async def new_doctor(server: RunningServer) -> Doctor:
+    """A professional and their user, made by the admin the Medstream way (on a server of a test's own, where the
+    `new_professional` fixture's session server is not the one)."""
+    admin = await server.api(server.admin_login, server.admin_password)
+    try:
+        hcp = await admin.healthcare_professional_api.create_or_modify_healthcare_professional(
+            HealthcareProfessional(first_name="Jane", last_name="Doe")
+        )
+        assert hcp.id is not None
+        login, password = f"hcp-{uuid.uuid4().hex[:10]}", f"pw-{uuid.uuid4().hex}"
+        await admin.user_api.create_or_modify_user(User(login=login, healthcare_party_id=hcp.id, password=password))
+    finally:
+        await admin.close()
+    return Doctor(hcp.id, login, password)
 
 
 @dataclass

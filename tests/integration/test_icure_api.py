@@ -20,8 +20,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from medstream.icure import shapes as ic
-from medstream.model import CodingReference, Content, DataSample, HealthcareProfessional, Patient, User
-from tests.conftest import Professional, ProfessionalFactory, RunningServer, serve
+from medstream.model import CodingReference, Content, DataSample, Patient
+from tests.conftest import Professional, ProfessionalFactory, RunningServer, new_doctor, serve
 
 TAG = {"id": "IC-TEST|TEST|1", "type": "IC-TEST", "code": "TEST", "version": "1"}
 KEY = "b" * 64
@@ -385,16 +385,11 @@ async def test_a_medstream_write_reaches_an_icure_subscriber_in_icures_shape(
 async def test_the_server_pings_and_closes_a_socket_that_never_answers(tmp_path: Path) -> None:
     # Heartbeats shortened (backend-independent: SQLite only); iCure's clients answer each ping with pong.
     async with serve("sqlite", tmp_path, ws_heartbeat_seconds=0.2, ws_heartbeat_timeout_seconds=1.5) as server:
-        admin = await server.api(server.admin_login, server.admin_password)
-        hcp = await admin.healthcare_professional_api.create_or_modify_healthcare_professional(
-            HealthcareProfessional(first_name="Jane", last_name="Doe")
-        )
-        login, password = f"hcp-{uuid.uuid4().hex[:10]}", f"pw-{uuid.uuid4().hex}"
-        await admin.user_api.create_or_modify_user(User(login=login, healthcare_party_id=hcp.id, password=password))
-        await admin.close()
+        hcp = await new_doctor(server)
         async with httpx.AsyncClient(base_url=server.url) as client:
-            token = (await client.post("/rest/v2/auth/login", json={"username": login, "password": password})).json()
-        assert hcp.id is not None
+            token = (
+                await client.post("/rest/v2/auth/login", json={"username": hcp.login, "password": hcp.password})
+            ).json()
         answering = await _socket(server, token["token"])
         await answering.send(_frame(hcp.id))
         silent = await _socket(server, token["token"])
@@ -705,15 +700,9 @@ async def test_a_default_server_names_in_icures_terms_the_fields_it_requires_enc
         assert {"descr", "location", "identifier"} == set(icure["Contact"])
         assert {"formIds", "identifier", "comment"} <= set(icure["Service"]) and "content" not in icure["Service"]
 
-        admin = await server.api(server.admin_login, server.admin_password)
-        hcp = await admin.healthcare_professional_api.create_or_modify_healthcare_professional(
-            HealthcareProfessional(first_name="Jane", last_name="Doe")
-        )
-        assert hcp.id is not None
-        login, password = f"hcp-{uuid.uuid4().hex[:10]}", f"pw-{uuid.uuid4().hex}"
-        await admin.user_api.create_or_modify_user(User(login=login, healthcare_party_id=hcp.id, password=password))
-        await admin.close()
-        token = (await client.post("/rest/v2/auth/login", json={"username": login, "password": password})).json()
+        hcp = await new_doctor(server)
+        login = {"username": hcp.login, "password": hcp.password}
+        token = (await client.post("/rest/v2/auth/login", json=login)).json()
         client.headers["Authorization"] = f"Bearer {token['token']}"
 
         patient_id = str(uuid.uuid4())

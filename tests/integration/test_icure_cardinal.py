@@ -28,9 +28,7 @@ import contextlib
 import json
 import os
 import subprocess
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +36,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from medstream.model import HealthcareProfessional, User
-from tests.conftest import RunningServer, serve
+from tests.conftest import Doctor, RunningServer, new_doctor, serve
 from tests.locks import one_at_a_time
 
 CARDINAL_VERSION = "2.14.0"
@@ -122,32 +119,6 @@ async def default_server(
     """A server with the default settings: it requires encryption."""
     async with serve(request.param, tmp_path_factory.mktemp(f"default-{request.param}")) as running:
         yield running
-
-
-@dataclass(frozen=True)
-class Doctor:
-    id: str
-    login: str
-    password: str
-
-    def config(self, server: RunningServer, storage: Path, encryption: str = "server") -> dict[str, Any]:
-        return {"url": server.url, "login": self.login, "password": self.password, "storage": str(storage),
-                "encryption": encryption}  # fmt: skip
-
-
-async def new_doctor(server: RunningServer) -> Doctor:
-    """A professional and their user, made by the admin the Medstream way."""
-    admin = await server.api(server.admin_login, server.admin_password)
-    try:
-        hcp = await admin.healthcare_professional_api.create_or_modify_healthcare_professional(
-            HealthcareProfessional(first_name="Jane", last_name="Doe")
-        )
-        assert hcp.id is not None
-        login, password = f"hcp-{uuid.uuid4().hex[:10]}", f"pw-{uuid.uuid4().hex}"
-        await admin.user_api.create_or_modify_user(User(login=login, healthcare_party_id=hcp.id, password=password))
-    finally:
-        await admin.close()
-    return Doctor(hcp.id, login, password)
 
 
 @contextlib.asynccontextmanager
@@ -320,6 +291,17 @@ async def test_cardinal_receives_patient_events_from_a_default_server(
 SHARING = ROOT / "tests" / "icure_clients" / "sharing.py"
 
 
+async def _two_doctors(server: RunningServer, tmp_path: Path) -> tuple[Doctor, Doctor, dict[str, Any]]:
+    """Professionals A and B, and the configuration of a script that runs a client of each, each with its key
+    store."""
+    a, b = await new_doctor(server), await new_doctor(server)
+    config: dict[str, Any] = {"url": server.url}
+    for name, doctor in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        config[name] = {"login": doctor.login, "password": doctor.password, "storage": str(tmp_path / name)}
+    return a, b, config
+
+
 async def test_cardinal_shares_between_two_professionals(
     default_server: RunningServer, cardinal_python: Path, tmp_path: Path
 ) -> None:
@@ -327,15 +309,7 @@ async def test_cardinal_shares_between_two_professionals(
     shares the patient and the contact (cardinal's `share_with`); then B reads them decrypted and receives the
     events of what A shares with it, and never of what A keeps."""
     server = default_server
-    a, b = await new_doctor(server), await new_doctor(server)
-    storage = {name: tmp_path / name for name in ("a", "b")}
-    for directory in storage.values():
-        directory.mkdir()
-    config = {
-        "url": server.url,
-        "a": {"login": a.login, "password": a.password, "storage": str(storage["a"])},
-        "b": {"login": b.login, "password": b.password, "storage": str(storage["b"])},
-    }
+    a, b, config = await _two_doctors(server, tmp_path)
     result = await run_client(cardinal_python, config, SHARING)
     assert result["connected"] == "Connected" and result["settled"], result
     written = result["written"]
@@ -385,15 +359,7 @@ async def test_cardinal_health_elements_events_and_sharing(
     decrypted, and only the first one an untagged one; B reads, matches and receives nothing of A's until A shares
     the untagged one, then reads it decrypted, finds it with its filter and receives its UPDATE."""
     server = default_server
-    a, b = await new_doctor(server), await new_doctor(server)
-    storage = {name: tmp_path / name for name in ("a", "b")}
-    for directory in storage.values():
-        directory.mkdir()
-    config = {
-        "url": server.url,
-        "a": {"login": a.login, "password": a.password, "storage": str(storage["a"])},
-        "b": {"login": b.login, "password": b.password, "storage": str(storage["b"])},
-    }
+    a, b, config = await _two_doctors(server, tmp_path)
     result = await run_client(cardinal_python, config, HEALTH_ELEMENTS)
     assert result["connected"] == ["Connected"] * 3 and result["settled"] == [True, True], result
     written = result["written"]

@@ -24,14 +24,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, new_doctor
 from tests.integration.test_icure_cardinal import (
     _check_guide,
     _exchange_data_of,
     _get,
     admin_http,
     default_server,
-    new_doctor,
 )
 from tests.locks import one_at_a_time
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,11 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from medstream.model import CodingReference, Content, DataSample, HealthcareProfessional, Patient, User
+from medstream.model import CodingReference, Content, DataSample, Patient
 from medstream.sdk import MedTechApi
 from medstream.store import outbox
 from medstream.store.database import Database
-from tests.conftest import ProfessionalFactory, RunningServer, serve
+from tests.conftest import ProfessionalFactory, RunningServer, new_doctor, serve
 from tests.integration.test_icure_api import V2, _closed_with, _frame, _socket, v2
 
 __all__ = ["v2"]  # the fixture, shared with test_icure_api
@@ -216,14 +215,8 @@ async def test_too_slow_then_past_the_retention_then_past_the_window(tmp_path: P
     queue: backend-independent, SQLite only."""
     settings: dict[str, Any] = {"icure_resume_window_seconds": 1.0, "ws_send_queue": 3}
     async with serve("sqlite", tmp_path, require_encryption=False, **settings) as server:
-        admin = await server.api(server.admin_login, server.admin_password)
-        hcp = await admin.healthcare_professional_api.create_or_modify_healthcare_professional(
-            HealthcareProfessional(first_name="Jane", last_name="Doe")
-        )
-        assert hcp.id is not None
-        login, password = f"hcp-{uuid.uuid4().hex[:10]}", f"pw-{uuid.uuid4().hex}"
-        await admin.user_api.create_or_modify_user(User(login=login, healthcare_party_id=hcp.id, password=password))
-        await admin.close()
+        hcp = await new_doctor(server)
+        login, password = hcp.login, hcp.password
         api = await server.api(login, password)
         patient = await api.patient_api.create_or_modify_patient(Patient(first_name="John"))
         assert patient.id is not None
