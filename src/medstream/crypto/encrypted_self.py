@@ -71,8 +71,8 @@ def decrypt_fields(
     """`wire` with its `encryptedSelf` decrypted and merged back (and removed). `keys` gives K_e by kid. An
     entity without `encryptedSelf` comes back as it is. DecryptionError when the kid has no key, the key or
     the entity does not match, any byte changed, or a field is both in clear and encrypted."""
-    blob = wire.get(ENCRYPTED_SELF)
-    merged = {name: value for name, value in wire.items() if name != ENCRYPTED_SELF}
+    merged = dict(wire)
+    blob = merged.pop(ENCRYPTED_SELF, None)
     if blob is None:
         return merged
     entity_id = _entity_id(wire, entity_type)
@@ -89,8 +89,8 @@ def decrypt_fields(
         raise DecryptionError(f"{what}: decrypted content is not JSON") from None
     if not isinstance(hidden, dict):
         raise DecryptionError(f"{what}: decrypted content is not an object")
-    both = sorted(name for name in hidden if merged.get(name) not in _EMPTY)
+    both = [name for name in hidden if merged.get(name) not in _EMPTY]
     if both:
-        raise DecryptionError(f"{what}: field(s) {', '.join(both)} both in clear and encrypted")
+        raise DecryptionError(f"{what}: field(s) {', '.join(sorted(both))} both in clear and encrypted")
     merged.update(hidden)
     return merged

@@ -49,17 +49,25 @@ def wrap_entity_key(
     return frame(entity_key.kid + seal(exchange_key, entity_key.key, aad, nonce=nonce))
 
 
+WRAPPED_KEY_SIZE = KID_SIZE + NONCE_SIZE + KEY_SIZE + TAG_SIZE
+
+
 def wrapped_kid(blob: object, what: str = "encryption key") -> bytes:
     """The kid a wrapped entity key names, read without the exchange key."""
-    return unframe(blob, what, length=KID_SIZE + NONCE_SIZE + KEY_SIZE + TAG_SIZE)[:KID_SIZE]
+    return unframe(blob, what, length=WRAPPED_KEY_SIZE)[:KID_SIZE]
 
 
 def unwrap_entity_key(exchange_key: bytes, entity_type: str, entity_id: str, blob: object) -> EntityKey:
     """K_e from its wrap; DecryptionError when the wrap is for another entity or kind, another K_ex, or altered."""
     what = f"{entity_type} {entity_id}: encryption key"
-    payload = unframe(blob, what, length=KID_SIZE + NONCE_SIZE + KEY_SIZE + TAG_SIZE)
+    return unwrap_payload(exchange_key, entity_type, entity_id, unframe(blob, what, length=WRAPPED_KEY_SIZE), what)
+
+
+def unwrap_payload(exchange_key: bytes, entity_type: str, entity_id: str, payload: bytes, what: str) -> EntityKey:
+    """K_e from a wrap's payload (`unframe`d, WRAPPED_KEY_SIZE bytes: kid, nonce, sealed key), as
+    `unwrap_entity_key`, for a caller that read the kid from it first."""
     kid = payload[:KID_SIZE]
     key = open_sealed(exchange_key, payload[KID_SIZE:], entity_key_aad(entity_type, entity_id, kid), what)
-    if len(key) != KEY_SIZE:  # a 32-byte plaintext is all the length check above lets through
+    if len(key) != KEY_SIZE:  # a 32-byte plaintext is all the length check of the wrap lets through
         raise DecryptionError(f"{what}: {len(key)}-byte key")
     return EntityKey(kid, key)

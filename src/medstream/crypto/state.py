@@ -31,10 +31,17 @@ from typing import Any
 from medstream.crypto.blind_index import IndexedField, entity_blind_index, search_tokens
 from medstream.crypto.delegations import Permission, delegation_key, secure_delegation
 from medstream.crypto.encrypted_self import ENCRYPTED_SELF, decrypt_fields, encrypt_fields, encrypted_self_kid
-from medstream.crypto.entity_keys import EntityKey, unwrap_entity_key, wrap_entity_key, wrapped_kid
+from medstream.crypto.entity_keys import (
+    WRAPPED_KEY_SIZE,
+    EntityKey,
+    unwrap_entity_key,
+    unwrap_payload,
+    wrap_entity_key,
+)
 from medstream.crypto.exchange_data import DELEGATOR_SIGNATURE, ExchangeSecrets, open_exchange_data
 from medstream.crypto.key_store_format import KeyStore, PinnedKey
 from medstream.crypto.owner_keys import PublicKeyRecord
+from medstream.crypto.suite import KID_SIZE, unframe
 from medstream.errors import DecryptionError, KeyVerificationError
 
 SECURITY_METADATA = "securityMetadata"
@@ -259,16 +266,19 @@ class CryptoState:
         found: EntityKey | None = None
         failure: DecryptionError | None = None
         own = self.data_owner_id
-        for delegation in delegations_of(wire).values():
+        what = f"{entity_type} {entity_id}: encryption key"
+        metadata = wire.get(SECURITY_METADATA) or {}
+        for delegation in (metadata.get(SECURE_DELEGATIONS) or {}).values():  # read, not copied: this is per event
             secrets = self.secrets.get(str(delegation.get("exchangeDataId")))
             if own not in (delegation.get("delegate"), delegation.get("delegator")) or secrets is None:
                 continue
             for blob in delegation.get("encryptionKeys") or ():
-                if kid is not None and wrapped_kid(blob) != kid:
-                    continue
-                try:
-                    key = unwrap_entity_key(secrets.exchange_key, entity_type, entity_id, blob)
-                except DecryptionError as exc:  # another delegation may carry the key intact
+                try:  # another delegation may carry the key intact
+                    payload = unframe(blob, what, length=WRAPPED_KEY_SIZE)
+                    if kid is not None and payload[:KID_SIZE] != kid:
+                        continue
+                    key = unwrap_payload(secrets.exchange_key, entity_type, entity_id, payload, what)
+                except DecryptionError as exc:
                     failure = exc
                     continue
                 self.entity_keys[(entity_type, entity_id, key.kid)] = key
@@ -289,17 +299,19 @@ class CryptoState:
         already found), else the one its delegations carry. DecryptionError when no delegation to this data
         owner carries its key (after the exchange data `missing_exchange_data` names was opened), or when the
         content does not decrypt."""
-        kid = encrypted_self_kid(wire, entity_type)
-        if kid is None:
+        if wire.get(ENCRYPTED_SELF) is None:
             return dict(wire)
-        if key is None or key.kid != kid:
-            key = self.entity_key(entity_type, wire, kid)
-        if key is None:
-            raise DecryptionError(
-                f"{entity_type} {wire.get('id')}: no delegation to {self.data_owner_id} carries its key "
-                f"(kid {kid.hex()}): it was not shared with this data owner's keys"
-            )
-        return decrypt_fields(wire, entity_type, {kid: key.key})
+
+        def key_of(kid: bytes) -> bytes:  # the kid is read from `encryptedSelf` as it is opened, once
+            found = key if key is not None and key.kid == kid else self.entity_key(entity_type, wire, kid)
+            if found is None:
+                raise DecryptionError(
+                    f"{entity_type} {wire.get('id')}: no delegation to {self.data_owner_id} carries its key "
+                    f"(kid {kid.hex()}): it was not shared with this data owner's keys"
+                )
+            return found.key
+
+        return decrypt_fields(wire, entity_type, key_of)
 
     def encrypt(self, entity_type: str, wire: Mapping[str, Any], key: EntityKey) -> dict[str, Any]:
         """The entity's wire dict with its encrypted fields in `encryptedSelf` under `key`; an entity of a kind

@@ -26,7 +26,7 @@ _CONTEXT_PREFIX = b"medstream/v1/"
 def ctx(label: str, *parts: str) -> bytes:
     """The context string of `label` and its parts: `medstream/v1/<label> 0x00 part 0x00 part ...` (ASCII label,
     UTF-8 parts), used as AAD, HPKE info and hash prefix so that no value is valid anywhere but where it belongs."""
-    return _CONTEXT_PREFIX + label.encode("ascii") + b"\x00" + b"\x00".join(p.encode() for p in parts)
+    return _CONTEXT_PREFIX + label.encode("ascii") + b"\x00" + "\x00".join(parts).encode()
 
 
 def b64encode(data: bytes) -> str:
@@ -38,9 +38,9 @@ def b64decode(text: object, what: str) -> bytes:
     """Strict standard base64 (no stray characters); DecryptionError naming `what` otherwise."""
     if not isinstance(text, str):
         raise DecryptionError(f"{what}: expected base64 text, got {type(text).__name__}")
-    try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
+    try:  # strict mode: only the alphabet, padding only at the end and exactly as long as needed
+        return binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
         raise DecryptionError(f"{what}: not valid base64") from None
 
 
