@@ -152,6 +152,20 @@ def test_an_entity_key_is_found_through_the_owners_delegation_to_another() -> No
     assert other_device.unsigned_own == set(), "signed by one of its keys"
 
 
+def test_a_malformed_wrap_in_one_delegation_leaves_the_key_another_carries_and_alone_names_the_entity() -> None:
+    hcp, _patient, encrypted, key = _shared_entity()
+    delegations = encrypted["securityMetadata"]["secureDelegations"]  # type: ignore[index]
+    own = next(value for value in delegations.values() if value["delegate"] == "hcp-a")
+    own["encryptionKeys"] = ["not base64!"]
+    hcp.entity_keys.clear()
+    assert hcp.entity_key("DataSample", encrypted) == key, "through its delegation to the patient"
+    assert hcp.decrypt("DataSample", encrypted)["comment"] == "hello"
+    alone = _state("hcp-a", HCP_KEYS)
+    alone.secrets["ed-self"] = hcp.secrets["ed-self"]
+    with pytest.raises(DecryptionError, match="DataSample ds-1: encryption key: not valid base64"):
+        alone.decrypt("DataSample", encrypted)
+
+
 # --- search keys -----------------------------------------------------------------------------------------
 
 PATIENT_FIELDS = {"Patient": ("firstName", "lastName", "names", "maidenName", "spouseName", "ssin")}
