@@ -31,7 +31,19 @@ from typing import Any
 
 from bench import clients
 from bench.encryption import OwnerKeys, add_encryption_option, encryption_env, keys_directory, set_up
-from bench.report import Progress, Report, Table, Target, base_parser, cli, databases_of, latency_summary, median
+from bench.report import (
+    Progress,
+    Report,
+    Table,
+    Target,
+    base_parser,
+    cli,
+    databases_of,
+    fmt,
+    histogram_quantile,
+    latency_summary,
+    median,
+)
 from bench.servers import (
     Identity,
     ServerProcess,
@@ -39,6 +51,7 @@ from bench.servers import (
     make_professional,
     medstream_nodes_on,
     metrics_env,
+    send_delay_buckets,
     wait_dispatched,
 )
 from bench.workers import Worker, gather_from
@@ -65,6 +78,9 @@ def parser() -> argparse.ArgumentParser:
     add_metrics_option(p)
     add_encryption_option(p)
     return p
+
+
+Buckets = list[tuple[float, float]]  # a cumulative histogram: (upper bound, count)
 
 
 class Bench:
@@ -110,6 +126,20 @@ class Bench:
         for worker in [*self.writers, *self.subscribers]:
             worker.stop()
 
+    async def send_delays(self) -> Buckets:
+        """The servers' histograms of write-to-first-send delays (`send_delay_buckets`), summed bucket by
+        bucket; empty when they keep none."""
+        summed: dict[float, float] = {}
+        for server in self.servers:
+            for bound, count in await send_delay_buckets(server.url) or ():
+                summed[bound] = summed.get(bound, 0.0) + count
+        return sorted(summed.items())
+
+    @staticmethod
+    def send_delays_since(before: Buckets, after: Buckets) -> Buckets:
+        counted = dict(before)
+        return [(bound, count - counted.get(bound, 0.0)) for bound, count in after]
+
     async def measure(self, rate: float, duration: float) -> dict[str, Any]:
         run = uuid.uuid4().hex[:8]
         per_writer = rate / len(self.writers)
@@ -117,6 +147,7 @@ class Bench:
             for writer in self.writers:
                 writer.send("prepare", count=int(per_writer * duration))
             await gather_from(self.writers, "prepared", within=600)
+        delays_before = await self.send_delays()
         cpu_before = sum(server.cpu_seconds() for server in self.servers)
         for writer in self.writers:
             writer.send("write", run=run, rate=per_writer, duration=duration, concurrency=self.args.in_flight, batch=1)
@@ -135,6 +166,7 @@ class Bench:
         lost = stored * len(self.subscribers) - sum(received)
         for server in self.servers:
             await wait_dispatched(server.url)
+        delays = self.send_delays_since(delays_before, await self.send_delays())
         sustainable = (
             achieved >= 0.95 * rate
             and lost == 0
@@ -157,10 +189,22 @@ class Bench:
             "max_ms": summary["max"],
             "rest_p50_ms": median(w["rest_latency_ms"]["p50"] for w in written),
             "rest_p99_ms": max((w["rest_latency_ms"]["p99"] or 0) for w in written),
+            "server_send_p50_ms": _ms(histogram_quantile(delays, 0.5)),
+            "server_send_p99_ms": _ms(histogram_quantile(delays, 0.99)),
             "server_cpu_us_per_write": server_cpu / stored * 1e6 if stored else None,
             "subscriber_cpu_us_per_event": subscriber_cpu / sum(received) * 1e6 if sum(received) else None,
             "sustainable": sustainable,
         }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
+def _pair(first: float | None, second: float | None) -> str | None:
+    if first is None or second is None:
+        return None
+    return f"{fmt(first)} / {fmt(second)}"
 
 
 def combine(database: str, subscribers: int, kind: str, measured: list[dict[str, Any]]) -> dict[str, Any]:
@@ -169,7 +213,8 @@ def combine(database: str, subscribers: int, kind: str, measured: list[dict[str,
     for the highest rate below it."""
     row: dict[str, Any] = {"database": database, "subscribers": subscribers, "kind": kind, "runs": len(measured)}
     for key in ("rate", "achieved_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms", "rest_p50_ms", "rest_p99_ms",
-                "server_cpu_us_per_write", "subscriber_cpu_us_per_event"):  # fmt: skip
+                "server_send_p50_ms", "server_send_p99_ms", "server_cpu_us_per_write",
+                "subscriber_cpu_us_per_event"):  # fmt: skip
         row[key] = median(m[key] for m in measured)
     row["lost"] = sum(m["lost"] for m in measured)
     row["write_errors"] = sum(m["write_errors"] for m in measured)
@@ -258,15 +303,19 @@ def report(rows: list[dict[str, Any]], runs: int, duration: float, args: argpars
         f"matches every write; median of {runs} run(s) of {duration:g} s; highest sustainable: one run per step, a "
         "failing one twice)",
         ["database", "subs", "rate", "writes/s", "achieved/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "lost",
-         "REST p50 ms", "server CPU us/write", "subscriber CPU us/event", "sustainable"],
+         "REST p50 ms", "server send p50/p99 ms", "server CPU us/write", "subscriber CPU us/event", "sustainable"],
         [
             [r["database"], r["subscribers"], r["kind"], r.get("rate"), r.get("achieved_rate"), r.get("p50_ms"),
              r.get("p95_ms"), r.get("p99_ms"), r.get("max_ms"), r.get("lost"), r.get("rest_p50_ms"),
-             r.get("server_cpu_us_per_write"), r.get("subscriber_cpu_us_per_event"), r.get("sustainable")]
+             _pair(r.get("server_send_p50_ms"), r.get("server_send_p99_ms")), r.get("server_cpu_us_per_write"),
+             r.get("subscriber_cpu_us_per_event"), r.get("sustainable")]
             for r in rows
         ],
         [f"sustainable: achieved >= 95% of the rate, nothing lost, p99 <= {args.max_p99_ms:g} ms, in most runs",
-         "subscriber CPU: each SDK subscriber process's CPU time over the events it received"]
+         "subscriber CPU: each SDK subscriber process's CPU time over the events it received",
+         "server send: from each write (stamped by the server before its commit) to its first delivery on a node, "
+         "from the servers' metrics (medstream_events_commit_to_send_seconds), interpolated within its buckets "
+         "(0.5, 1, 2.5, 5, 10, 25, 50 ms...); empty with --metrics off"]
         + (["encryption on: the server requires it; samples written encrypted (made ahead, encryptedSelf sealed at "
             "send time), each event decrypted by the SDK before its callback"] if args.encryption == "on" else [])
         + ([f"PostgreSQL: {args.nodes} nodes, writers on the first, subscribers on the others"]

@@ -47,6 +47,25 @@ def latency_summary(values_ms: Sequence[float]) -> dict[str, float | int | None]
     }
 
 
+def histogram_quantile(buckets: Sequence[tuple[float, float]], q: float) -> float | None:
+    """The q-quantile (0-1) of a cumulative histogram's (upper bound, count) buckets, interpolated linearly within
+    its bucket as Prometheus' histogram_quantile does (from 0 in the first one); the highest finite bound when it
+    falls in the +Inf bucket; None when the histogram is empty."""
+    ordered = sorted(buckets)
+    total = ordered[-1][1] if ordered else 0
+    if total <= 0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound, count in ordered:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * ((rank - below) / (count - below) if count > below else 1.0)
+        lower, below = bound, count
+    return lower
+
+
 def median(values: Iterable[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None

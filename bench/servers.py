@@ -316,6 +316,29 @@ async def health(url: str) -> dict[str, Any]:
         return body
 
 
+SEND_DELAYS = "medstream_events_commit_to_send_seconds"
+
+
+async def send_delay_buckets(url: str) -> list[tuple[float, float]] | None:
+    """The server's histogram of the time from each event's write to its first delivery on that node (upper
+    bound in seconds, cumulative count), scraped from its /metrics on loopback; None when it has none (metrics
+    off, or a server that predates them)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.get(url + "/metrics")
+    if response.status_code != 200:
+        return None
+    for family in text_string_to_metric_families(response.text):
+        if family.name == SEND_DELAYS:
+            return [
+                (float(sample.labels["le"]), sample.value)
+                for sample in family.samples
+                if sample.name == SEND_DELAYS + "_bucket"
+            ]
+    return None
+
+
 async def wait_dispatched(url: str, within: float = 60.0) -> dict[str, Any]:
     """Wait until the server's dispatcher has no lag; returns the last /health."""
     deadline = time.monotonic() + within

@@ -16,6 +16,7 @@ import orjson
 import pytest
 from bench.clients import sample_body
 from bench.encryption import SAMPLE, OwnerKeys, SamplePool
+from bench.report import histogram_quantile
 
 from medstream.crypto import DataOwnerKeyPair, ExchangeSecrets, KeyStore, create_exchange_data
 from medstream.model.blind_index import BLIND_INDEXED
@@ -112,6 +113,8 @@ async def test_with_encryption_on_every_sample_is_written_encrypted_and_every_ev
         assert row["write_errors"] == 0 and row["lost"] == 0, row
         assert all(run["writes"] > 0 and run["deliveries"] == run["writes"] for run in row["each_run"]), row
         assert row["p50_ms"] is not None and row["subscriber_cpu_us_per_event"] > 0, row
+        # the server's share, from its metrics (on by default): every event it sent, counted in its buckets
+        assert 0 < row["server_send_p50_ms"] <= row["server_send_p99_ms"], row
     for row in reports["fanout"]["results"]["medstream"]:
         assert row["write_errors"] == 0 and row["delivered"] == row["expected"] > 0, row
     for row in reports["write_path"]["results"]["rows"]:
@@ -228,3 +231,14 @@ async def test_bench_sdk_socket_measures_each_client_on_both_loops(tmp_path: Pat
         assert all(row[f"{c}_cpu_us_per_event"] > 0 for c in ("sdk", "event_socket", "sansio")), row
         assert row["sdk_ratio"] > 0 and row["event_socket_ratio"] > 0
     assert max(r["events_per_frame"] for r in rows if r["frames"] == "batched") > 1  # the server batched them
+
+
+def test_a_histograms_quantile_is_interpolated_within_its_bucket_as_prometheus_does() -> None:
+    inf = float("inf")
+    buckets = [(0.001, 60.0), (0.0005, 10.0), (0.0025, 95.0), (0.005, 100.0), (inf, 100.0)]  # cumulative, any order
+    assert histogram_quantile(buckets, 0.5) == pytest.approx(0.0009)  # 40 of the 50 between 0.5 and 1 ms
+    assert histogram_quantile(buckets, 0.05) == pytest.approx(0.00025)  # from 0 in the first bucket
+    assert histogram_quantile(buckets, 0.99) == pytest.approx(0.0045)
+    assert histogram_quantile([(0.001, 2.0), (inf, 4.0)], 0.99) == 0.001, "in +Inf: the highest finite bound"
+    assert histogram_quantile([(0.001, 0.0), (inf, 0.0)], 0.5) is None
+    assert histogram_quantile([], 0.5) is None
