@@ -1,9 +1,10 @@
 """Every benchmark in sequence, with one combined JSON report.
 
-    .venv/bin/python -m bench.all [--quick] [--only write_path,latency,...] [--json PATH]
+    .venv/bin/python -m bench.all [--quick] [--only write_path,latency,...] [--encryption on|off] [--json PATH]
 
 Each benchmark runs with its own defaults (or its --quick sizes), its --database default unless --database is
-given (latency and write_path run on both stores, the others on SQLite), and --runs if given.
+given (latency and write_path run on both stores, the others on SQLite), and --runs if given; --encryption goes
+to those that take it (latency, fanout, write_path: with `on`, encrypted samples to a server that requires them).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ BENCHMARKS: dict[str, ModuleType] = {
 }
 
 
+ENCRYPTING = ("latency", "fanout", "write_path")  # the benchmarks with --encryption
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="every benchmark at its smallest sizes (a smoke run)")
@@ -39,6 +43,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--database", choices=["sqlite", "postgresql", "both"], default=None)
     p.add_argument("--pg-url", default=DEFAULT_PG)
     p.add_argument("--runs", type=int, default=None)
+    p.add_argument(
+        "--encryption",
+        choices=["on", "off"],
+        default=None,
+        help=f"end-to-end encryption for {', '.join(ENCRYPTING)} (each one's default: off)",
+    )
     p.add_argument("--json", metavar="PATH", default=None, help="combined JSON report ('-': stdout)")
     return p
 
@@ -64,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             sub_arguments += ["--database", args.database]
         if args.runs:
             sub_arguments += ["--runs", str(args.runs)]
+        if args.encryption and name in ENCRYPTING:
+            sub_arguments += ["--encryption", args.encryption]
         sub_args = module.parser().parse_args(sub_arguments)
         print(f"== bench.{name} {' '.join(sub_arguments)}", file=sys.stderr)
         sub_load = MachineLoad()

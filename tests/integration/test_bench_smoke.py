@@ -121,6 +121,20 @@ async def test_with_encryption_on_every_sample_is_written_encrypted_and_every_ev
         assert row["errors"] == 0 and row["samples_per_second"] > 0, row
 
 
+@pytest.mark.timeout(300)
+async def test_bench_all_gives_encryption_to_the_benchmarks_that_take_it(tmp_path: Path) -> None:
+    arguments = ["--only", "write_path,crypto", "--database", "sqlite", "--encryption", "on"]
+    code, _out, err = await _run("all", arguments, tmp_path / "all.json")
+
+    assert code == 0, f"bench.all exited {code}:\n{err[-3000:]}"
+    combined = json.loads((tmp_path / "all.json").read_text())
+    assert combined["failures"] == {} and set(combined["results"]) == {"write_path", "crypto"}
+    write_path = combined["results"]["write_path"]
+    assert write_path["options"]["encryption"] == "on" and write_path["command"].endswith("--encryption on")
+    assert all(row["errors"] == 0 and row["samples_per_second"] > 0 for row in write_path["results"]["rows"])
+    assert "encryption" not in combined["results"]["crypto"]["options"], "crypto measures the SDK alone"
+
+
 def test_the_encrypted_samples_are_what_the_sdk_reads_each_under_its_own_key(tmp_path: Path) -> None:
     keys = DataOwnerKeyPair.generate(1)
     store = KeyStore("hcp-1", [keys])
