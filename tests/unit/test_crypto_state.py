@@ -3,6 +3,7 @@ a pinned signature, finds an entity's key through its delegations, and re-wraps 
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -240,7 +241,12 @@ def test_a_write_gets_an_id_its_blind_index_and_on_update_the_stored_delegations
     hcp = _searching("hcp-a", HCP_KEYS, HCP_SEARCH_KEY, PATIENT_FIELDS, True)
     stale = {"names": ["not a token"]}
     created = hcp.for_write("Patient", {"lastName": "Li", "encryptedSelf": "AQID", "blindIndex": stale})
-    assert "encryptedSelf" not in created and len(created["id"]) == 36
+    assert "encryptedSelf" not in created and uuid.UUID(created["id"]).version == 7
+    # Each id starts with the millisecond it was made in: made one after the other, they sort by that time (the
+    # server's indexes keyed by id take them in order), whatever their random bits within one millisecond.
+    made = [hcp.for_write("Patient", {"id": None})["id"] for _ in range(50)]
+    milliseconds = [int(made_id.replace("-", "")[:12], 16) for made_id in made]
+    assert sorted(milliseconds) == milliseconds and len(set(made)) == 50
     assert created["blindIndex"] == {"names": [token(HCP_SEARCH_KEY, "names", "li")]}
     # Nothing left to index: the blind index sent before is dropped, not kept stale.
     assert "blindIndex" not in hcp.for_write("Patient", {"id": "p-1", "blindIndex": stale})

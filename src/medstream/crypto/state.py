@@ -22,7 +22,6 @@ data record) and hands it in; everything that decides or computes is here:
 
 from __future__ import annotations
 
-import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from medstream.crypto.key_store_format import KeyStore, PinnedKey
 from medstream.crypto.owner_keys import PublicKeyRecord
 from medstream.crypto.suite import KID_SIZE, unframe
 from medstream.errors import DecryptionError, KeyVerificationError
+from medstream.model.ids import new_entity_id
 
 SECURITY_METADATA = "securityMetadata"
 SECURE_DELEGATIONS = "secureDelegations"
@@ -327,12 +327,16 @@ class CryptoState:
     def for_write(
         self, entity_type: str, wire: Mapping[str, Any], stored: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
-        """The clear wire dict to encrypt for a write of `wire`: with an id (a new UUID when it has none), no
+        """The clear wire dict to encrypt for a write of `wire`: with an id (a new one when it has none), no
         `encryptedSelf`, its `blindIndex` made from its clear values under its responsible data owner's search
         key (`stored`'s responsible when `wire` names none), and, for an update (a `rev`) that carries no
         `securityMetadata`, the one of `stored`, the entity as the server has it."""
         clear = {name: value for name, value in wire.items() if name != ENCRYPTED_SELF}
-        clear.setdefault("id", str(uuid.uuid4()))
+        if clear.get("id") is None:
+            # A version 7 UUID, as the server makes (`model/ids.py`): ids made one after the other sort one after the
+            # other, so a batch's rows land together in every index keyed by id, not one page per row; it tells
+            # when the entity was made, which the server knows already (it stamps `created`).
+            clear["id"] = new_entity_id()
         stored_metadata = stored.get(SECURITY_METADATA) if stored is not None else None
         if clear.get("rev") is not None and clear.get(SECURITY_METADATA) is None and stored_metadata is not None:
             clear[SECURITY_METADATA] = stored_metadata

@@ -8,7 +8,6 @@ again once the record wraps for the new key.
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from medstream.crypto.exchange_data import add_wraps, add_wraps_as_delegate
@@ -25,6 +24,7 @@ from medstream.crypto.key_pair_update import (
 )
 from medstream.crypto.owner_keys import PublicKeyRecord
 from medstream.errors import ConflictError, DecryptionError, KeyVerificationError, NotFoundError
+from medstream.model.ids import new_entity_id
 from medstream.model.notification import Notification
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ async def notify(crypto: CryptoApi, transport: Transport) -> list[Notification]:
     targets = counterparties_to_notify(await _exchange_data(transport, owner), owner, key_id, notified)
     if not targets:
         return []
-    body = [key_pair_update_notification(str(uuid.uuid4()), owner, key_id, target) for target in targets]
+    body = [key_pair_update_notification(new_entity_id(), owner, key_id, target) for target in targets]
     stored = await transport.request("POST", f"{_NOTIFICATIONS}/batch", body)
     return [Notification.model_validate(wire) for wire in stored]
 
