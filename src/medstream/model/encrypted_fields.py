@@ -38,8 +38,11 @@ def _python_names(model: type[Entity], wire_names: tuple[str, ...]) -> tuple[tup
     return tuple((wire, by_alias[wire]) for wire in wire_names)
 
 
+_CONTAINERS = (str, list, dict, set, frozenset, tuple)
+
+
 def _is_empty(value: Any) -> bool:
-    return value is None or (isinstance(value, str | list | dict | set | frozenset | tuple) and not value)
+    return value is None or (not value and isinstance(value, _CONTAINERS))  # 0 and False are values
 
 
 def clear_encrypted_fields(entity: Entity) -> list[str]:
