@@ -4,6 +4,7 @@ code, sealed under a passphrase."""
 
 from __future__ import annotations
 
+import asyncio
 import stat
 import uuid
 from collections.abc import AsyncIterator
@@ -68,6 +69,48 @@ async def test_the_first_login_makes_and_publishes_a_key_pair_and_the_next_finds
         assert (await again.patient_api.get_patient(patient.id)).last_name == "Kept"
         record = parse_public_record(owner.crypto_keys[0].to_json_dict())
         assert await again.crypto.fingerprint(hcp_id) == record.fingerprint
+
+
+async def test_logins_that_start_at_once_on_one_machine_share_the_key_pair_the_first_one_made(
+    server: RunningServer, admin_api: MedTechApi, tmp_path: Path
+) -> None:
+    # The workers of one app, first started together: one key store file, one key pair made and published.
+    _hcp_id, login, password = await _user(admin_api)
+    path = tmp_path / "store.json"
+    apis = await asyncio.gather(*(_login(server, login, password, path) for _ in range(4)))
+    try:
+        owner = (await apis[0].get_data_owner()).data_owner
+        assert isinstance(owner, HealthcareProfessional)
+        (published,) = owner.crypto_keys
+        assert published.id in path.read_text(), "the key pair published is the one the store holds"
+        assert {api.crypto.state.store.key_pairs[0].id for api in apis} == {published.id}
+        patient = await apis[0].patient_api.create_or_modify_patient(Patient(last_name="Shared"))
+        assert patient.id is not None
+        assert (await apis[3].patient_api.get_patient(patient.id)).last_name == "Shared"
+    finally:
+        for api in apis:
+            await api.close()
+
+
+async def test_a_first_login_from_another_device_at_the_same_moment_is_told_its_keys_are_elsewhere(
+    server: RunningServer, admin_api: MedTechApi, tmp_path: Path
+) -> None:
+    # Two devices, two key store files: the keys of the login that published first are the data owner's; the
+    # other device lacks them, and hears so as at any later login (not a conflict on the data owner's record).
+    _hcp_id, login, password = await _user(admin_api)
+    paths = [tmp_path / "device-a" / "store.json", tmp_path / "device-b" / "store.json"]
+    outcomes = await asyncio.gather(*(_login(server, login, password, p) for p in paths), return_exceptions=True)
+    opened = [o for o in outcomes if isinstance(o, MedTechApi)]
+    refused = [o for o in outcomes if not isinstance(o, MedTechApi)]
+    assert len(opened) == 1 and len(refused) == 1, outcomes
+    async with opened[0] as api:
+        owner = (await api.get_data_owner()).data_owner
+        assert isinstance(owner, HealthcareProfessional)
+        (published,) = owner.crypto_keys
+        assert api.crypto.key_store_path in paths and published.id in api.crypto.key_store_path.read_text()
+    assert isinstance(refused[0], MissingKeysError), refused[0]
+    other = next(p for p in paths if p != api.crypto.key_store_path)
+    assert published.id in str(refused[0]) and str(other) in str(refused[0])
 
 
 async def test_a_store_without_the_published_keys_is_refused_with_the_way_to_recover_and_a_code_restores_them(

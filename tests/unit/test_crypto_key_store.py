@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import stat
@@ -21,8 +22,8 @@ from medstream.crypto import (
     encode_private_part,
 )
 from medstream.crypto.key_store_format import is_sealed
-from medstream.errors import DecryptionError, ValidationError
-from medstream.sdk.key_store import default_key_store_path, load_key_store, save_key_store
+from medstream.errors import DecryptionError, UnavailableError, ValidationError
+from medstream.sdk.key_store import default_key_store_path, key_store_lock, load_key_store, save_key_store
 from tests.unit.crypto_fixtures import HCP_KEYS, PATIENT_KEYS, PRIVATE_PART, SEARCH_KEY, context
 
 FAST = Argon2Parameters(time_cost=1, memory_cost=64, parallelism=1)  # the tests' cost; the default is t=3 64 MiB p=4
@@ -204,3 +205,24 @@ def test_the_search_key_is_kept_with_the_private_keys_sealed_or_not() -> None:
     short["searchKey"] = "AAAA"
     with pytest.raises(ValidationError, match="searchKey is 3 bytes"):
         decode_key_store(orjson.dumps(short))
+
+
+async def test_the_key_store_lock_is_held_by_one_login_at_a_time_and_a_wait_has_an_end(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "hcp.json"  # its directory is made, as for the store
+    order: list[str] = []
+
+    async def login(name: str, hold: float) -> None:
+        async with key_store_lock(path):
+            order.append(f"{name} in")
+            await asyncio.sleep(hold)
+            order.append(f"{name} out")
+
+    await asyncio.gather(login("first", 0.2), login("second", 0))
+    assert order in (["first in", "first out", "second in", "second out"],
+                     ["second in", "second out", "first in", "first out"])  # fmt: skip
+    async with key_store_lock(path):
+        with pytest.raises(UnavailableError, match=r"held by another process .* for over 0.2 s"):
+            async with key_store_lock(path, within=0.2):
+                pass
+    async with key_store_lock(path, within=0.2):  # released: taken at once
+        assert stat.S_IMODE((path.parent / ".hcp.json.lock").stat().st_mode) == 0o600

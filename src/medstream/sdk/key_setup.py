@@ -23,10 +23,10 @@ from medstream.crypto.key_store_format import Argon2Parameters, KeyStore, decode
 from medstream.crypto.owner_keys import DataOwnerKeyPair, parse_crypto_keys
 from medstream.crypto.recovery import open_recovery_blob, parse_recovery_code
 from medstream.crypto.state import CryptoState
-from medstream.errors import MissingKeysError, ValidationError
+from medstream.errors import ConflictError, MissingKeysError, ValidationError
 from medstream.model.entities import KIND_BY_NAME
 from medstream.sdk.crypto_api import CryptoApi
-from medstream.sdk.key_store import default_key_store_path, load_key_store, save_key_store
+from medstream.sdk.key_store import default_key_store_path, key_store_lock, load_key_store, save_key_store
 from medstream.sdk.key_vault import read_key_vault
 from medstream.sdk.transport import Transport
 
@@ -134,12 +134,43 @@ def _load(path: Path, owner_id: str, options: KeyStoreOptions) -> KeyStore | Non
     return store
 
 
+_PUBLISH_ATTEMPTS = 3
+
+
+class _PublishedMeanwhile(Exception):
+    """The data owner's record changed since it was read, as its keys were to be published."""
+
+
 async def open_crypto(
     transport: Transport, owner_type: str, owner: dict[str, Any], options: KeyStoreOptions
 ) -> CryptoApi:
-    """The data owner's crypto API: its key store opened or made, its public keys published if they are not."""
+    """The data owner's crypto API: its key store opened or made, its public keys published if they are not;
+    under the key store's lock (`key_store_lock`). When the record changed before the keys were published (keys
+    published by another login of this data owner), the record is read again and the key store opened again:
+    on this machine it holds the keys the other login made; from another device, they are this one's lost keys
+    (MissingKeysError, as at any later login)."""
     owner_id = str(owner["id"])
     path = options.path or default_key_store_path(transport.urls[0], owner_id)
+    collection = KIND_BY_NAME[owner_type].collection
+    async with key_store_lock(path):
+        for _ in range(_PUBLISH_ATTEMPTS - 1):
+            try:
+                return await _open_locked(transport, owner_type, owner, path, options)
+            except _PublishedMeanwhile:
+                owner = await transport.request("GET", f"/rest/v1/{collection}/{owner_id}")
+        try:
+            return await _open_locked(transport, owner_type, owner, path, options)
+        except _PublishedMeanwhile:
+            raise ConflictError(
+                f"the keys of data owner {owner_id} were published by another login while this one published its "
+                f"own, {_PUBLISH_ATTEMPTS} times: log in again"
+            ) from None
+
+
+async def _open_locked(
+    transport: Transport, owner_type: str, owner: dict[str, Any], path: Path, options: KeyStoreOptions
+) -> CryptoApi:
+    owner_id = str(owner["id"])
     published = parse_crypto_keys(owner.get("cryptoKeys") or [])
     published_ids = {record.id for record in published}
     store = await asyncio.to_thread(_load, path, owner_id, options)
@@ -173,7 +204,10 @@ async def open_crypto(
     unpublished = [keys.public.to_wire() for keys in store.active_key_pairs() if keys.id not in published_ids]
     if unpublished or lost:
         updated = {**owner, "cryptoKeys": [*records, *unpublished]}
-        await transport.request("POST", f"/rest/v1/{KIND_BY_NAME[owner_type].collection}", updated)
+        try:
+            await transport.request("POST", f"/rest/v1/{KIND_BY_NAME[owner_type].collection}", updated)
+        except ConflictError:
+            raise _PublishedMeanwhile from None
     configuration = await encryption_configuration(transport)
     state = CryptoState(
         store, configuration.encrypted_fields, configuration.blind_indexed, configuration.require_encryption

@@ -8,15 +8,20 @@ a file that its group or others may read or write is refused.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import os
 import re
 import stat
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from medstream.crypto.key_store_format import Argon2Parameters, KeyStore, decode_key_store, encode_key_store
+from medstream.errors import UnavailableError
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
 
@@ -65,3 +70,36 @@ def save_key_store(
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+KEY_STORE_LOCK_SECONDS = 60.0  # how long a login waits for another process that holds the key store's lock
+_LOCK_POLL_SECONDS = 0.05
+
+
+@contextlib.asynccontextmanager
+async def key_store_lock(path: Path, within: float = KEY_STORE_LOCK_SECONDS) -> AsyncIterator[None]:
+    """Hold the key store at `path` for this process while a login opens it and publishes its keys: an exclusive
+    `flock` on `.<name>.lock` beside it. Processes of one data owner that log in at once on one machine (the
+    workers of one app) then open it one after the other, the later ones finding the key pair the first one made
+    and published, where each would otherwise make its own, save it over the others' (the last save wins) and
+    publish it (all but one refused), and the key published would be lost with the save it lost to. Taken without
+    blocking, retried every 50 ms, so that a cancelled login leaves no thread waiting for it;
+    UnavailableError after `within` seconds."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    descriptor = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise UnavailableError(
+                        f"the key store {path} is held by another process of this data owner for over {within:g} s "
+                        "(a login that does not end): stop it, or open the key store from this one later"
+                    ) from None
+                await asyncio.sleep(_LOCK_POLL_SECONDS)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
