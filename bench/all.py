@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from bench import connections, crypto, fanout, latency, subscription_scale, write_path
-from bench.machine import MachineLoad, raise_open_files
+from bench.machine import MachineLoad, private_data_home, raise_open_files
 from bench.report import Report, command_line, print_tables, report_document, targets_table, write_json
 from bench.servers import DEFAULT_PG
 
@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         sub_load = MachineLoad()
         sub_started = dt.datetime.now(dt.UTC)
         try:
-            report: Report = asyncio.run(module.run(sub_args))
+            with private_data_home():
+                report: Report = asyncio.run(module.run(sub_args))
         except KeyboardInterrupt:
             print("\ninterrupted", file=sys.stderr)
             return 130

@@ -7,7 +7,9 @@ import os
 import platform
 import resource
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +131,20 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def private_data_home() -> Iterator[None]:
+    """XDG_DATA_HOME in a temporary directory, for the benchmark and the client processes it starts (they inherit
+    it): the SDK keeps a data owner's key store under it by default, and the key stores of a benchmark's users
+    are made for its run and removed with it, not left in the home directory."""
+    before = os.environ.get("XDG_DATA_HOME")
+    with tempfile.TemporaryDirectory(prefix="medstream-bench-data-") as home:
+        os.environ["XDG_DATA_HOME"] = home
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop("XDG_DATA_HOME", None)
+            else:
+                os.environ["XDG_DATA_HOME"] = before

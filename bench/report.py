@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from bench.machine import MachineLoad, machine_info, raise_open_files
+from bench.machine import MachineLoad, machine_info, private_data_home, raise_open_files
 from bench.servers import DATABASES, DEFAULT_PG
 
 # -- statistics ------------------------------------------------------------------------------------------
@@ -307,7 +307,8 @@ def cli(name: str, parser: argparse.ArgumentParser, run: RunFunction, argv: Sequ
     started = dt.datetime.now(dt.UTC)
     load = MachineLoad()
     try:
-        report = run_async(run(args))
+        with private_data_home():
+            report = run_async(run(args))
     except KeyboardInterrupt:
         print("\ninterrupted: servers stopped, client processes ended, temporary databases dropped", file=sys.stderr)
         return 130

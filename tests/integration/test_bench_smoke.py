@@ -47,6 +47,8 @@ TITLES = {
 
 async def _run(name: str, arguments: list[str], json_path: Path) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSTREAM_")}
+    # Where the SDK would keep its users' key stores by default: each benchmark keeps them in a directory of its own.
+    env["XDG_DATA_HOME"] = str(json_path.parent / "data-home")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", f"bench.{name}", "--quick", *arguments, "--json", str(json_path),
         cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -61,6 +63,7 @@ async def test_every_benchmark_prints_its_table_and_json(tmp_path: Path) -> None
     names = list(COMMANDS)
     results = await asyncio.gather(*(_run(n, COMMANDS[n], tmp_path / f"{n}.json") for n in names))
 
+    assert not (tmp_path / "data-home").exists(), "a benchmark's key stores are removed with its run"
     for name, (code, out, err) in zip(names, results, strict=True):
         report = _checked_report(name, code, out, err, tmp_path / f"{name}.json")
         if name == "subscription_scale":  # each of the 3 matching subscriptions got each event
